@@ -1,0 +1,106 @@
+"""The model layer's entry points: ``load`` a checkpoint by registry name or path, ``build`` a
+randomly initialised CLIP from a config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.clip import CLIP, CLIPConfig
+from model.errors import CheckpointError, ModelError
+
+log = logging.getLogger(__name__)
+
+
+def build(config: CLIPConfig | dict[str, Any], seed: int = 0, name: str = "random-init") -> CLIP:
+    """A CLIP with OpenAI's random initialisation, reproducible from ``seed``, in eval mode.
+
+    The tokenizer and preprocessing are attached lazily (first ``tokenize``/``preprocess`` call).
+    ``config`` may be a :class:`CLIPConfig` or its ``to_dict()`` form.
+    """
+    if isinstance(config, dict):
+        config = CLIPConfig.from_dict(config)
+    if not isinstance(config, CLIPConfig):
+        raise ModelError(f"build() needs a CLIPConfig or a dict, got {type(config).__name__}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIP(config)
+    model.name = name
+    return model.eval()
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    return resolved
+
+
+def _resolve_spec(spec: str | Path) -> Path:
+    """A registry name -> its (downloaded, verified) local path; otherwise an existing path."""
+    from model import registry
+
+    if isinstance(spec, str) and spec.strip() in registry.MODELS:
+        return Path(registry.resolve(spec.strip()))
+    try:
+        path = Path(spec).expanduser()
+        if path.exists():
+            return path
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, names too long, bad ~user
+        raise CheckpointError(f"{str(spec)[:200]!r}: not a usable path ({exc})") from exc
+    raise CheckpointError(
+        f"{str(spec)!r}: neither a known model name nor an existing file or folder "
+        f"(known model names: {', '.join(sorted(registry.MODELS))})"
+    )
+
+
+def load(
+    spec: str | Path, device: str | torch.device | None = None, allow_jit: bool = False
+) -> CLIP:
+    """Load a CLIP in eval mode from a registry name (``"ViT-B-32"``, ...) or a checkpoint path.
+
+    Paths may be an OpenAI ``.pt`` (TorchScript archive or state dict), a ``.safetensors`` or
+    ``.bin`` state dict, an OpenCLIP hub folder, or a folder written by ``save_pretrained``.
+    TorchScript archives other than OpenAI's released files run code when opened and are
+    refused unless ``allow_jit=True``. ``device`` defaults to CUDA when available.
+    Raises :class:`CheckpointError` (or :class:`DownloadError` from the registry) with a
+    message naming the file and what was expected.
+    """
+    from model.checkpoints import load_checkpoint
+
+    if not isinstance(spec, (str, Path)) or not str(spec).strip():
+        raise CheckpointError(f"expected a model name or checkpoint path, got {spec!r}")
+    target = _resolve_device(device)
+    path = _resolve_spec(spec)
+    state, config, preprocess_cfg = load_checkpoint(path, allow_jit=allow_jit)
+    with torch.device("meta"):
+        model = CLIP(config)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:  # check_state_dict makes this unreachable for our formats
+        raise CheckpointError(
+            f"{path}: weights do not fit the inferred architecture: {exc}"
+        ) from exc
+    model.use_channels_last()
+    model.preprocess_cfg = preprocess_cfg
+    model.name = str(spec)
+    log.info("loaded %s (%s) on %s", spec, _describe(config), target)
+    return model.to(target).eval()
+
+
+def _describe(config: CLIPConfig) -> str:
+    v = config.vision
+    tower = (
+        f"ResNet{list(v.layers)}"
+        if isinstance(v.layers, tuple)
+        else f"ViT/{v.patch_size}x{v.layers}"
+    )
+    return f"{tower} width {v.width} @{v.image_size}px, text width {config.text.width}, embed {config.embed_dim}"

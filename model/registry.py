@@ -1,0 +1,558 @@
+"""Known CLIP weights by name, and verified, atomic downloads into a cache folder.
+
+``resolve("ViT-B-32")`` returns the local path of OpenAI's ViT-B/32 TorchScript archive, fetching
+it into ``cache_dir()`` the first time. Every file is checked against its published SHA256 while
+it streams to a temporary file beside its destination, and only a verified file is moved into
+place (``os.replace``), so an interrupted or corrupted transfer never leaves a file that could be
+taken for a model. A cached file that no longer matches its hash is fetched again. With no
+network, :class:`DownloadError` says which file to fetch, from where, and where to put it.
+
+OpenAI's URLs carry the file's SHA256 as a path component; those hashes (``KNOWN_JIT_SHA256``)
+are also how the checkpoint loader recognises OpenAI's own TorchScript archives, the only ones it
+opens as TorchScript without an explicit opt-in. OpenCLIP hub entries are plain state dicts
+(``open_clip_pytorch_model.bin``, loaded with ``weights_only=True``) plus an
+``open_clip_config.json`` that this module writes from the entry itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import json
+import logging
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from model.errors import DownloadError, ModelError
+
+log = logging.getLogger(__name__)
+
+ENV_CACHE = "CLIPSEARCH_CACHE"
+ENV_OFFLINE = "CLIPSEARCH_OFFLINE"
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+_CHUNK = 1 << 20
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+Progress = Callable[[int, "int | None"], None]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One downloadable model.
+
+    ``format`` is ``"openai-jit"`` (a single TorchScript archive; :func:`resolve` returns the
+    file) or ``"open_clip"`` (a hub folder: the weights file plus ``open_clip_config.json``
+    written from ``open_clip_config``; :func:`resolve` returns the folder).
+    """
+
+    name: str
+    url: str
+    sha256: str
+    format: str
+    filename: str = ""  # defaults to the URL's last path component
+    size: int | None = None  # approximate bytes, for messages
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    open_clip_config: Mapping[str, Any] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ModelError(
+                f"invalid model name {self.name!r}: letters, digits and . _ @ + - only"
+            )
+        sha = self.sha256.lower()
+        if not _SHA_RE.match(sha):
+            raise ModelError(
+                f"model {self.name}: sha256 must be 64 hex digits, got {self.sha256!r}"
+            )
+        object.__setattr__(self, "sha256", sha)
+        parsed = urllib.parse.urlparse(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ModelError(f"model {self.name}: URL must be http(s), got {self.url!r}")
+        filename = self.filename or urllib.parse.unquote(parsed.path.rsplit("/", 1)[-1])
+        if not _NAME_RE.match(filename) or filename == OPEN_CLIP_CONFIG:
+            raise ModelError(f"model {self.name}: unusable file name {filename!r}")
+        object.__setattr__(self, "filename", filename)
+        if self.format not in ("openai-jit", "open_clip"):
+            raise ModelError(f"model {self.name}: unknown format {self.format!r}")
+        if self.format == "open_clip" and not self.open_clip_config:
+            raise ModelError(f"model {self.name}: an open_clip entry needs its open_clip_config")
+
+
+def _openai(name: str, sha256: str, filename: str, aliases: tuple[str, ...]) -> ModelSpec:
+    return ModelSpec(
+        name=name,
+        url=f"{_OPENAI_BASE}/{sha256}/{filename}",
+        sha256=sha256,
+        format="openai-jit",
+        aliases=aliases,
+        description=f"OpenAI CLIP {aliases[0] if aliases else name} (TorchScript archive)",
+    )
+
+
+def _laion_vit(
+    name: str,
+    repo: str,
+    sha256: str,
+    size_mb: int,
+    vision: dict[str, int],
+    text: dict[str, int],
+    embed_dim: int,
+) -> ModelSpec:
+    config = {
+        "model_cfg": {
+            "embed_dim": embed_dim,
+            "vision_cfg": {"image_size": 224, **vision},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, **text},
+        },
+        "preprocess_cfg": {"mean": list(_OPENAI_MEAN), "std": list(_OPENAI_STD)},
+    }
+    return ModelSpec(
+        name=name,
+        url=f"https://huggingface.co/{repo}/resolve/main/open_clip_pytorch_model.bin",
+        sha256=sha256,
+        format="open_clip",
+        size=size_mb * 1_000_000,
+        aliases=(repo, f"hf-hub:{repo}"),
+        description=f"OpenCLIP {repo} (state dict, {size_mb} MB)",
+        open_clip_config=MappingProxyType(config),
+    )
+
+
+_B_TEXT = {"width": 512, "heads": 8, "layers": 12}
+_SPECS: tuple[ModelSpec, ...] = (
+    # OpenAI's releases; the URL's path carries the file's SHA256 (as in openai/CLIP's clip.py).
+    _openai(
+        "RN50",
+        "afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762",
+        "RN50.pt",
+        (),
+    ),
+    _openai(
+        "RN101",
+        "8fa8567bab74a42d41c5915025a8e4538c3bdbe8804a470a72f30b0d94fab599",
+        "RN101.pt",
+        (),
+    ),
+    _openai(
+        "RN50x4",
+        "7e526bd135e493cef0776de27d5f42653e6b4c8bf9e0f653bb11773263205fdd",
+        "RN50x4.pt",
+        (),
+    ),
+    _openai(
+        "RN50x16",
+        "52378b407f34354e150460fe41077663dd5b39c54cd0bfd2b27167a4a06ec9aa",
+        "RN50x16.pt",
+        (),
+    ),
+    _openai(
+        "RN50x64",
+        "be1cfb55d75a9666199fb2206c106743da0f6468c9d327f3e0d0a543a9919d9c",
+        "RN50x64.pt",
+        (),
+    ),
+    _openai(
+        "ViT-B-32",
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        "ViT-B-32.pt",
+        ("ViT-B/32",),
+    ),
+    _openai(
+        "ViT-B-16",
+        "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
+        "ViT-B-16.pt",
+        ("ViT-B/16",),
+    ),
+    _openai(
+        "ViT-L-14",
+        "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+        "ViT-L-14.pt",
+        ("ViT-L/14",),
+    ),
+    _openai(
+        "ViT-L-14-336",
+        "3035c92b350959924f9f00213499208652fc7ea050643e8b385c2dac08641f02",
+        "ViT-L-14-336px.pt",
+        ("ViT-L/14@336px", "ViT-L-14-336px"),
+    ),
+    # OpenCLIP / LAION-2B on the Hugging Face hub (LFS object hashes of the released files).
+    _laion_vit(
+        "ViT-B-32-laion2b_s34b_b79k",
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        "1bd3c7172de5b207ceac554f5ab5266166f3b9baccc9af5989bc801016d080ad",
+        605,
+        {"layers": 12, "width": 768, "patch_size": 32},
+        _B_TEXT,
+        512,
+    ),
+    _laion_vit(
+        "ViT-B-16-laion2b_s34b_b88k",
+        "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+        "1f16b1274ca25493b1f36225efe81d05f66a3f33c487acd1a07c5ba87920de6f",
+        599,
+        {"layers": 12, "width": 768, "patch_size": 16},
+        _B_TEXT,
+        512,
+    ),
+    _laion_vit(
+        "ViT-L-14-laion2b_s32b_b82k",
+        "laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+        "5ddb47339f44e4fd9cace3d3960d38af1b51a25857440cfae90afc44706d7e2b",
+        1710,
+        {"layers": 24, "width": 1024, "patch_size": 14},
+        {"width": 768, "heads": 12, "layers": 12},
+        768,
+    ),
+)
+
+# Every name a user may type -> its spec (canonical names and aliases).
+MODELS: dict[str, ModelSpec] = {}
+for _spec in _SPECS:
+    for _key in (_spec.name, *_spec.aliases):
+        MODELS[_key] = _spec
+
+# OpenAI's published archives: the only TorchScript files opened without an explicit opt-in.
+KNOWN_JIT_SHA256: frozenset[str] = frozenset(s.sha256 for s in _SPECS if s.format == "openai-jit")
+
+
+def list_models() -> list[str]:
+    """Canonical registry names (without aliases), in registry order."""
+    return [s.name for s in _SPECS]
+
+
+def cache_dir() -> Path:
+    """Where downloads go: ``$CLIPSEARCH_CACHE``, else ``~/.cache/clipsearch``."""
+    return _cache_root()
+
+
+def _cache_root() -> Path:
+    env = os.environ.get(ENV_CACHE, "").strip()
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "clipsearch"
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex SHA256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- downloads --------------------------------------------------------------------------------
+
+
+def _fmt_size(n: int | None) -> str:
+    return "size not listed" if n is None else f"about {n / 1e6:.0f} MB"
+
+
+def download(
+    url: str,
+    sha256: str,
+    dest: str | os.PathLike[str],
+    *,
+    timeout: float = 30.0,
+    progress: Progress | None = None,
+) -> Path:
+    """Fetch ``url`` to ``dest``, verified against ``sha256``, atomically.
+
+    The bytes stream into a temporary file in ``dest``'s folder while being hashed; only if the
+    transfer is complete (Content-Length honoured) and the hash matches is the file moved to
+    ``dest`` with ``os.replace``. On any failure the temporary file is removed, ``dest`` is left
+    as it was, and :class:`DownloadError` says what happened. ``progress(done, total)`` is called
+    after each block.
+    """
+    expected = sha256.lower()
+    if not _SHA_RE.match(expected):
+        raise DownloadError(f"expected sha256 must be 64 hex digits, got {sha256!r}")
+    scheme = urllib.parse.urlparse(url).scheme
+    if scheme not in ("http", "https"):
+        raise DownloadError(f"refusing to download {url!r}: only http and https URLs are fetched")
+    dest = Path(dest).expanduser()
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(
+            f"cannot create the folder {dest.parent} for {dest.name}: {exc}"
+        ) from exc
+    if dest.is_dir():
+        raise DownloadError(f"cannot download to {dest}: it is a folder")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    except OSError as exc:
+        raise DownloadError(f"cannot write in {dest.parent}: {exc}") from exc
+    tmp = Path(tmp_name)
+    log.info("downloading %s -> %s", url, dest)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            got, total, digest = _stream(url, out, timeout, progress)
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and got != total:
+            raise DownloadError(
+                f"download of {url} was cut short: got {got} of {total} bytes; try again"
+            )
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise DownloadError(
+                f"download of {url} does not match its published sha256 (got {actual}, expected "
+                f"{expected}); nothing was saved. The transfer was corrupted or the file at that "
+                "URL changed."
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _write_stamp(dest, expected)
+    log.info("saved %s (%s, sha256 verified)", dest, _fmt_size(got))
+    return dest
+
+
+def _stream(
+    url: str, out: Any, timeout: float, progress: Progress | None
+) -> tuple[int, int | None, Any]:
+    digest = hashlib.sha256()
+    got = 0
+    total: int | None = None
+    request = urllib.request.Request(url, headers={"User-Agent": "clipsearch"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.strip().isdigit():
+                total = int(length)
+            while True:
+                block = response.read(_CHUNK)
+                if not block:
+                    break
+                digest.update(block)
+                out.write(block)
+                got += len(block)
+                if progress is not None:
+                    progress(got, total)
+                if total and got * 10 // total > (got - len(block)) * 10 // total:
+                    log.info("downloading %s: %d%%", url.rsplit("/", 1)[-1], got * 100 // total)
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise DownloadError(f"cannot reach {url}: {exc.reason}") from exc
+    except http.client.IncompleteRead as exc:
+        raise DownloadError(
+            f"download of {url} was cut short after {got + len(exc.partial)} bytes; try again"
+        ) from exc
+    except (http.client.HTTPException, TimeoutError, ConnectionError) as exc:
+        raise DownloadError(f"download of {url} failed: {type(exc).__name__}: {exc}") from exc
+    except OSError as exc:  # writing: disk full, permissions
+        raise DownloadError(f"download of {url} failed while writing: {exc}") from exc
+    return got, total, digest
+
+
+# A stamp beside a verified file records (size, mtime) at verification, so later resolves need
+# not re-hash gigabytes; a file changed since (size or mtime) is hashed again.
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.verified")
+
+
+def _write_stamp(path: Path, sha256: str) -> None:
+    try:
+        st = path.stat()
+        _stamp_path(path).write_text(
+            json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        )
+    except OSError as exc:  # a read-only cache still works, it just re-hashes
+        log.debug("cannot write verification stamp for %s: %s", path, exc)
+
+
+def _is_verified(path: Path, sha256: str) -> bool:
+    """True if ``path`` holds the bytes with this hash (hashing only when the stamp is stale)."""
+    if not path.is_file():
+        return False
+    st = path.stat()
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+        if stamp == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+            return True
+    except (OSError, ValueError):
+        pass
+    if sha256_file(path) == sha256:
+        _write_stamp(path, sha256)
+        return True
+    log.warning("%s does not match its sha256; fetching it again", path)
+    return False
+
+
+# -- resolving names and paths ---------------------------------------------------------------
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registry entry for a name or alias; ModelError listing the known names otherwise."""
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(
+            f"unknown model name {name!r}; known names: {', '.join(list_models())}; "
+            "or give the path to a checkpoint file or folder"
+        )
+    return spec
+
+
+def _offline_default() -> bool:
+    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _fetch_spec(spec: ModelSpec, root: Path, offline: bool, progress: Progress | None) -> Path:
+    folder = root / spec.name
+    weights = folder / spec.filename
+    if not _is_verified(weights, spec.sha256):
+        if offline:
+            reason = (
+                f"offline mode (${ENV_OFFLINE} is set)" if _offline_default() else "offline mode"
+            )
+            raise DownloadError(_manual_instructions(spec, weights, reason))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DownloadError(_manual_instructions(spec, weights, str(exc))) from exc
+        # One downloader per file: an API process and a worker starting together must not
+        # both fetch a gigabyte. Whoever waited re-checks: the other one may have finished.
+        with _exclusive(folder / f".{spec.filename}.lock"):
+            if not _is_verified(weights, spec.sha256):
+                _remove_stale_parts(weights)
+                try:
+                    download(spec.url, spec.sha256, weights, progress=progress)
+                except DownloadError as exc:
+                    raise DownloadError(_manual_instructions(spec, weights, str(exc))) from exc
+    if spec.format == "open_clip":
+        _write_open_clip_config(spec, folder)
+        return folder
+    return weights
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An advisory inter-process lock (POSIX flock); a no-op where flock is unavailable."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: downloads stay atomic, only not de-duplicated
+        yield
+        return
+    try:
+        fh = open(lock_path, "a+b")  # noqa: SIM115 - held for the duration of the with-block
+    except OSError as exc:
+        log.debug("cannot create lock %s (%s); downloading without it", lock_path, exc)
+        yield
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        fh.close()  # releases the lock
+
+
+def _remove_stale_parts(weights: Path) -> None:
+    """Temporary files of downloads killed mid-way (we hold the lock, so nobody is writing)."""
+    for part in weights.parent.glob(f".{weights.name}.*.part"):
+        with contextlib.suppress(OSError):
+            part.unlink()
+            log.info("removed %s, left by an interrupted download", part)
+
+
+def _manual_instructions(spec: ModelSpec, weights: Path, reason: str) -> str:
+    return (
+        f"model {spec.name}: {spec.filename} is not in the cache and could not be downloaded "
+        f"({reason}). Fetch it from {spec.url} ({_fmt_size(spec.size)}, sha256 {spec.sha256}) "
+        f"and put it at {weights} (or set ${ENV_CACHE} to a folder holding "
+        f"{spec.name}/{spec.filename}, or pass the file's path instead of the name)."
+    )
+
+
+def _write_open_clip_config(spec: ModelSpec, folder: Path) -> None:
+    assert spec.open_clip_config is not None
+    wanted = json.dumps(_plain(spec.open_clip_config), indent=2, sort_keys=True)
+    path = folder / OPEN_CLIP_CONFIG
+    try:
+        if path.is_file() and path.read_text(encoding="utf-8") == wanted:
+            return
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{OPEN_CLIP_CONFIG}.", suffix=".part")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(wanted)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise DownloadError(f"model {spec.name}: cannot write {path}: {exc}") from exc
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def resolve(
+    spec: str | os.PathLike[str] | ModelSpec,
+    cache_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """A local path for a registry name (downloaded and verified if needed) or a file/folder.
+
+    - a :class:`ModelSpec` or a registry name/alias (``"ViT-B-32"``, ``"ViT-B/32"``): the file
+      (``openai-jit``) or folder (``open_clip``) in the cache, fetched if missing or damaged;
+    - otherwise a path (``~`` expanded) to an existing checkpoint file or folder.
+
+    ``offline`` (default: ``$CLIPSEARCH_OFFLINE``) never touches the network: a missing file
+    raises :class:`DownloadError` saying where to get it and where to put it. ``progress(done,
+    total)`` is called while a download streams (for a CLI progress bar).
+    """
+    if offline is None:
+        offline = _offline_default()
+    root = Path(cache_dir).expanduser() if cache_dir is not None else _cache_root()
+    if isinstance(spec, ModelSpec):
+        return _fetch_spec(spec, root, offline, progress)
+    if isinstance(spec, str):
+        text = spec.strip()
+        if not text or "\x00" in text:
+            raise ModelError(f"invalid model name or path {spec!r}")
+        if text in MODELS:
+            return _fetch_spec(MODELS[text], root, offline, progress)
+        spec = text
+    elif not isinstance(spec, os.PathLike):
+        raise ModelError(f"a model is named by a string or a path, got {type(spec).__name__}")
+    path = Path(os.fspath(spec)).expanduser()
+    if path.exists():
+        return path.resolve()
+    raw = os.fspath(spec)
+    looks_like_path = any(sep in raw for sep in ("/", "\\", os.sep)) or raw.startswith(("~", "."))
+    if looks_like_path:
+        raise ModelError(
+            f"checkpoint not found: {path} is neither an existing file or folder nor a known "
+            f"model name (known: {', '.join(list_models())})"
+        )
+    raise ModelError(
+        f"unknown model {raw!r}: not a registry name ({', '.join(list_models())}) and no file "
+        f"or folder of that name exists in {Path.cwd()}"
+    )
