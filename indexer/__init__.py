@@ -1,0 +1,1 @@
+"""clipsearch: indexer layer."""

@@ -1,0 +1,530 @@
+"""Decoding image files for embedding: pixels, metadata, a thumbnail, or a reason it failed.
+
+``decode_file`` reads a file once (hashing its bytes with sha256 on the way), refuses
+decompression bombs from the header before decoding, decodes the first frame (JPEGs in "draft"
+mode at the smallest DCT scale that still covers the model input and the thumbnail, unless
+``draft=False``), applies the EXIF orientation, flattens transparency onto white, and returns the
+model's preprocessed pixels (float32 [3, R, R]) with width, height, format, EXIF capture time and
+a content-addressed thumbnail written once (``<thumb_dir>/ab/abcdef....jpg``, via a temporary
+file and an atomic rename; not fsynced, as thumbnails are derived data).
+Any failure is a :class:`DecodeResult` with ``ok=False`` and a ``reason`` a user understands;
+it never raises for a bad file.
+
+``decode_many`` runs it over many files in a :class:`DecodePool` of worker processes
+(forkserver/spawn, so safe beside threads and CUDA), restarting the pool and isolating the file if
+a decoder ever crashes a worker. With ``workers=1`` it decodes in-process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import functools
+import hashlib
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import stat
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+# Formats we let Pillow open. Everything else (EPS via Ghostscript, PSD, ICO, ...) is refused.
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF")
+MAX_FILE_BYTES = 1 << 30  # 1 GiB: no photo is larger; refusing protects worker memory
+THUMB_QUALITY = 82
+_EXIF_IFD = 0x8769
+_DATETIME_ORIGINAL = 0x9003
+_DATETIME_DIGITIZED = 0x9004
+_ORIENTATION = 0x0112
+
+with contextlib.suppress(Exception):  # HEIC/HEIF when the optional plugin is installed
+    import pillow_heif  # type: ignore[import-not-found]
+
+    pillow_heif.register_heif_opener()
+
+
+@dataclass
+class DecodeResult:
+    """The outcome of decoding one file. ``reason`` is set exactly when ``ok`` is False."""
+
+    path: str
+    ok: bool
+    pixels: np.ndarray | None = None  # float32 [3, R, R]
+    sha256: str | None = None
+    size: int | None = None
+    width: int | None = None  # as displayed (after EXIF orientation), full resolution
+    height: int | None = None
+    format: str | None = None  # Pillow's name: JPEG, PNG, GIF, WEBP, BMP, TIFF, AVIF, HEIF
+    taken_at: dt.datetime | None = None  # EXIF DateTimeOriginal (camera wall clock)
+    thumbnail: str | None = None  # key relative to thumb_dir: "ab/abcdef....jpg"
+    reason: str | None = None
+    problem: str | None = None  # short code: empty, truncated, not_image, too_many_pixels,
+    #                             unreadable, gone, too_large, disk_full, thumbnail, crashed
+
+
+@functools.lru_cache(maxsize=1)
+def _open_formats() -> tuple[str, ...]:
+    """ALLOWED_FORMATS that this Pillow build (and its plugins) can open."""
+    Image.init()
+    return tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+
+
+def _fail(path: str, problem: str, reason: str, **kw: Any) -> DecodeResult:
+    return DecodeResult(path=path, ok=False, problem=problem, reason=reason, **kw)
+
+
+def thumbnail_key(sha256: str) -> str:
+    return f"{sha256[:2]}/{sha256}.jpg"
+
+
+def _read_file(path: str) -> bytes | DecodeResult:
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if "\x00" in path:
+        return _fail(path, "unreadable", "unreadable: the path contains a NUL character")
+    try:
+        fd = os.open(path, flags)
+    except PermissionError:
+        return _fail(
+            path, "unreadable", "unreadable: permission denied (check the file's owner and mode)"
+        )
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return _fail(
+                path, "unreadable", "unreadable: broken symbolic link (its target is missing)"
+            )
+        return _fail(
+            path,
+            "gone",
+            "the file disappeared after it was found (moved or deleted); re-scan the folder",
+        )
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _fail(path, "unreadable", "unreadable: symbolic link loop")
+        return _fail(path, "unreadable", f"unreadable: {exc.strerror or exc}")
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return _fail(
+                path, "unreadable", "unreadable: not a regular file (a pipe, socket or device)"
+            )
+        if st.st_size == 0:
+            return _fail(
+                path, "empty", "empty file (0 bytes): it was probably not copied completely", size=0
+            )
+        if st.st_size > MAX_FILE_BYTES:
+            return _fail(
+                path,
+                "too_large",
+                f"file too large ({st.st_size / 2**30:.1f} GiB; the limit is 1 GiB)",
+                size=st.st_size,
+            )
+        chunks = []
+        remaining = st.st_size + 1
+        while True:
+            chunk = os.read(fd, min(remaining, 1 << 24) if remaining > 0 else 1 << 16)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+            if sum(map(len, chunks)) > MAX_FILE_BYTES:
+                return _fail(
+                    path, "too_large", "file too large (it grew past 1 GiB while being read)"
+                )
+        return b"".join(chunks)
+    except PermissionError:
+        return _fail(
+            path, "unreadable", "unreadable: permission denied (check the file's owner and mode)"
+        )
+    except OSError as exc:
+        return _fail(path, "unreadable", f"unreadable: {exc.strerror or exc} while reading")
+    finally:
+        os.close(fd)
+
+
+def _exif_info(img: Image.Image) -> tuple[int, dt.datetime | None]:
+    """(orientation 1..8, capture time) from EXIF; (1, None) when absent or malformed."""
+    try:
+        exif = img.getexif()
+    except Exception:
+        return 1, None
+    orientation = 1
+    with contextlib.suppress(Exception):
+        o = int(exif.get(_ORIENTATION, 1))
+        orientation = o if 1 <= o <= 8 else 1
+    taken: dt.datetime | None = None
+    with contextlib.suppress(Exception):
+        sub = exif.get_ifd(_EXIF_IFD)
+        for tag in (_DATETIME_ORIGINAL, _DATETIME_DIGITIZED):
+            taken = _parse_exif_time(sub.get(tag))
+            if taken is not None:
+                break
+    return orientation, taken
+
+
+def _parse_exif_time(value: Any) -> dt.datetime | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.strip().strip("\x00").strip()
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
+        with contextlib.suppress(ValueError):
+            t = dt.datetime.strptime(value[:19] if "S" in fmt else value[:16], fmt)
+            if 1800 <= t.year <= 2200:
+                return t
+    return None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB for any mode: transparency flattened onto white, 16-bit and float scaled to 8 bits."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        hi = 65535.0 if img.mode.startswith("I;16") or float(arr.max(initial=0)) > 255 else 255.0
+        if img.mode == "F":
+            hi = max(float(arr.max(initial=1.0)), 1e-6)
+        img = Image.fromarray(np.clip(arr * (255.0 / hi), 0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGB", rgba.size, (255, 255, 255))
+        bg.paste(rgba, mask=rgba.getchannel("A"))
+        return bg
+    if img.mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def _write_thumbnail(rgb: Image.Image, thumb_dir: Path, key: str, thumb_size: int) -> str | None:
+    """Write the thumbnail unless it exists. Returns a failure reason, or None on success."""
+    target = thumb_dir / key
+    with contextlib.suppress(OSError):
+        if target.stat().st_size > 0:  # written before (an empty one is a crash leftover)
+            return None
+    tmp_name = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        rgb.thumbnail((thumb_size, thumb_size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        buf = io.BytesIO()
+        rgb.save(buf, "JPEG", quality=THUMB_QUALITY, optimize=False)
+        fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".jpg", dir=target.parent)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getbuffer())  # no fsync: a thumbnail is derived data, rewritten if lost
+        os.replace(tmp_name, target)
+        tmp_name = None
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full writing the thumbnail to {thumb_dir}: free some space, then re-index"
+        return f"cannot write the thumbnail to {thumb_dir}: {exc.strerror or exc}"
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+def decode_file(
+    path: str | os.PathLike[str],
+    image_size: int,
+    thumb_dir: str | os.PathLike[str] | None,
+    thumb_size: int = 256,
+    draft: bool = True,
+    *,
+    preprocess: Callable[[Image.Image], Any] | None = None,
+    max_pixels: int | None = None,
+    want_pixels: bool = True,
+) -> DecodeResult:
+    """Decode one file; see the module docstring. ``preprocess`` defaults to
+    ``model.preprocess.Preprocess(image_size)``; pass ``model.preprocessor`` to use a checkpoint's
+    own mean/std. ``thumb_dir=None`` writes no thumbnail. ``max_pixels`` defaults to Pillow's
+    ``Image.MAX_IMAGE_PIXELS``."""
+    spath = os.fsdecode(path)
+    data = _read_file(spath)
+    if isinstance(data, DecodeResult):
+        return data
+    size = len(data)
+    sha = hashlib.sha256(data).hexdigest()
+    limit = int(max_pixels or Image.MAX_IMAGE_PIXELS or 89_478_485)
+    meta: dict[str, Any] = {"sha256": sha, "size": size}
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=_open_formats())
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return _fail(spath, "too_many_pixels", _bomb_reason(str(exc), limit), **meta)
+        except UnidentifiedImageError:
+            return _fail(
+                spath,
+                "not_image",
+                "not an image, or an image format clipsearch does not read (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/AVIF with their plugins)",
+                **meta,
+            )
+        except Exception as exc:  # malformed headers raise anything: SyntaxError, struct.error...
+            return _fail(
+                spath,
+                "truncated",
+                f"corrupt image header ({type(exc).__name__}: {exc})"[:300],
+                **meta,
+            )
+
+        w, h = img.size
+        fmt = "JPEG" if img.format == "MPO" else (img.format or "unknown")
+        if w <= 0 or h <= 0:
+            return _fail(
+                spath, "truncated", f"corrupt image header (size {w}x{h})", format=fmt, **meta
+            )
+        if w * h > limit:
+            return _fail(
+                spath,
+                "too_many_pixels",
+                _too_many(w, h, limit),
+                width=w,
+                height=h,
+                format=fmt,
+                **meta,
+            )
+        orientation, taken_at = _exif_info(img)
+        if orientation in (5, 6, 7, 8):
+            w, h = h, w
+        meta.update(width=w, height=h, format=fmt, taken_at=taken_at)
+        try:
+            if draft and img.format in ("JPEG", "MPO"):
+                # Smallest DCT scale keeping the short side >= the model input and the long
+                # side >= the thumbnail (in stored orientation, before EXIF rotation).
+                short = image_size
+                long_ = max(image_size, thumb_size if thumb_dir is not None else 0)
+                sw, sh = img.size
+                img.draft("RGB", (long_, short) if sw >= sh else (short, long_))
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            return _fail(spath, "too_many_pixels", _bomb_reason(str(exc), limit), **meta)
+        except OSError as exc:
+            msg = str(exc)
+            if "truncated" in msg or "broken data stream" in msg or "premature end" in msg.lower():
+                return _fail(
+                    spath,
+                    "truncated",
+                    "truncated file: the image data ends early (an interrupted copy or download?)",
+                    **meta,
+                )
+            return _fail(spath, "truncated", f"corrupt image data ({msg})"[:300], **meta)
+        except MemoryError:
+            return _fail(spath, "too_many_pixels", "not enough memory to decode this image", **meta)
+        except Exception as exc:
+            return _fail(
+                spath,
+                "truncated",
+                f"corrupt image data ({type(exc).__name__}: {exc})"[:300],
+                **meta,
+            )
+
+        try:
+            shown: Image.Image = ImageOps.exif_transpose(img) if orientation != 1 else img
+            rgb = _to_rgb(shown)
+        except Exception as exc:
+            return _fail(
+                spath,
+                "truncated",
+                f"corrupt image data ({type(exc).__name__}: {exc})"[:300],
+                **meta,
+            )
+
+    pixels = None
+    if want_pixels:
+        if preprocess is None:
+            preprocess = _default_preprocess(image_size)
+        out = preprocess(rgb)
+        pixels = out.numpy() if hasattr(out, "numpy") else np.asarray(out)
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+
+    thumb_key = None
+    if thumb_dir is not None:
+        thumb_key = thumbnail_key(sha)
+        problem = _write_thumbnail(rgb, Path(thumb_dir), thumb_key, thumb_size)
+        if problem is not None:
+            code = "disk_full" if problem.startswith("disk full") else "thumbnail"
+            return _fail(spath, code, problem, **meta)
+    return DecodeResult(path=spath, ok=True, pixels=pixels, thumbnail=thumb_key, **meta)
+
+
+def _too_many(w: int, h: int, limit: int) -> str:
+    return (
+        f"too many pixels: {w}x{h} is {w * h / 1e6:,.0f} megapixels, above the limit of "
+        f"{limit / 1e6:,.0f} (a possible decompression bomb); the file was not decoded"
+    )
+
+
+def _bomb_reason(msg: str, limit: int) -> str:
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", msg)
+    if m:
+        n = int(m.group(1))
+        return (
+            f"too many pixels: {n / 1e6:,.0f} megapixels, above the limit of {limit / 1e6:,.0f} "
+            "(a possible decompression bomb); the file was not decoded"
+        )
+    return "too many pixels (a possible decompression bomb); the file was not decoded"
+
+
+@functools.lru_cache(maxsize=8)
+def _default_preprocess(image_size: int) -> Callable[[Image.Image], Any]:
+    from model.preprocess import Preprocess
+
+    return Preprocess(image_size)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------------------------
+# Parallel decoding
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _worker_init() -> None:
+    with contextlib.suppress(Exception):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+class DecodePool:
+    """A pool of decoder processes sized to the cores (``workers=None``), created lazily.
+
+    Uses the forkserver start method where available (spawn otherwise): never forks a process
+    holding threads, locks or a CUDA context. Inside a daemonic process (a Celery prefork
+    child, which may not have children) it uses threads instead: Pillow, hashlib and torch
+    release the GIL for most of the work. ``workers=1`` decodes in the calling thread.
+    Use as a context manager or call :meth:`close`.
+    """
+
+    def __init__(self, workers: int | None = None, kind: str = "auto") -> None:
+        self.workers = max(1, int(workers or default_workers()))
+        if kind == "auto":
+            kind = "process"
+            if multiprocessing.current_process().daemon:
+                kind = "thread"
+        if kind not in ("process", "thread"):
+            raise ValueError(f"unknown pool kind {kind!r}: use 'process' or 'thread'")
+        self.kind = kind if self.workers > 1 else "inline"
+        self._executor: Executor | None = None
+
+    def _get(self) -> Executor:
+        if self._executor is None:
+            if self.kind == "thread":
+                self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="decode")
+            else:
+                methods = multiprocessing.get_all_start_methods()
+                ctx = multiprocessing.get_context(
+                    "forkserver" if "forkserver" in methods else "spawn"
+                )
+                self._executor = ProcessPoolExecutor(
+                    self.workers, mp_context=ctx, initializer=_worker_init
+                )
+        return self._executor
+
+    def _restart(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = None
+
+    def map(self, fn: Callable[[str], DecodeResult], paths: Sequence[str]) -> list[DecodeResult]:
+        """``[fn(p) for p in paths]`` in parallel, in order. A file that crashes a worker
+        process gets a failed result instead of taking the batch down."""
+        if self.kind == "inline" or len(paths) <= 1:
+            return [fn(p) for p in paths]
+        if self.kind == "process":
+            try:
+                pickle.dumps(fn)
+            except Exception as exc:
+                log.warning(
+                    "decode function cannot be sent to worker processes (%s); using threads", exc
+                )
+                self.close()
+                self.kind = "thread"
+        results: list[DecodeResult | None] = [None] * len(paths)
+        broken: list[int] = []
+        try:
+            futures = [self._get().submit(fn, p) for p in paths]
+            for i, fut in enumerate(futures):
+                try:
+                    results[i] = fut.result()
+                except BrokenProcessPool:
+                    broken.append(i)
+        except BrokenProcessPool:
+            broken = [i for i, r in enumerate(results) if r is None]
+        if broken:
+            log.warning("a decoder process died; retrying %d file(s) one by one", len(broken))
+            self._restart()
+            for i in broken:  # one at a time, so the culprit is identified
+                try:
+                    results[i] = self._get().submit(fn, paths[i]).result()
+                except BrokenProcessPool:
+                    self._restart()
+                    results[i] = _fail(
+                        paths[i],
+                        "crashed",
+                        "the image decoder crashed on this file (a malformed or hostile image)",
+                    )
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> DecodePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def decode_many(
+    paths: Sequence[str | os.PathLike[str]],
+    image_size: int,
+    thumb_dir: str | os.PathLike[str] | None,
+    thumb_size: int = 256,
+    draft: bool = True,
+    *,
+    pool: DecodePool | None = None,
+    workers: int | None = None,
+    preprocess: Callable[[Image.Image], Any] | None = None,
+    max_pixels: int | None = None,
+) -> list[DecodeResult]:
+    """``decode_file`` over many paths, in parallel, results in the order given. Pass a long-lived
+    ``pool`` to avoid starting processes per call; otherwise one is made (``workers`` of them,
+    default: the cores) and closed."""
+    fn = functools.partial(
+        decode_file,
+        image_size=image_size,
+        thumb_dir=None if thumb_dir is None else os.fspath(thumb_dir),
+        thumb_size=thumb_size,
+        draft=draft,
+        preprocess=preprocess,
+        max_pixels=max_pixels,
+    )
+    items = [os.fsdecode(p) for p in paths]
+    if pool is not None:
+        return pool.map(fn, items)
+    with DecodePool(workers) as own:
+        return own.map(fn, items)

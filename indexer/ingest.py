@@ -1,0 +1,585 @@
+"""Ingestion as plain functions; the Celery tasks (indexer/tasks.py) are thin wrappers.
+
+A job runs in two steps, each safe to run again after a crash:
+
+1. :func:`plan_ingest` scans the job's folder and brings the catalog in line with the disk:
+   new files and files changed since the last scan (size or mtime differ) become ``pending``;
+   unchanged files are skipped; a file that disappeared from one path and appeared at another
+   with the same bytes (same size, then same sha256) is a *move*: its row gets the new path and
+   keeps its id and embedding; files gone from under the scanned folder leave the catalog (their
+   ids are in ``IngestPlan.removed_ids`` so the vector index drops them). Folders that could not
+   be read are reported and their catalog rows left alone (an unmounted share deletes nothing).
+   It returns batches of the image ids still to embed under that folder (re-running the plan
+   finds the same work again, nothing more) and records the job's total.
+2. :func:`process_batch` decodes a batch in parallel, embeds what the model has not embedded yet
+   (identical content anywhere in the catalog is embedded once: embeddings are keyed by sha256),
+   and commits vectors, image states and the job's progress in one transaction. An image only
+   counts towards the job when this call moves it out of its planned state, so a batch
+   delivered twice is counted once. A bad file fails alone, with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from indexer.catalog import (
+    JOB_ERROR_SAMPLE,
+    Embedding,
+    Image,
+    Job,
+    delete_images,
+    ensure_model,
+    folder_of,
+    gc_embeddings,
+    get_job,
+    job_info,
+    orphan_thumbnails,
+    path_from_db,
+    path_to_db,
+    remove_thumbnails,
+    under_folder,
+    utcnow,
+    vector_to_bytes,
+)
+from indexer.decode import DecodePool, DecodeResult, decode_many
+from indexer.errors import IndexerError, IngestError
+from indexer.scan import check_path_allowed, scan_folder
+from indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_SIZE = 64
+_CHUNK = 500  # rows per IN (...) / bulk insert
+
+
+def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
+
+
+def _insert_ignore(
+    session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO NOTHING on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    for part in _chunks(rows):
+        session.execute(
+            insert(table).values(list(part)).on_conflict_do_nothing(index_elements=keys)
+        )
+
+
+def _sha256_of(path: str) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _add_errors(session: Session, job_id: int, items: list[dict[str, str]]) -> None:
+    """Append to the job's capped error sample. Call after an UPDATE has locked the job row."""
+    if not items:
+        return
+    current = session.scalar(sa.select(Job.errors).where(Job.id == job_id)) or []
+    if len(current) >= JOB_ERROR_SAMPLE:
+        return
+    merged = list(current) + items[: JOB_ERROR_SAMPLE - len(current)]
+    session.execute(sa.update(Job).where(Job.id == job_id).values(errors=merged))
+
+
+# --------------------------------------------------------------------------------------------
+# Jobs
+
+
+def start_job(sessions: sessionmaker[Session], job_id: int) -> JobInfo:
+    """Mark a queued job running (no-op for a running one); returns its state."""
+    with sessions.begin() as s:
+        job = get_job(s, job_id)
+        now = utcnow()
+        if job.state == "queued":
+            job.state = "running"
+            job.started_at = job.started_at or now
+        job.heartbeat_at = now
+        return job_info(job)
+
+
+def finish_job(
+    sessions: sessionmaker[Session], job_id: int, state: str = "done", message: str | None = None
+) -> JobInfo:
+    """Close a job (done, failed or cancelled) unless it is already closed."""
+    if state not in ("done", "failed", "cancelled"):
+        raise IndexerError(f"a job can only finish as done, failed or cancelled, not {state!r}")
+    with sessions.begin() as s:
+        job = get_job(s, job_id)
+        if job.state in ("queued", "running"):
+            job.state = state
+            job.finished_at = utcnow()
+            if message:
+                job.message = message[:2000]
+                if state == "failed":
+                    errs = list(job.errors or [])
+                    if len(errs) < JOB_ERROR_SAMPLE:
+                        job.errors = [
+                            *errs,
+                            {"path": str(job.params.get("path", "")), "reason": message[:500]},
+                        ]
+        return job_info(job)
+
+
+def job_progress(sessions: sessionmaker[Session], job_id: int) -> JobInfo:
+    with sessions() as s:
+        return job_info(get_job(s, job_id))
+
+
+def _maybe_finish(session: Session, job_id: int) -> bool:
+    """Inside a transaction: mark the job done when every planned image is accounted for."""
+    res = session.execute(
+        sa.update(Job)
+        .where(
+            Job.id == job_id,
+            Job.state == "running",
+            Job.total.is_not(None),
+            Job.done + Job.failed >= Job.total,
+        )
+        .values(state="done", finished_at=utcnow())
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+
+
+def images_needing_embedding(
+    session: Session,
+    model_id: int | None,
+    folder: str | None = None,
+    recursive: bool = True,
+    limit: int | None = None,
+) -> list[int]:
+    """Ids (ascending) of images that are pending, or ready but without an embedding of their
+    content for ``model_id``. ``folder`` (a filesystem path) restricts to that folder."""
+    cond: Any = Image.state == "pending"
+    if model_id is not None:
+        has = sa.exists().where(Embedding.sha256 == Image.sha256, Embedding.model_id == model_id)
+        cond = sa.or_(cond, sa.and_(Image.state == "ready", ~has))
+    stmt = sa.select(Image.id).where(cond).order_by(Image.id)
+    if folder is not None:
+        stmt = stmt.where(
+            under_folder(Image.folder, path_to_db(os.path.abspath(folder)), recursive)
+        )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(session.scalars(stmt))
+
+
+def plan_ingest(
+    sessions: sessionmaker[Session],
+    job_id: int,
+    *,
+    model_id: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
+    thumb_dir: str | os.PathLike[str] | None = None,
+) -> IngestPlan:
+    """Scan the folder in the job's params (``{"path": ..., "recursive": true}``), reconcile the
+    catalog (module docstring) and return the batches to embed. Marks the job running; if there
+    is nothing to embed the job is finished here. A missing/unreadable/forbidden folder fails the
+    job and raises :class:`IngestError` / :class:`PathNotAllowed`. ``thumb_dir``, when given,
+    lets thumbnails of removed images be deleted. A finished job returns an empty plan."""
+    if batch_size < 1:
+        raise IndexerError("batch_size must be at least 1")
+    with sessions() as s:
+        job = get_job(s, job_id)
+        params = dict(job.params or {})
+        if job.state not in ("queued", "running"):
+            log.info("job %s is %s already; nothing to plan", job_id, job.state)
+            return IngestPlan(job_id=job_id, root=str(params.get("path", "")))
+    start_job(sessions, job_id)
+
+    problems: list[ScanProblem] = []
+    try:
+        raw = params.get("path")
+        if not isinstance(raw, str) or not raw:
+            raise IngestError("the job has no folder to scan: give a path")
+        recursive = bool(params.get("recursive", True))
+        root = check_path_allowed(raw, allowed_roots)
+        files = list(scan_folder(root, recursive=recursive, on_problem=problems))
+    except IndexerError as exc:
+        finish_job(sessions, job_id, "failed", str(exc))
+        raise
+
+    plan = IngestPlan(job_id=job_id, root=root, problems=problems)
+    root_db = path_to_db(root)
+    seen: dict[str, FileInfo] = {path_to_db(f.path): f for f in files}
+    bad_db = [path_to_db(p.path) for p in problems]
+
+    def shielded(db_path: str) -> bool:  # under an entry we could not read: keep its rows
+        return any(db_path == b or db_path.startswith(b.rstrip("/") + "/") for b in bad_db)
+
+    with sessions.begin() as s:
+        rows = s.execute(
+            sa.select(
+                Image.id,
+                Image.path,
+                Image.size,
+                Image.mtime_ns,
+                Image.sha256,
+                Image.state,
+                Image.thumbnail,
+            ).where(under_folder(Image.folder, root_db, recursive))
+        ).all()
+        existing = {r.path: r for r in rows}
+        changed: list[int] = []
+        new_paths: list[str] = []
+        for db_path, f in seen.items():
+            row = existing.get(db_path)
+            if row is None:
+                new_paths.append(db_path)
+            elif row.size == f.size and row.mtime_ns == f.mtime_ns:
+                plan.unchanged += 1
+            else:
+                changed.append(row.id)
+                s.execute(
+                    sa.update(Image)
+                    .where(Image.id == row.id)
+                    .values(
+                        size=f.size,
+                        mtime_ns=f.mtime_ns,
+                        state="pending",
+                        error=None,
+                        updated_at=utcnow(),
+                    )
+                )
+        missing = [r for p, r in existing.items() if p not in seen and not shielded(p)]
+
+        # Moves: a vanished row and a new file with the same size, then the same sha256.
+        by_size: dict[int, list[Any]] = defaultdict(list)
+        for r in missing:
+            if r.sha256 and r.state == "ready":
+                by_size[r.size].append(r)
+        moved_rows: set[int] = set()
+        still_new: list[str] = []
+        for db_path in new_paths:
+            f = seen[db_path]
+            candidates = [r for r in by_size.get(f.size, []) if r.id not in moved_rows]
+            match = None
+            if candidates:
+                digest = _sha256_of(f.path)
+                match = next((r for r in candidates if r.sha256 == digest), None)
+            if match is None:
+                still_new.append(db_path)
+                continue
+            moved_rows.add(match.id)
+            plan.moved_ids.append(match.id)
+            s.execute(
+                sa.update(Image)
+                .where(Image.id == match.id)
+                .values(
+                    path=db_path,
+                    folder=folder_of(db_path),
+                    mtime_ns=f.mtime_ns,
+                    updated_at=utcnow(),
+                )
+            )
+        now = utcnow()
+        _insert_ignore(
+            s,
+            Image.__table__,
+            [
+                {
+                    "path": p,
+                    "folder": folder_of(p),
+                    "size": seen[p].size,
+                    "mtime_ns": seen[p].mtime_ns,
+                    "state": "pending",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for p in still_new
+            ],
+            ["path"],
+        )
+        for part in _chunks(still_new):
+            plan.new_ids.extend(s.scalars(sa.select(Image.id).where(Image.path.in_(list(part)))))
+        plan.changed_ids = changed
+        plan.removed_ids = sorted(r.id for r in missing if r.id not in moved_rows)
+        orphans: list[str] = []
+        for part in _chunks(plan.removed_ids):
+            orphans += delete_images(s, part)
+
+    if thumb_dir is not None and orphans:
+        remove_thumbnails(thumb_dir, orphans)
+
+    with sessions.begin() as s:
+        todo = images_needing_embedding(s, model_id, root, recursive)
+        plan.batches = [list(b) for b in _chunks(todo, batch_size)]
+        job = get_job(s, job_id)
+        job.total = (job.done or 0) + (job.failed or 0) + len(todo)
+        job.heartbeat_at = utcnow()
+        job.params = {
+            **params,
+            "scan": {
+                "found": len(files),
+                "new": len(plan.new_ids),
+                "changed": len(plan.changed_ids),
+                "moved": len(plan.moved_ids),
+                "removed": len(plan.removed_ids),
+                "unchanged": plan.unchanged,
+                "unreadable": len(problems),
+            },
+        }
+        if problems:
+            s.flush()
+            _add_errors(s, job_id, [{"path": p.path, "reason": p.reason} for p in problems])
+        if not todo:
+            _maybe_finish(s, job_id)
+    log.info(
+        "job %s: %d files under %r, %d to embed (%d new, %d changed, %d moved, %d removed)",
+        job_id, len(files), root, len(todo), len(plan.new_ids), len(plan.changed_ids),
+        len(plan.moved_ids), len(plan.removed_ids),
+    )  # fmt: skip
+    return plan
+
+
+def delete_missing(
+    sessions: sessionmaker[Session],
+    root: str | os.PathLike[str] | None = None,
+    recursive: bool = True,
+    thumb_dir: str | os.PathLike[str] | None = None,
+) -> list[int]:
+    """Remove catalog rows whose file no longer exists (under ``root``, or everywhere).
+    Returns the removed ids (drop them from the vector index)."""
+    with sessions() as s:
+        stmt = sa.select(Image.id, Image.path)
+        if root is not None:
+            stmt = stmt.where(
+                under_folder(
+                    Image.folder, path_to_db(os.path.abspath(os.fsdecode(root))), recursive
+                )
+            )
+        rows = s.execute(stmt).all()
+    gone = []
+    for image_id, db_path in rows:
+        try:
+            os.stat(path_from_db(db_path))
+        except FileNotFoundError:
+            gone.append(image_id)
+        except OSError:
+            continue  # unreadable is not gone
+    orphans: list[str] = []
+    with sessions.begin() as s:
+        for part in _chunks(gone):
+            orphans += delete_images(s, part)
+    if thumb_dir is not None and orphans:
+        remove_thumbnails(thumb_dir, orphans)
+    return gone
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding a batch
+
+
+def _embed(model: Any, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
+    import torch
+
+    stacked = torch.from_numpy(np.stack(pixels))
+    return np.asarray(model.embed_pixels(stacked, batch_size=batch_size), dtype=np.float32)
+
+
+def process_batch(
+    sessions: sessionmaker[Session],
+    model: Any,
+    job_id: int | None,
+    image_ids: Sequence[int],
+    thumb_dir: str | os.PathLike[str] | None,
+    pool: DecodePool | None = None,
+    *,
+    model_id: int | None = None,
+    draft: bool = True,
+    thumb_size: int = 256,
+    embed_batch_size: int = 64,
+) -> BatchResult:
+    """Decode, embed and commit one batch (module docstring). ``job_id=None`` processes images
+    without a job (no progress recorded); a cancelled, failed or deleted job's batch is skipped.
+    ``pool`` defaults to in-process decoding."""
+    result = BatchResult()
+    if model_id is None:
+        model_id = ensure_model(sessions, model)
+    ids = sorted({int(i) for i in image_ids})
+    if job_id is not None:
+        with sessions() as s:
+            state = s.scalar(sa.select(Job.state).where(Job.id == job_id))
+        if state in (None, "cancelled", "failed"):
+            log.info("job %s is %s: batch of %d skipped", job_id, state or "gone", len(ids))
+            result.skipped = len(ids)
+            return result
+
+    with sessions() as s:
+        rows: list[Any] = []
+        for part in _chunks(ids):
+            rows += s.execute(
+                sa.select(
+                    Image.id, Image.path, Image.size, Image.mtime_ns, Image.sha256, Image.state
+                ).where(Image.id.in_(list(part)))
+            ).all()
+        shas = [r.sha256 for r in rows if r.sha256]
+        known: set[str] = set()
+        for part in _chunks(sorted(set(shas))):
+            known |= set(
+                s.scalars(
+                    sa.select(Embedding.sha256).where(
+                        Embedding.model_id == model_id, Embedding.sha256.in_(list(part))
+                    )
+                )
+            )
+        if job_id is not None:
+            s.execute(sa.update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+            s.commit()
+    work = [
+        r for r in rows if r.state == "pending" or (r.state == "ready" and r.sha256 not in known)
+    ]
+    result.skipped = len(ids) - len(work)
+    if not work:
+        if job_id is not None:
+            with sessions.begin() as s:
+                result.job_finished = _maybe_finish(s, job_id)
+        return result
+
+    preprocess = getattr(model, "preprocessor", None)
+    decoded: list[DecodeResult] = decode_many(
+        [path_from_db(r.path) for r in work],
+        int(model.image_size),
+        thumb_dir,
+        thumb_size,
+        draft,
+        pool=pool or DecodePool(1),
+        preprocess=preprocess,
+    )
+
+    # Content already embedded by this model (anywhere in the catalog) is not embedded again.
+    ok_shas = sorted({d.sha256 for d in decoded if d.ok and d.sha256})
+    with sessions() as s:
+        have: set[str] = set()
+        for part in _chunks(ok_shas):
+            have |= set(
+                s.scalars(
+                    sa.select(Embedding.sha256).where(
+                        Embedding.model_id == model_id, Embedding.sha256.in_(list(part))
+                    )
+                )
+            )
+    to_embed: dict[str, np.ndarray] = {}
+    for d in decoded:
+        if (
+            d.ok
+            and d.sha256
+            and d.sha256 not in have
+            and d.sha256 not in to_embed
+            and d.pixels is not None
+        ):
+            to_embed[d.sha256] = d.pixels
+    vectors: dict[str, np.ndarray] = {}
+    if to_embed:
+        keys = list(to_embed)
+        embedded = _embed(model, [to_embed[k] for k in keys], embed_batch_size)
+        vectors = dict(zip(keys, embedded, strict=True))
+        result.embedded = len(keys)
+
+    errors: list[dict[str, str]] = []
+    old_shas: list[str | None] = []
+    used_shas: set[str] = set()
+    with sessions.begin() as s:
+        now = utcnow()
+        for row, d in zip(work, decoded, strict=True):
+            guard = sa.and_(
+                Image.id == row.id,
+                Image.state == row.state,
+                Image.size == row.size,
+                Image.mtime_ns == row.mtime_ns,
+            )
+            common = {
+                "sha256": d.sha256,
+                "width": d.width,
+                "height": d.height,
+                "format": d.format,
+                "taken_at": d.taken_at,
+                "updated_at": now,
+            }
+            if d.ok:
+                values = {**common, "thumbnail": d.thumbnail, "state": "ready", "error": None}
+            else:
+                values = {**common, "state": "failed", "error": d.reason}
+            res = s.execute(sa.update(Image).where(guard).values(**values))
+            if not res.rowcount:  # type: ignore[attr-defined]
+                result.skipped += 1  # changed or deleted since it was read: a re-scan handles it
+                continue
+            if row.sha256 and row.sha256 != d.sha256:
+                old_shas.append(row.sha256)
+            if d.ok:
+                result.done += 1
+                result.ready_ids.append(row.id)
+                if d.sha256:
+                    used_shas.add(d.sha256)
+            else:
+                result.failed += 1
+                result.failed_ids.append(row.id)
+                errors.append({"path": row.path, "reason": d.reason or "failed"})
+                log.info("image %s (%r) failed: %s", row.id, row.path, d.reason)
+        _insert_ignore(
+            s,
+            Embedding.__table__,
+            [
+                {"sha256": k, "model_id": model_id, "vector": vector_to_bytes(v), "created_at": now}
+                for k, v in vectors.items()
+                if k in used_shas
+            ],
+            ["sha256", "model_id"],
+        )
+        gc_embeddings(s, old_shas)
+        if job_id is not None:
+            s.execute(
+                sa.update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    done=Job.done + result.done,
+                    failed=Job.failed + result.failed,
+                    heartbeat_at=now,
+                    updated_at=now,
+                )
+            )
+            _add_errors(s, job_id, errors)
+            result.job_finished = _maybe_finish(s, job_id)
+    return result
+
+
+def image_vectors_for(
+    session: Session, model_id: int, image_ids: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, vectors)`` of these images for ``model_id`` (e.g. ``BatchResult.ready_ids`` to add
+    to the vector index's delta after a batch)."""
+    from indexer.catalog import load_vectors
+
+    return load_vectors(session, model_id, image_ids)
+
+
+def cleanup_thumbnails(
+    session: Session, thumb_dir: str | os.PathLike[str], keys: Sequence[str]
+) -> int:
+    """Delete the thumbnail files among ``keys`` that no image refers to."""
+    return remove_thumbnails(thumb_dir, orphan_thumbnails(session, keys))

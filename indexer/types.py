@@ -1,0 +1,133 @@
+"""Plain dataclasses the indexer hands to its callers (service, CLI, Celery tasks).
+
+They carry no database session: every value is copied out of the ORM rows, so they can cross
+threads, processes and the HTTP edge freely.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGE_STATES = ("pending", "ready", "failed")
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+JOB_KINDS = ("ingest", "reindex", "delete")
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result."""
+
+    id: int
+    score: float
+    path: str
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    taken_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One catalogued file. ``path`` is the catalog's text form (see ``catalog.path_to_db``)."""
+
+    id: int
+    path: str
+    folder: str
+    size: int
+    mtime: float  # seconds since the epoch
+    sha256: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: dt.datetime | None  # EXIF DateTimeOriginal, camera-local wall-clock time
+    state: str  # pending | ready | failed
+    error: str | None
+    thumbnail: str | None  # key relative to the thumbnail folder, e.g. "ab/abcdef....jpg"
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job's progress as recorded in the catalog."""
+
+    id: int
+    kind: str  # ingest | reindex | delete
+    state: str  # queued | running | done | failed | cancelled
+    params: dict[str, Any]
+    total: int | None  # None until the job has been planned
+    done: int
+    failed: int
+    errors: list[dict[str, str]]  # a capped sample: [{"path": ..., "reason": ...}]
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    heartbeat_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrictions applied to search hits. ``folder`` matches that folder and everything below."""
+
+    folder: str | None = None
+    date_from: dt.datetime | None = None
+    date_to: dt.datetime | None = None
+    formats: tuple[str, ...] | None = None  # Pillow format names: "JPEG", "PNG", ...
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file the scanner recognised as an image. ``path`` is a filesystem ``str`` (may hold
+    surrogate escapes for non-UTF-8 names; use it with ``open``/``os.stat`` as is)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    kind: str  # "jpeg", "png", "webp", "gif", "bmp", "tiff", "heif", "avif"
+
+    @property
+    def mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """An entry the scanner could not read (reported, never fatal)."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class IngestPlan:
+    """What ``ingest.plan_ingest`` found and decided for one job."""
+
+    job_id: int
+    root: str
+    batches: list[list[int]] = field(default_factory=list)  # image ids to hand to process_batch
+    new_ids: list[int] = field(default_factory=list)
+    changed_ids: list[int] = field(default_factory=list)  # content changed: drop old vectors
+    moved_ids: list[int] = field(default_factory=list)  # same content, new path: vector kept
+    removed_ids: list[int] = field(default_factory=list)  # file gone: drop from the index
+    unchanged: int = 0
+    problems: list[ScanProblem] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+@dataclass
+class BatchResult:
+    """What ``ingest.process_batch`` committed."""
+
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0  # already processed (a re-run) or gone since planning
+    embedded: int = 0  # vectors computed by the model (duplicates of known content cost none)
+    ready_ids: list[int] = field(default_factory=list)
+    failed_ids: list[int] = field(default_factory=list)
+    job_finished: bool = False
