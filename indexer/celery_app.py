@@ -1,0 +1,112 @@
+"""The Celery application: one factory, configured by arguments, never at import time.
+
+Two brokers are supported with the same tasks:
+
+- Redis (``redis://host:6379/0``) when deployed next to PostgreSQL, with several workers.
+- The embedded default, which needs no other service: kombu's SQLAlchemy transport on a SQLite
+  file in the data directory (``sqla+sqlite:///<data_dir>/broker.sqlite``). Messages live in that
+  file, so queued work survives a restart of ``clipsearch serve``.
+
+Whatever the broker, the catalog is the source of truth for jobs: a worker that starts re-enqueues
+the unfinished jobs it finds there (see :mod:`indexer.worker`), so a broker that loses its queue,
+or a message that dies with a SIGKILLed worker, loses no work.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from celery import Celery
+
+from .errors import IndexerError
+
+log = logging.getLogger(__name__)
+
+#: Task names, shared by the senders (Library) and the worker (tasks.py).
+TASK_INGEST = "clipsearch.ingest_folder"
+TASK_EMBED = "clipsearch.embed_batch"
+TASK_REINDEX = "clipsearch.reindex"
+TASK_DELETE = "clipsearch.delete_images"
+TASK_RESUME = "clipsearch.resume_job"
+
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
+
+
+def default_broker_url(data_dir: Path) -> str:
+    """The embedded broker: a SQLite file under ``data_dir`` (created on first use)."""
+    path = Path(data_dir).expanduser().resolve() / "broker.sqlite"
+    return f"sqla+sqlite:///{path}"
+
+
+def queue_name(queue_prefix: str = "") -> str:
+    """The one queue every clipsearch task goes to, namespaced by ``queue_prefix``."""
+    return f"{queue_prefix}clipsearch"
+
+
+def is_embedded_broker(broker_url: str) -> bool:
+    return broker_url.startswith(("sqla+", "sqlalchemy+"))
+
+
+def make_celery(
+    broker_url: str,
+    result_backend: str | None = None,
+    queue_prefix: str = "",
+) -> Celery:
+    """Build the Celery app for ``broker_url``.
+
+    ``queue_prefix`` namespaces the queue (and, on Redis, every key) so that several libraries, or
+    parallel test runs, can share one broker. Results are not stored unless ``result_backend`` is
+    given: job progress lives in the catalog, not in Celery's result store.
+    """
+    if not broker_url or not isinstance(broker_url, str):
+        raise IndexerError(
+            "broker URL is empty: set CLIPSEARCH_BROKER_URL or leave it unset for the embedded broker"
+        )
+    if not _PREFIX_RE.match(queue_prefix):
+        raise IndexerError(
+            f"queue prefix {queue_prefix!r} is not allowed: use up to 64 letters, digits, '_', '.', ':' or '-'"
+        )
+    if broker_url.startswith("sqla+sqlite:///"):
+        db_path = Path(broker_url[len("sqla+sqlite:///") :])
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+
+    app = Celery("clipsearch", broker=broker_url, backend=result_backend, set_as_current=False)
+    queue = queue_name(queue_prefix)
+    transport_options: dict[str, object] = {}
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        # Unacked messages come back after this long if their worker vanished; recovery on
+        # worker start usually resumes the job far sooner (see indexer.worker).
+        transport_options = {"visibility_timeout": 3600}
+        if queue_prefix:
+            transport_options["global_keyprefix"] = queue_prefix
+    elif is_embedded_broker(broker_url):
+        # kombu hands these to sqlalchemy.create_engine: wait for SQLite's write lock rather than
+        # failing a submission while the worker holds it.
+        transport_options = {"connect_args": {"timeout": 30}}
+
+    app.conf.update(
+        task_default_queue=queue,
+        task_default_exchange=queue,
+        task_default_routing_key=queue,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        # Work that must not be lost: acknowledge after the task ran, and hand the message back
+        # when the worker process dies under it.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=result_backend is None,
+        task_track_started=False,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        worker_enable_remote_control=not is_embedded_broker(broker_url),
+        enable_utc=True,
+        timezone="UTC",
+    )
+    return app

@@ -1,0 +1,731 @@
+"""The Library: the one facade the service and the CLI use (see docs/ARCHITECTURE.md).
+
+It reads the catalog, serves searches from the vector index, and submits jobs to the workers:
+
+* **Index lifecycle.** The catalog's active ``IndexVersion`` names the model searches use and the
+  saved index (``<data_dir>/index``, :class:`~indexer.vector_index.IndexStore`). The Library loads
+  it, then keeps it fresh: images embedded since that build are added to the index's exact delta
+  (polled at most every ``refresh_interval_s`` on search, or at once with :meth:`refresh_index`),
+  so newly ingested images are searchable before any rebuild. A newer active version (a re-index
+  finished, possibly with a new model) is loaded beside the old one and swapped in by one
+  reference assignment: a query in flight finishes on what it started with. Without any index yet,
+  or when its files were deleted, the Library serves an exact index made from the catalog's
+  vectors: the catalog is the source of truth, the FAISS files are a derived cache.
+* **Jobs.** ``submit_*`` records the Job row first, then sends the task: if the broker loses the
+  message, the next worker to start re-enqueues the job from the catalog.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from . import catalog
+from .catalog import Embedding, Image, Job, ModelRecord
+from .celery_app import TASK_INGEST, TASK_REINDEX, default_broker_url, make_celery
+from .errors import Conflict, IndexerError, IngestError, NotFound, PathNotAllowed
+from .tasks import FINAL_STATES, active_index_row, index_dir, normalise_spec
+from .types import IMAGE_STATES, Hit, ImageInfo, JobInfo, SearchFilters
+
+log = logging.getLogger(__name__)
+
+MAX_K = 1000
+MAX_LIST = 1000
+# Re-examine embeddings this far below the watermark: PostgreSQL sequences may commit out of order.
+_EMBEDDING_ID_WINDOW = 1000
+
+__all__ = ["Library", "LibraryConfig", "wait_for_job"]
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    """How to reach a library. Only ``data_dir`` is required; the rest default to embedded."""
+
+    data_dir: Path  # thumbnails, index files, the embedded catalog and broker
+    database_url: str | None = None  # None: SQLite at <data_dir>/catalog.db
+    broker_url: str | None = None  # None: the embedded SQLite broker at <data_dir>/broker.sqlite
+    model_spec: str = "ViT-B-32"  # the model of a new library (the catalog's active one wins)
+    device: str | None = None  # None: CUDA when available, else CPU
+    queue_prefix: str = ""  # namespaces the queue on a shared broker
+    allowed_roots: Sequence[Path] | None = None  # folders ingest may read; None: any folder
+    refresh_interval_s: float = 2.0  # how often searches look for new vectors / index versions
+    batch_size: int = 32  # images per embedding batch (workers started by this library)
+    worker_concurrency: int = 1
+    extra_worker_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or catalog.default_database_url(self.resolved_data_dir)
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or default_broker_url(self.resolved_data_dir)
+
+    def worker_config(self, **overrides: Any) -> Any:
+        """The :class:`~indexer.worker.WorkerConfig` for a worker serving this library."""
+        from .worker import WorkerConfig
+
+        values: dict[str, Any] = {
+            "data_dir": self.resolved_data_dir,
+            "model_spec": self.model_spec,
+            "database_url": self.resolved_database_url,
+            "broker_url": self.resolved_broker_url,
+            "queue_prefix": self.queue_prefix,
+            "device": self.device,
+            "concurrency": self.worker_concurrency,
+            "batch_size": self.batch_size,
+            "extra_env": dict(self.extra_worker_env),
+        }
+        values.update(overrides)
+        return WorkerConfig(**values)
+
+
+@dataclass
+class _Served:
+    """What searches read: one model with one index. Replaced whole, never edited but the delta."""
+
+    model: Any
+    model_id: int
+    spec: str
+    index: Any  # VectorIndex
+    catalog_version: int | None  # the active IndexVersion it came from (None: built in memory)
+    built_max_image_id: int
+    emb_watermark: int
+    seen: dict[int, int] = field(
+        default_factory=dict
+    )  # image id -> embedding id added to the delta
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def wait_for_job(
+    library: Library,
+    job_id: int,
+    timeout: float | None = None,
+    on_progress: Callable[[JobInfo], None] | None = None,
+    poll_s: float = 0.5,
+) -> JobInfo:
+    """Poll a job until it is done, failed or cancelled; ``on_progress`` sees every change.
+
+    Raises :class:`IndexerError` when ``timeout`` seconds pass first (the job keeps running).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    last: tuple[Any, ...] | None = None
+    while True:
+        job = library.get_job(job_id)
+        key = (job.state, job.total, job.done, job.failed)
+        if on_progress is not None and key != last:
+            on_progress(job)
+        last = key
+        if job.state in FINAL_STATES:
+            return job
+        if deadline is not None and time.monotonic() >= deadline:
+            raise IndexerError(
+                f"job {job_id} is still {job.state} after {timeout:.0f} s ({job.done} of "
+                f"{job.total if job.total is not None else '?'} done); it keeps running: check it "
+                "with `clipsearch status`, and that a worker is running"
+            )
+        time.sleep(poll_s)
+
+
+class Library:
+    """The facade over catalog, index, model and jobs (thread-safe)."""
+
+    def __init__(self, config: LibraryConfig) -> None:
+        self.config = config
+        self.data_dir = config.resolved_data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.database_url = config.resolved_database_url
+        self.engine = catalog.init_db(self.database_url)
+        self.Session = catalog.session_factory(self.engine)
+        self._celery: Any = None
+        self._served: _Served | None = None
+        self._load_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._last_refresh = 0.0
+        self._workers: list[Any] = []
+        self._roots = (
+            None
+            if config.allowed_roots is None
+            else [Path(r).expanduser().resolve() for r in config.allowed_roots]
+        )
+
+    # ---- plumbing
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
+        with self.Session() as session:
+            yield session
+
+    @property
+    def celery(self) -> Any:
+        if self._celery is None:
+            self._celery = make_celery(
+                self.config.resolved_broker_url, queue_prefix=self.config.queue_prefix
+            )
+        return self._celery
+
+    def close(self) -> None:
+        """Stop workers this library started and release connections."""
+        for worker in self._workers:
+            with contextlib.suppress(Exception):
+                worker.stop()
+        self._workers.clear()
+        if self._celery is not None:
+            with contextlib.suppress(Exception):
+                self._celery.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- model and index
+
+    @property
+    def model(self) -> Any:
+        """The CLIP model searches use (the active index's model), loaded on first use."""
+        return self._ensure_served().model
+
+    @property
+    def model_spec(self) -> str:
+        served = self._served
+        if served is not None:
+            return served.spec
+        with self._session() as session:
+            return _spec_of_active(session) or normalise_spec(self.config.model_spec)
+
+    def _load_model(self, spec: str) -> Any:
+        import model as clip_model
+
+        return clip_model.load(spec, device=self.config.device)
+
+    def _ensure_served(self) -> _Served:
+        served = self._served
+        if served is not None:
+            return served
+        with self._load_lock:
+            if self._served is None:
+                self._served = self._load_served(reuse=None)
+                self._last_refresh = time.monotonic()
+            return self._served
+
+    def _load_served(self, reuse: _Served | None) -> _Served:
+        """Build what searches read from the catalog's active version (outside any lock)."""
+        with self._session() as session:
+            row = active_index_row(session)
+            spec = _spec_of_active(session) if row is not None else None
+            row_info = (
+                None
+                if row is None
+                else (row.version, row.model_id, dict(row.params or {}), row.path)
+            )
+        if spec is None:
+            spec = normalise_spec(self.config.model_spec)
+        model = reuse.model if reuse is not None and reuse.spec == spec else self._load_model(spec)
+        if row_info is None:
+            model_id = catalog.ensure_model(self.Session, model)
+            index = self._empty_index(int(model.embed_dim))
+            served = _Served(model, model_id, spec, index, None, 0, 0)
+        else:
+            version, model_id, params, _path = row_info
+            index = self._load_index_files(version, params)
+            if index is None:
+                index = self._empty_index(int(model.embed_dim))
+                served = _Served(model, model_id, spec, index, version, 0, 0)
+            else:
+                served = _Served(
+                    model,
+                    model_id,
+                    spec,
+                    index,
+                    version,
+                    int(params.get("max_image_id") or 0),
+                    int(params.get("max_embedding_id") or 0),
+                )
+        self._sync_delta(served)
+        return served
+
+    def _empty_index(self, dim: int) -> Any:
+        from .vector_index import build_index
+
+        return build_index(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))
+
+    def _load_index_files(self, version: int, params: dict[str, Any]) -> Any:
+        """The saved index of catalog version ``version``, or None (logged) if its files are gone."""
+        from .vector_index import IndexStore
+
+        store = IndexStore(index_dir(self.data_dir))
+        try:
+            index = store.load(int(params.get("store_version") or 0) or None)
+        except IndexerError as exc:
+            log.warning(
+                "index version %s cannot be loaded (%s); serving exact search from the catalog's "
+                "vectors until `clipsearch reindex` rebuilds it",
+                version,
+                exc,
+            )
+            return None
+        extra = (index.metadata.get("extra") or {}) if hasattr(index, "metadata") else {}
+        if extra.get("catalog_version") != version:
+            log.warning(
+                "the index files in %s belong to another version (%s, not %s); serving exact "
+                "search from the catalog's vectors until `clipsearch reindex` rebuilds it",
+                store.folder,
+                extra.get("catalog_version"),
+                version,
+            )
+            return None
+        return index
+
+    def _sync_delta(self, served: _Served) -> int:
+        """Add vectors the catalog gained since the build to the index's exact delta."""
+        base = (
+            sa.select(Image.id, Embedding.id)
+            .join(Embedding, Embedding.sha256 == Image.sha256)
+            .where(Embedding.model_id == served.model_id, Image.state == "ready")
+        )
+        with served.lock, self._session() as session:
+            # Two range scans on primary keys (new images; new vectors of known images), not an
+            # OR that would scan the whole catalog on every poll.
+            rows = session.execute(base.where(Image.id > served.built_max_image_id)).all()
+            rows += session.execute(
+                base.where(Embedding.id > served.emb_watermark - _EMBEDDING_ID_WINDOW)
+            ).all()
+            fresh = [
+                (int(i), int(e))
+                for i, e in rows
+                if served.seen.get(int(i)) != int(e)
+                and (int(i) > served.built_max_image_id or int(e) > served.emb_watermark)
+            ]
+            if not fresh:
+                return 0
+            ids, vecs = catalog.load_vectors(
+                session, served.model_id, image_ids=[i for i, _ in fresh]
+            )
+            if ids.size:
+                served.index.add(ids, vecs)
+            for i, e in fresh:
+                served.seen[i] = e
+            served.emb_watermark = max(served.emb_watermark, max(e for _, e in fresh))
+            return int(ids.size)
+
+    def refresh_index(self) -> None:
+        """Pick up a newer active index version (hot swap) and vectors embedded since the build."""
+        served = self._served
+        if served is None:
+            self._ensure_served()
+            return
+        with self._refresh_lock:
+            self._last_refresh = time.monotonic()
+            with self._session() as session:
+                row = active_index_row(session)
+                version = None if row is None else row.version
+            if version != served.catalog_version:
+                new = self._load_served(reuse=served)
+                self._served = new  # the swap: one reference assignment
+                log.info(
+                    "now serving index version %s (model %s, %d vectors)",
+                    new.catalog_version,
+                    new.spec,
+                    len(new.index),
+                )
+            else:
+                self._sync_delta(served)
+
+    def _maybe_refresh(self) -> None:
+        """Refresh in a background thread when due: a search never waits for a load or a swap."""
+        if time.monotonic() - self._last_refresh < self.config.refresh_interval_s:
+            return
+        if self._refresh_lock.locked():
+            return  # a refresh is already under way
+        self._last_refresh = time.monotonic()
+
+        def run() -> None:
+            try:
+                self.refresh_index()
+            except Exception as exc:  # a failed refresh keeps the current index serving
+                log.warning("index refresh failed, keeping the current index: %s", exc)
+
+        threading.Thread(target=run, name="clipsearch-index-refresh", daemon=True).start()
+
+    # ---- search
+
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int = 20,
+        offset: int = 0,
+        min_score: float | None = None,
+        filters: SearchFilters | None = None,
+        exclude: Sequence[int] | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best ready images for ``vector`` after skipping ``offset``, best first."""
+        k, offset = _check_page(k, offset, MAX_K)
+        served = self._ensure_served()
+        self._maybe_refresh()
+        served = self._served or served
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if q.size != served.index.dim:
+            raise Conflict(
+                f"the query vector has {q.size} dimensions but the served model "
+                f"({served.spec}) makes {served.index.dim}; the active model may have just "
+                "changed: embed the query again with Library.model and retry"
+            )
+        if not np.all(np.isfinite(q)) or float(np.linalg.norm(q)) < 1e-6:
+            raise IndexerError("the query vector is zero or not finite; nothing to search by")
+        need = offset + k
+        total = len(served.index)
+        fetch = min(max(need * 2, 32), max(total, 1))
+        while True:
+            scores, ids = served.index.search(q, fetch, exclude=exclude)
+            valid = ids >= 0
+            ids_l = [int(i) for i in ids[valid]]
+            scores_l = [float(s) for s in scores[valid]]
+            rows = self._hit_rows(ids_l, filters)
+            hits: list[Hit] = []
+            below = False
+            for image_id, score in zip(ids_l, scores_l, strict=True):
+                if min_score is not None and score < min_score:
+                    below = True
+                    break
+                row = rows.get(image_id)
+                if row is not None:
+                    hits.append(_hit(row, score))
+            exhausted = len(ids_l) < fetch or fetch >= total
+            if len(hits) >= need or below or exhausted:
+                return hits[offset:need]
+            fetch = min(fetch * 4, total)
+
+    def _hit_rows(self, ids: list[int], filters: SearchFilters | None) -> dict[int, Image]:
+        if not ids:
+            return {}
+        stmt = sa.select(Image).where(Image.id.in_(ids), Image.state == "ready")
+        if filters is not None:
+            stmt = stmt.where(*self._filter_conditions(filters))
+        with self._session() as session:
+            return {row.id: row for row in session.scalars(stmt)}
+
+    def _filter_conditions(self, filters: SearchFilters) -> list[Any]:
+        conds: list[Any] = []
+        if filters.folder:
+            folder = str(filters.folder)
+            if "\x00" in folder:
+                raise IndexerError("the folder filter contains a NUL character")
+            resolved = os.path.abspath(os.path.expanduser(folder))
+            conds.append(catalog.under_folder(Image.folder, catalog.path_to_db(resolved)))
+        if filters.date_from is not None:
+            conds.append(Image.taken_at >= _naive(filters.date_from))
+        if filters.date_to is not None:
+            conds.append(Image.taken_at <= _naive(filters.date_to))
+        if filters.formats:
+            formats = [str(f).upper().strip() for f in filters.formats if str(f).strip()]
+            formats = ["JPEG" if f == "JPG" else f for f in formats]
+            if formats:
+                conds.append(Image.format.in_(formats))
+        return conds
+
+    # ---- images
+
+    def get_image(self, image_id: int) -> ImageInfo:
+        with self._session() as session:
+            return catalog.image_info(catalog.get_image(session, _as_id(image_id)))
+
+    def list_images(
+        self, offset: int = 0, limit: int = 50, state: str | None = None
+    ) -> tuple[list[ImageInfo], int]:
+        limit, offset = _check_page(limit, offset, MAX_LIST)
+        if state is not None and state not in IMAGE_STATES:
+            raise IndexerError(
+                f"unknown image state {state!r}: use one of {', '.join(IMAGE_STATES)}"
+            )
+        where = [] if state is None else [Image.state == state]
+        with self._session() as session:
+            total = int(
+                session.scalar(sa.select(sa.func.count()).select_from(Image).where(*where)) or 0
+            )
+            rows = session.scalars(
+                sa.select(Image).where(*where).order_by(Image.id).offset(offset).limit(limit)
+            ).all()
+            return [catalog.image_info(r) for r in rows], total
+
+    def image_vector(self, image_id: int) -> np.ndarray:
+        """The served model's vector of one image (for "more like this"); NotFound if none."""
+        served = self._ensure_served()
+        image_id = _as_id(image_id)
+        with self._session() as session:
+            row = catalog.get_image(session, image_id)
+            if row.state != "ready":
+                raise NotFound(f"image {image_id} is {row.state}, not embedded yet")
+            return catalog.image_vector(session, image_id, served.model_id)
+
+    def thumbnail_path(self, image_id: int) -> Path:
+        """The thumbnail file of an image, by catalog id only (never a path from the caller)."""
+        image_id = _as_id(image_id)
+        with self._session() as session:
+            key = catalog.get_image(session, image_id).thumbnail
+        parts = (key or "").split("/")
+        if len(parts) != 2 or not all(p and p not in (".", "..") and "\\" not in p for p in parts):
+            raise NotFound(f"image {image_id} has no thumbnail (it may not be processed yet)")
+        path = self.thumbnails_dir / parts[0] / parts[1]
+        if not path.is_file():
+            raise NotFound(f"the thumbnail of image {image_id} is missing; re-ingest its folder")
+        return path
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    def file_path(self, image_id: int) -> Path:
+        """The original file of an image, by catalog id only."""
+        image_id = _as_id(image_id)
+        with self._session() as session:
+            row = catalog.get_image(session, image_id)
+            path = Path(catalog.path_from_db(row.path))
+        if not path.is_file():
+            raise NotFound(
+                f"the file of image {image_id} ({row.path}) is no longer on disk; re-ingest its "
+                "folder to update the catalog"
+            )
+        return path
+
+    def delete_image(self, image_id: int) -> None:
+        """Remove an image from the catalog and the index (the file on disk is left alone).
+
+        A later ingest of its folder finds the file again and re-adds it.
+        """
+        image_id = _as_id(image_id)
+        with self._session() as session:
+            catalog.get_image(session, image_id)
+            keys = catalog.delete_images(session, [image_id])
+            session.commit()
+        catalog.remove_thumbnails(self.thumbnails_dir, keys)
+        served = self._served
+        if served is not None:
+            with served.lock:
+                served.index.remove([image_id])
+                served.seen.pop(image_id, None)
+
+    # ---- jobs
+
+    def _send(self, task: str, job_id: int) -> None:
+        try:
+            self.celery.send_task(
+                task,
+                args=[job_id],
+                retry=True,
+                retry_policy={"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5},
+            )
+        except Exception as exc:
+            # The job is recorded: the next worker that starts re-enqueues it from the catalog.
+            log.error(
+                "job %s is recorded but could not be sent to the broker %s (%s); it runs when a "
+                "worker starts",
+                job_id,
+                self.config.broker_url or "(embedded)",
+                exc,
+            )
+
+    def _record_job(self, kind: str, params: dict[str, Any]) -> JobInfo:
+        with self._session() as session:
+            job = catalog.create_job(session, kind, params)
+            return catalog.job_info(job)
+
+    def check_ingest_path(self, path: str | os.PathLike[str]) -> Path:
+        """The folder an ingest may read: existing, a directory, inside ``allowed_roots``."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise IngestError(f"the ingest path must be a string, got {type(path).__name__}")
+        text = os.fspath(path)
+        if not text or "\x00" in text or len(text) > 4096:
+            raise IngestError("the ingest path is empty, too long or contains a NUL character")
+        folder = Path(os.path.abspath(os.path.expanduser(text)))
+        resolved = folder.resolve()
+        if self._roots is not None and not any(
+            resolved == root or root in resolved.parents for root in self._roots
+        ):
+            allowed = ", ".join(str(r) for r in self._roots) or "(none)"
+            raise PathNotAllowed(
+                f"{folder} is outside the folders this installation may read ({allowed}); "
+                "add it with --allowed-root / CLIPSEARCH_ALLOWED_ROOTS"
+            )
+        if not resolved.exists():
+            raise IngestError(f"{folder}: no such folder")
+        if not resolved.is_dir():
+            raise IngestError(f"{folder} is not a folder; give the folder that holds the images")
+        if not os.access(resolved, os.R_OK | os.X_OK):
+            raise IngestError(f"{folder} is not readable by this user")
+        return resolved
+
+    def submit_ingest(self, path: str, recursive: bool = True) -> JobInfo:
+        """Record an ingest job for a folder and queue it. Returns the queued job."""
+        folder = self.check_ingest_path(path)
+        job = self._record_job("ingest", {"path": str(folder), "recursive": bool(recursive)})
+        self._send(TASK_INGEST, job.id)
+        return job
+
+    def submit_reindex(self, model_spec: str | None = None) -> JobInfo:
+        """Record a re-index job (optionally switching to ``model_spec``) and queue it."""
+        params: dict[str, Any] = {}
+        if model_spec is not None:
+            if not isinstance(model_spec, str) or "\x00" in model_spec or len(model_spec) > 4096:
+                raise IndexerError("the model must be a model name or a folder path")
+            spec = normalise_spec(model_spec)
+            if not Path(spec).exists() and spec not in _registry_names():
+                raise IndexerError(
+                    f"{model_spec}: neither a model folder nor a known model name; give the folder "
+                    "`clipsearch finetune --out` wrote, or a name from the model registry"
+                )
+            params["model"] = spec
+        job = self._record_job("reindex", params)
+        self._send(TASK_REINDEX, job.id)
+        return job
+
+    def get_job(self, job_id: int) -> JobInfo:
+        with self._session() as session:
+            return catalog.job_info(catalog.get_job(session, _as_id(job_id, "job")))
+
+    def list_jobs(self, limit: int = 50) -> list[JobInfo]:
+        limit, _ = _check_page(limit, 0, MAX_LIST)
+        with self._session() as session:
+            rows = session.scalars(sa.select(Job).order_by(Job.id.desc()).limit(limit)).all()
+            return [catalog.job_info(r) for r in rows]
+
+    def wait_for_job(
+        self,
+        job_id: int,
+        timeout: float | None = None,
+        on_progress: Callable[[JobInfo], None] | None = None,
+        poll_s: float = 0.5,
+    ) -> JobInfo:
+        """See :func:`wait_for_job`."""
+        return wait_for_job(self, job_id, timeout, on_progress, poll_s)
+
+    # ---- status
+
+    def stats(self) -> dict[str, Any]:
+        """Counts by state, the served index, unfinished jobs. Cheap: loads no model."""
+        with self._session() as session:
+            counts = dict(
+                session.execute(sa.select(Image.state, sa.func.count()).group_by(Image.state)).all()
+            )
+            jobs = dict(
+                session.execute(
+                    sa.select(Job.state, sa.func.count())
+                    .where(Job.state.in_(("queued", "running")))
+                    .group_by(Job.state)
+                ).all()
+            )
+            row = active_index_row(session)
+            model_name = _spec_of_active(session)
+            row_info = None if row is None else (row.version, row.kind, row.size)
+        images = {state: int(counts.get(state, 0)) for state in IMAGE_STATES}
+        images["total"] = sum(images.values())
+        served = self._served
+        if served is not None:
+            meta = served.index.metadata
+            index: dict[str, Any] = {
+                "version": served.catalog_version,
+                "kind": served.index.kind,
+                "size": len(served.index) - served.index.delta_size,
+                "delta": served.index.delta_size,
+                "nprobe": served.index.nprobe,
+                "recall": meta.get("recall"),
+                "model": served.spec,
+            }
+        elif row_info is not None:
+            index = {
+                "version": row_info[0],
+                "kind": row_info[1],
+                "size": row_info[2],
+                "delta": 0,
+                "model": model_name,
+            }
+        else:
+            index = {"version": None, "kind": None, "size": 0, "delta": 0, "model": None}
+        return {
+            "images": images,
+            "index": index,
+            "model": served.spec if served is not None else (model_name or self.config.model_spec),
+            "jobs": {"queued": int(jobs.get("queued", 0)), "running": int(jobs.get("running", 0))},
+        }
+
+    # ---- workers
+
+    def start_embedded_worker(self, **overrides: Any) -> Any:
+        """Start a worker child process on this library's broker (stopped by :meth:`close`, and
+        on Linux when this process dies). Returns its :class:`~indexer.worker.WorkerProcess`."""
+        from .worker import start_worker_process
+
+        worker = start_worker_process(self.config.worker_config(**overrides), die_with_parent=True)
+        self._workers.append(worker)
+        log.info("embedded worker started (pid %d, log %s)", worker.pid, worker.log_path)
+        return worker
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _registry_names() -> set[str]:
+    try:
+        from model import registry
+    except ImportError:  # pragma: no cover - the registry ships with the model package
+        return set()
+    return set(getattr(registry, "MODELS", {}))
+
+
+def _spec_of_active(session: Any) -> str | None:
+    row = active_index_row(session)
+    if row is None:
+        return None
+    return session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
+
+
+def _hit(row: Image, score: float) -> Hit:
+    return Hit(
+        id=row.id,
+        score=score,
+        path=row.path,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        taken_at=row.taken_at,
+    )
+
+
+def _naive(value: Any) -> Any:
+    """taken_at is camera wall-clock time (naive): compare with the caller's wall-clock value."""
+    return value.replace(tzinfo=None) if getattr(value, "tzinfo", None) is not None else value
+
+
+def _as_id(value: Any, what: str = "image") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise NotFound(f"{what} id {value!r} is not an integer")
+    if value < 1 or value > 2**63 - 1:
+        raise NotFound(f"{what} {value} does not exist")
+    return int(value)
+
+
+def _check_page(k: int, offset: int, maximum: int) -> tuple[int, int]:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= maximum:
+        raise IndexerError(f"the page size must be an integer from 1 to {maximum}, got {k!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise IndexerError(f"offset must be a non-negative integer, got {offset!r}")
+    if offset > 100_000:
+        raise IndexerError("offset is too large (at most 100000); narrow the search instead")
+    return int(k), int(offset)

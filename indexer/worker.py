@@ -1,0 +1,424 @@
+"""The embedding worker: configuration, the per-process context, recovery on start, and processes.
+
+A worker is ``python -m indexer.worker`` (what ``clipsearch worker`` runs): it reads a
+:class:`WorkerConfig` from ``CLIPSEARCH_*`` environment variables, re-enqueues the unfinished jobs
+it finds in the catalog (so a broker that lost its queue, or a worker killed with SIGKILL, loses no
+work), then consumes the clipsearch queue. The model is loaded once per process, lazily, on the
+worker's device, and cached per spec.
+
+:func:`start_worker_process` starts one as a child process (``clipsearch serve`` uses it for the
+embedded worker; the tests use it to run a real worker against a real broker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from .celery_app import TASK_RESUME, default_broker_url, is_embedded_broker, make_celery
+from .errors import IndexerError
+
+log = logging.getLogger(__name__)
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_database_url(data_dir: Path) -> str:
+    """The embedded catalog: a SQLite file in the data directory (see indexer.catalog)."""
+    from .catalog import default_database_url as catalog_default
+
+    return catalog_default(Path(data_dir).expanduser())
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process needs; passed down as environment variables."""
+
+    data_dir: Path  # thumbnails, index files, the embedded catalog and broker live here
+    model_spec: str  # what model.load() accepts: a registry name or a model folder
+    database_url: str | None = None  # None: SQLite in data_dir
+    broker_url: str | None = None  # None: the embedded SQLite broker in data_dir
+    queue_prefix: str = ""  # namespaces the queue (and Redis keys) on a shared broker
+    device: str | None = None  # None: CUDA when available, else CPU
+    concurrency: int = (
+        1  # tasks at once (threads sharing one model); 1 runs them in the main thread
+    )
+    batch_size: int = 32  # images per embed_batch task
+    decode_workers: int | None = None  # decoder processes; None: one per core, 1: in-process
+    stale_after_s: float = 120.0  # a job this long without progress is taken over on start
+    embed_delay_s: float = (
+        0.0  # test-only: sleep before each batch (makes kill -9 tests deterministic)
+    )
+    ready_file: Path | None = None  # touched once the worker consumes (used by tests and serve)
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or default_database_url(self.data_dir)
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or default_broker_url(self.data_dir)
+
+    def to_env(self) -> dict[str, str]:
+        env = {
+            "CLIPSEARCH_DATA_DIR": str(Path(self.data_dir).expanduser().resolve()),
+            "CLIPSEARCH_MODEL": self.model_spec,
+            "CLIPSEARCH_DATABASE_URL": self.resolved_database_url,
+            "CLIPSEARCH_BROKER_URL": self.resolved_broker_url,
+            "CLIPSEARCH_QUEUE_PREFIX": self.queue_prefix,
+            "CLIPSEARCH_WORKER_CONCURRENCY": str(self.concurrency),
+            "CLIPSEARCH_EMBED_BATCH_SIZE": str(self.batch_size),
+            "CLIPSEARCH_DECODE_WORKERS": str(self.decode_workers or ""),
+            "CLIPSEARCH_STALE_AFTER_S": str(self.stale_after_s),
+            "CLIPSEARCH_TEST_EMBED_DELAY_S": str(self.embed_delay_s),
+        }
+        if self.device:
+            env["CLIPSEARCH_DEVICE"] = self.device
+        if self.ready_file is not None:
+            env["CLIPSEARCH_WORKER_READY_FILE"] = str(self.ready_file)
+        env.update(self.extra_env)
+        return env
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        env = os.environ if env is None else env
+
+        def number(name: str, default: float, kind: Callable[[str], Any]) -> Any:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                return kind(raw)
+            except ValueError:
+                raise IndexerError(f"{name}={raw!r} is not a number; fix or unset it") from None
+
+        data_dir = env.get("CLIPSEARCH_DATA_DIR", "").strip()
+        if not data_dir:
+            data_dir = str(Path.home() / ".local" / "share" / "clipsearch")
+        model_spec = env.get("CLIPSEARCH_MODEL", "").strip() or "ViT-B-32"
+        concurrency = int(number("CLIPSEARCH_WORKER_CONCURRENCY", 1, int))
+        batch_size = int(number("CLIPSEARCH_EMBED_BATCH_SIZE", 32, int))
+        if concurrency < 1 or batch_size < 1:
+            raise IndexerError(
+                "CLIPSEARCH_WORKER_CONCURRENCY and CLIPSEARCH_EMBED_BATCH_SIZE must be at least 1"
+            )
+        decode_workers = number("CLIPSEARCH_DECODE_WORKERS", 0, int) or None
+        ready = env.get("CLIPSEARCH_WORKER_READY_FILE", "").strip()
+        return cls(
+            data_dir=Path(data_dir),
+            model_spec=model_spec,
+            database_url=env.get("CLIPSEARCH_DATABASE_URL", "").strip() or None,
+            broker_url=env.get("CLIPSEARCH_BROKER_URL", "").strip() or None,
+            queue_prefix=env.get("CLIPSEARCH_QUEUE_PREFIX", "").strip(),
+            device=env.get("CLIPSEARCH_DEVICE", "").strip() or None,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            decode_workers=decode_workers,
+            stale_after_s=float(number("CLIPSEARCH_STALE_AFTER_S", 120.0, float)),
+            embed_delay_s=float(number("CLIPSEARCH_TEST_EMBED_DELAY_S", 0.0, float)),
+            ready_file=Path(ready) if ready else None,
+        )
+
+
+class WorkerContext:
+    """Per-process state of a worker: config, catalog sessions, and the model cache."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        from . import catalog
+
+        self.config = config
+        self.data_dir = Path(config.data_dir).expanduser().resolve()
+        self.engine = catalog.make_engine(config.resolved_database_url)
+        self.Session = catalog.session_factory(self.engine)
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._pool: Any = None
+
+    def decode_pool(self) -> Any:
+        """The process's decoder pool (started on first use, sized by ``decode_workers``)."""
+        with self._lock:
+            if self._pool is None:
+                from .decode import DecodePool
+
+                self._pool = DecodePool(self.config.decode_workers)
+            return self._pool
+
+    def model(self, spec: str | None = None) -> Any:
+        """The CLIP model for ``spec`` (default: the configured one), loaded once per process."""
+        from .tasks import normalise_spec
+
+        spec = normalise_spec(spec or self.config.model_spec)
+        with self._lock:
+            cached = self._models.get(spec)
+            if cached is None:
+                import model as clip_model
+
+                log.info("loading model %s on %s", spec, self.config.device or "auto")
+                cached = clip_model.load(spec, device=self.config.device)
+                # Keep at most two (the active one and a re-index target).
+                while len(self._models) >= 2:
+                    self._models.pop(next(iter(self._models)))
+                self._models[spec] = cached
+            return cached
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Any]:
+        with self.Session() as session:
+            yield session
+
+    def dispose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self.engine.dispose()
+
+
+def create_worker_app(config: WorkerConfig) -> Celery:
+    """The Celery app with clipsearch's tasks registered and a :class:`WorkerContext` attached."""
+    from .tasks import register_tasks
+
+    app = make_celery(config.resolved_broker_url, queue_prefix=config.queue_prefix)
+    app.clipsearch = WorkerContext(config)  # type: ignore[attr-defined]
+    register_tasks(app)
+    return app
+
+
+def _other_workers_alive(app: Celery, timeout: float = 1.0) -> bool:
+    """Whether some other worker answers a ping (only brokers with broadcast support it)."""
+    if is_embedded_broker(app.conf.broker_url or ""):
+        return False  # the embedded broker serves one worker, the one starting now
+    try:
+        replies = app.control.ping(timeout=timeout) or []
+    except Exception as exc:  # pragma: no cover - broker trouble is logged, recovery goes on
+        log.warning("could not ping other workers (%s); treating none as alive", exc)
+        return False
+    return bool(replies)
+
+
+def recover_unfinished_jobs(app: Celery, now: datetime | None = None) -> list[int]:
+    """Re-enqueue the catalog's unfinished jobs that no live worker is making progress on.
+
+    When no other worker is alive every queued or running job is orphaned; otherwise only those
+    without progress for ``stale_after_s``. Re-running a job is safe: tasks check the catalog and
+    skip what is already done, so every image is embedded exactly once.
+    """
+    from .tasks import unfinished_job_ids
+
+    ctx: WorkerContext = app.clipsearch  # type: ignore[attr-defined]
+    others = _other_workers_alive(app)
+    older_than = None
+    if others:
+        now = now or datetime.now(timezone.utc)
+        older_than = now - timedelta(seconds=ctx.config.stale_after_s)
+    with ctx.session() as session:
+        job_ids = unfinished_job_ids(session, older_than=older_than)
+    for job_id in job_ids:
+        app.send_task(TASK_RESUME, args=[job_id])
+    if job_ids:
+        log.info("re-enqueued unfinished jobs %s", job_ids)
+    return job_ids
+
+
+def _prune_embedded_broker(app: Celery) -> None:
+    """Delete delivered messages that kombu's SQL transport keeps forever (single worker only)."""
+    url = app.conf.broker_url or ""
+    if not url.startswith("sqla+sqlite:///"):
+        return
+    import sqlite3
+
+    path = url[len("sqla+sqlite:///") :]
+    if not Path(path).exists():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+            conn.execute("DELETE FROM kombu_message WHERE visible = 0")
+            conn.commit()
+    except sqlite3.Error as exc:
+        log.warning("could not prune the embedded broker %s: %s", path, exc)
+
+
+def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
+    """Run a worker in this process until it is told to stop (SIGTERM/SIGINT): blocking."""
+    from celery import signals
+
+    app = create_worker_app(config)
+    import model  # noqa: F401 - import torch and the model code now, not in the first task
+
+    if is_embedded_broker(app.conf.broker_url or ""):
+        _prune_embedded_broker(app)
+    try:
+        recover_unfinished_jobs(app)
+    except IndexerError as exc:  # the catalog is down: consume anyway, tasks retry on their own
+        log.error("could not look for unfinished jobs: %s", exc)
+
+    def on_ready(sender: Any = None, **_: Any) -> None:
+        if config.ready_file is not None and getattr(sender, "app", None) is app:
+            path = Path(config.ready_file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{os.getpid()}\n")
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    # Threads, not prefork: forking a process that imported torch (or holds a CUDA context) is
+    # unsafe, and one model in memory serves every thread. Decoding runs in its own process pool.
+    pool = "solo" if config.concurrency == 1 else "threads"
+    argv = [
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={config.concurrency}",
+        f"--loglevel={loglevel}",
+        f"--hostname=clipsearch-{os.getpid()}@{socket.gethostname()}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    try:
+        app.worker_main(argv)
+    finally:
+        signals.worker_ready.disconnect(on_ready)
+        app.clipsearch.dispose()  # type: ignore[attr-defined]
+
+
+class WorkerProcess:
+    """A worker running as a child process (see :func:`start_worker_process`)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], config: WorkerConfig, log_path: Path | None):
+        self.popen = popen
+        self.config = config
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the worker consumes its queue; raise if it exits or ``timeout`` passes."""
+        if self.config.ready_file is None:
+            raise IndexerError("this worker was started without a ready file")
+        deadline = time.monotonic() + timeout
+        ready = Path(self.config.ready_file)
+        while time.monotonic() < deadline:
+            if ready.exists() and ready.read_text().strip() == str(self.pid):
+                return
+            if not self.is_alive():
+                raise IndexerError(
+                    f"the worker exited with status {self.popen.returncode} before it was ready; "
+                    f"see {self.log_path or 'its output'}"
+                )
+            time.sleep(0.05)
+        raise IndexerError(f"the worker was not ready after {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """Warm shutdown (SIGTERM: finish the current task), SIGKILL after ``timeout``."""
+        if self.is_alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("worker %d did not stop in %.0f s; killing it", self.pid, timeout)
+                self.kill()
+        return self.popen.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-task, as in a crash."""
+        if self.is_alive():
+            self.popen.kill()
+        self.popen.wait(30)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel send SIGTERM to the worker when its parent dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def start_worker_process(
+    config: WorkerConfig,
+    log_path: Path | None = None,
+    loglevel: str = "INFO",
+    die_with_parent: bool = False,
+) -> WorkerProcess:
+    """Start ``python -m indexer.worker`` with ``config`` in its environment.
+
+    The child's output goes to ``log_path`` (default: ``<data_dir>/logs/worker.log``). Call
+    :meth:`WorkerProcess.wait_ready` to wait until it consumes, :meth:`WorkerProcess.stop` to
+    stop it cleanly. With ``die_with_parent`` (Linux) it also stops when this process dies.
+    """
+    data_dir = Path(config.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if config.ready_file is None:
+        run_dir = data_dir / "run"
+        run_dir.mkdir(exist_ok=True)
+        config = replace(
+            config, ready_file=run_dir / f"worker-{os.getpid()}-{time.monotonic_ns()}.ready"
+        )
+    if log_path is None:
+        (data_dir / "logs").mkdir(exist_ok=True)
+        log_path = data_dir / "logs" / "worker.log"
+    env = dict(os.environ)
+    env.update(config.to_env())
+    # Make `indexer` importable in the child even when running from a source checkout.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "indexer.worker", "--loglevel", loglevel],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if die_with_parent and sys.platform == "linux" else None,
+        )
+    finally:
+        log_file.close()
+    return WorkerProcess(popen, config, log_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m indexer.worker [--loglevel LEVEL]``: run a worker configured from the environment."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m indexer.worker", description=__doc__)
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = WorkerConfig.from_env()
+    except IndexerError as exc:
+        log.error("%s", exc)
+        return 2
+    run_worker(config, loglevel=args.loglevel)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the importable module's main, not this __main__ copy, so that the tasks and the worker
+    # share one set of classes.
+    from indexer.worker import main as _main
+
+    sys.exit(_main())
