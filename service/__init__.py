@@ -1,0 +1,1 @@
+"""clipsearch: service layer."""

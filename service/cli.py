@@ -1,0 +1,509 @@
+"""The ``clipsearch`` command line.
+
+Every command reads the same settings as the server (``CLIPSEARCH_*`` environment variables),
+with flags taking precedence. User errors print one line ``clipsearch: error: ...`` and exit 2;
+no traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+JOB_POLL_S = 0.5
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Any:
+    """Settings from the environment, overridden by the flags the user gave."""
+    from pydantic import ValidationError
+
+    from .settings import Settings
+
+    overrides: dict[str, Any] = {}
+    for flag, key in (
+        ("data_dir", "data_dir"),
+        ("database_url", "database_url"),
+        ("broker_url", "broker_url"),
+        ("model", "model"),
+        ("device", "device"),
+        ("host", "host"),
+        ("port", "port"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    overrides.update({k: v for k, v in extra.items() if v is not None})
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err.get("loc", ()))
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            msgs.append(f"{loc}: {msg}" if loc else msg)
+        raise CLIError("; ".join(msgs)) from exc
+
+
+def _library(settings: Any) -> Any:
+    from .app import build_library
+
+    return build_library(settings, confine=False)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types shown as one line. Only layers already imported can have raised theirs,
+    so nothing is imported here (importing the model layer would load torch: seconds)."""
+    errors: list[type[BaseException]] = [
+        CLIError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+    ]
+    for module, name in (
+        ("indexer.errors", "IndexerError"),
+        ("model.errors", "ModelError"),
+        ("service.query", "QueryError"),
+        ("service.serve", "ServeError"),
+    ):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            errors.append(cls)
+    return tuple(errors)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+
+
+def _job_line(job: Any) -> str:
+    total = "?" if job.total is None else str(job.total)
+    return (
+        f"job {job.id} ({job.kind}): {job.state}, {job.done} done, {job.failed} failed of {total}"
+    )
+
+
+def _wait_for_job(lib: Any, job_id: int, quiet: bool = False, timeout: float | None = None) -> Any:
+    """Poll the catalog until the job finishes, with a progress bar on a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job = lib.get_job(job_id)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
+        task = progress.add_task(f"{job.kind} #{job.id}", total=job.total, failed=0)
+        while job.state not in ("done", "failed", "cancelled"):
+            if deadline is not None and time.monotonic() > deadline:
+                raise CLIError(
+                    f"job {job.id} did not finish in {timeout:.0f} s (state {job.state})"
+                )
+            time.sleep(JOB_POLL_S)  # polling the catalog for progress, not synchronisation
+            job = lib.get_job(job_id)
+            progress.update(
+                task, total=job.total, completed=job.done + job.failed, failed=job.failed
+            )
+        progress.update(task, total=job.total, completed=job.done + job.failed, failed=job.failed)
+    return job
+
+
+def _report_job(job: Any) -> int:
+    print(_job_line(job))
+    for err in (job.errors or [])[:10]:
+        print(f"  failed: {err.get('path', '?')}: {err.get('reason', '')}")
+    return 0 if job.state == "done" else 1
+
+
+def _maybe_worker(settings: Any, wanted: bool) -> Any:
+    """Start a worker for the duration of a --wait command on the embedded broker."""
+    if not wanted:
+        return None
+    from .serve import start_embedded_worker
+
+    return start_embedded_worker(settings)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    settings = _settings(
+        args,
+        images=args.images or None,
+        allowed_roots=args.allowed_root or None,
+        insecure=True if args.insecure else None,
+        embedded_worker=False if args.no_worker else None,
+    )
+    try:
+        run(settings)
+    except KeyboardInterrupt:  # Ctrl-C is how serve is stopped: not an error
+        print("clipsearch: stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    folder = Path(args.folder).expanduser()
+    if "\x00" in args.folder:
+        raise CLIError("the folder name contains a NUL byte")
+    if not folder.exists():
+        raise CLIError(f"{args.folder}: no such folder")
+    if not folder.is_dir():
+        raise CLIError(f"{args.folder}: not a folder (give the folder that holds the images)")
+    settings = _settings(args)
+    lib = _library(settings)
+    job = lib.submit_ingest(str(folder.resolve()), recursive=not args.no_recursive)
+    if not args.wait:
+        print(f"{_job_line(job)}; watch it with `clipsearch status`")
+        return 0
+    worker = _maybe_worker(settings, args.worker and not settings.broker_url)
+    try:
+        job = _wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
+    finally:
+        if worker is not None:
+            worker.stop()
+    return _report_job(job)
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    lib = _library(settings)
+    job = lib.submit_reindex(args.new_model)
+    if not args.wait:
+        print(f"{_job_line(job)}; watch it with `clipsearch status`")
+        return 0
+    worker = _maybe_worker(settings, args.worker and not settings.broker_url)
+    try:
+        job = _wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
+    finally:
+        if worker is not None:
+            worker.stop()
+    return _report_job(job)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from indexer.worker import run_worker
+
+    from .serve import worker_config
+
+    settings = _settings(args)
+    run_worker(worker_config(settings, concurrency=args.concurrency), loglevel=args.loglevel)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    lib = _library(settings)
+    stats = lib.stats()
+    jobs = lib.list_jobs(limit=args.jobs)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json({"stats": stats, "jobs": [asdict(j) for j in jobs]})
+        return 0
+    images = stats.get("images", {})
+    index = stats.get("index", {}) or {}
+    print(f"data folder: {settings.data_dir}")
+    print(
+        "images: {total} total, {ready} ready, {pending} pending, {failed} failed".format(
+            total=images.get("total", 0),
+            ready=images.get("ready", 0),
+            pending=images.get("pending", 0),
+            failed=images.get("failed", 0),
+        )
+    )
+    if index.get("version") is None:
+        print(f"index: none built yet ({index.get('delta', 0)} vectors searchable exactly)")
+    else:
+        print(
+            f"index: version {index.get('version')}, {index.get('kind')}, "
+            f"{index.get('size', 0)} vectors + {index.get('delta', 0)} in the delta"
+        )
+    if not jobs:
+        print("jobs: none")
+    for job in jobs:
+        print(_job_line(job))
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from .query import combine, parse_query
+
+    if args.k < 1 or args.k > 1000:
+        raise CLIError("-k must be between 1 and 1000")
+    settings = _settings(args)
+    lib = _library(settings)
+    parsed = parse_query(args.text)
+    terms = ([parsed.text] if parsed.text else []) + list(parsed.negative)
+    if not terms:
+        raise CLIError("the query is empty: type what you are looking for")
+    vectors = lib.model.embed_texts(terms)
+    weights = ([1.0] if parsed.text else []) + [-0.5] * len(parsed.negative)
+    vector = vectors[0] if len(terms) == 1 else combine(vectors, weights)
+    hits = lib.search(vector, k=args.k, min_score=args.min_score)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json([asdict(h) for h in hits])
+        return 0
+    if not hits:
+        print("no results (is anything ingested? see `clipsearch status`)")
+        return 0
+    for rank, hit in enumerate(hits, 1):
+        print(f"{rank:3d}  {hit.score:.4f}  #{hit.id}  {hit.path}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    if not args.text and not args.image:
+        raise CLIError("nothing to embed: give --text TEXT and/or --image PATH")
+    for path in args.image or []:
+        if not Path(path).is_file():
+            raise CLIError(f"--image {path}: no such file")
+    import model as clip_model
+
+    m = clip_model.load(args.model, device=args.device)
+    out: dict[str, Any] = {"model": str(getattr(m, "name", args.model)), "dim": int(m.embed_dim)}
+    if args.text:
+        vecs = m.embed_texts(args.text)
+        out["texts"] = [
+            {"text": t, "embedding": [float(x) for x in v]}
+            for t, v in zip(args.text, vecs, strict=True)
+        ]
+    if args.image:
+        vecs = m.embed_images([Path(p) for p in args.image])
+        out["images"] = [
+            {"path": p, "embedding": [float(x) for x in v]}
+            for p, v in zip(args.image, vecs, strict=True)
+        ]
+    _print_json(out)
+    return 0
+
+
+# --- parser -----------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
+    g = p.add_argument_group("library (default from CLIPSEARCH_* variables)")
+    g.add_argument(
+        "--data-dir", help="data folder (catalog, thumbnails, index); $CLIPSEARCH_DATA_DIR"
+    )
+    g.add_argument("--database-url", help="catalog URL (default SQLite in the data folder)")
+    g.add_argument("--broker-url", help="Celery broker URL (default: embedded SQLite broker)")
+    if model:
+        g.add_argument("--model", help="model registry name or weights path (default ViT-B-32)")
+    g.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (default: automatic)")
+
+
+def _wait_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
+    p.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        help="with --wait on the embedded broker, do not start a worker for the wait "
+        "(use when `clipsearch serve` or `clipsearch worker` is already running)",
+    )
+    p.add_argument("--timeout", type=float, default=None, help="give up waiting after SECONDS")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
+    # command -> (module whose register(subparsers) adds it, one-line help for the listing)
+    "finetune": ("model.finetune.cli", "fine-tune CLIP on your own image/caption pairs"),
+    "eval": ("model.finetune.cli", "evaluate a model: retrieval recall and zero-shot accuracy"),
+    "wise": ("model.finetune.cli", "WiSE-FT: interpolate a starting and a fine-tuned model"),
+    "demo": ("service.demo", "offline demo: train a small CLIP on a synthetic set and serve it"),
+}
+
+
+def _register_optional(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], wanted: str | None
+) -> str | None:
+    """Let other packages add their commands (finetune, eval, demo).
+
+    Their modules import torch (seconds), so they are imported only when one of their commands
+    is the one being run; otherwise a placeholder keeps them in the command listing.
+    """
+    import importlib
+
+    registered: set[str] = set()
+    reason: str | None = None
+    if wanted in OPTIONAL_COMMANDS:
+        module = OPTIONAL_COMMANDS[wanted][0]
+        try:
+            register: Callable[[Any], None] = importlib.import_module(module).register
+        except (ImportError, AttributeError) as exc:
+            reason = f"{module} is not available: {exc}"
+        else:
+            before = set(sub.choices)
+            register(sub)
+            registered = set(sub.choices) - before
+            reason = f"{module} did not register it"
+    for name, (_module, help_text) in OPTIONAL_COMMANDS.items():
+        if name not in registered and name not in sub.choices:
+            sub.add_parser(name, help=help_text, add_help=False)
+    if wanted in OPTIONAL_COMMANDS and wanted not in registered:
+        return f"`clipsearch {wanted}` is unavailable in this installation ({reason})"
+    return None
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first argument that is not an option)."""
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clipsearch",
+        description="Semantic image search: find photos by describing them, or by example.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "serve",
+        help="serve the API and the gallery, run a worker, ingest the folders given",
+        description="One process: the REST API (docs at /docs), the gallery at /, an embedded "
+        "worker, and ingestion of the --images folders. POST /api/ingest may read only under "
+        "those folders (or --allowed-root).",
+    )
+    p.add_argument(
+        "--images", nargs="+", action="extend", metavar="DIR", help="folders to ingest and allow"
+    )
+    p.add_argument(
+        "--allowed-root",
+        action="append",
+        metavar="DIR",
+        help="also allow ingesting under DIR via the API",
+    )
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without CLIPSEARCH_API_TOKEN (trusted networks only)",
+    )
+    p.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("ingest", help="add a folder of images to the library")
+    p.add_argument("folder", metavar="DIR", help="folder to scan for images")
+    p.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    _wait_flags(p)
+    _common(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser(
+        "reindex", help="re-embed with the current (or a new) model and rebuild the index"
+    )
+    p.add_argument(
+        "--model",
+        dest="new_model",
+        metavar="SPEC",
+        help="switch to this model (registry name or weights path)",
+    )
+    _wait_flags(p)
+    _common(p, model=False)
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("worker", help="run an embedding worker (Celery) in the foreground")
+    p.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
+    _common(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="image counts, the index, and recent jobs")
+    p.add_argument("--jobs", type=int, default=10, help="how many recent jobs to list")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(p)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("search", help='search the library by text ("beach -people")')
+    p.add_argument("text", help='what to look for; "-word" steers away from a concept')
+    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--min-score", type=float, default=None, help="drop results below this cosine")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _common(p)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "embed",
+        help="print normalised CLIP embeddings of texts and images as JSON",
+        description="Print L2-normalised embeddings as JSON: "
+        '{"model", "dim", "texts": [{"text", "embedding"}], "images": [{"path", "embedding"}]}.',
+    )
+    p.add_argument(
+        "--model", default="ViT-B-32", metavar="SPEC", help="registry name or weights path"
+    )
+    p.add_argument("--text", action="append", metavar="T", help="a text to embed (repeatable)")
+    p.add_argument(
+        "--image", action="append", metavar="PATH", help="an image file to embed (repeatable)"
+    )
+    p.add_argument("--device", help="torch device (default: automatic)")
+    p.set_defaults(func=cmd_embed)
+
+    parser.set_defaults(
+        unavailable=_register_optional(sub, _command_of(sys.argv[1:] if argv is None else argv))
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "unavailable", None):
+        print(f"clipsearch: error: {args.unavailable}", file=sys.stderr)
+        return EXIT_USAGE
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        os.environ.setdefault("CLIPSEARCH_DEBUG", "1")
+    try:
+        rc = args.func(args)
+    except KeyboardInterrupt:
+        print("clipsearch: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        if args.debug:
+            raise
+        message = str(exc) or type(exc).__name__
+        print(f"clipsearch: error: {' '.join(message.split())}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

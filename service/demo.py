@@ -1,0 +1,236 @@
+"""``clipsearch demo``: search working in one command, fully offline.
+
+1. Generate the synthetic captioned set (coloured shapes in different places and numbers) into
+   ``<data>/synthetic``;
+2. train a small CLIP on it from scratch with the vendored BPE tokenizer, into ``<data>/model``
+   (cached: a second run with the same settings reuses it at once);
+3. hand over to ``clipsearch serve --images <data>/synthetic --model <data>/model``; with
+   ``--no-serve`` ingest the images, show one search, and stop instead.
+
+The data folder defaults to ``<CLIPSEARCH_DATA_DIR>/demo`` so the demo never mixes with a real library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEMO_VERSION = 1
+DEMO_IMAGES = 1500
+DEMO_STEPS = 500
+DEMO_QUERIES = (
+    "two red circles",
+    "a blue square on the left",
+    "three yellow triangles",
+    "a green cross at the top",
+)
+_MARKER = "demo.json"
+
+
+@dataclass
+class DemoAssets:
+    """Where the demo's images and model are, and what training scored."""
+
+    images: Path
+    model: Path
+    trained_now: bool
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _synthetic_config() -> Any:
+    from model.finetune.synthetic import SyntheticConfig
+
+    return SyntheticConfig(
+        attributes=("colour", "shape", "position", "count"),
+        image_size=96,
+        seed=0,
+        templates="varied",
+        colours=("red", "green", "blue", "yellow", "purple", "white"),
+    )
+
+
+def _train_config(steps: int) -> Any:
+    from model.finetune.train import TrainConfig
+
+    return TrainConfig(
+        max_steps=steps,
+        batch_size=64,
+        lr=2e-3,
+        warmup_steps=max(1, steps // 10),
+        weight_decay=0.05,
+        grad_clip=1.0,
+        val_fraction=0.1,
+        cache_pixels="yes",
+        log_every=50,
+        keep_checkpoints=1,
+        checkpoint_every=max(1, steps // 4),
+        device="cpu",
+    )
+
+
+def prepare_demo(
+    data_dir: Path,
+    *,
+    images: int = DEMO_IMAGES,
+    steps: int = DEMO_STEPS,
+    retrain: bool = False,
+    progress: bool = True,
+) -> DemoAssets:
+    """Generate the set and train the model unless an identical one is cached under ``data_dir``."""
+    from model.api import build
+    from model.checkpoints import save_pretrained
+    from model.finetune.data import load_pairs
+    from model.finetune.synthetic import write_folder
+    from model.finetune.train import small_clip_config, train
+
+    if steps < 1:
+        raise ValueError(f"--steps {steps}: give at least 1 training step")
+    if images < 200:
+        raise ValueError(
+            f"--images {images} is too few for the demo to learn anything; use at least 200"
+        )
+    images_dir, model_dir = data_dir / "synthetic", data_dir / "model"
+    syn = _synthetic_config()
+    write_folder(syn, images, images_dir)
+    tcfg = _train_config(steps)
+    clip_cfg = small_clip_config(image_size=32, width=64, layers=2)
+    wanted = {
+        "version": DEMO_VERSION,
+        "synthetic": syn.to_dict(),
+        "images": images,
+        "train": tcfg.to_dict(),
+        "clip": clip_cfg.to_dict(),
+    }
+    marker = model_dir / _MARKER
+    if not retrain and marker.is_file() and (model_dir / "model.safetensors").is_file():
+        try:
+            cached = json.loads(marker.read_text())
+        except ValueError:
+            cached = {}
+        if {k: cached.get(k) for k in wanted} == wanted:
+            log.info("reusing the demo model in %s", model_dir)
+            return DemoAssets(images_dir, model_dir, False, cached.get("metrics", {}))
+    pairs = load_pairs(images_dir)
+    train_pairs, val_pairs = pairs.split(tcfg.val_fraction, tcfg.split_seed)
+    model = build(clip_cfg, seed=0, name="clipsearch-demo")
+    run_dir = data_dir / "training"
+    if run_dir.exists() and not retrain:
+        resume: bool = True  # an interrupted earlier demo training continues where it stopped
+    else:
+        resume = False
+        if run_dir.exists():
+            import shutil
+
+            shutil.rmtree(run_dir)
+    result = train(model, train_pairs, val_pairs, tcfg, run_dir, resume=resume, progress=progress)
+    model.name = str(model_dir)
+    save_pretrained(model, model_dir)
+    wanted["metrics"] = result.metrics
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(wanted, indent=1))
+    os.replace(tmp, marker)
+    return DemoAssets(images_dir, model_dir, True, result.metrics)
+
+
+def _default_demo_dir() -> Path:
+    from .settings import default_data_dir
+
+    return Path(default_data_dir()) / "demo"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .cli import CLIError, _library, _maybe_worker, _report_job, _settings, _wait_for_job
+
+    if args.data_dir is not None and "\0" in str(args.data_dir):
+        raise CLIError("the data folder name contains a NUL byte")
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else _default_demo_dir()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise CLIError(f"--data-dir {data_dir} exists and is not a folder")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args.data_dir = str(data_dir)
+    tic = time.perf_counter()
+    try:
+        assets = prepare_demo(
+            data_dir,
+            images=args.images,
+            steps=args.steps,
+            retrain=args.retrain,
+            progress=not args.quiet,
+        )
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    what = "trained" if assets.trained_now else "cached"
+    r1 = assets.metrics.get("t2i_r1")
+    print(
+        f"clipsearch demo: {what} model in {assets.model}"
+        + (f" (validation text->image recall@1 {r1:.2f})" if r1 is not None else "")
+        + f", images in {assets.images} ({time.perf_counter() - tic:.0f}s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    args.model = str(assets.model)
+    if args.no_serve:
+        settings = _settings(args)
+        lib = _library(settings)
+        job = lib.submit_ingest(str(assets.images.resolve()), recursive=True)
+        worker = _maybe_worker(settings, not settings.broker_url)
+        try:
+            job = _wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
+        finally:
+            if worker is not None:
+                worker.stop()
+        rc = _report_job(job)
+        if rc == 0:
+            lib.refresh_index()
+            for query in DEMO_QUERIES[:2]:
+                hits = lib.search(lib.model.embed_texts([query])[0], k=3)
+                print(
+                    f"{query!r}: " + ", ".join(f"{Path(h.path).name} ({h.score:.2f})" for h in hits)
+                )
+        return rc
+    from .serve import run
+
+    settings = _settings(args, images=[assets.images.resolve()])
+    run(settings)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``demo`` to the ``clipsearch`` sub-commands."""
+    p = subparsers.add_parser(
+        "demo",
+        help="offline demo: train a small CLIP on a synthetic set and serve it",
+        description="Generates a synthetic captioned image set, trains a small CLIP on it from scratch "
+        "(a few minutes on a CPU; cached for the next run), ingests the images and serves the gallery. "
+        "No download needed.",
+    )
+    p.add_argument("--data-dir", help="demo data folder (default: <CLIPSEARCH_DATA_DIR>/demo)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--device", help="device for serving (training runs on the CPU)")
+    p.add_argument(
+        "--images", type=int, default=DEMO_IMAGES, help=f"synthetic images (default {DEMO_IMAGES})"
+    )
+    p.add_argument(
+        "--steps", type=int, default=DEMO_STEPS, help=f"training steps (default {DEMO_STEPS})"
+    )
+    p.add_argument(
+        "--retrain", action="store_true", help="train again even if a cached model exists"
+    )
+    p.add_argument(
+        "--no-serve", action="store_true", help="stop after training and ingesting (show a search)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=None, help="with --no-serve: give up waiting for ingestion"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)

@@ -1,0 +1,157 @@
+"""Per-app state and the ``Annotated`` dependency aliases the routes use.
+
+Everything hangs off ``app.state.service`` (a :class:`ServiceState` built by ``create_app``), so
+two apps in one process (tests) never share anything, and ``app.dependency_overrides`` can swap
+any of these dependencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Depends, HTTPException, Request
+
+from .metrics import Metrics
+from .query import EmbeddingCache, TextEncoder
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+_thread_state = threading.local()
+
+
+def limit_compute_threads(n: int) -> None:
+    """Limit torch's and FAISS's OpenMP teams for work started from the calling thread.
+
+    OpenMP thread counts are per calling thread, so each thread that runs the model or searches
+    the index calls this once (cheap afterwards). ``n`` = 0 leaves the libraries' defaults.
+    """
+    if n <= 0 or getattr(_thread_state, "limited", 0) == n:
+        return
+    _thread_state.limited = n
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except (ImportError, AttributeError):
+        pass
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+
+
+@dataclass
+class ServiceState:
+    """What one app instance owns: settings, the library, the encoders, the metrics."""
+
+    settings: Settings
+    library: Any
+    metrics: Metrics
+    cache: EmbeddingCache
+    executor: ThreadPoolExecutor | None = None
+    encoder: TextEncoder | None = None
+    model_error: str | None = None
+    model_name: str | None = None
+    model_device: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _encoder_model: Any = None
+
+    def ensure_model(self) -> Any:
+        """The library's model, loaded if needed (raises ModelError); records name and device."""
+        model = self.library.model
+        self.model_name = str(getattr(model, "name", "") or self.settings.model)
+        self.model_device = str(getattr(model, "device", "") or "") or None
+        return model
+
+    def text_encoder(self) -> TextEncoder:
+        """The batching text encoder of the library's current model (loads it if needed).
+
+        When the library swaps to another model (a re-index with a new model finished), a new
+        encoder is made for it; cached embeddings are keyed by model, so none is reused wrongly.
+        """
+        model = self.ensure_model()
+        encoder = self.encoder
+        if encoder is not None and self._encoder_model is model:
+            return encoder
+        with self._lock:
+            if self.encoder is None or self._encoder_model is not model:
+                old = self.encoder
+                self.encoder = TextEncoder(
+                    model.embed_texts,
+                    model_name=f"{getattr(model, 'name', '')}#{id(model)}",
+                    cache=self.cache,
+                    window_ms=self.settings.batch_window_ms,
+                    max_batch=self.settings.batch_max,
+                    on_start=lambda: limit_compute_threads(self.settings.compute_threads),
+                )
+                self.encoder.start()
+                self._encoder_model = model
+                if old is not None:
+                    old.close()
+            return self.encoder
+
+    def pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(
+                    max_workers=self.settings.inference_threads,
+                    thread_name_prefix="clipsearch-infer",
+                    initializer=limit_compute_threads,
+                    initargs=(self.settings.compute_threads,),
+                )
+            return self.executor
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work (model, decode) on the inference pool, off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool(), lambda: fn(*args, **kwargs))
+
+    def search(self, vector: Any, **kwargs: Any) -> Any:
+        """``library.search`` from a worker thread, with that thread's OpenMP team limited."""
+        limit_compute_threads(self.settings.compute_threads)
+        return self.library.search(vector, **kwargs)
+
+    def close(self) -> None:
+        """Stop the encoder thread and the pool; a later request (or lifespan) starts new ones.
+
+        The library is not closed here: whoever made it owns it (create_app's caller, or the
+        CLI); an app may be started and stopped several times (tests, reloads).
+        """
+        with self._lock:
+            encoder, self.encoder, self._encoder_model = self.encoder, None, None
+            executor, self.executor = self.executor, None
+        if encoder is not None:
+            encoder.close()
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def get_state(request: Request) -> ServiceState:
+    state = getattr(request.app.state, "service", None)
+    if state is None:
+        raise HTTPException(503, detail="the service is not initialised yet; retry in a moment")
+    return state
+
+
+def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+    return state.settings
+
+
+def get_library(state: Annotated[ServiceState, Depends(get_state)]) -> Any:
+    return state.library
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+LibraryDep = Annotated[Any, Depends(get_library)]

@@ -1,0 +1,8 @@
+"""The REST API's routers."""
+
+from .health import router as health_router
+from .images import router as images_router
+from .jobs import router as jobs_router
+from .search import router as search_router
+
+__all__ = ["health_router", "images_router", "jobs_router", "search_router"]

@@ -1,0 +1,54 @@
+"""Health and metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..deps import StateDep
+from ..schemas import HealthOut, ImageCounts, IndexOut
+from .common import ERRORS
+
+router = APIRouter(tags=["health"], responses=ERRORS)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+@router.get("/api/health", operation_id="health", response_model=HealthOut)
+async def health(state: StateDep) -> HealthOut:
+    """Model, device, image counts and the served index; 503 when the catalog does not answer."""
+    stats: dict[str, Any] = await run_in_threadpool(state.library.stats)
+    images = stats.get("images") or {}
+    index = stats.get("index") or {}
+    return HealthOut(
+        status="ok"
+        if state.model_name is not None
+        else ("degraded" if state.model_error else "starting"),
+        model=state.model_name or state.settings.model,
+        device=state.model_device or state.settings.device,
+        images=ImageCounts(
+            total=_int(images.get("total")),
+            ready=_int(images.get("ready")),
+            failed=_int(images.get("failed")),
+            pending=_int(images.get("pending")),
+        ),
+        index=IndexOut(
+            version=index.get("version"),
+            kind=index.get("kind"),
+            size=_int(index.get("size")),
+            delta=_int(index.get("delta")),
+        ),
+    )
+
+
+@router.get("/metrics", operation_id="metrics", include_in_schema=False)
+async def metrics(state: StateDep) -> Response:
+    body = await run_in_threadpool(state.metrics.render)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,303 @@
+"""Search: by text (GET and POST, with negative and weighted terms), by upload, by example."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+import warnings
+from datetime import date, datetime
+from datetime import time as dtime
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from indexer.errors import Conflict
+
+from ..deps import ServiceState, StateDep
+from ..query import DEFAULT_NEGATIVE_WEIGHT, QueryError, combine, parse_query
+from ..schemas import SearchFiltersIn, SearchHit, SearchIn, SearchResponse
+from .common import ERRORS, MAX_ID, hit_out
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api", tags=["search"], responses=ERRORS)
+
+UPLOAD_CHUNK = 256 * 1024
+
+
+def _bounds(state: ServiceState, k: int, offset: int) -> None:
+    s = state.settings
+    if k > s.search_k_max:
+        raise HTTPException(422, detail=f"k must be at most {s.search_k_max} (got {k})")
+    if offset > s.search_offset_max:
+        raise HTTPException(
+            422,
+            detail=f"offset must be at most {s.search_offset_max} (got {offset}); refine the query",
+        )
+
+
+def _day_bound(value: datetime | date | None, end: bool) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, dtime.max if end else dtime.min)
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None)  # taken_at is camera wall-clock time
+    return value
+
+
+def _filters(f: SearchFiltersIn | None) -> Any:
+    if f is None:
+        return None
+    from indexer.types import SearchFilters
+
+    formats = tuple(x.strip().upper() for x in f.formats if x.strip()) if f.formats else None
+    date_from = _day_bound(f.date_from, end=False)
+    date_to = _day_bound(f.date_to, end=True)
+    if date_from and date_to and date_from > date_to:
+        raise HTTPException(422, detail="filters.date_from is after filters.date_to")
+    if not (f.folder or formats or date_from or date_to):
+        return None
+    return SearchFilters(
+        folder=f.folder or None, date_from=date_from, date_to=date_to, formats=formats
+    )
+
+
+async def _search_vector(
+    request: Request,
+    state: ServiceState,
+    vector: np.ndarray,
+    *,
+    k: int,
+    offset: int,
+    min_score: float | None,
+    filters: Any = None,
+    exclude: int | None = None,
+) -> list[SearchHit]:
+    kwargs: dict[str, Any] = {"k": k, "offset": offset, "min_score": min_score, "filters": filters}
+    if exclude is not None:  # "more like this": never the example itself
+        kwargs["exclude"] = [exclude]
+    hits = await run_in_threadpool(state.search, vector, **kwargs)
+    return [hit_out(request, h) for h in hits]
+
+
+async def _text_search(
+    request: Request,
+    state: ServiceState,
+    text: str,
+    negative: list[str],
+    weights: list[float] | None,
+    k: int,
+    offset: int,
+    min_score: float | None,
+    filters: SearchFiltersIn | None,
+) -> SearchResponse:
+    start = time.perf_counter()
+    s = state.settings
+    _bounds(state, k, offset)
+    if len(text) > s.max_query_chars or any(len(n) > s.max_query_chars for n in negative):
+        raise HTTPException(422, detail=f"query text is longer than {s.max_query_chars} characters")
+    parsed = parse_query(text)
+    negs = list(dict.fromkeys([*parsed.negative, *(" ".join(n.split()) for n in negative)]))
+    negs = [n for n in negs if n]
+    if len(negs) > s.max_negative_terms:
+        raise HTTPException(422, detail=f"at most {s.max_negative_terms} negative terms per query")
+    terms = ([parsed.text] if parsed.text else []) + negs
+    if not terms:
+        raise HTTPException(400, detail="the query is empty: type what you are looking for")
+    signs = ([1.0] if parsed.text else []) + [-1.0] * len(negs)
+    if weights is None:
+        mags = ([1.0] if parsed.text else []) + [DEFAULT_NEGATIVE_WEIGHT] * len(negs)
+    else:
+        if len(weights) != len(terms):
+            raise HTTPException(
+                422,
+                detail=f"weights has {len(weights)} values but the query has {len(terms)} terms "
+                f"({', '.join(repr(t) for t in terms)}); give one weight per term",
+            )
+        if any(not np.isfinite(w) or abs(w) > 100 for w in weights):
+            raise HTTPException(422, detail="weights must be finite numbers between -100 and 100")
+        mags = list(weights)
+    lib_filters = _filters(filters)
+    signed = [s_ * m for s_, m in zip(signs, mags, strict=True)]
+    for attempt in (1, 2):
+        encoder = (
+            state.text_encoder()
+            if state.encoder is not None
+            else await state.run(state.text_encoder)
+        )
+        vectors = await encoder.aencode(terms)
+        if len(terms) == 1 and mags[0] > 0:
+            vector = vectors[0]
+        else:
+            try:
+                vector = combine(vectors, signed)
+            except QueryError as exc:
+                raise HTTPException(400, detail=str(exc)) from exc
+        try:
+            results = await _search_vector(
+                request, state, vector, k=k, offset=offset, min_score=min_score, filters=lib_filters
+            )
+            break
+        except Exception as exc:
+            # the library swapped to another model between encoding and searching: encode again
+            if attempt == 2 or not isinstance(exc, Conflict):
+                raise
+    state.metrics.searches.labels("text").inc()
+    query: dict[str, Any] = {
+        "text": parsed.text,
+        "negative": negs,
+        "weights": mags,
+        "k": k,
+        "offset": offset,
+    }
+    if min_score is not None:
+        query["min_score"] = min_score
+    return SearchResponse(
+        query=query, took_ms=round((time.perf_counter() - start) * 1000, 3), results=results
+    )
+
+
+@router.get("/search", operation_id="search_get", response_model=SearchResponse)
+async def search_get(
+    request: Request,
+    state: StateDep,
+    q: Annotated[
+        str,
+        Query(
+            min_length=1, max_length=10_000, description='Text query; "-word" excludes a concept.'
+        ),
+    ],
+    k: Annotated[int, Query(ge=1, description="How many results.")] = 20,
+    offset: Annotated[int, Query(ge=0, description="Skip this many results.")] = 0,
+    min_score: Annotated[
+        float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
+    ] = None,
+) -> SearchResponse:
+    """Search by text. `q=beach -people` finds beaches and steers away from people."""
+    return await _text_search(request, state, q, [], None, k, offset, min_score, None)
+
+
+@router.post("/search", operation_id="search_post", response_model=SearchResponse)
+async def search_post(request: Request, state: StateDep, body: SearchIn) -> SearchResponse:
+    """Search by text with negative terms, weights, a score threshold and filters."""
+    return await _text_search(
+        request,
+        state,
+        body.text,
+        body.negative,
+        body.weights,
+        body.k,
+        body.offset,
+        body.min_score,
+        body.filters,
+    )
+
+
+def _decode_upload(data: bytes, max_pixels: int) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise HTTPException(
+                    413,
+                    detail=f"image is {width}x{height} = {width * height} pixels; the limit is "
+                    f"{max_pixels} pixels: send a smaller image",
+                )
+            img.load()
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            return img.convert("RGB")
+    except HTTPException:
+        raise
+    except UnidentifiedImageError as exc:
+        raise HTTPException(
+            415,
+            detail="the upload is not an image this server can read (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+        ) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise HTTPException(413, detail=f"image has too many pixels (limit {max_pixels})") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise HTTPException(
+            400, detail=f"the image could not be decoded (truncated or corrupt file?): {exc}"
+        ) from exc
+
+
+async def _read_upload(file: UploadFile, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await file.read(UPLOAD_CHUNK)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(
+                413,
+                detail=f"upload is larger than the limit of {limit} bytes: send a smaller image",
+            )
+        chunks.append(chunk)
+    if size == 0:
+        raise HTTPException(400, detail="the uploaded file is empty")
+    return b"".join(chunks)
+
+
+@router.post("/search/image", operation_id="search_image", response_model=SearchResponse)
+async def search_image(
+    request: Request,
+    state: StateDep,
+    file: Annotated[UploadFile, File(description="An image (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
+    k: Annotated[int, Query(ge=1, description="How many results.")] = 20,
+    offset: Annotated[int, Query(ge=0, description="Skip this many results.")] = 0,
+    min_score: Annotated[
+        float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
+    ] = None,
+) -> SearchResponse:
+    """Search by an example image (multipart upload, field `file`)."""
+    start = time.perf_counter()
+    _bounds(state, k, offset)
+    s = state.settings
+    data = await _read_upload(file, s.max_upload_bytes)
+    img = await state.run(_decode_upload, data, s.max_upload_pixels)
+    model = await state.run(state.ensure_model)
+    vector = (await state.run(model.embed_images, [img]))[0]
+    results = await _search_vector(request, state, vector, k=k, offset=offset, min_score=min_score)
+    state.metrics.searches.labels("image").inc()
+    return SearchResponse(
+        query={"image": file.filename or "upload", "bytes": len(data), "k": k, "offset": offset},
+        took_ms=round((time.perf_counter() - start) * 1000, 3),
+        results=results,
+    )
+
+
+@router.get("/images/{id}/similar", operation_id="similar_images", response_model=SearchResponse)
+async def similar_images(
+    request: Request,
+    state: StateDep,
+    id: Annotated[int, Path(ge=1, le=MAX_ID, description="Catalog id of the example image.")],
+    k: Annotated[int, Query(ge=1, description="How many results.")] = 20,
+    offset: Annotated[int, Query(ge=0, description="Skip this many results.")] = 0,
+    min_score: Annotated[
+        float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
+    ] = None,
+) -> SearchResponse:
+    """More like this: the images closest to image `id` (itself excluded)."""
+    start = time.perf_counter()
+    _bounds(state, k, offset)
+    vector = await run_in_threadpool(state.library.image_vector, id)
+    results = await _search_vector(
+        request, state, vector, k=k, offset=offset, min_score=min_score, exclude=id
+    )
+    state.metrics.searches.labels("similar").inc()
+    return SearchResponse(
+        query={"similar_to": id, "k": k, "offset": offset},
+        took_ms=round((time.perf_counter() - start) * 1000, 3),
+        results=results,
+    )

@@ -1,0 +1,178 @@
+"""Request and response models of the REST API (one family per resource)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What went wrong and what to do about it.")
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+class SearchFiltersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Only images under this folder (absolute path as stored in the catalog).",
+    )
+    date_from: datetime | date | None = Field(default=None, description="Taken on or after.")
+    date_to: datetime | date | None = Field(default=None, description="Taken on or before.")
+    formats: list[str] | None = Field(
+        default=None,
+        max_length=16,
+        description="Only these formats (JPEG, PNG, WEBP, GIF, BMP, TIFF, ...).",
+    )
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(
+        min_length=1,
+        max_length=10_000,
+        description='What to look for. Words prefixed with "-" (or -"a phrase") are negative terms.',
+        examples=["beach -people"],
+    )
+    negative: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Texts to steer away from (added to the '-' terms of `text`).",
+    )
+    weights: list[float] | None = Field(
+        default=None,
+        max_length=65,
+        description=(
+            "Weights of the query terms, in order: the positive text, then each negative term "
+            "(the '-' terms of `text` first, then `negative`). Negative terms are subtracted "
+            "with their weight. Default: 1 for the text, 0.5 for each negative term."
+        ),
+    )
+    k: int = Field(default=20, ge=1, description="How many results.")
+    offset: int = Field(default=0, ge=0, description="Skip this many results (paging).")
+    min_score: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="Drop results below this cosine similarity."
+    )
+    filters: SearchFiltersIn | None = None
+
+
+class SearchHit(BaseModel):
+    id: int
+    score: float
+    path: str
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    taken_at: datetime | None = None
+    thumbnail_url: str
+    file_url: str
+
+
+class SearchResponse(BaseModel):
+    query: dict[str, Any] = Field(
+        description="The query as understood (text, negative terms, ...)."
+    )
+    took_ms: float = Field(description="Server time spent, in milliseconds.")
+    results: list[SearchHit]
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+class ImageOut(BaseModel):
+    id: int
+    path: str
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    taken_at: datetime | None = None
+    state: str
+    error: str | None = None
+    sha256: str | None = None
+    thumbnail_url: str
+    file_url: str
+
+
+class ImagePage(BaseModel):
+    items: list[ImageOut]
+    total: int
+    offset: int
+    limit: int
+
+
+# --- jobs -------------------------------------------------------------------------------------
+
+
+class IngestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Absolute path of a folder under one of the server's allowed roots.",
+    )
+    recursive: bool = Field(default=True, description="Also ingest sub-folders.")
+
+
+class ReindexIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Switch to this model (registry name or path) and re-embed; default: current.",
+    )
+
+
+class JobError(BaseModel):
+    path: str | None = None
+    reason: str
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    state: Literal["queued", "running", "done", "failed"] | str
+    params: dict[str, Any] = Field(default_factory=dict)
+    total: int | None = None
+    done: int = 0
+    failed: int = 0
+    errors: list[JobError] = Field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+class ImageCounts(BaseModel):
+    total: int = 0
+    ready: int = 0
+    failed: int = 0
+    pending: int = 0
+
+
+class IndexOut(BaseModel):
+    version: int | None = None
+    kind: str | None = None
+    size: int = 0
+    delta: int = 0
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "starting", "degraded"] | str = Field(
+        description="ok; starting (model loading); degraded (model unavailable: searches get 503)"
+    )
+    model: str | None
+    device: str | None
+    images: ImageCounts
+    index: IndexOut

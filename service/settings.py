@@ -1,0 +1,216 @@
+"""Service settings: one ``Settings`` object, read from ``CLIPSEARCH_*`` variables and CLI flags.
+
+Nothing here runs at import time: ``Settings()`` is built by the CLI (or a test) and handed to
+``service.app.create_app``. Validators refuse values that would expose a library to the network
+by accident (a non-loopback address without a token) or that make no sense (limits <= 0).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_TOKEN_LENGTH = 16
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/clipsearch`` (``~/.local/share/clipsearch``)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "clipsearch"
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    name = host.strip().strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _split_list(value: Any, paths: bool = True) -> Any:
+    """Environment lists: JSON (``["a","b"]``), or separated by ``os.pathsep`` (paths) or commas."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            import json
+
+            try:
+                return json.loads(text)
+            except ValueError as exc:
+                raise ValueError(f"not a JSON list: {text!r}") from exc
+        sep = os.pathsep if paths and os.pathsep in text else ","
+        return [part.strip() for part in text.split(sep) if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of ``clipsearch serve`` and the API; env var = ``CLIPSEARCH_`` + upper-case name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CLIPSEARCH_", extra="ignore", validate_default=True, env_file=None
+    )
+
+    # where things live
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Folder for the SQLite catalog, thumbnails, FAISS files and the embedded broker.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the catalog; default SQLite in data_dir."
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker URL (redis://...); default: embedded SQLite broker.",
+    )
+    queue_prefix: str = Field(
+        default="", description="Namespace of the Celery queue on a shared broker."
+    )
+    model: str = Field(default="ViT-B-32", description="Model registry name or path to weights.")
+    device: str | None = Field(
+        default=None, description="torch device (cpu, cuda, cuda:1); default auto."
+    )
+
+    # network
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token required on mutating endpoints (ingest, reindex, delete).",
+    )
+    insecure: bool = Field(
+        default=False, description="Allow a non-loopback host without an API token."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty (default) = CORS off."
+    )
+
+    # what may be ingested
+    images: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders `serve` ingests at start."
+    )
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders under which POST /api/ingest may read; default: the `images` folders.",
+    )
+
+    # limits
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="Largest upload.")
+    max_upload_pixels: int = Field(
+        default=50_000_000, gt=0, description="Largest uploaded image in pixels (width x height)."
+    )
+    max_json_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest JSON body.")
+    search_k_max: int = Field(default=500, gt=0, description="Largest k a search may ask for.")
+    search_offset_max: int = Field(default=10_000, ge=0, description="Largest search offset.")
+    list_limit_max: int = Field(default=500, gt=0, description="Largest page of GET /api/images.")
+    max_query_chars: int = Field(default=1000, gt=0, description="Longest query text.")
+    max_negative_terms: int = Field(default=16, ge=0, description="Most negative texts per query.")
+
+    # query embedding
+    query_cache_size: int = Field(default=4096, ge=0, description="Cached query embeddings (LRU).")
+    batch_window_ms: float = Field(
+        default=2.0, ge=0, le=1000, description="How long the text encoder waits to batch queries."
+    )
+    batch_max: int = Field(default=32, gt=0, description="Most texts encoded in one batch.")
+    compute_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="torch and FAISS (OpenMP) threads per request in the API process (0: their "
+        "defaults). One is fastest for single queries on a shared CPU: concurrency comes from "
+        "batching and concurrent requests, not from thread teams spinning against each other.",
+    )
+    inference_threads: int = Field(
+        default=2, gt=0, le=64, description="Threads for image decoding/encoding of queries."
+    )
+
+    # serve
+    embedded_worker: bool = Field(
+        default=True, description="`serve` starts a Celery worker process beside the API."
+    )
+    preload_model: bool = Field(default=True, description="Load the model before taking requests.")
+
+    @field_validator("images", "allowed_roots", mode="before")
+    @classmethod
+    def _path_lists(cls, value: Any) -> Any:
+        return _split_list(value, paths=True)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        return _split_list(value, paths=False)
+
+    @field_validator("images", "allowed_roots", mode="after")
+    @classmethod
+    def _paths(cls, value: list[Path]) -> list[Path]:
+        out = []
+        for path in value:
+            if "\x00" in str(path):
+                raise ValueError("a folder path contains a NUL byte")
+            out.append(Path(path).expanduser().resolve())
+        return out
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _data_dir(cls, value: Path) -> Path:
+        if "\x00" in str(value):
+            raise ValueError("data_dir contains a NUL byte")
+        return Path(value).expanduser().resolve()
+
+    @field_validator("api_token", mode="after")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if raw == "":
+            return None
+        if len(raw) < MIN_TOKEN_LENGTH or raw.strip() != raw or any(c.isspace() for c in raw):
+            raise ValueError(
+                f"CLIPSEARCH_API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters without "
+                "spaces; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+    @field_validator("cors_origins", mode="after")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        if not is_loopback(self.host) and self.api_token is None and not self.insecure:
+            raise ValueError(
+                f"refusing to listen on {self.host!r} (reachable from other machines) without an "
+                "API token: set CLIPSEARCH_API_TOKEN, or pass --insecure if this network is trusted"
+            )
+        if "*" in self.cors_origins and self.api_token is not None and not self.insecure:
+            raise ValueError(
+                "CORS origin '*' with an API token would let any web page drive this library: "
+                "list the origins explicitly"
+            )
+        return self
+
+    @property
+    def effective_allowed_roots(self) -> list[Path]:
+        """Where ingestion through the API may read: allowed_roots, else the images folders."""
+        return list(self.allowed_roots or self.images)
+
+    @property
+    def token(self) -> str | None:
+        return self.api_token.get_secret_value() if self.api_token is not None else None

@@ -1,0 +1,48 @@
+"""Fixtures of the service tests: apps over the real Library, a tiny model in a folder, images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from svc_testlib import FakeLibrary
+
+from service.app import create_app
+from service.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny CLIP saved in our folder format: what `--model PATH` takes."""
+    from model.checkpoints import save_pretrained
+    from model.testing import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    save_pretrained(tiny_model(seed=0), folder)
+    return folder
+
+
+@pytest.fixture()
+def fake_library() -> FakeLibrary:
+    return FakeLibrary()
+
+
+@pytest.fixture()
+def make_client(tmp_path: Path) -> Iterator[Any]:
+    """make_client(library, **settings) -> a started TestClient; all closed at teardown."""
+    clients: list[TestClient] = []
+
+    def make(library: Any, **overrides: Any) -> TestClient:
+        overrides.setdefault("data_dir", tmp_path / "data")
+        overrides.setdefault("batch_window_ms", 0.5)
+        client = TestClient(create_app(Settings(**overrides), library=library))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)

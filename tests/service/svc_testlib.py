@@ -1,0 +1,150 @@
+"""Helpers of the service tests (imported by conftest and the test modules)."""
+
+from __future__ import annotations
+
+import functools
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 40),
+    "blue": (30, 40, 220),
+    "yellow": (240, 220, 20),
+    "white": (250, 250, 250),
+    "black": (5, 5, 5),
+}
+
+
+def png_bytes(
+    size: tuple[int, int] = (48, 32), colour: tuple[int, int, int] = (200, 10, 10)
+) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def write_images(folder: Path, names: dict[str, tuple[int, int, int]] | None = None) -> list[Path]:
+    """A few small JPEGs, each a different colour with a stripe (so they differ as vectors)."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, (name, colour) in enumerate((names or COLOURS).items()):
+        img = Image.new("RGB", (64 + 8 * i, 48), colour)
+        ImageDraw.Draw(img).rectangle(
+            [4 * i, 4, 4 * i + 12, 40], fill=(255 - colour[0], 128, i * 30)
+        )
+        path = folder / f"{name}.jpg"
+        img.save(path, "JPEG", quality=90)
+        out.append(path)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def shared_tiny_model() -> Any:
+    """One tiny CLIP per test process (read-only use: eval mode, no grads)."""
+    from model.testing import tiny_model
+
+    return tiny_model(seed=0)
+
+
+class FakeLibrary:
+    """Stands in for the Library where only the service edge is under test; records calls."""
+
+    def __init__(self) -> None:
+        self.model = shared_tiny_model()
+        self.calls: list[tuple[str, Any]] = []
+
+    def search(
+        self, vector: np.ndarray, k: int = 20, offset: int = 0, min_score=None, filters=None
+    ):
+        from indexer.types import Hit
+
+        self.calls.append(("search", (k, offset, min_score, filters)))
+        return [
+            Hit(id=offset + i + 1, score=0.9 - 0.01 * i, path=f"/p/{offset + i}.jpg")
+            for i in range(k)
+        ]
+
+    def submit_ingest(self, path: str, recursive: bool = True):
+        self.calls.append(("submit_ingest", (path, recursive)))
+        return _job(1, "ingest", {"path": path, "recursive": recursive})
+
+    def submit_reindex(self, model_spec: str | None = None):
+        self.calls.append(("submit_reindex", model_spec))
+        return _job(2, "reindex", {"model": model_spec})
+
+    def delete_image(self, image_id: int) -> None:
+        self.calls.append(("delete_image", image_id))
+
+    def get_image(self, image_id: int):
+        from indexer.errors import NotFound
+
+        raise NotFound(f"no image with id {image_id}")
+
+    image_vector = get_image
+    thumbnail_path = get_image
+    file_path = get_image
+
+    def list_images(self, offset: int = 0, limit: int = 50, state=None):
+        return [], 0
+
+    def list_jobs(self, limit: int = 50):
+        return []
+
+    def get_job(self, job_id: int):
+        from indexer.errors import NotFound
+
+        raise NotFound(f"no job with id {job_id}")
+
+    def stats(self) -> dict:
+        return {"images": {"total": 0, "ready": 0, "failed": 0, "pending": 0}, "index": {}}
+
+    def mutations(self) -> list[tuple[str, Any]]:
+        return [c for c in self.calls if c[0] != "search"]
+
+
+def _job(job_id: int, kind: str, params: dict):
+    from indexer.types import JobInfo
+
+    return JobInfo(
+        id=job_id, kind=kind, state="queued", params=params, total=None, done=0, failed=0, errors=[]
+    )
+
+
+def ingest_now(library: Any, folder: Path, recursive: bool = True) -> Any:
+    """Submit an ingest job through the Library, then run it in this process with the indexer's
+    own task functions (no broker round trip): what a worker does, deterministically."""
+    from indexer import tasks
+    from indexer.worker import WorkerContext
+
+    job = library.submit_ingest(str(folder), recursive=recursive)
+    ctx = WorkerContext(library.config.worker_config())
+    try:
+        for batch in tasks.run_ingest(ctx, None, job.id):
+            tasks.run_embed_batch(ctx, job.id, batch)
+    finally:
+        ctx.dispose()
+    library.refresh_index()
+    return library.get_job(job.id)
+
+
+def write_dated_jpeg(path: Path, when: str, colour: tuple[int, int, int] = (90, 60, 30)) -> Path:
+    """A JPEG with EXIF DateTimeOriginal (``YYYY:MM:DD HH:MM:SS``)."""
+    from PIL import Image
+
+    img = Image.new("RGB", (40, 40), colour)
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = when
+    exif[0x0132] = when
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, "JPEG", exif=exif.tobytes())
+    return path

@@ -1,0 +1,316 @@
+"""The REST API against a real Library and catalog (SQLite), a tiny model saved to a folder,
+and real image files ingested by the indexer's own task functions."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from svc_testlib import COLOURS, ingest_now, png_bytes, write_dated_jpeg, write_images
+
+from service.app import build_library, create_app
+from service.settings import Settings
+
+
+class Env:
+    def __init__(self, client: TestClient, lib: Any, root: Path, files: dict[str, Path]):
+        self.client = client
+        self.lib = lib
+        self.root = root
+        self.files = files
+
+    def id_of(self, name: str) -> int:
+        target = str(self.files[name].resolve())
+        items, _ = self.lib.list_images(limit=100)
+        return next(i.id for i in items if i.path == target)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Env]:
+    base = tmp_path_factory.mktemp("api")
+    root = base / "photos"
+    files = {p.stem: p for p in write_images(root)}
+    sub = root / "sub"
+    files["dated"] = write_dated_jpeg(sub / "dated.jpg", "2021:06:01 12:00:00")
+    png = sub / "logo.png"
+    png.write_bytes(png_bytes((40, 40), (10, 120, 250)))
+    files["logo"] = png
+    settings = Settings(
+        data_dir=base / "data", model=str(tiny_model_dir), allowed_roots=[root], batch_window_ms=0.5
+    )
+    lib = build_library(settings)
+    job = ingest_now(lib, root)
+    assert job.state == "done" and job.done == len(files), job
+    with TestClient(create_app(settings, library=lib)) as client:
+        yield Env(client, lib, root, files)
+    lib.close()
+
+
+def test_health_reports_model_counts_and_index(env: Env) -> None:
+    r = env.client.get("/api/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "ok"
+    assert body["device"] == "cpu"
+    assert body["images"]["ready"] == body["images"]["total"] >= len(env.files) - 1
+    assert body["index"]["size"] + body["index"]["delta"] == body["images"]["ready"]
+
+
+def test_text_search_get(env: Env) -> None:
+    r = env.client.get("/api/search", params={"q": "a red photo", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["text"] == "a red photo"
+    assert body["took_ms"] >= 0
+    results = body["results"]
+    assert len(results) == 5
+    scores = [h["score"] for h in results]
+    assert scores == sorted(scores, reverse=True)
+    assert len({h["id"] for h in results}) == 5
+    for h in results:
+        assert h["thumbnail_url"] == f"/api/images/{h['id']}/thumbnail"
+        assert h["file_url"] == f"/api/images/{h['id']}/file"
+        assert Path(h["path"]).is_relative_to(env.root.resolve())
+
+
+def test_paging_is_consistent(env: Env) -> None:
+    full = env.client.get("/api/search", params={"q": "sky", "k": 6}).json()["results"]
+    first = env.client.get("/api/search", params={"q": "sky", "k": 3}).json()["results"]
+    second = env.client.get("/api/search", params={"q": "sky", "k": 3, "offset": 3}).json()[
+        "results"
+    ]
+    assert [h["id"] for h in first + second] == [h["id"] for h in full]
+
+
+def test_negative_terms_change_the_ranking_vector(env: Env) -> None:
+    plain = env.client.post("/api/search", json={"text": "beach", "k": 8}).json()
+    neg = env.client.post("/api/search", json={"text": "beach -people", "k": 8}).json()
+    same = env.client.post(
+        "/api/search", json={"text": "beach", "negative": ["people"], "weights": [1, 0.5], "k": 8}
+    ).json()
+    assert neg["query"]["negative"] == ["people"]
+    assert [h["score"] for h in plain["results"]] != [h["score"] for h in neg["results"]]
+    # "-people" in the text and negative=["people"] with the default weights are the same query
+    assert [(h["id"], round(h["score"], 5)) for h in neg["results"]] == [
+        (h["id"], round(h["score"], 5)) for h in same["results"]
+    ]
+    r = env.client.post(
+        "/api/search", json={"text": "beach", "negative": ["beach"], "weights": [1, 1]}
+    )
+    assert r.status_code == 400 and "cancel out" in r.json()["detail"]
+    r = env.client.post("/api/search", json={"text": "beach", "weights": [1, 2]})
+    assert r.status_code == 422 and "one weight per term" in r.json()["detail"]
+
+
+def test_min_score_and_filters(env: Env) -> None:
+    all_hits = env.client.post("/api/search", json={"text": "photo", "k": 50}).json()["results"]
+    assert len(all_hits) == len(env.files)
+    cut = all_hits[2]["score"]
+    above = env.client.post("/api/search", json={"text": "photo", "k": 50, "min_score": cut}).json()
+    assert [h["id"] for h in above["results"]] == [h["id"] for h in all_hits if h["score"] >= cut]
+
+    def ids(filters: dict) -> set[int]:
+        r = env.client.post("/api/search", json={"text": "photo", "k": 50, "filters": filters})
+        assert r.status_code == 200, r.text
+        return {h["id"] for h in r.json()["results"]}
+
+    assert ids({"formats": ["png"]}) == {env.id_of("logo")}
+    assert ids({"folder": str(env.root / "sub")}) == {env.id_of("logo"), env.id_of("dated")}
+    assert ids({"date_from": "2021-05-01", "date_to": "2021-06-30"}) == {env.id_of("dated")}
+    assert ids({"date_from": "2022-01-01"}) == set()
+    r = env.client.post(
+        "/api/search",
+        json={"text": "x", "filters": {"date_from": "2022-01-01", "date_to": "2021-01-01"}},
+    )
+    assert r.status_code == 422
+
+
+def test_image_search_finds_the_same_image_first(env: Env) -> None:
+    data = env.files["green"].read_bytes()
+    r = env.client.post(
+        "/api/search/image", files={"file": ("g.jpg", data, "image/jpeg")}, params={"k": 3}
+    )
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert top["id"] == env.id_of("green")
+    assert top["score"] > 0.99
+
+
+def test_more_like_this_excludes_the_example(env: Env) -> None:
+    red = env.id_of("red")
+    r = env.client.get(f"/api/images/{red}/similar", params={"k": 50})
+    assert r.status_code == 200
+    ids = [h["id"] for h in r.json()["results"]]
+    assert red not in ids
+    assert len(ids) == len(env.files) - 1
+    assert env.client.get("/api/images/999999/similar").status_code == 404
+
+
+def test_browse_and_get(env: Env) -> None:
+    page = env.client.get("/api/images", params={"limit": 3}).json()
+    assert page["total"] == len(env.files) and page["limit"] == 3 and len(page["items"]) == 3
+    rest = env.client.get("/api/images", params={"limit": 50, "offset": 3}).json()["items"]
+    assert len(rest) == len(env.files) - 3
+    assert not {i["id"] for i in page["items"]} & {i["id"] for i in rest}
+    ready = env.client.get("/api/images", params={"state": "failed"}).json()
+    assert ready["total"] == 0
+    img = env.client.get(f"/api/images/{env.id_of('dated')}").json()
+    assert img["state"] == "ready" and img["format"] == "JPEG"
+    assert img["width"] == 40 and img["height"] == 40
+    assert img["taken_at"].startswith("2021-06-01T12:00:00")
+    assert img["size"] == env.files["dated"].stat().st_size
+    assert re.fullmatch(r"[0-9a-f]{64}", img["sha256"])
+    r = env.client.get("/api/images/424242")
+    assert r.status_code == 404 and "424242" in r.json()["detail"]
+    r = env.client.get("/api/images", params={"limit": 100000})
+    assert r.status_code == 422
+
+
+def test_file_and_thumbnail_with_etag(env: Env) -> None:
+    blue = env.id_of("blue")
+    r = env.client.get(f"/api/images/{blue}/file")
+    assert r.status_code == 200
+    assert r.content == env.files["blue"].read_bytes()
+    assert r.headers["content-type"] == "image/jpeg"
+    assert "max-age" in r.headers["cache-control"]
+    etag = r.headers["etag"]
+    again = env.client.get(f"/api/images/{blue}/file", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = env.client.get(f"/api/images/{blue}/file", headers={"If-None-Match": '"nope"'})
+    assert other.status_code == 200
+
+    t = env.client.get(f"/api/images/{blue}/thumbnail")
+    assert t.status_code == 200 and t.headers["content-type"].startswith("image/")
+    from PIL import Image
+
+    thumb = Image.open(io.BytesIO(t.content))
+    assert max(thumb.size) <= 256
+    assert t.headers["etag"] != etag
+    assert (
+        env.client.get(
+            f"/api/images/{blue}/thumbnail", headers={"If-None-Match": t.headers["etag"]}
+        ).status_code
+        == 304
+    )
+
+
+def test_ingest_job_lifecycle_with_a_bad_file(env: Env) -> None:
+    extra = env.root / "more"
+    write_images(extra, {"cyan": (0, 220, 220)})
+    (extra / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    r = env.client.post("/api/ingest", json={"path": str(extra)})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["state"] == "queued" and job["kind"] == "ingest"
+    assert env.client.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
+    # a worker picks it up (here: the same task functions, in this process)
+    from indexer import tasks
+    from indexer.worker import WorkerContext
+
+    ctx = WorkerContext(env.lib.config.worker_config())
+    try:
+        for batch in tasks.run_ingest(ctx, None, job["id"]):
+            tasks.run_embed_batch(ctx, job["id"], batch)
+    finally:
+        ctx.dispose()
+    done = env.client.get(f"/api/jobs/{job['id']}").json()
+    assert done["state"] == "done"
+    assert (done["done"], done["failed"]) == (1, 1)
+    assert done["errors"][0]["path"].endswith("broken.jpg")
+    assert done["errors"][0]["reason"]
+    assert done["finished_at"] is not None
+    listed = env.client.get("/api/jobs").json()
+    assert listed[0]["id"] == job["id"]
+    failed = env.client.get("/api/images", params={"state": "failed"}).json()["items"]
+    assert [i["path"].endswith("broken.jpg") for i in failed] == [True]
+    assert failed[0]["error"]
+    assert env.client.get("/api/jobs/987654").status_code == 404
+
+
+def test_metrics_count_searches_and_latency(env: Env) -> None:
+    for q in ("one", "two", "three"):
+        env.client.get("/api/search", params={"q": q})
+    text = env.client.get("/metrics").text
+    searches = re.search(r'^clipsearch_searches_total\{kind="text"\} (\S+)$', text, re.M)
+    assert searches and float(searches.group(1)) >= 3
+    assert (
+        'clipsearch_http_request_duration_seconds_count{method="GET",route="/api/search",status="200"}'
+        in text
+    )
+    assert re.search(r'^clipsearch_images\{state="ready"\} [1-9]', text, re.M)
+    assert re.search(r"^clipsearch_jobs_queue_depth \S+$", text, re.M)
+    assert re.search(r"^clipsearch_ingest_images_per_second \S+$", text, re.M)
+    assert "clipsearch_catalog_up 1.0" in text
+
+
+def test_gallery_and_docs_are_served(env: Env) -> None:
+    r = env.client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    spec = env.client.get("/openapi.json").json()
+    ops = {op["operationId"] for path in spec["paths"].values() for op in path.values()}
+    assert ops >= {
+        "search_get", "search_post", "search_image", "similar_images", "list_images", "get_image",
+        "image_thumbnail", "image_file", "delete_image", "ingest", "list_jobs", "get_job",
+        "reindex", "health",
+    }  # fmt: skip
+    assert env.client.get("/docs").status_code == 200
+
+
+def test_delete_removes_from_search_and_catalog(env: Env) -> None:
+    yellow = env.id_of("yellow")
+    data = env.files["yellow"].read_bytes()
+    before = env.client.post(
+        "/api/search/image", files={"file": ("y.jpg", data)}, params={"k": 1}
+    ).json()
+    assert before["results"][0]["id"] == yellow
+    assert env.client.delete(f"/api/images/{yellow}").status_code == 204
+    assert env.client.get(f"/api/images/{yellow}").status_code == 404
+    assert env.client.get(f"/api/images/{yellow}/file").status_code == 404
+    after = env.client.post(
+        "/api/search/image", files={"file": ("y.jpg", data)}, params={"k": 50}
+    ).json()
+    assert yellow not in {h["id"] for h in after["results"]}
+    assert env.files["yellow"].exists()  # the file on disk is left alone
+    assert env.client.delete(f"/api/images/{yellow}").status_code == 404
+
+
+def test_model_that_cannot_load_is_a_503_with_a_message(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d", model=str(tmp_path / "no-such-model"))
+    lib = build_library(settings)
+    try:
+        with TestClient(create_app(settings, library=lib)) as client:
+            r = client.get("/api/search", params={"q": "cat"})
+            assert r.status_code == 503
+            assert "no-such-model" in r.json()["detail"]
+            assert client.get("/api/images").status_code == 200  # browsing still works
+    finally:
+        lib.close()
+
+
+def test_catalog_down_is_a_503(tmp_path: Path, tiny_model_dir: Path) -> None:
+    db = tmp_path / "catalog.sqlite"
+    settings = Settings(
+        data_dir=tmp_path / "d", model=str(tiny_model_dir), database_url=f"sqlite:///{db}"
+    )
+    lib = build_library(settings)
+    try:
+        with TestClient(create_app(settings, library=lib)) as client:
+            assert client.get("/api/health").status_code == 200
+            db.unlink()
+            db.mkdir()  # the catalog file is gone and cannot be recreated
+            lib.engine.dispose()
+            r = client.get("/api/images")
+            assert r.status_code == 503, r.text
+            assert "catalog" in r.json()["detail"]
+            assert client.get("/api/health").status_code == 503
+    finally:
+        lib.close()
+
+
+def test_colours_fixture_is_what_the_tests_assume() -> None:
+    assert {"red", "green", "blue", "yellow"} <= set(COLOURS)
