@@ -1,0 +1,369 @@
+"""Fixtures for the gallery's browser tests: a live ``clipsearch serve`` and Debian's Chromium.
+
+The server is the real one, started as a child process exactly as a user starts it
+(``python -m service.cli serve --images DIR ...``) with a tiny random-weight CLIP saved to disk,
+an API token (so the gallery's token prompt is exercised), and generated image files: distinct
+colours and shapes, plus file names that try to inject HTML. The fixture waits until the first
+ingestion is searchable. Chromium is driven by Playwright's sync API; never `playwright install`:
+the browser is the system's /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CLIPSEARCH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+API_TOKEN = "gallery-test-token-4f1c9a7e2b"
+START_DEADLINE_S = 240.0
+EXPECT_TIMEOUT_MS = 30_000
+
+# (name, background top colour, shape colour, shape) for the library the server starts with
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 70),
+    "blue": (40, 80, 220),
+    "yellow": (240, 210, 40),
+    "purple": (140, 60, 180),
+    "orange": (245, 140, 30),
+    "cyan": (40, 200, 210),
+    "magenta": (220, 50, 160),
+    "brown": (130, 80, 40),
+    "grey": (128, 128, 128),
+    "navy": (20, 30, 100),
+    "lime": (160, 230, 40),
+}
+SHAPES = ("circle", "square", "triangle", "stripes")
+# Hostile names: they must show up as text, never as markup.
+HOSTILE_NAMES = (
+    "<img src=x onerror=window.__pwned=1>.png",
+    "quote\" ' & <b>bold.png",
+)
+INCOMING_COUNT = 6  # images in the folder the panel test ingests
+EXTRA_COUNT = 30  # plain gradients so that the library is more than one page (40) long
+
+
+@dataclass(frozen=True)
+class Library:
+    """The files on disk the server was pointed at."""
+
+    root: Path  # the allowed root
+    photos: Path  # ingested at start (--images)
+    incoming: Path  # ingested by a test through the panel
+    query_copy: Path  # a byte-identical copy of photos/red-circle.png under another name
+    names: tuple[str, ...]  # file names in photos/
+    sizes: dict[str, tuple[int, int]]  # name -> (width, height)
+    incoming_count: int = INCOMING_COUNT
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+    token: str
+    library: Library
+    log_path: Path
+
+    def api(self, path: str, **params: Any) -> Any:
+        """GET an API path directly (what the server says, independently of the gallery)."""
+        response = httpx.get(self.url + path, params=params, timeout=30)
+        return response
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no server log)"
+
+
+def _draw(path: Path, colour: tuple[int, int, int], shape: str, size: tuple[int, int]) -> None:
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    img = Image.new("RGB", size)
+    draw = ImageDraw.Draw(img)
+    top = tuple(min(255, c + 60) for c in colour)
+    bottom = tuple(max(0, c - 70) for c in colour)
+    for y in range(h):  # vertical gradient background
+        t = y / max(1, h - 1)
+        draw.line(
+            [(0, y), (w, y)],
+            fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)),
+        )
+    fg = (250, 250, 245) if sum(colour) < 500 else (30, 30, 40)
+    box = (w * 0.25, h * 0.2, w * 0.75, h * 0.8)
+    if shape == "circle":
+        r = min(w, h) * 0.3
+        draw.ellipse((w / 2 - r, h / 2 - r, w / 2 + r, h / 2 + r), fill=fg)
+    elif shape == "square":
+        draw.rectangle(box, fill=fg)
+    elif shape == "triangle":
+        draw.polygon([(w / 2, h * 0.15), (w * 0.8, h * 0.82), (w * 0.2, h * 0.82)], fill=fg)
+    else:
+        for i in range(0, w, max(8, w // 10)):
+            draw.rectangle((i, 0, i + max(4, w // 20), h), fill=fg)
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        img.save(path, "JPEG", quality=88)
+    else:
+        img.save(path)
+
+
+def make_library(root: Path) -> Library:
+    photos = root / "photos"
+    incoming = root / "incoming"
+    photos.mkdir(parents=True)
+    incoming.mkdir()
+    names: list[str] = []
+    sizes: dict[str, tuple[int, int]] = {}
+    for i, (colour_name, rgb) in enumerate(COLOURS.items()):
+        shape = SHAPES[i % len(SHAPES)]
+        ext = ".jpg" if i % 3 == 2 else ".png"
+        size = (240 + 8 * i, 180 + 4 * i)  # each image its own dimensions
+        name = f"{colour_name}-{shape}{ext}"
+        _draw(photos / name, rgb, shape, size)
+        names.append(name)
+        sizes[name] = size
+    for i, name in enumerate(HOSTILE_NAMES):
+        _draw(photos / name, (90 + 40 * i, 90, 60), "square", (200, 200))
+        names.append(name)
+        sizes[name] = (200, 200)
+    for i in range(EXTRA_COUNT):
+        hue = 2 * math.pi * i / EXTRA_COUNT
+        rgb = tuple(int(127 + 100 * math.sin(hue + k * 2.1)) for k in range(3))
+        name = f"gradient-{i:02d}.png"
+        _draw(photos / name, rgb, SHAPES[i % len(SHAPES)], (160, 120))
+        names.append(name)
+        sizes[name] = (160, 120)
+    for i in range(INCOMING_COUNT):
+        _draw(incoming / f"new-{i}.png", (30 * i, 200 - 20 * i, 120), "circle", (180, 140))
+    query_copy = root / "query-image.png"
+    query_copy.write_bytes((photos / "red-circle.png").read_bytes())
+    return Library(root, photos, incoming, query_copy, tuple(names), sizes)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _poll(
+    what: str, check: Any, deadline: float, server: LiveServer, proc: subprocess.Popen
+) -> Any:
+    """Call ``check()`` until it returns something truthy; fail with the server log on timeout."""
+    last: Any = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(
+                f"clipsearch serve exited ({proc.returncode}) while {what}:\n{server.log_tail()}"
+            )
+        try:
+            result = check()
+        except httpx.HTTPError as exc:
+            result, last = None, exc
+        if result:
+            return result
+        time.sleep(0.25)
+    pytest.fail(f"timed out while {what} (last: {last!r}):\n{server.log_tail()}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    # the embedded worker dies with its parent; make sure nothing of our process group is left
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """``clipsearch serve`` on a free loopback port with a tiny model and ~45 ingested images."""
+    from model.checkpoints import save_pretrained
+    from model.testing import tiny_model
+
+    base = tmp_path_factory.mktemp("gallery")
+    library = make_library(base / "library")
+    model_dir = save_pretrained(tiny_model(seed=0), base / "tiny-model")
+    data_dir = base / "data"
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env.update(
+        CLIPSEARCH_API_TOKEN=API_TOKEN,
+        CLIPSEARCH_CACHE=str(base / "cache"),
+        CLIPSEARCH_DEVICE="cpu",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = base / "serve.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--images",
+        str(library.photos),
+        "--allowed-root",
+        str(library.root),
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(data_dir),
+    ]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", API_TOKEN, library, log_path)
+    try:
+        deadline = time.monotonic() + START_DEADLINE_S
+        _poll(
+            "waiting for /api/health",
+            lambda: server.api("/api/health").status_code == 200,
+            deadline,
+            server,
+            proc,
+        )
+
+        def all_searchable() -> bool:
+            jobs = server.api("/api/jobs").json()
+            if any(j["state"] in ("queued", "running") for j in jobs) or not jobs:
+                return False
+            hits = server.api("/api/search", q="a photo", k=200).json()["results"]
+            return len(hits) >= len(library.names)
+
+        _poll(
+            "waiting for the first ingestion to become searchable",
+            all_searchable,
+            deadline,
+            server,
+            proc,
+        )
+        yield server
+    finally:
+        _stop(proc)
+
+
+# --- the browser ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set CLIPSEARCH_CHROMIUM)"
+        )
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class PageErrors(list):
+    """Uncaught exceptions in the page; a test fails if there are any."""
+
+
+def _new_page(browser: Any, server: LiveServer, **context_args: Any) -> tuple[Any, Any, PageErrors]:
+    context = browser.new_context(base_url=server.url, **context_args)
+    context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    page = context.new_page()
+    errors = PageErrors()
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return context, page, errors
+
+
+@pytest.fixture()
+def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
+    """A fresh desktop-size tab (own cookies and sessionStorage) on the live server."""
+    context, pg, errors = _new_page(browser, live_server, viewport={"width": 1280, "height": 800})
+    yield pg
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture()
+def phone(browser: Any, live_server: LiveServer) -> Iterator[Any]:
+    """A phone-size tab: 390 x 844 CSS pixels, touch, mobile viewport meta honoured."""
+    context, pg, errors = _new_page(
+        browser,
+        live_server,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=1,
+        is_mobile=True,
+        has_touch=True,
+    )
+    yield pg
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+SCREENSHOT_MAX_BYTES = 150_000
+
+
+def _screenshot(page: Any, name: str) -> None:
+    """Save ``name``.png into $CLIPSEARCH_SCREENSHOTS (docs/screenshots) when that is set.
+
+    A PNG over 150 KB is scaled down in 10% steps until it fits (a palette would band the
+    gradients), and only as a last resort reduced to 256 colours.
+    """
+    folder = os.environ.get("CLIPSEARCH_SCREENSHOTS")
+    if not folder:
+        return
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    page.screenshot(path=str(path))
+    if path.stat().st_size <= SCREENSHOT_MAX_BYTES:
+        return
+    with Image.open(path) as shot:
+        original = shot.convert("RGB")
+    scale = 1.0
+    while path.stat().st_size > SCREENSHOT_MAX_BYTES and scale > 0.55:
+        scale -= 0.1
+        size = (round(original.width * scale), round(original.height * scale))
+        original.resize(size, Image.Resampling.LANCZOS).save(path, optimize=True)
+    if path.stat().st_size > SCREENSHOT_MAX_BYTES:
+        original.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+@pytest.fixture()
+def screenshot() -> Any:
+    """``screenshot(page, name)``: docs/screenshots material, only when $CLIPSEARCH_SCREENSHOTS is set."""
+    return _screenshot

@@ -1,0 +1,476 @@
+"""The gallery in a real browser (Debian's Chromium via Playwright) against a live server.
+
+What a user does: search as they type (and share the URL, go back and forward), open an image,
+look at similar ones, search by an image (file picker, drop, paste), add a folder and watch it
+being indexed (with the API token prompt), use the keyboard, use a phone. Expected values come
+from the files the fixture generated or from the API itself, never from the page under test.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.browser
+
+PAGE_SIZE = 40  # the gallery's page (app.js PAGE)
+SCORE = re.compile(r"^-?\d\.\d\d$")
+
+
+def tiles(page: Any) -> Any:
+    return page.locator("#results .tile-btn")
+
+
+def tile_name(label: str) -> str:
+    """The file name in a tile's accessible name ("name, relevance 0.31" or "name")."""
+    return re.sub(r", relevance -?\d\.\d\d$", "", label)
+
+
+def tile_names(page: Any) -> list[str]:
+    return [tile_name(t.get_attribute("aria-label") or "") for t in tiles(page).all()]
+
+
+def find_tile(page: Any, name: str) -> Any:
+    """The tile of ``name`` in the current grid, loading more pages (Load more) until it shows."""
+    while True:
+        for t in tiles(page).all():
+            if tile_name(t.get_attribute("aria-label") or "") == name:
+                return t
+        more = page.locator("#load-more")
+        if not more.is_visible():
+            pytest.fail(f"{name!r} is not in the gallery (saw {tile_names(page)})")
+        before = tiles(page).count()
+        more.click()
+        expect(tiles(page)).not_to_have_count(before)
+
+
+def library_total(server: Any) -> int:
+    return int(server.api("/api/images", limit=1).json()["total"])
+
+
+def wait_for_grid(page: Any) -> None:
+    expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
+    expect(tiles(page).first).to_be_visible()
+
+
+def columns(page: Any) -> int:
+    """Tiles on the first row, measured from their boxes."""
+    tops = [round(t.bounding_box()["y"]) for t in tiles(page).all()[:12]]
+    return sum(1 for y in tops if y == tops[0])
+
+
+def no_horizontal_scroll(page: Any) -> bool:
+    return bool(
+        page.evaluate(
+            "document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+            " && document.body.scrollWidth <= document.documentElement.clientWidth"
+        )
+    )
+
+
+# --- search -----------------------------------------------------------------------------------
+
+
+def test_typing_searches_ranks_by_score_and_puts_the_query_in_the_url(
+    page: Any, live_server: Any, screenshot: Any
+) -> None:
+    page.goto("/")
+    wait_for_grid(page)
+    total = library_total(live_server)
+    expect(page.locator("#status")).to_have_text(f"{total} images in the library")
+
+    page.locator("#q").press_sequentially("a red circle", delay=15)
+    expect(page).to_have_url(re.compile(r"/\?q=a\+red\+circle$"))
+    expect(page.locator("#status")).to_contain_text("for “a red circle”")
+    wait_for_grid(page)
+
+    # the server's ranking, in order, every page of it (the grid fetches more as it scrolls)
+    api_hits = live_server.api("/api/search", q="a red circle", k=500).json()["results"]
+    assert len(api_hits) > PAGE_SIZE
+    expect(tiles(page)).to_have_count(len(api_hits))
+    assert [t.get_attribute("data-id") for t in tiles(page).all()] == [
+        str(h["id"]) for h in api_hits
+    ]
+    scores = page.locator("#results .score").all_text_contents()
+    assert len(scores) == len(api_hits)
+    assert all(SCORE.match(s) for s in scores), scores
+    values = [float(s) for s in scores]
+    assert values == sorted(values, reverse=True)
+    assert scores[0] == f"{api_hits[0]['score']:.2f}"
+    screenshot(page, "search-results")
+
+    # a shared link opens the same search
+    page.reload()
+    expect(page.locator("#q")).to_have_value("a red circle")
+    expect(tiles(page).first).to_have_attribute("data-id", str(api_hits[0]["id"]))
+
+    # a second search is a new history entry: back and forward move between them
+    page.locator("#q").fill("blue square")
+    expect(page).to_have_url(re.compile(r"/\?q=blue\+square$"))
+    expect(page.locator("#status")).to_contain_text("for “blue square”")
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/\?q=a\+red\+circle$"))
+    expect(page.locator("#q")).to_have_value("a red circle")
+    expect(page.locator("#status")).to_contain_text("for “a red circle”")
+    page.go_back()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("#q")).to_have_value("")
+    expect(page.locator("#status")).to_have_text(
+        f"{library_total(live_server)} images in the library"
+    )
+    page.go_forward()
+    expect(page.locator("#q")).to_have_value("a red circle")
+    expect(tiles(page).first).to_have_attribute("data-id", str(api_hits[0]["id"]))
+
+
+def test_a_threshold_nothing_reaches_shows_the_empty_state_and_can_be_reset(
+    page: Any, live_server: Any
+) -> None:
+    assert live_server.api("/api/search", q="a photo", min_score=1.0).json()["results"] == []
+    page.goto("/?q=a+photo")
+    wait_for_grid(page)
+    slider = page.locator("#min-score")
+    slider.focus()
+    page.keyboard.press("End")  # the slider's maximum: relevance >= 1.00
+    expect(page.locator("#min-score-value")).to_have_text("1.00")
+    expect(page.locator("#empty")).to_be_visible()
+    expect(page.locator("#empty-title")).to_have_text("Nothing above relevance 1.00")
+    expect(tiles(page)).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"[?&]min=1\.00"))
+
+    page.get_by_role("button", name="Reset threshold").click()
+    expect(page.locator("#min-score-value")).to_have_text("any")
+    expect(page.locator("#empty")).to_be_hidden()
+    expect(tiles(page).first).to_be_visible()
+    expect(page).not_to_have_url(re.compile(r"min="))
+
+
+def test_an_api_error_is_shown_with_the_servers_message(page: Any, live_server: Any) -> None:
+    response = live_server.api("/api/images/987654321/similar")
+    assert response.status_code == 404
+    detail = response.json()["detail"]
+    page.goto("/?like=987654321")
+    expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.locator("#error-text")).to_have_text(detail)
+    expect(tiles(page)).to_have_count(0)
+
+
+# --- detail view ------------------------------------------------------------------------------
+
+
+def test_detail_view_shows_the_full_image_metadata_and_more_like_this(
+    page: Any, live_server: Any, screenshot: Any
+) -> None:
+    lib = live_server.library
+    page.goto("/")
+    wait_for_grid(page)
+    name = "red-circle.png"
+    target = find_tile(page, name)
+    image_id = target.get_attribute("data-id")
+    target.click()
+
+    dialog = page.locator("#detail")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#detail-title")).to_have_text(name)
+    meta = page.locator("#detail-meta")
+    width, height = lib.sizes[name]
+    size = (lib.photos / name).stat().st_size
+    kb = size / 1024
+    expect(meta.locator("div", has=page.locator("dt", has_text="Path")).locator("dd")).to_have_text(
+        re.compile(re.escape(f"/{name}") + "$")
+    )
+    expect(
+        meta.locator("div", has=page.locator("dt", has_text="Dimensions")).locator("dd")
+    ).to_have_text(f"{width} × {height}")
+    expect(
+        meta.locator("div", has=page.locator("dt", has_text="Format")).locator("dd")
+    ).to_have_text("PNG")
+    expect(meta.locator("div", has=page.locator("dt", has_text="Size")).locator("dd")).to_have_text(
+        f"{kb:.1f} KB" if kb < 10 else f"{kb:.0f} KB"
+    )
+    expect(meta.locator("dt", has_text="Date")).to_be_visible()
+
+    # the full file, not the thumbnail
+    img = page.locator("#detail-img")
+    expect(img).to_have_attribute("src", re.compile(rf"/api/images/{image_id}/file$"))
+    assert page.evaluate("document.getElementById('detail-img').naturalWidth") == width
+
+    # more like this: the API's neighbours, the image itself left out
+    similar = live_server.api(f"/api/images/{image_id}/similar", k=12).json()["results"]
+    strip = page.locator("#similar .strip-btn")
+    expect(strip).to_have_count(min(12, len(similar)))
+    assert image_id not in [b.get_attribute("data-id") for b in strip.all()]
+    expect(strip.first).to_have_attribute("data-id", str(similar[0]["id"]))
+    screenshot(page, "detail-view")
+
+    strip.first.click()
+    expect(page.locator("#detail-title")).to_have_text(similar[0]["path"].rsplit("/", 1)[-1])
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+
+def test_show_all_similar_lists_neighbours_in_the_grid_with_a_shareable_url(
+    page: Any, live_server: Any
+) -> None:
+    page.goto("/")
+    wait_for_grid(page)
+    first = tiles(page).first
+    image_id = first.get_attribute("data-id")
+    name = tile_name(first.get_attribute("aria-label"))
+    first.click()
+    page.get_by_role("button", name="Show all similar").click()
+    expect(page.locator("#detail")).to_be_hidden()
+    expect(page).to_have_url(re.compile(rf"/\?like={image_id}$"))
+    expect(page.locator("#query-chip-label")).to_have_text(f"Like {name}")
+    wait_for_grid(page)
+    similar = live_server.api(f"/api/images/{image_id}/similar", k=500).json()["results"]
+    expect(tiles(page)).to_have_count(len(similar))
+    ids = [t.get_attribute("data-id") for t in tiles(page).all()]
+    assert ids == [str(h["id"]) for h in similar]
+    assert image_id not in ids
+
+    # clearing the chip goes back to the whole library
+    page.get_by_role("button", name="Stop showing similar images").click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    expect(page.locator("#query-chip")).to_be_hidden()
+    expect(page.locator("#status")).to_contain_text("images in the library")
+
+
+# --- search by image --------------------------------------------------------------------------
+
+
+def same_image(name: str) -> re.Pattern[str]:
+    """The tile of the image a query picture is a copy of: first, at relevance about 1."""
+    return re.compile("^" + re.escape(name) + r", relevance (1\.00|0\.9\d)$")
+
+
+def _file_transfer_js() -> str:
+    return """async ([b64, name]) => {
+        const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+        const dt = new DataTransfer();
+        dt.items.add(new File([bytes], name, { type: 'image/png' }));
+        return dt;
+    }"""
+
+
+def test_search_by_an_image_from_the_picker_a_drop_or_a_paste(page: Any, live_server: Any) -> None:
+    lib = live_server.library
+    page.goto("/")
+    wait_for_grid(page)
+
+    # file picker: a byte-identical copy of red-circle.png finds it first, at relevance ~1
+    page.set_input_files("#file-input", str(lib.query_copy))
+    expect(page.locator("#query-chip")).to_be_visible()
+    expect(page.locator("#query-chip-label")).to_have_text("Like query-image.png")
+    expect(tiles(page).first).to_have_attribute("aria-label", same_image("red-circle.png"))
+    expect(page.locator("#status")).to_contain_text("like query-image.png")
+
+    # drag and drop onto the page
+    dropped = base64.b64encode((lib.photos / "green-square.png").read_bytes()).decode()
+    transfer = page.evaluate_handle(_file_transfer_js(), [dropped, "dropped.png"])
+    page.dispatch_event("body", "dragenter", {"dataTransfer": transfer})
+    expect(page.locator("#drop-overlay")).to_be_visible()
+    page.dispatch_event("body", "drop", {"dataTransfer": transfer})
+    expect(page.locator("#drop-overlay")).to_be_hidden()
+    expect(page.locator("#query-chip-label")).to_have_text("Like dropped.png")
+    expect(tiles(page).first).to_have_attribute("aria-label", same_image("green-square.png"))
+
+    # paste from the clipboard
+    pasted = base64.b64encode((lib.photos / "cyan-triangle.png").read_bytes()).decode()
+    page.evaluate(
+        """async ([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], name, { type: 'image/png' }));
+            document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true }));
+        }""",
+        [pasted, "pasted.png"],
+    )
+    expect(page.locator("#query-chip-label")).to_have_text("Like pasted.png")
+    expect(tiles(page).first).to_have_attribute("aria-label", same_image("cyan-triangle.png"))
+
+    # back returns to the previous image search
+    page.go_back()
+    expect(page.locator("#query-chip-label")).to_have_text("Like dropped.png")
+    expect(tiles(page).first).to_have_attribute("aria-label", same_image("green-square.png"))
+
+
+# --- ingest panel -----------------------------------------------------------------------------
+
+
+def test_ingest_a_folder_from_the_panel_asks_for_the_token_and_shows_progress_to_done(
+    page: Any, live_server: Any, screenshot: Any
+) -> None:
+    lib = live_server.library
+    auth = {"Authorization": f"Bearer {live_server.token}"}
+    outside = httpx.post(
+        live_server.url + "/api/ingest", json={"path": "/etc", "recursive": True}, headers=auth
+    )
+    assert outside.status_code == 403
+
+    page.goto("/")
+    wait_for_grid(page)
+    page.locator("#ingest-toggle").click()
+    expect(page.locator("#ingest-panel")).to_be_visible()
+    expect(page.locator("#ingest-path")).to_be_focused()
+
+    # no token yet: the server's 401 opens the token prompt with its message
+    page.locator("#ingest-path").fill("/etc")
+    page.locator("#ingest-submit").click()
+    token_dialog = page.locator("#token-dialog")
+    expect(token_dialog).to_be_visible()
+    expect(page.locator("#token-reason")).to_contain_text("Authorization: Bearer")
+    page.locator("#token-input").fill("wrong-token-wrong-token")
+    page.get_by_role("button", name="Use token").click()
+    expect(token_dialog).to_be_visible()
+    expect(page.locator("#token-reason")).to_contain_text("That token was not accepted")
+    page.locator("#token-input").fill(live_server.token)
+    page.get_by_role("button", name="Use token").click()
+    expect(token_dialog).to_be_hidden()
+    # with the token the request goes on, and the server refuses a folder outside its roots
+    expect(page.locator("#ingest-error")).to_have_text(outside.json()["detail"])
+    assert page.evaluate("sessionStorage.getItem('clipsearch.token')") == live_server.token
+
+    # an allowed folder: a job appears and its progress bar runs to done
+    before = library_total(live_server)
+    page.locator("#ingest-path").fill(str(lib.incoming))
+    page.locator("#ingest-submit").click()
+    expect(page.locator("#ingest-error")).to_be_hidden()
+    job = page.locator("#jobs .job").first
+    expect(job.locator(".job-target")).to_contain_text(str(lib.incoming))
+    expect(job).to_have_attribute("data-state", "done", timeout=180_000)
+    bar = job.locator("progress")
+    expect(bar).to_have_attribute("max", str(lib.incoming_count))
+    assert bar.evaluate("p => p.value") == lib.incoming_count
+    expect(job.locator(".job-counts")).to_have_text(f"{lib.incoming_count} of {lib.incoming_count}")
+    expect(page.locator("#jobs-badge")).to_be_hidden()
+    screenshot(page, "ingest-panel")
+
+    # the grid and the footer pick up the new images by themselves
+    after = library_total(live_server)
+    assert after == before + lib.incoming_count
+    expect(page.locator("#status")).to_have_text(f"{after} images in the library")
+    expect(page.locator("#footer")).to_contain_text(f"{after} images")
+
+
+# --- keyboard ---------------------------------------------------------------------------------
+
+
+def test_keyboard_only_search_move_open_step_and_close(page: Any, live_server: Any) -> None:
+    page.goto("/")
+    wait_for_grid(page)
+    page.locator("body").click(position={"x": 5, "y": 300})  # focus the page, not an input
+    page.keyboard.press("/")
+    expect(page.locator("#q")).to_be_focused()
+    page.keyboard.type("green")
+    expect(page).to_have_url(re.compile(r"/\?q=green$"))
+    expect(page.locator("#status")).to_contain_text("for “green”")
+    wait_for_grid(page)
+
+    page.keyboard.press("ArrowDown")
+    expect(tiles(page).nth(0)).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(tiles(page).nth(1)).to_be_focused()
+    cols = columns(page)
+    assert cols >= 3
+    page.keyboard.press("ArrowDown")
+    expect(tiles(page).nth(1 + cols)).to_be_focused()
+    page.keyboard.press("ArrowUp")
+    expect(tiles(page).nth(1)).to_be_focused()
+
+    names = tile_names(page)
+    page.keyboard.press("Enter")
+    expect(page.locator("#detail")).to_be_visible()
+    expect(page.locator("#detail-title")).to_have_text(names[1])
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#detail-title")).to_have_text(names[2])
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")
+    expect(page.locator("#detail-title")).to_have_text(names[0])
+    page.keyboard.press("Escape")
+    expect(page.locator("#detail")).to_be_hidden()
+    expect(tiles(page).nth(0)).to_be_focused()
+
+
+# --- hostile names ----------------------------------------------------------------------------
+
+
+def test_file_names_with_markup_are_shown_as_text(page: Any, live_server: Any) -> None:
+    page.goto("/")
+    wait_for_grid(page)
+    for name in ("<img src=x onerror=window.__pwned=1>.png", "quote\" ' & <b>bold.png"):
+        target = find_tile(page, name)
+        target.click()
+        expect(page.locator("#detail-title")).to_have_text(name)
+        page.keyboard.press("Escape")
+        expect(page.locator("#detail")).to_be_hidden()
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("img[src='x']").count() == 0
+    assert page.locator("#results b, #detail b").count() == 0
+
+
+def test_remove_an_image_from_the_detail_view(page: Any, live_server: Any) -> None:
+    page.goto("/")
+    wait_for_grid(page)
+    page.evaluate("t => sessionStorage.setItem('clipsearch.token', t)", live_server.token)
+    name = "gradient-07.png"
+    target = find_tile(page, name)
+    image_id = target.get_attribute("data-id")
+    target.click()
+    expect(page.locator("#detail-title")).to_have_text(name)
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Remove from library").click()
+    expect(page.locator("#detail")).to_be_hidden()
+    expect(page.locator("#status")).to_have_text(f"Removed {name} from the library.")
+    expect(page.locator(f'#results .tile-btn[data-id="{image_id}"]')).to_have_count(0)
+    assert live_server.api(f"/api/images/{image_id}").status_code == 404
+
+
+# --- phone ------------------------------------------------------------------------------------
+
+
+def test_phone_width_fits_without_horizontal_scroll_and_scrolls_for_more(
+    phone: Any, live_server: Any, screenshot: Any
+) -> None:
+    total = library_total(live_server)
+    assert total > PAGE_SIZE  # the library is longer than one page
+    phone.goto("/")
+    wait_for_grid(phone)
+    expect(tiles(phone)).to_have_count(PAGE_SIZE)
+    assert columns(phone) == 3
+    assert no_horizontal_scroll(phone)
+    search_box = phone.locator("#q").bounding_box()
+    assert search_box["x"] >= 0 and search_box["x"] + search_box["width"] <= 390
+
+    # infinite scroll: reaching the end of the grid loads the next page
+    phone.locator("#sentinel").scroll_into_view_if_needed()
+    expect(tiles(phone)).to_have_count(total)
+    expect(phone.locator("#load-more")).to_be_hidden()
+    expect(phone.locator("#status")).to_have_text(f"{total} images in the library")
+
+    phone.locator("#q").fill("a photo")
+    wait_for_grid(phone)
+    expect(phone.locator("#status")).to_contain_text("for “a photo”")
+    assert no_horizontal_scroll(phone)
+    screenshot(phone, "phone")
+
+    tiles(phone).first.click()
+    dialog = phone.locator("#detail")
+    expect(dialog).to_be_visible()
+    box = dialog.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    expect(phone.locator("#detail-close")).to_be_in_viewport()
+    phone.locator("#detail-close").click()
+    expect(dialog).to_be_hidden()
+
+    phone.locator("#ingest-toggle").click()
+    panel = phone.locator("#ingest-panel")
+    expect(panel).to_be_visible()
+    box = panel.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    assert no_horizontal_scroll(phone)

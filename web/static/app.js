@@ -1,0 +1,1258 @@
+// clipsearch gallery: plain ES module, no framework, no build step. Talks only to the REST API
+// (docs/ARCHITECTURE.md). Everything the API returns is treated as untrusted text: the DOM is
+// built with createElement/textContent only, and URLs are accepted only when same-origin.
+
+const PAGE = 40; // tiles per request (infinite scroll)
+const SIMILAR_STRIP = 12; // thumbnails under "More like this"
+const IMAGE_OFFSET_MAX = 2000; // an image search stops paging here (each page re-sends the upload)
+const DEBOUNCE_MS = 250;
+const TYPING_BURST_MS = 2000; // commits closer than this while typing share one history entry
+const JOB_POLL_MS = 1000;
+const JOB_IDLE_POLL_MS = 5000;
+const SCROLL_MARGIN_PX = 800;
+const TOKEN_KEY = 'clipsearch.token';
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  form: $('search-form'),
+  q: $('q'),
+  fileInput: $('file-input'),
+  chip: $('query-chip'),
+  chipImg: $('query-chip-img'),
+  chipLabel: $('query-chip-label'),
+  chipClear: $('query-chip-clear'),
+  minScore: $('min-score'),
+  minScoreValue: $('min-score-value'),
+  status: $('status'),
+  error: $('error'),
+  errorText: $('error-text'),
+  errorRetry: $('error-retry'),
+  errorClose: $('error-close'),
+  results: $('results'),
+  empty: $('empty'),
+  emptyTitle: $('empty-title'),
+  emptyText: $('empty-text'),
+  emptyAction: $('empty-action'),
+  sentinel: $('sentinel'),
+  spinner: $('spinner'),
+  loadMore: $('load-more'),
+  footer: $('footer'),
+  ingestToggle: $('ingest-toggle'),
+  jobsBadge: $('jobs-badge'),
+  panel: $('ingest-panel'),
+  panelClose: $('ingest-close'),
+  ingestForm: $('ingest-form'),
+  ingestPath: $('ingest-path'),
+  ingestRecursive: $('ingest-recursive'),
+  ingestSubmit: $('ingest-submit'),
+  ingestError: $('ingest-error'),
+  reindex: $('reindex'),
+  jobs: $('jobs'),
+  jobsEmpty: $('jobs-empty'),
+  detail: $('detail'),
+  detailImg: $('detail-img'),
+  detailTitle: $('detail-title'),
+  detailClose: $('detail-close'),
+  detailPrev: $('detail-prev'),
+  detailNext: $('detail-next'),
+  detailMeta: $('detail-meta'),
+  detailError: $('detail-error'),
+  detailOpen: $('detail-open'),
+  detailSimilar: $('detail-similar'),
+  detailDelete: $('detail-delete'),
+  similar: $('similar'),
+  similarStatus: $('similar-status'),
+  tokenDialog: $('token-dialog'),
+  tokenForm: $('token-form'),
+  tokenReason: $('token-reason'),
+  tokenInput: $('token-input'),
+  tokenCancel: $('token-cancel'),
+  dropOverlay: $('drop-overlay'),
+};
+
+// ---------------------------------------------------------------------------------------------
+// small helpers
+
+/** Build an element. Strings among the children become text nodes (never parsed as HTML). */
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === 'class') el.className = value;
+    else if (key === 'text') el.textContent = String(value);
+    else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? '' : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined && child !== false) el.append(child);
+  }
+  return el;
+}
+
+/** A same-origin URL from the API, or null (refuses javascript:, data:, other hosts). */
+function safeUrl(value) {
+  if (typeof value !== 'string' || value === '') return null;
+  try {
+    const url = new URL(value, window.location.href);
+    if (url.origin !== window.location.origin) return null;
+    return url.pathname + url.search;
+  } catch {
+    return null;
+  }
+}
+
+const idPath = (id) => encodeURIComponent(String(id));
+const thumbUrl = (item) => safeUrl(item.thumbnail_url) || `/api/images/${idPath(item.id)}/thumbnail`;
+const fileUrl = (item) => safeUrl(item.file_url) || `/api/images/${idPath(item.id)}/file`;
+
+function baseName(path) {
+  const text = String(path ?? '');
+  // POSIX paths split on '/'; a Windows server's paths (no '/') on '\\'
+  const parts = text.split(text.includes('/') ? '/' : '\\');
+  return parts[parts.length - 1] || text || 'image';
+}
+
+function formatBytes(bytes) {
+  if (typeof bytes !== 'number' || !Number.isFinite(bytes)) return null;
+  const units = ['bytes', 'KB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} bytes` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+function formatDate(value) {
+  if (!value) return null;
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) return String(value);
+  return new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }).format(date);
+}
+
+const formatScore = (score) => (typeof score === 'number' ? score.toFixed(2) : null);
+const clamp = (value, lo, hi) => Math.min(hi, Math.max(lo, value));
+
+function debounce(fn, ms) {
+  let timer = null;
+  const wrapped = (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+  wrapped.cancel = () => clearTimeout(timer);
+  return wrapped;
+}
+
+// ---------------------------------------------------------------------------------------------
+// API access: JSON errors are {"detail": ...}; 401 asks for a token kept in sessionStorage.
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+  }
+}
+
+function getToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function setToken(value) {
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    /* storage disabled: the token lives only for this request */
+  }
+}
+
+async function readDetail(res) {
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    body = null;
+  }
+  const detail = body && body.detail;
+  if (typeof detail === 'string' && detail.trim()) return detail;
+  if (Array.isArray(detail) && detail.length) {
+    // FastAPI validation errors: [{loc: [...], msg}]
+    return detail
+      .map((e) => {
+        const loc = Array.isArray(e?.loc) ? e.loc.filter((p) => p !== 'body' && p !== 'query').join('.') : '';
+        return loc ? `${loc}: ${e?.msg ?? 'invalid'}` : String(e?.msg ?? e);
+      })
+      .join('; ');
+  }
+  return `The server answered ${res.status}${res.statusText ? ` ${res.statusText}` : ''}.`;
+}
+
+let tokenPrompt = null;
+
+/** Ask for an API token in a modal; resolves to the token or null when cancelled. */
+function askToken(reason) {
+  if (tokenPrompt) return tokenPrompt;
+  tokenPrompt = new Promise((resolve) => {
+    const listeners = new AbortController();
+    const finish = (value) => {
+      listeners.abort();
+      tokenPrompt = null;
+      if (els.tokenDialog.open) els.tokenDialog.close();
+      resolve(value);
+    };
+    els.tokenReason.textContent = reason;
+    els.tokenInput.value = '';
+    els.tokenForm.addEventListener(
+      'submit',
+      (event) => {
+        event.preventDefault();
+        const value = els.tokenInput.value.trim();
+        if (!value) return;
+        setToken(value);
+        finish(value);
+      },
+      { signal: listeners.signal },
+    );
+    els.tokenCancel.addEventListener('click', () => finish(null), { signal: listeners.signal });
+    els.tokenDialog.addEventListener('cancel', () => finish(null), { signal: listeners.signal });
+    els.tokenDialog.showModal();
+    els.tokenInput.focus();
+  });
+  return tokenPrompt;
+}
+
+async function api(path, { method = 'GET', json, form, signal } = {}) {
+  for (let attempt = 0; ; attempt += 1) {
+    const headers = { Accept: 'application/json' };
+    let body;
+    if (json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(json);
+    } else if (form) {
+      body = form;
+    }
+    const token = getToken();
+    if (token) headers.Authorization = `Bearer ${token}`;
+    let res;
+    try {
+      res = await fetch(path, { method, headers, body, signal, credentials: 'same-origin' });
+    } catch (err) {
+      if (err && err.name === 'AbortError') throw err;
+      throw new ApiError(0, 'Could not reach the clipsearch server. Check that it is still running, then try again.');
+    }
+    if (res.ok) return res.status === 204 ? null : res.json();
+    const detail = await readDetail(res);
+    if (res.status === 401 && attempt < 3) {
+      if (token) setToken(null);
+      const fresh = await askToken(token ? `That token was not accepted (${detail})` : detail);
+      if (fresh) continue;
+    }
+    throw new ApiError(res.status, detail);
+  }
+}
+
+function query(params) {
+  const search = new URLSearchParams();
+  for (const [key, value] of Object.entries(params)) {
+    if (value !== null && value !== undefined && value !== '') search.set(key, String(value));
+  }
+  return search.toString();
+}
+
+// ---------------------------------------------------------------------------------------------
+// state: what is shown is a function of (mode, q | like | image, minScore)
+
+const state = {
+  mode: 'browse', // browse | text | similar | image
+  q: '',
+  likeId: null,
+  likeName: '',
+  likeThumb: null,
+  imageFile: null,
+  imageKey: null,
+  imageUrl: null,
+  minScore: 0,
+  items: [],
+  seen: new Set(),
+  offset: 0,
+  done: false,
+  loading: false,
+  failed: false,
+  total: null,
+  tookMs: null,
+  gen: 0,
+  controller: new AbortController(),
+  libraryTotal: null,
+  detailIndex: null, // index in items of the tile the detail view belongs to
+  detailItem: null,
+  detailGen: 0,
+};
+
+const imageFiles = new Map(); // history key -> File, so back/forward can return to an image search
+let imageSeq = 0;
+let lastTypingCommit = 0;
+
+function currentUrl() {
+  const params = new URLSearchParams();
+  if (state.mode === 'text') params.set('q', state.q);
+  if (state.mode === 'similar') params.set('like', String(state.likeId));
+  if (state.minScore > 0) params.set('min', state.minScore.toFixed(2));
+  const text = params.toString();
+  return window.location.pathname + (text ? `?${text}` : '');
+}
+
+function syncUrl(push) {
+  const url = currentUrl();
+  const historyState = { imageKey: state.mode === 'image' ? state.imageKey : null };
+  const here = window.location.pathname + window.location.search;
+  const sameEntry = url === here && (window.history.state?.imageKey ?? null) === historyState.imageKey;
+  if (push && !sameEntry) window.history.pushState(historyState, '', url);
+  else window.history.replaceState(historyState, '', url);
+}
+
+/** Read the mode from the address bar (first load, back/forward). */
+function loadFromUrl(historyState) {
+  const params = new URLSearchParams(window.location.search);
+  const min = Number.parseFloat(params.get('min') ?? '');
+  setMinScore(Number.isFinite(min) ? clamp(min, 0, 1) : 0);
+  const key = historyState?.imageKey;
+  const like = params.get('like');
+  const q = (params.get('q') ?? '').trim();
+  if (key && imageFiles.has(key)) {
+    setImageMode(imageFiles.get(key), key);
+  } else if (like) {
+    setSimilarMode(like, null, null);
+  } else if (q) {
+    setTextMode(q);
+  } else {
+    setBrowseMode();
+  }
+  els.q.value = state.mode === 'text' ? state.q : '';
+}
+
+function setMinScore(value) {
+  state.minScore = value;
+  els.minScore.value = String(value);
+  renderMinScore(value);
+}
+
+function renderMinScore(value) {
+  els.minScoreValue.textContent = value > 0 ? value.toFixed(2) : 'any';
+  els.minScore.setAttribute('aria-valuetext', value > 0 ? `at least ${value.toFixed(2)}` : 'any relevance');
+}
+
+function clearImage() {
+  if (state.imageUrl) URL.revokeObjectURL(state.imageUrl);
+  state.imageUrl = null;
+  state.imageFile = null;
+  state.imageKey = null;
+}
+
+function setBrowseMode() {
+  clearImage();
+  state.mode = 'browse';
+  state.q = '';
+  state.likeId = null;
+  renderChip();
+}
+
+function setTextMode(q) {
+  clearImage();
+  state.mode = 'text';
+  state.q = q;
+  state.likeId = null;
+  renderChip();
+}
+
+function setSimilarMode(id, name, thumb) {
+  clearImage();
+  state.mode = 'similar';
+  state.q = '';
+  state.likeId = String(id);
+  state.likeName = name || '';
+  state.likeThumb = thumb || `/api/images/${idPath(id)}/thumbnail`;
+  renderChip();
+  if (!name) {
+    // opened from a shared link: fetch the name for the chip
+    const wanted = state.likeId;
+    api(`/api/images/${idPath(id)}`)
+      .then((info) => {
+        if (state.mode !== 'similar' || state.likeId !== wanted) return;
+        state.likeName = baseName(info.path);
+        state.likeThumb = thumbUrl(info);
+        renderChip();
+      })
+      .catch(() => {
+        /* the search itself reports a missing image */
+      });
+  }
+}
+
+function setImageMode(file, key) {
+  if (state.imageFile !== file) {
+    clearImage();
+    state.imageUrl = URL.createObjectURL(file);
+  }
+  state.mode = 'image';
+  state.q = '';
+  state.likeId = null;
+  state.imageFile = file;
+  state.imageKey = key;
+  renderChip();
+}
+
+function renderChip() {
+  if (state.mode === 'image') {
+    els.chip.hidden = false;
+    els.chipImg.src = state.imageUrl;
+    els.chipLabel.textContent = `Like ${state.imageFile?.name || 'your image'}`;
+    els.chipClear.setAttribute('aria-label', 'Stop searching by this image');
+    els.q.placeholder = 'Or describe a photo…';
+  } else if (state.mode === 'similar') {
+    els.chip.hidden = false;
+    els.chipImg.src = safeUrl(state.likeThumb) || '';
+    els.chipLabel.textContent = state.likeName ? `Like ${state.likeName}` : 'Similar images';
+    els.chipClear.setAttribute('aria-label', 'Stop showing similar images');
+    els.q.placeholder = 'Or describe a photo…';
+  } else {
+    els.chip.hidden = true;
+    els.chipImg.removeAttribute('src');
+    els.q.placeholder = 'Describe a photo…  ( / )';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fetching pages
+
+async function fetchPage(signal) {
+  const offset = state.offset;
+  const min = state.minScore > 0 ? state.minScore : null;
+  if (state.mode === 'browse') {
+    const data = await api(`/api/images?${query({ offset, limit: PAGE })}`, { signal });
+    const items = Array.isArray(data?.items) ? data.items : [];
+    const total = typeof data?.total === 'number' ? data.total : null;
+    const done = items.length === 0 || (total !== null && offset + items.length >= total);
+    return { items, consumed: items.length, done, total };
+  }
+  if (state.mode === 'text') {
+    const data = await api(`/api/search?${query({ q: state.q, k: PAGE, offset, min_score: min })}`, { signal });
+    const results = Array.isArray(data?.results) ? data.results : [];
+    return { items: results, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms };
+  }
+  if (state.mode === 'similar') {
+    const params = query({ k: PAGE, offset, min_score: min });
+    const data = await api(`/api/images/${idPath(state.likeId)}/similar?${params}`, { signal });
+    const results = Array.isArray(data?.results) ? data.results : [];
+    // the API leaves the image itself out; the filters keep older servers honest too
+    const kept = results.filter((r) => String(r.id) !== state.likeId && (min === null || r.score >= min));
+    return { items: kept, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms };
+  }
+  // image: the upload goes with every page (the API keeps no state between requests)
+  const form = new FormData();
+  form.append('file', state.imageFile, state.imageFile.name || 'image');
+  const params = query({ k: PAGE, offset, min_score: min });
+  const data = await api(`/api/search/image?${params}`, { method: 'POST', form, signal });
+  const results = Array.isArray(data?.results) ? data.results : [];
+  return {
+    items: results,
+    consumed: results.length,
+    done: results.length < PAGE || offset + results.length >= IMAGE_OFFSET_MAX,
+    tookMs: data?.took_ms,
+  };
+}
+
+/** Start over for the current mode: clears the grid and loads the first page. */
+function run({ push = false } = {}) {
+  state.controller.abort();
+  state.controller = new AbortController();
+  state.gen += 1;
+  state.items = [];
+  state.seen = new Set();
+  state.offset = 0;
+  state.done = false;
+  state.loading = false;
+  state.failed = false;
+  state.total = null;
+  state.tookMs = null;
+  els.results.replaceChildren();
+  hideError();
+  els.empty.hidden = true;
+  els.results.hidden = false;
+  syncUrl(push);
+  document.title = state.mode === 'text' ? `${state.q} · clipsearch` : 'clipsearch';
+  window.scrollTo({ top: 0 });
+  loadPage();
+}
+
+async function loadPage() {
+  if (state.loading || state.done) return;
+  const gen = state.gen;
+  state.loading = true;
+  state.failed = false;
+  renderLoading();
+  try {
+    const page = await fetchPage(state.controller.signal);
+    if (gen !== state.gen) return;
+    const fresh = page.items.filter((item) => !state.seen.has(String(item.id)));
+    for (const item of fresh) state.seen.add(String(item.id));
+    const start = state.items.length;
+    state.items.push(...fresh);
+    els.results.append(...fresh.map((item, i) => tile(item, start + i)));
+    state.offset += page.consumed;
+    state.done = page.done || page.consumed === 0;
+    if (page.total !== undefined) state.total = page.total;
+    if (typeof page.tookMs === 'number') state.tookMs = page.tookMs;
+    hideError();
+  } catch (err) {
+    if (gen !== state.gen || err?.name === 'AbortError') return;
+    state.failed = true;
+    showError(err.message || String(err), () => {
+      state.failed = false;
+      loadPage();
+    });
+  } finally {
+    if (gen === state.gen) {
+      state.loading = false;
+      renderLoading();
+      renderStatus();
+      renderEmpty();
+      // a short page may leave the sentinel on screen: keep filling
+      requestAnimationFrame(maybeLoadMore);
+    }
+  }
+}
+
+function sentinelNear() {
+  return els.sentinel.getBoundingClientRect().top < window.innerHeight + SCROLL_MARGIN_PX;
+}
+
+function maybeLoadMore() {
+  if (!state.loading && !state.done && !state.failed && sentinelNear()) loadPage();
+}
+
+// ---------------------------------------------------------------------------------------------
+// rendering the grid
+
+function tile(item, index) {
+  const name = baseName(item.path);
+  const score = formatScore(item.score);
+  const label = score ? `${name}, relevance ${score}` : name;
+  const img = h('img', { alt: '', loading: 'lazy', decoding: 'async', width: 240, height: 240 });
+  const li = h('li', { class: 'tile' });
+  img.addEventListener('error', () => li.classList.add('broken'), { once: true });
+  img.src = thumbUrl(item);
+  const button = h(
+    'button',
+    { type: 'button', class: 'tile-btn', 'aria-label': label, title: String(item.path ?? name) },
+    img,
+    h('span', { class: 'tile-fallback', 'aria-hidden': 'true', text: name }),
+    score ? h('span', { class: 'score', 'aria-hidden': 'true', text: score }) : null,
+    item.state && item.state !== 'ready' ? h('span', { class: `state-badge ${item.state}`, text: item.state }) : null,
+    h('span', { class: 'name', 'aria-hidden': 'true', text: name }),
+  );
+  button.dataset.index = String(index);
+  button.dataset.id = String(item.id);
+  if (score) button.style.setProperty('--score', String(clamp(item.score, 0, 1)));
+  li.append(button);
+  return li;
+}
+
+function rerenderGrid() {
+  els.results.replaceChildren(...state.items.map((item, i) => tile(item, i)));
+}
+
+function renderLoading() {
+  const first = state.loading && state.items.length === 0;
+  els.results.setAttribute('aria-busy', state.loading ? 'true' : 'false');
+  els.results.classList.toggle('loading', first);
+  if (first && !els.results.children.length) {
+    els.results.append(...Array.from({ length: 12 }, () => h('li', { class: 'tile skeleton', 'aria-hidden': 'true' })));
+  } else if (!first) {
+    for (const skeleton of els.results.querySelectorAll('.skeleton')) skeleton.remove();
+  }
+  els.spinner.hidden = !state.loading;
+  els.loadMore.hidden = state.loading || state.done || state.items.length === 0;
+  if (state.loading && first) els.status.textContent = 'Searching…';
+}
+
+function describeQuery() {
+  if (state.mode === 'text') return `for “${state.q}”`;
+  if (state.mode === 'similar') return state.likeName ? `like ${state.likeName}` : 'like the chosen image';
+  if (state.mode === 'image') return `like ${state.imageFile?.name || 'your image'}`;
+  return '';
+}
+
+function renderStatus() {
+  if (state.failed && state.items.length === 0) {
+    els.status.textContent = '';
+    return;
+  }
+  const n = state.items.length;
+  const more = state.done ? '' : '+';
+  let text;
+  if (state.mode === 'browse') {
+    const total = state.total ?? n;
+    text = `${total.toLocaleString()} image${total === 1 ? '' : 's'} in the library`;
+  } else {
+    text = `${n.toLocaleString()}${more} result${n === 1 && !more ? '' : 's'} ${describeQuery()}`;
+    if (state.minScore > 0) text += ` · relevance ≥ ${state.minScore.toFixed(2)}`;
+    if (typeof state.tookMs === 'number') text += ` · ${Math.round(state.tookMs)} ms`;
+  }
+  els.status.textContent = text;
+}
+
+function renderEmpty() {
+  const show = state.items.length === 0 && state.done && !state.failed;
+  els.empty.hidden = !show;
+  els.results.hidden = show;
+  if (!show) return;
+  let title;
+  let text;
+  let action = null;
+  if (state.mode === 'browse' && jobs.active.size > 0) {
+    title = 'Indexing your photos…';
+    text = 'Images appear here as soon as they are ready.';
+    action = ['Show progress', () => openPanel(false)];
+  } else if (state.mode === 'browse') {
+    title = 'Your library is empty';
+    text = 'Add a folder of photos: they become searchable as soon as they are indexed.';
+    action = ['Add a folder', () => openPanel(true)];
+  } else if (state.minScore > 0) {
+    title = `Nothing above relevance ${state.minScore.toFixed(2)}`;
+    text = `No image scores at least ${state.minScore.toFixed(2)} ${describeQuery()}. Lower the threshold to see more.`;
+    action = [
+      'Reset threshold',
+      () => {
+        setMinScore(0);
+        run();
+      },
+    ];
+  } else if (state.mode === 'text') {
+    title = `No matches for “${state.q}”`;
+    text = state.libraryTotal === 0 ? 'The library is empty: add a folder first.' : 'Try other words, or add more photos.';
+  } else {
+    title = 'No similar images';
+    text = 'Nothing else in the library looks like this yet.';
+  }
+  els.emptyTitle.textContent = title;
+  els.emptyText.textContent = text;
+  els.emptyAction.hidden = !action;
+  if (action) {
+    els.emptyAction.textContent = action[0];
+    els.emptyAction.onclick = action[1];
+  }
+}
+
+let errorRetry = null;
+
+function showError(message, retry) {
+  errorRetry = retry || null;
+  els.errorText.textContent = message;
+  els.errorRetry.hidden = !retry;
+  els.error.hidden = false;
+}
+
+function hideError() {
+  els.error.hidden = true;
+  errorRetry = null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// detail view
+
+function openDetail(index) {
+  const item = state.items[index];
+  if (!item) return;
+  state.detailIndex = index;
+  showDetail(item);
+}
+
+function showDetail(item) {
+  state.detailItem = item;
+  state.detailGen += 1;
+  const gen = state.detailGen;
+  const name = baseName(item.path);
+  els.detailTitle.textContent = name;
+  els.detailTitle.title = String(item.path ?? '');
+  els.detailError.hidden = true;
+  // thumbnail at once (cached), the full file when it has arrived
+  els.detailImg.alt = name;
+  els.detailImg.src = thumbUrl(item);
+  els.detailImg.classList.add('preview');
+  const full = new Image();
+  full.addEventListener('load', () => {
+    if (gen !== state.detailGen) return;
+    els.detailImg.src = full.src;
+    els.detailImg.classList.remove('preview');
+  });
+  full.src = fileUrl(item);
+  els.detailOpen.href = fileUrl(item);
+  renderMeta(item, null);
+  const idx = state.detailIndex;
+  els.detailPrev.disabled = idx === null || idx <= 0;
+  els.detailNext.disabled = idx === null || (idx >= state.items.length - 1 && state.done);
+  if (!els.detail.open) els.detail.showModal();
+
+  api(`/api/images/${idPath(item.id)}`)
+    .then((info) => {
+      if (gen === state.detailGen) renderMeta(item, info);
+    })
+    .catch((err) => {
+      if (gen !== state.detailGen) return;
+      els.detailError.textContent = err.message;
+      els.detailError.hidden = false;
+    });
+  loadSimilarStrip(item, gen);
+}
+
+function renderMeta(hit, info) {
+  const src = info || hit;
+  const rows = [];
+  const add = (term, value, cls) => {
+    if (value === null || value === undefined || value === '') return;
+    rows.push(h('div', { class: cls || null }, h('dt', { text: term }), h('dd', { text: String(value) })));
+  };
+  add('Path', src.path, 'wide');
+  if (typeof hit.score === 'number') add('Relevance', formatScore(hit.score));
+  add('Size', info ? formatBytes(info.size) || '—' : '…');
+  if (src.width && src.height) add('Dimensions', `${src.width} × ${src.height}`);
+  add('Format', src.format ? String(src.format).toUpperCase() : null);
+  add('Date', formatDate(src.taken_at) || 'unknown');
+  if (info && info.state && info.state !== 'ready') add('State', info.state);
+  if (info && info.error) add('Problem', info.error, 'wide');
+  els.detailMeta.replaceChildren(...rows);
+}
+
+async function loadSimilarStrip(item, gen) {
+  els.similar.replaceChildren();
+  els.similarStatus.textContent = 'Looking for similar images…';
+  try {
+    const data = await api(`/api/images/${idPath(item.id)}/similar?${query({ k: SIMILAR_STRIP + 1, offset: 0 })}`);
+    if (gen !== state.detailGen) return;
+    const results = (Array.isArray(data?.results) ? data.results : [])
+      .filter((r) => String(r.id) !== String(item.id))
+      .slice(0, SIMILAR_STRIP);
+    els.similarStatus.textContent = results.length ? '' : 'Nothing similar in the library yet.';
+    els.similar.replaceChildren(
+      ...results.map((r) => {
+        const name = baseName(r.path);
+        const img = h('img', { alt: '', loading: 'lazy', decoding: 'async', width: 96, height: 96 });
+        img.src = thumbUrl(r);
+        const button = h(
+          'button',
+          {
+            type: 'button',
+            class: 'strip-btn',
+            'aria-label': `${name}, similarity ${formatScore(r.score) ?? ''}`,
+            title: name,
+          },
+          img,
+          h('span', { class: 'score', 'aria-hidden': 'true', text: formatScore(r.score) }),
+        );
+        button.dataset.id = String(r.id);
+        button.addEventListener('click', () => {
+          const found = state.items.findIndex((x) => String(x.id) === String(r.id));
+          state.detailIndex = found >= 0 ? found : state.detailIndex;
+          showDetail(r);
+        });
+        return h('li', {}, button);
+      }),
+    );
+  } catch (err) {
+    if (gen !== state.detailGen) return;
+    els.similarStatus.textContent = `Could not load similar images: ${err.message}`;
+  }
+}
+
+async function stepDetail(delta) {
+  if (state.detailIndex === null) return;
+  const next = state.detailIndex + delta;
+  if (next < 0) return;
+  if (next >= state.items.length) {
+    if (state.done) return;
+    await loadPage();
+    if (next >= state.items.length) return;
+  }
+  openDetail(next);
+}
+
+function focusTile(index) {
+  const button = els.results.children[index]?.querySelector('.tile-btn');
+  if (button) {
+    button.focus();
+    button.scrollIntoView({ block: 'nearest' });
+  }
+}
+
+els.detail.addEventListener('close', () => {
+  state.detailGen += 1; // drop late answers
+  els.detailImg.removeAttribute('src');
+  if (state.detailIndex !== null) focusTile(state.detailIndex);
+});
+
+// a click on the backdrop (outside the dialog box) closes it
+els.detail.addEventListener('click', (event) => {
+  if (event.target === els.detail) els.detail.close();
+});
+els.detailClose.addEventListener('click', () => els.detail.close());
+els.detailPrev.addEventListener('click', () => stepDetail(-1));
+els.detailNext.addEventListener('click', () => stepDetail(1));
+
+els.detailSimilar.addEventListener('click', () => {
+  const item = state.detailItem;
+  if (!item) return;
+  state.detailIndex = null;
+  els.detail.close();
+  els.q.value = '';
+  setSimilarMode(item.id, baseName(item.path), thumbUrl(item));
+  run({ push: true });
+});
+
+els.detailDelete.addEventListener('click', async () => {
+  const item = state.detailItem;
+  if (!item) return;
+  const name = baseName(item.path);
+  if (!window.confirm(`Remove “${name}” from the library? It will no longer appear in searches.`)) return;
+  try {
+    await api(`/api/images/${idPath(item.id)}`, { method: 'DELETE' });
+  } catch (err) {
+    els.detailError.textContent = err.message;
+    els.detailError.hidden = false;
+    return;
+  }
+  const index = state.items.findIndex((x) => String(x.id) === String(item.id));
+  if (index >= 0) {
+    state.items.splice(index, 1);
+    state.seen.delete(String(item.id));
+    rerenderGrid();
+  }
+  state.detailIndex = index >= 0 ? Math.min(index, state.items.length - 1) : null;
+  if (state.detailIndex !== null && state.detailIndex < 0) state.detailIndex = null;
+  els.detail.close();
+  els.status.textContent = `Removed ${name} from the library.`;
+  renderEmpty();
+  refreshHealth();
+});
+
+// ---------------------------------------------------------------------------------------------
+// ingest panel and jobs
+
+const jobs = { byId: new Map(), active: new Set(), timer: null, polling: false };
+
+function openPanel(focus) {
+  els.panel.hidden = false;
+  els.ingestToggle.setAttribute('aria-expanded', 'true');
+  if (focus) els.ingestPath.focus();
+  pollJobs();
+}
+
+function closePanel() {
+  els.panel.hidden = true;
+  els.ingestToggle.setAttribute('aria-expanded', 'false');
+  els.ingestToggle.focus();
+}
+
+els.ingestToggle.addEventListener('click', () => (els.panel.hidden ? openPanel(true) : closePanel()));
+els.panelClose.addEventListener('click', closePanel);
+els.panel.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape') {
+    event.preventDefault();
+    closePanel();
+  }
+});
+
+const isActive = (job) => job.state === 'queued' || job.state === 'running';
+const jobLabel = (job) => {
+  const kind = job.kind === 'ingest' ? 'Add' : job.kind === 'reindex' ? 'Rebuild index' : String(job.kind ?? 'Job');
+  const path = job.params && typeof job.params.path === 'string' ? job.params.path : '';
+  const model = job.params && typeof job.params.model === 'string' ? job.params.model : '';
+  return { kind, target: path || model };
+};
+
+function renderJob(job, li) {
+  const { kind, target } = jobLabel(job);
+  const total = Number(job.total) || 0;
+  const done = Number(job.done) || 0;
+  const failed = Number(job.failed) || 0;
+  const progress = h('progress', { max: Math.max(total, 1), 'aria-label': `Progress: ${kind} ${target}`.trim() });
+  if (total > 0) progress.value = Math.min(done + failed, total);
+  else if (job.state === 'done') progress.value = 1; // nothing to do, and done
+  // else: no value attribute = indeterminate (still scanning)
+  let counts;
+  if (total > 0) counts = `${done.toLocaleString()} of ${total.toLocaleString()}`;
+  else if (isActive(job)) counts = 'Looking for images…';
+  else {
+    // nothing to embed: either the folder had no images or they were all indexed already
+    const found = Number(job.params?.scan?.found) || 0;
+    counts = found > 0 ? `Up to date: ${found.toLocaleString()} images, nothing new` : 'No images found';
+  }
+  if (failed) counts += ` · ${failed.toLocaleString()} failed`;
+  const errors = Array.isArray(job.errors) ? job.errors : [];
+  const wasOpen = li.querySelector('details')?.open;
+  li.dataset.state = String(job.state);
+  const parts = [
+    h(
+      'div',
+      { class: 'job-head' },
+      h('span', { class: 'job-kind', text: kind }),
+      h('span', { class: 'job-target', title: target, text: target ? `\u200e${target}\u200e` : '' }),
+      h('span', { class: `job-state ${job.state}`, text: String(job.state) }),
+    ),
+    progress,
+    h('div', { class: 'job-counts', text: counts }),
+    errors.length
+      ? h(
+          'details',
+          { open: wasOpen || null },
+          h('summary', { text: `${errors.length} problem${errors.length === 1 ? '' : 's'}` }),
+          h(
+            'ul',
+            { class: 'job-errors' },
+            errors.slice(0, 50).map((e) => h('li', {}, h('code', { text: String(e?.path ?? '') }), ` ${String(e?.reason ?? '')}`)),
+          ),
+        )
+      : null,
+  ];
+  li.replaceChildren(...parts.filter(Boolean));
+}
+
+function renderJobs(list) {
+  const order = [...list].sort((a, b) => String(b.created_at ?? '').localeCompare(String(a.created_at ?? '')));
+  const existing = new Map([...els.jobs.children].map((li) => [li.dataset.jobId, li]));
+  const rows = order.slice(0, 20).map((job) => {
+    const li = existing.get(String(job.id)) || h('li', { class: 'job' });
+    li.dataset.jobId = String(job.id);
+    renderJob(job, li);
+    return li;
+  });
+  els.jobs.replaceChildren(...rows);
+  els.jobsEmpty.hidden = rows.length > 0;
+  const active = list.filter(isActive).length;
+  els.jobsBadge.hidden = active === 0;
+  els.jobsBadge.textContent = String(active);
+  els.jobsBadge.setAttribute('aria-label', `${active} job${active === 1 ? '' : 's'} running`);
+}
+
+function absorbJobs(list) {
+  let finished = false;
+  let progressed = false;
+  for (const job of list) {
+    const id = String(job.id);
+    if (jobs.active.has(id) && !isActive(job)) finished = true;
+    if (isActive(job) && Number(job.done) > Number(jobs.byId.get(id)?.done ?? 0)) progressed = true;
+    if (isActive(job)) jobs.active.add(id);
+    else jobs.active.delete(id);
+    jobs.byId.set(id, job);
+  }
+  renderJobs([...jobs.byId.values()]);
+  if (finished) onJobsFinished();
+  else if (progressed && state.mode === 'browse' && state.items.length === 0 && !state.loading) run();
+  else if (state.items.length === 0 && state.done) renderEmpty();
+}
+
+function onJobsFinished() {
+  refreshHealth();
+  // new images: refresh views that cannot lose a scroll position
+  if (!els.detail.open && (state.items.length === 0 || window.scrollY < 200)) run();
+}
+
+async function pollJobs() {
+  clearTimeout(jobs.timer);
+  if (jobs.polling) return;
+  jobs.polling = true;
+  try {
+    const data = await api('/api/jobs');
+    const list = Array.isArray(data) ? data : Array.isArray(data?.items) ? data.items : [];
+    absorbJobs(list);
+  } catch (err) {
+    if (!els.panel.hidden) {
+      els.ingestError.textContent = `Could not load jobs: ${err.message}`;
+      els.ingestError.hidden = false;
+    }
+  } finally {
+    jobs.polling = false;
+  }
+  const anyActive = jobs.active.size > 0;
+  if (anyActive || !els.panel.hidden) {
+    jobs.timer = setTimeout(pollJobs, anyActive ? JOB_POLL_MS : JOB_IDLE_POLL_MS);
+  }
+}
+
+els.ingestForm.addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const path = els.ingestPath.value.trim();
+  if (!path) return;
+  els.ingestError.hidden = true;
+  els.ingestSubmit.disabled = true;
+  try {
+    const job = await api('/api/ingest', { method: 'POST', json: { path, recursive: els.ingestRecursive.checked } });
+    if (job && job.id !== undefined) absorbJobs([job]);
+    els.ingestPath.value = '';
+    pollJobs();
+  } catch (err) {
+    els.ingestError.textContent = err.message;
+    els.ingestError.hidden = false;
+  } finally {
+    els.ingestSubmit.disabled = false;
+  }
+});
+
+els.reindex.addEventListener('click', async () => {
+  els.ingestError.hidden = true;
+  els.reindex.disabled = true;
+  try {
+    const job = await api('/api/reindex', { method: 'POST', json: {} });
+    if (job && job.id !== undefined) absorbJobs([job]);
+    pollJobs();
+  } catch (err) {
+    els.ingestError.textContent = err.message;
+    els.ingestError.hidden = false;
+  } finally {
+    els.reindex.disabled = false;
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// health (footer)
+
+async function refreshHealth() {
+  try {
+    const health = await api('/api/health');
+    const images = health?.images || {};
+    const index = health?.index || {};
+    state.libraryTotal = typeof images.total === 'number' ? images.total : null;
+    const parts = [];
+    if (typeof images.total === 'number') {
+      let text = `${images.total.toLocaleString()} images`;
+      const extra = [];
+      if (images.pending) extra.push(`${images.pending.toLocaleString()} pending`);
+      if (images.failed) extra.push(`${images.failed.toLocaleString()} failed`);
+      if (extra.length) text += ` (${extra.join(', ')})`;
+      parts.push(text);
+    }
+    if (health?.model) parts.push(`model ${health.model}${health.device ? ` on ${health.device}` : ''}`);
+    if (index.kind) parts.push(`index ${index.kind}${index.version !== undefined && index.version !== null ? ` v${index.version}` : ''}`);
+    els.footer.textContent = parts.join(' · ');
+  } catch (err) {
+    els.footer.textContent = `Server status unavailable: ${err.message}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// search input, threshold, image search
+
+function commitText({ fromTyping }) {
+  const q = els.q.value.trim();
+  if (q) {
+    if (state.mode === 'text' && state.q === q) return;
+    setTextMode(q);
+  } else {
+    if (state.mode !== 'text') return; // clearing the box keeps an image/similar search
+    setBrowseMode();
+  }
+  let push = true;
+  if (fromTyping) {
+    const now = Date.now();
+    push = now - lastTypingCommit > TYPING_BURST_MS;
+    lastTypingCommit = now;
+  }
+  run({ push });
+}
+
+const typed = debounce(() => commitText({ fromTyping: true }), DEBOUNCE_MS);
+els.q.addEventListener('input', typed);
+els.form.addEventListener('submit', (event) => {
+  event.preventDefault();
+  typed.cancel();
+  lastTypingCommit = 0;
+  commitText({ fromTyping: false });
+});
+
+const thresholdChanged = debounce(() => {
+  const value = Number.parseFloat(els.minScore.value) || 0;
+  if (value === state.minScore) return;
+  state.minScore = value;
+  if (state.mode === 'browse') {
+    syncUrl(false);
+    return; // the library listing has no scores; the threshold applies to the next search
+  }
+  run();
+}, DEBOUNCE_MS);
+els.minScore.addEventListener('input', () => {
+  renderMinScore(Number.parseFloat(els.minScore.value) || 0);
+  thresholdChanged();
+});
+
+els.chipClear.addEventListener('click', () => {
+  setBrowseMode();
+  run({ push: true });
+  els.q.focus();
+});
+
+function searchByImage(file) {
+  if (file.type && !file.type.startsWith('image/')) {
+    showError(`“${file.name}” is not an image. Drop or choose a JPEG, PNG, WebP or GIF file.`);
+    return;
+  }
+  imageSeq += 1;
+  const key = `img-${Date.now()}-${imageSeq}`;
+  imageFiles.set(key, file);
+  while (imageFiles.size > 20) imageFiles.delete(imageFiles.keys().next().value);
+  els.q.value = '';
+  setImageMode(file, key);
+  run({ push: true });
+}
+
+els.fileInput.addEventListener('change', () => {
+  const file = els.fileInput.files && els.fileInput.files[0];
+  if (file) searchByImage(file);
+  els.fileInput.value = '';
+});
+
+const hasFiles = (event) => Array.from(event.dataTransfer?.types || []).includes('Files');
+let dragDepth = 0;
+window.addEventListener('dragenter', (event) => {
+  if (!hasFiles(event)) return;
+  event.preventDefault();
+  dragDepth += 1;
+  els.dropOverlay.hidden = false;
+});
+window.addEventListener('dragover', (event) => {
+  if (!hasFiles(event)) return;
+  event.preventDefault();
+  event.dataTransfer.dropEffect = 'copy';
+});
+window.addEventListener('dragleave', (event) => {
+  if (!hasFiles(event)) return;
+  dragDepth = Math.max(0, dragDepth - 1);
+  if (dragDepth === 0) els.dropOverlay.hidden = true;
+});
+window.addEventListener('drop', (event) => {
+  if (!hasFiles(event)) return;
+  event.preventDefault();
+  dragDepth = 0;
+  els.dropOverlay.hidden = true;
+  const files = Array.from(event.dataTransfer.files || []);
+  const file = files.find((f) => f.type.startsWith('image/')) || files[0];
+  if (file) searchByImage(file);
+});
+
+document.addEventListener('paste', (event) => {
+  const files = Array.from(event.clipboardData?.files || []);
+  const file = files.find((f) => f.type.startsWith('image/'));
+  if (file) {
+    event.preventDefault();
+    searchByImage(file);
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// keyboard
+
+function gridColumns() {
+  const tiles = els.results.children;
+  if (!tiles.length) return 1;
+  const top = Math.round(tiles[0].getBoundingClientRect().top);
+  let n = 0;
+  for (const t of tiles) {
+    if (Math.round(t.getBoundingClientRect().top) !== top) break;
+    n += 1;
+  }
+  return Math.max(1, n);
+}
+
+async function moveFocus(from, delta) {
+  let target = clamp(from + delta, 0, Number.MAX_SAFE_INTEGER);
+  if (target >= state.items.length && !state.done) await loadPage();
+  target = Math.min(target, state.items.length - 1);
+  if (target >= 0) focusTile(target);
+}
+
+document.addEventListener('keydown', (event) => {
+  if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+  const target = event.target instanceof Element ? event.target : null;
+  const typing = !!target?.closest('input, textarea, select, [contenteditable]');
+
+  if (els.detail.open) {
+    if (typing || els.tokenDialog.open) return;
+    if (event.key === 'ArrowLeft') {
+      event.preventDefault();
+      stepDetail(-1);
+    } else if (event.key === 'ArrowRight') {
+      event.preventDefault();
+      stepDetail(1);
+    }
+    return;
+  }
+  if (document.querySelector('dialog[open]')) return;
+
+  if (event.key === '/' && !typing) {
+    event.preventDefault();
+    els.q.focus();
+    els.q.select();
+    return;
+  }
+  if (target === els.q && event.key === 'ArrowDown' && state.items.length) {
+    event.preventDefault();
+    focusTile(0);
+    return;
+  }
+  const tileButton = target?.closest('.tile-btn');
+  if (!tileButton) return;
+  const index = Number(tileButton.dataset.index);
+  const cols = gridColumns();
+  const moves = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -cols, ArrowDown: cols };
+  if (event.key in moves) {
+    event.preventDefault();
+    if (event.key === 'ArrowUp' && index < cols) {
+      els.q.focus();
+      return;
+    }
+    moveFocus(index, moves[event.key]);
+  } else if (event.key === 'Home') {
+    event.preventDefault();
+    focusTile(0);
+  } else if (event.key === 'End') {
+    event.preventDefault();
+    focusTile(state.items.length - 1);
+  }
+});
+
+els.results.addEventListener('click', (event) => {
+  const button = event.target instanceof Element ? event.target.closest('.tile-btn') : null;
+  if (button) openDetail(Number(button.dataset.index));
+});
+
+els.loadMore.addEventListener('click', () => loadPage());
+els.errorRetry.addEventListener('click', () => {
+  const retry = errorRetry;
+  hideError();
+  if (retry) retry();
+});
+els.errorClose.addEventListener('click', hideError);
+
+// ---------------------------------------------------------------------------------------------
+// start
+
+window.addEventListener('popstate', (event) => {
+  typed.cancel();
+  if (els.detail.open) els.detail.close();
+  loadFromUrl(event.state);
+  run({ push: false });
+});
+
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting)) maybeLoadMore();
+}, { rootMargin: `${SCROLL_MARGIN_PX}px 0px` }).observe(els.sentinel);
+
+loadFromUrl(window.history.state);
+run({ push: false });
+refreshHealth();
+pollJobs(); // shows the badge when jobs are running; keeps polling only while they are
+document.documentElement.dataset.ready = 'true';
