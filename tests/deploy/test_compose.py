@@ -1,0 +1,94 @@
+"""docker-compose.yml is checked without a Docker engine: against the Compose Specification's JSON
+schema, and against what the code actually reads (CLI commands and CLIPSEARCH_* settings)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = REPO / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_file_matches_the_compose_specification(compose: dict) -> None:
+    schema = json.loads((REPO / "deploy" / "schema" / "compose-spec.json").read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_schema_check_catches_a_broken_compose_file(compose: dict) -> None:
+    # The check above can fail: a misspelt key and a wrong type are both reported.
+    schema = json.loads((REPO / "deploy" / "schema" / "compose-spec.json").read_text())
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["api"]["helthcheck"] = broken["services"]["api"].pop("healthcheck")
+    broken["services"]["redis"]["ports"] = "6379"
+    messages = [e.message for e in jsonschema.Draft201909Validator(schema).iter_errors(broken)]
+    assert any("helthcheck" in m for m in messages)
+    assert len(messages) >= 2
+
+
+def test_every_dockerfile_and_what_it_copies_exists(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        build = service.get("build")
+        if not build:
+            continue
+        dockerfile = REPO / build["context"] / build["dockerfile"]
+        assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith("COPY "):
+                for src in shlex.split(line)[1:-1]:
+                    assert (REPO / build["context"] / src).exists(), f"{dockerfile.name}: COPY {src}"
+
+
+def test_gpu_worker_reserves_an_nvidia_gpu_and_cpu_profile_exists(compose: dict) -> None:
+    gpu = compose["services"]["worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert "gpu" in gpu["profiles"]
+    assert "cpu" in compose["services"]["worker-cpu"]["profiles"]
+    for svc in ("api", "worker-gpu", "worker-cpu"):
+        assert "/photos:ro" in " ".join(compose["services"][svc]["volumes"]), svc
+
+
+def test_every_command_is_one_the_cli_accepts(compose: dict) -> None:
+    from service.cli import build_parser
+
+    parser = build_parser()
+    seen = 0
+    for name, service in compose["services"].items():
+        command = service.get("command")
+        if not command or command[0] != "clipsearch":
+            continue
+        try:
+            parser.parse_args(command[1:])
+        except SystemExit as exc:  # argparse exits on an unknown command or flag
+            pytest.fail(f"{name}: `{' '.join(command)}` is refused by the CLI ({exc})")
+        seen += 1
+    assert seen >= 3
+
+
+def test_every_clipsearch_setting_in_compose_is_read_by_the_code(compose: dict) -> None:
+    from service.settings import Settings
+
+    fields = {f"CLIPSEARCH_{name.upper()}" for name in Settings.model_fields}
+    read_elsewhere = {"CLIPSEARCH_CACHE"}  # model/registry.py: where weights are cached
+    registry_src = (REPO / "model" / "registry.py").read_text()
+    assert "CLIPSEARCH_CACHE" in registry_src
+    names: set[str] = set()
+    for service in compose["services"].values():
+        names |= {k for k in (service.get("environment") or {}) if k.startswith("CLIPSEARCH_")}
+    names |= set(re.findall(r"\$\{(CLIPSEARCH_[A-Z_]+)", COMPOSE.read_text())) - {"CLIPSEARCH_PORT"}
+    unknown = sorted(names - fields - read_elsewhere)
+    assert not unknown, f"compose sets variables the code never reads: {unknown}"
