@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+TRANSFER_STEPS = 300  # the same as the test in tests/model/finetune/test_finetune_training.py
+
+
 def _vm(field: str) -> int:
     """A /proc/self/status field in bytes (Linux), 0 elsewhere."""
     try:
@@ -155,7 +158,7 @@ def transfer_numbers() -> dict[str, object]:
         model, before, after, result = train_from_scratch(work, steps=160)
         scratch_s = time.perf_counter() - tic
         tic = time.perf_counter()
-        scores = skill_transfer(model, work, steps=150, alpha=0.5)
+        scores = skill_transfer(model, work, steps=TRANSFER_STEPS, alpha=0.5)
         transfer_s = time.perf_counter() - tic
     return {
         "before": before,
@@ -259,7 +262,7 @@ def main() -> None:
             f"| random init | {b['t2i_r1']:.3f} | {b['t2i_r5']:.3f} | {b['i2t_r1']:.3f} | {b['i2t_r5']:.3f} | {b['chance_r1']:.3f} |",
             f"| trained | {a['t2i_r1']:.3f} | {a['t2i_r5']:.3f} | {a['i2t_r1']:.3f} | {a['i2t_r5']:.3f} | {a['chance_r1']:.3f} |",
             "",
-            "That model never saw more than one object nor the words one/two/three. Fine-tuned for 150 "
+            f"That model never saw more than one object nor the words one/two/three. Fine-tuned for {TRANSFER_STEPS} "
             'steps on 960 images of one to three objects ("two red squares"), then WiSE-FT halfway '
             f"between the two ({transfer['transfer_s']:.0f} s wall). *count*: share of count-set captions whose top "
             "image has the right number of objects (150 held-out pairs); *count t2i R@1*: full-caption recall "

@@ -107,7 +107,7 @@ def skill_transfer(
     *,
     n_train: int = 960,
     n_val: int = 150,
-    steps: int = 150,
+    steps: int = 300,
     alpha: float = 0.5,
     lr: float = 1e-3,
 ) -> dict[str, dict[str, float]]:

@@ -52,7 +52,7 @@ def test_finetuning_teaches_counting_and_wise_keeps_the_old_skill(
     scratch: Any, tmp_path: Path
 ) -> None:
     base, _, _, _ = scratch
-    scores = skill_transfer(base, tmp_path, steps=150, alpha=0.5)
+    scores = skill_transfer(base, tmp_path, steps=300, alpha=0.5)
     b, ft, wise = scores["base"], scores["finetuned"], scores["wise0.5"]
     # The new attribute: the top image for "two red squares" has two objects far more often.
     assert ft["count"] >= b["count"] + 0.15, scores
