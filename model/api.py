@@ -4,6 +4,7 @@ randomly initialised CLIP from a config."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch
 from model.clip import CLIP, CLIPConfig
 from model.errors import CheckpointError, ModelError
 
+ENV_ALLOW_JIT = "CLIPSEARCH_ALLOW_JIT"
 log = logging.getLogger(__name__)
 
 
@@ -63,14 +65,15 @@ def _resolve_spec(spec: str | Path) -> Path:
 
 
 def load(
-    spec: str | Path, device: str | torch.device | None = None, allow_jit: bool = False
+    spec: str | Path, device: str | torch.device | None = None, allow_jit: bool | None = None
 ) -> CLIP:
     """Load a CLIP in eval mode from a registry name (``"ViT-B-32"``, ...) or a checkpoint path.
 
     Paths may be an OpenAI ``.pt`` (TorchScript archive or state dict), a ``.safetensors`` or
     ``.bin`` state dict, an OpenCLIP hub folder, or a folder written by ``save_pretrained``.
     TorchScript archives other than OpenAI's released files run code when opened and are
-    refused unless ``allow_jit=True``. ``device`` defaults to CUDA when available.
+    refused unless ``allow_jit=True`` (default: ``$CLIPSEARCH_ALLOW_JIT`` is ``1``, which is how
+    the CLI, the API and the workers are told). ``device`` defaults to CUDA when available.
     Raises :class:`CheckpointError` (or :class:`DownloadError` from the registry) with a
     message naming the file and what was expected.
     """
@@ -78,6 +81,8 @@ def load(
 
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
         raise CheckpointError(f"expected a model name or checkpoint path, got {spec!r}")
+    if allow_jit is None:
+        allow_jit = os.environ.get(ENV_ALLOW_JIT, "").strip().lower() in ("1", "true", "yes")
     target = _resolve_device(device)
     path = _resolve_spec(spec)
     state, config, preprocess_cfg = load_checkpoint(path, allow_jit=allow_jit)

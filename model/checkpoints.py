@@ -260,7 +260,7 @@ def _load_jit(path: Path, allow_jit: bool) -> StateDict:
             raise CheckpointError(
                 f"{path}: is a TorchScript archive, and loading one runs code stored in the file. "
                 f"It is not one of OpenAI's released checkpoints (sha256 {sha}); if you trust it, "
-                "load it with allow_jit=True (CLI: --allow-jit), or convert it to a state dict or "
+                "load it with allow_jit=True (CLI, API and workers: set CLIPSEARCH_ALLOW_JIT=1), or convert it to a state dict or "
                 "safetensors file"
             )
         log.info(

@@ -166,6 +166,24 @@ def test_torchscript_with_a_published_openai_hash_opens_without_allow_jit(
     assert config.embed_dim == 64 and state["logit_scale"].dtype == torch.float32
 
 
+def test_the_cli_opt_in_for_torchscript_is_the_environment_variable(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`clipsearch embed/serve/worker` load through model.load: CLIPSEARCH_ALLOW_JIT=1 opts in."""
+    import model
+
+    path = shared_data / "parity" / "openai_vit_jit" / "model.pt"
+    monkeypatch.delenv("CLIPSEARCH_ALLOW_JIT", raising=False)
+    with pytest.raises(CheckpointError, match="CLIPSEARCH_ALLOW_JIT=1"):
+        model.load(path, device="cpu")
+    monkeypatch.setenv("CLIPSEARCH_ALLOW_JIT", "1")
+    loaded = model.load(path, device="cpu")
+    assert loaded.config.vision.patch_size == 16
+    # An explicit argument still wins over the environment.
+    with pytest.raises(CheckpointError):
+        model.load(path, device="cpu", allow_jit=False)
+
+
 # -- bad input --------------------------------------------------------------------------------------
 
 
