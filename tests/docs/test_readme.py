@@ -55,3 +55,19 @@ def test_readme_screenshots_exist() -> None:
     assert len(images) >= 3
     for image in images:
         assert (ROOT / image).stat().st_size > 10_000, image
+
+
+def test_benchmarks_md_is_gathered_from_the_current_results() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "collect.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    benchmarks = (ROOT / "BENCHMARKS.md").read_text()
+    for result in sorted((ROOT / "bench" / "results").glob("*.md")):
+        assert f"<!-- bench/results/{result.name} -->" in benchmarks
