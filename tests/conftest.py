@@ -16,7 +16,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CLIPSEARCH_SHARED", REPO.parent / "shared"))
-PG_ADMIN_URL = os.environ.get("CLIPSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "CLIPSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_HOST = os.environ.get("CLIPSEARCH_TEST_REDIS_HOST", "127.0.0.1")
 
 
@@ -25,7 +27,9 @@ def shared_data() -> Path:
     """../shared/data: the BPE file and the CLIP parity fixtures."""
     path = SHARED / "data"
     if not path.is_dir():
-        pytest.fail(f"reference data not found at {path}; set CLIPSEARCH_SHARED to the shared/ folder")
+        pytest.fail(
+            f"reference data not found at {path}; set CLIPSEARCH_SHARED to the shared/ folder"
+        )
     return path
 
 

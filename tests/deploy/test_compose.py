@@ -49,7 +49,9 @@ def test_every_dockerfile_and_what_it_copies_exists(compose: dict) -> None:
         for line in dockerfile.read_text().splitlines():
             if line.startswith("COPY "):
                 for src in shlex.split(line)[1:-1]:
-                    assert (REPO / build["context"] / src).exists(), f"{dockerfile.name}: COPY {src}"
+                    assert (REPO / build["context"] / src).exists(), (
+                        f"{dockerfile.name}: COPY {src}"
+                    )
 
 
 def test_gpu_worker_reserves_an_nvidia_gpu_and_cpu_profile_exists(compose: dict) -> None:
