@@ -234,6 +234,110 @@ def recover_unfinished_jobs(app: Celery, now: datetime | None = None) -> list[in
     return job_ids
 
 
+def recover_stale_jobs(app: Celery, now: datetime | None = None) -> list[int]:
+    """Take over the unfinished jobs without progress for ``stale_after_s`` (a running worker's
+    periodic check, see :class:`_StaleJobSweeper`).
+
+    A worker killed with SIGKILL leaves its message unacknowledged; Redis hands it back only after
+    the broker's visibility timeout (an hour), so the surviving workers would otherwise drain the
+    queue and leave the job unfinished until then. Each job is claimed by moving its heartbeat to
+    ``now`` in the same statement that checks it is stale, so of several idle workers only one
+    re-enqueues it. Returns the ids re-enqueued.
+    """
+    import sqlalchemy as sa
+
+    from .catalog import Job
+    from .tasks import unfinished_job_ids
+
+    ctx: WorkerContext = app.clipsearch  # type: ignore[attr-defined]
+    now = now or datetime.now(timezone.utc)
+    older_than = now - timedelta(seconds=ctx.config.stale_after_s)
+    taken: list[int] = []
+    with ctx.session() as session:
+        for job_id in unfinished_job_ids(session, older_than=older_than):
+            claimed = session.execute(
+                sa.update(Job)
+                .where(
+                    Job.id == job_id,
+                    Job.state.in_(("queued", "running")),
+                    sa.func.coalesce(Job.heartbeat_at, Job.updated_at) < older_than,
+                )
+                .values(heartbeat_at=now)
+            )
+            session.commit()
+            if claimed.rowcount:  # type: ignore[attr-defined]
+                taken.append(job_id)
+    for job_id in taken:
+        app.send_task(TASK_RESUME, args=[job_id])
+    if taken:
+        log.warning(
+            "jobs %s made no progress for %.0f s (a worker died holding their work?): re-enqueued",
+            taken,
+            ctx.config.stale_after_s,
+        )
+    return taken
+
+
+class _StaleJobSweeper:
+    """While this worker is idle, look for stale jobs every ``stale_after_s / 3`` (1-30 s).
+
+    Only an idle worker looks: a busy one means the queue still holds work, and a job whose
+    messages are queued behind other work is slow, not lost.
+    """
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        stale = float(app.clipsearch.config.stale_after_s)  # type: ignore[attr-defined]
+        self.interval = min(30.0, max(1.0, stale / 3))
+        self._lock = threading.Lock()
+        self._running = 0
+        self._last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name="clipsearch-stale-jobs", daemon=True
+        )
+
+    def task_started(self, sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is self.app:
+            with self._lock:
+                self._running += 1
+                self._last = time.monotonic()
+
+    def task_finished(self, sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is self.app:
+            with self._lock:
+                self._running = max(0, self._running - 1)
+                self._last = time.monotonic()
+
+    def idle_for(self) -> float:
+        with self._lock:
+            return 0.0 if self._running else time.monotonic() - self._last
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.idle_for() < self.interval:
+                continue
+            try:
+                recover_stale_jobs(self.app)
+            except Exception as exc:  # the catalog or broker is down: try again next round
+                log.warning("could not look for stale jobs: %s", exc)
+
+    def start(self) -> None:
+        from celery import signals
+
+        signals.task_prerun.connect(self.task_started, weak=False)
+        signals.task_postrun.connect(self.task_finished, weak=False)
+        self._thread.start()
+
+    def stop(self) -> None:
+        from celery import signals
+
+        self._stop.set()
+        signals.task_prerun.disconnect(self.task_started)
+        signals.task_postrun.disconnect(self.task_finished)
+        self._thread.join(5)
+
+
 def _prune_embedded_broker(app: Celery) -> None:
     """Delete delivered messages that kombu's SQL transport keeps forever (single worker only)."""
     url = app.conf.broker_url or ""
@@ -262,9 +366,15 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
     if is_embedded_broker(app.conf.broker_url or ""):
         _prune_embedded_broker(app)
     try:
+        # Create or upgrade the schema (serialised with the API's own init_db by a lock): a worker
+        # may start first on an empty database, or run a newer release than the API.
+        from . import catalog
+
+        catalog.init_db(config.resolved_database_url, engine=app.clipsearch.engine)  # type: ignore[attr-defined]
         recover_unfinished_jobs(app)
     except IndexerError as exc:  # the catalog is down: consume anyway, tasks retry on their own
         log.error("could not look for unfinished jobs: %s", exc)
+    sweeper = _StaleJobSweeper(app)
 
     def on_ready(sender: Any = None, **_: Any) -> None:
         if config.ready_file is not None and getattr(sender, "app", None) is app:
@@ -285,9 +395,11 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
         "--without-gossip",
         "--without-mingle",
     ]
+    sweeper.start()
     try:
         app.worker_main(argv)
     finally:
+        sweeper.stop()
         signals.worker_ready.disconnect(on_ready)
         app.clipsearch.dispose()  # type: ignore[attr-defined]
 

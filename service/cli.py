@@ -211,7 +211,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .serve import worker_config
 
     settings = _settings(args)
-    run_worker(worker_config(settings, concurrency=args.concurrency), loglevel=args.loglevel)
+    extra = {} if args.concurrency is None else {"concurrency": args.concurrency}
+    run_worker(worker_config(settings, **extra), loglevel=args.loglevel)
     return 0
 
 
@@ -438,7 +439,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser("worker", help="run an embedding worker (Celery) in the foreground")
-    p.add_argument("--concurrency", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="tasks at once, threads sharing one model (default $CLIPSEARCH_WORKER_CONCURRENCY or 1)",
+    )
     p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
     _common(p)
     p.set_defaults(func=cmd_worker)

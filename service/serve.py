@@ -17,10 +17,18 @@ class ServeError(Exception):
 
 
 def worker_config(settings: Settings, **overrides: Any) -> Any:
-    """The indexer's WorkerConfig for these settings."""
+    """The indexer's WorkerConfig for these settings.
+
+    The worker-only knobs (``CLIPSEARCH_WORKER_CONCURRENCY``, ``CLIPSEARCH_EMBED_BATCH_SIZE``,
+    ``CLIPSEARCH_DECODE_WORKERS``, ``CLIPSEARCH_STALE_AFTER_S``, ...) come from the environment as
+    ``python -m indexer.worker`` reads them; the shared ones from ``settings`` (flags win).
+    """
+    from dataclasses import replace
+
     from indexer.worker import WorkerConfig
 
-    return WorkerConfig(
+    return replace(
+        WorkerConfig.from_env(),
         data_dir=settings.data_dir,
         model_spec=settings.model,
         database_url=settings.database_url,
