@@ -200,7 +200,9 @@ def plan_ingest(
     """Scan the folder in the job's params (``{"path": ..., "recursive": true}``), reconcile the
     catalog (module docstring) and return the batches to embed. Marks the job running; if there
     is nothing to embed the job is finished here. A missing/unreadable/forbidden folder fails the
-    job and raises :class:`IngestError` / :class:`PathNotAllowed`. ``thumb_dir``, when given,
+    job and raises :class:`IngestError` / :class:`PathNotAllowed`. ``allowed_roots`` (default:
+    the job's own ``params["allowed_roots"]``, set by a confined Library) also stops the scan at
+    symbolic links leading out of them. ``thumb_dir``, when given,
     lets thumbnails of removed images be deleted. A finished job returns an empty plan."""
     if batch_size < 1:
         raise IndexerError("batch_size must be at least 1")
@@ -218,8 +220,13 @@ def plan_ingest(
         if not isinstance(raw, str) or not raw:
             raise IngestError("the job has no folder to scan: give a path")
         recursive = bool(params.get("recursive", True))
-        root = check_path_allowed(raw, allowed_roots)
-        files = list(scan_folder(root, recursive=recursive, on_problem=problems))
+        if allowed_roots is None and isinstance(params.get("allowed_roots"), list):
+            # submitted by a confined library (the API): the scan stays inside its roots too
+            allowed_roots = [path_from_db(str(r)) for r in params["allowed_roots"]]
+        root = check_path_allowed(path_from_db(raw), allowed_roots)
+        files = list(
+            scan_folder(root, recursive=recursive, on_problem=problems, allowed_roots=allowed_roots)
+        )
     except IndexerError as exc:
         finish_job(sessions, job_id, "failed", str(exc))
         raise
@@ -346,7 +353,9 @@ def plan_ingest(
         }
         if problems:
             s.flush()
-            _add_errors(s, job_id, [{"path": p.path, "reason": p.reason} for p in problems])
+            _add_errors(
+                s, job_id, [{"path": path_to_db(p.path), "reason": p.reason} for p in problems]
+            )
         if not todo:
             _maybe_finish(s, job_id)
     log.info(

@@ -574,7 +574,11 @@ class Library:
     def submit_ingest(self, path: str, recursive: bool = True) -> JobInfo:
         """Record an ingest job for a folder and queue it. Returns the queued job."""
         folder = self.check_ingest_path(path)
-        job = self._record_job("ingest", {"path": str(folder), "recursive": bool(recursive)})
+        # paths in the catalog are text (catalog.path_to_db): a non-UTF-8 name stays storable
+        params: dict[str, Any] = {"path": catalog.path_to_db(folder), "recursive": bool(recursive)}
+        if self._roots is not None:  # the worker confines the scan to the same roots
+            params["allowed_roots"] = [catalog.path_to_db(r) for r in self._roots]
+        job = self._record_job("ingest", params)
         self._send(TASK_INGEST, job.id)
         return job
 

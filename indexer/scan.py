@@ -45,6 +45,10 @@ IMAGE_EXTENSIONS = frozenset(
 _HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 _BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+OUTSIDE_ROOTS = (
+    "symbolic link pointing outside the folders this server may read: not followed "
+    "(add its target to the allowed folders to index it)"
+)
 
 
 def _heif_available() -> bool:
@@ -134,10 +138,13 @@ def scan_folder(
     root: str | bytes | os.PathLike[str],
     recursive: bool = True,
     on_problem: Callable[[ScanProblem], None] | list[ScanProblem] | None = None,
+    allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
 ) -> Iterator[FileInfo]:
     """Yield a :class:`FileInfo` for every image file under ``root`` (absolute, normalised paths;
     symlinks to files are reported under the link's own path). Raises :class:`IngestError` when
-    ``root`` itself is missing or not a folder; problems below it go to ``on_problem``."""
+    ``root`` itself is missing or not a folder; problems below it go to ``on_problem``.
+    With ``allowed_roots``, a symbolic link whose target lies outside all of them is not
+    followed: it is reported as a problem (the API's confinement holds inside the tree too)."""
     if isinstance(on_problem, list):
         sink = on_problem
         report: Callable[[ScanProblem], None] = sink.append
@@ -163,6 +170,9 @@ def scan_folder(
     if not stat.S_ISDIR(st.st_mode):
         raise IngestError(f"{top!r} is not a folder; give the folder that holds the images")
 
+    confine = (
+        None if allowed_roots is None else [os.path.realpath(os.fsdecode(r)) for r in allowed_roots]
+    )
     seen_dirs: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
     stack = [top]
     while stack:
@@ -177,6 +187,11 @@ def scan_folder(
         for entry in entries:
             if is_skipped_name(entry.name):
                 continue
+            if confine is not None and entry.is_symlink():
+                target = os.path.realpath(entry.path)
+                if not any(_is_within(target, r) for r in confine):
+                    report(ScanProblem(entry.path, OUTSIDE_ROOTS))
+                    continue
             try:
                 est = entry.stat(follow_symlinks=True)
             except OSError as exc:
