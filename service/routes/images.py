@@ -108,7 +108,8 @@ def _serve(
         media_type=media_type,
         headers=headers,
         stat_result=st,
-        filename=path.name if kind == "file" else None,
+        # a name that is not UTF-8 (bytes on disk) cannot go into Content-Disposition as is
+        filename=os.fsencode(path.name).decode("utf-8", "replace") if kind == "file" else None,
         content_disposition_type="inline",
     )
 

@@ -52,7 +52,11 @@ def check_ingest_path(raw: str, roots: list[FsPath]) -> FsPath:
             detail=f"path {raw!r} (resolved to {str(resolved)!r}) is outside the allowed roots: "
             f"{_roots_text(roots)}",
         )
-    if not resolved.is_dir():
+    try:
+        is_dir = resolved.is_dir()
+    except OSError as exc:  # a name too long for the file system, ...
+        raise HTTPException(400, detail=f"path {raw!r} cannot be read: {exc.strerror}") from exc
+    if not is_dir:
         raise HTTPException(404, detail=f"no folder at {raw!r}: check the path")
     return resolved
 
