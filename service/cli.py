@@ -167,12 +167,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    if not args.folder.strip():  # Path("") is ".": an unset variable must not ingest the cwd
+        raise CLIError("no folder given: give the folder that holds the images")
     folder = Path(args.folder).expanduser()
     if "\x00" in args.folder:
         raise CLIError("the folder name contains a NUL byte")
-    if not folder.exists():
+    try:
+        exists, is_dir = folder.exists(), folder.is_dir()
+    except OSError as exc:  # e.g. ENAMETOOLONG
+        shown = args.folder if len(args.folder) <= 80 else args.folder[:80] + "..."
+        raise CLIError(f"{shown}: {exc.strerror or exc}") from exc
+    if not exists:
         raise CLIError(f"{args.folder}: no such folder")
-    if not folder.is_dir():
+    if not is_dir:
         raise CLIError(f"{args.folder}: not a folder (give the folder that holds the images)")
     settings = _settings(args)
     lib = _library(settings)
