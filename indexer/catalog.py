@@ -281,6 +281,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
     @event.listens_for(engine, "handle_error")
     def _unavailable(ctx: Any) -> None:
+        if getattr(ctx, "is_pre_ping", False):
+            # A pooled connection the server dropped (a restart, a failover, an idle timeout):
+            # let the pool replace it. Raising here would fail a request the database can serve;
+            # if reconnecting fails, that error comes through here again and is reported.
+            return
         exc = ctx.original_exception
         if ctx.is_disconnect or (
             _is_unavailable(exc)
