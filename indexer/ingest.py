@@ -161,6 +161,69 @@ def _maybe_finish(session: Session, job_id: int) -> bool:
     return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
+def _has_work(session: Session, model_id: int | None, folder: str, recursive: bool) -> bool:
+    """Whether an image under ``folder`` is pending, or ready without a vector of ``model_id``
+    (pending first: the state index answers that at once while a job is under way)."""
+    where = under_folder(Image.folder, path_to_db(os.path.abspath(folder)), recursive)
+    if session.scalar(sa.select(Image.id).where(Image.state == "pending", where).limit(1)):
+        return True
+    if model_id is None:
+        return False
+    has = sa.exists().where(Embedding.sha256 == Image.sha256, Embedding.model_id == model_id)
+    return (
+        session.scalar(sa.select(Image.id).where(Image.state == "ready", ~has, where).limit(1))
+        is not None
+    )
+
+
+def _finish_covered_jobs(sessions: sessionmaker[Session], model_id: int | None) -> list[int]:
+    """Finish the running ingest jobs whose folder has nothing left to embed although their
+    counts fall short of their total; returns their ids.
+
+    Two jobs over the same images (a folder submitted twice at once, overlapping folders) both
+    plan them, but an image counts only for the job whose batch moved it out of ``pending``: the
+    other job's ``done + failed`` never reaches its total. Once no image under its folder needs
+    embedding its work is done: it finishes with ``total = done + failed`` (what it processed
+    itself, as planning it again would report). One short transaction per job, so that two
+    batches finishing each other's jobs never wait on each other's locks.
+    """
+    short = sa.and_(
+        Job.kind == "ingest",
+        Job.state == "running",
+        Job.total.is_not(None),
+        Job.done + Job.failed < Job.total,
+    )
+    with sessions() as s:
+        rows = s.execute(sa.select(Job.id, Job.params).where(short)).all()
+    finished = []
+    for job_id, params in rows:
+        params = params or {}
+        folder = params.get("path")
+        if not isinstance(folder, str) or not folder:
+            continue
+        with sessions.begin() as s:
+            recursive = bool(params.get("recursive", True))
+            if _has_work(s, model_id, path_from_db(folder), recursive):
+                continue
+            now = utcnow()
+            res = s.execute(
+                sa.update(Job)
+                .where(Job.id == job_id, short)
+                .values(
+                    state="done",
+                    total=Job.done + Job.failed,
+                    finished_at=now,
+                    heartbeat_at=now,
+                    updated_at=now,
+                )
+            )
+            if res.rowcount:  # type: ignore[attr-defined]
+                finished.append(int(job_id))
+    if finished:
+        log.info("jobs %s finished: another job processed the rest of their images", finished)
+    return finished
+
+
 # --------------------------------------------------------------------------------------------
 # Planning
 
@@ -213,6 +276,10 @@ def plan_ingest(
             log.info("job %s is %s already; nothing to plan", job_id, job.state)
             return IngestPlan(job_id=job_id, root=str(params.get("path", "")))
     start_job(sessions, job_id)
+    with sessions.begin() as s:
+        # Until this plan records the total the job is being planned: no batch (an earlier one of
+        # its own, or another job's, see _finish_covered_jobs) may finish it meanwhile.
+        s.execute(sa.update(Job).where(Job.id == job_id).values(total=None))
 
     problems: list[ScanProblem] = []
     try:
@@ -468,6 +535,7 @@ def process_batch(
         if job_id is not None:
             with sessions.begin() as s:
                 result.job_finished = _maybe_finish(s, job_id)
+            result.job_finished |= job_id in _finish_covered_jobs(sessions, model_id)
         return result
 
     preprocess = getattr(model, "preprocessor", None)
@@ -574,6 +642,8 @@ def process_batch(
             )
             _add_errors(s, job_id, errors)
             result.job_finished = _maybe_finish(s, job_id)
+    if job_id is not None:
+        result.job_finished |= job_id in _finish_covered_jobs(sessions, model_id)
     return result
 
 
