@@ -31,7 +31,9 @@ async def health(state: StateDep) -> HealthOut:
         status="ok"
         if state.model_name is not None
         else ("degraded" if state.model_error else "starting"),
-        model=state.model_name or state.settings.model,
+        # the model of the index being served: after a re-index to another model it is the new
+        # one at once, not only after the next search loads it into the encoder
+        model=str(stats.get("model") or state.model_name or state.settings.model),
         device=state.model_device or state.settings.device,
         images=ImageCounts(
             total=_int(images.get("total")),
