@@ -209,6 +209,17 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
+#: How the failures to write a thumbnail begin: they come from this machine (the data folder full or
+#: not writable), not from the file, so the next ingest of the folder tries such an image again.
+THUMBNAIL_FAILURES = ("disk full writing the thumbnail", "cannot write the thumbnail")
+
+
+def retry_on_rescan(reason: str | None) -> bool:
+    """Whether an image that failed with ``reason`` is decoded again when its folder is ingested
+    again although the file did not change (see :data:`THUMBNAIL_FAILURES`)."""
+    return bool(reason) and str(reason).startswith(THUMBNAIL_FAILURES)
+
+
 def _write_thumbnail(rgb: Image.Image, thumb_dir: Path, key: str, thumb_size: int) -> str | None:
     """Write the thumbnail unless it exists. Returns a failure reason, or None on success."""
     target = thumb_dir / key
@@ -229,8 +240,14 @@ def _write_thumbnail(rgb: Image.Image, thumb_dir: Path, key: str, thumb_size: in
         return None
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"disk full writing the thumbnail to {thumb_dir}: free some space, then re-index"
-        return f"cannot write the thumbnail to {thumb_dir}: {exc.strerror or exc}"
+            return (
+                f"disk full writing the thumbnail to {thumb_dir}: free some space, then ingest "
+                "the folder again"
+            )
+        return (
+            f"cannot write the thumbnail to {thumb_dir}: {exc.strerror or exc}; fix that, then "
+            "ingest the folder again"
+        )
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):

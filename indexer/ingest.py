@@ -4,9 +4,11 @@ A job runs in two steps, each safe to run again after a crash:
 
 1. :func:`plan_ingest` scans the job's folder and brings the catalog in line with the disk:
    new files and files changed since the last scan (size or mtime differ) become ``pending``;
-   unchanged files are skipped; a file that disappeared from one path and appeared at another
-   with the same bytes (same size, then same sha256) is a *move*: its row gets the new path and
-   keeps its id and embedding; files gone from under the scanned folder leave the catalog (their
+   unchanged files are skipped, except those that failed for a reason of this machine's rather
+   than the file's (no room for the thumbnail: ``decode.retry_on_rescan``), which are retried;
+   a file that disappeared from one path and appeared at another with the same bytes (same
+   size, then same sha256) is a *move*: its row gets the new path and keeps its id and
+   embedding; files gone from under the scanned folder leave the catalog (their
    ids are in ``IngestPlan.removed_ids`` so the vector index drops them). Folders that could not
    be read are reported and their catalog rows left alone (an unmounted share deletes nothing).
    It returns batches of the image ids still to embed under that folder (re-running the plan
@@ -50,7 +52,7 @@ from indexer.catalog import (
     utcnow,
     vector_to_bytes,
 )
-from indexer.decode import DecodePool, DecodeResult, decode_many
+from indexer.decode import DecodePool, DecodeResult, decode_many, retry_on_rescan
 from indexer.errors import IndexerError, IngestError
 from indexer.scan import check_path_allowed, scan_folder
 from indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
@@ -316,17 +318,28 @@ def plan_ingest(
                 Image.sha256,
                 Image.state,
                 Image.thumbnail,
+                Image.error,
             ).where(under_folder(Image.folder, root_db, recursive))
         ).all()
         existing = {r.path: r for r in rows}
         changed: list[int] = []
+        retried: list[int] = []
         new_paths: list[str] = []
         for db_path, f in seen.items():
             row = existing.get(db_path)
             if row is None:
                 new_paths.append(db_path)
             elif row.size == f.size and row.mtime_ns == f.mtime_ns:
-                plan.unchanged += 1
+                if row.state == "failed" and retry_on_rescan(row.error):
+                    # it failed for a reason of this machine's (a full disk), not the file's
+                    retried.append(row.id)
+                    s.execute(
+                        sa.update(Image)
+                        .where(Image.id == row.id)
+                        .values(state="pending", error=None, updated_at=utcnow())
+                    )
+                else:
+                    plan.unchanged += 1
             else:
                 changed.append(row.id)
                 s.execute(
@@ -415,6 +428,7 @@ def plan_ingest(
                 "moved": len(plan.moved_ids),
                 "removed": len(plan.removed_ids),
                 "unchanged": plan.unchanged,
+                **({"retried": len(retried)} if retried else {}),
                 "unreadable": len(problems),
             },
         }
