@@ -496,7 +496,13 @@ def build_and_activate(
         "job_id": job_id,
     }
     with _heartbeat(ctx, job_id):  # k-means on a big library takes minutes: stay visibly alive
-        index = build_index(ids, vecs, tune_queries={"text": text}, meta=meta)
+        index = build_index(
+            ids,
+            vecs,
+            tune_queries={"text": text},
+            compression=ctx.config.index_compression,
+            meta=meta,
+        )
         store = IndexStore(index_dir(ctx))
         store_version = store.save(index)
     info = index.metadata

@@ -64,6 +64,7 @@ class WorkerConfig:
         0.0  # test-only: sleep before each batch (makes kill -9 tests deterministic)
     )
     ready_file: Path | None = None  # touched once the worker consumes (used by tests and serve)
+    index_compression: str | None = None  # IVF codes: None (float32), "sq8", "fp16" or "pq"
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -89,6 +90,8 @@ class WorkerConfig:
         }
         if self.device:
             env["CLIPSEARCH_DEVICE"] = self.device
+        if self.index_compression:
+            env["CLIPSEARCH_INDEX_COMPRESSION"] = self.index_compression
         if self.ready_file is not None:
             env["CLIPSEARCH_WORKER_READY_FILE"] = str(self.ready_file)
         env.update(self.extra_env)
@@ -119,6 +122,13 @@ class WorkerConfig:
             )
         decode_workers = number("CLIPSEARCH_DECODE_WORKERS", 0, int) or None
         ready = env.get("CLIPSEARCH_WORKER_READY_FILE", "").strip()
+        compression = env.get("CLIPSEARCH_INDEX_COMPRESSION", "").strip().lower()
+        if compression in ("", "none", "flat"):
+            compression = ""
+        elif compression not in ("sq8", "fp16", "pq"):
+            raise IndexerError(
+                f"CLIPSEARCH_INDEX_COMPRESSION={compression!r}: use none, sq8, fp16 or pq"
+            )
         return cls(
             data_dir=Path(data_dir),
             model_spec=model_spec,
@@ -132,6 +142,7 @@ class WorkerConfig:
             stale_after_s=float(number("CLIPSEARCH_STALE_AFTER_S", 120.0, float)),
             embed_delay_s=float(number("CLIPSEARCH_TEST_EMBED_DELAY_S", 0.0, float)),
             ready_file=Path(ready) if ready else None,
+            index_compression=compression or None,
         )
 
 

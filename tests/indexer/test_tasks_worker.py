@@ -205,3 +205,19 @@ def test_broker_losing_its_queue_loses_no_job(
     finally:
         client.close()
         lib.close()
+
+
+def test_index_compression_setting_is_read_and_checked() -> None:
+    """CLIPSEARCH_INDEX_COMPRESSION chooses the IVF codes; a typo is a clear error, not a
+    silently uncompressed index."""
+    from indexer.errors import IndexerError
+    from indexer.worker import WorkerConfig
+
+    assert WorkerConfig.from_env({}).index_compression is None
+    assert WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "none"}).index_compression is None
+    cfg = WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": " SQ8 "})
+    assert cfg.index_compression == "sq8"
+    # What `serve` hands to the worker process it starts keeps the choice.
+    assert WorkerConfig.from_env(cfg.to_env()).index_compression == "sq8"
+    with pytest.raises(IndexerError, match="sq8"):
+        WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "sq4"})
