@@ -99,6 +99,25 @@ def _search_by_upload(api: Member, path: Path) -> list[dict[str, Any]]:
     return r.json()["results"]
 
 
+def _compose_healthcheck(api: Member) -> Any:
+    """Run the api service's healthcheck command from docker-compose.yml against ``api``."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    compose = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text()
+    )
+    test = compose["services"]["api"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    code = test[3].replace("http://127.0.0.1:8000", api.url)
+    assert code != test[3], "the healthcheck no longer targets 127.0.0.1:8000"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
 def _served_everything(api: Member, n: int) -> dict[str, Any] | None:
     h = _health(api)
     served = h["index"]["size"] + h["index"]["delta"]
@@ -133,6 +152,9 @@ def test_two_workers_two_apis_survive_kill9_and_hot_swap(
         api_b = cluster.start_api("api-b")
         cluster.wait_api_ready(api_a)
         cluster.wait_api_ready(api_b)
+        # The health check docker-compose.yml runs in each api container passes on both.
+        for api in (api_a, api_b):
+            assert _compose_healthcheck(api).returncode == 0, _compose_healthcheck(api).stderr
         members = [w1, w2, api_a, api_b]
 
         # 2. Ingest through A; SIGKILL worker 1 once the job is part done.

@@ -94,3 +94,39 @@ def test_every_clipsearch_setting_in_compose_is_read_by_the_code(compose: dict) 
     names |= set(re.findall(r"\$\{(CLIPSEARCH_[A-Z_]+)", COMPOSE.read_text())) - {"CLIPSEARCH_PORT"}
     unknown = sorted(names - fields - read_elsewhere)
     assert not unknown, f"compose sets variables the code never reads: {unknown}"
+
+
+@pytest.mark.parametrize(
+    ("status", "healthy"), [("ok", True), ("starting", False), ("degraded", False)]
+)
+def test_api_healthcheck_passes_only_when_the_service_is_ok(
+    compose: dict, status: str, healthy: bool
+) -> None:
+    """The api container's healthcheck, run against a stand-in /api/health on 127.0.0.1."""
+    import http.server
+    import subprocess
+    import sys
+    import threading
+
+    body = json.dumps({"status": status}).encode()
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/api/health" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        test = compose["services"]["api"]["healthcheck"]["test"]
+        code = test[3].replace("127.0.0.1:8000", f"127.0.0.1:{server.server_port}")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30)
+        assert (done.returncode == 0) is healthy, done.stderr
+    finally:
+        server.shutdown()
