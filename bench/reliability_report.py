@@ -39,12 +39,14 @@ BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
 def run_tests(runs: int) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     walls: list[float] = []
+    loads: list[float] = []
     outcomes: list[str] = []
     for i in range(runs):
         with tempfile.NamedTemporaryFile("r", suffix=".jsonl", delete=False) as fh:
             out = fh.name
         env = {**os.environ, "CLIPSEARCH_RELIABILITY_OUT": out}
         load = os.getloadavg()[0]
+        loads.append(round(load, 1))
         t0 = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", TESTS, "-q", "-p", "no:cacheprovider"],
@@ -69,6 +71,7 @@ def run_tests(runs: int) -> dict[str, Any]:
         "runs": runs,
         "pytest": outcomes,
         "wall_s": [round(w, 1) for w in walls],
+        "load_at_start": loads,
         "rows": rows,
     }
 
@@ -143,10 +146,10 @@ def _db(rs: list[dict[str, Any]]) -> tuple[str, str, str]:
         + ", ".join(f"{k} {v}" for k, v in during.items())
         + f" (each within {span([r['slowest_503_s'] for r in rs], ' s')}), health probes "
         + statuses([r["health_probes_during_outage"] for r in rs])
-        + f"; the message: \u201c{rs[0]['detail_example']}\u201d",
+        + f"; the message: `{rs[0]['detail_example']}`",
         f"first 200 {span([r['recovery_after_db_back_s'] for r in rs], ' s')} after the "
         "database was reachable again, no restart",
-        f"{span([r['backends_terminated'] for r in rs])} server connections terminated; outage "
+        f"server connections terminated: {span([r['backends_terminated'] for r in rs])}; outage "
         f"{span([r['outage_s'] for r in rs], ' s')}",
     )
 
@@ -171,8 +174,8 @@ def _disk(rs: list[dict[str, Any]]) -> tuple[str, str, str]:
     job = rs[0]["job"]
     again = rs[0]["reingest_after_space_freed"]
     return (
-        f"job `{job['state']}`: {job['done']} done, {job['failed']} failed with \u201c"
-        f"{rs[0]['reason']}\u201d (in the job's errors and `GET /api/images/{{id}}`); their "
+        f"job `{job['state']}`: {job['done']} done, {job['failed']} failed with "
+        f"`{rs[0]['reason']}` (in the job's errors and `GET /api/images/{{id}}`); their "
         f"thumbnails 404, every other image ready with its thumbnail; "
         f"{span([r['partial_files_left'] for r in rs])} partial files left",
         f"after freeing space, ingesting the folder again: job `{again['state']}`, "
@@ -262,8 +265,9 @@ def render(data: dict[str, Any]) -> str:
         f"Measured by `bench/reliability_report.py` on {data['date']}: "
         f"`{TESTS}` {data['runs']} time(s) on {data['machine']}; pytest said "
         + "; ".join(f"`{o}`" for o in data["pytest"])
-        + f" (wall {span(data['wall_s'], ' s')}). Times include process start-ups on a loaded "
-        "machine: they show the order of magnitude, not a guarantee.",
+        + f" (wall {span(data['wall_s'], ' s')}, load average "
+        + f"{span(data.get('load_at_start') or [], '')} at the start). Times include process "
+        "start-ups on a shared machine: they show the order of magnitude, not a guarantee.",
         "",
         "| fault | how it is injected | images lost | what users got during the fault | "
         "recovery | also seen |",
