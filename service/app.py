@@ -93,7 +93,13 @@ def _error_status(exc: BaseException) -> tuple[int, str] | None:
             cls = getattr(ie, name, None)
             if cls is not None and isinstance(exc, cls):
                 if status == 503:
-                    msg = f"the catalog is unavailable: {msg}"
+                    # The cause names the database's host, port and user: for the log only.
+                    log.warning("catalog unavailable: %s", msg)
+                    msg = (
+                        "the catalog database is unavailable; check that the database server is "
+                        "running and reachable (the server log has the cause). The service "
+                        "reconnects by itself: retry in a moment"
+                    )
                 return status, msg
         base = getattr(ie, "IndexerError", None)
         if base is not None and isinstance(exc, base):

@@ -411,6 +411,8 @@ def test_database_outage_answers_503_then_recovers(
     for name, (status, detail, _) in during.items():
         assert status == 503, (name, status, detail)
         assert "catalog" in detail and "unavailable" in detail, (name, detail)
+        # ... without telling clients where the database is or who connects to it.
+        assert "127.0.0.1" not in detail and "postgres" not in detail.lower(), (name, detail)
     assert after == dict.fromkeys(after, 200), after
     assert found_after == N_DB
     outage = [o for o in probe.outcomes if t_cut - probe.t0 <= o[0] < t_back - probe.t0]
