@@ -62,6 +62,12 @@ HOSTILE_NAMES = (
     "quote\" ' & <b>bold.png",
 )
 INCOMING_COUNT = 6  # images in the folder the panel test ingests
+# a subfolder of photos/ in other formats, for the gallery's folder and format filters
+TRIP_IMAGES = (
+    ("harbour-dawn.webp", (250, 150, 90), "circle"),
+    ("harbour-dusk.webp", (90, 60, 140), "stripes"),
+    ("market-stall.gif", (200, 90, 60), "square"),
+)
 EXTRA_COUNT = 30  # plain gradients so that the library is more than one page (40) long
 
 
@@ -71,9 +77,11 @@ class Library:
 
     root: Path  # the allowed root
     photos: Path  # ingested at start (--images)
+    trips: Path  # photos/trips: a subfolder of WebP and GIF images, ingested with photos/
     incoming: Path  # ingested by a test through the panel
     query_copy: Path  # a byte-identical copy of photos/red-circle.png under another name
-    names: tuple[str, ...]  # file names in photos/
+    names: tuple[str, ...]  # file names in photos/ and photos/trips/
+    trip_names: tuple[str, ...]  # file names in photos/trips/
     sizes: dict[str, tuple[int, int]]  # name -> (width, height)
     incoming_count: int = INCOMING_COUNT
 
@@ -156,11 +164,26 @@ def make_library(root: Path) -> Library:
         _draw(photos / name, rgb, SHAPES[i % len(SHAPES)], (160, 120))
         names.append(name)
         sizes[name] = (160, 120)
+    trips = photos / "trips"
+    trips.mkdir()
+    for name, rgb, shape in TRIP_IMAGES:
+        _draw(trips / name, rgb, shape, (220, 160))
+        names.append(name)
+        sizes[name] = (220, 160)
     for i in range(INCOMING_COUNT):
         _draw(incoming / f"new-{i}.png", (30 * i, 200 - 20 * i, 120), "circle", (180, 140))
     query_copy = root / "query-image.png"
     query_copy.write_bytes((photos / "red-circle.png").read_bytes())
-    return Library(root, photos, incoming, query_copy, tuple(names), sizes)
+    return Library(
+        root=root,
+        photos=photos,
+        trips=trips,
+        incoming=incoming,
+        query_copy=query_copy,
+        names=tuple(names),
+        trip_names=tuple(name for name, _, _ in TRIP_IMAGES),
+        sizes=sizes,
+    )
 
 
 def _free_port() -> int:
@@ -204,7 +227,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """``clipsearch serve`` on a free loopback port with a tiny model and ~45 ingested images."""
+    """``clipsearch serve`` on a free loopback port with a tiny model and ~47 ingested images."""
     from model.checkpoints import save_pretrained
     from model.testing import tiny_model
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
@@ -473,4 +474,138 @@ def test_phone_width_fits_without_horizontal_scroll_and_scrolls_for_more(
     expect(panel).to_be_visible()
     box = panel.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    assert no_horizontal_scroll(phone)
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+def _filtered_ids(server: Any, text: str, filters: dict[str, Any]) -> list[str]:
+    """What POST /api/search answers for ``text`` under ``filters`` (every result, in order)."""
+    response = httpx.post(
+        server.url + "/api/search",
+        json={"text": text, "k": 500, "filters": filters},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return [str(h["id"]) for h in response.json()["results"]]
+
+
+def url_params(page: Any) -> dict[str, list[str]]:
+    return parse_qs(urlparse(page.url).query)
+
+
+def tile_ids(page: Any) -> list[str]:
+    return [t.get_attribute("data-id") for t in tiles(page).all()]
+
+
+def test_filters_narrow_a_search_go_into_the_url_survive_a_reload_and_reset(
+    page: Any, live_server: Any, screenshot: Any
+) -> None:
+    lib = live_server.library
+    everything = [
+        str(h["id"]) for h in live_server.api("/api/search", q="a photo", k=500).json()["results"]
+    ]
+    in_trips = _filtered_ids(live_server, "a photo", {"folder": str(lib.trips)})
+    jpegs = _filtered_ids(live_server, "a photo", {"formats": ["JPEG"]})
+    # expected from the files on disk, not from the page
+    assert len(in_trips) == len(lib.trip_names) < len(everything)
+    jpeg_names = {n for n in lib.names if n.endswith(".jpg")}
+    assert len(jpegs) == len(jpeg_names) > 0
+
+    page.goto("/?q=a+photo")
+    wait_for_grid(page)
+    expect(tiles(page)).to_have_count(len(everything))
+    expect(page.locator("#filters")).to_be_hidden()
+
+    # folder: typed into the panel the Filters button opens, applied with Enter
+    page.get_by_role("button", name="Filters", exact=True).click()
+    toggle = page.locator("#filters-toggle")
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    folder = page.get_by_label("Folder", exact=True)
+    expect(folder).to_be_focused()
+    folder.fill(str(lib.trips))
+    folder.press("Enter")
+    expect(page).to_have_url(re.compile(r"[?&]folder="))
+    assert url_params(page) == {"q": ["a photo"], "folder": [str(lib.trips)]}
+    expect(tiles(page)).to_have_count(len(in_trips))
+    assert tile_ids(page) == in_trips
+    assert set(tile_names(page)) == set(lib.trip_names)
+    expect(page.locator("#status")).to_contain_text(f"in {lib.trips}")
+    expect(page.locator("#filters-badge")).to_have_text("1")
+    screenshot(page, "filters")
+
+    # the link restores the filter and the same results
+    page.reload()
+    expect(page.locator("#filters")).to_be_visible()
+    expect(page.get_by_label("Folder", exact=True)).to_have_value(str(lib.trips))
+    expect(page.locator("#q")).to_have_value("a photo")
+    expect(tiles(page)).to_have_count(len(in_trips))
+    assert tile_ids(page) == in_trips
+
+    # reset: the whole library again, and a clean URL
+    page.get_by_role("button", name="Reset filters").click()
+    expect(page).to_have_url(re.compile(r"/\?q=a\+photo$"))
+    expect(page.get_by_label("Folder", exact=True)).to_have_value("")
+    expect(page.locator("#filters-badge")).to_be_hidden()
+    expect(tiles(page)).to_have_count(len(everything))
+
+    # formats, keyboard only: Space ticks JPEG, the grid keeps only the JPEG files
+    jpeg_box = page.get_by_role("checkbox", name="JPEG")
+    jpeg_box.focus()
+    page.keyboard.press("Space")
+    expect(jpeg_box).to_be_checked()
+    expect(page).to_have_url(re.compile(r"[?&]fmt=JPEG$"))
+    expect(tiles(page)).to_have_count(len(jpegs))
+    assert tile_ids(page) == jpegs
+    assert set(tile_names(page)) == jpeg_names
+    page.reload()
+    expect(page.get_by_role("checkbox", name="JPEG")).to_be_checked()
+    expect(tiles(page)).to_have_count(len(jpegs))
+    assert tile_ids(page) == jpegs
+
+    # a capture date: the generated files carry none, so nothing is left; the empty state says
+    # why and resets the filters
+    assert _filtered_ids(live_server, "a photo", {"date_from": "2020-01-01"}) == []
+    page.get_by_label("Taken from", exact=True).fill("2020-01-01")
+    expect(page).to_have_url(re.compile(r"[?&]from=2020-01-01"))
+    expect(page.locator("#empty-title")).to_have_text("No matches for “a photo” with these filters")
+    expect(tiles(page)).to_have_count(0)
+    page.locator("#empty-action").click()
+    expect(page).to_have_url(re.compile(r"/\?q=a\+photo$"))
+    expect(page.get_by_role("checkbox", name="JPEG")).not_to_be_checked()
+    expect(page.get_by_label("Taken from", exact=True)).to_have_value("")
+    expect(tiles(page)).to_have_count(len(everything))
+
+    # Escape closes the panel and gives the focus back to its button
+    page.get_by_label("Folder", exact=True).focus()
+    page.keyboard.press("Escape")
+    expect(page.locator("#filters")).to_be_hidden()
+    expect(toggle).to_be_focused()
+
+
+def test_filters_on_a_phone_from_a_shared_link(
+    phone: Any, live_server: Any, screenshot: Any
+) -> None:
+    webp = _filtered_ids(live_server, "a photo", {"formats": ["WEBP"]})
+    webp_names = {n for n in live_server.library.names if n.endswith(".webp")}
+    assert len(webp) == len(webp_names) > 0
+    phone.goto("/?q=a+photo&fmt=WEBP")
+    panel = phone.locator("#filters")
+    expect(panel).to_be_visible()  # a link with filters opens the panel
+    expect(phone.get_by_role("checkbox", name="WebP")).to_be_checked()
+    expect(tiles(phone)).to_have_count(len(webp))
+    assert tile_ids(phone) == webp
+    assert set(tile_names(phone)) == webp_names
+    box = panel.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    assert no_horizontal_scroll(phone)
+    screenshot(phone, "phone-filters")
+
+    # collapsed behind the Filters button, which still shows that one is set
+    toggle = phone.locator("#filters-toggle")
+    toggle.click()
+    expect(panel).to_be_hidden()
+    expect(phone.locator("#filters-badge")).to_have_text("1")
+    expect(toggle).to_have_attribute("aria-label", "Filters (1 active)")
     assert no_horizontal_scroll(phone)

@@ -11,6 +11,8 @@ const JOB_POLL_MS = 1000;
 const JOB_IDLE_POLL_MS = 5000;
 const SCROLL_MARGIN_PX = 800;
 const TOKEN_KEY = 'clipsearch.token';
+const FORMATS = ['JPEG', 'PNG', 'WEBP', 'GIF', 'BMP', 'TIFF']; // the catalog's (Pillow's) names
+const DAY = /^\d{4}-\d{2}-\d{2}$/; // a date input's value
 
 const $ = (id) => document.getElementById(id);
 const els = {
@@ -22,6 +24,15 @@ const els = {
   chipLabel: $('query-chip-label'),
   chipClear: $('query-chip-clear'),
   minScore: $('min-score'),
+  filtersToggle: $('filters-toggle'),
+  filtersBadge: $('filters-badge'),
+  filters: $('filters'),
+  filterFolder: $('filter-folder'),
+  filterFrom: $('filter-from'),
+  filterTo: $('filter-to'),
+  filterFormats: Array.from(document.querySelectorAll('#filters input[name="format"]')),
+  filtersReset: $('filters-reset'),
+  filtersNote: $('filters-note'),
   minScoreValue: $('min-score-value'),
   status: $('status'),
   error: $('error'),
@@ -266,7 +277,7 @@ function query(params) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// state: what is shown is a function of (mode, q | like | image, minScore)
+// state: what is shown is a function of (mode, q | like | image, minScore, filters)
 
 const state = {
   mode: 'browse', // browse | text | similar | image
@@ -278,6 +289,7 @@ const state = {
   imageKey: null,
   imageUrl: null,
   minScore: 0,
+  filters: { folder: '', from: '', to: '', formats: [] }, // narrow text searches (POST /api/search)
   items: [],
   seen: new Set(),
   offset: 0,
@@ -303,6 +315,11 @@ function currentUrl() {
   if (state.mode === 'text') params.set('q', state.q);
   if (state.mode === 'similar') params.set('like', String(state.likeId));
   if (state.minScore > 0) params.set('min', state.minScore.toFixed(2));
+  const f = state.filters;
+  if (f.folder) params.set('folder', f.folder);
+  if (f.from) params.set('from', f.from);
+  if (f.to) params.set('to', f.to);
+  if (f.formats.length) params.set('fmt', f.formats.join(','));
   const text = params.toString();
   return window.location.pathname + (text ? `?${text}` : '');
 }
@@ -321,6 +338,8 @@ function loadFromUrl(historyState) {
   const params = new URLSearchParams(window.location.search);
   const min = Number.parseFloat(params.get('min') ?? '');
   setMinScore(Number.isFinite(min) ? clamp(min, 0, 1) : 0);
+  setFilters(filtersFromParams(params));
+  if (filtersActive()) openFilters(false);
   const key = historyState?.imageKey;
   const like = params.get('like');
   const q = (params.get('q') ?? '').trim();
@@ -334,6 +353,98 @@ function loadFromUrl(historyState) {
     setBrowseMode();
   }
   els.q.value = state.mode === 'text' ? state.q : '';
+}
+
+// ---------------------------------------------------------------------------------------------
+// filters: folder, capture dates, formats. The API applies them to text searches only.
+
+function filtersFromParams(params) {
+  const day = (value) => (DAY.test(value ?? '') ? value : '');
+  const wanted = new Set(
+    (params.get('fmt') ?? '')
+      .split(',')
+      .map((x) => x.trim().toUpperCase())
+      .map((x) => (x === 'JPG' ? 'JPEG' : x === 'TIF' ? 'TIFF' : x)),
+  );
+  return {
+    folder: (params.get('folder') ?? '').trim(),
+    from: day(params.get('from')),
+    to: day(params.get('to')),
+    formats: FORMATS.filter((x) => wanted.has(x)),
+  };
+}
+
+function filtersFromForm() {
+  const from = els.filterFrom.value;
+  const to = els.filterTo.value;
+  return {
+    folder: els.filterFolder.value.trim(),
+    from: DAY.test(from) ? from : '',
+    to: DAY.test(to) ? to : '',
+    formats: els.filterFormats.filter((box) => box.checked).map((box) => box.value),
+  };
+}
+
+const filterCount = (f = state.filters) => (f.folder ? 1 : 0) + (f.from || f.to ? 1 : 0) + (f.formats.length ? 1 : 0);
+const filtersActive = () => filterCount() > 0;
+const sameFilters = (a, b) =>
+  a.folder === b.folder && a.from === b.from && a.to === b.to && a.formats.join() === b.formats.join();
+
+/** The `filters` object of POST /api/search, or null when none is set. */
+function filtersBody() {
+  const f = state.filters;
+  if (!filtersActive()) return null;
+  const body = {};
+  if (f.folder) body.folder = f.folder;
+  if (f.from) body.date_from = f.from;
+  if (f.to) body.date_to = f.to;
+  if (f.formats.length) body.formats = [...f.formats];
+  return body;
+}
+
+function describeFilters() {
+  const f = state.filters;
+  const parts = [];
+  if (f.folder) parts.push(`in ${f.folder}`);
+  if (f.from && f.to) parts.push(`taken ${f.from} to ${f.to}`);
+  else if (f.from) parts.push(`taken from ${f.from}`);
+  else if (f.to) parts.push(`taken until ${f.to}`);
+  if (f.formats.length) parts.push(f.formats.map((x) => (x === 'WEBP' ? 'WebP' : x)).join(', '));
+  return parts.join(' · ');
+}
+
+/** Put `filters` into the state and the form (not the other way round). */
+function setFilters(filters) {
+  state.filters = filters;
+  if (els.filterFolder.value.trim() !== filters.folder) els.filterFolder.value = filters.folder;
+  els.filterFrom.value = filters.from;
+  els.filterTo.value = filters.to;
+  for (const box of els.filterFormats) box.checked = filters.formats.includes(box.value);
+  renderFilters();
+}
+
+function renderFilters() {
+  const n = filterCount();
+  els.filtersBadge.hidden = n === 0;
+  els.filtersBadge.textContent = String(n);
+  els.filtersToggle.setAttribute('aria-label', n ? `Filters (${n} active)` : 'Filters');
+  els.filtersReset.disabled = n === 0;
+  // the pickers refuse a range that ends before it starts
+  els.filterFrom.max = state.filters.to || '';
+  els.filterTo.min = state.filters.from || '';
+  els.filtersNote.hidden = n === 0 || state.mode === 'text';
+}
+
+function openFilters(focus) {
+  els.filters.hidden = false;
+  els.filtersToggle.setAttribute('aria-expanded', 'true');
+  if (focus) els.filterFolder.focus();
+}
+
+function closeFilters() {
+  els.filters.hidden = true;
+  els.filtersToggle.setAttribute('aria-expanded', 'false');
+  els.filtersToggle.focus();
 }
 
 function setMinScore(value) {
@@ -360,6 +471,7 @@ function setBrowseMode() {
   state.q = '';
   state.likeId = null;
   renderChip();
+  renderFilters();
 }
 
 function setTextMode(q) {
@@ -368,6 +480,7 @@ function setTextMode(q) {
   state.q = q;
   state.likeId = null;
   renderChip();
+  renderFilters();
 }
 
 function setSimilarMode(id, name, thumb) {
@@ -375,6 +488,7 @@ function setSimilarMode(id, name, thumb) {
   state.mode = 'similar';
   state.q = '';
   state.likeId = String(id);
+  renderFilters();
   state.likeName = name || '';
   state.likeThumb = thumb || `/api/images/${idPath(id)}/thumbnail`;
   renderChip();
@@ -405,6 +519,7 @@ function setImageMode(file, key) {
   state.imageFile = file;
   state.imageKey = key;
   renderChip();
+  renderFilters();
 }
 
 function renderChip() {
@@ -441,7 +556,14 @@ async function fetchPage(signal) {
     return { items, consumed: items.length, done, total };
   }
   if (state.mode === 'text') {
-    const data = await api(`/api/search?${query({ q: state.q, k: PAGE, offset, min_score: min })}`, { signal });
+    const filters = filtersBody();
+    const data = filters
+      ? await api('/api/search', {
+          method: 'POST',
+          json: { text: state.q, k: PAGE, offset, min_score: min, filters },
+          signal,
+        })
+      : await api(`/api/search?${query({ q: state.q, k: PAGE, offset, min_score: min })}`, { signal });
     const results = Array.isArray(data?.results) ? data.results : [];
     return { items: results, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms };
   }
@@ -599,8 +721,11 @@ function renderStatus() {
   if (state.mode === 'browse') {
     const total = state.total ?? n;
     text = `${total.toLocaleString()} image${total === 1 ? '' : 's'} in the library`;
+    if (filtersActive()) text += ' · filters apply to text searches';
   } else {
     text = `${n.toLocaleString()}${more} result${n === 1 && !more ? '' : 's'} ${describeQuery()}`;
+    if (state.mode === 'text' && filtersActive()) text += ` · ${describeFilters()}`;
+    else if (filtersActive()) text += ' · filters apply to text searches';
     if (state.minScore > 0) text += ` · relevance ≥ ${state.minScore.toFixed(2)}`;
     if (typeof state.tookMs === 'number') text += ` · ${Math.round(state.tookMs)} ms`;
   }
@@ -633,6 +758,10 @@ function renderEmpty() {
         run();
       },
     ];
+  } else if (state.mode === 'text' && filtersActive()) {
+    title = `No matches for “${state.q}” with these filters`;
+    text = `Nothing matches with these filters: ${describeFilters()}. Change or reset them to see more.`;
+    action = ['Reset filters', () => resetFilters()];
   } else if (state.mode === 'text') {
     title = `No matches for “${state.q}”`;
     text = state.libraryTotal === 0 ? 'The library is empty: add a folder first.' : 'Try other words, or add more photos.';
@@ -1089,6 +1218,73 @@ els.minScore.addEventListener('input', () => {
   thresholdChanged();
 });
 
+// filters: a checkbox, a date or Enter in the folder box applies at once; typing a folder
+// applies after a pause (a burst of typing is one history entry, like the query)
+const EMPTY_FILTERS = Object.freeze({ folder: '', from: '', to: '', formats: [] });
+let lastFolderCommit = 0;
+
+function applyFilters({ push }) {
+  const next = filtersFromForm();
+  if (sameFilters(next, state.filters)) return;
+  state.filters = next;
+  renderFilters();
+  if (state.mode === 'text') {
+    run({ push });
+  } else {
+    syncUrl(push); // kept for the next text search (and in a shared link)
+    renderStatus();
+  }
+}
+
+function resetFilters() {
+  folderTyped.cancel();
+  const had = filtersActive();
+  setFilters({ ...EMPTY_FILTERS, formats: [] });
+  if (!had) return;
+  if (state.mode === 'text') {
+    run({ push: true });
+  } else {
+    syncUrl(true);
+    renderStatus();
+  }
+}
+
+const folderTyped = debounce(() => {
+  const now = Date.now();
+  const push = now - lastFolderCommit > TYPING_BURST_MS;
+  lastFolderCommit = now;
+  applyFilters({ push });
+}, DEBOUNCE_MS);
+
+els.filterFolder.addEventListener('input', folderTyped);
+els.filters.addEventListener('change', () => {
+  folderTyped.cancel();
+  applyFilters({ push: true });
+});
+els.filters.addEventListener('submit', (event) => {
+  event.preventDefault();
+  folderTyped.cancel();
+  lastFolderCommit = 0;
+  applyFilters({ push: true });
+});
+els.filters.addEventListener('keydown', (event) => {
+  if (event.key === 'Enter' && event.target === els.filterFolder) {
+    // three text-like fields and no submit button: Enter does not submit the form by itself
+    event.preventDefault();
+    folderTyped.cancel();
+    lastFolderCommit = 0;
+    applyFilters({ push: true });
+  } else if (event.key === 'Escape') {
+    event.preventDefault();
+    closeFilters();
+  }
+});
+els.filtersReset.addEventListener('click', () => {
+  resetFilters();
+  els.filterFolder.focus();
+});
+els.filtersToggle.addEventListener('click', () => (els.filters.hidden ? openFilters(true) : closeFilters()));
+
 els.chipClear.addEventListener('click', () => {
   setBrowseMode();
   run({ push: true });
@@ -1242,6 +1438,7 @@ els.errorClose.addEventListener('click', hideError);
 
 window.addEventListener('popstate', (event) => {
   typed.cancel();
+  folderTyped.cancel();
   if (els.detail.open) els.detail.close();
   loadFromUrl(event.state);
   run({ push: false });
