@@ -11,7 +11,7 @@ from datetime import time as dtime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from indexer.errors import Conflict
@@ -64,6 +64,31 @@ def _filters(f: SearchFiltersIn | None) -> Any:
     return SearchFilters(
         folder=f.folder or None, date_from=date_from, date_to=date_to, formats=formats
     )
+
+
+def filter_params(
+    folder: Annotated[
+        str | None,
+        Query(max_length=4096, description="Only images under this folder (absolute path)."),
+    ] = None,
+    date_from: Annotated[date | None, Query(description="Taken on or after (YYYY-MM-DD).")] = None,
+    date_to: Annotated[date | None, Query(description="Taken on or before (YYYY-MM-DD).")] = None,
+    format: Annotated[
+        list[str] | None,
+        Query(description="Only these formats (repeatable: JPEG, PNG, WEBP, GIF, BMP, TIFF)."),
+    ] = None,
+) -> SearchFiltersIn | None:
+    """The search filters as query parameters (GET search, search by image, more like this)."""
+    if format is not None and len(format) > 16:
+        raise HTTPException(422, detail="at most 16 format parameters")
+    if format is not None and any(len(x) > 16 for x in format):
+        raise HTTPException(422, detail="a format name is at most 16 characters (e.g. JPEG)")
+    if not (folder or date_from or date_to or format):
+        return None
+    return SearchFiltersIn(folder=folder, date_from=date_from, date_to=date_to, formats=format)
+
+
+FiltersDep = Annotated[SearchFiltersIn | None, Depends(filter_params)]
 
 
 async def _search_vector(
@@ -176,9 +201,11 @@ async def search_get(
     min_score: Annotated[
         float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
     ] = None,
+    filters: FiltersDep = None,
 ) -> SearchResponse:
-    """Search by text. `q=beach -people` finds beaches and steers away from people."""
-    return await _text_search(request, state, q, [], None, k, offset, min_score, None)
+    """Search by text. `q=beach -people` finds beaches and steers away from people; `folder`,
+    `date_from`, `date_to` and `format` narrow the results."""
+    return await _text_search(request, state, q, [], None, k, offset, min_score, filters)
 
 
 @router.post("/search", operation_id="search_post", response_model=SearchResponse)
@@ -259,8 +286,9 @@ async def search_image(
     min_score: Annotated[
         float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
     ] = None,
+    filters: FiltersDep = None,
 ) -> SearchResponse:
-    """Search by an example image (multipart upload, field `file`)."""
+    """Search by an example image (multipart upload, field `file`), optionally filtered."""
     start = time.perf_counter()
     _bounds(state, k, offset)
     s = state.settings
@@ -268,7 +296,9 @@ async def search_image(
     img = await state.run(_decode_upload, data, s.max_upload_pixels)
     model = await state.run(state.ensure_model)
     vector = (await state.run(model.embed_images, [img]))[0]
-    results = await _search_vector(request, state, vector, k=k, offset=offset, min_score=min_score)
+    results = await _search_vector(
+        request, state, vector, k=k, offset=offset, min_score=min_score, filters=_filters(filters)
+    )
     state.metrics.searches.labels("image").inc()
     return SearchResponse(
         query={"image": file.filename or "upload", "bytes": len(data), "k": k, "offset": offset},
@@ -287,13 +317,21 @@ async def similar_images(
     min_score: Annotated[
         float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
     ] = None,
+    filters: FiltersDep = None,
 ) -> SearchResponse:
-    """More like this: the images closest to image `id` (itself excluded)."""
+    """More like this: the images closest to image `id` (itself excluded), optionally filtered."""
     start = time.perf_counter()
     _bounds(state, k, offset)
     vector = await run_in_threadpool(state.library.image_vector, id)
     results = await _search_vector(
-        request, state, vector, k=k, offset=offset, min_score=min_score, exclude=id
+        request,
+        state,
+        vector,
+        k=k,
+        offset=offset,
+        min_score=min_score,
+        filters=_filters(filters),
+        exclude=id,
     )
     state.metrics.searches.labels("similar").inc()
     return SearchResponse(

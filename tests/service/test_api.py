@@ -130,6 +130,45 @@ def test_min_score_and_filters(env: Env) -> None:
     assert r.status_code == 422
 
 
+def test_filters_as_query_parameters_on_get_image_and_similar_search(env: Env) -> None:
+    """GET /api/search, search by image and "more like this" take the same filters as POST."""
+    sub = {env.id_of("logo"), env.id_of("dated")}
+
+    def ids(r: Any) -> set[int]:
+        assert r.status_code == 200, r.text
+        return {h["id"] for h in r.json()["results"]}
+
+    get = env.client.get
+    assert ids(get("/api/search", params={"q": "photo", "k": 50, "format": "png"})) == {
+        env.id_of("logo")
+    }
+    folder = str(env.root / "sub")
+    assert ids(get("/api/search", params={"q": "photo", "k": 50, "folder": folder})) == sub
+    everything = ids(get("/api/search", params={"q": "photo", "k": 50}))
+    assert len(everything) == len(env.files)
+    both = get("/api/search", params={"q": "photo", "k": 50, "format": ["PNG", "jpeg"]})
+    assert ids(both) == everything  # repeatable, case-insensitive
+    dated = {"date_from": "2021-05-01", "date_to": "2021-06-30"}
+    assert ids(get("/api/search", params={"q": "photo", "k": 50, **dated})) == {env.id_of("dated")}
+    red = env.id_of("red")
+    similar = get(f"/api/images/{red}/similar", params={"k": 50, "folder": folder})
+    assert ids(similar) == sub
+    data = env.files["green"].read_bytes()
+    upload = env.client.post(
+        "/api/search/image",
+        files={"file": ("g.jpg", data, "image/jpeg")},
+        params={"k": 50, "folder": folder},
+    )
+    assert ids(upload) == sub  # the green photo itself is outside the folder
+    bad = get(
+        "/api/search", params={"q": "photo", "date_from": "2022-01-01", "date_to": "2021-01-01"}
+    )
+    assert bad.status_code == 422 and "date_from" in bad.json()["detail"]
+    assert get("/api/search", params={"q": "x", "date_from": "June"}).status_code == 422
+    too_many = get("/api/search", params={"q": "x", "format": ["PNG"] * 17})
+    assert too_many.status_code == 422 and "16" in too_many.json()["detail"]
+
+
 def test_image_search_finds_the_same_image_first(env: Env) -> None:
     data = env.files["green"].read_bytes()
     r = env.client.post(

@@ -609,3 +609,27 @@ def test_filters_on_a_phone_from_a_shared_link(
     expect(phone.locator("#filters-badge")).to_have_text("1")
     expect(toggle).to_have_attribute("aria-label", "Filters (1 active)")
     assert no_horizontal_scroll(phone)
+
+
+def test_filters_narrow_more_like_this(page: Any, live_server: Any) -> None:
+    """ "More like this" under a format filter: only WebP neighbours, as the API ranks them."""
+    example = next(
+        item
+        for item in live_server.api("/api/images", limit=500).json()["items"]
+        if not item["path"].endswith(".webp")
+    )
+    response = httpx.get(
+        f"{live_server.url}/api/images/{example['id']}/similar",
+        params={"k": 500, "format": "WEBP"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    expected = [str(h["id"]) for h in response.json()["results"]]
+    webp_names = {n for n in live_server.library.names if n.endswith(".webp")}
+    assert len(expected) == len(webp_names) > 0  # every WebP file, the example is not one
+
+    page.goto(f"/?like={example['id']}&fmt=WEBP")
+    expect(tiles(page)).to_have_count(len(expected))
+    assert tile_ids(page) == expected
+    assert set(tile_names(page)) == webp_names
+    expect(page.locator("#status")).to_contain_text("WebP")

@@ -289,7 +289,7 @@ const state = {
   imageKey: null,
   imageUrl: null,
   minScore: 0,
-  filters: { folder: '', from: '', to: '', formats: [] }, // narrow text searches (POST /api/search)
+  filters: { folder: '', from: '', to: '', formats: [] }, // narrow text, image and similar searches
   items: [],
   seen: new Set(),
   offset: 0,
@@ -356,7 +356,7 @@ function loadFromUrl(historyState) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// filters: folder, capture dates, formats. The API applies them to text searches only.
+// filters: folder, capture dates, formats. The API applies them to every search (not to browsing).
 
 function filtersFromParams(params) {
   const day = (value) => (DAY.test(value ?? '') ? value : '');
@@ -402,6 +402,17 @@ function filtersBody() {
   return body;
 }
 
+/** The filters as query parameters (GET search, search by image, more like this). */
+function filtersParams(params) {
+  const f = state.filters;
+  const search = new URLSearchParams(params);
+  if (f.folder) search.set('folder', f.folder);
+  if (f.from) search.set('date_from', f.from);
+  if (f.to) search.set('date_to', f.to);
+  for (const format of f.formats) search.append('format', format);
+  return search.toString();
+}
+
 function describeFilters() {
   const f = state.filters;
   const parts = [];
@@ -432,7 +443,7 @@ function renderFilters() {
   // the pickers refuse a range that ends before it starts
   els.filterFrom.max = state.filters.to || '';
   els.filterTo.min = state.filters.from || '';
-  els.filtersNote.hidden = n === 0 || state.mode === 'text';
+  els.filtersNote.hidden = n === 0 || state.mode !== 'browse';
 }
 
 function openFilters(focus) {
@@ -568,7 +579,7 @@ async function fetchPage(signal) {
     return { items: results, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms };
   }
   if (state.mode === 'similar') {
-    const params = query({ k: PAGE, offset, min_score: min });
+    const params = filtersParams(query({ k: PAGE, offset, min_score: min }));
     const data = await api(`/api/images/${idPath(state.likeId)}/similar?${params}`, { signal });
     const results = Array.isArray(data?.results) ? data.results : [];
     // the API leaves the image itself out; the filters keep older servers honest too
@@ -578,7 +589,7 @@ async function fetchPage(signal) {
   // image: the upload goes with every page (the API keeps no state between requests)
   const form = new FormData();
   form.append('file', state.imageFile, state.imageFile.name || 'image');
-  const params = query({ k: PAGE, offset, min_score: min });
+  const params = filtersParams(query({ k: PAGE, offset, min_score: min }));
   const data = await api(`/api/search/image?${params}`, { method: 'POST', form, signal });
   const results = Array.isArray(data?.results) ? data.results : [];
   return {
@@ -721,11 +732,10 @@ function renderStatus() {
   if (state.mode === 'browse') {
     const total = state.total ?? n;
     text = `${total.toLocaleString()} image${total === 1 ? '' : 's'} in the library`;
-    if (filtersActive()) text += ' · filters apply to text searches';
+    if (filtersActive()) text += ' · filters apply to searches';
   } else {
     text = `${n.toLocaleString()}${more} result${n === 1 && !more ? '' : 's'} ${describeQuery()}`;
-    if (state.mode === 'text' && filtersActive()) text += ` · ${describeFilters()}`;
-    else if (filtersActive()) text += ' · filters apply to text searches';
+    if (filtersActive()) text += ` · ${describeFilters()}`;
     if (state.minScore > 0) text += ` · relevance ≥ ${state.minScore.toFixed(2)}`;
     if (typeof state.tookMs === 'number') text += ` · ${Math.round(state.tookMs)} ms`;
   }
@@ -758,8 +768,8 @@ function renderEmpty() {
         run();
       },
     ];
-  } else if (state.mode === 'text' && filtersActive()) {
-    title = `No matches for “${state.q}” with these filters`;
+  } else if (filtersActive()) {
+    title = state.mode === 'text' ? `No matches for “${state.q}” with these filters` : 'Nothing similar with these filters';
     text = `Nothing matches with these filters: ${describeFilters()}. Change or reset them to see more.`;
     action = ['Reset filters', () => resetFilters()];
   } else if (state.mode === 'text') {
