@@ -71,6 +71,26 @@ def test_unreachable_database_is_catalog_unavailable() -> None:
         pass
 
 
+def test_a_silent_database_host_fails_fast_instead_of_hanging() -> None:
+    """A host that accepts TCP connections but never answers (a hung server, a stuck proxy):
+    connecting gives up after connect_timeout with CatalogUnavailable; it does not hang."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # the kernel completes handshakes; nobody ever reads or answers
+    port = listener.getsockname()[1]
+    try:
+        # A connect_timeout in the URL wins; without one the default (10 s) applies.
+        for query in ("?connect_timeout=1", ""):
+            engine = make_engine(f"postgresql+psycopg://postgres@127.0.0.1:{port}/x{query}")
+            with pytest.raises(CatalogUnavailable, match="unavailable"), engine.connect():
+                pass
+            engine.dispose()
+    finally:
+        listener.close()
+
+
 @pytest.mark.parametrize(
     "raw",
     [
