@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from indexer.scan import sniff as _sniff
+
 log = logging.getLogger(__name__)
 
 # Formats we let Pillow open. Everything else (EPS via Ghostscript, PSD, ICO, ...) is refused.
@@ -285,6 +287,15 @@ def decode_file(
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             return _fail(spath, "too_many_pixels", _bomb_reason(str(exc), limit), **meta)
         except UnidentifiedImageError:
+            kind = _sniff(data[:32])
+            if kind is not None:  # it starts like an image we read, but Pillow cannot parse it
+                return _fail(
+                    spath,
+                    "truncated",
+                    f"corrupt {kind.upper()} header: the file starts like a {kind.upper()} image "
+                    "but its header cannot be read (damaged or not really an image)",
+                    **meta,
+                )
             return _fail(
                 spath,
                 "not_image",

@@ -54,6 +54,10 @@ def _filters(f: SearchFiltersIn | None) -> Any:
         return None
     from indexer.types import SearchFilters
 
+    if f.folder and "\x00" in f.folder:
+        # checked here, not only where the catalog is asked: an empty index answers no ids and
+        # would otherwise let the bad value pass as a 200
+        raise HTTPException(400, detail="the folder filter contains a NUL character")
     formats = tuple(x.strip().upper() for x in f.formats if x.strip()) if f.formats else None
     date_from = _day_bound(f.date_from, end=False)
     date_to = _day_bound(f.date_to, end=True)

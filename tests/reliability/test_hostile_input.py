@@ -192,7 +192,7 @@ def build_folder(root: Path, outside: Path) -> Layout:
         jpeg_claiming(65_000, 65_000),
         "too many pixels",
     )
-    bad("PNG header 0x0", "zero-size.png", png_header_only(0, 0), "not an image")
+    bad("PNG header 0x0", "zero-size.png", png_header_only(0, 0), "corrupt")
     sparse = root / "huge-sparse.jpg"
     with open(sparse, "wb") as fh:  # 2 GiB, no blocks on disk
         fh.truncate(2 << 30)
