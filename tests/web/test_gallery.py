@@ -38,16 +38,24 @@ def tile_names(page: Any) -> list[str]:
 
 def find_tile(page: Any, name: str) -> Any:
     """The tile of ``name`` in the current grid, loading more pages (Load more) until it shows."""
+    busy = page.locator("#results")
     while True:
+        # a page may be loading (infinite scroll hides "Load more" meanwhile): let it land first
+        expect(busy).to_have_attribute("aria-busy", "false")
+        seen = tiles(page).count()
         for t in tiles(page).all():
             if tile_name(t.get_attribute("aria-label") or "") == name:
                 return t
         more = page.locator("#load-more")
-        if not more.is_visible():
+        if more.is_visible():
+            more.click()
+            expect(tiles(page)).not_to_have_count(seen)
+            continue
+        # hidden: the grid is complete, or the scroll observer started a page just now
+        page.wait_for_timeout(300)
+        expect(busy).to_have_attribute("aria-busy", "false")
+        if tiles(page).count() == seen and not more.is_visible():
             pytest.fail(f"{name!r} is not in the gallery (saw {tile_names(page)})")
-        before = tiles(page).count()
-        more.click()
-        expect(tiles(page)).not_to_have_count(before)
 
 
 def library_total(server: Any) -> int:
