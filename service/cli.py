@@ -184,6 +184,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lib = _library(settings)
     job = lib.submit_ingest(str(folder.resolve()), recursive=not args.no_recursive)
+    return _follow_job(args, settings, lib, job)
+
+
+def _follow_job(args: argparse.Namespace, settings: Any, lib: Any, job: Any) -> int:
+    """After a submit: print the job, or with --wait follow it to the end (starting a worker for
+    the wait on the embedded broker unless --no-worker) and report how it ended."""
     if not args.wait:
         print(f"{_job_line(job)}; watch it with `clipsearch status`")
         return 0
@@ -200,16 +206,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lib = _library(settings)
     job = lib.submit_reindex(args.new_model)
-    if not args.wait:
-        print(f"{_job_line(job)}; watch it with `clipsearch status`")
-        return 0
-    worker = _maybe_worker(settings, args.worker and not settings.broker_url)
-    try:
-        job = _wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
-    finally:
-        if worker is not None:
-            worker.stop()
-    return _report_job(job)
+    return _follow_job(args, settings, lib, job)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

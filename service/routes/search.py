@@ -28,6 +28,14 @@ router = APIRouter(prefix="/api", tags=["search"], responses=ERRORS)
 UPLOAD_CHUNK = 256 * 1024
 
 
+# The paging and threshold parameters every search endpoint takes.
+KQuery = Annotated[int, Query(ge=1, description="How many results.")]
+OffsetQuery = Annotated[int, Query(ge=0, description="Skip this many results.")]
+MinScoreQuery = Annotated[
+    float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
+]
+
+
 def _bounds(state: ServiceState, k: int, offset: int) -> None:
     s = state.settings
     if k > s.search_k_max:
@@ -200,11 +208,9 @@ async def search_get(
             min_length=1, max_length=10_000, description='Text query; "-word" excludes a concept.'
         ),
     ],
-    k: Annotated[int, Query(ge=1, description="How many results.")] = 20,
-    offset: Annotated[int, Query(ge=0, description="Skip this many results.")] = 0,
-    min_score: Annotated[
-        float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
-    ] = None,
+    k: KQuery = 20,
+    offset: OffsetQuery = 0,
+    min_score: MinScoreQuery = None,
     filters: FiltersDep = None,
 ) -> SearchResponse:
     """Search by text. `q=beach -people` finds beaches and steers away from people; `folder`,
@@ -285,11 +291,9 @@ async def search_image(
     request: Request,
     state: StateDep,
     file: Annotated[UploadFile, File(description="An image (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
-    k: Annotated[int, Query(ge=1, description="How many results.")] = 20,
-    offset: Annotated[int, Query(ge=0, description="Skip this many results.")] = 0,
-    min_score: Annotated[
-        float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
-    ] = None,
+    k: KQuery = 20,
+    offset: OffsetQuery = 0,
+    min_score: MinScoreQuery = None,
     filters: FiltersDep = None,
 ) -> SearchResponse:
     """Search by an example image (multipart upload, field `file`), optionally filtered."""
@@ -316,11 +320,9 @@ async def similar_images(
     request: Request,
     state: StateDep,
     id: Annotated[int, Path(ge=1, le=MAX_ID, description="Catalog id of the example image.")],
-    k: Annotated[int, Query(ge=1, description="How many results.")] = 20,
-    offset: Annotated[int, Query(ge=0, description="Skip this many results.")] = 0,
-    min_score: Annotated[
-        float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
-    ] = None,
+    k: KQuery = 20,
+    offset: OffsetQuery = 0,
+    min_score: MinScoreQuery = None,
     filters: FiltersDep = None,
 ) -> SearchResponse:
     """More like this: the images closest to image `id` (itself excluded), optionally filtered."""
