@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from model.base import EmbeddingModel
 from model.clip import CLIP, CLIPConfig
 from model.errors import CheckpointError, ModelError
 
@@ -66,11 +67,14 @@ def _resolve_spec(spec: str | Path) -> Path:
 
 def load(
     spec: str | Path, device: str | torch.device | None = None, allow_jit: bool | None = None
-) -> CLIP:
-    """Load a CLIP in eval mode from a registry name (``"ViT-B-32"``, ...) or a checkpoint path.
+) -> CLIP | EmbeddingModel:
+    """Load a model in eval mode from a registry name (``"ViT-B-32"``, ...) or a checkpoint path.
 
     Paths may be an OpenAI ``.pt`` (TorchScript archive or state dict), a ``.safetensors`` or
     ``.bin`` state dict, an OpenCLIP hub folder, or a folder written by ``save_pretrained``.
+    A hub folder of another family (SigLIP / SigLIP 2, MobileCLIP, a Hugging Face text tower
+    such as XLM-RoBERTa CLIP; see model.families) gives that family's model, with the same
+    surface (model.base.EmbeddingModel).
     TorchScript archives other than OpenAI's released files run code when opened and are
     refused unless ``allow_jit=True`` (default: ``$CLIPSEARCH_ALLOW_JIT`` is ``1``, which is how
     the CLI, the API and the workers are told). ``device`` defaults to CUDA when available.
@@ -85,6 +89,22 @@ def load(
         allow_jit = os.environ.get(ENV_ALLOW_JIT, "").strip().lower() in ("1", "true", "yes")
     target = _resolve_device(device)
     path = _resolve_spec(spec)
+    family = _family_of(path)
+    if family is not None:
+        from model import families
+
+        try:
+            if (path / families.OPEN_CLIP_CONFIG).is_file():
+                other = families.load_open_clip_folder(path)
+            else:
+                other = families.load_our_folder(path)
+        except PermissionError as exc:
+            raise CheckpointError(f"{path}: permission denied reading the checkpoint") from exc
+        except OSError as exc:
+            raise CheckpointError(f"{path}: cannot read the checkpoint: {exc}") from exc
+        other.name = str(spec)
+        log.info("loaded %s (%s family) on %s", spec, family, target)
+        return other.to(target).eval()
     state, config, preprocess_cfg = load_checkpoint(path, allow_jit=allow_jit)
     with torch.device("meta"):
         model = CLIP(config)
@@ -99,6 +119,15 @@ def load(
     model.name = str(spec)
     log.info("loaded %s (%s) on %s", spec, _describe(config), target)
     return model.to(target).eval()
+
+
+def _family_of(path: Path) -> str | None:
+    """The family of a checkpoint folder other than standard CLIP, or None."""
+    if not path.is_dir():
+        return None
+    from model.families import folder_family
+
+    return folder_family(path)
 
 
 def _describe(config: CLIPConfig) -> str:

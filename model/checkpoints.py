@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from model.base import EmbeddingModel
 from model.clip import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig, TextConfig, VisionConfig
 from model.errors import CheckpointError, ModelError
 
@@ -178,6 +179,13 @@ def check_state_dict(state_dict: StateDict, config: CLIPConfig, source: str) -> 
     """Raise CheckpointError unless ``state_dict`` has exactly the keys and shapes of ``config``."""
     with torch.device("meta"):
         expected = CLIP(config).state_dict()
+    compare_state_dict(expected, state_dict, source, "the CLIP architecture they describe")
+
+
+def compare_state_dict(
+    expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, Any], source: str, what: str
+) -> None:
+    """Raise CheckpointError unless ``state_dict`` has exactly ``expected``'s keys and shapes."""
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     wrong = [
@@ -191,10 +199,7 @@ def check_state_dict(state_dict: StateDict, config: CLIPConfig, source: str) -> 
             more = f" and {len(items) - 5} more" if len(items) > 5 else ""
             problems.append(f"{label}: {', '.join(items[:5])}{more}")
     if problems:
-        raise CheckpointError(
-            f"{source}: the weights do not match the CLIP architecture they describe; "
-            + "; ".join(problems)
-        )
+        raise CheckpointError(f"{source}: the weights do not match {what}; " + "; ".join(problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -571,8 +576,9 @@ def _fill_batchnorm_counters(state: StateDict, config: CLIPConfig) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def save_pretrained(model: CLIP, folder: str | Path) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into ``folder`` (created if needed).
+def save_pretrained(model: EmbeddingModel, folder: str | Path) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into ``folder`` (created if needed); for
+    another family than CLIP also its ``"family"`` and its tokenizer files.
 
     Each file is written to a temporary name and renamed into place, so a crash never leaves a
     half-written model that loads.
@@ -582,6 +588,10 @@ def save_pretrained(model: CLIP, folder: str | Path) -> Path:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder}: exists and is not a folder; cannot save a model there")
+    if not isinstance(model, CLIP):
+        from model.families import save_family
+
+        return save_family(model, folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     config = {

@@ -12,31 +12,28 @@ Shapes below: N batch, L sequence length, D width, H heads, R image side, C chan
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel, check_batch_size
 from model.errors import ModelError
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 log = logging.getLogger(__name__)
 
-# The normalisation OpenAI's models were trained with (RGB, after scaling to [0, 1]).
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+__all__ = ["CLIP", "OPENAI_MEAN", "OPENAI_STD", "CLIPConfig", "TextConfig", "VisionConfig"]
+
+# A module factory for the MLP activation: QuickGELU, nn.GELU, partial(nn.GELU, approximate="tanh").
+Activation = Callable[[], nn.Module]
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,14 +232,19 @@ class SelfAttention(nn.Module):
 
 
 class ResidualAttentionBlock(nn.Module):
-    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """Pre-norm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, act: type[nn.Module]) -> None:
+    ``mlp_ratio`` * width is rounded to the MLP's hidden width (SO400M's 4304 / 1152 is not a
+    round ratio); ``eps`` is the LayerNorms' (1e-5 for CLIP, 1e-6 for SigLIP's towers)."""
+
+    def __init__(
+        self, width: int, heads: int, mlp_ratio: float, act: Activation, eps: float = 1e-5
+    ) -> None:
         super().__init__()
-        hidden = int(width * mlp_ratio)
-        self.ln_1 = LayerNorm(width)
+        hidden = round(width * mlp_ratio)
+        self.ln_1 = LayerNorm(width, eps=eps)
         self.attn = SelfAttention(width, heads)
-        self.ln_2 = LayerNorm(width)
+        self.ln_2 = LayerNorm(width, eps=eps)
         self.mlp = nn.Sequential(
             OrderedDict(
                 [
@@ -275,14 +277,15 @@ class Transformer(nn.Module):
         layers: int,
         heads: int,
         mlp_ratio: float = 4.0,
-        act: type[nn.Module] = QuickGELU,
+        act: Activation = QuickGELU,
         causal: bool = False,
+        eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.width = width
         self.causal = causal
         self.resblocks = nn.ModuleList(
-            ResidualAttentionBlock(width, heads, mlp_ratio, act) for _ in range(layers)
+            ResidualAttentionBlock(width, heads, mlp_ratio, act, eps) for _ in range(layers)
         )
 
     def forward(self, x: torch.Tensor, select: torch.Tensor | None = None) -> torch.Tensor:
@@ -312,7 +315,7 @@ class VisionTransformer(nn.Module):
         heads: int,
         output_dim: int,
         mlp_ratio: float = 4.0,
-        act: type[nn.Module] = QuickGELU,
+        act: Activation = QuickGELU,
     ) -> None:
         super().__init__()
         self.image_size = image_size
@@ -467,7 +470,7 @@ def _default_tokenizer() -> Any:
     return Tokenizer()
 
 
-class CLIP(nn.Module):
+class CLIP(EmbeddingModel):
     """Image and text towers projected into one embedding space.
 
     ``encode_image``/``encode_text`` return unnormalised features as OpenAI's do; the ``embed_*``
@@ -480,11 +483,7 @@ class CLIP(nn.Module):
         if not isinstance(config, CLIPConfig):
             raise ModelError(f"CLIP needs a CLIPConfig, got {type(config).__name__}")
         self.config = config
-        self.name = "clip"  # registry name or path it was loaded from
-        self.preprocess_cfg: dict[str, tuple[float, ...]] = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
-        self._tokenizer: Any = None
-        self._preprocessor: Any = None
-        act: type[nn.Module] = QuickGELU if config.quick_gelu else nn.GELU
+        act: Activation = QuickGELU if config.quick_gelu else nn.GELU
         v, t = config.vision, config.text
 
         self.visual: ModifiedResNet | VisionTransformer
@@ -566,52 +565,19 @@ class CLIP(nn.Module):
     def context_length(self) -> int:
         return self.config.text.context_length
 
-    # -- tokenizer and preprocessing (attached lazily) ----------------------------------------
-
-    @property
-    def tokenizer(self) -> Any:
-        """The BPE tokenizer (model.tokenizer.Tokenizer); the packaged one unless set."""
-        if self._tokenizer is None:
-            self._tokenizer = _default_tokenizer()
-        return self._tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, value: Any) -> None:
-        self._tokenizer = value
-
-    @property
-    def preprocessor(self) -> Any:
-        """The image transform (model.preprocess.Preprocess) for this model's size and mean/std.
-        A plain picklable object: hand this, not the model, to worker processes."""
-        if self._preprocessor is None:
-            from model.preprocess import Preprocess
-
-            self._preprocessor = Preprocess(
-                self.image_size,
-                mean=tuple(self.preprocess_cfg["mean"]),
-                std=tuple(self.preprocess_cfg["std"]),
-            )
-        return self._preprocessor
-
-    @preprocessor.setter
-    def preprocessor(self, value: Any) -> None:
-        self._preprocessor = value
+    def _make_tokenizer(self) -> Any:
+        """The packaged BPE tokenizer (model.tokenizer.Tokenizer), shared by every CLIP."""
+        return _default_tokenizer()
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Texts -> LongTensor [N, context_length] (start id, BPE ids, end id, zero padding)."""
         return self.tokenizer(texts, context_length=self.context_length)
 
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """A PIL image -> FloatTensor [3, R, R], resized, center-cropped and normalised."""
-        return self.preprocessor(image)
-
     # -- encoders -----------------------------------------------------------------------------
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, R, R] normalised pixels -> [N, E] unnormalised image features."""
-        r = self.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, r, r):
-            raise ModelError(f"expected pixels of shape [N, 3, {r}, {r}], got {list(pixels.shape)}")
+        self._check_pixels(pixels)
         return self.visual(pixels.to(device=self.device, dtype=self.dtype))
 
     def encode_text(self, tokens: torch.Tensor, trim: bool = True) -> torch.Tensor:
@@ -653,53 +619,10 @@ class CLIP(nn.Module):
 
     # -- batched inference helpers -------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _inference(self) -> Iterator[None]:
-        """Eval mode + inference mode (+ bf16 autocast on CUDA) for the duration."""
-        was_training = self.training
-        self.eval()
-        try:
-            with contextlib.ExitStack() as stack:
-                stack.enter_context(torch.inference_mode())
-                if self.device.type == "cuda":
-                    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-                    stack.enter_context(torch.autocast("cuda", dtype=dtype))
-                yield
-        finally:
-            self.train(was_training)
-
-    @staticmethod
-    def _normalised(features: torch.Tensor) -> np.ndarray:
-        return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
-
-    def embed_pixels(self, pixels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-        """[N, 3, R, R] preprocessed pixels -> float32 [N, E], L2-normalised."""
-        _check_batch_size(batch_size)
-        if not isinstance(pixels, torch.Tensor):
-            raise ModelError(
-                f"embed_pixels expects a FloatTensor [N, 3, R, R], got {type(pixels).__name__}"
-            )
-        r = self.image_size
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, r, r):
-            raise ModelError(f"expected pixels of shape [N, 3, {r}, {r}], got {list(pixels.shape)}")
-        if pixels.shape[0] == 0:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
-        out = []
-        with self._inference():
-            for start in range(0, pixels.shape[0], batch_size):
-                chunk = pixels[start : start + batch_size].to(self.device, non_blocking=True)
-                out.append(self._normalised(self.encode_image(chunk)))
-        return np.concatenate(out)
-
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Texts -> float32 [N, E], L2-normalised. A single str is taken as one text."""
-        _check_batch_size(batch_size)
-        if isinstance(texts, str):
-            texts = [texts]
-        texts = list(texts)
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise ModelError(f"embed_texts expects strings; item {i} is {type(text).__name__}")
+        check_batch_size(batch_size)
+        texts = self._check_texts(texts)
         if not texts:
             return np.zeros((0, self.embed_dim), dtype=np.float32)
         tokens = self.tokenize(texts)  # [N, context_length]
@@ -711,46 +634,3 @@ class CLIP(nn.Module):
                 idx = order[start : start + batch_size]
                 out[idx.numpy()] = self._normalised(self.encode_text(tokens[idx]))
         return out
-
-    def embed_images(
-        self, images: Sequence[Image.Image | str | Path], batch_size: int = 64
-    ) -> np.ndarray:
-        """PIL images or image file paths -> float32 [N, E], L2-normalised.
-
-        A path that cannot be read as an image raises :class:`ModelError` naming it.
-        """
-        _check_batch_size(batch_size)
-        from PIL import Image as PILImage
-
-        if isinstance(images, (str, Path, PILImage.Image)):
-            images = [images]
-        images = list(images)
-        if not images:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
-        out = []
-        for start in range(0, len(images), batch_size):
-            batch = [self._pixels_of(item) for item in images[start : start + batch_size]]
-            out.append(self.embed_pixels(torch.stack(batch), batch_size=batch_size))
-        return np.concatenate(out)
-
-    def _pixels_of(self, item: Any) -> torch.Tensor:
-        from PIL import Image as PILImage
-
-        if isinstance(item, PILImage.Image):
-            return self.preprocess(item)
-        if isinstance(item, (str, Path)):
-            from model.preprocess import load_image
-
-            try:
-                image = load_image(item)
-            except ModelError:
-                raise
-            except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
-                raise ModelError(f"cannot read image {str(item)!r}: {exc}") from exc
-            return self.preprocess(image)
-        raise ModelError(f"embed_images expects PIL images or paths, got {type(item).__name__}")
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ModelError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -10,6 +10,12 @@
   kept region is resized, PIL's ``box``, which bounds the work on slivers and panoramas);
 - RGB conversion, scaling to [0, 1] and normalisation with the mean/std.
 
+Other model families were trained with other transforms, which ``resize_mode`` and
+``interpolation`` select the way open_clip's ``image_transform`` does: ``"squash"`` resizes the
+whole image to ``R x R`` ignoring its aspect ratio (SigLIP, SigLIP 2), ``"shortest"`` is the
+resize-and-crop above (CLIP, MobileCLIP, XLM-RoBERTa CLIP); the filter is PIL's ``"bicubic"``
+or ``"bilinear"``.
+
 :func:`load_image` opens a file (path or binary file object) with the decompression-bomb guard
 on, applies the EXIF orientation and returns an RGB image; with ``draft_size`` a large JPEG is
 decoded at a reduced scale by the DCT (much faster; the drift is measured in bench/preprocess.py).
@@ -42,6 +48,12 @@ _WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 # Beyond this aspect ratio only the region the crop keeps is resized.
 _BOX_RESIZE_ASPECT = 16
+
+RESIZE_MODES = ("shortest", "squash")
+INTERPOLATIONS: dict[str, Image.Resampling] = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+}
 
 
 class ImageDecodeError(ModelError):
@@ -87,12 +99,23 @@ class Preprocess:
         image_size: int,
         mean: Sequence[float] = OPENAI_MEAN,
         std: Sequence[float] = OPENAI_STD,
+        resize_mode: str = "shortest",
+        interpolation: str = "bicubic",
     ) -> None:
         if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
             raise ModelError(f"image_size must be a positive integer, got {image_size!r}")
         if len(mean) != 3 or len(std) != 3 or any(s <= 0 for s in std):
             raise ModelError(f"mean and std need 3 values each, std positive; got {mean}, {std}")
+        if resize_mode not in RESIZE_MODES:
+            raise ModelError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ModelError(
+                f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}"
+            )
         self.image_size = image_size
+        self.resize_mode = resize_mode
+        self.interpolation = interpolation
+        self._filter = INTERPOLATIONS[interpolation]
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         # (x / 255 - mean) / std as one multiply-add per pixel, in numpy (no torch thread pool).
@@ -100,10 +123,14 @@ class Preprocess:
         self._offset = (np.asarray(self.mean) / np.asarray(self.std)).astype(np.float32)
 
     def __repr__(self) -> str:
-        return f"Preprocess(image_size={self.image_size}, mean={self.mean}, std={self.std})"
+        extra = ""
+        if (self.resize_mode, self.interpolation) != ("shortest", "bicubic"):
+            extra = f", resize_mode={self.resize_mode!r}, interpolation={self.interpolation!r}"
+        return f"Preprocess(image_size={self.image_size}, mean={self.mean}, std={self.std}{extra})"
 
     def resize_crop(self, img: Image.Image) -> Image.Image:
-        """The bicubic short-side resize and center crop, as an RGB PIL image of R x R."""
+        """The short-side resize and center crop (or the squash resize), as an RGB PIL image of
+        R x R."""
         if not isinstance(img, Image.Image):
             raise ModelError(f"preprocess takes a PIL image, got {type(img).__name__}")
         if img.mode in _WIDE_MODES:
@@ -112,6 +139,8 @@ class Preprocess:
         w, h = img.size
         if w < 1 or h < 1:
             raise ModelError(f"cannot preprocess an empty image ({w}x{h})")
+        if self.resize_mode == "squash":  # torchvision's Resize((R, R)): aspect ratio not kept
+            return _rgb(img.resize((size, size), self._filter))
         # torchvision's Resize(int): short side -> size, long side truncated with int().
         if w <= h:
             new_w, new_h = size, int(size * h / w)
@@ -121,7 +150,7 @@ class Preprocess:
         left = round((new_w - size) / 2.0)
         top = round((new_h - size) / 2.0)
         if max(new_w, new_h) <= _BOX_RESIZE_ASPECT * size:
-            out = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+            out = img.resize((new_w, new_h), self._filter)
             out = out.crop((left, top, left + size, top + size))
         else:
             # A panorama or a sliver: resizing all of it would make a huge intermediate image
@@ -130,7 +159,7 @@ class Preprocess:
             # round differently, so pixels may differ from resize-then-crop by 1/255.
             sx, sy = w / new_w, h / new_h
             box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-            out = img.resize((size, size), Image.Resampling.BICUBIC, box=box)
+            out = img.resize((size, size), self._filter, box=box)
         return _rgb(out)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from model.api import build
 from model.clip import CLIP, CLIPConfig, TextConfig, VisionConfig
 
@@ -22,3 +25,14 @@ def tiny_config(image_size: int = 32) -> CLIPConfig:
 def tiny_model(seed: int = 0, image_size: int = 32) -> CLIP:
     """A randomly initialised tiny CLIP (eval mode), the same for the same seed."""
     return build(tiny_config(image_size), seed=seed, name="tiny")
+
+
+def assert_features_match(got: torch.Tensor, want: torch.Tensor) -> None:
+    """The parity standard for features: cosine >= 0.99999 per row and max relative error
+    <= 5e-5 (|got - want| over the row's largest |want|), the bound that tells tanh-GELU from
+    exact GELU."""
+    assert got.shape == want.shape, f"shape {list(got.shape)} != {list(want.shape)}"
+    cosine = F.cosine_similarity(got.float(), want.float(), dim=-1).min().item()
+    assert cosine >= 0.99999, f"min cosine {cosine:.7f}"
+    rel = (got - want).abs().amax(dim=-1) / want.abs().amax(dim=-1)
+    assert rel.max().item() <= 5e-5, f"max relative error {rel.max().item():.2e}"

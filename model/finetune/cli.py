@@ -300,6 +300,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         device=args.device,
     )
     start = load(args.model, device="cpu")
+    from model.clip import CLIP
+
+    if not isinstance(start, CLIP):
+        raise FinetuneError(
+            f"{args.model} is a {start.family} model; fine-tuning is implemented for CLIP "
+            "models only so far"
+        )
     if args.from_scratch:
         start = build(start.config, seed=args.seed, name=f"{args.model} (from scratch)")
     pairs = load_pairs(args.data)

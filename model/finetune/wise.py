@@ -72,6 +72,10 @@ def write_wise(
 
     start = load(str(start_spec), device="cpu")
     finetuned = load(str(finetuned_spec), device="cpu")
+    from model.clip import CLIP
+
+    if not isinstance(start, CLIP) or not isinstance(finetuned, CLIP):
+        raise FinetuneError("WiSE-FT is implemented for CLIP models only so far")
     if start.config.to_dict() != finetuned.config.to_dict():
         raise FinetuneError(
             f"{start_spec} and {finetuned_spec} have different architectures; WiSE-FT needs one"

@@ -1,0 +1,246 @@
+"""What every model family offers the rest of clipsearch.
+
+:class:`EmbeddingModel` is the one public surface shared by CLIP (``model.clip``), SigLIP
+(``model.siglip``), MobileCLIP (``model.mobileclip``) and CLIP with a Hugging Face text tower
+(``model.hf_text``): ``tokenize``, ``preprocess`` (and the picklable ``preprocessor`` for worker
+processes), ``encode_image``/``encode_text`` (unnormalised features, as the reference returns
+them), the batched ``embed_pixels``/``embed_texts``/``embed_images`` helpers (L2-normalised
+float32 numpy arrays), and ``score``: a relevance that means the same across models.
+
+A family subclasses it and defines the towers, ``encode_*``, ``embed_dim``, ``image_size``,
+``context_length`` and ``_make_tokenizer``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.errors import ModelError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# The normalisation OpenAI's models were trained with (RGB, after scaling to [0, 1]).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ModelError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+class EmbeddingModel(nn.Module):
+    """An image tower and a text tower embedding into one space; see the module docstring."""
+
+    family = "clip"  # which module built it: clip, siglip, mobileclip, hf-text
+    # How ``score`` turns a cosine into a relevance: "cosine" (unchanged; CLIP was trained with a
+    # softmax over a batch, so its cosines have no absolute meaning) or "sigmoid" (SigLIP: the
+    # probability that the pair matches, sigmoid(exp(logit_scale) * cos + logit_bias)).
+    score_kind = "cosine"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = self.family  # registry name or path it was loaded from
+        self.preprocess_cfg: dict[str, tuple[float, ...]] = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
+        self.resize_mode = "shortest"  # model.preprocess.RESIZE_MODES
+        self.interpolation = "bicubic"  # model.preprocess.INTERPOLATIONS
+        self._tokenizer: Any = None
+        self._preprocessor: Any = None
+
+    # -- what a family defines ----------------------------------------------------------------
+
+    @property
+    def embed_dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def image_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def context_length(self) -> int:
+        raise NotImplementedError
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _make_tokenizer(self) -> Any:
+        raise NotImplementedError
+
+    # -- common properties --------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- tokenizer and preprocessing (attached lazily) ----------------------------------------
+
+    @property
+    def tokenizer(self) -> Any:
+        """A callable ``(texts, context_length=...) -> LongTensor [N, L]``."""
+        if self._tokenizer is None:
+            self._tokenizer = self._make_tokenizer()
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = value
+
+    @property
+    def preprocessor(self) -> Any:
+        """The image transform (model.preprocess.Preprocess) for this model's size, mean/std,
+        resize mode and filter. A plain picklable object: hand this, not the model, to worker
+        processes."""
+        if self._preprocessor is None:
+            from model.preprocess import Preprocess
+
+            self._preprocessor = Preprocess(
+                self.image_size,
+                mean=tuple(self.preprocess_cfg["mean"]),
+                std=tuple(self.preprocess_cfg["std"]),
+                resize_mode=self.resize_mode,
+                interpolation=self.interpolation,
+            )
+        return self._preprocessor
+
+    @preprocessor.setter
+    def preprocessor(self, value: Any) -> None:
+        self._preprocessor = value
+
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Texts -> LongTensor [N, context_length], as the family's reference tokenizer makes them."""
+        return self.tokenizer(texts, context_length=self.context_length)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """A PIL image -> FloatTensor [3, R, R], resized (and cropped) and normalised."""
+        return self.preprocessor(image)
+
+    # -- scores ---------------------------------------------------------------------------------
+
+    def score(self, cosine: np.ndarray | torch.Tensor | float) -> np.ndarray:
+        """The relevance of pairs with these cosine similarities, as float32 numpy.
+
+        ``score_kind == "sigmoid"``: the model's own match probability in [0, 1], comparable
+        across models of that kind. ``"cosine"``: the cosine unchanged.
+        """
+        values = torch.as_tensor(np.asarray(cosine, dtype=np.float32))
+        return values.numpy().astype(np.float32, copy=False)
+
+    # -- batched inference helpers -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """Eval mode + inference mode (+ bf16 autocast on CUDA) for the duration."""
+        was_training = self.training
+        self.eval()
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(torch.inference_mode())
+                if self.device.type == "cuda":
+                    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+                    stack.enter_context(torch.autocast("cuda", dtype=dtype))
+                yield
+        finally:
+            self.train(was_training)
+
+    @staticmethod
+    def _normalised(features: torch.Tensor) -> np.ndarray:
+        return F.normalize(features.float(), dim=-1).cpu().numpy().astype(np.float32, copy=False)
+
+    def _check_pixels(self, pixels: torch.Tensor) -> None:
+        r = self.image_size
+        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, r, r):
+            raise ModelError(f"expected pixels of shape [N, 3, {r}, {r}], got {list(pixels.shape)}")
+
+    def embed_pixels(self, pixels: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+        """[N, 3, R, R] preprocessed pixels -> float32 [N, E], L2-normalised."""
+        check_batch_size(batch_size)
+        if not isinstance(pixels, torch.Tensor):
+            raise ModelError(
+                f"embed_pixels expects a FloatTensor [N, 3, R, R], got {type(pixels).__name__}"
+            )
+        self._check_pixels(pixels)
+        if pixels.shape[0] == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        out = []
+        with self._inference():
+            for start in range(0, pixels.shape[0], batch_size):
+                chunk = pixels[start : start + batch_size].to(self.device, non_blocking=True)
+                out.append(self._normalised(self.encode_image(chunk)))
+        return np.concatenate(out)
+
+    def _check_texts(self, texts: Sequence[str] | str) -> list[str]:
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ModelError(f"embed_texts expects strings; item {i} is {type(text).__name__}")
+        return texts
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        """Texts -> float32 [N, E], L2-normalised. A single str is taken as one text."""
+        check_batch_size(batch_size)
+        texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        tokens = self.tokenize(texts)  # [N, context_length]
+        out = []
+        with self._inference():
+            for start in range(0, len(texts), batch_size):
+                out.append(self._normalised(self.encode_text(tokens[start : start + batch_size])))
+        return np.concatenate(out)
+
+    def embed_images(
+        self, images: Sequence[Image.Image | str | Path], batch_size: int = 64
+    ) -> np.ndarray:
+        """PIL images or image file paths -> float32 [N, E], L2-normalised.
+
+        A path that cannot be read as an image raises :class:`ModelError` naming it.
+        """
+        check_batch_size(batch_size)
+        from PIL import Image as PILImage
+
+        if isinstance(images, (str, Path, PILImage.Image)):
+            images = [images]
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = [self._pixels_of(item) for item in images[start : start + batch_size]]
+            out.append(self.embed_pixels(torch.stack(batch), batch_size=batch_size))
+        return np.concatenate(out)
+
+    def _pixels_of(self, item: Any) -> torch.Tensor:
+        from PIL import Image as PILImage
+
+        if isinstance(item, PILImage.Image):
+            return self.preprocess(item)
+        if isinstance(item, (str, Path)):
+            from model.preprocess import load_image
+
+            try:
+                image = load_image(item)
+            except ModelError:
+                raise
+            except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+                raise ModelError(f"cannot read image {str(item)!r}: {exc}") from exc
+            return self.preprocess(image)
+        raise ModelError(f"embed_images expects PIL images or paths, got {type(item).__name__}")

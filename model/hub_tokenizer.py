@@ -1,0 +1,162 @@
+"""The tokenizers hub folders ship (``tokenizer.json``), with open_clip's cleaning and padding.
+
+SigLIP (T5-style SentencePiece Unigram), SigLIP 2 (Gemma SentencePiece BPE with byte fallback)
+and XLM-RoBERTa (SentencePiece Unigram with the fairseq id offset) all come as a Hugging Face
+``tokenizer.json``: the normaliser, pre-tokenizer, model and the template that appends the end
+id (and the start id for XLM-R). It is read with the ``tokenizers`` library, not re-implemented;
+what open_clip adds around it is done here:
+
+1. clean each text (``clean``): ``"canonicalize"`` (ftfy, HTML unescaped twice, ``_`` -> space,
+   ASCII punctuation removed, lower case, whitespace collapsed; SigLIP), ``"whitespace"`` (ftfy,
+   HTML, whitespace collapsed; XLM-R, cased) or ``"lower"`` (the same, lower-cased);
+2. encode, truncated to the context length with the template's special ids kept (the end id stays
+   last), and padded to the context length with the folder's pad token
+   (``special_tokens_map.json`` / ``tokenizer_config.json``: ``</s>`` for SigLIP, ``<pad>`` for
+   SigLIP 2 and XLM-R).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import string
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import ftfy
+import regex
+import torch
+
+from model.errors import CheckpointError, ModelError
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_JSON = "tokenizer.json"
+CLEAN_MODES = ("canonicalize", "whitespace", "lower")
+_WHITESPACE = regex.compile(r"\s+")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+# As model.tokenizer: bound the work on huge input; no context holds this many characters' ids.
+_MAX_CHARS = 16384
+
+
+def _basic_clean(text: str) -> str:
+    text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+def clean_text(text: str, mode: str) -> str:
+    """open_clip's text cleaning (``tokenizer_kwargs.clean``) of one text."""
+    text = _basic_clean(text[:_MAX_CHARS])
+    if mode == "canonicalize":
+        text = text.replace("_", " ").translate(_PUNCTUATION).lower()
+    elif mode == "lower":
+        text = text.lower()
+    elif mode != "whitespace":
+        raise ModelError(f"unknown text cleaning {mode!r}; expected one of {CLEAN_MODES}")
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def _special_token(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("content"), str):
+        return str(value["content"])
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not readable JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}
+
+
+class HubTokenizer:
+    """``HubTokenizer(folder, clean="canonicalize")(["a dog"], context_length=64)`` ->
+    LongTensor [1, 64]: the ids open_clip's ``HFTokenizer`` gives for that folder."""
+
+    def __init__(self, folder: str | Path, clean: str = "whitespace") -> None:
+        try:
+            from tokenizers import Tokenizer as _Tokenizer
+        except ImportError as exc:  # pragma: no cover - a core dependency
+            raise ModelError(
+                "reading this model's tokenizer needs the 'tokenizers' package: "
+                "pip install tokenizers"
+            ) from exc
+        if clean not in CLEAN_MODES:
+            raise ModelError(f"unknown text cleaning {clean!r}; expected one of {CLEAN_MODES}")
+        folder = Path(folder)
+        path = folder / TOKENIZER_JSON
+        if not path.is_file():
+            raise CheckpointError(
+                f"{folder}: no {TOKENIZER_JSON}; this model's tokenizer comes with its hub folder "
+                "(download tokenizer.json, tokenizer_config.json and special_tokens_map.json "
+                "with the weights)"
+            )
+        try:
+            self._tok = _Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust side raises plain Exceptions on a bad file
+            raise CheckpointError(f"{path}: not a readable tokenizer.json: {exc}") from exc
+        self.folder = folder
+        self.clean = clean
+        self.pad_token = self._find_pad_token(folder)
+        pad_id = self._tok.token_to_id(self.pad_token)
+        if pad_id is None:
+            raise CheckpointError(
+                f"{path}: the pad token {self.pad_token!r} named by the folder is not in the "
+                "vocabulary"
+            )
+        self.pad_id: int = pad_id
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    @staticmethod
+    def _find_pad_token(folder: Path) -> str:
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            path = folder / name
+            if path.is_file():
+                token = _special_token(_read_json(path).get("pad_token"))
+                if token:
+                    return token
+        raise CheckpointError(
+            f"{folder}: no pad token: expected special_tokens_map.json or tokenizer_config.json "
+            "naming pad_token beside tokenizer.json"
+        )
+
+    def __repr__(self) -> str:
+        return f"HubTokenizer({str(self.folder)!r}, clean={self.clean!r})"
+
+    def __call__(self, texts: str | Sequence[str], context_length: int = 64) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        if context_length < 2:
+            raise ModelError(f"context_length must be at least 2, got {context_length}")
+        cleaned = []
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ModelError(f"the tokenizer takes str; item {i} is {type(text).__name__}")
+            cleaned.append(clean_text(text, self.clean))
+        out = torch.full((len(cleaned), context_length), self.pad_id, dtype=torch.long)
+        if not cleaned:
+            return out
+        # As transformers' truncation does it: the text's own ids are cut to leave room for the
+        # template's special ids, which are then added (the end id stays last). Done on each
+        # encoding, so a tokenizer shared between threads is never reconfigured.
+        room = context_length - self._tok.num_special_tokens_to_add(False)
+        if room < 0:
+            raise ModelError(f"context_length {context_length} cannot hold the special tokens")
+        for row, enc in enumerate(self._tok.encode_batch(cleaned, add_special_tokens=False)):
+            if len(enc.ids) > room:
+                enc.truncate(room)
+            ids = self._tok.post_process(enc, None, add_special_tokens=True).ids[:context_length]
+            out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        return out
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.flatten().tolist()
+        return str(self._tok.decode([int(i) for i in ids], skip_special_tokens=True))

@@ -1,0 +1,304 @@
+"""SigLIP and SigLIP 2: a ViT without class token pooled by attention, a non-causal text tower
+read at its last position, and a sigmoid score.
+
+As open_clip builds ``ViT-B-16-SigLIP`` / ``ViT-B-16-SigLIP2`` (``CustomTextCLIP``):
+
+- image tower: timm's ``vit_*_siglip_*`` ViT. Patches (a biased conv) plus learnt position
+  embeddings, pre-norm blocks (LayerNorm eps 1e-6, exact GELU), a final LayerNorm, then the
+  multi-head attention-pooling ("MAP") head: one learnt latent query attends over every patch
+  token, followed by a residual MLP. No projection: the feature is the head's output, so
+  ``embed_dim`` is the tower's width.
+- text tower: :class:`~model.towers.TextTransformer` without causal mask, the feature read at
+  the last position (texts are padded to the full 64 tokens, so that is always the same slot),
+  LayerNorm eps 1e-6, a biased linear projection; SigLIP 2 uses tanh-approximate GELU in it.
+- ``logit_scale`` and ``logit_bias``: the probability that an image and a text match is
+  ``sigmoid(exp(logit_scale) * cos + logit_bias)`` (:meth:`SigLIP.score`).
+- preprocessing: the whole image squashed to R x R (bicubic), mean = std = 0.5.
+- tokenizer: the hub folder's ``tokenizer.json`` (T5 SentencePiece for SigLIP, Gemma for
+  SigLIP 2) with open_clip's "canonicalize" cleaning (:mod:`model.hub_tokenizer`).
+
+Parameters are named as :class:`~model.clip.Transformer` names them (``visual.transformer.
+resblocks.N.ln_1`` ...); :func:`from_open_clip_state` renames timm's (``visual.trunk.blocks.N.
+norm1``, ``attn.qkv``, ``mlp.fc1`` ...), which is how open_clip hub folders store them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.base import EmbeddingModel
+from model.clip import LayerNorm, Transformer, _check_positive_int, _dataclass_from
+from model.errors import ModelError
+from model.towers import TextTowerConfig, TextTransformer, activation
+
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class SigLIPVisionConfig:
+    """timm's SigLIP ViT with the MAP head."""
+
+    image_size: int = 224  # input side R
+    patch_size: int = 16  # patch side P; the grid is R // P (384 / 14 -> 27: the rest is unused)
+    width: int = 768  # token width D (also the feature width: no projection)
+    layers: int = 12  # transformer blocks
+    heads: int = 12  # attention heads of the blocks and of the MAP head
+    mlp_dim: int = 3072  # hidden width of each block's MLP and of the MAP head's MLP
+    eps: float = 1e-6  # LayerNorm epsilon
+    act: str = "gelu"  # key of model.towers.ACTIVATIONS
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "width", "layers", "heads", "mlp_dim"):
+            _check_positive_int("vision", name, getattr(self, name))
+        if self.width % self.heads:
+            raise ModelError(f"vision.heads={self.heads} does not divide width={self.width}")
+        if self.image_size < self.patch_size:
+            raise ModelError(
+                f"vision.image_size={self.image_size} is smaller than a patch ({self.patch_size})"
+            )
+        activation(self.act)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+
+def _siglip_text_default() -> TextTowerConfig:
+    return TextTowerConfig(
+        context_length=64,
+        vocab_size=32000,
+        width=768,
+        heads=12,
+        layers=12,
+        mlp_dim=3072,
+        causal=False,
+        pool="last",
+        proj_bias=True,
+        eps=1e-6,
+    )
+
+
+@dataclass
+class SigLIPConfig:
+    """A whole SigLIP (or SigLIP 2: ``text.act == "gelu_tanh"``)."""
+
+    embed_dim: int = 768  # the joint space: the image tower's width, the text projection's output
+    vision: SigLIPVisionConfig = field(default_factory=SigLIPVisionConfig)
+    text: TextTowerConfig = field(default_factory=_siglip_text_default)
+    text_clean: str = "canonicalize"  # open_clip's tokenizer_kwargs.clean
+
+    def __post_init__(self) -> None:
+        _check_positive_int("config", "embed_dim", self.embed_dim)
+        if self.embed_dim != self.vision.width:
+            raise ModelError(
+                f"a SigLIP image feature is its tower's width ({self.vision.width}); "
+                f"embed_dim={self.embed_dim} differs"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SigLIPConfig:
+        if not isinstance(data, dict):
+            raise ModelError(f"a SigLIP config must be a JSON object, got {type(data).__name__}")
+        vision = _dataclass_from(SigLIPVisionConfig, data.get("vision", {}), "vision")
+        text = _dataclass_from(TextTowerConfig, data.get("text", {}), "text")
+        rest = {k: v for k, v in data.items() if k not in ("vision", "text")}
+        unknown = set(rest) - {"embed_dim", "text_clean"}
+        if unknown:
+            raise ModelError(f"unknown SigLIP config keys: {sorted(unknown)}")
+        return cls(vision=vision, text=text, **rest)
+
+
+class MAPHead(nn.Module):
+    """Multi-head attention pooling: a learnt latent query attends over the tokens, then a
+    residual MLP on the pooled vector. [N, L, D] -> [N, D]."""
+
+    def __init__(self, width: int, heads: int, mlp_dim: int, act: Any, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.latent = nn.Parameter(torch.zeros(1, 1, width))
+        self.q = nn.Linear(width, width)
+        self.kv = nn.Linear(width, 2 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm = LayerNorm(width, eps=eps)
+        self.mlp = nn.Sequential(
+            OrderedDict(
+                [
+                    ("fc1", nn.Linear(width, mlp_dim)),
+                    ("act", act()),
+                    ("fc2", nn.Linear(mlp_dim, width)),
+                ]
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, length, width = x.shape  # [N, L, D]
+        head_dim = width // self.heads
+        q = (
+            self.q(self.latent).view(1, self.heads, 1, head_dim).expand(n, -1, -1, -1)
+        )  # [N, H, 1, D/H]
+        kv = self.kv(x).view(n, length, 2, self.heads, head_dim)  # [N, L, 2, H, D/H]
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each [N, H, L, D/H]
+        pooled = F.scaled_dot_product_attention(q, k, v)  # [N, H, 1, D/H]
+        pooled = self.proj(pooled.reshape(n, width))  # [N, D]
+        return pooled + self.mlp(self.norm(pooled))
+
+
+class SigLIPVisionTransformer(nn.Module):
+    """Patches + position embeddings -> transformer -> LayerNorm -> MAP head. [N, 3, R, R] -> [N, D]."""
+
+    def __init__(self, cfg: SigLIPVisionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        act = activation(cfg.act)
+        self.patch_embed = nn.Conv2d(
+            3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
+        self.pos_embed = nn.Parameter(torch.empty(1, cfg.grid * cfg.grid, cfg.width))
+        self.transformer = Transformer(
+            cfg.width, cfg.layers, cfg.heads, cfg.mlp_dim / cfg.width, act, eps=cfg.eps
+        )
+        self.norm = LayerNorm(cfg.width, eps=cfg.eps)
+        self.attn_pool = MAPHead(cfg.width, cfg.heads, cfg.mlp_dim, act, cfg.eps)
+        if not self.pos_embed.is_meta:
+            nn.init.normal_(self.pos_embed, std=cfg.width**-0.5)
+            nn.init.normal_(self.attn_pool.latent, std=cfg.width**-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x)  # [N, D, G, G]
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed  # [N, G*G, D]
+        x = self.transformer(x)
+        return self.attn_pool(self.norm(x))  # [N, D]
+
+
+class SigLIP(EmbeddingModel):
+    """SigLIP / SigLIP 2; the public surface is :class:`~model.base.EmbeddingModel`'s."""
+
+    family = "siglip"
+    score_kind = "sigmoid"
+
+    def __init__(self, config: SigLIPConfig, tokenizer_dir: str | Path | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, SigLIPConfig):
+            raise ModelError(f"SigLIP needs a SigLIPConfig, got {type(config).__name__}")
+        self.config = config
+        self.tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
+        self.preprocess_cfg = {"mean": SIGLIP_MEAN, "std": SIGLIP_STD}
+        self.resize_mode = "squash"
+        self.interpolation = "bicubic"
+        self.visual = SigLIPVisionTransformer(config.vision)
+        self.text = TextTransformer(config.text, config.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.config.vision.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text.context_length
+
+    def _make_tokenizer(self) -> Any:
+        from model.hub_tokenizer import HubTokenizer
+
+        if self.tokenizer_dir is None:
+            raise ModelError(
+                "this SigLIP model has no tokenizer: load it from its hub folder (tokenizer.json "
+                "beside the weights), or set model.tokenizer"
+            )
+        return HubTokenizer(self.tokenizer_dir, clean=self.config.text_clean)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, 3, R, R] normalised pixels -> [N, E] unnormalised image features."""
+        self._check_pixels(pixels)
+        return self.visual(pixels.to(device=self.device, dtype=self.dtype))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[N, context_length] token ids -> [N, E] unnormalised text features."""
+        if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
+            raise ModelError(
+                f"expected token ids of shape [N, {self.context_length}] (SigLIP reads the last "
+                f"position of the padded text), got {list(tokens.shape)}"
+            )
+        if tokens.shape[0] == 0:
+            return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
+        return self.text(tokens.to(self.device))
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Pair logits [N_img, N_txt]: exp(logit_scale) * cos + logit_bias (sigmoid -> probability)."""
+        img = F.normalize(self.encode_image(pixels), dim=-1)
+        txt = F.normalize(self.encode_text(tokens), dim=-1)
+        return self.logit_scale.exp() * img @ txt.t() + self.logit_bias
+
+    def score(self, cosine: np.ndarray | torch.Tensor | float) -> np.ndarray:
+        """The probability that pairs with these cosines match: sigmoid(exp(scale) * cos + bias)."""
+        values = torch.as_tensor(np.asarray(cosine, dtype=np.float32))
+        scale = float(self.logit_scale.detach().float().exp())
+        bias = float(self.logit_bias.detach().float())
+        return torch.sigmoid(values * scale + bias).numpy().astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# open_clip / timm parameter names
+# --------------------------------------------------------------------------------------------
+
+_BLOCK_RENAMES = (
+    ("norm1.", "ln_1."),
+    ("norm2.", "ln_2."),
+    ("attn.qkv.weight", "attn.in_proj_weight"),
+    ("attn.qkv.bias", "attn.in_proj_bias"),
+    ("attn.proj.", "attn.out_proj."),
+    ("mlp.fc1.", "mlp.c_fc."),
+    ("mlp.fc2.", "mlp.c_proj."),
+)
+_BLOCK_KEY = re.compile(r"^visual\.trunk\.blocks\.(\d+)\.(.*)$")
+
+
+def from_open_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip's names (timm's under ``visual.trunk.``) -> :class:`SigLIP`'s. Keys it does not
+    know are kept as they are, so a strict comparison reports them."""
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key
+        match = _BLOCK_KEY.match(key)
+        if match:
+            rest = match.group(2)
+            for old, repl in _BLOCK_RENAMES:
+                if rest.startswith(old):
+                    rest = repl + rest[len(old) :]
+                    break
+            new = f"visual.transformer.resblocks.{match.group(1)}.{rest}"
+        elif key.startswith("visual.trunk.patch_embed.proj."):
+            new = "visual.patch_embed." + key[len("visual.trunk.patch_embed.proj.") :]
+        elif key.startswith("visual.trunk.") and key.split(".")[2] in (
+            "pos_embed",
+            "norm",
+            "attn_pool",
+        ):
+            new = "visual." + key[len("visual.trunk.") :]
+        out[new] = value
+    return out
+
+
+def vision_heads(width: int) -> int:
+    """The head count of timm's SigLIP ViTs of this width (not in a state dict): B 768 -> 12,
+    L 1024 -> 16, SO400M 1152 -> 16, g-opt 1536 -> 16; otherwise width // 64."""
+    return {768: 12, 1024: 16, 1152: 16, 1536: 16}.get(width, max(1, width // 64))

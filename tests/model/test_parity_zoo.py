@@ -1,0 +1,98 @@
+"""Parity with the reference outputs in ../shared/data/parity-zoo (open_clip 3.3.0 on shrunk
+SigLIP, SigLIP 2, MobileCLIP2 and XLM-RoBERTa CLIP models): each hub folder loaded with
+``model.load`` as a user would bring it reproduces the token ids, the preprocessed pixels, the
+image and text features and the logit scale/bias."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from model import load
+from model.base import EmbeddingModel
+from model.testing import assert_features_match
+
+CASES = ["siglip", "siglip2"]
+_LOADED: dict[str, EmbeddingModel] = {}
+
+
+def _folder(shared_data: Path, name: str) -> Path:
+    return shared_data / "parity-zoo" / name
+
+
+def _model(shared_data: Path, name: str) -> EmbeddingModel:
+    """Each case is loaded once per session (the tests only read from the model)."""
+    if name not in _LOADED:
+        _LOADED[name] = load(_folder(shared_data, name), device="cpu")
+    return _LOADED[name]
+
+
+def _expected(shared_data: Path, name: str) -> dict[str, torch.Tensor]:
+    return load_file(_folder(shared_data, name) / "expected.safetensors")
+
+
+def _texts(shared_data: Path) -> list[str]:
+    return json.loads((shared_data / "parity-zoo" / "texts.json").read_text(encoding="utf-8"))
+
+
+def _images(shared_data: Path, name: str) -> list:
+    from PIL import Image
+
+    case = json.loads((_folder(shared_data, name) / "case.json").read_text())
+    images = []
+    for filename in case["images"]:
+        with Image.open(shared_data / "parity-zoo" / "images" / filename) as img:
+            img.load()
+            images.append(img)
+    return images
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_tokens_are_the_reference_ids(shared_data: Path, name: str) -> None:
+    model = _model(shared_data, name)
+    tokens = model.tokenize(_texts(shared_data))
+    assert torch.equal(tokens, _expected(shared_data, name)["tokens"])
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_preprocessing_matches_the_reference_pixels(shared_data: Path, name: str) -> None:
+    model = _model(shared_data, name)
+    pixels = torch.stack([model.preprocess(img) for img in _images(shared_data, name)])
+    torch.testing.assert_close(pixels, _expected(shared_data, name)["pixels"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_features_and_logit_parameters_match_the_reference(shared_data: Path, name: str) -> None:
+    model = _model(shared_data, name)
+    expected = _expected(shared_data, name)
+    with torch.inference_mode():
+        image = model.encode_image(expected["pixels"])
+        text = model.encode_text(expected["tokens"])
+    assert_features_match(image, expected["image_features"])
+    assert_features_match(text, expected["text_features"])
+    scale = getattr(model, "logit_scale").detach().float()  # noqa: B009
+    assert abs(scale.item() - expected["logit_scale"].item()) <= 1e-4
+    if "logit_bias" in expected:
+        bias = getattr(model, "logit_bias").detach().float()  # noqa: B009
+        assert abs(bias.item() - expected["logit_bias"].item()) <= 1e-4
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_end_to_end_from_raw_images_and_texts(shared_data: Path, name: str) -> None:
+    """The user's path: raw strings and PIL images through the embed_* helpers."""
+    model = _model(shared_data, name)
+    expected = _expected(shared_data, name)
+    got_images = torch.from_numpy(model.embed_images(_images(shared_data, name), batch_size=4))
+    got_texts = torch.from_numpy(model.embed_texts(_texts(shared_data), batch_size=4))
+    for got, want in (
+        (got_images, expected["image_features"]),
+        (got_texts, expected["text_features"]),
+    ):
+        cosine = (got * F.normalize(want, dim=-1)).sum(dim=-1)
+        assert cosine.min().item() >= 0.99999
+    assert model.embed_dim == got_images.shape[1]
