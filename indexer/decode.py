@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from indexer import safe_files
+from indexer.scan import OUTSIDE_ROOTS
 from indexer.scan import sniff as _sniff
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ class DecodeResult:
     thumbnail: str | None = None  # key relative to thumb_dir: "ab/abcdef....jpg"
     reason: str | None = None
     problem: str | None = None  # short code: empty, truncated, not_image, too_many_pixels,
-    #                             unreadable, gone, too_large, disk_full, thumbnail, crashed
+    #                             unreadable, gone, too_large, disk_full, thumbnail, crashed, changed
 
 
 @functools.lru_cache(maxsize=1)
@@ -93,12 +95,27 @@ def thumbnail_key(sha256: str) -> str:
     return f"{sha256[:2]}/{sha256}.jpg"
 
 
-def _read_file(path: str) -> bytes | DecodeResult:
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+def _open_checked(path: str, roots: Sequence[str] | None) -> int:
+    """Open for reading without following a link swapped in after the path was resolved: the
+    resolved path is opened component by component with ``O_NOFOLLOW`` (and must lie inside
+    ``roots`` when given). Raises OSError like ``os.open``; UnsafeFile outside the roots."""
+    if roots is not None:
+        opened = safe_files.open_confined(path, roots)
+        return opened.fd
+    return safe_files.open_nofollow(os.path.realpath(path))
+
+
+def _read_file(
+    path: str, roots: Sequence[str] | None = None, expect: tuple[int, int] | None = None
+) -> bytes | DecodeResult:
     if "\x00" in path:
         return _fail(path, "unreadable", "unreadable: the path contains a NUL character")
     try:
-        fd = os.open(path, flags)
+        fd = _open_checked(path, roots)
+    except safe_files.UnsafeFile as exc:
+        if exc.outside:
+            return _fail(path, "unreadable", f"unreadable: {OUTSIDE_ROOTS}")
+        return _fail(path, "gone", str(exc))
     except PermissionError:
         return _fail(
             path, "unreadable", "unreadable: permission denied (check the file's owner and mode)"
@@ -114,14 +131,25 @@ def _read_file(path: str) -> bytes | DecodeResult:
             "the file disappeared after it was found (moved or deleted); re-scan the folder",
         )
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return _fail(path, "unreadable", "unreadable: symbolic link loop")
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            return _fail(
+                path,
+                "unreadable",
+                "unreadable: symbolic link loop, or a link swapped in while it was being opened",
+            )
         return _fail(path, "unreadable", f"unreadable: {exc.strerror or exc}")
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return _fail(
                 path, "unreadable", "unreadable: not a regular file (a pipe, socket or device)"
+            )
+        if expect is not None and (st.st_size, st.st_mtime_ns) != tuple(expect):
+            return _fail(
+                path,
+                "changed",
+                "the file changed after its folder was scanned (replaced or still being written); "
+                "ingest the folder again",
             )
         if st.st_size == 0:
             return _fail(
@@ -266,13 +294,17 @@ def decode_file(
     preprocess: Callable[[Image.Image], Any] | None = None,
     max_pixels: int | None = None,
     want_pixels: bool = True,
+    roots: Sequence[str] | None = None,
+    expect: tuple[int, int] | None = None,
 ) -> DecodeResult:
     """Decode one file; see the module docstring. ``preprocess`` defaults to
     ``model.preprocess.Preprocess(image_size)``; pass ``model.preprocessor`` to use a checkpoint's
     own mean/std. ``thumb_dir=None`` writes no thumbnail. ``max_pixels`` defaults to Pillow's
-    ``Image.MAX_IMAGE_PIXELS``."""
+    ``Image.MAX_IMAGE_PIXELS``. ``roots``: the file must resolve inside them (a link out is
+    refused); ``expect``: the (size, mtime_ns) the scan saw, else the file is reported changed.
+    Either way the file is opened with no link followed after its path was resolved."""
     spath = os.fsdecode(path)
-    data = _read_file(spath)
+    data = _read_file(spath, roots, expect)
     if isinstance(data, DecodeResult):
         return data
     size = len(data)
@@ -538,12 +570,15 @@ def decode_many(
     workers: int | None = None,
     preprocess: Callable[[Image.Image], Any] | None = None,
     max_pixels: int | None = None,
+    roots: Sequence[str] | None = None,
+    expect: Sequence[tuple[int, int]] | None = None,
 ) -> list[DecodeResult]:
     """``decode_file`` over many paths, in parallel, results in the order given. Pass a long-lived
     ``pool`` to avoid starting processes per call; otherwise one is made (``workers`` of them,
-    default: the cores) and closed."""
+    default: the cores) and closed. ``roots`` and ``expect`` (one per path) as decode_file."""
     fn = functools.partial(
-        decode_file,
+        decode_file if expect is None else _decode_expected,
+        roots=None if roots is None else [os.fsdecode(r) for r in roots],
         image_size=image_size,
         thumb_dir=None if thumb_dir is None else os.fspath(thumb_dir),
         thumb_size=thumb_size,
@@ -551,8 +586,20 @@ def decode_many(
         preprocess=preprocess,
         max_pixels=max_pixels,
     )
-    items = [os.fsdecode(p) for p in paths]
+    names = [os.fsdecode(p) for p in paths]
+    items = names
+    if expect is not None:  # a NUL never occurs in a path: it carries the expectation along
+        items = [f"{p}\x00{int(e[0])}\x00{int(e[1])}" for p, e in zip(names, expect, strict=True)]
     if pool is not None:
-        return pool.map(fn, items)
-    with DecodePool(workers) as own:
-        return own.map(fn, items)
+        results = pool.map(fn, items)
+    else:
+        with DecodePool(workers) as own:
+            results = own.map(fn, items)
+    for result, name in zip(results, names, strict=True):
+        result.path = name
+    return results
+
+
+def _decode_expected(item: str, **kwargs: Any) -> DecodeResult:
+    path, size, mtime_ns = item.split("\x00")
+    return decode_file(path, expect=(int(size), int(mtime_ns)), **kwargs)

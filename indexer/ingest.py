@@ -54,7 +54,7 @@ from indexer.catalog import (
 )
 from indexer.decode import DecodePool, DecodeResult, decode_many, retry_on_rescan
 from indexer.errors import IndexerError, IngestError
-from indexer.scan import check_path_allowed, scan_folder
+from indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
 from indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,8 @@ def plan_ingest(
     plan = IngestPlan(job_id=job_id, root=root, problems=problems)
     root_db = path_to_db(root)
     seen: dict[str, FileInfo] = {path_to_db(f.path): f for f in files}
-    bad_db = [path_to_db(p.path) for p in problems]
+    # A link that now leads out of the allowed roots is no shield: its row leaves the served set.
+    bad_db = [path_to_db(p.path) for p in problems if p.reason != OUTSIDE_ROOTS]
 
     def shielded(db_path: str) -> bool:  # under an entry we could not read: keep its rows
         return any(db_path == b or db_path.startswith(b.rstrip("/") + "/") for b in bad_db)
@@ -512,9 +513,13 @@ def process_batch(
     if model_id is None:
         model_id = ensure_model(sessions, model)
     ids = sorted({int(i) for i in image_ids})
+    roots: list[str] | None = None  # a confined (API) job's files must resolve inside its roots
     if job_id is not None:
         with sessions() as s:
             state = s.scalar(sa.select(Job.state).where(Job.id == job_id))
+            params = s.scalar(sa.select(Job.params).where(Job.id == job_id)) or {}
+        if isinstance(params, dict) and isinstance(params.get("allowed_roots"), list):
+            roots = [path_from_db(str(r)) for r in params["allowed_roots"]]
         if state in (None, "cancelled", "failed"):
             log.info("job %s is %s: batch of %d skipped", job_id, state or "gone", len(ids))
             result.skipped = len(ids)
@@ -561,6 +566,8 @@ def process_batch(
         draft,
         pool=pool or DecodePool(1),
         preprocess=preprocess,
+        roots=roots,
+        expect=[(int(r.size), int(r.mtime_ns)) for r in work],  # the file the scan saw
     )
 
     # Content already embedded by this model (anywhere in the catalog) is not embedded again.

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from . import catalog
+from . import catalog, safe_files
 from .catalog import Embedding, Image, Job, ModelRecord
 from .celery_app import TASK_INGEST, TASK_REINDEX, default_broker_url, make_celery
 from .errors import Conflict, IndexerError, IngestError, NotFound, PathNotAllowed
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 MAX_K = 1000
 MAX_LIST = 1000
+RESCAN_MTIME = -1  # an image's catalog mtime once serving found its file changed: re-scan it
 # Re-examine embeddings this far below the watermark: PostgreSQL sequences may commit out of order.
 _EMBEDDING_ID_WINDOW = 1000
 
@@ -157,6 +158,7 @@ class Library:
         self._refresh_lock = threading.Lock()
         self._last_refresh = 0.0
         self._workers: list[Any] = []
+        self._ingest_roots: tuple[float, list[str]] | None = None
         self._roots = (
             None
             if config.allowed_roots is None
@@ -475,34 +477,112 @@ class Library:
             return catalog.image_vector(session, image_id, served.model_id)
 
     def thumbnail_path(self, image_id: int) -> Path:
-        """The thumbnail file of an image, by catalog id only (never a path from the caller)."""
+        """The thumbnail file of an image, by catalog id only (never a path from the caller),
+        checked as :meth:`open_thumbnail` checks it."""
+        with self.open_thumbnail(image_id) as opened:
+            return Path(opened.real_path)
+
+    def open_thumbnail(self, image_id: int) -> safe_files.OpenedFile:
+        """The thumbnail, opened inside the thumbnails folder with no symbolic link followed,
+        and a JPEG (what the decoder writes). Raises NotFound."""
         image_id = _as_id(image_id)
         with self._session() as session:
             key = catalog.get_image(session, image_id).thumbnail
         parts = (key or "").split("/")
         if len(parts) != 2 or not all(p and p not in (".", "..") and "\\" not in p for p in parts):
             raise NotFound(f"image {image_id} has no thumbnail (it may not be processed yet)")
-        path = self.thumbnails_dir / parts[0] / parts[1]
-        if not path.is_file():
-            raise NotFound(f"the thumbnail of image {image_id} is missing; re-ingest its folder")
-        return path
+        try:
+            opened = safe_files.open_confined(
+                self.thumbnails_dir / parts[0] / parts[1], [self.thumbnails_dir], "thumbnail"
+            )
+        except safe_files.UnsafeFile as exc:
+            raise NotFound(f"image {image_id}: {exc}") from None
+        if safe_files.media_type(opened, "JPEG") is None:
+            opened.close()
+            raise NotFound(f"the thumbnail of image {image_id} is damaged; ingest its folder again")
+        return opened
 
     @property
     def thumbnails_dir(self) -> Path:
         return self.data_dir / "thumbnails"
 
     def file_path(self, image_id: int) -> Path:
-        """The original file of an image, by catalog id only."""
+        """The original file of an image, by catalog id only, checked as :meth:`open_file`."""
+        with self.open_file(image_id)[0] as opened:
+            return Path(opened.real_path)
+
+    def serving_roots(self, refresh: bool = False) -> list[str]:
+        """The folders whose files may be served: the allowed roots, and every folder an ingest
+        was recorded for (the API's are inside the roots; the CLI's were named by a local user).
+        Cached; ``refresh`` re-reads the jobs (at most once a second)."""
+        now = time.monotonic()
+        cached = self._ingest_roots
+        if cached is None or now - cached[0] > 30.0 or (refresh and now - cached[0] > 1.0):
+            with self._session() as session:
+                params = session.scalars(sa.select(Job.params).where(Job.kind == "ingest")).all()
+            folders = {
+                catalog.path_from_db(p["path"])
+                for p in params
+                if isinstance(p, dict) and isinstance(p.get("path"), str) and p["path"]
+            }
+            cached = self._ingest_roots = (now, sorted(safe_files.resolve_roots(folders)))
+        roots = [str(r) for r in self._roots or []]
+        return roots + [r for r in cached[1] if r not in roots]
+
+    def open_file(self, image_id: int) -> tuple[safe_files.OpenedFile, str | None]:
+        """The original file, opened for serving, and its media type (None: not a recognised
+        image, serve it only as a download).
+
+        Served only if, now, its path resolves to a regular file inside :meth:`serving_roots`,
+        opened with no symbolic link followed, that still matches the catalog (size and mtime,
+        else the sha256). Otherwise NotFound, and the image is marked for re-scan: its catalog
+        mtime is cleared, so the next ingest of its folder decodes the file again (and nothing
+        is served until then)."""
         image_id = _as_id(image_id)
         with self._session() as session:
             row = catalog.get_image(session, image_id)
-            path = Path(catalog.path_from_db(row.path))
-        if not path.is_file():
-            raise NotFound(
-                f"the file of image {image_id} ({row.path}) is no longer on disk; re-ingest its "
-                "folder to update the catalog"
+            path = catalog.path_from_db(row.path)
+            size, mtime_ns, sha, state, fmt = (
+                row.size,
+                row.mtime_ns,
+                row.sha256,
+                row.state,
+                row.format,
             )
-        return path
+        try:
+            try:
+                opened = safe_files.open_confined(path, self.serving_roots())
+            except safe_files.UnsafeFile as exc:
+                if not exc.outside:
+                    raise
+                opened = safe_files.open_confined(path, self.serving_roots(refresh=True))
+            if not safe_files.matches_catalog(opened, size, mtime_ns, sha):
+                opened.close()
+                raise safe_files.UnsafeFile(
+                    "the file changed on disk since it was scanned; it is not served until its "
+                    "folder is ingested again",
+                    rescan=True,
+                )
+        except safe_files.UnsafeFile as exc:
+            if exc.rescan:
+                self._mark_for_rescan(image_id, mtime_ns)
+            raise NotFound(f"image {image_id}: {exc}") from None
+        media = safe_files.media_type(opened, fmt) if state == "ready" else None
+        return opened, media
+
+    def _mark_for_rescan(self, image_id: int, mtime_ns: int | None) -> None:
+        """Clear the image's catalog mtime: the next scan of its folder sees it as changed."""
+        if mtime_ns == RESCAN_MTIME:
+            return
+        try:
+            with self._session() as session:
+                session.execute(
+                    sa.update(Image).where(Image.id == image_id).values(mtime_ns=RESCAN_MTIME)
+                )
+                session.commit()
+        except Exception as exc:  # serving still refuses the file; the mark is an optimisation
+            log.warning("could not mark image %s for re-scan: %s", image_id, exc)
+        log.warning("image %s no longer matches the catalog on disk: marked for re-scan", image_id)
 
     def delete_image(self, image_id: int) -> None:
         """Remove an image from the catalog and the index (the file on disk is left alone).
