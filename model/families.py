@@ -107,6 +107,11 @@ def open_clip_family(data: Mapping[str, Any], folder: Path, source: str) -> str 
     _, vision_cfg, text_cfg = _model_cfg(data, source)
     if vision_cfg.get("timm_model_name"):
         arch, _ = timm_tower(vision_cfg, folder, source)
+        if "siglip" in arch and text_cfg.get("hf_model_name"):
+            raise CheckpointError(
+                f"{source}: a SigLIP image tower with a Hugging Face text tower (NLLB-SigLIP) is "
+                "not supported yet"
+            )
         if "siglip" in arch:
             if "_gap_" in arch or vision_cfg.get("timm_pool", "map") not in ("map", None, ""):
                 raise CheckpointError(
@@ -260,7 +265,21 @@ def _config_class(family: str) -> Any:
 def _assemble(
     family: str, config: Any, state: StateDict, tokenizer_dir: Path | None, source: str
 ) -> EmbeddingModel:
-    """Build on the meta device, check keys and shapes, then take the tensors."""
+    """Build (on the meta device where nothing but weights is needed), check keys and shapes,
+    then take the tensors."""
+    if family == "hf-text":
+        # transformers models keep buffers outside the state dict (position ids): build for real.
+        model = _build(family, config, tokenizer_dir)
+        expected = model.state_dict()
+        # Checkpoints saved with older transformers carry the position ids as a tensor.
+        state = {
+            k: v
+            for k, v in state.items()
+            if k in expected or not k.endswith("embeddings.position_ids")
+        }
+        compare_state_dict(expected, state, source, f"the {family} architecture it describes")
+        model.load_state_dict(state, strict=True)
+        return model
     with torch.device("meta"):
         model = _build(family, config, tokenizer_dir)
     compare_state_dict(model.state_dict(), state, source, f"the {family} architecture it describes")

@@ -17,7 +17,7 @@ from model import load
 from model.base import EmbeddingModel
 from model.testing import assert_features_match
 
-CASES = ["siglip", "siglip2"]
+CASES = ["siglip", "siglip2", "multilingual"]
 _LOADED: dict[str, EmbeddingModel] = {}
 
 
