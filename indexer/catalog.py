@@ -34,6 +34,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,8 @@ class Image(Base):
     __tablename__ = "images"
     __table_args__ = (
         sa.CheckConstraint("state IN ('pending', 'ready', 'failed')", name="ck_images_state"),
+        sa.Index("ix_images_state_id", "state", "id"),
+        {"sqlite_autoincrement": True},  # ids are never reused (PostgreSQL sequences never are)
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -119,11 +122,43 @@ class Image(Base):
     height: Mapped[int | None] = mapped_column(sa.Integer)
     format: Mapped[str | None] = mapped_column(sa.String(16))
     taken_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=False))
-    state: Mapped[str] = mapped_column(sa.String(16), default="pending", index=True)
+    state: Mapped[str] = mapped_column(sa.String(16), default="pending")
     error: Mapped[str | None] = mapped_column(sa.Text)
     thumbnail: Mapped[str | None] = mapped_column(sa.String(128))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    # Set by the database (triggers of migration 0002) from one catalog-wide sequence whenever the
+    # row is inserted, changes state, content or folder, or its content gains a vector: never
+    # written by this code. See changes_since().
+    change_seq: Mapped[int] = mapped_column(sa.BigInteger, index=True, server_default="0")
+
+
+class ImageTombstone(Base):
+    """A deleted image id, numbered from the change sequence (written by a trigger)."""
+
+    __tablename__ = "image_tombstones"
+
+    change_seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
+    image_id: Mapped[int] = mapped_column(sa.BigInteger)
+    deleted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CatalogMark(Base):
+    """Named numbers the catalog keeps (``tombstones_pruned``: the newest pruned tombstone)."""
+
+    __tablename__ = "catalog_marks"
+
+    name: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class ImageCount(Base):
+    """Images per state, kept by triggers so totals never count the library."""
+
+    __tablename__ = "image_counts"
+
+    state: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(sa.BigInteger)
 
 
 class Embedding(Base):
@@ -147,6 +182,7 @@ class Job(Base):
         sa.CheckConstraint(
             "state IN ('queued', 'running', 'done', 'failed', 'cancelled')", name="ck_jobs_state"
         ),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -577,6 +613,143 @@ def load_vectors(
     if not parts:
         return np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32)
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# --------------------------------------------------------------------------------------------
+# Changes since a watermark (what an index refresh reads)
+
+TOMBSTONE_KEEP_DAYS = 30  # a process that last refreshed longer ago than this reloads in full
+# Vectors are fetched by key in chunks this small so that PostgreSQL's planner keeps to the index
+# on any catalog size (with 200 keys of 11,000 rows it already prefers reading the whole table).
+_KEY_CHUNK = 50
+
+
+@dataclass
+class Changes:
+    """What changed after a watermark, for one model: apply ``removed`` then ``upsert``."""
+
+    upsert_ids: np.ndarray  # int64[n]: ready images with a vector for the model
+    upsert_vectors: np.ndarray  # float32[n, D]
+    removed: np.ndarray  # int64[m]: deleted, no longer ready, or without a vector any more
+    watermark: int  # the highest change seen; pass it back as ``after`` next time
+    rows_read: int  # image and tombstone rows read (what the refresh cost)
+    more: bool  # the limit was reached: call again with the new watermark
+    reload: bool = False  # tombstones after ``after`` were pruned: reload from scratch
+
+
+def change_watermark(session: Session) -> int:
+    """The newest change the catalog has committed (two index look-ups)."""
+    a = session.scalar(sa.select(sa.func.max(Image.change_seq))) or 0
+    b = session.scalar(sa.select(sa.func.max(ImageTombstone.change_seq))) or 0
+    return int(max(a, b))
+
+
+def changes_since(session: Session, model_id: int, after: int, limit: int = 10_000) -> Changes:
+    """Images and deletions with a change number above ``after``, at most ``limit`` of each.
+
+    Both reads are range scans of an index on the change number, so the cost follows what
+    changed, not the library's size. Changes are committed in sequence order, so nothing below
+    the returned watermark can appear later."""
+    after = int(after)
+    pruned = session.scalar(
+        sa.select(CatalogMark.value).where(CatalogMark.name == "tombstones_pruned")
+    )
+    if pruned is not None and after < int(pruned):
+        return Changes(_no_ids(), np.zeros((0, 0), np.float32), _no_ids(), after, 0, False, True)
+    # The bound of this round: at most `limit` changes, and never half of one change number.
+    seqs = [
+        int(x)
+        for x in session.scalars(
+            sa.select(Image.change_seq)
+            .where(Image.change_seq > after)
+            .order_by(Image.change_seq)
+            .limit(limit)
+        )
+    ]
+    tseqs = [
+        int(x)
+        for x in session.scalars(
+            sa.select(ImageTombstone.change_seq)
+            .where(ImageTombstone.change_seq > after)
+            .order_by(ImageTombstone.change_seq)
+            .limit(limit)
+        )
+    ]
+    full = len(seqs) >= limit or len(tseqs) >= limit
+    hi_candidates = []
+    if len(seqs) >= limit:
+        hi_candidates.append(seqs[-1])
+    if len(tseqs) >= limit:
+        hi_candidates.append(tseqs[-1])
+    if not seqs and not tseqs:
+        return Changes(_no_ids(), np.zeros((0, 0), np.float32), _no_ids(), after, 0, False)
+    hi = min(hi_candidates) if hi_candidates else max(seqs[-1:] + tseqs[-1:])
+    rows = session.execute(
+        sa.select(Image.id, Image.state, Image.sha256).where(
+            Image.change_seq > after, Image.change_seq <= hi
+        )
+    ).all()
+    gone = session.scalars(
+        sa.select(ImageTombstone.image_id).where(
+            ImageTombstone.change_seq > after, ImageTombstone.change_seq <= hi
+        )
+    ).all()
+    # The vectors by key (the (sha256, model) unique index), never by a join a planner may turn
+    # into a scan of every embedding.
+    wanted = sorted({sha for _, state, sha in rows if state == "ready" and sha})
+    blobs: dict[str, bytes] = {}
+    for start in range(0, len(wanted), _KEY_CHUNK):
+        for sha, blob in session.execute(
+            sa.select(Embedding.sha256, Embedding.vector).where(
+                Embedding.model_id == model_id,
+                Embedding.sha256.in_(wanted[start : start + _KEY_CHUNK]),
+            )
+        ):
+            blobs[sha] = blob
+    up_ids: list[int] = []
+    up_vecs: list[bytes] = []
+    removed = [int(i) for i in gone]
+    for image_id, state, sha in rows:
+        blob = blobs.get(sha) if state == "ready" and sha else None
+        if blob is not None:
+            up_ids.append(int(image_id))
+            up_vecs.append(blob)
+        else:
+            removed.append(int(image_id))
+    if up_ids:
+        ids, vecs = _pack(up_ids, up_vecs)
+    else:
+        ids, vecs = _no_ids(), np.zeros((0, 0), np.float32)
+    return Changes(
+        ids, vecs, np.asarray(removed, np.int64), hi, len(rows) + len(gone), full and hi > after
+    )
+
+
+def prune_tombstones(session: Session, keep_days: float = TOMBSTONE_KEEP_DAYS) -> int:
+    """Forget deletions older than ``keep_days`` (no commit). A process whose watermark is older
+    than what was pruned is told to reload (:attr:`Changes.reload`)."""
+    cutoff = utcnow() - dt.timedelta(days=keep_days)
+    top = session.scalar(
+        sa.select(sa.func.max(ImageTombstone.change_seq)).where(ImageTombstone.deleted_at < cutoff)
+    )
+    if top is None:
+        return 0
+    res = session.execute(sa.delete(ImageTombstone).where(ImageTombstone.change_seq <= top))
+    mark = session.get(CatalogMark, "tombstones_pruned")
+    if mark is None:
+        session.add(CatalogMark(name="tombstones_pruned", value=int(top)))
+    else:
+        mark.value = max(int(mark.value), int(top))
+    return int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def state_counts(session: Session) -> dict[str, int]:
+    """Images per state, from the trigger-kept counts (one tiny table, not the library)."""
+    return {str(s): int(n) for s, n in session.execute(sa.select(ImageCount.state, ImageCount.n))}
+
+
+def _no_ids() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from . import catalog, safe_files
-from .catalog import Embedding, Image, Job, ModelRecord
+from .catalog import Image, Job, ModelRecord
 from .celery_app import TASK_INGEST, TASK_REINDEX, default_broker_url, make_celery
 from .errors import Conflict, IndexerError, IngestError, NotFound, PathNotAllowed
 from .tasks import FINAL_STATES, active_index_row, index_dir, normalise_spec
@@ -40,10 +40,9 @@ from .types import IMAGE_STATES, Hit, ImageInfo, JobInfo, SearchFilters
 log = logging.getLogger(__name__)
 
 MAX_K = 1000
+_MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integers in the catalog
 MAX_LIST = 1000
 RESCAN_MTIME = -1  # an image's catalog mtime once serving found its file changed: re-scan it
-# Re-examine embeddings this far below the watermark: PostgreSQL sequences may commit out of order.
-_EMBEDDING_ID_WINDOW = 1000
 
 __all__ = ["Library", "LibraryConfig", "wait_for_job"]
 
@@ -104,11 +103,7 @@ class _Served:
     spec: str
     index: Any  # VectorIndex
     catalog_version: int | None  # the active IndexVersion it came from (None: built in memory)
-    built_max_image_id: int
-    emb_watermark: int
-    seen: dict[int, int] = field(
-        default_factory=dict
-    )  # image id -> embedding id added to the delta
+    watermark: int  # the catalog's change sequence this index reflects (catalog.changes_since)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -243,23 +238,22 @@ class Library:
         if row_info is None:
             model_id = catalog.ensure_model(self.Session, model)
             index = self._empty_index(int(model.embed_dim))
-            served = _Served(model, model_id, spec, index, None, 0, 0)
+            served = _Served(model, model_id, spec, index, None, 0)
         else:
             version, model_id, params, _path = row_info
             index = self._load_index_files(version, params)
             if index is None:
                 index = self._empty_index(int(model.embed_dim))
-                served = _Served(model, model_id, spec, index, version, 0, 0)
+                served = _Served(model, model_id, spec, index, version, 0)
             else:
-                served = _Served(
-                    model,
-                    model_id,
-                    spec,
-                    index,
-                    version,
-                    int(params.get("max_image_id") or 0),
-                    int(params.get("max_embedding_id") or 0),
-                )
+                if "change_seq" not in params:
+                    log.warning(
+                        "index version %s predates the catalog's change sequence: every vector is "
+                        "re-read into its delta; run `clipsearch reindex` to rebuild it",
+                        version,
+                    )
+                watermark = int(params.get("change_seq") or 0)
+                served = _Served(model, model_id, spec, index, version, watermark)
         self._sync_delta(served)
         return served
 
@@ -296,43 +290,35 @@ class Library:
         return index
 
     def _sync_delta(self, served: _Served) -> int:
-        """Add vectors the catalog gained since the build to the index's exact delta."""
-        base = (
-            sa.select(Image.id, Embedding.id)
-            .join(Embedding, Embedding.sha256 == Image.sha256)
-            .where(Embedding.model_id == served.model_id, Image.state == "ready")
-        )
+        """Apply what the catalog changed since ``served.watermark`` to the index: new and
+        re-embedded images into the exact delta, deleted or no longer ready ones out. Reads only
+        the changed rows (an index range on the change sequence). Returns the rows read."""
+        read = 0
         with served.lock, self._session() as session:
-            # Two range scans on primary keys (new images; new vectors of known images), not an
-            # OR that would scan the whole catalog on every poll.
-            rows = session.execute(base.where(Image.id > served.built_max_image_id)).all()
-            rows += session.execute(
-                base.where(Embedding.id > served.emb_watermark - _EMBEDDING_ID_WINDOW)
-            ).all()
-            fresh = [
-                (int(i), int(e))
-                for i, e in rows
-                if served.seen.get(int(i)) != int(e)
-                and (int(i) > served.built_max_image_id or int(e) > served.emb_watermark)
-            ]
-            if not fresh:
-                return 0
-            ids, vecs = catalog.load_vectors(
-                session, served.model_id, image_ids=[i for i, _ in fresh]
-            )
-            if ids.size:
-                served.index.add(ids, vecs)
-            for i, e in fresh:
-                served.seen[i] = e
-            served.emb_watermark = max(served.emb_watermark, max(e for _, e in fresh))
-            return int(ids.size)
+            while True:
+                changes = catalog.changes_since(session, served.model_id, served.watermark)
+                if changes.reload:
+                    # deletions older than our watermark were forgotten: rebuild from the catalog
+                    log.warning("index refresh fell too far behind the catalog; reloading it")
+                    served.index = self._empty_index(served.index.dim)
+                    served.watermark = 0
+                    continue
+                read += changes.rows_read
+                if changes.removed.size:
+                    served.index.remove(changes.removed)
+                if changes.upsert_ids.size:
+                    served.index.add(changes.upsert_ids, changes.upsert_vectors)
+                served.watermark = changes.watermark
+                if not changes.more:
+                    return read
 
-    def refresh_index(self) -> None:
-        """Pick up a newer active index version (hot swap) and vectors embedded since the build."""
+    def refresh_index(self) -> int:
+        """Pick up a newer active index version (hot swap) and what the catalog changed since the
+        build (new vectors, deletions). Returns the catalog rows the refresh read."""
         served = self._served
         if served is None:
             self._ensure_served()
-            return
+            return 0
         with self._refresh_lock:
             self._last_refresh = time.monotonic()
             with self._session() as session:
@@ -347,8 +333,8 @@ class Library:
                     new.spec,
                     len(new.index),
                 )
-            else:
-                self._sync_delta(served)
+                return 0
+            return self._sync_delta(served)
 
     def _maybe_refresh(self) -> None:
         """Refresh in a background thread when due: a search never waits for a load or a swap."""
@@ -449,22 +435,37 @@ class Library:
             return catalog.image_info(catalog.get_image(session, _as_id(image_id)))
 
     def list_images(
-        self, offset: int = 0, limit: int = 50, state: str | None = None
+        self,
+        offset: int = 0,
+        limit: int = 50,
+        state: str | None = None,
+        after: int | None = None,
     ) -> tuple[list[ImageInfo], int]:
+        """A page of images in id order and the total (of ``state``, or all).
+
+        Page with ``after`` (the last id of the previous page): a range read on the primary key
+        (or ``ix_images_state_id``) whatever the depth. ``offset`` still works but skips rows one
+        by one. The total comes from the trigger-kept counts, not from counting the library."""
         limit, offset = _check_page(limit, offset, MAX_LIST)
         if state is not None and state not in IMAGE_STATES:
             raise IndexerError(
                 f"unknown image state {state!r}: use one of {', '.join(IMAGE_STATES)}"
             )
-        where = [] if state is None else [Image.state == state]
+        if after is None:
+            after = 0
+        if isinstance(after, bool) or not isinstance(after, (int, np.integer)) or after < 0:
+            raise IndexerError(f"after must be a non-negative image id, got {after!r}")
+        # a keyset bound even on page one: a range read on the key, never a scan
+        where = [Image.id > min(int(after), _MAX_ROW_ID)]
+        if state is not None:
+            where.append(Image.state == state)
         with self._session() as session:
-            total = int(
-                session.scalar(sa.select(sa.func.count()).select_from(Image).where(*where)) or 0
-            )
+            counts = catalog.state_counts(session)
+            total = counts.get(state, 0) if state is not None else sum(counts.values())
             rows = session.scalars(
                 sa.select(Image).where(*where).order_by(Image.id).offset(offset).limit(limit)
             ).all()
-            return [catalog.image_info(r) for r in rows], total
+            return [catalog.image_info(r) for r in rows], int(total)
 
     def image_vector(self, image_id: int) -> np.ndarray:
         """The served model's vector of one image (for "more like this"); NotFound if none."""
@@ -599,7 +600,6 @@ class Library:
         if served is not None:
             with served.lock:
                 served.index.remove([image_id])
-                served.seen.pop(image_id, None)
 
     # ---- jobs
 
@@ -683,10 +683,17 @@ class Library:
         with self._session() as session:
             return catalog.job_info(catalog.get_job(session, _as_id(job_id, "job")))
 
-    def list_jobs(self, limit: int = 50) -> list[JobInfo]:
+    def list_jobs(self, limit: int = 50, before: int | None = None) -> list[JobInfo]:
+        """The newest jobs first; page with ``before`` (the last id of the previous page)."""
         limit, _ = _check_page(limit, 0, MAX_LIST)
+        if before is None:
+            before = _MAX_ROW_ID
+        if isinstance(before, bool) or not isinstance(before, (int, np.integer)) or before < 1:
+            raise IndexerError(f"before must be a positive job id, got {before!r}")
+        bound = min(int(before), _MAX_ROW_ID)  # a keyset bound: a range read, even on page one
+        stmt = sa.select(Job).where(Job.id < bound).order_by(Job.id.desc()).limit(limit)
         with self._session() as session:
-            rows = session.scalars(sa.select(Job).order_by(Job.id.desc()).limit(limit)).all()
+            rows = session.scalars(stmt).all()
             return [catalog.job_info(r) for r in rows]
 
     def wait_for_job(
@@ -704,9 +711,7 @@ class Library:
     def stats(self) -> dict[str, Any]:
         """Counts by state, the served index, unfinished jobs. Cheap: loads no model."""
         with self._session() as session:
-            counts = dict(
-                session.execute(sa.select(Image.state, sa.func.count()).group_by(Image.state)).all()
-            )
+            counts = catalog.state_counts(session)
             jobs = dict(
                 session.execute(
                     sa.select(Job.state, sa.func.count())

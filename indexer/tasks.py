@@ -480,8 +480,12 @@ def build_and_activate(
     from .vector_index import IndexStore, build_index
 
     with ctx.session() as session:
-        max_emb = int(session.scalar(sa.select(sa.func.max(Embedding.id))) or 0)
+        # Read before the vectors: a change committed meanwhile is also applied by the API's next
+        # refresh (an upsert), never missed.
+        change_seq = catalog.change_watermark(session)
         max_img = int(session.scalar(sa.select(sa.func.max(Image.id))) or 0)
+        catalog.prune_tombstones(session)
+        session.commit()
         next_version = int(session.scalar(sa.select(sa.func.max(IndexVersion.version))) or 0) + 1
         ids, vecs = catalog.load_vectors(session, model_id)
     if vecs.shape[1] == 0:
@@ -491,7 +495,7 @@ def build_and_activate(
         "catalog_version": next_version,
         "model_id": model_id,
         "model": str(getattr(model, "name", "")),
-        "max_embedding_id": max_emb,
+        "change_seq": change_seq,
         "max_image_id": max_img,
         "job_id": job_id,
     }
@@ -518,7 +522,7 @@ def build_and_activate(
                 "nprobe": info.get("nprobe"),
                 "nlist": info.get("nlist"),
                 "recall": info.get("recall"),
-                "max_embedding_id": max_emb,
+                "change_seq": change_seq,
                 "max_image_id": max_img,
             },
             active=False,

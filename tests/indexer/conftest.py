@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from workerutil import Env
 
 from indexer.catalog import init_db, session_factory
 
@@ -27,3 +28,19 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
         yield session_factory(engine)
     finally:
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from model.checkpoints import save_pretrained
+    from model.testing import tiny_model
+
+    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Env:
+    url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    e = Env(tmp_path / "data", tiny_dir, url)
+    yield e
+    e.close()

@@ -35,8 +35,18 @@ def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> None:
     engine = init_db(db_url)
     init_db(db_url, engine=engine)  # a second start changes nothing and does not fail
     tables = set(sa.inspect(engine).get_table_names())
-    assert {"images", "embeddings", "models", "jobs", "index_versions", "alembic_version"} <= tables
-    assert schema_revision(engine) == "0001"
+    assert {
+        "images",
+        "embeddings",
+        "models",
+        "jobs",
+        "index_versions",
+        "image_tombstones",
+        "image_counts",
+        "catalog_marks",
+        "alembic_version",
+    } <= tables
+    assert schema_revision(engine) == "0002"
     cols = {c["name"] for c in sa.inspect(engine).get_columns("images")}
     assert {
         "path",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from workerutil import make_images
+from workerutil import Env, make_images
 
 from indexer import catalog
 from indexer.catalog import Embedding, Image
@@ -21,15 +21,6 @@ from indexer.errors import IndexerError, IngestError, NotFound, PathNotAllowed
 from indexer.library import Library, LibraryConfig
 from indexer.tasks import run_delete, run_embed_batch, run_ingest, run_reindex
 from indexer.types import SearchFilters
-from indexer.worker import WorkerConfig, WorkerContext
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
 
 
 @pytest.fixture(scope="module")
@@ -38,67 +29,6 @@ def tiny_dir_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from model.testing import tiny_model
 
     return save_pretrained(tiny_model(seed=1), tmp_path_factory.mktemp("tiny-model-b"))
-
-
-class Env:
-    """A library plus an in-process worker context on the same catalog and data folder."""
-
-    def __init__(self, data_dir: Path, model_dir: Path, database_url: str | None) -> None:
-        self.lib = Library(
-            LibraryConfig(
-                data_dir=data_dir,
-                database_url=database_url,
-                # Jobs are run in-process below; the message goes to an embedded broker file.
-                model_spec=str(model_dir),
-                device="cpu",
-                refresh_interval_s=3600,  # the tests refresh explicitly
-            )
-        )
-        self.ctx = WorkerContext(
-            WorkerConfig(
-                data_dir=data_dir,
-                model_spec=str(model_dir),
-                database_url=self.lib.database_url,
-                device="cpu",
-                batch_size=8,
-                decode_workers=1,
-            )
-        )
-
-    def ingest(self, folder: Path) -> int:
-        job = self.lib.submit_ingest(str(folder))
-        for batch in run_ingest(self.ctx, None, job.id):
-            run_embed_batch(self.ctx, job.id, batch)
-        info = self.lib.get_job(job.id)
-        assert info.state == "done", info
-        return job.id
-
-    def reindex(self, model: str | None = None) -> int:
-        job = self.lib.submit_reindex(model)
-        run_reindex(self.ctx, job.id)
-        info = self.lib.get_job(job.id)
-        assert info.state == "done", info
-        return job.id
-
-    def ids_by_name(self) -> dict[str, int]:
-        images, _ = self.lib.list_images(limit=1000)
-        return {Path(catalog.path_from_db(i.path)).name: i.id for i in images}
-
-    def count_embeddings(self) -> int:
-        with self.lib.Session() as s:
-            return int(s.scalar(sa.select(sa.func.count()).select_from(Embedding)) or 0)
-
-    def close(self) -> None:
-        self.ctx.dispose()
-        self.lib.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Env:
-    url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    e = Env(tmp_path / "data", tiny_dir, url)
-    yield e
-    e.close()
 
 
 def _image_vectors(lib: Library, model_dir: Path, paths: list[Path]) -> np.ndarray:

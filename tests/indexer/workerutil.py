@@ -16,9 +16,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+import sqlalchemy as sa
 from PIL import Image
 
-from indexer.worker import WorkerConfig, WorkerProcess, start_worker_process
+from indexer import catalog
+from indexer.catalog import Embedding
+from indexer.library import Library, LibraryConfig
+from indexer.tasks import run_embed_batch, run_ingest, run_reindex
+from indexer.worker import WorkerConfig, WorkerContext, WorkerProcess, start_worker_process
 
 T = TypeVar("T")
 
@@ -109,3 +114,56 @@ def make_images(
         img.save(path, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
         paths.append(path)
     return paths
+
+
+class Env:
+    """A library plus an in-process worker context on the same catalog and data folder."""
+
+    def __init__(self, data_dir: Path, model_dir: Path, database_url: str | None) -> None:
+        self.lib = Library(
+            LibraryConfig(
+                data_dir=data_dir,
+                database_url=database_url,
+                # Jobs are run in-process below; the message goes to an embedded broker file.
+                model_spec=str(model_dir),
+                device="cpu",
+                refresh_interval_s=3600,  # the tests refresh explicitly
+            )
+        )
+        self.ctx = WorkerContext(
+            WorkerConfig(
+                data_dir=data_dir,
+                model_spec=str(model_dir),
+                database_url=self.lib.database_url,
+                device="cpu",
+                batch_size=8,
+                decode_workers=1,
+            )
+        )
+
+    def ingest(self, folder: Path) -> int:
+        job = self.lib.submit_ingest(str(folder))
+        for batch in run_ingest(self.ctx, None, job.id):
+            run_embed_batch(self.ctx, job.id, batch)
+        info = self.lib.get_job(job.id)
+        assert info.state == "done", info
+        return job.id
+
+    def reindex(self, model: str | None = None) -> int:
+        job = self.lib.submit_reindex(model)
+        run_reindex(self.ctx, job.id)
+        info = self.lib.get_job(job.id)
+        assert info.state == "done", info
+        return job.id
+
+    def ids_by_name(self) -> dict[str, int]:
+        images, _ = self.lib.list_images(limit=1000)
+        return {Path(catalog.path_from_db(i.path)).name: i.id for i in images}
+
+    def count_embeddings(self) -> int:
+        with self.lib.Session() as s:
+            return int(s.scalar(sa.select(sa.func.count()).select_from(Embedding)) or 0)
+
+    def close(self) -> None:
+        self.ctx.dispose()
+        self.lib.close()
