@@ -18,14 +18,22 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from starlette._utils import parse_host_header
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .deps import ServiceState, limit_compute_threads
 from .metrics import LatencyMiddleware, Metrics
 from .query import EmbeddingCache, QueryError
-from .routes import health_router, images_router, jobs_router, search_router
+from .routes import (
+    health_router,
+    images_router,
+    jobs_router,
+    search_router,
+    session_router,
+)
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -239,6 +247,172 @@ class BodyLimitMiddleware:
         await self.app(scope, limited, send)
 
 
+# --- hosts, origins, slow bodies, the gallery's headers ------------------------------------------
+
+
+class HostCheckMiddleware(TrustedHostMiddleware):
+    """Starlette's TrustedHostMiddleware, answering a wrong Host with JSON that says what to do.
+
+    Stops DNS rebinding: a web page whose name was re-pointed at this machine sends its own name
+    in Host, which is not one of ours."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.allow_any or scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        raw = None
+        for name, value in scope.get("headers", []):
+            if name == b"host":
+                raw = value.decode("latin-1")
+                break
+        parsed = parse_host_header(raw)
+        host = parsed.host.lower() if parsed is not None else None
+        if host is not None and any(
+            host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.allowed_hosts
+        ):
+            await self.app(scope, receive, send)
+            return
+        shown = (raw or "")[:100]
+        await _json_error(
+            400,
+            f"this server does not answer to the host name {shown!r}: use one of "
+            f"{', '.join(self.allowed_hosts)}, or add it to CLIPSEARCH_ALLOWED_HOSTS",
+            {"Connection": "close"},
+        )(scope, receive, send)
+
+
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class OriginCheckMiddleware:
+    """Refuse changes (POST/PUT/PATCH/DELETE) that a browser sends from another site.
+
+    Browsers send ``Origin`` (and ``Sec-Fetch-Site``) on such requests; an origin that is not
+    this server's own nor a configured CORS origin is a cross-site request forgery: 403. Clients
+    that are not browsers (curl, the CLI) send neither and are unaffected."""
+
+    def __init__(self, app: ASGIApp, cors_origins: list[str]) -> None:
+        self.app = app
+        self.allowed = {o.rstrip("/").lower() for o in cors_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in UNSAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        origin = (headers.get("origin") or "").rstrip("/").lower()
+        site = (headers.get("sec-fetch-site") or "").lower()
+        host = headers.get("host", "").lower()
+        own = {f"http://{host}", f"https://{host}"}
+        bad = (
+            origin and origin not in own and origin not in self.allowed and "*" not in self.allowed
+        ) or (site == "cross-site" and not origin)
+        if bad:
+            await _json_error(
+                403,
+                "cross-site request refused: changes are only accepted from this server's own "
+                "pages (or an origin listed in CLIPSEARCH_CORS_ORIGINS)",
+            )(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyTimeoutMiddleware:
+    """A request's whole body must arrive within ``timeout_s`` of its headers; a client that
+    trickles it (a byte every few seconds) gets 408 and its connection closed, instead of
+    holding a slot forever. (Slow headers are dropped by the server protocol: service.serve.)"""
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        body_done = False
+        detail = (
+            f"the request body did not arrive within {self.timeout_s:g} s; send it at once "
+            "(or raise CLIPSEARCH_BODY_TIMEOUT_S for slow links)"
+        )
+
+        async def timed() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()  # after the body: only the disconnect is left to wait for
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), remaining)
+            except TimeoutError:
+                log.info("request body too slow on %s: dropped", scope.get("path"))
+                raise HTTPException(408, detail=detail, headers={"Connection": "close"}) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        await self.app(scope, timed, send)
+
+
+GALLERY_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+GALLERY_HEADERS = [
+    (b"content-security-policy", GALLERY_CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+]
+PUBLIC_ASSETS = frozenset({"/signin.html", "/signin.js", "/style.css", "/favicon.svg"})
+
+
+class Gallery:
+    """The static gallery, with a CSP that forbids inline script, behind the read check: without
+    a session the page redirects to the sign-in page and the other files answer 401."""
+
+    def __init__(self, static: ASGIApp) -> None:
+        self.static = static
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.static(scope, receive, send)
+            return
+        from .auth import is_authorised
+
+        request = Request(scope)
+        settings = request.app.state.service.settings
+        path = scope.get("path", "/")
+        if (
+            settings.token is not None
+            and not settings.public_read
+            and path not in PUBLIC_ASSETS
+            and not is_authorised(request)
+        ):
+            if path in ("/", "/index.html"):
+                response: Any = RedirectResponse("/signin.html", status_code=303)
+            else:
+                response = _json_error(
+                    401, "sign in first: open /signin.html and paste the server's API token"
+                )
+            await response(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), *GALLERY_HEADERS]
+            await send(message)
+
+        await self.static(scope, receive, with_headers)
+
+
 # --- factory ----------------------------------------------------------------------------------
 
 
@@ -307,14 +481,14 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
     )
     app.state.service = state
     install_error_handlers(app)
-    for router in (search_router, images_router, jobs_router, health_router):
+    for router in (search_router, images_router, jobs_router, health_router, session_router):
         app.include_router(router)
 
     folder = static_dir()
     if folder is not None:
         from fastapi.staticfiles import StaticFiles
 
-        app.mount("/", StaticFiles(directory=folder, html=True), name="gallery")
+        app.mount("/", Gallery(StaticFiles(directory=folder, html=True)), name="gallery")
     else:
         log.warning("web/static not found: the gallery is not served, the API is")
 
@@ -323,12 +497,15 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type"],
+            allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         )
+    app.add_middleware(OriginCheckMiddleware, cors_origins=settings.cors_origins)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.add_middleware(
         BodyLimitMiddleware,
         upload_limit=settings.max_upload_bytes,
         json_limit=settings.max_json_bytes,
     )
+    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.effective_allowed_hosts)
     return app

@@ -64,6 +64,7 @@ class ServiceState:
     model_error: str | None = None
     model_name: str | None = None
     model_device: str | None = None
+    upload_gate: Any = None  # routes.search.DecodeGate, made on the first upload
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _encoder_model: Any = None
 

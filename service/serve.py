@@ -89,6 +89,76 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
     return handle
 
 
+def guarded_protocol(header_timeout_s: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers have not all arrived
+    ``header_timeout_s`` after it opened (or after its previous response). uvicorn alone waits
+    for slow headers forever: a few hundred connections sending half a request would hold the
+    server. Bodies are bounded in the app (service.app.BodyTimeoutMiddleware)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _header_timer: Any = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                log.info(
+                    "request headers not complete after %.0f s: connection closed", header_timeout_s
+                )
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # the headers are in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+                self._arm()  # the next request's headers get the same time
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+def uvicorn_config(settings: Settings, app: Any) -> Any:
+    """The uvicorn settings that bound what clients can hold: connections, header and body
+    timeouts (the body one is in the app), idle keep-alive, header size."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        http=guarded_protocol(settings.header_timeout_s),
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=int(max(1, settings.keepalive_timeout_s)),
+        h11_max_incomplete_event_size=16 * 1024,
+        server_header=False,
+    )
+
+
 def run(settings: Settings, library: Any = None) -> None:
     """Serve until interrupted."""
     import uvicorn
@@ -110,15 +180,20 @@ def run(settings: Settings, library: Any = None) -> None:
                 "clipsearch: WARNING: listening beyond loopback without an API token (--insecure)",
                 file=sys.stderr,
             )
-        config = uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=10,
+        print(
+            "clipsearch: answering to host names "
+            + ", ".join(settings.effective_allowed_hosts)
+            + " (CLIPSEARCH_ALLOWED_HOSTS adds others); "
+            + (
+                "reads and writes need the API token (sign in at /signin.html)"
+                if settings.token and not settings.public_read
+                else "reads are open, writes need the API token"
+                if settings.token
+                else "no API token: anyone who can connect may read and change the library"
+            ),
+            file=sys.stderr,
+            flush=True,
         )
-        uvicorn.Server(config).run()
+        uvicorn.Server(uvicorn_config(settings, app)).run()
     finally:
         handle.stop()

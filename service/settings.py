@@ -36,6 +36,26 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _machine_names() -> list[str]:
+    """This machine's host name (also as NAME.local) and the addresses it resolves to."""
+    import socket
+
+    names: list[str] = []
+    try:
+        host = socket.gethostname().lower()
+    except OSError:
+        return names
+    if host:
+        names += [host, f"{host}.local"]
+        try:
+            for info in socket.getaddrinfo(host, None):
+                addr = str(info[4][0])
+                names.append(f"[{addr}]" if ":" in addr else addr)
+        except OSError:
+            pass
+    return names
+
+
 def _split_list(value: Any, paths: bool = True) -> Any:
     """Environment lists: JSON (``["a","b"]``), or separated by ``os.pathsep`` (paths) or commas."""
     if value is None:
@@ -88,7 +108,21 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port to listen on.")
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token required on mutating endpoints (ingest, reindex, delete).",
+        description="API token: with it set, reads (API, photos, gallery) and writes need it "
+        "(or a gallery session); without it the API is open to whoever can connect.",
+    )
+    public_read: bool = Field(
+        default=False,
+        description="With a token set, let anyone who can connect search and view photos (writes "
+        "and job details still need the token).",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Host names (Host header) the server answers to; default: loopback names and "
+        "the address it listens on (this machine's names when that is 0.0.0.0). Stops DNS rebinding.",
+    )
+    session_hours: float = Field(
+        default=168.0, gt=0, le=24 * 366, description="How long a gallery sign-in lasts."
     )
     insecure: bool = Field(
         default=False, description="Allow a non-loopback host without an API token."
@@ -109,7 +143,16 @@ class Settings(BaseSettings):
     # limits
     max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="Largest upload.")
     max_upload_pixels: int = Field(
-        default=50_000_000, gt=0, description="Largest uploaded image in pixels (width x height)."
+        default=12_000_000,
+        gt=0,
+        description="Most pixels decoded for a search-by-image upload (JPEGs count at the reduced "
+        "size they are decoded at: 1/2 to 1/8 of each side).",
+    )
+    upload_decode_slots: int = Field(
+        default=2, gt=0, le=64, description="Uploads decoded at once; the others wait."
+    )
+    upload_queue: int = Field(
+        default=8, ge=0, le=1024, description="Uploads that may wait for a slot; beyond: 503."
     )
     max_json_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest JSON body.")
     search_k_max: int = Field(default=500, gt=0, description="Largest k a search may ask for.")
@@ -136,6 +179,20 @@ class Settings(BaseSettings):
         default=2, gt=0, le=64, description="Threads for image decoding/encoding of queries."
     )
 
+    # connections (uvicorn and the app)
+    max_connections: int = Field(
+        default=100, gt=0, le=100_000, description="Open connections before new requests get 503."
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="A request's headers must arrive within this."
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="A request's body must arrive within this."
+    )
+    keepalive_timeout_s: float = Field(
+        default=5.0, gt=0, le=600, description="Idle keep-alive connections are closed after this."
+    )
+
     # serve
     embedded_worker: bool = Field(
         default=True, description="`serve` starts a Celery worker process beside the API."
@@ -147,10 +204,28 @@ class Settings(BaseSettings):
     def _path_lists(cls, value: Any) -> Any:
         return _split_list(value, paths=True)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _origin_list(cls, value: Any) -> Any:
         return _split_list(value, paths=False)
+
+    @field_validator("allowed_hosts", mode="after")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        out = []
+        for host in value:
+            host = host.strip().lower()
+            if not host or "/" in host or " " in host or "*" in host[1:]:
+                raise ValueError(
+                    f"allowed host {host!r} must be a host name or address without scheme, port "
+                    "or path (e.g. photos.example.org, 192.168.1.20, *.example.org), or '*'"
+                )
+            if host != "*" and host.startswith("*") and not host.startswith("*."):
+                raise ValueError(f"allowed host {host!r}: a wildcard must look like *.example.org")
+            if ":" in host and not host.startswith("["):
+                host = f"[{host}]"  # an IPv6 address as it appears in a Host header
+            out.append(host)
+        return out
 
     @field_validator("images", "allowed_roots", mode="after")
     @classmethod
@@ -210,6 +285,20 @@ class Settings(BaseSettings):
     def effective_allowed_roots(self) -> list[Path]:
         """Where ingestion through the API may read: allowed_roots, else the images folders."""
         return list(self.allowed_roots or self.images)
+
+    @property
+    def effective_allowed_hosts(self) -> list[str]:
+        """The Host header values accepted: the configured ones, else loopback names plus the
+        address listened on (and this machine's names and addresses when that is a wildcard)."""
+        if self.allowed_hosts:
+            return list(self.allowed_hosts)
+        hosts = ["localhost", "127.0.0.1", "[::1]"]
+        name = self.host.strip().strip("[]").lower()
+        if name in ("0.0.0.0", "::", ""):
+            hosts += _machine_names()
+        elif not is_loopback(name):
+            hosts.append(f"[{name}]" if ":" in name else name)
+        return list(dict.fromkeys(hosts))
 
     @property
     def token(self) -> str | None:

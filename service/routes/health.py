@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..auth import ReadAccess, is_authorised
 from ..deps import StateDep
 from ..schemas import HealthOut, ImageCounts, IndexOut
 from .common import ERRORS
@@ -22,8 +24,11 @@ def _int(value: Any) -> int:
 
 
 @router.get("/api/health", operation_id="health", response_model=HealthOut)
-async def health(state: StateDep) -> HealthOut:
-    """Model, device, image counts and the served index; 503 when the catalog does not answer."""
+async def health(request: Request, state: StateDep) -> HealthOut:
+    """Model, device, image counts and the served index; 503 when the catalog does not answer.
+
+    Open to all (health checks carry no token); a model given as a path is shown by its folder
+    name only, unless the caller holds the token."""
     stats: dict[str, Any] = await run_in_threadpool(state.library.stats)
     images = stats.get("images") or {}
     index = stats.get("index") or {}
@@ -33,7 +38,10 @@ async def health(state: StateDep) -> HealthOut:
         else ("degraded" if state.model_error else "starting"),
         # the model of the index being served: after a re-index to another model it is the new
         # one at once, not only after the next search loads it into the encoder
-        model=str(stats.get("model") or state.model_name or state.settings.model),
+        model=_shown_model(
+            str(stats.get("model") or state.model_name or state.settings.model),
+            is_authorised(request),
+        ),
         device=state.model_device or state.settings.device,
         images=ImageCounts(
             total=_int(images.get("total")),
@@ -50,7 +58,13 @@ async def health(state: StateDep) -> HealthOut:
     )
 
 
-@router.get("/metrics", operation_id="metrics", include_in_schema=False)
+def _shown_model(model: str, authorised: bool) -> str:
+    if authorised or not ("/" in model or "\\" in model):
+        return model
+    return os.path.basename(model.rstrip("/\\")) or "custom model"
+
+
+@router.get("/metrics", operation_id="metrics", include_in_schema=False, dependencies=[ReadAccess])
 async def metrics(state: StateDep) -> Response:
     body = await run_in_threadpool(state.metrics.render)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

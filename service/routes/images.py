@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import mimetypes
 import os
-import stat as statmod
-from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
-from fastapi.responses import FileResponse
+from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
-from ..auth import require_token
+from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..schemas import ImageOut, ImagePage
 from .common import ERRORS, MAX_ID, image_out
@@ -21,20 +20,8 @@ router = APIRouter(prefix="/api/images", tags=["images"], responses=ERRORS)
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Catalog id of the image.")]
 
-CACHE_THUMB = "public, max-age=86400"
+CACHE_THUMB = "private, max-age=86400"
 CACHE_FILE = "private, max-age=3600"
-
-MEDIA_TYPES = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "BMP": "image/bmp",
-    "TIFF": "image/tiff",
-    "HEIF": "image/heif",
-    "HEIC": "image/heic",
-    "AVIF": "image/avif",
-}
 
 BINARY: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/*": {}}, "description": "The image bytes."},
@@ -42,30 +29,50 @@ BINARY: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("", operation_id="list_images", response_model=ImagePage)
+@router.get("", operation_id="list_images", response_model=ImagePage, dependencies=[ReadAccess])
 def list_images(
     request: Request,
     library: LibraryDep,
     settings: SettingsDep,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID, description="Skip this many images.")] = 0,
+    offset: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=MAX_ID,
+            description="Skip this many images (reads past them: prefer `after` for deep pages).",
+        ),
+    ] = 0,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=MAX_ID,
+            description="Start after this image id: pass the previous page's `next_after`.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, description="Page size.")] = 50,
     state: Annotated[
         Literal["pending", "ready", "failed"] | None,
         Query(description="Only images in this state."),
     ] = None,
 ) -> ImagePage:
-    """Browse the catalog, newest first as the library orders it."""
+    """Browse the catalog in id order (the order images were added). Page with `after`: each
+    page is a range read on the key, as quick at image 100,000 as at image 1."""
     if limit > settings.list_limit_max:
         raise HTTPException(
             422, detail=f"limit must be at most {settings.list_limit_max} (got {limit})"
         )
-    items, total = library.list_images(offset=offset, limit=limit, state=state)
+    items, total = library.list_images(offset=offset, limit=limit, state=state, after=after)
     return ImagePage(
-        items=[image_out(request, i) for i in items], total=int(total), offset=offset, limit=limit
+        items=[image_out(request, i) for i in items],
+        total=int(total),
+        offset=offset,
+        limit=limit,
+        next_after=items[-1].id if len(items) == limit else None,
     )
 
 
-@router.get("/{id}", operation_id="get_image", response_model=ImageOut)
+@router.get("/{id}", operation_id="get_image", response_model=ImageOut, dependencies=[ReadAccess])
 def get_image(request: Request, library: LibraryDep, id: IdPath) -> ImageOut:
     """One image's metadata and state (with the failure reason when it could not be read)."""
     return image_out(request, library.get_image(id))
@@ -86,54 +93,87 @@ def _not_modified(request: Request, etag: str) -> bool:
     return etag in tags
 
 
+#: On every original and thumbnail: never sniffed into another type, never run as a page (a
+#: file that is also HTML or SVG gets no script, no plugin, no same-origin access).
+FILE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def _disposition(kind: str, name: str) -> str:
+    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name)
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
 def _serve(
-    request: Request, path: FsPath, kind: str, image_id: int, media_type: str, cache: str
+    request: Request,
+    opened: Any,
+    kind: str,
+    image_id: int,
+    media_type: str | None,
+    cache: str,
+    name: str | None = None,
 ) -> Response:
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        what = "thumbnail" if kind == "thumb" else "file"
-        raise HTTPException(
-            404,
-            detail=f"the {what} of image {image_id} is no longer on disk; re-run ingestion of its folder",
-        ) from exc
-    if not statmod.S_ISREG(st.st_mode):
-        raise HTTPException(404, detail=f"image {image_id} is not a regular file on disk")
-    etag = _etag(kind, image_id, st)
-    headers = {"ETag": etag, "Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    """Stream an already opened and checked file (never re-opened by name). ``media_type`` None:
+    not a recognised image, so only a download (octet-stream, attachment)."""
+    etag = _etag(kind, image_id, opened.st)
+    headers = {"ETag": etag, "Cache-Control": cache, **FILE_HEADERS}
     if _not_modified(request, etag):
+        opened.close()
         return Response(status_code=304, headers=headers)
-    return FileResponse(
-        path,
-        media_type=media_type,
+    if name is not None or media_type is None:
+        shown = name or f"image-{image_id}"
+        headers["Content-Disposition"] = _disposition(
+            "inline" if media_type is not None else "attachment", shown
+        )
+    headers["Content-Length"] = str(opened.size)
+    return StreamingResponse(
+        opened.chunks(),
+        media_type=media_type or "application/octet-stream",
         headers=headers,
-        stat_result=st,
-        # a name that is not UTF-8 (bytes on disk) cannot go into Content-Disposition as is
-        filename=os.fsencode(path.name).decode("utf-8", "replace") if kind == "file" else None,
-        content_disposition_type="inline",
+        background=BackgroundTask(opened.close),
     )
 
 
 @router.get(
-    "/{id}/thumbnail", operation_id="image_thumbnail", response_class=Response, responses=BINARY
+    "/{id}/thumbnail",
+    operation_id="image_thumbnail",
+    response_class=Response,
+    responses=BINARY,
+    dependencies=[ReadAccess],
 )
 def image_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Response:
-    """The thumbnail (about 256 px), with ETag and Cache-Control; 304 on a matching If-None-Match."""
-    path = FsPath(library.thumbnail_path(id))
-    media_type = mimetypes.guess_type(path.name)[0] or "image/jpeg"
-    return _serve(request, path, "thumb", id, media_type, CACHE_THUMB)
+    """The thumbnail (about 256 px JPEG), with ETag and Cache-Control; 304 on a matching
+    If-None-Match."""
+    opened = library.open_thumbnail(id)
+    return _serve(request, opened, "thumb", id, "image/jpeg", CACHE_THUMB)
 
 
-@router.get("/{id}/file", operation_id="image_file", response_class=Response, responses=BINARY)
+@router.get(
+    "/{id}/file",
+    operation_id="image_file",
+    response_class=Response,
+    responses=BINARY,
+    dependencies=[ReadAccess],
+)
 def image_file(request: Request, library: LibraryDep, id: IdPath) -> Response:
-    """The original file, by catalog id only; with ETag and Cache-Control."""
-    info: Any = library.get_image(id)
-    path = FsPath(library.file_path(id))
-    fmt = str(getattr(info, "format", "") or "").upper()
-    media_type = (
-        MEDIA_TYPES.get(fmt) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    )
-    return _serve(request, path, "file", id, media_type, CACHE_FILE)
+    """The original file, by catalog id only; with ETag and Cache-Control. Served inline only
+    as the image format the decoder recognised (checked again against the file's first bytes);
+    a file that failed to decode is a download (application/octet-stream). 404 when the file on
+    disk no longer is the one catalogued (then its folder needs a new ingest)."""
+    opened, media_type = library.open_file(id)
+    name = os.path.basename(opened.real_path)
+    info: Any = None
+    try:
+        info = library.get_image(id)
+    except Exception:  # the row just went away: the name on disk is all we have
+        info = None
+    if info is not None and getattr(info, "path", None):
+        name = os.path.basename(os.fsencode(str(info.path)).decode("utf-8", "replace"))
+    return _serve(request, opened, "file", id, media_type, CACHE_FILE, name)
 
 
 @router.delete(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
-from ..auth import require_token
+from ..auth import PrivateReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..schemas import IngestIn, JobOut, ReindexIn
 from .common import ERRORS, MAX_ID, job_out
@@ -49,8 +49,8 @@ def check_ingest_path(raw: str, roots: list[FsPath]) -> FsPath:
     if not any(resolved == r or resolved.is_relative_to(r) for r in resolved_roots):
         raise HTTPException(
             403,
-            detail=f"path {raw!r} (resolved to {str(resolved)!r}) is outside the allowed roots: "
-            f"{_roots_text(roots)}",
+            # not what it resolved to: that would tell a client where links and /proc lead
+            detail=f"path {raw!r} is outside the allowed roots: {_roots_text(roots)}",
         )
     try:
         is_dir = resolved.is_dir()
@@ -120,16 +120,27 @@ def check_model_spec(spec: str, roots: list[FsPath]) -> str:
     return str(resolved)
 
 
-@router.get("/jobs", operation_id="list_jobs", response_model=list[JobOut])
+@router.get(
+    "/jobs",
+    operation_id="list_jobs",
+    response_model=list[JobOut],
+    dependencies=[PrivateReadAccess],
+)
 def list_jobs(
     library: LibraryDep,
     limit: Annotated[int, Query(ge=1, le=500, description="How many recent jobs.")] = 50,
+    before: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ID, description="Only jobs older than this id (the last one listed)."),
+    ] = None,
 ) -> list[JobOut]:
-    """Recent jobs, newest first."""
-    return [job_out(j) for j in library.list_jobs(limit=limit)]
+    """Recent jobs, newest first; page back with `before`."""
+    return [job_out(j) for j in library.list_jobs(limit=limit, before=before)]
 
 
-@router.get("/jobs/{id}", operation_id="get_job", response_model=JobOut)
+@router.get(
+    "/jobs/{id}", operation_id="get_job", response_model=JobOut, dependencies=[PrivateReadAccess]
+)
 def get_job(
     library: LibraryDep,
     id: Annotated[int, Path(ge=1, le=MAX_ID, description="Job id.")],

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import logging
 import time
 import warnings
+from collections.abc import AsyncIterator
 from datetime import date, datetime
 from datetime import time as dtime
 from typing import Annotated, Any
@@ -16,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from indexer.errors import Conflict
 
+from ..auth import ReadAccess
 from ..deps import ServiceState, StateDep
 from ..query import DEFAULT_NEGATIVE_WEIGHT, QueryError, combine, parse_query
 from ..schemas import SearchFiltersIn, SearchHit, SearchIn, SearchResponse
@@ -23,7 +27,7 @@ from .common import ERRORS, MAX_ID, hit_out
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api", tags=["search"], responses=ERRORS)
+router = APIRouter(prefix="/api", tags=["search"], responses=ERRORS, dependencies=[ReadAccess])
 
 UPLOAD_CHUNK = 256 * 1024
 
@@ -234,23 +238,42 @@ async def search_post(request: Request, state: StateDep, body: SearchIn) -> Sear
     )
 
 
+UPLOAD_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+QUERY_SIDE = 448  # decoded size kept for a query image: the model needs 224 px
+
+
 def _decode_upload(data: bytes, max_pixels: int) -> Any:
+    """Decode a query image at the smallest size that serves the model.
+
+    JPEGs are decoded in draft mode (DCT scaling: 1/2 to 1/8 of each side, for a fraction of the
+    time and memory); ``max_pixels`` bounds the pixels actually decoded, so a 7000x7000 PNG (which
+    cannot be decoded smaller) is refused from its header, before any pixel is decoded, while a
+    48-megapixel phone JPEG is decoded at 1/8. The result is reduced to about QUERY_SIDE px."""
     from PIL import Image, UnidentifiedImageError
 
+    Image.init()
+    formats = tuple(f for f in UPLOAD_FORMATS if f in Image.OPEN)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Any = Image.open(io.BytesIO(data), formats=formats)
             width, height = img.size
-            if width * height > max_pixels:
+            if img.format in ("JPEG", "MPO"):
+                img.draft("RGB", (QUERY_SIDE, QUERY_SIDE))  # never below the requested size
+            dw, dh = img.size  # what will be decoded
+            if dw * dh > max_pixels:
                 raise HTTPException(
                     413,
-                    detail=f"image is {width}x{height} = {width * height} pixels; the limit is "
-                    f"{max_pixels} pixels: send a smaller image",
+                    detail=f"image is {width}x{height} = {width * height} pixels; a search image "
+                    f"may have at most {max_pixels} pixels (JPEGs count at 1/8 of each side): "
+                    "send a smaller image (a few hundred pixels is plenty for searching)",
                 )
             img.load()
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
+            if max(img.size) > 2 * QUERY_SIDE:
+                factor = max(1, max(img.size) // QUERY_SIDE)
+                img = img.reduce(factor) if img.mode in ("RGB", "L", "RGBA", "P") else img
             return img.convert("RGB")
     except HTTPException:
         raise
@@ -265,6 +288,53 @@ def _decode_upload(data: bytes, max_pixels: int) -> Any:
         raise HTTPException(
             400, detail=f"the image could not be decoded (truncated or corrupt file?): {exc}"
         ) from exc
+
+
+class DecodeGate:
+    """At most ``slots`` upload decodes at once, at most ``queue`` waiting; beyond, 503 with
+    Retry-After (a burst of uploads costs bounded CPU and memory, whatever its size)."""
+
+    def __init__(self, slots: int, queue: int) -> None:
+        self.slots = slots
+        self.queue = queue
+        self._sem: asyncio.Semaphore | None = None
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.slots)
+        busy = {"Retry-After": "2"}
+        if self._sem.locked() and self.waiting >= self.queue:
+            raise HTTPException(
+                503,
+                detail="too many image searches at once: retry in a few seconds",
+                headers=busy,
+            )
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._sem.acquire(), UPLOAD_WAIT_S)
+        except TimeoutError:
+            raise HTTPException(
+                503, detail="the server is busy decoding other images: retry shortly", headers=busy
+            ) from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._sem.release()
+
+
+UPLOAD_WAIT_S = 20.0
+
+
+def _gate(state: ServiceState) -> DecodeGate:
+    gate = getattr(state, "upload_gate", None)
+    if gate is None:
+        gate = DecodeGate(state.settings.upload_decode_slots, state.settings.upload_queue)
+        state.upload_gate = gate
+    return gate
 
 
 async def _read_upload(file: UploadFile, limit: int) -> bytes:
@@ -300,8 +370,11 @@ async def search_image(
     start = time.perf_counter()
     _bounds(state, k, offset)
     s = state.settings
-    data = await _read_upload(file, s.max_upload_bytes)
-    img = await state.run(_decode_upload, data, s.max_upload_pixels)
+    gate = _gate(state)
+    async with gate.slot():
+        data = await _read_upload(file, s.max_upload_bytes)
+        img = await state.run(_decode_upload, data, s.max_upload_pixels)
+        del data
     model = await state.run(state.ensure_model)
     vector = (await state.run(model.embed_images, [img]))[0]
     results = await _search_vector(
@@ -309,7 +382,7 @@ async def search_image(
     )
     state.metrics.searches.labels("image").inc()
     return SearchResponse(
-        query={"image": file.filename or "upload", "bytes": len(data), "k": k, "offset": offset},
+        query={"image": file.filename or "upload", "bytes": file.size, "k": k, "offset": offset},
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         results=results,
     )

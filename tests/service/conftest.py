@@ -25,6 +25,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _test_client_host() -> Iterator[None]:
+    """TestClient sends ``Host: testserver``: accept it (with the loopback names) in these tests
+    (session-wide: module-scoped apps are built before function fixtures run). The Host check
+    itself is tested on a real socket (test_attacks_socket.py), whose server does not inherit it."""
+    import os
+
+    old = os.environ.get("CLIPSEARCH_ALLOWED_HOSTS")
+    os.environ["CLIPSEARCH_ALLOWED_HOSTS"] = "testserver,localhost,127.0.0.1"
+    yield
+    if old is None:
+        os.environ.pop("CLIPSEARCH_ALLOWED_HOSTS", None)
+    else:
+        os.environ["CLIPSEARCH_ALLOWED_HOSTS"] = old
+
+
 @pytest.fixture()
 def fake_library() -> FakeLibrary:
     return FakeLibrary()

@@ -93,11 +93,13 @@ class FakeLibrary:
     image_vector = get_image
     thumbnail_path = get_image
     file_path = get_image
+    open_thumbnail = get_image
+    open_file = get_image
 
-    def list_images(self, offset: int = 0, limit: int = 50, state=None):
+    def list_images(self, offset: int = 0, limit: int = 50, state=None, after=None):
         return [], 0
 
-    def list_jobs(self, limit: int = 50):
+    def list_jobs(self, limit: int = 50, before=None):
         return []
 
     def get_job(self, job_id: int):

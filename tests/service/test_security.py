@@ -56,7 +56,7 @@ def test_mutations_need_the_right_token(
     assert fake_library.mutations() == []  # nothing reached the library
 
 
-def test_right_token_is_accepted_and_reads_stay_open(make_client, fake_library, roots):
+def test_right_token_is_accepted_and_reads_need_it_too(make_client, fake_library, roots):
     client = make_client(fake_library, api_token=TOKEN, allowed_roots=[roots["root"]])
     auth = {"Authorization": f"bearer {TOKEN}"}  # the scheme is case-insensitive
     assert client.delete("/api/images/7", headers=auth).status_code == 204
@@ -68,8 +68,26 @@ def test_right_token_is_accepted_and_reads_stay_open(make_client, fake_library, 
         "submit_ingest",
         "submit_reindex",
     ]
+    # with a token set, reads need it as well (CLIPSEARCH_PUBLIC_READ opens them)
+    for url in ("/api/search?q=cat", "/api/jobs", "/api/images", "/api/images/1/file", "/metrics"):
+        r = client.get(url)
+        assert r.status_code == 401, url
+        assert "CLIPSEARCH_API_TOKEN" in r.json()["detail"]
+    assert client.get("/api/search", params={"q": "cat"}, headers=auth).status_code == 200
+    assert client.get("/api/jobs", headers=auth).status_code == 200
+    # health stays open (health checks carry no token)
+    assert client.get("/api/health").status_code == 200
+
+
+def test_public_read_opens_reads_but_not_jobs_or_writes(make_client, fake_library, roots):
+    client = make_client(
+        fake_library, api_token=TOKEN, public_read=True, allowed_roots=[roots["root"]]
+    )
     assert client.get("/api/search", params={"q": "cat"}).status_code == 200
-    assert client.get("/api/jobs").status_code == 200
+    assert client.get("/api/images").status_code == 200
+    assert client.get("/api/jobs").status_code == 401  # job details show server paths
+    assert client.delete("/api/images/3").status_code == 401
+    assert fake_library.mutations() == []
 
 
 def test_without_a_configured_token_mutations_are_open(make_client, fake_library):

@@ -10,7 +10,6 @@ const TYPING_BURST_MS = 2000; // commits closer than this while typing share one
 const JOB_POLL_MS = 1000;
 const JOB_IDLE_POLL_MS = 5000;
 const SCROLL_MARGIN_PX = 800;
-const TOKEN_KEY = 'clipsearch.token';
 const FORMATS = ['JPEG', 'PNG', 'WEBP', 'GIF', 'BMP', 'TIFF']; // the catalog's (Pillow's) names
 const DAY = /^\d{4}-\d{2}-\d{2}$/; // a date input's value
 
@@ -156,7 +155,7 @@ function debounce(fn, ms) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// API access: JSON errors are {"detail": ...}; 401 asks for a token kept in sessionStorage.
+// API access: JSON errors are {"detail": ...}; 401 asks for the token and signs in with it.
 
 class ApiError extends Error {
   constructor(status, message) {
@@ -166,21 +165,39 @@ class ApiError extends Error {
   }
 }
 
-function getToken() {
+// The session is an HttpOnly cookie the server sets on sign-in (POST /api/session); the page never
+// holds the token. Changes made with the cookie carry its CSRF value (GET /api/session).
+let csrf = null;
+
+async function loadSession() {
   try {
-    return sessionStorage.getItem(TOKEN_KEY);
+    const res = await fetch('api/session', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    if (!res.ok) return null;
+    const info = await res.json();
+    csrf = info.csrf || null;
+    return info;
   } catch {
     return null;
   }
 }
 
-function setToken(value) {
+/** Exchange a token for the session cookie; resolves to null on success, else the server's reason. */
+async function signIn(token) {
+  let res;
   try {
-    if (value) sessionStorage.setItem(TOKEN_KEY, value);
-    else sessionStorage.removeItem(TOKEN_KEY);
+    res = await fetch('api/session', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+      body: JSON.stringify({ token }),
+      credentials: 'same-origin',
+    });
   } catch {
-    /* storage disabled: the token lives only for this request */
+    return 'Could not reach the clipsearch server.';
   }
+  if (!res.ok) return readDetail(res);
+  const info = await res.json();
+  csrf = info.csrf || null;
+  return null;
 }
 
 async function readDetail(res) {
@@ -206,7 +223,7 @@ async function readDetail(res) {
 
 let tokenPrompt = null;
 
-/** Ask for an API token in a modal; resolves to the token or null when cancelled. */
+/** Ask for the API token in a modal and sign in with it; resolves to true when signed in. */
 function askToken(reason) {
   if (tokenPrompt) return tokenPrompt;
   tokenPrompt = new Promise((resolve) => {
@@ -221,24 +238,29 @@ function askToken(reason) {
     els.tokenInput.value = '';
     els.tokenForm.addEventListener(
       'submit',
-      (event) => {
+      async (event) => {
         event.preventDefault();
         const value = els.tokenInput.value.trim();
         if (!value) return;
-        setToken(value);
-        finish(value);
+        const problem = await signIn(value);
+        if (problem) {
+          els.tokenReason.textContent = `That token was not accepted (${problem})`;
+          els.tokenInput.value = '';
+          return;
+        }
+        finish(true);
       },
       { signal: listeners.signal },
     );
-    els.tokenCancel.addEventListener('click', () => finish(null), { signal: listeners.signal });
-    els.tokenDialog.addEventListener('cancel', () => finish(null), { signal: listeners.signal });
+    els.tokenCancel.addEventListener('click', () => finish(false), { signal: listeners.signal });
+    els.tokenDialog.addEventListener('cancel', () => finish(false), { signal: listeners.signal });
     els.tokenDialog.showModal();
     els.tokenInput.focus();
   });
   return tokenPrompt;
 }
 
-async function api(path, { method = 'GET', json, form, signal } = {}) {
+async function api(path, { method = 'GET', json, form, signal, ask = true } = {}) {
   for (let attempt = 0; ; attempt += 1) {
     const headers = { Accept: 'application/json' };
     let body;
@@ -248,8 +270,7 @@ async function api(path, { method = 'GET', json, form, signal } = {}) {
     } else if (form) {
       body = form;
     }
-    const token = getToken();
-    if (token) headers.Authorization = `Bearer ${token}`;
+    if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
     let res;
     try {
       res = await fetch(path, { method, headers, body, signal, credentials: 'same-origin' });
@@ -259,10 +280,12 @@ async function api(path, { method = 'GET', json, form, signal } = {}) {
     }
     if (res.ok) return res.status === 204 ? null : res.json();
     const detail = await readDetail(res);
-    if (res.status === 401 && attempt < 3) {
-      if (token) setToken(null);
-      const fresh = await askToken(token ? `That token was not accepted (${detail})` : detail);
-      if (fresh) continue;
+    if (res.status === 401 && ask && attempt < 3) {
+      if (await askToken(detail)) continue;
+    }
+    if (res.status === 403 && /X-CSRF-Token/.test(detail) && attempt < 1) {
+      await loadSession(); // the session was renewed elsewhere: fetch its CSRF value again
+      continue;
     }
     throw new ApiError(res.status, detail);
   }
@@ -1106,7 +1129,7 @@ async function pollJobs() {
   if (jobs.polling) return;
   jobs.polling = true;
   try {
-    const data = await api('/api/jobs');
+    const data = await api('/api/jobs', { ask: false }); // background poll: never a prompt
     const list = Array.isArray(data) ? data : Array.isArray(data?.items) ? data.items : [];
     absorbJobs(list);
   } catch (err) {
@@ -1459,6 +1482,7 @@ new IntersectionObserver((entries) => {
 }, { rootMargin: `${SCROLL_MARGIN_PX}px 0px` }).observe(els.sentinel);
 
 loadFromUrl(window.history.state);
+await loadSession(); // the CSRF value for changes, when signed in
 run({ push: false });
 refreshHealth();
 pollJobs(); // shows the badge when jobs are running; keeps polling only while they are
