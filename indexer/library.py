@@ -47,6 +47,15 @@ RESCAN_MTIME = -1  # an image's catalog mtime once serving found its file change
 __all__ = ["Library", "LibraryConfig", "wait_for_job"]
 
 
+def _masked(url: str | None) -> str | None:
+    """A broker or database URL as it may be logged: its password replaced by ``**``."""
+    if not url:
+        return url
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
+
+
 @dataclass(frozen=True)
 class LibraryConfig:
     """How to reach a library. Only ``data_dir`` is required; the rest default to embedded."""
@@ -617,7 +626,7 @@ class Library:
                 "job %s is recorded but could not be sent to the broker %s (%s); it runs when a "
                 "worker starts",
                 job_id,
-                self.config.broker_url or "(embedded)",
+                _masked(self.config.broker_url) or "(embedded)",
                 exc,
             )
 

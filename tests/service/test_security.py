@@ -253,3 +253,31 @@ def test_cors_is_off_by_default_and_on_when_configured(make_client, fake_library
     assert r.headers["access-control-allow-origin"] == "http://good.example"
     r = on.get("/api/jobs", headers={"Origin": "http://evil.example"})
     assert "access-control-allow-origin" not in r.headers
+
+
+def test_an_unreachable_brokers_password_is_not_logged(tmp_path: Path, caplog) -> None:
+    """The job is recorded, the failure is logged with the broker URL's password masked."""
+    import logging
+
+    from service.app import build_library
+    from service.settings import Settings
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    secret = "hunter2-broker-password"
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        broker_url=f"redis://:{secret}@127.0.0.1:1/0",
+        images=[photos],
+    )
+    lib = build_library(settings)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            job = lib.submit_ingest(str(photos))
+        assert job.state == "queued"
+        logged = "\n".join(r.getMessage() for r in caplog.records)
+        assert "could not be sent to the broker" in logged
+        assert "redis://:**@127.0.0.1:1/0" in logged
+        assert secret not in logged
+    finally:
+        lib.close()
