@@ -313,8 +313,9 @@ def _open_clip_preprocess(model: EmbeddingModel, data: Mapping[str, Any], source
     model.resize_mode, model.interpolation = resize_mode, interpolation
 
 
-def load_open_clip_folder(folder: Path) -> EmbeddingModel:
-    """A SigLIP / MobileCLIP / HF-text model from an OpenCLIP hub folder."""
+def load_open_clip_folder(folder: Path, fold: bool = True) -> EmbeddingModel:
+    """A SigLIP / MobileCLIP / HF-text model from an OpenCLIP hub folder. A MobileCLIP's
+    reparameterisable branches are folded for inference unless ``fold=False``."""
     config_path = folder / OPEN_CLIP_CONFIG
     source = str(config_path)
     data = _read_json(config_path)
@@ -340,6 +341,8 @@ def load_open_clip_folder(folder: Path) -> EmbeddingModel:
         config = _hf_text_config(data, folder, state, where)
     model = _assemble(family, config, state, tokenizer_dir, where)
     _open_clip_preprocess(model, data, source)
+    if fold and family == "mobileclip":
+        model.fold()  # type: ignore[operator]
     return model
 
 

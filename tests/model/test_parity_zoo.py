@@ -17,7 +17,7 @@ from model import load
 from model.base import EmbeddingModel
 from model.testing import assert_features_match
 
-CASES = ["siglip", "siglip2", "multilingual"]
+CASES = ["siglip", "siglip2", "mobileclip", "multilingual"]
 _LOADED: dict[str, EmbeddingModel] = {}
 
 
@@ -96,3 +96,8 @@ def test_end_to_end_from_raw_images_and_texts(shared_data: Path, name: str) -> N
         cosine = (got * F.normalize(want, dim=-1)).sum(dim=-1)
         assert cosine.min().item() >= 0.99999
     assert model.embed_dim == got_images.shape[1]
+
+
+def test_every_case_in_the_fixture_folder_is_covered(shared_data: Path) -> None:
+    found = sorted(p.parent.name for p in (shared_data / "parity-zoo").glob("*/case.json"))
+    assert found == sorted(CASES)
