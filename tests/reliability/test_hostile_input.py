@@ -40,8 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / ".venv" / "bin" / "clipsearch"
 CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "service.cli"]
 IS_ROOT = os.geteuid() == 0
-UPLOAD_LIMIT = 64_000
-PIXEL_LIMIT = 1_000_000
+# the real defaults: the default-limit cases run against what a user gets
+UPLOAD_LIMIT = Settings.model_fields["max_upload_bytes"].default
+PIXEL_LIMIT = Settings.model_fields["max_upload_pixels"].default
 INGEST_TIMEOUT_S = 150.0
 
 # --- files ------------------------------------------------------------------------------------
@@ -350,8 +351,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         data_dir=base / "data",
         model=str(model_dir),
         allowed_roots=[root],
-        max_upload_bytes=UPLOAD_LIMIT,
-        max_upload_pixels=PIXEL_LIMIT,
+        allowed_hosts=["testserver"],  # the in-process TestClient's Host header
         batch_window_ms=0.5,
     )
     lib = build_library(settings)
@@ -611,8 +611,8 @@ def test_hostile_uploads_get_4xx_and_a_good_one_still_searches(site: Site) -> No
     uploads: list[tuple[str, bytes, str, int, str]] = [
         ("over the byte limit", os.urandom(UPLOAD_LIMIT + 1), "image/jpeg", 413, "bytes"),
         (
-            "over the pixel limit (1200x1000 PNG)",
-            flat_png((1200, 1000)),
+            "over the pixel limit (4000x3001 PNG, decoded at full size)",
+            flat_png((4000, PIXEL_LIMIT // 4000 + 1)),
             "image/png",
             413,
             "pixels",
