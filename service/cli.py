@@ -400,7 +400,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="serve the API and the gallery, run a worker, ingest the folders given",
         description="One process: the REST API (docs at /docs), the gallery at /, an embedded "
         "worker, and ingestion of the --images folders. POST /api/ingest may read only under "
-        "those folders (or --allowed-root).",
+        "those folders (or --allowed-root); only files still inside the allowed or ingested folders are "
+        "served. With "
+        "CLIPSEARCH_API_TOKEN set, reading photos needs the token too (the gallery has a sign-in "
+        "page; CLIPSEARCH_PUBLIC_READ=true opens reads). Requests must name this server in their "
+        "Host header: loopback names by default, others via CLIPSEARCH_ALLOWED_HOSTS.",
     )
     p.add_argument(
         "--images", nargs="+", action="extend", metavar="DIR", help="folders to ingest and allow"
