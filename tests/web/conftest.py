@@ -95,7 +95,12 @@ class LiveServer:
 
     def api(self, path: str, **params: Any) -> Any:
         """GET an API path directly (what the server says, independently of the gallery)."""
-        response = httpx.get(self.url + path, params=params, timeout=30)
+        response = httpx.get(
+            self.url + path,
+            params=params,
+            headers={"Authorization": f"Bearer {self.token}"},  # reads need the token too
+            timeout=30,
+        )
         return response
 
     def log_tail(self, n: int = 60) -> str:
@@ -321,9 +326,16 @@ class PageErrors(list):
     """Uncaught exceptions in the page; a test fails if there are any."""
 
 
-def _new_page(browser: Any, server: LiveServer, **context_args: Any) -> tuple[Any, Any, PageErrors]:
+def _new_page(
+    browser: Any, server: LiveServer, signed_in: bool = True, **context_args: Any
+) -> tuple[Any, Any, PageErrors]:
+    """A new browser context; ``signed_in``: with the session cookie the sign-in page would set
+    (got from POST /api/session, as the page does; test_sign_in_page_* goes through the page)."""
     context = browser.new_context(base_url=server.url, **context_args)
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
+    if signed_in:
+        response = context.request.post("/api/session", data={"token": server.token})
+        assert response.ok, response.text()
     page = context.new_page()
     errors = PageErrors()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -334,6 +346,17 @@ def _new_page(browser: Any, server: LiveServer, **context_args: Any) -> tuple[An
 def page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
     """A fresh desktop-size tab (own cookies and sessionStorage) on the live server."""
     context, pg, errors = _new_page(browser, live_server, viewport={"width": 1280, "height": 800})
+    yield pg
+    context.close()
+    assert not errors, f"uncaught errors in the page: {errors}"
+
+
+@pytest.fixture()
+def signed_out_page(browser: Any, live_server: LiveServer) -> Iterator[Any]:
+    """A desktop tab that has not signed in."""
+    context, pg, errors = _new_page(
+        browser, live_server, signed_in=False, viewport={"width": 1280, "height": 800}
+    )
     yield pg
     context.close()
     assert not errors, f"uncaught errors in the page: {errors}"

@@ -2,7 +2,7 @@
 
 What a user does: search as they type (and share the URL, go back and forward), open an image,
 look at similar ones, search by an image (file picker, drop, paste), add a folder and watch it
-being indexed (with the API token prompt), use the keyboard, use a phone. Expected values come
+being indexed (after the sign-in page), use the keyboard, use a phone. Expected values come
 from the files the fixture generated or from the API itself, never from the page under test.
 """
 
@@ -312,9 +312,10 @@ def test_search_by_an_image_from_the_picker_a_drop_or_a_paste(page: Any, live_se
 # --- ingest panel -----------------------------------------------------------------------------
 
 
-def test_ingest_a_folder_from_the_panel_asks_for_the_token_and_shows_progress_to_done(
-    page: Any, live_server: Any, screenshot: Any
+def test_sign_in_page_then_ingest_a_folder_from_the_panel_with_progress_to_done(
+    signed_out_page: Any, live_server: Any, screenshot: Any
 ) -> None:
+    page = signed_out_page
     lib = live_server.library
     auth = {"Authorization": f"Bearer {live_server.token}"}
     outside = httpx.post(
@@ -322,28 +323,31 @@ def test_ingest_a_folder_from_the_panel_asks_for_the_token_and_shows_progress_to
     )
     assert outside.status_code == 403
 
+    # not signed in: the gallery sends the browser to the sign-in page, photos stay closed
     page.goto("/")
+    expect(page).to_have_url(live_server.url + "/signin.html")
+    assert page.request.get("/api/images").status == 401
+    page.locator("#signin-token").fill("wrong-token-wrong-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#signin-error")).to_contain_text("not the server's token")
+    page.locator("#signin-token").fill(live_server.token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(live_server.url + "/")
     wait_for_grid(page)
+    # the session is an HttpOnly cookie: the page's script cannot read it, nor the token
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["clipsearch_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert "clipsearch_session" not in page.evaluate("document.cookie")
+    assert live_server.token not in page.evaluate("JSON.stringify(sessionStorage)")
+
     page.locator("#ingest-toggle").click()
     expect(page.locator("#ingest-panel")).to_be_visible()
     expect(page.locator("#ingest-path")).to_be_focused()
-
-    # no token yet: the server's 401 opens the token prompt with its message
+    # signed in: the change goes through (cookie + CSRF header), the server refuses /etc
     page.locator("#ingest-path").fill("/etc")
     page.locator("#ingest-submit").click()
-    token_dialog = page.locator("#token-dialog")
-    expect(token_dialog).to_be_visible()
-    expect(page.locator("#token-reason")).to_contain_text("Authorization: Bearer")
-    page.locator("#token-input").fill("wrong-token-wrong-token")
-    page.get_by_role("button", name="Use token").click()
-    expect(token_dialog).to_be_visible()
-    expect(page.locator("#token-reason")).to_contain_text("That token was not accepted")
-    page.locator("#token-input").fill(live_server.token)
-    page.get_by_role("button", name="Use token").click()
-    expect(token_dialog).to_be_hidden()
-    # with the token the request goes on, and the server refuses a folder outside its roots
     expect(page.locator("#ingest-error")).to_have_text(outside.json()["detail"])
-    assert page.evaluate("sessionStorage.getItem('clipsearch.token')") == live_server.token
 
     # an allowed folder: a job appears and its progress bar runs to done
     before = library_total(live_server)
@@ -426,7 +430,6 @@ def test_file_names_with_markup_are_shown_as_text(page: Any, live_server: Any) -
 def test_remove_an_image_from_the_detail_view(page: Any, live_server: Any) -> None:
     page.goto("/")
     wait_for_grid(page)
-    page.evaluate("t => sessionStorage.setItem('clipsearch.token', t)", live_server.token)
     name = "gradient-07.png"
     target = find_tile(page, name)
     image_id = target.get_attribute("data-id")
@@ -493,6 +496,7 @@ def _filtered_ids(server: Any, text: str, filters: dict[str, Any]) -> list[str]:
     response = httpx.post(
         server.url + "/api/search",
         json={"text": text, "k": 500, "filters": filters},
+        headers={"Authorization": f"Bearer {server.token}"},
         timeout=30,
     )
     assert response.status_code == 200, response.text
@@ -629,6 +633,7 @@ def test_filters_narrow_more_like_this(page: Any, live_server: Any) -> None:
     response = httpx.get(
         f"{live_server.url}/api/images/{example['id']}/similar",
         params={"k": 500, "format": "WEBP"},
+        headers={"Authorization": f"Bearer {live_server.token}"},
         timeout=30,
     )
     assert response.status_code == 200, response.text
