@@ -221,3 +221,29 @@ def test_folder_without_weights_is_refused(shared_data: Path, tmp_path: Path) ->
     (folder / "open_clip_model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"no weights"):
         load(folder, device="cpu")
+
+
+def test_a_huge_text_is_cut_with_the_end_token_kept(shared_data: Path) -> None:
+    model = load(_zoo(shared_data, "siglip2"), device="cpu")
+    tokens = model.tokenize(["a dog " * 200_000])  # 1.2 MB of text
+    assert tokens.shape == (1, 64)
+    assert tokens[0, -1].item() == 1  # <eos> last, no <pad> (0) anywhere
+    assert (tokens != 0).all()
+
+
+def test_nllb_siglip_is_refused_with_a_clear_message(shared_data: Path, tmp_path: Path) -> None:
+    folder = _copy_case(shared_data, tmp_path)
+    cfg = json.loads((folder / "open_clip_config.json").read_text())
+    cfg["model_cfg"]["text_cfg"]["hf_model_name"] = "facebook/nllb-200-distilled-600M"
+    (folder / "open_clip_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match=r"NLLB-SigLIP\) is not supported yet"):
+        load(folder, device="cpu")
+
+
+def test_finetuning_a_siglip_is_refused_not_mangled(shared_data: Path, tmp_path: Path) -> None:
+    from model.finetune import FinetuneError
+    from model.finetune.wise import write_wise
+
+    folder = _zoo(shared_data, "siglip")
+    with pytest.raises(FinetuneError, match="CLIP models only"):
+        write_wise(folder, folder, 0.5, tmp_path / "out")
