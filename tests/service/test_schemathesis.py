@@ -66,6 +66,9 @@ OPERATIONS = [
     ("POST", "/api/ingest"),
     ("POST", "/api/reindex"),
     ("GET", "/api/health"),
+    ("GET", "/api/session"),
+    ("POST", "/api/session"),
+    ("DELETE", "/api/session"),
     ("DELETE", "/api/images/{id}"),  # last: it removes images the others read
 ]
 
