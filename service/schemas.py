@@ -106,6 +106,9 @@ class ImagePage(BaseModel):
     total: int
     offset: int
     limit: int
+    next_after: int | None = Field(
+        default=None, description="Pass as `after` for the next page; null on the last page."
+    )
 
 
 # --- jobs -------------------------------------------------------------------------------------

@@ -210,6 +210,26 @@ def test_browse_and_get(env: Env) -> None:
     assert r.status_code == 422
 
 
+def test_browse_pages_by_cursor(env: Env) -> None:
+    """Walking GET /api/images with `after` = the previous page's `next_after` visits every image
+    once, in id order, and the last page says there is no next one."""
+    seen: list[int] = []
+    after = None
+    for _ in range(len(env.files) + 1):
+        params = {"limit": 2} if after is None else {"limit": 2, "after": after}
+        page = env.client.get("/api/images", params=params).json()
+        seen += [i["id"] for i in page["items"]]
+        after = page["next_after"]
+        if after is None:
+            break
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) == len(env.files)
+    assert env.client.get("/api/images", params={"after": -1}).status_code == 422
+    jobs = env.client.get("/api/jobs", params={"limit": 1}).json()
+    if jobs:
+        older = env.client.get("/api/jobs", params={"before": jobs[0]["id"]}).json()
+        assert all(j["id"] < jobs[0]["id"] for j in older)
+
+
 def test_file_and_thumbnail_with_etag(env: Env) -> None:
     blue = env.id_of("blue")
     r = env.client.get(f"/api/images/{blue}/file")

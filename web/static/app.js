@@ -316,6 +316,7 @@ const state = {
   items: [],
   seen: new Set(),
   offset: 0,
+  browseAfter: null, // browse mode: the `next_after` cursor of the last page loaded
   done: false,
   loading: false,
   failed: false,
@@ -583,10 +584,13 @@ async function fetchPage(signal) {
   const offset = state.offset;
   const min = state.minScore > 0 ? state.minScore : null;
   if (state.mode === 'browse') {
-    const data = await api(`/api/images?${query({ offset, limit: PAGE })}`, { signal });
+    // keyset paging: each page starts after the last id seen (a range read at any depth)
+    const after = state.browseAfter;
+    const data = await api(`/api/images?${query(after ? { after, limit: PAGE } : { limit: PAGE })}`, { signal });
     const items = Array.isArray(data?.items) ? data.items : [];
     const total = typeof data?.total === 'number' ? data.total : null;
-    const done = items.length === 0 || (total !== null && offset + items.length >= total);
+    state.browseAfter = data?.next_after ?? null;
+    const done = items.length === 0 || state.browseAfter === null;
     return { items, consumed: items.length, done, total };
   }
   if (state.mode === 'text') {
@@ -631,6 +635,7 @@ function run({ push = false } = {}) {
   state.items = [];
   state.seen = new Set();
   state.offset = 0;
+  state.browseAfter = null;
   state.done = false;
   state.loading = false;
   state.failed = false;
