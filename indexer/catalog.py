@@ -699,13 +699,13 @@ def changes_since(session: Session, model_id: int, after: int, limit: int = 10_0
     wanted = sorted({sha for _, state, sha in rows if state == "ready" and sha})
     blobs: dict[str, bytes] = {}
     for start in range(0, len(wanted), _KEY_CHUNK):
-        for sha, blob in session.execute(
+        for key, vector in session.execute(
             sa.select(Embedding.sha256, Embedding.vector).where(
                 Embedding.model_id == model_id,
                 Embedding.sha256.in_(wanted[start : start + _KEY_CHUNK]),
             )
         ):
-            blobs[sha] = blob
+            blobs[key] = vector
     up_ids: list[int] = []
     up_vecs: list[bytes] = []
     removed = [int(i) for i in gone]

@@ -253,6 +253,20 @@ def images_needing_embedding(
     return list(session.scalars(stmt))
 
 
+def _catalogued_signatures(
+    sessions: sessionmaker[Session], root_db: str, recursive: bool
+) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every image catalogued under a folder, read in one query, so that a
+    rescan compares in bulk and opens only new or changed files."""
+    with sessions() as s:
+        rows = s.execute(
+            sa.select(Image.path, Image.size, Image.mtime_ns).where(
+                under_folder(Image.folder, root_db, recursive), Image.state != "failed"
+            )
+        )
+        return {path: (int(size), int(mtime)) for path, size, mtime in rows}
+
+
 def plan_ingest(
     sessions: sessionmaker[Session],
     job_id: int,
@@ -293,9 +307,17 @@ def plan_ingest(
             # submitted by a confined library (the API): the scan stays inside its roots too
             allowed_roots = [path_from_db(str(r)) for r in params["allowed_roots"]]
         root = check_path_allowed(path_from_db(raw), allowed_roots)
+        signatures = _catalogued_signatures(sessions, path_to_db(root), recursive)
         files = list(
-            scan_folder(root, recursive=recursive, on_problem=problems, allowed_roots=allowed_roots)
+            scan_folder(
+                root,
+                recursive=recursive,
+                on_problem=problems,
+                allowed_roots=allowed_roots,
+                known=lambda p, size, mtime: signatures.get(path_to_db(p)) == (size, mtime),
+            )
         )
+        signatures.clear()  # the comparison is done: free it before planning
     except IndexerError as exc:
         finish_job(sessions, job_id, "failed", str(exc))
         raise

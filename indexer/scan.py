@@ -139,12 +139,15 @@ def scan_folder(
     recursive: bool = True,
     on_problem: Callable[[ScanProblem], None] | list[ScanProblem] | None = None,
     allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
+    known: Callable[[str, int, int], bool] | None = None,
 ) -> Iterator[FileInfo]:
     """Yield a :class:`FileInfo` for every image file under ``root`` (absolute, normalised paths;
     symlinks to files are reported under the link's own path). Raises :class:`IngestError` when
     ``root`` itself is missing or not a folder; problems below it go to ``on_problem``.
     With ``allowed_roots``, a symbolic link whose target lies outside all of them is not
-    followed: it is reported as a problem (the API's confinement holds inside the tree too)."""
+    followed: it is reported as a problem (the API's confinement holds inside the tree too).
+    ``known(path, size, mtime_ns)`` returning True means the catalog already holds this file
+    unchanged: it is not opened to sniff its type again, so a rescan costs a stat per file."""
     if isinstance(on_problem, list):
         sink = on_problem
         report: Callable[[ScanProblem], None] = sink.append
@@ -207,6 +210,9 @@ def scan_folder(
                 seen_dirs.add(key)
                 subdirs.append(entry.path)
             elif stat.S_ISREG(est.st_mode):
+                if known is not None and known(entry.path, est.st_size, est.st_mtime_ns):
+                    yield FileInfo(entry.path, est.st_size, est.st_mtime_ns, "known")
+                    continue
                 try:
                     kind = sniff_file(entry.path) if est.st_size else None
                 except OSError as exc:

@@ -249,12 +249,7 @@ def maybe_auto_reindex(ctx: WorkerContext, app: Celery) -> int | None:
         )
         if busy:
             return None
-        ready = int(
-            session.scalar(
-                sa.select(sa.func.count()).select_from(Image).where(Image.state == "ready")
-            )
-            or 0
-        )
+        ready = catalog.state_counts(session).get("ready", 0)
         row = active_index_row(session)
         indexed = 0 if row is None else int(row.size)
         if ready - indexed < max(AUTO_REINDEX_MIN, AUTO_REINDEX_SHARE * indexed):
@@ -426,12 +421,19 @@ def _count_covered(session: Any, model_id: int) -> int:
 def _progress(
     ctx: WorkerContext, job_id: int, model_id: int
 ) -> Callable[[int, list[dict[str, str]]], None]:
-    def update(_n: int, errors: list[dict[str, str]]) -> None:
+    """Progress of a re-index: counted once at the start (images whose content the model has
+    embedded already), then advanced by each batch, so no batch counts the library."""
+    with ctx.session() as session:
+        covered = _count_covered(session, model_id)
+
+    def update(n: int, errors: list[dict[str, str]]) -> None:
+        nonlocal covered
+        covered += max(0, n - len(errors))
         with ctx.session() as session:
             job = session.get(Job, job_id)
             if job is None:
                 return
-            job.done = _count_covered(session, model_id)
+            job.done = covered if job.total is None else min(covered, int(job.total))
             job.failed = int(job.failed or 0) + len(errors)
             _add_errors(job, errors)
             job.heartbeat_at = _now()
@@ -560,12 +562,7 @@ def run_reindex(ctx: WorkerContext, job_id: int) -> int | None:
             return None
         _mark_running(session, job)
         spec = (job.params or {}).get("model") or active_model_spec(session, ctx.config.model_spec)
-        total = int(
-            session.scalar(
-                sa.select(sa.func.count()).select_from(Image).where(Image.state == "ready")
-            )
-            or 0
-        )
+        total = catalog.state_counts(session).get("ready", 0)
         job.total = total
         session.commit()
     model = ctx.model(spec)
