@@ -725,6 +725,63 @@ def changes_since(session: Session, model_id: int, after: int, limit: int = 10_0
     )
 
 
+def vector_fields(session: Session, image_ids: Sequence[int]) -> Any:
+    """The filterable fields (folder, capture time, format) of these images, in their order, as
+    :class:`~indexer.vector_store.VectorFields` (read by primary key, in small chunks)."""
+    from .vector_store import VectorFields
+
+    ids = [int(i) for i in image_ids]
+    found: dict[int, tuple[str, dt.datetime | None, str | None]] = {}
+    for start in range(0, len(ids), _KEY_CHUNK):
+        for image_id, folder, taken_at, fmt in session.execute(
+            sa.select(Image.id, Image.folder, Image.taken_at, Image.format).where(
+                Image.id.in_(ids[start : start + _KEY_CHUNK])
+            )
+        ):
+            found[int(image_id)] = (folder, taken_at, fmt)
+    out = VectorFields()
+    for image_id in ids:
+        folder, taken_at, fmt = found.get(image_id, ("", None, None))
+        out.folder.append(folder)
+        out.taken_at.append(taken_at)
+        out.format.append(fmt)
+    return out
+
+
+def get_mark(session: Session, name: str) -> int | None:
+    """A named number of :class:`CatalogMark` (None when never set)."""
+    value = session.scalar(sa.select(CatalogMark.value).where(CatalogMark.name == name))
+    return None if value is None else int(value)
+
+
+def advance_mark(session: Session, name: str, value: int) -> None:
+    """Raise a named mark to ``value`` (never lower it; no commit). Safe against a concurrent
+    writer: the row is created once, then only moved up by one conditional UPDATE."""
+    if len(name) > 32:
+        raise ValueError(f"catalog mark names are at most 32 characters: {name!r}")
+    if get_mark(session, name) is None:
+        try:
+            with session.begin_nested():
+                session.add(CatalogMark(name=name, value=int(value)))
+            return
+        except sa.exc.IntegrityError:
+            pass
+    session.execute(
+        sa.update(CatalogMark)
+        .where(CatalogMark.name == name, CatalogMark.value < int(value))
+        .values(value=int(value))
+    )
+
+
+def set_mark(session: Session, name: str, value: int) -> None:
+    """Set a named mark to ``value``, up or down (no commit)."""
+    mark = session.get(CatalogMark, name)
+    if mark is None:
+        session.add(CatalogMark(name=name, value=int(value)))
+    else:
+        mark.value = int(value)
+
+
 def prune_tombstones(session: Session, keep_days: float = TOMBSTONE_KEEP_DAYS) -> int:
     """Forget deletions older than ``keep_days`` (no commit). A process whose watermark is older
     than what was pruned is told to reload (:attr:`Changes.reload`)."""

@@ -31,3 +31,8 @@ class CatalogUnavailable(IndexerError):
 
 class PathNotAllowed(IndexerError):
     """A path lies outside the folders this installation is allowed to read."""
+
+
+class StoreUnavailable(IndexerError):
+    """The vector store (Milvus) cannot be reached or lacks the library's collection; searches
+    get 503, jobs wait and resume. Retrying later, or a re-index, repairs it."""

@@ -31,11 +31,19 @@ import numpy as np
 import sqlalchemy as sa
 
 from . import catalog, safe_files
-from .catalog import Image, Job, ModelRecord
+from .catalog import Image, IndexVersion, Job, ModelRecord
 from .celery_app import TASK_INGEST, TASK_REINDEX, default_broker_url, make_celery
-from .errors import Conflict, IndexerError, IngestError, NotFound, PathNotAllowed
+from .errors import (
+    Conflict,
+    IndexerError,
+    IngestError,
+    NotFound,
+    PathNotAllowed,
+    StoreUnavailable,
+)
 from .tasks import FINAL_STATES, active_index_row, index_dir, normalise_spec
 from .types import IMAGE_STATES, Hit, ImageInfo, JobInfo, SearchFilters
+from .vector_store import FaissStore, StoreConfig, StoreFilters, VectorStore, follow_catalog
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +79,7 @@ class LibraryConfig:
     batch_size: int = 32  # images per embedding batch (workers started by this library)
     worker_concurrency: int = 1
     extra_worker_env: dict[str, str] = field(default_factory=dict)
+    store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -98,6 +107,7 @@ class LibraryConfig:
             "concurrency": self.worker_concurrency,
             "batch_size": self.batch_size,
             "extra_env": dict(self.extra_worker_env),
+            "store": self.store,
         }
         values.update(overrides)
         return WorkerConfig(**values)
@@ -105,15 +115,21 @@ class LibraryConfig:
 
 @dataclass
 class _Served:
-    """What searches read: one model with one index. Replaced whole, never edited but the delta."""
+    """What searches read: one model with one vector store. Replaced whole on a version change."""
 
     model: Any
     model_id: int
     spec: str
-    index: Any  # VectorIndex
+    store: VectorStore
     catalog_version: int | None  # the active IndexVersion it came from (None: built in memory)
-    watermark: int  # the catalog's change sequence this index reflects (catalog.changes_since)
+    watermark: int  # the catalog's change sequence this store reflects (catalog.changes_since)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    mark: str | None = None  # Milvus: the catalog mark that keeps the collection's watermark
+
+    @property
+    def index(self) -> Any:
+        """The in-process VectorIndex (FAISS store only; None with Milvus)."""
+        return getattr(self.store, "index", None)
 
 
 def wait_for_job(
@@ -235,7 +251,11 @@ class Library:
         """Build what searches read from the catalog's active version (outside any lock)."""
         with self._session() as session:
             row = active_index_row(session)
-            spec = _spec_of_active(session) if row is not None else None
+            if self._milvus and (row is None or not _is_milvus(row.params)):
+                row = None  # Milvus serves only Milvus versions (created below when none yet)
+            elif not self._milvus and row is not None and _is_milvus(row.params):
+                row = _newest_faiss_row(session)
+            spec = _spec_of_row(session, row) if row is not None else None
             row_info = (
                 None
                 if row is None
@@ -244,16 +264,18 @@ class Library:
         if spec is None:
             spec = normalise_spec(self.config.model_spec)
         model = reuse.model if reuse is not None and reuse.spec == spec else self._load_model(spec)
-        if row_info is None:
+        if self._milvus:
+            served = self._load_milvus(model, spec, row_info)
+        elif row_info is None:
             model_id = catalog.ensure_model(self.Session, model)
-            index = self._empty_index(int(model.embed_dim))
-            served = _Served(model, model_id, spec, index, None, 0)
+            store = FaissStore.empty(int(model.embed_dim))
+            served = _Served(model, model_id, spec, store, None, 0)
         else:
             version, model_id, params, _path = row_info
-            index = self._load_index_files(version, params)
-            if index is None:
-                index = self._empty_index(int(model.embed_dim))
-                served = _Served(model, model_id, spec, index, version, 0)
+            loaded = self._load_index_files(version, params)
+            if loaded is None:
+                store = FaissStore.empty(int(model.embed_dim))
+                served = _Served(model, model_id, spec, store, version, 0)
             else:
                 if "change_seq" not in params:
                     log.warning(
@@ -262,22 +284,50 @@ class Library:
                         version,
                     )
                 watermark = int(params.get("change_seq") or 0)
-                served = _Served(model, model_id, spec, index, version, watermark)
+                served = _Served(model, model_id, spec, loaded, version, watermark)
         self._sync_delta(served)
         return served
 
-    def _empty_index(self, dim: int) -> Any:
-        from .vector_index import build_index
+    @property
+    def _milvus(self) -> bool:
+        return self.config.store.kind == "milvus"
 
-        return build_index(np.zeros(0, np.int64), np.zeros((0, dim), np.float32))
+    def _load_milvus(
+        self, model: Any, spec: str, row_info: tuple[int, int, dict[str, Any], str] | None
+    ) -> _Served:
+        """The Milvus collection of the active version (a client, no vectors in this process);
+        a new library's first collection is created empty."""
+        from . import milvus_store
 
-    def _load_index_files(self, version: int, params: dict[str, Any]) -> Any:
+        if row_info is None:
+            with self._session() as session:
+                other = active_index_row(session)
+                if other is not None:
+                    raise StoreUnavailable(
+                        "this library's vectors are not in Milvus yet (its active index is "
+                        f"version {other.version}, FAISS files): run `clipsearch reindex` with "
+                        "CLIPSEARCH_MILVUS_URI set to build the Milvus collection from the catalog "
+                        "(no image is embedded again)"
+                    )
+            model_id = catalog.ensure_model(self.Session, model)
+            version = milvus_store.ensure_first_version(
+                self.config.store, self.Session, model_id, int(model.embed_dim)
+            )
+            with self._session() as session:
+                row = session.scalar(sa.select(IndexVersion).where(IndexVersion.version == version))
+                assert row is not None
+                row_info = (row.version, row.model_id, dict(row.params or {}), row.path)
+        version, model_id, params, _path = row_info
+        store = milvus_store.open_version(self.config.store, params, int(model.embed_dim))
+        return _Served(
+            model, model_id, spec, store, version, 0, mark=milvus_store.mark_name(version)
+        )
+
+    def _load_index_files(self, version: int, params: dict[str, Any]) -> FaissStore | None:
         """The saved index of catalog version ``version``, or None (logged) if its files are gone."""
-        from .vector_index import IndexStore
-
-        store = IndexStore(index_dir(self.data_dir))
+        folder = index_dir(self.data_dir)
         try:
-            index = store.load(int(params.get("store_version") or 0) or None)
+            store = FaissStore.load(folder, int(params.get("store_version") or 0) or None)
         except IndexerError as exc:
             log.warning(
                 "index version %s cannot be loaded (%s); serving exact search from the catalog's "
@@ -286,40 +336,47 @@ class Library:
                 exc,
             )
             return None
-        extra = (index.metadata.get("extra") or {}) if hasattr(index, "metadata") else {}
+        extra = store.metadata.get("extra") or {}
         if extra.get("catalog_version") != version:
             log.warning(
                 "the index files in %s belong to another version (%s, not %s); serving exact "
                 "search from the catalog's vectors until `clipsearch reindex` rebuilds it",
-                store.folder,
+                folder,
                 extra.get("catalog_version"),
                 version,
             )
             return None
-        return index
+        return store
 
     def _sync_delta(self, served: _Served) -> int:
-        """Apply what the catalog changed since ``served.watermark`` to the index: new and
-        re-embedded images into the exact delta, deleted or no longer ready ones out. Reads only
-        the changed rows (an index range on the change sequence). Returns the rows read."""
-        read = 0
+        """Apply what the catalog changed since the store's watermark to the store: new and
+        re-embedded images upserted (FAISS: into the exact delta), deleted or no longer ready ones
+        out. Reads only the changed rows (an index range on the change sequence). With Milvus the
+        watermark is kept in the catalog per collection, so whichever process follows the catalog
+        repairs writes a crashed worker missed. Returns the rows read."""
         with served.lock, self._session() as session:
-            while True:
-                changes = catalog.changes_since(session, served.model_id, served.watermark)
-                if changes.reload:
-                    # deletions older than our watermark were forgotten: rebuild from the catalog
+            if served.mark is not None:
+                served.watermark = catalog.get_mark(session, served.mark) or 0
+            result = follow_catalog(served.store, session, served.model_id, served.watermark)
+            read = result.rows_read
+            if result.reload:
+                # deletions newer than our watermark were forgotten
+                if served.mark is None:
                     log.warning("index refresh fell too far behind the catalog; reloading it")
-                    served.index = self._empty_index(served.index.dim)
-                    served.watermark = 0
-                    continue
-                read += changes.rows_read
-                if changes.removed.size:
-                    served.index.remove(changes.removed)
-                if changes.upsert_ids.size:
-                    served.index.add(changes.upsert_ids, changes.upsert_vectors)
-                served.watermark = changes.watermark
-                if not changes.more:
-                    return read
+                    served.store = FaissStore.empty(served.store.dim)
+                else:
+                    log.warning(
+                        "the Milvus collection fell too far behind the catalog to learn every "
+                        "deletion; upserting every vector again (deleted images are never shown, "
+                        "and `clipsearch reindex` rebuilds the collection exactly)"
+                    )
+                result = follow_catalog(served.store, session, served.model_id, 0)
+                read += result.rows_read
+            served.watermark = result.watermark
+            if served.mark is not None:
+                catalog.advance_mark(session, served.mark, result.watermark)
+                session.commit()
+            return read
 
     def refresh_index(self) -> int:
         """Pick up a newer active index version (hot swap) and what the catalog changed since the
@@ -333,14 +390,16 @@ class Library:
             with self._session() as session:
                 row = active_index_row(session)
                 version = None if row is None else row.version
+                if row is not None and _is_milvus(row.params) != self._milvus:
+                    version = served.catalog_version  # another store's version: not ours to load
             if version != served.catalog_version:
                 new = self._load_served(reuse=served)
                 self._served = new  # the swap: one reference assignment
                 log.info(
-                    "now serving index version %s (model %s, %d vectors)",
+                    "now serving index version %s (model %s, %s store)",
                     new.catalog_version,
                     new.spec,
-                    len(new.index),
+                    new.store.kind,
                 )
                 return 0
             return self._sync_delta(served)
@@ -378,22 +437,32 @@ class Library:
         self._maybe_refresh()
         served = self._served or served
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if q.size != served.index.dim:
+        store = served.store
+        if q.size != store.dim:
             raise Conflict(
                 f"the query vector has {q.size} dimensions but the served model "
-                f"({served.spec}) makes {served.index.dim}; the active model may have just "
+                f"({served.spec}) makes {store.dim}; the active model may have just "
                 "changed: embed the query again with Library.model and retry"
             )
         if not np.all(np.isfinite(q)) or float(np.linalg.norm(q)) < 1e-6:
             raise IndexerError("the query vector is zero or not finite; nothing to search by")
         need = offset + k
-        total = len(served.index)
-        fetch = min(max(need * 2, 32), max(total, 1))
+        if need > store.max_fetch:
+            raise IndexerError(
+                f"offset + k is at most {store.max_fetch} with the {store.kind} store; narrow the "
+                "search with filters instead of paging this deep"
+            )
+        inside = store.filters_inside and filters is not None
+        store_filters = self._store_filters(filters) if inside and filters is not None else None
+        total = store.count() if not store.filters_inside else store.max_fetch
+        fetch = min(max(need * 2, 32), max(total, 1), store.max_fetch)
         while True:
-            scores, ids = served.index.search(q, fetch, exclude=exclude)
+            scores, ids = store.search(q, fetch, filters=store_filters, exclude=exclude)
             valid = ids >= 0
             ids_l = [int(i) for i in ids[valid]]
             scores_l = [float(s) for s in scores[valid]]
+            # The catalog has the last word (state and filters by primary key): an id the store
+            # still holds after a delete it missed is never shown.
             rows = self._hit_rows(ids_l, filters)
             hits: list[Hit] = []
             below = False
@@ -407,7 +476,21 @@ class Library:
             exhausted = len(ids_l) < fetch or fetch >= total
             if len(hits) >= need or below or exhausted:
                 return hits[offset:need]
-            fetch = min(fetch * 4, total)
+            fetch = min(fetch * 4, total, store.max_fetch)
+
+    def _store_filters(self, filters: SearchFilters) -> StoreFilters:
+        folder = None
+        if filters.folder:
+            text = str(filters.folder)
+            if "\x00" in text:
+                raise IndexerError("the folder filter contains a NUL character")
+            folder = catalog.path_to_db(os.path.abspath(os.path.expanduser(text)))
+        return StoreFilters(
+            folder=folder,
+            date_from=_naive(filters.date_from) if filters.date_from is not None else None,
+            date_to=_naive(filters.date_to) if filters.date_to is not None else None,
+            formats=tuple(_formats(filters.formats or ())),
+        )
 
     def _hit_rows(self, ids: list[int], filters: SearchFilters | None) -> dict[int, Image]:
         if not ids:
@@ -431,8 +514,7 @@ class Library:
         if filters.date_to is not None:
             conds.append(Image.taken_at <= _naive(filters.date_to))
         if filters.formats:
-            formats = [str(f).upper().strip() for f in filters.formats if str(f).strip()]
-            formats = ["JPEG" if f == "JPG" else f for f in formats]
+            formats = _formats(filters.formats)
             if formats:
                 conds.append(Image.format.in_(formats))
         return conds
@@ -608,7 +690,7 @@ class Library:
         served = self._served
         if served is not None:
             with served.lock:
-                served.index.remove([image_id])
+                served.store.delete([image_id])
 
     # ---- jobs
 
@@ -735,16 +817,16 @@ class Library:
         images["total"] = sum(images.values())
         served = self._served
         if served is not None:
-            meta = served.index.metadata
-            index: dict[str, Any] = {
-                "version": served.catalog_version,
-                "kind": served.index.kind,
-                "size": len(served.index) - served.index.delta_size,
-                "delta": served.index.delta_size,
-                "nprobe": served.index.nprobe,
-                "recall": meta.get("recall"),
-                "model": served.spec,
-            }
+            index: dict[str, Any] = {"version": served.catalog_version, "model": served.spec}
+            try:
+                index.update(served.store.stats())
+            except StoreUnavailable as exc:
+                index.update(store=served.store.kind, error=str(exc))
+            if "entities" in index:
+                # catalog vectors vs store entities: a store that lost vectors (a Milvus
+                # collection emptied by hand) shows here; `clipsearch reindex` repairs it
+                index["catalog_vectors"] = images["ready"]
+                index["missing"] = max(0, images["ready"] - int(index["entities"]))
         elif row_info is not None:
             index = {
                 "version": row_info[0],
@@ -791,6 +873,29 @@ def _spec_of_active(session: Any) -> str | None:
     row = active_index_row(session)
     if row is None:
         return None
+    return session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
+
+
+def _formats(values: Any) -> list[str]:
+    formats = [str(f).upper().strip() for f in values if str(f).strip()]
+    return ["JPEG" if f == "JPG" else f for f in formats]
+
+
+def _is_milvus(params: Any) -> bool:
+    return isinstance(params, dict) and params.get("store") == "milvus"
+
+
+def _newest_faiss_row(session: Any) -> IndexVersion | None:
+    """The newest FAISS version (what an embedded library serves while Milvus is active)."""
+    for row in session.scalars(
+        sa.select(IndexVersion).order_by(IndexVersion.version.desc()).limit(20)
+    ):
+        if not _is_milvus(row.params):
+            return row  # type: ignore[no-any-return]
+    return None
+
+
+def _spec_of_row(session: Any, row: IndexVersion) -> str | None:
     return session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
 
 

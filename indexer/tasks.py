@@ -197,6 +197,7 @@ def run_ingest(ctx: WorkerContext, app: Celery | None, job_id: int) -> list[list
         thumb_dir=thumb_dir(ctx),
     )
     batches = [list(b) for b in plan.batches if b]
+    store_write(ctx, model_id, [], list(plan.removed_ids))
     if app is not None:
         for batch in batches:
             app.send_task(TASK_EMBED, args=[job_id, batch])
@@ -227,9 +228,23 @@ def run_embed_batch(
         model_id=model_id,
         embed_batch_size=max(1, ctx.config.batch_size),
     )
+    store_write(ctx, model_id, result.ready_ids, result.failed_ids)
     if result.job_finished and app is not None:
         maybe_auto_reindex(ctx, app)
     return result
+
+
+def store_write(
+    ctx: WorkerContext, model_id: int, upsert_ids: Sequence[int], delete_ids: Sequence[int]
+) -> None:
+    """Write what was just committed to the catalog through to a shared store (Milvus): an
+    image is searchable as soon as its batch commits, a deletion is immediate. The embedded
+    FAISS index needs nothing here: each API process follows the catalog itself."""
+    if ctx.config.store.kind != "milvus" or not (upsert_ids or delete_ids):
+        return
+    from . import milvus_store
+
+    milvus_store.write_through(ctx.config.store, ctx.Session, model_id, upsert_ids, delete_ids)
 
 
 #: Unindexed vectors (beyond the last build) that make a finished ingest queue a rebuild: below
@@ -479,8 +494,9 @@ def build_and_activate(
     processes (which follow the catalog) switch to a complete index or not at all. Returns the
     catalog's index version.
     """
-    from .vector_index import IndexStore, build_index
+    from .vector_store import FaissStore
 
+    store_config = ctx.config.store
     with ctx.session() as session:
         # Read before the vectors: a change committed meanwhile is also applied by the API's next
         # refresh (an upsert), never missed.
@@ -489,10 +505,17 @@ def build_and_activate(
         catalog.prune_tombstones(session)
         session.commit()
         next_version = int(session.scalar(sa.select(sa.func.max(IndexVersion.version))) or 0) + 1
+        previous = active_index_row(session)
+        keep = [] if previous is None else [str((previous.params or {}).get("collection", ""))]
+    text = model.embed_texts(list(TUNING_PROMPTS))
+    if store_config.kind == "milvus":
+        return _build_and_activate_milvus(
+            ctx, model, model_id, job_id, next_version, change_seq, text, keep
+        )
+    with ctx.session() as session:
         ids, vecs = catalog.load_vectors(session, model_id)
     if vecs.shape[1] == 0:
         vecs = np.zeros((0, int(model.embed_dim)), dtype=np.float32)
-    text = model.embed_texts(list(TUNING_PROMPTS))
     meta = {
         "catalog_version": next_version,
         "model_id": model_id,
@@ -502,44 +525,32 @@ def build_and_activate(
         "job_id": job_id,
     }
     with _heartbeat(ctx, job_id):  # k-means on a big library takes minutes: stay visibly alive
-        index = build_index(
-            ids,
-            vecs,
-            tune_queries={"text": text},
-            compression=ctx.config.index_compression,
-            meta=meta,
+        built = FaissStore.build(
+            ids, vecs, text_queries=text, compression=ctx.config.index_compression, meta=meta
         )
-        store = IndexStore(index_dir(ctx))
-        store_version = store.save(index)
-    info = index.metadata
+        store_version = built.save(index_dir(ctx))
+    info = built.metadata
     with ctx.session() as session:
-        row = IndexVersion(
-            version=next_version,
-            model_id=model_id,
-            kind=str(info.get("kind", "flat")),
-            size=int(ids.size),
-            path=str(store.folder),
-            params={
-                "store_version": store_version,
-                "nprobe": info.get("nprobe"),
-                "nlist": info.get("nlist"),
-                "recall": info.get("recall"),
-                "change_seq": change_seq,
-                "max_image_id": max_img,
-            },
-            active=False,
+        _activate_row(
+            session,
+            IndexVersion(
+                version=next_version,
+                model_id=model_id,
+                kind=str(info.get("kind", "flat")),
+                size=int(ids.size),
+                path=str(index_dir(ctx)),
+                params={
+                    "store": "faiss",
+                    "store_version": store_version,
+                    "nprobe": info.get("nprobe"),
+                    "nlist": info.get("nlist"),
+                    "recall": info.get("recall"),
+                    "change_seq": change_seq,
+                    "max_image_id": max_img,
+                },
+                active=False,
+            ),
         )
-        session.add(row)
-        session.flush()
-        # The newest version is the active one: one statement, so two builds racing cannot leave
-        # two active rows, and whichever commits last with the higher version wins.
-        newest = sa.select(sa.func.max(IndexVersion.version)).scalar_subquery()
-        session.execute(
-            sa.update(IndexVersion).values(
-                active=sa.case((IndexVersion.version == newest, True), else_=False)
-            )
-        )
-        session.commit()
     log.info(
         "index version %d (%s, %d vectors, store v%d) is active",
         next_version,
@@ -548,6 +559,67 @@ def build_and_activate(
         store_version,
     )
     return next_version
+
+
+def _activate_row(session: Any, row: IndexVersion) -> None:
+    """Add ``row`` and make the newest version the active one: one statement, so two builds
+    racing cannot leave two active rows, and whichever commits last with the higher version
+    wins."""
+    session.add(row)
+    session.flush()
+    newest = sa.select(sa.func.max(IndexVersion.version)).scalar_subquery()
+    session.execute(
+        sa.update(IndexVersion).values(
+            active=sa.case((IndexVersion.version == newest, True), else_=False)
+        )
+    )
+    session.commit()
+
+
+def _build_and_activate_milvus(
+    ctx: WorkerContext,
+    model: Any,
+    model_id: int,
+    job_id: int | None,
+    version: int,
+    change_seq: int,
+    text: np.ndarray,
+    keep: list[str],
+) -> int:
+    """The Milvus flavour of :func:`build_and_activate`: a new collection from the catalog,
+    active in the catalog once complete, then the alias flipped and older collections dropped."""
+    from . import milvus_store
+
+    config = ctx.config.store
+    with _heartbeat(ctx, job_id):
+        kind, size, params = milvus_store.build_version(
+            config,
+            ctx.Session,
+            model_id,
+            int(model.embed_dim),
+            version,
+            change_seq,
+            text_queries=text,
+        )
+    with ctx.session() as session:
+        _activate_row(
+            session,
+            IndexVersion(
+                version=version,
+                model_id=model_id,
+                kind=kind,
+                size=size,
+                path=str(params["collection"]),
+                params=params,
+                active=False,
+            ),
+        )
+    dropped = milvus_store.activate(config, str(params["collection"]), keep)
+    log.info(
+        "index version %d (Milvus collection %s, %s, %d vectors) is active; dropped %s",
+        version, params["collection"], kind, size, dropped or "nothing",
+    )  # fmt: skip
+    return version
 
 
 def run_reindex(ctx: WorkerContext, job_id: int) -> int | None:
@@ -611,6 +683,7 @@ def run_delete(ctx: WorkerContext, job_id: int) -> int:
         job.done = len(ids)
         _finish(session, job, "done")
     catalog.remove_thumbnails(thumb_dir(ctx), keys)
+    store_write(ctx, 0, [], present)
     return len(present)
 
 
@@ -620,12 +693,12 @@ def run_delete(ctx: WorkerContext, job_id: int) -> int:
 
 def register_tasks(app: Celery) -> dict[str, Any]:
     """Register clipsearch's tasks on ``app`` (carrying a WorkerContext as ``app.clipsearch``)."""
-    from .errors import CatalogUnavailable
+    from .errors import CatalogUnavailable, StoreUnavailable
 
     def guarded(task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
         try:
             return fn()
-        except CatalogUnavailable as exc:
+        except (CatalogUnavailable, StoreUnavailable) as exc:
             # Nothing can be recorded while the catalog is down: try again later. If retries run
             # out, the job stays unfinished in the catalog and the next worker start resumes it.
             log.warning("job %s: %s; retrying in %d s", job_id, exc, CATALOG_RETRY_S)

@@ -31,6 +31,7 @@ from celery import Celery
 
 from .celery_app import TASK_RESUME, default_broker_url, is_embedded_broker, make_celery
 from .errors import IndexerError
+from .vector_store import StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class WorkerConfig:
     ready_file: Path | None = None  # touched once the worker consumes (used by tests and serve)
     index_compression: str | None = None  # IVF codes: None (float32), "sq8", "fp16" or "pq"
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
 
     @property
     def resolved_database_url(self) -> str:
@@ -94,6 +96,7 @@ class WorkerConfig:
             env["CLIPSEARCH_INDEX_COMPRESSION"] = self.index_compression
         if self.ready_file is not None:
             env["CLIPSEARCH_WORKER_READY_FILE"] = str(self.ready_file)
+        env.update(store_env(self.store))
         env.update(self.extra_env)
         return env
 
@@ -143,7 +146,44 @@ class WorkerConfig:
             embed_delay_s=float(number("CLIPSEARCH_TEST_EMBED_DELAY_S", 0.0, float)),
             ready_file=Path(ready) if ready else None,
             index_compression=compression or None,
+            store=store_config_from_env(env),
         )
+
+
+def store_env(store: StoreConfig) -> dict[str, str]:
+    """The Milvus variables (CLIPSEARCH_MILVUS_URI, ...) that pass ``store`` to a worker."""
+    if not store.milvus_uri:
+        return {}
+    env = {
+        "CLIPSEARCH_MILVUS_URI": store.milvus_uri,
+        "CLIPSEARCH_MILVUS_COLLECTION": store.milvus_collection,
+        "CLIPSEARCH_MILVUS_INDEX": store.milvus_index,
+        "CLIPSEARCH_MILVUS_NLIST": str(store.milvus_nlist),
+        "CLIPSEARCH_MILVUS_NPROBE": str(store.milvus_nprobe),
+    }
+    if store.milvus_token:
+        env["CLIPSEARCH_MILVUS_TOKEN"] = store.milvus_token
+    return env
+
+
+def store_config_from_env(env: Mapping[str, str]) -> StoreConfig:
+    """The vector store the environment names (the same variables as the API's Settings)."""
+
+    def integer(name: str) -> int:
+        raw = env.get(name, "").strip()
+        try:
+            return int(raw) if raw else 0
+        except ValueError:
+            raise IndexerError(f"{name}={raw!r} is not a whole number; fix or unset it") from None
+
+    return StoreConfig(
+        milvus_uri=env.get("CLIPSEARCH_MILVUS_URI", "").strip() or None,
+        milvus_token=env.get("CLIPSEARCH_MILVUS_TOKEN", "").strip() or None,
+        milvus_collection=env.get("CLIPSEARCH_MILVUS_COLLECTION", "").strip() or "clipsearch",
+        milvus_index=env.get("CLIPSEARCH_MILVUS_INDEX", "").strip().upper() or "AUTO",
+        milvus_nlist=integer("CLIPSEARCH_MILVUS_NLIST"),
+        milvus_nprobe=integer("CLIPSEARCH_MILVUS_NPROBE"),
+    ).checked()
 
 
 class WorkerContext:

@@ -60,6 +60,7 @@ def build_library(settings: Settings, confine: bool = True) -> Any:
             device=settings.device,
             queue_prefix=settings.queue_prefix,
             allowed_roots=settings.effective_allowed_roots if confine else None,
+            store=settings.store_config(),
         )
     )
 
@@ -94,12 +95,16 @@ def _error_status(exc: BaseException) -> tuple[int, str] | None:
             ("NotFound", 404),
             ("Conflict", 409),
             ("CatalogUnavailable", 503),
+            ("StoreUnavailable", 503),
             ("PathNotAllowed", 403),
             ("IngestError", 400),
         ]
         for name, status in table:
             cls = getattr(ie, name, None)
             if cls is not None and isinstance(exc, cls):
+                if name == "StoreUnavailable":
+                    log.warning("vector store unavailable: %s", msg)
+                    return status, msg
                 if status == 503:
                     # The cause names the database's host, port and user: for the log only.
                     log.warning("catalog unavailable: %s", msg)

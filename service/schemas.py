@@ -169,6 +169,15 @@ class IndexOut(BaseModel):
     kind: str | None = None
     size: int = 0
     delta: int = 0
+    store: str | None = Field(default=None, description="faiss (embedded) or milvus")
+    entities: int | None = Field(default=None, description="vectors the store holds")
+    catalog_vectors: int | None = Field(
+        default=None, description="ready images in the catalog (what the store should hold)"
+    )
+    missing: int | None = Field(
+        default=None, description="catalog vectors the store lacks; `clipsearch reindex` repairs"
+    )
+    error: str | None = Field(default=None, description="why the store cannot answer, if so")
 
 
 class HealthOut(BaseModel):

@@ -35,6 +35,7 @@ def worker_config(settings: Settings, **overrides: Any) -> Any:
         broker_url=settings.broker_url,
         queue_prefix=settings.queue_prefix,
         device=settings.device,
+        store=settings.store_config(),
         **overrides,
     )
 

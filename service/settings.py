@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -99,6 +99,31 @@ class Settings(BaseSettings):
         default="", description="Namespace of the Celery queue on a shared broker."
     )
     model: str = Field(default="ViT-B-32", description="Model registry name or path to weights.")
+
+    # vector store: the embedded FAISS index, or Milvus
+    milvus_uri: str | None = Field(
+        default=None,
+        description="Milvus to keep the vectors in (http://host:19530, Standalone or Distributed; "
+        "needs clipsearch[milvus]); default: the embedded FAISS index files in data_dir.",
+    )
+    milvus_token: SecretStr | None = Field(
+        default=None, description="Milvus credentials (user:password or an API key), if it asks."
+    )
+    milvus_collection: str = Field(
+        default="clipsearch",
+        description="Milvus alias of the active collection; collections are <it>_v<version>_m<model>.",
+    )
+    milvus_index: str = Field(
+        default="AUTO",
+        description="Milvus index type: AUTO (FLAT below 20,000 vectors, else IVF_FLAT), FLAT, "
+        "IVF_FLAT, IVF_SQ8, IVF_PQ or HNSW; applied by the next re-index.",
+    )
+    milvus_nlist: int = Field(
+        default=0, ge=0, description="Milvus IVF lists; 0: by the number of vectors (as FAISS)."
+    )
+    milvus_nprobe: int = Field(
+        default=0, ge=0, description="Milvus lists probed per query; 0: tuned to 95% recall@10."
+    )
     device: str | None = Field(
         default=None, description="torch device (cpu, cuda, cuda:1); default auto."
     )
@@ -167,6 +192,14 @@ class Settings(BaseSettings):
         default=2.0, ge=0, le=1000, description="How long the text encoder waits to batch queries."
     )
     batch_max: int = Field(default=32, gt=0, description="Most texts encoded in one batch.")
+    query_precision: Literal["exact", "int8", "fp16"] = Field(
+        default="int8",
+        description="How the API and `clipsearch search` encode query texts on a CPU: int8 (the "
+        "text tower's Linear weights in int8, several times faster, embeddings within a measured "
+        "drift of exact, see BENCHMARKS.md), fp16 (float16 weights, nearly exact, faster than "
+        "exact), exact (the float model, bit for bit). GPU models and non-CLIP families always "
+        "use exact. Images are always embedded exactly.",
+    )
     compute_threads: int = Field(
         default=1,
         ge=0,
@@ -303,3 +336,17 @@ class Settings(BaseSettings):
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token is not None else None
+
+    def store_config(self) -> Any:
+        """The indexer's StoreConfig for these settings (refused with a clear message if wrong)."""
+        from indexer.vector_store import StoreConfig
+
+        token = self.milvus_token.get_secret_value() if self.milvus_token else None
+        return StoreConfig(
+            milvus_uri=(self.milvus_uri or "").strip() or None,
+            milvus_token=token or None,
+            milvus_collection=self.milvus_collection,
+            milvus_index=self.milvus_index.upper(),
+            milvus_nlist=self.milvus_nlist,
+            milvus_nprobe=self.milvus_nprobe,
+        ).checked()

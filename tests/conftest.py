@@ -83,3 +83,66 @@ def redis_url() -> Iterator[str]:
     finally:
         client.flushdb()
         base.delete(f"clipsearch-test-lock:{db}")
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus server process (``milvus-lite server``, Milvus' gRPC protocol) for the
+    session; each test gets its own collection prefix (:func:`milvus_store`)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    exe = shutil.which("milvus-lite", path=str(Path(sys.executable).parent)) or shutil.which(
+        "milvus-lite"
+    )
+    if exe is None:
+        pytest.fail("milvus-lite is not installed: pip install -e '.[dev]'")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path_factory.mktemp("milvus")
+    log = (folder / "server.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            exe,
+            "server",
+            "--data-dir",
+            str(folder / "data"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"milvus-lite did not start: {(folder / 'server.log').read_text()}")
+            time.sleep(0.1)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture()
+def milvus_store(milvus_server: str) -> object:
+    """A StoreConfig on the session's Milvus server with a collection prefix of this test's own."""
+    from indexer.vector_store import StoreConfig
+
+    return StoreConfig(milvus_uri=milvus_server, milvus_collection=f"t{uuid.uuid4().hex[:12]}")

@@ -32,10 +32,13 @@ async def health(request: Request, state: StateDep) -> HealthOut:
     stats: dict[str, Any] = await run_in_threadpool(state.library.stats)
     images = stats.get("images") or {}
     index = stats.get("index") or {}
+    status = (
+        "ok" if state.model_name is not None else ("degraded" if state.model_error else "starting")
+    )
+    if index.get("error") or index.get("missing"):
+        status = "degraded"  # the store cannot answer, or lacks vectors the catalog has
     return HealthOut(
-        status="ok"
-        if state.model_name is not None
-        else ("degraded" if state.model_error else "starting"),
+        status=status,
         # the model of the index being served: after a re-index to another model it is the new
         # one at once, not only after the next search loads it into the encoder
         model=_shown_model(
@@ -54,6 +57,11 @@ async def health(request: Request, state: StateDep) -> HealthOut:
             kind=index.get("kind"),
             size=_int(index.get("size")),
             delta=_int(index.get("delta")),
+            store=index.get("store"),
+            entities=index.get("entities"),
+            catalog_vectors=index.get("catalog_vectors"),
+            missing=index.get("missing"),
+            error=index.get("error"),
         ),
     )
 

@@ -130,3 +130,23 @@ def test_api_healthcheck_passes_only_when_the_service_is_ok(
         assert (done.returncode == 0) is healthy, done.stderr
     finally:
         server.shutdown()
+
+
+def test_milvus_profile_is_pinned_healthy_and_wired_to_api_and_workers(compose: dict) -> None:
+    services = compose["services"]
+    milvus = [name for name, svc in services.items() if "milvus" in svc.get("profiles", [])]
+    assert set(milvus) == {"milvus", "milvus-etcd", "milvus-minio"}
+    for name in milvus:
+        svc = services[name]
+        tag = svc["image"].rsplit(":", 1)[-1]
+        assert tag and tag != "latest" and "/" not in tag, f"{name}: pin its image version"
+        assert svc["healthcheck"]["test"], f"{name} has no health check"
+    deps = services["milvus"]["depends_on"]
+    assert {d: deps[d]["condition"] for d in deps} == {
+        "milvus-etcd": "service_healthy",
+        "milvus-minio": "service_healthy",
+    }
+    # api and every worker read CLIPSEARCH_MILVUS_URI (empty: FAISS) from the shared block
+    for name in ("api", "worker-gpu", "worker-cpu"):
+        assert "CLIPSEARCH_MILVUS_URI" in services[name]["environment"], name
+    assert services["milvus"]["expose"] == ["19530"]

@@ -77,3 +77,16 @@ def test_every_compose_service_and_volume_is_described(guide: str) -> None:
         assert f"`{name}`" in guide, f"service {name} is not in deploy/README.md"
     for name in compose["volumes"]:
         assert f"`{name}`" in guide, f"volume {name} is not in deploy/README.md"
+
+
+def test_every_variable_the_code_reads_is_in_the_readme_too() -> None:
+    """The README's settings table names every CLIPSEARCH_* variable the code reads."""
+    from service.settings import Settings
+
+    readme = (REPO / "README.md").read_text()
+    names = {f"CLIPSEARCH_{field.upper()}" for field in Settings.model_fields}
+    for package in ("model", "indexer", "service"):
+        for path in (REPO / package).rglob("*.py"):
+            names |= set(re.findall(r"CLIPSEARCH_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
+    missing = sorted(n for n in names if f"`{n}`" not in readme)
+    assert not missing, f"README.md does not document {missing}"

@@ -38,9 +38,19 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("sqlite+milvus", marks=pytest.mark.milvus),
+        pytest.param("postgres+milvus", marks=[pytest.mark.postgres, pytest.mark.milvus]),
+    ]
+)
 def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Env:
-    url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    e = Env(tmp_path / "data", tiny_dir, url)
+    """A library on each catalog backend, with the embedded FAISS store and with Milvus."""
+    db, _, store_kind = request.param.partition("+")
+    url = None if db == "sqlite" else request.getfixturevalue("pg_url")
+    store = request.getfixturevalue("milvus_store") if store_kind == "milvus" else None
+    e = Env(tmp_path / "data", tiny_dir, url, store)
     yield e
     e.close()

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from indexer import catalog
 from indexer.catalog import Embedding
 from indexer.library import Library, LibraryConfig
 from indexer.tasks import run_embed_batch, run_ingest, run_reindex
+from indexer.vector_store import StoreConfig
 from indexer.worker import WorkerConfig, WorkerContext, WorkerProcess, start_worker_process
 
 T = TypeVar("T")
@@ -119,7 +120,11 @@ def make_images(
 class Env:
     """A library plus an in-process worker context on the same catalog and data folder."""
 
-    def __init__(self, data_dir: Path, model_dir: Path, database_url: str | None) -> None:
+    def __init__(
+        self, data_dir: Path, model_dir: Path, database_url: str | None, store: Any = None
+    ) -> None:
+        store = store if store is not None else StoreConfig()
+        self.store = store
         self.lib = Library(
             LibraryConfig(
                 data_dir=data_dir,
@@ -128,6 +133,7 @@ class Env:
                 model_spec=str(model_dir),
                 device="cpu",
                 refresh_interval_s=3600,  # the tests refresh explicitly
+                store=store,
             )
         )
         self.ctx = WorkerContext(
@@ -138,6 +144,7 @@ class Env:
                 device="cpu",
                 batch_size=8,
                 decode_workers=1,
+                store=store,
             )
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'catalog.sqlite'}"
 
 
+@pytest.fixture(params=["faiss", pytest.param("milvus", marks=pytest.mark.milvus)])
+def milvus_uri(request: pytest.FixtureRequest) -> str | None:
+    """None: the embedded FAISS store; else the URI of a real Milvus server process."""
+    if request.param == "milvus":
+        return str(request.getfixturevalue("milvus_server"))
+    return None
+
+
 def test_ingest_search_browse_delete(
-    database_url: str, tmp_path: Path, tiny_model_dir: Path
+    database_url: str, milvus_uri: str | None, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     root = tmp_path / "photos"
     files = {p.stem: p for p in write_images(root)}
@@ -32,7 +41,10 @@ def test_ingest_search_browse_delete(
         model=str(tiny_model_dir),
         images=[root],
         api_token=TOKEN,
+        public_read=True,
         batch_window_ms=0.5,
+        milvus_uri=milvus_uri,
+        milvus_collection=f"t{uuid.uuid4().hex[:12]}",
     )
     lib = build_library(settings)
     try:
@@ -47,6 +59,8 @@ def test_ingest_search_browse_delete(
 def _flows(client: TestClient, files: dict[str, Path]) -> None:
     health = client.get("/api/health").json()
     assert health["images"]["ready"] == len(files)
+    assert health["index"]["entities"] == health["index"]["catalog_vectors"] == len(files)
+    assert health["status"] == "ok"
 
     page = client.get("/api/images", params={"limit": 100}).json()
     by_name = {Path(i["path"]).stem: i["id"] for i in page["items"]}
@@ -80,7 +94,7 @@ def _flows(client: TestClient, files: dict[str, Path]) -> None:
 
     r = client.post("/api/reindex", headers=auth)
     assert r.status_code == 202 and r.json()["kind"] == "reindex"
-    jobs = client.get("/api/jobs").json()
+    jobs = client.get("/api/jobs", headers=auth).json()
     assert [j["kind"] for j in jobs[:2]] == ["reindex", "ingest"]
 
 
@@ -111,3 +125,30 @@ def test_postgres_going_away_is_a_503(pg_url: str, tmp_path: Path, tiny_model_di
     finally:
         lib.close()
         admin.dispose()
+
+
+@pytest.mark.milvus
+def test_milvus_going_away_is_a_503_and_health_says_so(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """A Milvus URI nothing answers on: searches get a 503 naming Milvus, browsing still works
+    (the catalog answers), health is degraded with the reason."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        model=str(tiny_model_dir),
+        milvus_uri=f"http://127.0.0.1:{port}",
+    )
+    lib = build_library(settings)
+    try:
+        with TestClient(create_app(settings, library=lib)) as client:
+            r = client.get("/api/search", params={"q": "a photo"})
+            assert r.status_code == 503, r.text
+            assert "Milvus" in r.json()["detail"]
+            assert client.get("/api/images").status_code == 200
+    finally:
+        lib.close()

@@ -1,0 +1,290 @@
+"""The vector-store seam: every vector operation of indexer/ goes through :class:`VectorStore`.
+
+Two implementations:
+
+* :class:`FaissStore` (embedded, the default): one :class:`~indexer.vector_index.VectorIndex` in
+  the process (exact flat or IVF with tuned nprobe, an exact delta for what changed since the
+  build), saved as versioned atomic files by :class:`~indexer.vector_index.IndexStore`. Each API
+  process holds one and follows the catalog's change sequence; a new version is hot-swapped by the
+  Library.
+* :class:`~indexer.milvus_store.MilvusStore` (``CLIPSEARCH_MILVUS_URI``): one Milvus collection per
+  model and index version, with the filterable fields as scalar fields so filters run inside
+  Milvus. Workers write to it as they commit; API processes hold nothing but a client.
+
+The catalog is the source of truth for both: :func:`follow_catalog` applies what the catalog's
+change sequence says changed after a watermark, whatever the store, so a store that missed writes
+is repaired from the catalog, and ``clipsearch reindex`` rebuilds either store without
+re-embedding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexerError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "INDEX_TYPES",
+    "FaissStore",
+    "StoreConfig",
+    "StoreFilters",
+    "VectorFields",
+    "VectorStore",
+    "follow_catalog",
+]
+
+#: Milvus index types clipsearch configures (all of the FAISS/Knowhere family).
+INDEX_TYPES = ("AUTO", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Which vector store a library uses, and how. Without ``milvus_uri``: embedded FAISS."""
+
+    milvus_uri: str | None = None  # http://host:19530; None: the embedded FAISS index
+    milvus_token: str | None = None  # "user:password" or an API key, when Milvus asks for one
+    milvus_collection: str = "clipsearch"  # the alias; collections are <this>_v<version>_m<model>
+    milvus_index: str = "AUTO"  # AUTO: FLAT below flat_threshold vectors, else IVF_FLAT
+    milvus_nlist: int = 0  # 0: by the number of vectors (as for FAISS)
+    milvus_nprobe: int = 0  # 0: tuned at build time to recall_target
+    milvus_timeout_s: float = 10.0
+    recall_target: float = 0.95
+
+    @property
+    def kind(self) -> str:
+        return "milvus" if self.milvus_uri else "faiss"
+
+    def checked(self) -> StoreConfig:
+        """This config, or IndexerError naming the setting that is wrong."""
+        index = (self.milvus_index or "AUTO").upper()
+        if index not in INDEX_TYPES:
+            raise IndexerError(
+                f"CLIPSEARCH_MILVUS_INDEX={self.milvus_index!r}: use one of {', '.join(INDEX_TYPES)}"
+            )
+        name = self.milvus_collection
+        if not name or len(name) > 24 or not name.replace("_", "").isalnum() or name[0].isdigit():
+            raise IndexerError(
+                f"CLIPSEARCH_MILVUS_COLLECTION={name!r}: use 1-24 letters, digits or _, not "
+                "starting with a digit"
+            )
+        if self.milvus_nlist < 0 or self.milvus_nprobe < 0:
+            raise IndexerError("CLIPSEARCH_MILVUS_NLIST and CLIPSEARCH_MILVUS_NPROBE must be >= 0")
+        if self.milvus_uri and not self.milvus_uri.startswith(("http://", "https://", "tcp://")):
+            raise IndexerError(
+                f"CLIPSEARCH_MILVUS_URI={self.milvus_uri!r}: give http://host:19530 (Milvus "
+                "Standalone or Distributed)"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class StoreFilters:
+    """Search filters in the store's terms (catalog text paths, naive wall-clock times)."""
+
+    folder: str | None = None  # catalog text form (catalog.path_to_db), no trailing slash
+    date_from: dt.datetime | None = None
+    date_to: dt.datetime | None = None
+    formats: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.folder or self.date_from or self.date_to or self.formats)
+
+
+@dataclass
+class VectorFields:
+    """The filterable fields of each vector, in the order of its ids."""
+
+    folder: list[str] = field(default_factory=list)
+    taken_at: list[dt.datetime | None] = field(default_factory=list)
+    format: list[str | None] = field(default_factory=list)
+
+
+class VectorStore(ABC):
+    """Vectors of one model by image id: what searches read and what the catalog is mirrored to.
+
+    Scores are inner products of L2-normalised vectors (cosine). ``search`` returns
+    ``(scores float32[k], ids int64[k])`` best first, padded with id -1 and score -inf.
+    """
+
+    #: "faiss" or "milvus"
+    kind: str = ""
+    #: True when ``search`` applies :class:`StoreFilters` itself (else the caller filters hits).
+    filters_inside: bool = False
+    #: True when ``upsert`` wants :class:`VectorFields` (the catalog reads them only then).
+    needs_fields: bool = False
+    #: the most results one search may ask for (offset included)
+    max_fetch: int = 2**31 - 1
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+    @abstractmethod
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        filters: StoreFilters | None = None,
+        exclude: Sequence[int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @abstractmethod
+    def upsert(
+        self, ids: np.ndarray, vectors: np.ndarray, fields: VectorFields | None = None
+    ) -> None:
+        """Make these vectors searchable now; an id already present gets the new vector."""
+
+    @abstractmethod
+    def delete(self, ids: Iterable[int]) -> None:
+        """Never return these ids again (immediately)."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """The number of live vectors (store entities)."""
+
+    @abstractmethod
+    def stats(self) -> dict[str, Any]:
+        """What health and metrics show: kind, size, delta, nprobe, recall, ..."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release connections (nothing to do for an in-process store)."""
+
+
+# --------------------------------------------------------------------------------------------
+# FAISS, embedded
+
+
+class FaissStore(VectorStore):
+    """The embedded store: one :class:`~indexer.vector_index.VectorIndex` in this process."""
+
+    kind = "faiss"
+
+    def __init__(self, index: Any) -> None:
+        self.index = index  # VectorIndex
+
+    @classmethod
+    def empty(cls, dim: int) -> FaissStore:
+        from .vector_index import build_index
+
+        return cls(build_index(np.zeros(0, np.int64), np.zeros((0, dim), np.float32)))
+
+    @classmethod
+    def build(
+        cls,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        text_queries: np.ndarray | None = None,
+        compression: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> FaissStore:
+        """Exact flat below the threshold, IVF above with nprobe tuned on image and text queries."""
+        from .vector_index import build_index
+
+        tune = None if text_queries is None else {"text": text_queries}
+        return cls(build_index(ids, vectors, tune_queries=tune, compression=compression, meta=meta))
+
+    @classmethod
+    def load(cls, folder: Path, store_version: int | None) -> FaissStore:
+        """A saved version (None: the latest); IndexerError when its files are gone or damaged."""
+        from .vector_index import IndexStore
+
+        return cls(IndexStore(folder).load(store_version or None))
+
+    def save(self, folder: Path) -> int:
+        """Write this index as a new version (atomic files); returns the version."""
+        from .vector_index import IndexStore
+
+        return IndexStore(folder).save(self.index)
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.dim)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self.index.metadata)
+
+    def search(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        filters: StoreFilters | None = None,
+        exclude: Sequence[int] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        scores, ids = self.index.search(query, k, exclude=exclude)
+        return scores, ids
+
+    def upsert(
+        self, ids: np.ndarray, vectors: np.ndarray, fields: VectorFields | None = None
+    ) -> None:
+        self.index.add(ids, vectors)
+
+    def delete(self, ids: Iterable[int]) -> None:
+        self.index.remove(list(ids))
+
+    def count(self) -> int:
+        return len(self.index)
+
+    def stats(self) -> dict[str, Any]:
+        meta = self.index.metadata
+        return {
+            "store": "faiss",
+            "kind": self.index.kind,
+            "size": len(self.index) - self.index.delta_size,
+            "delta": self.index.delta_size,
+            "entities": len(self.index),
+            "nprobe": self.index.nprobe,
+            "recall": meta.get("recall"),
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Following the catalog
+
+
+@dataclass
+class FollowResult:
+    watermark: int
+    rows_read: int
+    reload: bool  # deletions after the watermark were pruned: the store must be rebuilt
+
+
+def follow_catalog(store: VectorStore, session: Any, model_id: int, after: int) -> FollowResult:
+    """Apply to ``store`` what the catalog changed for ``model_id`` after change ``after``:
+    new and re-embedded images upserted, deleted or no longer ready ones deleted. Reads only the
+    changed rows (range reads on the change sequence, keys for the vectors and fields)."""
+    from . import catalog
+
+    read = 0
+    watermark = int(after)
+    while True:
+        changes = catalog.changes_since(session, model_id, watermark)
+        if changes.reload:
+            return FollowResult(watermark, read, True)
+        read += changes.rows_read
+        if changes.removed.size:
+            store.delete(changes.removed.tolist())
+        if changes.upsert_ids.size:
+            fields = (
+                catalog.vector_fields(session, changes.upsert_ids.tolist())
+                if store.needs_fields
+                else None
+            )
+            store.upsert(changes.upsert_ids, changes.upsert_vectors, fields)
+        watermark = changes.watermark
+        if not changes.more:
+            return FollowResult(watermark, read, False)
