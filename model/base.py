@@ -14,7 +14,8 @@ A family subclasses it and defines the towers, ``encode_*``, ``embed_dim``, ``im
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -206,6 +209,32 @@ class EmbeddingModel(nn.Module):
             for start in range(0, len(texts), batch_size):
                 out.append(self._normalised(self.encode_text(tokens[start : start + batch_size])))
         return np.concatenate(out)
+
+    def text_embedder(self, precision: str = "exact") -> Callable[[Sequence[str]], np.ndarray]:
+        """The function that embeds query texts at ``precision`` (see model.quantize).
+
+        ``"exact"``: :meth:`embed_texts` itself. ``"int8"`` / ``"fp16"``: the text tower with
+        int8 / float16 Linear weights on the CPU, for a CLIP on the CPU; other families and GPU
+        models have no compact path and get :meth:`embed_texts`, with a log line saying so.
+        Same output contract: texts -> float32 [N, E], L2-normalised.
+        """
+        from model.quantize import check_precision, compact_text_tower
+
+        precision = check_precision(precision)
+        if precision == "exact":
+            return self.embed_texts
+        from model.clip import CLIP
+
+        if not isinstance(self, CLIP) or self.device.type != "cpu":
+            log.warning(
+                "no %s text path for %s (%s on %s): queries use the exact float path",
+                precision,
+                self.name,
+                self.family,
+                self.device,
+            )
+            return self.embed_texts
+        return compact_text_tower(self, precision).embed_texts
 
     def embed_images(
         self, images: Sequence[Image.Image | str | Path], batch_size: int = 64
