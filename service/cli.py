@@ -256,7 +256,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .query import combine, parse_query
+    from .query import combine, parse_query, query_embedder
 
     if args.k < 1 or args.k > 1000:
         raise CLIError("-k must be between 1 and 1000")
@@ -266,7 +266,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     terms = ([parsed.text] if parsed.text else []) + list(parsed.negative)
     if not terms:
         raise CLIError("the query is empty: type what you are looking for")
-    vectors = lib.model.embed_texts(terms)
+    vectors = query_embedder(lib.model, settings.query_precision)(terms)
     weights = ([1.0] if parsed.text else []) + [-0.5] * len(parsed.negative)
     vector = vectors[0] if len(terms) == 1 else combine(vectors, weights)
     hits = lib.search(vector, k=args.k, min_score=args.min_score)

@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, HTTPException, Request
 
 from .metrics import Metrics
-from .query import EmbeddingCache, TextEncoder
+from .query import EmbeddingCache, TextEncoder, query_embedder
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,10 @@ class ServiceState:
         with self._lock:
             if self.encoder is None or self._encoder_model is not model:
                 old = self.encoder
+                precision = self.settings.query_precision
                 self.encoder = TextEncoder(
-                    model.embed_texts,
-                    model_name=f"{getattr(model, 'name', '')}#{id(model)}",
+                    query_embedder(model, precision),
+                    model_name=f"{getattr(model, 'name', '')}#{id(model)}#{precision}",
                     cache=self.cache,
                     window_ms=self.settings.batch_window_ms,
                     max_batch=self.settings.batch_max,

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 
@@ -121,6 +122,16 @@ class EmbeddingCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._data)
+
+
+def query_embedder(model: Any, precision: str = "exact") -> Callable[[Sequence[str]], np.ndarray]:
+    """The function that embeds query texts with ``model`` at ``precision``
+    (``Settings.query_precision``: exact, int8 or fp16; see model.quantize): the model's
+    ``text_embedder``, or its plain ``embed_texts`` for a model without one."""
+    text_embedder = getattr(model, "text_embedder", None)
+    if text_embedder is None:
+        return cast(Callable[[Sequence[str]], np.ndarray], model.embed_texts)
+    return cast(Callable[[Sequence[str]], np.ndarray], text_embedder(precision))
 
 
 _STOP = object()

@@ -1,0 +1,59 @@
+"""CLIPSEARCH_QUERY_PRECISION picks the path query texts are encoded with (model/quantize.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from service.deps import ServiceState
+from service.metrics import Metrics
+from service.query import EmbeddingCache
+from service.settings import Settings
+
+QUERIES = ["a red bicycle against a brick wall", "snow"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CLIPSEARCH_") and key != "CLIPSEARCH_ALLOWED_HOSTS":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="module")
+def model():
+    from model.testing import tiny_model
+
+    return tiny_model(seed=1)
+
+
+def test_the_variable_sets_the_precision(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for value in ("exact", "int8", "fp16"):
+        monkeypatch.setenv("CLIPSEARCH_QUERY_PRECISION", value)
+        assert Settings(data_dir=tmp_path).query_precision == value
+    monkeypatch.setenv("CLIPSEARCH_QUERY_PRECISION", "int4")
+    with pytest.raises(ValidationError, match="query_precision"):
+        Settings(data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("precision", ["exact", "int8", "fp16"])
+def test_the_api_encoder_uses_the_chosen_path(model, precision: str, tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, query_precision=precision)
+    state = ServiceState(settings, SimpleNamespace(model=model), Metrics(), EmbeddingCache())
+    try:
+        got = state.text_encoder().encode(QUERIES)
+    finally:
+        state.close()
+    assert np.array_equal(got, model.text_embedder(precision)(QUERIES))
+    exact = model.embed_texts(QUERIES)
+    if precision == "exact":
+        assert np.array_equal(got, exact)
+    else:
+        assert not np.array_equal(got, exact)  # the switch changes the computation ...
+        assert (got * exact).sum(axis=1).min() >= 0.995  # ... within the drift bound
