@@ -234,7 +234,13 @@ class EmbeddingModel(nn.Module):
                 self.device,
             )
             return self.embed_texts
-        return compact_text_tower(self, precision).embed_texts
+        try:
+            return compact_text_tower(self, precision).embed_texts
+        except (ModelError, RuntimeError) as exc:  # no quantized engine in this torch build
+            log.warning(
+                "%s text path unavailable (%s): queries use the exact float path", precision, exc
+            )
+            return self.embed_texts
 
     def embed_images(
         self, images: Sequence[Image.Image | str | Path], batch_size: int = 64

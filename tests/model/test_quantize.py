@@ -122,3 +122,13 @@ def test_families_without_a_compact_path_use_exact(model, caplog) -> None:
     with caplog.at_level("WARNING"):
         assert other.text_embedder("int8") == other.embed_texts
     assert "no int8 text path" in caplog.text
+
+
+def test_without_a_quantized_engine_queries_fall_back_to_exact(monkeypatch, caplog) -> None:
+    import model.quantize as quantize
+
+    fresh = tiny_model(seed=4)
+    monkeypatch.setattr(quantize, "int8_engine", lambda: None)
+    with caplog.at_level("WARNING"):
+        assert fresh.text_embedder("int8") == fresh.embed_texts
+    assert "int8 text path unavailable" in caplog.text
