@@ -27,10 +27,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from clusterlib import Cluster, Member, make_images, running, wait_for
+from clusterlib import TOKEN, Cluster, Member, make_images, running, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
+# the cluster runs with a token, so reads need it too
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 N_IMAGES = 2000
 N_LATER = 40
 BATCH = 16
@@ -46,13 +48,13 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _job(api: Member, job_id: int) -> dict[str, Any]:
-    r = httpx.get(f"{api.url}/api/jobs/{job_id}", timeout=10)
+    r = httpx.get(f"{api.url}/api/jobs/{job_id}", headers=AUTH, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()
 
 
 def _health(api: Member) -> dict[str, Any]:
-    r = httpx.get(f"{api.url}/api/health", timeout=10)
+    r = httpx.get(f"{api.url}/api/health", headers=AUTH, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -61,7 +63,10 @@ def _all_images(api: Member) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     while True:
         r = httpx.get(
-            f"{api.url}/api/images", params={"offset": len(items), "limit": 500}, timeout=30
+            f"{api.url}/api/images",
+            params={"offset": len(items), "limit": 500},
+            headers=AUTH,
+            timeout=30,
         )
         assert r.status_code == 200, r.text
         page = r.json()
@@ -77,6 +82,7 @@ def _similar_ids(api: Member, image_id: int, n: int) -> list[int]:
         r = httpx.get(
             f"{api.url}/api/images/{image_id}/similar",
             params={"k": 500, "offset": len(ids)},
+            headers=AUTH,
             timeout=30,
         )
         assert r.status_code == 200, r.text
@@ -93,6 +99,7 @@ def _search_by_upload(api: Member, path: Path) -> list[dict[str, Any]]:
         f"{api.url}/api/search/image",
         params={"k": 3},
         files={"file": (path.name, io.BytesIO(path.read_bytes()), mime)},
+        headers=AUTH,
         timeout=30,
     )
     assert r.status_code == 200, r.text
@@ -288,6 +295,9 @@ def test_two_workers_two_apis_survive_kill9_and_hot_swap(
             assert _health(api)["images"]["total"] == total - 1
             hits = _search_by_upload(api, probe)
             assert victim not in [h["id"] for h in hits], api.name
-            assert httpx.get(f"{api.url}/api/images/{victim}", timeout=10).status_code == 404
+            assert (
+                httpx.get(f"{api.url}/api/images/{victim}", headers=AUTH, timeout=10).status_code
+                == 404
+            )
         for m in members:
             assert m.alive(), f"{m.name} died:\n{m.log()}"

@@ -28,7 +28,7 @@ from indexer.library import Library, LibraryConfig
 
 N = 10_000
 # Tables whose size follows the library: a plan must never read them whole.
-BIG = {"images", "embeddings", "image_tombstones", "jobs"}
+BIG = {"images", "embeddings", "image_tombstones", "jobs", "removed_images"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,6 +243,47 @@ def test_browse_jobs_stats_and_search_pages_use_indexes(
     assert plan_problems(lib.engine, stmts, max_rows=200) == []
 
 
+def test_removed_pages_restore_and_the_scans_removal_checks_use_indexes(
+    big_library: tuple[Library, list[int]],
+) -> None:
+    """10,000 removals: the Removed view's pages, a restore's look-up by the old image id, and
+    what a scan asks of removals for its new files (by path, by size) are index reads."""
+    lib, _ = big_library
+    now = catalog.utcnow()
+    with lib.Session() as s:
+        s.execute(
+            sa.insert(catalog.RemovedImage),
+            [
+                {
+                    "image_id": 10**6 + i,
+                    "path": f"/gone/p{i}.jpg",
+                    "folder": "/gone",
+                    "size": 5000 + i,
+                    "mtime_ns": 1,
+                    "sha256": f"{10**6 + i:064x}",
+                    "thumbnail": None,
+                    "removed_at": now,
+                }
+                for i in range(N)
+            ],
+        )
+        s.commit()
+    analyze(lib.engine)
+    with captured(lib.engine) as stmts:
+        first = lib.list_removed(limit=50)
+        deeper = lib.list_removed(limit=50, before=first[-1].id - 5000)
+        with lib.Session() as s:
+            gone = catalog.removed_for_image(s, 10**6 + 1234)
+            paths = catalog.removed_paths(s, ["/gone/p17.jpg", "/library/new.jpg"])
+            by_size = catalog.removed_content_by_size(s, [5017, 123])
+    assert len(first) == 50 and [r.id for r in deeper] == list(
+        range(first[-1].id - 5001, first[-1].id - 5051, -1)
+    )
+    assert gone.path == "/gone/p1234.jpg"
+    assert paths == {"/gone/p17.jpg"} and by_size == {5017: {f"{10**6 + 17:064x}"}}
+    assert plan_problems(lib.engine, stmts, max_rows=200) == []
+
+
 def test_a_scan_of_the_library_is_caught(big_library: tuple[Library, list[int]]) -> None:
     """The plan check itself: a query that reads the whole images table is reported."""
     lib, _ = big_library
@@ -327,7 +368,7 @@ def test_migrating_an_existing_catalog_numbers_its_rows_and_never_reuses_ids(db_
             {"p": json.dumps({"max_image_id": 9}), "t": now, "a": True},
         )
     catalog.init_db(db_url, engine=engine)
-    assert catalog.schema_revision(engine) == "0002"
+    assert catalog.schema_revision(engine) == "0004"
     sessions = catalog.session_factory(engine)
     with sessions() as s:
         seqs = s.execute(sa.select(Image.id, Image.change_seq)).all()
@@ -340,3 +381,40 @@ def test_migrating_an_existing_catalog_numbers_its_rows_and_never_reuses_ids(db_
         assert catalog.change_watermark(s) > max(q for _, q in seqs)
         assert catalog.state_counts(s)["pending"] == 2
     engine.dispose()
+
+
+def test_totals_follow_the_rows_through_skipped_inserts_state_changes_and_deletes(
+    sessions: Any,
+) -> None:
+    """The kept per-state totals equal a real count after what ingests do: the same paths
+    inserted twice (two jobs over one folder; the second insert skips them), state changes and
+    deletions."""
+    from indexer.ingest import _insert_ignore
+
+    now = catalog.utcnow()
+    rows = [
+        {"path": f"/d/{i}.jpg", "folder": "/d", "size": 1, "mtime_ns": 1, "state": "pending",
+         "created_at": now, "updated_at": now}
+        for i in range(20)
+    ]  # fmt: skip
+
+    def real(s: Any) -> dict[str, int]:
+        return {
+            str(st): int(n)
+            for st, n in s.execute(sa.select(Image.state, sa.func.count()).group_by(Image.state))
+        }
+
+    with sessions() as s:
+        _insert_ignore(s, Image.__table__, rows, ["path"])
+        s.commit()
+        _insert_ignore(s, Image.__table__, [*rows, {**rows[0], "path": "/d/new.jpg"}], ["path"])
+        s.commit()
+        assert catalog.state_counts(s) == real(s) == {"pending": 21}
+        s.execute(sa.update(Image).where(Image.id <= 5).values(state="ready"))
+        s.execute(sa.update(Image).where(Image.id == 6).values(state="failed"))
+        s.execute(sa.update(Image).where(Image.id <= 3).values(state="ready"))  # no change
+        s.commit()
+        catalog.delete_images(s, [1, 6, 7])
+        s.commit()
+        counts = {k: v for k, v in catalog.state_counts(s).items() if v}
+        assert counts == real(s) == {"ready": 4, "pending": 14}

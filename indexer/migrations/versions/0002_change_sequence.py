@@ -77,22 +77,28 @@ PG_STATEMENTS = [
         PERFORM pg_advisory_xact_lock({ADVISORY_KEY});
         RETURN NULL;
     END $$ LANGUAGE plpgsql""",
+    # BEFORE: number the row. Counting waits for AFTER, which fires only for rows really written
+    # (an INSERT ... ON CONFLICT DO NOTHING that skips a row runs its BEFORE trigger all the same).
     """CREATE OR REPLACE FUNCTION clipsearch_images_change() RETURNS trigger AS $$
     BEGIN
-        IF TG_OP = 'INSERT' THEN
-            NEW.change_seq := nextval('catalog_change_seq');
-            INSERT INTO image_counts (state, n) VALUES (NEW.state, 1)
-                ON CONFLICT (state) DO UPDATE SET n = image_counts.n + 1;
-        ELSIF NEW.state IS DISTINCT FROM OLD.state OR NEW.sha256 IS DISTINCT FROM OLD.sha256
+        IF TG_OP = 'INSERT' OR NEW.state IS DISTINCT FROM OLD.state
+                OR NEW.sha256 IS DISTINCT FROM OLD.sha256
                 OR NEW.folder IS DISTINCT FROM OLD.folder THEN
             NEW.change_seq := nextval('catalog_change_seq');
-            IF NEW.state IS DISTINCT FROM OLD.state THEN
-                UPDATE image_counts SET n = n - 1 WHERE state = OLD.state;
-                INSERT INTO image_counts (state, n) VALUES (NEW.state, 1)
-                    ON CONFLICT (state) DO UPDATE SET n = image_counts.n + 1;
-            END IF;
         END IF;
         RETURN NEW;
+    END $$ LANGUAGE plpgsql""",
+    """CREATE OR REPLACE FUNCTION clipsearch_images_counted() RETURNS trigger AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' THEN
+            IF NEW.state IS NOT DISTINCT FROM OLD.state THEN
+                RETURN NULL;
+            END IF;
+            UPDATE image_counts SET n = n - 1 WHERE state = OLD.state;
+        END IF;
+        INSERT INTO image_counts (state, n) VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = image_counts.n + 1;
+        RETURN NULL;
     END $$ LANGUAGE plpgsql""",
     """CREATE OR REPLACE FUNCTION clipsearch_images_deleted() RETURNS trigger AS $$
     BEGIN
@@ -112,6 +118,8 @@ PG_STATEMENTS = [
         FOR EACH STATEMENT EXECUTE FUNCTION clipsearch_change_lock()""",
     """CREATE TRIGGER trg_images_change BEFORE INSERT OR UPDATE ON images
         FOR EACH ROW EXECUTE FUNCTION clipsearch_images_change()""",
+    """CREATE TRIGGER trg_images_counted AFTER INSERT OR UPDATE OF state ON images
+        FOR EACH ROW EXECUTE FUNCTION clipsearch_images_counted()""",
     """CREATE TRIGGER trg_images_del AFTER DELETE ON images
         FOR EACH ROW EXECUTE FUNCTION clipsearch_images_deleted()""",
     """CREATE TRIGGER trg_embeddings_change AFTER INSERT OR UPDATE OF vector ON embeddings
@@ -225,6 +233,7 @@ def downgrade() -> None:
             ("trg_images_lock", "images"),
             ("trg_embeddings_lock", "embeddings"),
             ("trg_images_change", "images"),
+            ("trg_images_counted", "images"),
             ("trg_images_del", "images"),
             ("trg_embeddings_change", "embeddings"),
         ):
@@ -232,6 +241,7 @@ def downgrade() -> None:
         for fn in (
             "clipsearch_change_lock",
             "clipsearch_images_change",
+            "clipsearch_images_counted",
             "clipsearch_images_deleted",
             "clipsearch_embeddings_change",
         ):
