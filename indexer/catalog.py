@@ -45,7 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from indexer.errors import CatalogUnavailable, IndexerError, NotFound
-from indexer.types import ImageInfo, JobInfo
+from indexer.types import ImageInfo, JobInfo, RemovedInfo
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +159,29 @@ class ImageCount(Base):
 
     state: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
     n: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class RemovedImage(Base):
+    """A file the user removed (migration 0003): scans skip its path, and any file with its
+    content, until it is restored. Keeps its embedding and thumbnail for the Removed view."""
+
+    __tablename__ = "removed_images"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+    path: Mapped[str] = mapped_column(sa.Text, unique=True)
+    folder: Mapped[str] = mapped_column(sa.Text)
+    size: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+    mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    width: Mapped[int | None] = mapped_column(sa.Integer)
+    height: Mapped[int | None] = mapped_column(sa.Integer)
+    format: Mapped[str | None] = mapped_column(sa.String(16))
+    taken_at: Mapped[dt.datetime | None] = mapped_column(sa.DateTime(timezone=False))
+    thumbnail: Mapped[str | None] = mapped_column(sa.String(128), index=True)
+    trash_path: Mapped[str | None] = mapped_column(sa.Text)
+    removed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Embedding(Base):
@@ -821,6 +844,12 @@ def gc_embeddings(session: Session, sha256s: Sequence[str | None]) -> int:
     still_used = set(
         session.scalars(sa.select(Image.sha256).where(Image.sha256.in_(shas)).distinct())
     )
+    # removed content keeps its vector: a restore then needs no embedding
+    still_used |= set(
+        session.scalars(
+            sa.select(RemovedImage.sha256).where(RemovedImage.sha256.in_(shas)).distinct()
+        )
+    )
     orphans = [s for s in shas if s not in still_used]
     if not orphans:
         return 0
@@ -834,6 +863,9 @@ def orphan_thumbnails(session: Session, keys: Sequence[str | None]) -> list[str]
     if not wanted:
         return []
     used = set(session.scalars(sa.select(Image.thumbnail).where(Image.thumbnail.in_(wanted))))
+    used |= set(
+        session.scalars(sa.select(RemovedImage.thumbnail).where(RemovedImage.thumbnail.in_(wanted)))
+    )
     return [k for k in wanted if k not in used]
 
 
@@ -862,3 +894,102 @@ def remove_thumbnails(thumb_dir: str | os.PathLike[str], keys: Sequence[str]) ->
             (base / parts[0] / parts[1]).unlink()
             n += 1
     return n
+
+
+# --------------------------------------------------------------------------------------------
+# Removals that stick (the user's "remove from library")
+
+
+def removed_info(row: RemovedImage) -> RemovedInfo:
+    return RemovedInfo(
+        id=row.id,
+        image_id=row.image_id,
+        path=row.path,
+        folder=row.folder,
+        size=row.size,
+        sha256=row.sha256,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        taken_at=row.taken_at,
+        thumbnail=row.thumbnail,
+        trash_path=row.trash_path,
+        removed_at=row.removed_at,
+    )
+
+
+def record_removal(session: Session, row: Image) -> RemovedImage:
+    """Remember that the user removed this image (no commit; delete the image row after, with
+    :func:`delete_images`, in the same transaction)."""
+    old = session.scalar(sa.select(RemovedImage).where(RemovedImage.path == row.path))
+    if old is not None:  # the same path removed before, re-added by a restore: one record
+        session.delete(old)
+        session.flush()
+    removed = RemovedImage(
+        image_id=row.id,
+        path=row.path,
+        folder=row.folder,
+        size=row.size,
+        mtime_ns=row.mtime_ns,
+        sha256=row.sha256,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        taken_at=row.taken_at,
+        thumbnail=row.thumbnail,
+        removed_at=utcnow(),
+    )
+    session.add(removed)
+    session.flush()
+    return removed
+
+
+def get_removed(session: Session, removed_id: int) -> RemovedImage:
+    row = session.get(RemovedImage, removed_id)
+    if row is None:
+        raise NotFound(f"removed image {removed_id} does not exist (it may have been restored)")
+    return row
+
+
+def removed_for_image(session: Session, image_id: int) -> RemovedImage:
+    """The removal record of a former image id (the newest when there are several)."""
+    row = session.scalar(
+        sa.select(RemovedImage)
+        .where(RemovedImage.image_id == image_id)
+        .order_by(RemovedImage.id.desc())
+        .limit(1)
+    )
+    if row is None:
+        raise NotFound(f"image {image_id} is not among the removed images")
+    return row
+
+
+def removed_paths(session: Session, db_paths: Sequence[str]) -> set[str]:
+    """Of these catalog paths, the ones the user removed (unique index look-ups)."""
+    found: set[str] = set()
+    paths = sorted(set(db_paths))
+    for start in range(0, len(paths), 500):
+        found |= set(
+            session.scalars(
+                sa.select(RemovedImage.path).where(
+                    RemovedImage.path.in_(paths[start : start + 500])
+                )
+            )
+        )
+    return found
+
+
+def removed_content_by_size(session: Session, sizes: Sequence[int]) -> dict[int, set[str]]:
+    """size -> content hashes of removed files of that size (index look-ups), so a scan hashes
+    only a new file whose size matches something removed."""
+    out: dict[int, set[str]] = {}
+    wanted = sorted({int(x) for x in sizes})
+    for start in range(0, len(wanted), 500):
+        for size, sha in session.execute(
+            sa.select(RemovedImage.size, RemovedImage.sha256).where(
+                RemovedImage.size.in_(wanted[start : start + 500]),
+                RemovedImage.sha256.is_not(None),
+            )
+        ):
+            out.setdefault(int(size), set()).add(str(sha))
+    return out

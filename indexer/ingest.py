@@ -48,6 +48,8 @@ from indexer.catalog import (
     path_from_db,
     path_to_db,
     remove_thumbnails,
+    removed_content_by_size,
+    removed_paths,
     under_folder,
     utcnow,
     vector_to_bytes,
@@ -407,6 +409,20 @@ def plan_ingest(
                     updated_at=utcnow(),
                 )
             )
+        # Files the user removed stay out: by path, or by content (a moved or copied file; only
+        # a new file whose size matches a removed one is hashed).
+        refused = removed_paths(s, still_new)
+        by_removed_size = removed_content_by_size(
+            s, [seen[p].size for p in still_new if p not in refused]
+        )
+        kept: list[str] = []
+        for db_path in still_new:
+            shas = by_removed_size.get(seen[db_path].size)
+            if db_path in refused or (shas and _sha256_of(seen[db_path].path) in shas):
+                plan.skipped_removed += 1
+                continue
+            kept.append(db_path)
+        still_new = kept
         now = utcnow()
         _insert_ignore(
             s,
@@ -451,6 +467,7 @@ def plan_ingest(
                 "moved": len(plan.moved_ids),
                 "removed": len(plan.removed_ids),
                 "unchanged": plan.unchanged,
+                **({"removed_by_user": plan.skipped_removed} if plan.skipped_removed else {}),
                 **({"retried": len(retried)} if retried else {}),
                 "unreadable": len(problems),
             },

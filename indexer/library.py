@@ -42,7 +42,15 @@ from .errors import (
     StoreUnavailable,
 )
 from .tasks import FINAL_STATES, active_index_row, index_dir, normalise_spec
-from .types import IMAGE_STATES, Hit, ImageInfo, JobInfo, SearchFilters
+from .types import (
+    IMAGE_STATES,
+    Hit,
+    ImageInfo,
+    JobInfo,
+    RemovedInfo,
+    RestoreResult,
+    SearchFilters,
+)
 from .vector_store import FaissStore, StoreConfig, StoreFilters, VectorStore, follow_catalog
 
 log = logging.getLogger(__name__)
@@ -580,18 +588,21 @@ class Library:
         image_id = _as_id(image_id)
         with self._session() as session:
             key = catalog.get_image(session, image_id).thumbnail
+        return self._open_thumbnail_key(key, f"image {image_id}")
+
+    def _open_thumbnail_key(self, key: str | None, what: str) -> safe_files.OpenedFile:
         parts = (key or "").split("/")
         if len(parts) != 2 or not all(p and p not in (".", "..") and "\\" not in p for p in parts):
-            raise NotFound(f"image {image_id} has no thumbnail (it may not be processed yet)")
+            raise NotFound(f"{what} has no thumbnail (it may not be processed yet)")
         try:
             opened = safe_files.open_confined(
                 self.thumbnails_dir / parts[0] / parts[1], [self.thumbnails_dir], "thumbnail"
             )
         except safe_files.UnsafeFile as exc:
-            raise NotFound(f"image {image_id}: {exc}") from None
+            raise NotFound(f"{what}: {exc}") from None
         if safe_files.media_type(opened, "JPEG") is None:
             opened.close()
-            raise NotFound(f"the thumbnail of image {image_id} is damaged; ingest its folder again")
+            raise NotFound(f"the thumbnail of {what} is damaged; ingest its folder again")
         return opened
 
     @property
@@ -676,21 +687,140 @@ class Library:
             log.warning("could not mark image %s for re-scan: %s", image_id, exc)
         log.warning("image %s no longer matches the catalog on disk: marked for re-scan", image_id)
 
-    def delete_image(self, image_id: int) -> None:
-        """Remove an image from the catalog and the index (the file on disk is left alone).
+    def delete_image(self, image_id: int, from_disk: bool = False) -> RemovedInfo:
+        """Remove an image from the library: out of the catalog and every vector store, and
+        remembered (:class:`~indexer.catalog.RemovedImage`) so that no later scan adds the file
+        again, at this path or any other with the same content, until :meth:`restore`.
 
-        A later ingest of its folder finds the file again and re-adds it.
-        """
+        The file on disk is left alone unless ``from_disk``: then it is moved (never unlinked)
+        into ``<data_dir>/trash/<removed id>/``, and only if it still is the file catalogued."""
         image_id = _as_id(image_id)
-        with self._session() as session:
-            catalog.get_image(session, image_id)
-            keys = catalog.delete_images(session, [image_id])
-            session.commit()
+        opened = None
+        if from_disk:
+            try:
+                opened, _media = self.open_file(image_id)
+            except NotFound as exc:
+                raise Conflict(
+                    f"{exc}; the file was not moved to the trash (remove it from the library "
+                    "without from_disk, or ingest its folder again first)"
+                ) from None
+            opened.close()
+        moved: tuple[str, str] | None = None
+        try:
+            with self._session() as session:
+                row = catalog.get_image(session, image_id)
+                removed = catalog.record_removal(session, row)
+                if from_disk:
+                    source = catalog.path_from_db(row.path)
+                    target = self.trash_dir / str(removed.id) / os.path.basename(source)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    _move(source, str(target))
+                    moved = (source, str(target))
+                    removed.trash_path = catalog.path_to_db(target)
+                keys = catalog.delete_images(session, [image_id])
+                session.commit()
+                info = catalog.removed_info(removed)
+        except BaseException:
+            if moved is not None:  # the catalog did not record it: put the file back
+                with contextlib.suppress(OSError):
+                    _move(moved[1], moved[0])
+            raise
         catalog.remove_thumbnails(self.thumbnails_dir, keys)
         served = self._served
         if served is not None:
             with served.lock:
                 served.store.delete([image_id])
+        log.info(
+            "image %s removed from the library%s",
+            image_id,
+            " and moved to the trash" if moved else "",
+        )
+        return info
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.data_dir / "trash"
+
+    def list_removed(self, limit: int = 50, before: int | None = None) -> list[RemovedInfo]:
+        """Removed images, the most recently removed first; page with ``before`` (the last id of
+        the previous page): a range read on the key."""
+        limit, _ = _check_page(limit, 0, MAX_LIST)
+        if before is None:
+            before = _MAX_ROW_ID
+        if isinstance(before, bool) or not isinstance(before, (int, np.integer)) or before < 1:
+            raise IndexerError(f"before must be a positive id, got {before!r}")
+        stmt = (
+            sa.select(catalog.RemovedImage)
+            .where(catalog.RemovedImage.id < min(int(before), _MAX_ROW_ID))
+            .order_by(catalog.RemovedImage.id.desc())
+            .limit(limit)
+        )
+        with self._session() as session:
+            return [catalog.removed_info(r) for r in session.scalars(stmt)]
+
+    def get_removed(self, removed_id: int) -> RemovedInfo:
+        with self._session() as session:
+            return catalog.removed_info(catalog.get_removed(session, _as_id(removed_id, "removed")))
+
+    def restore_image(self, image_id: int) -> RestoreResult:
+        """:meth:`restore` by the id the image had before it was removed."""
+        with self._session() as session:
+            removed_id = catalog.removed_for_image(session, _as_id(image_id)).id
+        return self.restore(removed_id)
+
+    def restore(self, removed_id: int) -> RestoreResult:
+        """Bring a removed image back: every removal of the same content is forgotten (a copy
+        would otherwise keep it out), files in the trash go back to their folders, and an ingest
+        of each folder adds them again (with new ids; a kept embedding is not computed again)."""
+        removed_id = _as_id(removed_id, "removed")
+        moved_back: list[tuple[str, str]] = []
+        with self._session() as session:
+            first = catalog.get_removed(session, removed_id)
+            rows = [first]
+            if first.sha256:
+                rows = list(
+                    session.scalars(
+                        sa.select(catalog.RemovedImage).where(
+                            catalog.RemovedImage.sha256 == first.sha256
+                        )
+                    )
+                )
+            folders = sorted({catalog.path_from_db(r.folder) for r in rows})
+            for folder in folders:  # refuse before changing anything (outside the roots, gone)
+                self.check_ingest_path(folder)
+            infos = [catalog.removed_info(r) for r in rows]
+            try:
+                for r in rows:
+                    if r.trash_path:
+                        source = catalog.path_from_db(r.trash_path)
+                        target = catalog.path_from_db(r.path)
+                        if os.path.lexists(target):
+                            raise Conflict(
+                                f"cannot restore {target}: another file is there now; move it "
+                                "away first"
+                            )
+                        _move(source, target)
+                        moved_back.append((target, source))
+                    session.delete(r)
+                session.commit()
+            except BaseException:
+                for target, source in moved_back:
+                    with contextlib.suppress(OSError):
+                        _move(target, source)
+                raise
+        for info in infos:
+            if info.trash_path:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(catalog.path_from_db(info.trash_path)))
+        jobs = [self.submit_ingest(folder, recursive=False) for folder in folders]
+        log.info("restored %d removed image(s) of removal %s", len(infos), removed_id)
+        return RestoreResult(restored=infos, jobs=jobs)
+
+    def open_removed_thumbnail(self, removed_id: int) -> safe_files.OpenedFile:
+        """The thumbnail a removed image had (kept for the Removed view). Raises NotFound."""
+        with self._session() as session:
+            key = catalog.get_removed(session, _as_id(removed_id, "removed")).thumbnail
+        return self._open_thumbnail_key(key, f"removed image {removed_id}")
 
     # ---- jobs
 
@@ -859,6 +989,22 @@ class Library:
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _move(source: str, target: str) -> None:
+    """Move a file (a rename; across file systems a copy, then the source removed). Refuses to
+    replace an existing target."""
+    if os.path.lexists(target):
+        raise Conflict(f"{target} exists already; nothing was moved")
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        import errno
+        import shutil
+
+        if exc.errno != errno.EXDEV:
+            raise IndexerError(f"could not move {source} to {target}: {exc.strerror}") from None
+        shutil.move(source, target)
 
 
 def _registry_names() -> set[str]:

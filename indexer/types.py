@@ -50,6 +50,36 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class RemovedInfo:
+    """A file the user removed from the library: scans do not add it again (by path, or by
+    content anywhere) until it is restored. ``image_id`` is the id it had; a restore gives the
+    file a new one (ids are never reused)."""
+
+    id: int
+    image_id: int
+    path: str  # catalog text form, as ImageInfo.path
+    folder: str
+    size: int
+    sha256: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: dt.datetime | None
+    thumbnail: str | None
+    trash_path: str | None  # where the file was moved when removed from disk too (else None)
+    removed_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a restore brought back (every removal of the same content) and the ingest jobs that
+    add the files again."""
+
+    restored: list[RemovedInfo]
+    jobs: list[JobInfo]
+
+
+@dataclass(frozen=True)
 class JobInfo:
     """A job's progress as recorded in the catalog."""
 
@@ -113,6 +143,7 @@ class IngestPlan:
     moved_ids: list[int] = field(default_factory=list)  # same content, new path: vector kept
     removed_ids: list[int] = field(default_factory=list)  # file gone: drop from the index
     unchanged: int = 0
+    skipped_removed: int = 0  # new files the user removed (by path or content): not added
     problems: list[ScanProblem] = field(default_factory=list)
 
     @property

@@ -31,6 +31,7 @@ from .routes import (
     health_router,
     images_router,
     jobs_router,
+    removed_router,
     search_router,
     session_router,
 )
@@ -486,7 +487,14 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
     )
     app.state.service = state
     install_error_handlers(app)
-    for router in (search_router, images_router, jobs_router, health_router, session_router):
+    for router in (
+        search_router,
+        images_router,
+        removed_router,
+        jobs_router,
+        health_router,
+        session_router,
+    ):
         app.include_router(router)
 
     folder = static_dir()

@@ -255,6 +255,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_remove(args: argparse.Namespace) -> int:
+    lib = _library(_settings(args))
+    removed = lib.delete_image(args.image_id, from_disk=args.from_disk)
+    where = f", file moved to {removed.trash_path}" if removed.trash_path else ""
+    print(
+        f"image {removed.image_id} removed ({removed.path}{where}); scans will not add it again. "
+        f"Undo with `clipsearch restore {removed.id}`"
+    )
+    return 0
+
+
+def cmd_removed(args: argparse.Namespace) -> int:
+    lib = _library(_settings(args))
+    items = lib.list_removed(limit=args.limit)
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json([asdict(r) for r in items])
+        return 0
+    if not items:
+        print("no removed images")
+        return 0
+    for r in items:
+        trash = "  (in the trash)" if r.trash_path else ""
+        when = r.removed_at.strftime("%Y-%m-%d %H:%M") if r.removed_at else "?"
+        print(f"{r.id:5d}  image {r.image_id}  {when}  {r.path}{trash}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    if (args.removed_id is None) == (args.image is None):
+        raise CLIError("give the removal's id (see `clipsearch removed`) or --image ID")
+    settings = _settings(args)
+    lib = _library(settings)
+    result = lib.restore(args.removed_id) if args.image is None else lib.restore_image(args.image)
+    for r in result.restored:
+        print(f"restored {r.path} (was image {r.image_id})")
+    rc = 0
+    for job in result.jobs:
+        rc = max(rc, _follow_job(args, settings, lib, job))
+    return rc
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .query import combine, parse_query, query_embedder
 
@@ -462,6 +505,42 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _common(p)
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "remove",
+        help="remove an image from the library (rescans do not add it back)",
+        description="Remove an image from search, browse and counts. The removal is remembered: "
+        "rescans, watched folders and restarts do not add the file again, nor a copy of it "
+        "elsewhere, until `clipsearch restore`. The file stays where it is unless --from-disk.",
+    )
+    p.add_argument("image_id", type=int, metavar="ID", help="the image's id (search --json)")
+    p.add_argument(
+        "--from-disk",
+        action="store_true",
+        help="also move the file into the data folder's trash/ (never deleted; restore puts it back)",
+    )
+    _common(p, model=False)
+    p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser("removed", help="list the images removed from the library")
+    p.add_argument("--limit", type=int, default=50, help="how many, newest first (default 50)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(p, model=False)
+    p.set_defaults(func=cmd_removed)
+
+    p = sub.add_parser(
+        "restore",
+        help="bring a removed image back into the library",
+        description="Forget a removal (and any removal of the same content), move files back "
+        "from the trash, and ingest their folders so they are searchable again (new ids).",
+    )
+    p.add_argument(
+        "removed_id", type=int, nargs="?", metavar="ID", help="the id `clipsearch removed` lists"
+    )
+    p.add_argument("--image", type=int, metavar="ID", help="restore by the id the image had")
+    _wait_flags(p)
+    _common(p, model=False)
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("search", help='search the library by text ("beach -people")')
     p.add_argument("text", help='what to look for; "-word" steers away from a concept')

@@ -154,6 +154,40 @@ class JobOut(BaseModel):
     finished_at: datetime | None = None
 
 
+# --- removed images ---------------------------------------------------------------------------
+
+
+class RemovedOut(BaseModel):
+    id: int = Field(description="Id of the removal (restore with POST /api/removed/{id}/restore).")
+    image_id: int = Field(description="The id the image had before it was removed.")
+    path: str
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    taken_at: datetime | None = None
+    sha256: str | None = None
+    in_trash: bool = Field(description="The file was moved to the data folder's trash.")
+    removed_at: datetime | None = None
+    thumbnail_url: str | None = Field(
+        default=None, description="The thumbnail it had, kept while it is removed."
+    )
+
+
+class RemovedPage(BaseModel):
+    items: list[RemovedOut]
+    next_before: int | None = Field(
+        default=None, description="Pass as `before` for the next page; null on the last page."
+    )
+
+
+class RestoreOut(BaseModel):
+    restored: list[RemovedOut] = Field(
+        description="The removals forgotten: this one and every other of the same content."
+    )
+    jobs: list[JobOut] = Field(description="The ingest jobs that add the files again.")
+
+
 # --- health -----------------------------------------------------------------------------------
 
 

@@ -3,7 +3,15 @@
 from .health import router as health_router
 from .images import router as images_router
 from .jobs import router as jobs_router
+from .removed import router as removed_router
 from .search import router as search_router
 from .session import router as session_router
 
-__all__ = ["health_router", "images_router", "jobs_router", "search_router", "session_router"]
+__all__ = [
+    "health_router",
+    "images_router",
+    "jobs_router",
+    "removed_router",
+    "search_router",
+    "session_router",
+]

@@ -13,7 +13,7 @@ from starlette.background import BackgroundTask
 
 from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
-from ..schemas import ImageOut, ImagePage
+from ..schemas import ImageOut, ImagePage, RestoreOut
 from .common import ERRORS, MAX_ID, image_out
 
 router = APIRouter(prefix="/api/images", tags=["images"], responses=ERRORS)
@@ -183,7 +183,35 @@ def image_file(request: Request, library: LibraryDep, id: IdPath) -> Response:
     response_class=Response,
     dependencies=[Depends(require_token)],
 )
-def delete_image(library: LibraryDep, id: IdPath) -> Response:
-    """Remove an image from the catalog and the index (the file on disk is left alone)."""
-    library.delete_image(id)
+def delete_image(
+    library: LibraryDep,
+    id: IdPath,
+    from_disk: Annotated[
+        bool,
+        Query(
+            description="Also move the file into the trash folder of the server's data folder "
+            "(never deleted; restore puts it back). Refused (409) when the file on disk is no "
+            "longer the one catalogued."
+        ),
+    ] = False,
+) -> Response:
+    """Remove an image from the library: out of search, browse and counts, and remembered, so
+    rescans, watched folders and restarts do not add the file again (nor a copy of it) until it
+    is restored (GET /api/removed, POST /api/images/{id}/restore). The file on disk is left
+    alone unless `from_disk=true`."""
+    library.delete_image(id, from_disk=from_disk)
     return Response(status_code=204)
+
+
+@router.post(
+    "/{id}/restore",
+    operation_id="restore_image",
+    status_code=202,
+    response_model=RestoreOut,
+    dependencies=[Depends(require_token)],
+)
+def restore_image(request: Request, library: LibraryDep, id: IdPath) -> RestoreOut:
+    """Restore a removed image by the id it had: see POST /api/removed/{id}/restore."""
+    from .removed import restore_out
+
+    return restore_out(request, library.restore_image(id))

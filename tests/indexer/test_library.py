@@ -17,7 +17,14 @@ from workerutil import Env, make_images
 
 from indexer import catalog
 from indexer.catalog import Embedding, Image
-from indexer.errors import IndexerError, IngestError, NotFound, PathNotAllowed, StoreUnavailable
+from indexer.errors import (
+    Conflict,
+    IndexerError,
+    IngestError,
+    NotFound,
+    PathNotAllowed,
+    StoreUnavailable,
+)
 from indexer.library import Library, LibraryConfig
 from indexer.tasks import run_delete, run_embed_batch, run_ingest, run_reindex
 from indexer.types import SearchFilters
@@ -97,7 +104,7 @@ def test_delete_removes_from_results_catalog_and_thumbnail(env: Env, tmp_path: P
         env.lib.get_image(target)
     with pytest.raises(NotFound):
         env.lib.thumbnail_path(target)
-    assert not thumb.exists()
+    assert thumb.exists()  # kept for the Removed view while the removal is remembered
     # Another process deleting (a second Library on the same catalog) is honoured too.
     other = env.ids_by_name()["img_4_0005.jpg"]
     second = Library(env.lib.config)
@@ -382,3 +389,93 @@ def test_recovery_picks_unfinished_jobs_and_with_live_workers_only_stale_ones(en
             [made["stale-running"], made["stale-queued"]]
         )
         assert s.get(Job, made["done"]).state == "done"
+
+
+def test_a_removed_image_stays_out_of_rescans_moves_copies_and_restarts_until_restored(
+    env: Env, tmp_path: Path, tiny_dir: Path
+) -> None:
+    photos = tmp_path / "photos"
+    paths = make_images(photos, 6, seed=21)
+    env.ingest(photos)
+    ids = env.ids_by_name()
+    victim = ids[paths[2].name]
+    vec = env.lib.image_vector(victim)
+    thumb = env.lib.thumbnail_path(victim)
+    embeddings = env.count_embeddings()
+
+    removed = env.lib.delete_image(victim)
+    assert removed.image_id == victim and removed.path.endswith(paths[2].name)
+    assert [r.id for r in env.lib.list_removed()] == [removed.id]
+    assert env.lib.stats()["images"]["total"] == 5
+    assert thumb.exists()  # kept for the Removed view; the vector too (a restore re-embeds nothing)
+    assert env.count_embeddings() == embeddings
+    # The file is still on disk; it was copied to another folder and a second copy moved away.
+    assert paths[2].exists()
+    (photos / "sub").mkdir()
+    shutil.copy(paths[2], photos / "sub" / "copy.jpg")
+    env.ingest(photos)
+    # A new Library on the same catalog (a restart) re-ingesting: the image stays gone.
+    restarted = Library(env.lib.config)
+    try:
+        job = restarted.submit_ingest(str(photos))
+        for batch in run_ingest(env.ctx, None, job.id):
+            run_embed_batch(env.ctx, job.id, batch)
+        info = restarted.get_job(job.id)
+        assert info.state == "done" and info.params["scan"]["removed_by_user"] == 2
+        names = {Path(i.path).name for i in restarted.list_images(limit=100)[0]}
+        assert names == {p.name for p in paths} - {paths[2].name}
+        env.lib.refresh_index()
+        assert all(h.id != victim for h in env.lib.search(vec, k=10))
+        assert env.lib.search(vec, k=10)[0].score < 0.999  # no copy of it is searchable either
+        with pytest.raises(NotFound):
+            env.lib.get_image(victim)
+
+        # Restore (by the image id it had): it comes back under a new id and is searchable.
+        result = restarted.restore_image(victim)
+        assert [r.id for r in result.restored] == [removed.id]
+        assert len(result.jobs) == 1 and result.jobs[0].params["recursive"] is False
+        for batch in run_ingest(env.ctx, None, result.jobs[0].id):
+            run_embed_batch(env.ctx, result.jobs[0].id, batch)
+        assert restarted.list_removed() == []
+        back = env.ids_by_name()[paths[2].name]
+        assert back != victim and back > max(ids.values())
+        assert env.count_embeddings() == embeddings  # the kept vector served the restore
+        env.lib.refresh_index()
+        assert env.lib.search(vec, k=1)[0].id == back
+        with pytest.raises(NotFound):
+            restarted.restore(removed.id)  # already restored
+    finally:
+        restarted.close()
+
+
+def test_remove_from_disk_moves_the_file_to_the_trash_and_restore_puts_it_back(
+    env: Env, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    paths = make_images(photos, 3, seed=22)
+    env.ingest(photos)
+    victim = env.ids_by_name()[paths[0].name]
+    content = paths[0].read_bytes()
+    removed = env.lib.delete_image(victim, from_disk=True)
+    assert not paths[0].exists()
+    assert removed.trash_path is not None
+    trashed = Path(catalog.path_from_db(removed.trash_path))
+    assert trashed.read_bytes() == content
+    assert env.lib.trash_dir in trashed.parents
+    # A file that changed on disk since it was scanned is not moved.
+    other = env.ids_by_name()[paths[1].name]
+    paths[1].write_bytes(paths[1].read_bytes() + b"changed")
+    with pytest.raises(Conflict):
+        env.lib.delete_image(other, from_disk=True)
+    assert paths[1].exists() and env.lib.get_image(other).id == other
+    # Restoring refuses to overwrite a file that took the place, then puts the file back.
+    paths[0].write_bytes(b"someone else")
+    with pytest.raises(Conflict):
+        env.lib.restore(removed.id)
+    assert trashed.exists() and env.lib.list_removed()[0].id == removed.id
+    paths[0].unlink()
+    result = env.lib.restore(removed.id)
+    assert paths[0].read_bytes() == content and not trashed.exists()
+    for batch in run_ingest(env.ctx, None, result.jobs[0].id):
+        run_embed_batch(env.ctx, result.jobs[0].id, batch)
+    assert paths[0].name in env.ids_by_name()

@@ -82,7 +82,7 @@ class FakeLibrary:
         self.calls.append(("submit_reindex", model_spec))
         return _job(2, "reindex", {"model": model_spec})
 
-    def delete_image(self, image_id: int) -> None:
+    def delete_image(self, image_id: int, from_disk: bool = False) -> None:
         self.calls.append(("delete_image", image_id))
 
     def get_image(self, image_id: int):

@@ -373,3 +373,69 @@ def test_catalog_down_is_a_503(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 def test_colours_fixture_is_what_the_tests_assume() -> None:
     assert {"red", "green", "blue", "yellow"} <= set(COLOURS)
+
+
+def test_removal_sticks_across_rescans_and_restore_brings_it_back(env: Env) -> None:
+    folder = env.root / "kept"
+    files = write_images(folder, {"teal": (0, 128, 128), "olive": (128, 128, 0)})
+    ingest_now(env.lib, folder)
+    teal = next(
+        i.id for i in env.lib.list_images(limit=200)[0] if i.path == str(files[0].resolve())
+    )
+    data = files[0].read_bytes()
+
+    def top_ids() -> list[int]:
+        r = env.client.post("/api/search/image", files={"file": ("t.png", data)}, params={"k": 50})
+        return [h["id"] for h in r.json()["results"]]
+
+    total = env.client.get("/api/health").json()["images"]["total"]
+    assert env.client.delete(f"/api/images/{teal}").status_code == 204
+    assert env.client.get("/api/health").json()["images"]["total"] == total - 1
+    page = env.client.get("/api/removed").json()
+    removal = page["items"][0]
+    assert removal["image_id"] == teal and removal["path"].endswith(files[0].name)
+    assert removal["in_trash"] is False
+    thumb = env.client.get(removal["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    # A rescan of the folder (what a restart of `serve --images` runs) does not add it back.
+    job = ingest_now(env.lib, folder)
+    assert job.params["scan"]["removed_by_user"] == 1
+    assert teal not in top_ids()
+    assert all(i["id"] != teal for i in env.client.get("/api/images?limit=200").json()["items"])
+    # Restore by the id it had: 202 with the ingest job; once it ran, the image is searchable.
+    r = env.client.post(f"/api/images/{teal}/restore")
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert [x["id"] for x in body["restored"]] == [removal["id"]]
+    from indexer import tasks
+    from indexer.worker import WorkerContext
+
+    ctx = WorkerContext(env.lib.config.worker_config())
+    try:
+        for batch in tasks.run_ingest(ctx, None, body["jobs"][0]["id"]):
+            tasks.run_embed_batch(ctx, body["jobs"][0]["id"], batch)
+    finally:
+        ctx.dispose()
+    env.lib.refresh_index()
+    back = top_ids()[0]
+    assert back != teal and env.client.get(f"/api/images/{back}").json()["path"] == str(
+        files[0].resolve()
+    )
+    assert env.client.post(f"/api/removed/{removal['id']}/restore").status_code == 404
+    # From disk: the file moves into the data folder's trash, and restore puts it back.
+    assert env.client.delete(f"/api/images/{back}", params={"from_disk": "true"}).status_code == 204
+    assert not files[0].exists()
+    moved = env.client.get("/api/removed").json()["items"][0]
+    assert moved["in_trash"] is True and moved["image_id"] == back
+    assert env.client.post(f"/api/removed/{moved['id']}/restore").status_code == 202
+    assert files[0].read_bytes() == data
+
+
+def test_removed_routes_need_the_token_to_change_anything(make_client: Any, tmp_path: Path) -> None:
+    from svc_testlib import FakeLibrary
+
+    client = make_client(FakeLibrary(), api_token="s3cret-token-for-tests")
+    assert client.get("/api/removed").status_code == 401
+    assert client.post("/api/removed/1/restore").status_code == 401
+    assert client.post("/api/images/1/restore").status_code == 401
+    assert client.delete("/api/images/1", params={"from_disk": "true"}).status_code == 401

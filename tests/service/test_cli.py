@@ -60,6 +60,9 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         "status",
         "search",
         "embed",
+        "remove",
+        "removed",
+        "restore",
         "finetune",
         "eval",
         "demo",
@@ -232,3 +235,70 @@ def test_serve_one_command(served: tuple[str, subprocess.Popen[str], Path]) -> N
     assert r.status_code == 403
     proc.send_signal(signal.SIGINT)
     assert proc.wait(30) == 0
+
+
+def _start_serve(photos: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*CLI, "serve", "--images", str(photos), "--port", str(port)],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_a_removed_image_stays_gone_after_restarting_serve_until_restored(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    photos = tmp_path / "photos"
+    write_images(photos)
+    env = _env(tmp_path / "data", tiny_model_dir)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def ingested(n_jobs: int) -> list | None:
+        jobs = httpx.get(f"{base}/api/jobs", timeout=5).json()
+        done = [j for j in jobs if j["kind"] == "ingest" and j["state"] == "done"]
+        return done if len(done) >= n_jobs else None
+
+    def paths() -> set[str]:
+        items = httpx.get(f"{base}/api/images", params={"limit": 100}, timeout=5).json()["items"]
+        return {i["path"] for i in items if i["state"] == "ready"}
+
+    proc = _start_serve(photos, port, env)
+    try:
+        _poll(lambda: ingested(1), 150, "the --images folder ingested")
+        items = httpx.get(f"{base}/api/images", params={"limit": 100}, timeout=5).json()["items"]
+        victim = next(i for i in items if i["path"].endswith("red.jpg"))
+        assert httpx.delete(f"{base}/api/images/{victim['id']}", timeout=10).status_code == 204
+    finally:
+        _stop(proc)
+
+    proc = _start_serve(photos, port, env)
+    try:
+        done = _poll(lambda: ingested(2), 150, "the --images folder scanned again at restart")
+        assert done[0]["params"]["scan"]["removed_by_user"] == 1
+        assert victim["path"] not in paths() and len(paths()) == 5
+        listed = run(["removed"], env)
+        assert listed.returncode == 0, listed.stderr
+        removal_id = listed.stdout.split()[0]
+        assert f"image {victim['id']}" in listed.stdout and "red.jpg" in listed.stdout
+        restored = run(["restore", removal_id], env)
+        assert restored.returncode == 0, restored.stderr
+        assert "restored" in restored.stdout and "red.jpg" in restored.stdout
+        # the serving process's worker ingests the folder again: red is back and searchable
+        _poll(lambda: victim["path"] in paths(), 120, "the restored image back in the library")
+        assert run(["removed"], env).stdout.strip() == "no removed images"
+    finally:
+        _stop(proc)

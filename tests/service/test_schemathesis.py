@@ -69,7 +69,12 @@ OPERATIONS = [
     ("GET", "/api/session"),
     ("POST", "/api/session"),
     ("DELETE", "/api/session"),
-    ("DELETE", "/api/images/{id}"),  # last: it removes images the others read
+    ("GET", "/api/removed"),
+    ("GET", "/api/removed/{id}"),
+    ("GET", "/api/removed/{id}/thumbnail"),
+    ("DELETE", "/api/images/{id}"),  # late: it removes images the others read
+    ("POST", "/api/images/{id}/restore"),
+    ("POST", "/api/removed/{id}/restore"),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -441,6 +442,30 @@ def test_remove_an_image_from_the_detail_view(page: Any, live_server: Any) -> No
     expect(page.locator("#status")).to_have_text(f"Removed {name} from the library.")
     expect(page.locator(f'#results .tile-btn[data-id="{image_id}"]')).to_have_count(0)
     assert live_server.api(f"/api/images/{image_id}").status_code == 404
+
+    # The Removed view lists it with its thumbnail; Restore brings it back (a new id, once the
+    # server's worker scanned its folder again), and the view no longer lists it.
+    page.get_by_role("button", name="Removed").click()
+    row = page.locator("#removed-list li").filter(has_text=name)
+    expect(row).to_have_count(1)
+    expect(row.locator("img")).to_be_visible()
+    row.locator("img").evaluate(  # the kept thumbnail loads (a broken image has no width)
+        "img => img.complete && img.naturalWidth > 0 ? true"
+        " : new Promise((ok, fail) => { img.onload = () => ok(true); img.onerror = fail; })"
+    )
+    page.get_by_role("button", name=f"Restore {name}").click()
+    expect(row).to_have_count(0)
+    expect(page.locator("#status")).to_contain_text(f"Restored {name}")
+    page.locator("#removed-close").click()
+    deadline = time.monotonic() + 120
+    while True:
+        items = live_server.api("/api/images", limit=500).json()["items"]
+        back = [i for i in items if i["path"].endswith("/" + name) and i["state"] == "ready"]
+        if back or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
+    assert back and str(back[0]["id"]) != image_id, "the restored image did not come back"
+    assert live_server.api("/api/removed").json()["items"] == []
 
 
 # --- phone ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 // (docs/ARCHITECTURE.md). Everything the API returns is treated as untrusted text: the DOM is
 // built with createElement/textContent only, and URLs are accepted only when same-origin.
 
+import { initRemovedView } from './removed.js';
+
 const PAGE = 40; // tiles per request (infinite scroll)
 const SIMILAR_STRIP = 12; // thumbnails under "More like this"
 const IMAGE_OFFSET_MAX = 2000; // an image search stops paging here (each page re-sends the upload)
@@ -1005,6 +1007,21 @@ els.detailDelete.addEventListener('click', async () => {
   els.status.textContent = `Removed ${name} from the library.`;
   renderEmpty();
   refreshHealth();
+});
+
+// The Removed view (removed.js): restoring queues an ingest job, followed like any other.
+initRemovedView({
+  api,
+  h,
+  safeUrl,
+  baseName,
+  formatDate,
+  onRestored(names, queued) {
+    els.status.textContent = `Restored ${names.join(', ')}: it comes back once its folder is scanned.`;
+    const list = queued.filter((job) => job && job.id !== undefined);
+    if (list.length) absorbJobs(list);
+    pollJobs();
+  },
 });
 
 // ---------------------------------------------------------------------------------------------

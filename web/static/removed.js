@@ -1,0 +1,108 @@
+// The "Removed" view: images the user removed from the library (GET /api/removed), each with
+// the thumbnail it had and a Restore button (POST /api/removed/{id}/restore). Scans skip a
+// removed file (by path, and by content wherever a copy appears) until it is restored.
+// Everything from the API is shown as text; thumbnails only from same-origin URLs.
+
+const PAGE = 50;
+
+/**
+ * Wire the view. `deps` gives what the gallery shares: `api(path, opts)`, `h(tag, props, ...)`,
+ * `safeUrl(url)`, `baseName(path)`, `formatDate(value)` and `onRestored(names)`, called after a
+ * restore was queued (the gallery shows a status and follows the ingest job).
+ */
+export function initRemovedView(deps) {
+  const { api, h, safeUrl, baseName, formatDate, onRestored } = deps;
+  const $ = (id) => document.getElementById(id);
+  const dialog = $('removed-view');
+  const list = $('removed-list');
+  const empty = $('removed-empty');
+  const error = $('removed-error');
+  const more = $('removed-more');
+  const count = $('removed-count');
+  let nextBefore = null;
+
+  function showCount() {
+    const n = list.children.length;
+    count.textContent = nextBefore === null ? String(n) : `${n}+`;
+  }
+
+  function showError(message) {
+    error.textContent = message;
+    error.hidden = !message;
+  }
+
+  function row(item) {
+    const name = baseName(item.path);
+    const thumb = safeUrl(item.thumbnail_url);
+    const restore = h('button', { type: 'button', class: 'button small', text: 'Restore' });
+    restore.setAttribute('aria-label', `Restore ${name}`);
+    restore.addEventListener('click', async () => {
+      restore.disabled = true;
+      showError('');
+      try {
+        const result = await api(`/api/removed/${encodeURIComponent(String(item.id))}/restore`, {
+          method: 'POST',
+        });
+        const names = (result.restored || []).map((r) => baseName(r.path));
+        for (const r of result.restored || []) {
+          list.querySelector(`li[data-id="${CSS.escape(String(r.id))}"]`)?.remove();
+        }
+        showCount();
+        empty.hidden = list.children.length > 0;
+        onRestored(names, result.jobs || []);
+      } catch (err) {
+        restore.disabled = false;
+        showError(err.message);
+      }
+    });
+    const details = [
+      item.in_trash ? 'moved to the trash' : 'file left on disk',
+      formatDate(item.removed_at) ? `removed ${formatDate(item.removed_at)}` : null,
+    ].filter(Boolean);
+    return h(
+      'li',
+      { class: 'removed-item', 'data-id': String(item.id) },
+      thumb
+        ? h('img', { src: thumb, alt: '', width: 64, height: 64, loading: 'lazy' })
+        : h('span', { class: 'removed-nothumb', 'aria-hidden': 'true' }),
+      h(
+        'div',
+        { class: 'removed-text' },
+        h('span', { class: 'removed-name', text: name, title: String(item.path) }),
+        h('span', { class: 'hint', text: details.join(' · ') }),
+      ),
+      restore,
+    );
+  }
+
+  async function load(reset) {
+    if (reset) {
+      list.replaceChildren();
+      nextBefore = null;
+    }
+    showError('');
+    more.hidden = true;
+    try {
+      const params = new URLSearchParams({ limit: String(PAGE) });
+      if (nextBefore !== null) params.set('before', String(nextBefore));
+      const page = await api(`/api/removed?${params}`);
+      list.append(...page.items.map(row));
+      nextBefore = page.next_before ?? null;
+      showCount();
+      more.hidden = nextBefore === null;
+      empty.hidden = list.children.length > 0;
+    } catch (err) {
+      showError(err.message);
+    }
+  }
+
+  $('removed-toggle').addEventListener('click', () => {
+    dialog.showModal();
+    load(true);
+  });
+  $('removed-close').addEventListener('click', () => dialog.close());
+  more.addEventListener('click', () => load(false));
+  dialog.addEventListener('click', (event) => {
+    if (event.target === dialog) dialog.close(); // a click on the backdrop
+  });
+}
