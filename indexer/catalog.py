@@ -184,6 +184,23 @@ class RemovedImage(Base):
     removed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class WatchedFolder(Base):
+    """A folder the library keeps up to date (migration 0004): watched for changes and
+    re-scanned periodically by :mod:`indexer.watch`."""
+
+    __tablename__ = "watched_folders"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(sa.Text, unique=True)  # catalog text form (path_to_db)
+    recursive: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_scan_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_job_id: Mapped[int | None] = mapped_column(sa.Integer)
+    # a running watcher's heartbeat: it is watched while this is recent (WATCH_HEARTBEAT_S)
+    watched_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
 class Embedding(Base):
     """One vector per (content, model). Images reach it through ``Image.sha256``."""
 

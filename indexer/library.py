@@ -44,6 +44,7 @@ from .errors import (
 from .tasks import FINAL_STATES, active_index_row, index_dir, normalise_spec
 from .types import (
     IMAGE_STATES,
+    FolderInfo,
     Hit,
     ImageInfo,
     JobInfo,
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 MAX_K = 1000
 _MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integers in the catalog
 MAX_LIST = 1000
+WATCH_HEARTBEAT_S = 10.0  # how often a watcher marks its folders watched in the catalog
 RESCAN_MTIME = -1  # an image's catalog mtime once serving found its file changed: re-scan it
 
 __all__ = ["Library", "LibraryConfig", "wait_for_job"]
@@ -186,6 +188,7 @@ class Library:
         self._refresh_lock = threading.Lock()
         self._last_refresh = 0.0
         self._workers: list[Any] = []
+        self.watcher: Any = None  # a running indexer.watch.FolderWatcher (set by start_watcher)
         self._ingest_roots: tuple[float, list[str]] | None = None
         self._roots = (
             None
@@ -209,7 +212,11 @@ class Library:
         return self._celery
 
     def close(self) -> None:
-        """Stop workers this library started and release connections."""
+        """Stop workers and the watcher this library started and release connections."""
+        if self.watcher is not None:
+            with contextlib.suppress(Exception):
+                self.watcher.stop()
+            self.watcher = None
         for worker in self._workers:
             with contextlib.suppress(Exception):
                 worker.stop()
@@ -822,6 +829,107 @@ class Library:
             key = catalog.get_removed(session, _as_id(removed_id, "removed")).thumbnail
         return self._open_thumbnail_key(key, f"removed image {removed_id}")
 
+    # ---- watched folders
+
+    def add_watched_folder(self, path: str, recursive: bool = True) -> FolderInfo:
+        """Keep a folder up to date: remembered in the catalog (across restarts), watched by
+        the serving process's watcher, re-scanned periodically; an ingest is queued now. Adding
+        a folder already watched queues a re-scan of it."""
+        folder = self.check_ingest_path(path)
+        db_path = catalog.path_to_db(folder)
+        with self._session() as session:
+            row = session.scalar(
+                sa.select(catalog.WatchedFolder).where(catalog.WatchedFolder.path == db_path)
+            )
+            if row is None:
+                row = catalog.WatchedFolder(path=db_path, recursive=bool(recursive))
+                session.add(row)
+                try:
+                    session.commit()
+                except sa.exc.IntegrityError:  # added at the same moment by another process
+                    session.rollback()
+            folder_id = session.scalar(
+                sa.select(catalog.WatchedFolder.id).where(catalog.WatchedFolder.path == db_path)
+            )
+        assert folder_id is not None
+        self.scan_watched_folder(int(folder_id))
+        return self.get_watched_folder(int(folder_id))
+
+    def remove_watched_folder(self, folder_id: int) -> FolderInfo:
+        """Stop watching a folder (its images stay in the library)."""
+        info = self.get_watched_folder(folder_id)
+        with self._session() as session:
+            session.execute(
+                sa.delete(catalog.WatchedFolder).where(catalog.WatchedFolder.id == info.id)
+            )
+            session.commit()
+        return info
+
+    def scan_watched_folder(self, folder_id: int, sub_path: str | None = None) -> JobInfo | None:
+        """Queue an ingest of a watched folder (or of ``sub_path`` inside it, what changed),
+        unless an ingest of that path is queued and not started yet. Returns the job queued."""
+        with self._session() as session:
+            row = session.get(catalog.WatchedFolder, _as_id(folder_id, "folder"))
+            if row is None:
+                raise NotFound(f"folder {folder_id} is not watched")
+            root, recursive = catalog.path_from_db(row.path), row.recursive
+        target = sub_path or root
+        db_target = catalog.path_to_db(os.path.abspath(target))
+        with self._session() as session:  # queued jobs: an index read on the job state
+            for params in session.scalars(
+                sa.select(Job.params).where(Job.state == "queued", Job.kind == "ingest")
+            ):
+                if isinstance(params, dict) and params.get("path") == db_target:
+                    return None
+        job = self.submit_ingest(target, recursive=recursive or target != root)
+        with self._session() as session:
+            session.execute(
+                sa.update(catalog.WatchedFolder)
+                .where(catalog.WatchedFolder.id == folder_id)
+                .values(last_job_id=job.id, last_scan_at=catalog.utcnow())
+            )
+            session.commit()
+        return job
+
+    def get_watched_folder(self, folder_id: int) -> FolderInfo:
+        with self._session() as session:
+            row = session.get(catalog.WatchedFolder, _as_id(folder_id, "folder"))
+            if row is None:
+                raise NotFound(f"folder {folder_id} is not watched")
+            return self._folder_info(session, row)
+
+    def list_watched_folders(self) -> list[FolderInfo]:
+        """The watched folders, in the order they were added, with their state."""
+        with self._session() as session:
+            rows = session.scalars(
+                sa.select(catalog.WatchedFolder).order_by(catalog.WatchedFolder.id).limit(MAX_LIST)
+            ).all()
+            return [self._folder_info(session, r) for r in rows]
+
+    def _folder_info(self, session: Any, row: catalog.WatchedFolder) -> FolderInfo:
+        job = session.get(Job, row.last_job_id) if row.last_job_id else None
+        last = catalog.job_info(job) if job is not None else None
+        if not os.path.isdir(catalog.path_from_db(row.path)):
+            state = "missing"
+        elif last is not None and last.state in ("queued", "running"):
+            state = "scanning"
+        elif (
+            row.watched_at is not None
+            and (catalog.utcnow() - row.watched_at).total_seconds() < 3 * WATCH_HEARTBEAT_S
+        ):
+            state = "watching"  # a watcher (in this process or another) said so recently
+        else:
+            state = "idle"
+        return FolderInfo(
+            id=row.id,
+            path=row.path,
+            recursive=row.recursive,
+            state=state,
+            created_at=row.created_at,
+            last_scan_at=row.last_scan_at,
+            last_job=last,
+        )
+
     # ---- jobs
 
     def _send(self, task: str, job_id: int) -> None:
@@ -973,6 +1081,22 @@ class Library:
             "model": served.spec if served is not None else (model_name or self.config.model_spec),
             "jobs": {"queued": int(jobs.get("queued", 0)), "running": int(jobs.get("running", 0))},
         }
+
+    # ---- watching
+
+    def start_watcher(self, rescan_interval_s: float = 3600.0, debounce_s: float = 2.0) -> Any:
+        """Watch the catalog's watched folders in this process (stopped by :meth:`close`)."""
+        from .watch import FolderWatcher
+
+        if self.watcher is None:
+            self.watcher = FolderWatcher(
+                self,
+                rescan_interval_s=rescan_interval_s,
+                debounce_s=debounce_s,
+                heartbeat_s=WATCH_HEARTBEAT_S,
+            )
+            self.watcher.start()
+        return self.watcher
 
     # ---- workers
 

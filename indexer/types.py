@@ -50,6 +50,22 @@ class ImageInfo:
 
 
 @dataclass(frozen=True)
+class FolderInfo:
+    """A watched folder and how it is doing. ``state``: ``watching`` (events are followed by a
+    running watcher), ``scanning`` (its newest job is queued or running), ``missing`` (the folder
+    is not there: an unmounted drive), ``idle`` (no watcher runs: only explicit ingests and
+    periodic re-scans of a serving process pick up changes)."""
+
+    id: int
+    path: str  # catalog text form
+    recursive: bool
+    state: str
+    created_at: dt.datetime | None = None
+    last_scan_at: dt.datetime | None = None
+    last_job: JobInfo | None = None
+
+
+@dataclass(frozen=True)
 class RemovedInfo:
     """A file the user removed from the library: scans do not add it again (by path, or by
     content anywhere) until it is restored. ``image_id`` is the id it had; a restore gives the

@@ -298,6 +298,60 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return rc
 
 
+def _folder_line(f: Any) -> str:
+    job = f.last_job
+    last = f"; last job {job.id}: {job.state}" if job is not None else ""
+    sub = "" if f.recursive else " (not sub-folders)"
+    return f"{f.id:4d}  {f.state:9s} {f.path}{sub}{last}"
+
+
+def cmd_folders(args: argparse.Namespace) -> int:
+    lib = _library(_settings(args))
+    folders = lib.list_watched_folders()
+    if args.json:
+        from dataclasses import asdict
+
+        _print_json([asdict(f) for f in folders])
+        return 0
+    if not folders:
+        print("no watched folders (add one with `clipsearch watch DIR`)")
+    for f in folders:
+        print(_folder_line(f))
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    folder = Path(args.folder).expanduser()
+    if not folder.is_dir():
+        raise CLIError(f"{args.folder}: no such folder")
+    settings = _settings(args)
+    lib = _library(settings)
+    f = lib.add_watched_folder(str(folder.resolve()), recursive=not args.no_recursive)
+    print(
+        f"watching {f.path} (folder {f.id}): `clipsearch serve` picks up its changes within "
+        "seconds and re-scans it periodically"
+    )
+    if f.last_job is not None:
+        return _follow_job(args, settings, lib, f.last_job)
+    return 0
+
+
+def cmd_unwatch(args: argparse.Namespace) -> int:
+    lib = _library(_settings(args))
+    target = args.folder
+    folders = lib.list_watched_folders()
+    if target.isdigit():
+        match = [f for f in folders if f.id == int(target)]
+    else:
+        resolved = str(Path(target).expanduser().resolve())
+        match = [f for f in folders if f.path in (target, resolved)]
+    if not match:
+        raise CLIError(f"{target}: not a watched folder (see `clipsearch folders`)")
+    f = lib.remove_watched_folder(match[0].id)
+    print(f"no longer watching {f.path} (its images stay in the library)")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from .query import combine, parse_query, query_embedder
 
@@ -541,6 +595,31 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _wait_flags(p)
     _common(p, model=False)
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("folders", help="list the watched folders and their state")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(p, model=False)
+    p.set_defaults(func=cmd_folders)
+
+    p = sub.add_parser(
+        "watch",
+        help="keep a folder up to date: ingest it now, then pick up its changes",
+        description="Remember the folder in the catalog (across restarts) and ingest it. A running "
+        "`clipsearch serve` watches it: new, changed, moved or deleted files are picked up within "
+        "seconds, and it is re-scanned every CLIPSEARCH_RESCAN_INTERVAL_S.",
+    )
+    p.add_argument("folder", metavar="DIR", help="the folder to watch")
+    p.add_argument("--no-recursive", action="store_true", help="do not include sub-folders")
+    _wait_flags(p)
+    _common(p, model=False)
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("unwatch", help="stop watching a folder (its images stay)")
+    p.add_argument(
+        "folder", metavar="ID|DIR", help="the folder's id (`clipsearch folders`) or path"
+    )
+    _common(p, model=False)
+    p.set_defaults(func=cmd_unwatch)
 
     p = sub.add_parser("search", help='search the library by text ("beach -people")')
     p.add_argument("text", help='what to look for; "-word" steers away from a concept')

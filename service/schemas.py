@@ -154,6 +154,34 @@ class JobOut(BaseModel):
     finished_at: datetime | None = None
 
 
+# --- watched folders --------------------------------------------------------------------------
+
+
+class FolderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Absolute path of a folder under one of the server's allowed roots.",
+    )
+    recursive: bool = Field(default=True, description="Also watch and ingest sub-folders.")
+
+
+class FolderOut(BaseModel):
+    id: int
+    path: str
+    recursive: bool
+    state: Literal["watching", "scanning", "missing", "idle"] | str = Field(
+        description="watching: changes are picked up within seconds; scanning: an ingest of it "
+        "is queued or running; missing: the folder is not there (an unmounted drive); idle: no "
+        "watcher runs (CLIPSEARCH_WATCH=false), only re-scans and explicit ingests."
+    )
+    created_at: datetime | None = None
+    last_scan_at: datetime | None = None
+    last_job: JobOut | None = None
+
+
 # --- removed images ---------------------------------------------------------------------------
 
 

@@ -81,9 +81,15 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
         handle.worker = start_embedded_worker(settings)
     try:
         for folder in settings.images:
-            job = lib.submit_ingest(str(folder), recursive=True)
-            handle.jobs.append(job)
-            log.info("ingesting %s as job %s", folder, job.id)
+            # kept in the catalog as a watched folder (across restarts); an ingest is queued
+            watched = lib.add_watched_folder(str(folder), recursive=True)
+            if watched.last_job is not None:
+                handle.jobs.append(watched.last_job)
+                log.info("ingesting %s as job %s", folder, watched.last_job.id)
+        if settings.watch and hasattr(lib, "start_watcher"):
+            lib.start_watcher(
+                rescan_interval_s=settings.rescan_interval_s, debounce_s=settings.watch_debounce_s
+            )
     except BaseException:
         handle.stop()
         raise

@@ -162,7 +162,28 @@ class Settings(BaseSettings):
     )
     allowed_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
-        description="Folders under which POST /api/ingest may read; default: the `images` folders.",
+        description="Folders under which POST /api/ingest and /api/folders may read, besides "
+        "the `images` folders.",
+    )
+
+    # watched folders
+    watch: bool = Field(
+        default=True,
+        description="`serve` watches the library's watched folders (the --images folders and "
+        "those added through the API, CLI or gallery) and ingests what changes; in a deployment "
+        "with several API replicas, turn it on in one of them only.",
+    )
+    rescan_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds between full re-scans of each watched folder, the safety net for "
+        "drives that deliver no change events (0: only events).",
+    )
+    watch_debounce_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="Quiet seconds after a folder's last change before its ingest is queued.",
     )
 
     # limits
@@ -316,8 +337,10 @@ class Settings(BaseSettings):
 
     @property
     def effective_allowed_roots(self) -> list[Path]:
-        """Where ingestion through the API may read: allowed_roots, else the images folders."""
-        return list(self.allowed_roots or self.images)
+        """Where ingestion through the API may read: the images folders and the allowed_roots
+        (`serve --images A --allowed-root B` serves and ingests A, and lets the API add B)."""
+        roots = list(self.allowed_roots)
+        return roots + [p for p in self.images if p not in roots]
 
     @property
     def effective_allowed_hosts(self) -> list[str]:

@@ -1,5 +1,6 @@
 """The REST API's routers."""
 
+from .folders import router as folders_router
 from .health import router as health_router
 from .images import router as images_router
 from .jobs import router as jobs_router
@@ -8,6 +9,7 @@ from .search import router as search_router
 from .session import router as session_router
 
 __all__ = [
+    "folders_router",
     "health_router",
     "images_router",
     "jobs_router",

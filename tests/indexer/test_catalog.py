@@ -45,9 +45,10 @@ def test_migrations_create_every_table_and_are_idempotent(db_url: str) -> None:
         "image_counts",
         "catalog_marks",
         "removed_images",
+        "watched_folders",
         "alembic_version",
     } <= tables
-    assert schema_revision(engine) == "0003"
+    assert schema_revision(engine) == "0004"
     cols = {c["name"] for c in sa.inspect(engine).get_columns("images")}
     assert {
         "path",

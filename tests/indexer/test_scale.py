@@ -284,6 +284,27 @@ def test_removed_pages_restore_and_the_scans_removal_checks_use_indexes(
     assert plan_problems(lib.engine, stmts, max_rows=200) == []
 
 
+def test_watched_folder_listing_and_queueing_use_indexes(
+    big_library: tuple[Library, list[int]], tmp_path: Path
+) -> None:
+    """What the gallery polls (the watched folders with their newest job) and what the watcher
+    asks before queueing (is that ingest already waiting?) read indexes, whatever the size."""
+    lib, _ = big_library
+    (tmp_path / "watched").mkdir()
+    folder = lib.add_watched_folder(str(tmp_path / "watched"))
+    with lib.Session() as s:
+        for _ in range(2000):
+            s.add(Job(kind="ingest", state="done", params={}, done=0, failed=0, errors=[]))
+        s.commit()
+    analyze(lib.engine)
+    with captured(lib.engine) as stmts:
+        listed = lib.list_watched_folders()
+        again = lib.scan_watched_folder(folder.id)  # the first one still waits in the queue
+    assert [f.id for f in listed] == [folder.id] and listed[0].last_job is not None
+    assert again is None
+    assert plan_problems(lib.engine, stmts, max_rows=200) == []
+
+
 def test_a_scan_of_the_library_is_caught(big_library: tuple[Library, list[int]]) -> None:
     """The plan check itself: a query that reads the whole images table is reported."""
     lib, _ = big_library
@@ -368,7 +389,7 @@ def test_migrating_an_existing_catalog_numbers_its_rows_and_never_reuses_ids(db_
             {"p": json.dumps({"max_image_id": 9}), "t": now, "a": True},
         )
     catalog.init_db(db_url, engine=engine)
-    assert catalog.schema_revision(engine) == "0003"
+    assert catalog.schema_revision(engine) == "0004"
     sessions = catalog.session_factory(engine)
     with sessions() as s:
         seqs = s.execute(sa.select(Image.id, Image.change_seq)).all()

@@ -63,6 +63,9 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         "remove",
         "removed",
         "restore",
+        "folders",
+        "watch",
+        "unwatch",
         "finetune",
         "eval",
         "demo",
@@ -237,9 +240,11 @@ def test_serve_one_command(served: tuple[str, subprocess.Popen[str], Path]) -> N
     assert proc.wait(30) == 0
 
 
-def _start_serve(photos: Path, port: int, env: dict[str, str]) -> subprocess.Popen[str]:
+def _start_serve(
+    photos: Path, port: int, env: dict[str, str], *extra: str
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [*CLI, "serve", "--images", str(photos), "--port", str(port)],
+        [*CLI, "serve", "--images", str(photos), "--port", str(port), *extra],
         env=env,
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -300,5 +305,64 @@ def test_a_removed_image_stays_gone_after_restarting_serve_until_restored(
         # the serving process's worker ingests the folder again: red is back and searchable
         _poll(lambda: victim["path"] in paths(), 120, "the restored image back in the library")
         assert run(["removed"], env).stdout.strip() == "no removed images"
+    finally:
+        _stop(proc)
+
+
+def test_serve_watches_its_folders_and_those_added_through_the_api_and_cli(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    write_images(photos)
+    more = tmp_path / "more"
+    more.mkdir()
+    env = _env(tmp_path / "data", tiny_model_dir, CLIPSEARCH_WATCH_DEBOUNCE_S="0.3")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    def ready_paths() -> set[str]:
+        items = httpx.get(f"{base}/api/images", params={"limit": 100}, timeout=5).json()["items"]
+        return {i["path"] for i in items if i["state"] == "ready"}
+
+    def folders() -> list[dict]:
+        return httpx.get(f"{base}/api/folders", timeout=5).json()
+
+    proc = _start_serve(photos, port, env, "--allowed-root", str(more))
+    try:
+        _poll(lambda: len(ready_paths()) == 6, 150, "the --images folder ingested")
+        watched = _poll(
+            lambda: [f for f in folders() if f["state"] == "watching"], 30, "the folder watched"
+        )
+        assert [f["path"] for f in watched] == [str(photos.resolve())]
+        # a file copied into the watched folder is searchable without any API call
+        Image.new("RGB", (50, 40), (200, 30, 200)).save(photos / "dropped.jpg", quality=90)
+        _poll(
+            lambda: str((photos / "dropped.jpg").resolve()) in ready_paths(),
+            60,
+            "the copied file ingested by the watcher",
+        )
+        # a folder added through the API is ingested and watched too
+        r = httpx.post(f"{base}/api/folders", json={"path": str(more)}, timeout=10)
+        assert r.status_code == 202, r.text
+        added = r.json()
+        assert added["path"] == str(more.resolve()) and added["last_job"]["kind"] == "ingest"
+        _poll(
+            lambda: any(f["id"] == added["id"] and f["state"] == "watching" for f in folders()),
+            30,
+            "the added folder watched",
+        )
+        Image.new("RGB", (50, 40), (20, 230, 90)).save(more / "later.jpg", quality=90)
+        _poll(lambda: str((more / "later.jpg").resolve()) in ready_paths(), 60, "later.jpg")
+        # outside the allowed roots: refused
+        r = httpx.post(f"{base}/api/folders", json={"path": str(tmp_path)}, timeout=10)
+        assert r.status_code == 403
+        # the CLI sees the same list, and stops watching one
+        listed = run(["folders"], env)
+        assert listed.returncode == 0 and str(more.resolve()) in listed.stdout, listed.stderr
+        assert "watching" in listed.stdout
+        assert run(["unwatch", str(added["id"])], env).returncode == 0
+        assert [f["path"] for f in folders()] == [str(photos.resolve())]
     finally:
         _stop(proc)

@@ -56,7 +56,7 @@ def test_environment_and_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert s.cors_origins == ["http://a.example", "https://b.example"]
     assert s.data_dir == (tmp_path / "data").resolve()
     monkeypatch.setenv("CLIPSEARCH_ALLOWED_ROOTS", f'["{b}"]')
-    assert Settings().effective_allowed_roots == [b.resolve()]
+    assert Settings().effective_allowed_roots == [b.resolve(), a.resolve()]  # the images too
 
 
 def test_defaults_are_safe(tmp_path: Path) -> None:

@@ -371,6 +371,22 @@ def test_sign_in_page_then_ingest_a_folder_from_the_panel_with_progress_to_done(
     expect(page.locator("#status")).to_have_text(f"{after} images in the library")
     expect(page.locator("#footer")).to_contain_text(f"{after} images")
 
+    # "Keep watching" was on: the folder is listed as watched, and a photo copied into it
+    # shows up in the gallery with no further action (the server's watcher queues the ingest)
+    watched = page.locator("#folders .folder").filter(has_text=str(lib.incoming))
+    expect(watched).to_have_count(1)
+    from PIL import Image as PILImage
+
+    PILImage.new("RGB", (80, 60), (250, 120, 10)).save(lib.incoming / "dropped-later.png")
+    expect(page.locator("#status")).to_have_text(
+        f"{after + 1} images in the library", timeout=120_000
+    )
+    expect(watched).to_have_attribute("data-state", "watching", timeout=30_000)
+    # stop watching: the folder leaves the list, its images stay
+    page.get_by_role("button", name=f"Stop watching {lib.incoming}").click()
+    expect(watched).to_have_count(0)
+    assert library_total(live_server) == after + 1
+
 
 # --- keyboard ---------------------------------------------------------------------------------
 

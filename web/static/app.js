@@ -2,6 +2,7 @@
 // (docs/ARCHITECTURE.md). Everything the API returns is treated as untrusted text: the DOM is
 // built with createElement/textContent only, and URLs are accepted only when same-origin.
 
+import { initFolders } from './folders.js';
 import { initRemovedView } from './removed.js';
 
 const PAGE = 40; // tiles per request (infinite scroll)
@@ -1027,13 +1028,22 @@ initRemovedView({
 // ---------------------------------------------------------------------------------------------
 // ingest panel and jobs
 
-const jobs = { byId: new Map(), active: new Set(), timer: null, polling: false };
+const jobs = { byId: new Map(), active: new Set(), timer: null, polling: false, primed: false };
+
+const folders = initFolders({
+  api,
+  h,
+  onJob(job) {
+    if (job && job.id !== undefined) absorbJobs([job]);
+  },
+});
 
 function openPanel(focus) {
   els.panel.hidden = false;
   els.ingestToggle.setAttribute('aria-expanded', 'true');
   if (focus) els.ingestPath.focus();
   pollJobs();
+  folders.refresh();
 }
 
 function closePanel() {
@@ -1129,11 +1139,14 @@ function absorbJobs(list) {
   for (const job of list) {
     const id = String(job.id);
     if (jobs.active.has(id) && !isActive(job)) finished = true;
+    // a job queued by someone else (a watched folder's change) that ran between two polls
+    if (jobs.primed && !jobs.byId.has(id) && !isActive(job) && Number(job.done) > 0) finished = true;
     if (isActive(job) && Number(job.done) > Number(jobs.byId.get(id)?.done ?? 0)) progressed = true;
     if (isActive(job)) jobs.active.add(id);
     else jobs.active.delete(id);
     jobs.byId.set(id, job);
   }
+  jobs.primed = true;
   renderJobs([...jobs.byId.values()]);
   if (finished) onJobsFinished();
   else if (progressed && state.mode === 'browse' && state.items.length === 0 && !state.loading) run();
@@ -1142,6 +1155,7 @@ function absorbJobs(list) {
 
 function onJobsFinished() {
   refreshHealth();
+  if (!els.panel.hidden) folders.refresh();
   // new images: refresh views that cannot lose a scroll position
   if (!els.detail.open && (state.items.length === 0 || window.scrollY < 200)) run();
 }
@@ -1175,8 +1189,13 @@ els.ingestForm.addEventListener('submit', async (event) => {
   els.ingestError.hidden = true;
   els.ingestSubmit.disabled = true;
   try {
-    const job = await api('/api/ingest', { method: 'POST', json: { path, recursive: els.ingestRecursive.checked } });
-    if (job && job.id !== undefined) absorbJobs([job]);
+    const recursive = els.ingestRecursive.checked;
+    if ($('ingest-watch').checked) {
+      await folders.add(path, recursive); // remembered and kept up to date; its job is followed
+    } else {
+      const job = await api('/api/ingest', { method: 'POST', json: { path, recursive } });
+      if (job && job.id !== undefined) absorbJobs([job]);
+    }
     els.ingestPath.value = '';
     pollJobs();
   } catch (err) {

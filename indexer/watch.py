@@ -1,0 +1,261 @@
+"""Watched folders kept up to date: file-system events become ingest jobs, with a periodic
+re-scan as the safety net.
+
+:class:`FolderWatcher` runs in one process of a library (``clipsearch serve``): it follows the
+catalog's ``watched_folders`` (re-read every ``reload_s``, so a folder added through the API or
+the CLI of another process is picked up), watches each with ``watchdog`` (inotify on Linux), and
+turns events into the usual ingest jobs:
+
+* **Debounced and batched.** Events are collected per watched folder; once none came for
+  ``debounce_s`` (or ``max_wait_s`` after the first, for a folder that never goes quiet), one
+  ingest is queued for the deepest folder that holds every change (a photo added to
+  ``2024/june`` re-scans that folder only). A rescan costs a stat per unchanged file.
+* **Never twice in the queue.** An ingest of the same path that is queued and not started yet is
+  not queued again (:meth:`Library.scan_watched_folder`).
+* **A safety net.** Every ``rescan_interval_s`` (and once when the watcher starts, for what
+  changed while nothing watched) each folder is re-scanned whole: network drives and some
+  container mounts deliver no events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from . import catalog
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+
+
+@dataclass
+class _Pending:
+    dirs: set[str] = field(default_factory=set)
+    first: float = 0.0
+    last: float = 0.0
+
+
+class FolderWatcher:
+    """Watch the catalog's watched folders for one library (see the module docstring)."""
+
+    def __init__(
+        self,
+        library: Any,
+        rescan_interval_s: float = 3600.0,
+        debounce_s: float = 2.0,
+        reload_s: float = 2.0,
+        max_wait_s: float | None = None,
+        heartbeat_s: float = 10.0,
+    ) -> None:
+        self.library = library
+        self.rescan_interval_s = float(rescan_interval_s)
+        self.debounce_s = float(debounce_s)
+        self.reload_s = float(reload_s)
+        self.max_wait_s = float(max_wait_s) if max_wait_s is not None else 5 * self.debounce_s
+        self._folders: dict[str, tuple[int, bool]] = {}  # fs path -> (id, recursive)
+        self._watches: dict[str, Any] = {}  # fs path -> watchdog ObservedWatch
+        self._pending: dict[int, _Pending] = {}
+        self._last_rescan: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._observer: Any = None
+        self._started = 0.0
+        self._ignored = str(library.data_dir)
+        self.heartbeat_s = heartbeat_s
+        self._next_heartbeat = 0.0
+
+    # ---- lifecycle
+
+    def start(self) -> None:
+        from watchdog.observers import Observer
+
+        self._observer = Observer()
+        self._observer.daemon = True
+        self._observer.start()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="clipsearch-watch", daemon=True)
+        self._thread.start()
+        log.info("watching folders (re-scan every %.0f s)", self.rescan_interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        with contextlib.suppress(Exception):  # no longer watched: say so at once
+            self._heartbeat(
+                [self._folders[p][0] for p in self._watches if p in self._folders], None
+            )
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(10)
+
+    # ---- the loop
+
+    def _run(self) -> None:
+        next_reload = 0.0
+        first = True
+        while not self._stop.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_reload:
+                    self._reload(catch_up=first)
+                    first = False
+                    next_reload = now + self.reload_s
+                self._flush(now)
+                self._rescan(now)
+            except Exception as exc:  # the catalog away for a moment: try again next tick
+                log.warning("folder watcher: %s", exc)
+                next_reload = now + self.reload_s
+            self._stop.wait(TICK_S)
+
+    def _reload(self, catch_up: bool) -> None:
+        """Follow the catalog's list: watch new folders, drop removed ones."""
+        with self.library.Session() as session:
+            rows = session.execute(
+                sa.select(
+                    catalog.WatchedFolder.id,
+                    catalog.WatchedFolder.path,
+                    catalog.WatchedFolder.recursive,
+                    catalog.WatchedFolder.last_scan_at,
+                ).limit(1000)
+            ).all()
+        wanted = {catalog.path_from_db(p): (int(i), bool(r), last) for i, p, r, last in rows}
+        for path in list(self._watches):
+            if path not in wanted or not os.path.isdir(path):
+                with self._lock:
+                    self._unschedule(path)
+        now = time.monotonic()
+        for path, (folder_id, recursive, last_scan) in wanted.items():
+            self._folders[path] = (folder_id, recursive)
+            if folder_id not in self._last_rescan:
+                # when it was last scanned (by anyone): the periodic re-scan counts from there
+                age = (
+                    (catalog.utcnow() - last_scan).total_seconds()
+                    if last_scan is not None
+                    else float("inf")
+                )
+                self._last_rescan[folder_id] = now - min(age, 1e9)
+                if catch_up and age > 60:  # what changed while nothing watched
+                    self._queue(folder_id, None)
+            if path not in self._watches and os.path.isdir(path):
+                self._schedule(path, recursive)
+        for path in [p for p in self._folders if p not in wanted]:
+            del self._folders[path]
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat([self._folders[p][0] for p in self._watches if p in self._folders])
+            self._next_heartbeat = time.monotonic() + self.heartbeat_s
+
+    def _heartbeat(self, folder_ids: list[int], stamp: Any = "now") -> None:
+        """Mark these folders watched (``stamp`` None: no longer) so every process can tell."""
+        if not folder_ids:
+            return
+        value = catalog.utcnow() if stamp == "now" else stamp
+        with self.library.Session() as session:
+            session.execute(
+                sa.update(catalog.WatchedFolder)
+                .where(catalog.WatchedFolder.id.in_(folder_ids))
+                .values(watched_at=value)
+            )
+            session.commit()
+
+    def _schedule(self, path: str, recursive: bool) -> None:
+        try:
+            watch = self._observer.schedule(_Handler(self, path), path, recursive=recursive)
+        except OSError as exc:  # inotify watch limit, a folder that went away
+            log.warning("cannot watch %s (%s); the periodic re-scan still covers it", path, exc)
+            return
+        self._watches[path] = watch
+        self._next_heartbeat = 0.0  # say so now
+        log.info("watching %s", path)
+
+    def _unschedule(self, path: str) -> None:
+        watch = self._watches.pop(path, None)
+        if watch is not None:
+            with contextlib.suppress(KeyError, OSError):
+                self._observer.unschedule(watch)
+            log.info("no longer watching %s", path)
+
+    def event(self, root: str, path: str, is_directory: bool) -> None:
+        """A change under ``root`` (called from watchdog's thread)."""
+        if path == self._ignored or path.startswith(self._ignored + os.sep):
+            return  # the library's own thumbnails and index files
+        if os.path.basename(path).startswith("."):
+            return  # hidden and temporary files: scans skip them
+        info = self._folders.get(root)
+        if info is None:
+            return
+        folder = os.path.dirname(path) if not is_directory or path != root else path
+        now = time.monotonic()
+        with self._lock:
+            pending = self._pending.setdefault(info[0], _Pending(first=now))
+            pending.dirs.add(folder)
+            pending.last = now
+
+    def _flush(self, now: float) -> None:
+        ready: list[tuple[int, set[str]]] = []
+        with self._lock:
+            for folder_id, p in list(self._pending.items()):
+                if now - p.last >= self.debounce_s or now - p.first >= self.max_wait_s:
+                    ready.append((folder_id, p.dirs))
+                    del self._pending[folder_id]
+        for folder_id, dirs in ready:
+            root = next((r for r, (i, _) in self._folders.items() if i == folder_id), None)
+            if root is None:
+                continue
+            self._queue(folder_id, _changed_folder(root, dirs))
+
+    def _rescan(self, now: float) -> None:
+        if self.rescan_interval_s <= 0:
+            return
+        for folder_id, _recursive in list(self._folders.values()):
+            if now - self._last_rescan.get(folder_id, now) >= self.rescan_interval_s:
+                self._queue(folder_id, None)
+
+    def _queue(self, folder_id: int, sub_path: str | None) -> None:
+        if sub_path is None:
+            self._last_rescan[folder_id] = time.monotonic()
+        try:
+            job = self.library.scan_watched_folder(folder_id, sub_path)
+        except Exception as exc:  # a folder removed meanwhile, outside the roots, ...
+            log.warning("watched folder %s: no ingest queued (%s)", folder_id, exc)
+            return
+        if job is not None:
+            log.info("watched folder %s changed: job %s ingests %s", folder_id, job.id, sub_path)
+
+
+def _changed_folder(root: str, dirs: set[str]) -> str | None:
+    """The deepest existing folder under ``root`` holding every changed folder (None: root)."""
+    try:
+        common = os.path.commonpath([root, *dirs]) if len(dirs) > 1 else next(iter(dirs))
+    except ValueError:
+        return None
+    if common != root and not common.startswith(root.rstrip(os.sep) + os.sep):
+        return None
+    while common != root and not os.path.isdir(common):
+        common = os.path.dirname(common)
+    return None if common == root else common
+
+
+class _Handler:
+    """watchdog's handler for one watched folder: every event goes to the watcher."""
+
+    def __init__(self, watcher: FolderWatcher, root: str) -> None:
+        self.watcher = watcher
+        self.root = root
+
+    def dispatch(self, event: Any) -> None:
+        if getattr(event, "event_type", "") in ("opened", "closed_no_write"):
+            return
+        for attr in ("src_path", "dest_path"):
+            path = os.fsdecode(getattr(event, attr, "") or "")
+            if path:
+                self.watcher.event(self.root, path, bool(event.is_directory))

@@ -1,0 +1,81 @@
+"""Watched folders: the folders the library keeps up to date by itself (file-system events and a
+periodic re-scan queue the usual ingest jobs). Kept in the catalog, so they survive restarts."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response
+
+from ..auth import PrivateReadAccess, require_token
+from ..deps import LibraryDep, SettingsDep
+from ..schemas import FolderIn, FolderOut, JobOut
+from .common import ERRORS, MAX_ID, job_out
+from .jobs import check_ingest_path
+
+router = APIRouter(prefix="/api/folders", tags=["folders"], responses=ERRORS)
+
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Id of the watched folder.")]
+
+
+def folder_out(info: Any) -> FolderOut:
+    return FolderOut(
+        id=info.id,
+        path=info.path,
+        recursive=info.recursive,
+        state=info.state,
+        created_at=info.created_at,
+        last_scan_at=info.last_scan_at,
+        last_job=job_out(info.last_job) if info.last_job is not None else None,
+    )
+
+
+@router.get(
+    "",
+    operation_id="list_folders",
+    response_model=list[FolderOut],
+    dependencies=[PrivateReadAccess],
+)
+def list_folders(library: LibraryDep) -> list[FolderOut]:
+    """The watched folders, in the order they were added, each with its state and newest job."""
+    return [folder_out(f) for f in library.list_watched_folders()]
+
+
+@router.post(
+    "",
+    operation_id="add_folder",
+    status_code=202,
+    response_model=FolderOut,
+    dependencies=[Depends(require_token)],
+)
+def add_folder(body: FolderIn, library: LibraryDep, settings: SettingsDep) -> FolderOut:
+    """Watch a folder under an allowed root: it is ingested now, and new, changed, moved or
+    deleted files are picked up within seconds from then on (and at each periodic re-scan)."""
+    folder = check_ingest_path(body.path, settings.effective_allowed_roots)
+    return folder_out(library.add_watched_folder(str(folder), recursive=body.recursive))
+
+
+@router.delete(
+    "/{id}",
+    operation_id="remove_folder",
+    status_code=204,
+    response_class=Response,
+    dependencies=[Depends(require_token)],
+)
+def remove_folder(library: LibraryDep, id: IdPath) -> Response:
+    """Stop watching a folder. Its images stay in the library."""
+    library.remove_watched_folder(id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{id}/scan",
+    operation_id="scan_folder",
+    status_code=202,
+    response_model=JobOut | None,
+    dependencies=[Depends(require_token)],
+)
+def scan_folder(library: LibraryDep, id: IdPath) -> JobOut | None:
+    """Re-scan a watched folder now; null when an ingest of it is already waiting in the queue."""
+    job = library.scan_watched_folder(id)
+    return job_out(job) if job is not None else None

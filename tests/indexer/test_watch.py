@@ -1,0 +1,106 @@
+"""Watched folders with real files on disk, a real worker process on the embedded broker, and
+the library's own watcher thread: changes are picked up without anyone asking. Synchronisation
+is by polling the catalog with deadlines."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from workerutil import make_images, running_worker, wait_for, worker_config
+
+from indexer import catalog
+from indexer.errors import NotFound
+from indexer.library import Library, LibraryConfig
+from indexer.watch import FolderWatcher
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture()
+def lib(tmp_path: Path, tiny_dir: Path, db_url: str) -> Iterator[Library]:
+    library = Library(
+        LibraryConfig(
+            data_dir=tmp_path / "data",
+            database_url=db_url,
+            queue_prefix=f"w{tmp_path.name[-8:]}-",
+            model_spec=str(tiny_dir),
+            device="cpu",
+            refresh_interval_s=0.0,
+        )
+    )
+    yield library
+    library.close()
+
+
+def _names(lib: Library) -> set[str]:
+    items, _ = lib.list_images(limit=500, state="ready")
+    return {Path(catalog.path_from_db(i.path)).name for i in items}
+
+
+def test_new_moved_and_deleted_files_are_picked_up_without_an_ingest_call(
+    lib: Library, tmp_path: Path, tiny_dir: Path
+) -> None:
+    photos = tmp_path / "photos"
+    paths = make_images(photos, 3, seed=31)
+    cfg = worker_config(
+        lib.data_dir, str(tiny_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
+    )
+    with running_worker(cfg) as worker:
+        folder = lib.add_watched_folder(str(photos))
+        assert folder.last_job is not None and folder.state == "scanning"
+        wait_for(lambda: _names(lib) == {p.name for p in paths}, 120, "first ingest", worker=worker)
+        lib.start_watcher(rescan_interval_s=0, debounce_s=0.3)
+        wait_for(
+            lambda: lib.list_watched_folders()[0].state == "watching", 30, "the folder watched"
+        )
+
+        # a new file in a new sub-folder, a file moved, a file deleted: no API call
+        (photos / "2024").mkdir()
+        extra = make_images(tmp_path / "incoming", 2, seed=32)
+        shutil.copy(extra[0], photos / "2024" / "new.jpg")
+        paths[1].rename(photos / "2024" / "moved.jpg")
+        paths[2].unlink()
+        wait_for(
+            lambda: _names(lib) == {paths[0].name, "new.jpg", "moved.jpg"},
+            120,
+            "the changes picked up by the watcher",
+            worker=worker,
+        )
+        listed = lib.list_watched_folders()
+        assert [f.path for f in listed] == [str(photos.resolve())]
+
+        # stop watching: the folder leaves the list, its images stay
+        lib.remove_watched_folder(listed[0].id)
+        assert lib.list_watched_folders() == []
+        assert paths[0].name in _names(lib)
+        with pytest.raises(NotFound):
+            lib.get_watched_folder(listed[0].id)
+
+
+class _NoEvents(FolderWatcher):
+    """A drive that delivers no change events (a network share): only the re-scan sees changes."""
+
+    def _schedule(self, path: str, recursive: bool) -> None:
+        return None
+
+
+def test_the_periodic_rescan_picks_up_changes_where_no_event_arrives(
+    lib: Library, tmp_path: Path, tiny_dir: Path
+) -> None:
+    share = tmp_path / "share"
+    make_images(share, 2, seed=33)
+    cfg = worker_config(
+        lib.data_dir, str(tiny_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
+    )
+    with running_worker(cfg) as worker:
+        lib.add_watched_folder(str(share))
+        wait_for(lambda: len(_names(lib)) == 2, 120, "first ingest", worker=worker)
+        watcher = _NoEvents(lib, rescan_interval_s=1.0, debounce_s=0.3)
+        lib.watcher = watcher
+        watcher.start()
+        assert lib.list_watched_folders()[0].state in ("idle", "scanning")  # no events here
+        make_images(share / "later", 1, seed=34)
+        wait_for(lambda: len(_names(lib)) == 3, 120, "the re-scan's ingest", worker=worker)

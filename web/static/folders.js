@@ -1,0 +1,72 @@
+// Watched folders in the ingest panel (GET/POST/DELETE /api/folders): folders the library keeps
+// up to date by itself. A folder added with "Keep watching" checked is ingested now and its new,
+// changed, moved or deleted files are picked up within seconds afterwards.
+
+const STATE_TEXT = {
+  watching: 'watching',
+  scanning: 'scanning…',
+  missing: 'missing (not mounted?)',
+  idle: 'not watched (re-scanned periodically)',
+};
+
+/**
+ * `deps`: `api(path, opts)`, `h(tag, props, ...)`, `onJob(job)` for a job the gallery follows.
+ * Returns `{ refresh, add(path, recursive) }`.
+ */
+export function initFolders(deps) {
+  const { api, h, onJob } = deps;
+  const list = document.getElementById('folders');
+  const empty = document.getElementById('folders-empty');
+  const error = document.getElementById('folders-error');
+  let generation = 0;
+
+  function row(folder) {
+    const stop = h('button', { type: 'button', class: 'chip-clear', text: '×' });
+    stop.setAttribute('aria-label', `Stop watching ${folder.path}`);
+    stop.title = 'Stop watching (its images stay in the library)';
+    stop.addEventListener('click', async () => {
+      stop.disabled = true;
+      try {
+        await api(`/api/folders/${encodeURIComponent(String(folder.id))}`, { method: 'DELETE' });
+        await refresh();
+      } catch (err) {
+        stop.disabled = false;
+        error.textContent = err.message;
+        error.hidden = false;
+      }
+    });
+    const state = String(folder.state || 'idle');
+    return h(
+      'li',
+      { class: 'folder', 'data-id': String(folder.id), 'data-state': state },
+      h('span', { class: 'folder-path', text: folder.path, title: folder.path }),
+      h('span', { class: 'folder-state', text: STATE_TEXT[state] || state }),
+      stop,
+    );
+  }
+
+  async function refresh() {
+    const mine = ++generation;
+    try {
+      const folders = await api('/api/folders', { ask: false });
+      if (mine !== generation) return;
+      list.replaceChildren(...folders.map(row));
+      empty.hidden = folders.length > 0;
+      error.hidden = true;
+    } catch (err) {
+      if (mine !== generation) return;
+      if (err.status === 401) return; // not signed in yet: the jobs list asks for the token
+      error.textContent = err.message;
+      error.hidden = false;
+    }
+  }
+
+  async function add(path, recursive) {
+    const folder = await api('/api/folders', { method: 'POST', json: { path, recursive } });
+    if (folder && folder.last_job) onJob(folder.last_job);
+    await refresh();
+    return folder;
+  }
+
+  return { refresh, add };
+}
