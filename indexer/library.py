@@ -41,7 +41,13 @@ from .errors import (
     PathNotAllowed,
     StoreUnavailable,
 )
-from .tasks import FINAL_STATES, active_index_row, index_dir, normalise_spec
+from .tasks import (
+    FINAL_STATES,
+    active_index_row,
+    index_dir,
+    library_model_spec,
+    normalise_spec,
+)
 from .types import (
     IMAGE_STATES,
     FolderInfo,
@@ -81,7 +87,7 @@ class LibraryConfig:
     data_dir: Path  # thumbnails, index files, the embedded catalog and broker
     database_url: str | None = None  # None: SQLite at <data_dir>/catalog.db
     broker_url: str | None = None  # None: the embedded SQLite broker at <data_dir>/broker.sqlite
-    model_spec: str = "ViT-B-32"  # the model of a new library (the catalog's active one wins)
+    model_spec: str = "ViT-B-32"  # the model of a new library (the catalog's model wins)
     device: str | None = None  # None: CUDA when available, else CPU
     queue_prefix: str = ""  # namespaces the queue on a shared broker
     allowed_roots: Sequence[Path] | None = None  # folders ingest may read; None: any folder
@@ -271,6 +277,8 @@ class Library:
             elif not self._milvus and row is not None and _is_milvus(row.params):
                 row = _newest_faiss_row(session)
             spec = _spec_of_row(session, row) if row is not None else None
+            if spec is None:  # no index yet: the model that embedded the library, if any
+                spec = library_model_spec(session)
             row_info = (
                 None
                 if row is None
@@ -1140,10 +1148,8 @@ def _registry_names() -> set[str]:
 
 
 def _spec_of_active(session: Any) -> str | None:
-    row = active_index_row(session)
-    if row is None:
-        return None
-    return session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
+    """The library's model (the active index's, else the one that embedded it)."""
+    return library_model_spec(session)
 
 
 def _formats(values: Any) -> list[str]:

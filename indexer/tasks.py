@@ -140,13 +140,25 @@ def active_index_row(session: Any) -> IndexVersion | None:
     )
 
 
-def active_model_spec(session: Any, default: str) -> str:
-    """The spec of the model searches use: the active index's model, else ``default``."""
+def library_model_spec(session: Any) -> str | None:
+    """The model this library uses, as the catalog records it: the active index's model, else
+    the model that embedded the newest vector (a library ingested but never re-indexed); None
+    for a new library. Two index look-ups."""
     row = active_index_row(session)
-    if row is None:
-        return default
-    name = session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
-    return name or default
+    model_id = row.model_id if row is not None else None
+    if model_id is None:
+        newest = sa.select(sa.func.max(Embedding.id)).scalar_subquery()  # the key's last entry
+        model_id = session.scalar(sa.select(Embedding.model_id).where(Embedding.id == newest))
+    if model_id is None:
+        return None
+    name = session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == model_id))
+    return str(name) if name else None
+
+
+def active_model_spec(session: Any, default: str) -> str:
+    """The spec of the model searches and workers use: :func:`library_model_spec`, else
+    ``default`` (the configured model, for a new library)."""
+    return library_model_spec(session) or default
 
 
 def normalise_spec(spec: str) -> str:

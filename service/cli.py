@@ -62,9 +62,29 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Any:
 
 
 def _library(settings: Any) -> Any:
+    """The library of the settings' data folder. Its catalog's model wins over the configured
+    one; a different model asked for explicitly (``--model``, ``CLIPSEARCH_MODEL``) is named,
+    with how to switch to it, instead of being used silently."""
+    from indexer.tasks import library_model_spec, normalise_spec
+
     from .app import build_library
 
-    return build_library(settings, confine=False)
+    lib = build_library(settings, confine=False)
+    if "model" in settings.model_fields_set:
+        with lib.Session() as session:
+            current = library_model_spec(session)
+        try:
+            wanted = normalise_spec(settings.model)
+        except Exception:  # an empty name: the settings refuse it elsewhere
+            wanted = settings.model
+        if current is not None and current != wanted:
+            print(
+                f"clipsearch: this library uses the model {current} (searches and ingests use "
+                f"it); to switch to {settings.model}, run `clipsearch reindex --model "
+                f"{settings.model}` (searches keep the old model until the new index is complete)",
+                file=sys.stderr,
+            )
+    return lib
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -233,6 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     images = stats.get("images", {})
     index = stats.get("index", {}) or {}
     print(f"data folder: {settings.data_dir}")
+    print(f"model: {stats.get('model')}")
     print(
         "images: {total} total, {ready} ready, {pending} pending, {failed} failed".format(
             total=images.get("total", 0),

@@ -366,3 +366,25 @@ def test_serve_watches_its_folders_and_those_added_through_the_api_and_cli(
         assert [f["path"] for f in folders()] == [str(photos.resolve())]
     finally:
         _stop(proc)
+
+
+def test_the_cli_remembers_the_librarys_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    photos = tmp_path / "photos"
+    write_images(photos)
+    with_model = _env(tmp_path / "data", tiny_model_dir, CLIPSEARCH_OFFLINE="1")
+    proc = run(["ingest", str(photos), "--wait", "--quiet", "--timeout", "150"], with_model)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # no --model: the catalog's model is used (the default ViT-B-32 is not even downloadable)
+    plain = _env(tmp_path / "data", None, CLIPSEARCH_OFFLINE="1")
+    status = run(["status"], plain)
+    assert status.returncode == 0, status.stderr
+    assert f"model: {tiny_model_dir.resolve()}" in status.stdout
+    search = run(["search", "a red square", "-k", "2"], plain)
+    assert search.returncode == 0, search.stderr
+    assert len(search.stdout.strip().splitlines()) == 2
+    # another model asked for: said, with how to switch, and the library's model still answers
+    other = run(["search", "a red square", "-k", "2", "--model", "ViT-B-32"], plain)
+    assert other.returncode == 0, other.stderr
+    assert "this library uses the model" in other.stderr
+    assert "clipsearch reindex --model ViT-B-32" in other.stderr
+    assert len(other.stdout.strip().splitlines()) == 2
