@@ -28,6 +28,7 @@ from .deps import ServiceState, limit_compute_threads
 from .metrics import LatencyMiddleware, Metrics
 from .query import EmbeddingCache, QueryError
 from .routes import (
+    duplicates_router,
     folders_router,
     health_router,
     images_router,
@@ -492,6 +493,7 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         search_router,
         images_router,
         removed_router,
+        duplicates_router,
         folders_router,
         jobs_router,
         health_router,

@@ -149,6 +149,9 @@ class JobOut(BaseModel):
     done: int = 0
     failed: int = 0
     errors: list[JobError] = Field(default_factory=list)
+    message: str | None = Field(
+        None, description="Why the job failed as a whole (model, folder, database), when it did."
+    )
     created_at: datetime | None = None
     updated_at: datetime | None = None
     finished_at: datetime | None = None

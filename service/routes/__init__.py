@@ -1,5 +1,6 @@
 """The REST API's routers."""
 
+from .duplicates import router as duplicates_router
 from .folders import router as folders_router
 from .health import router as health_router
 from .images import router as images_router
@@ -9,6 +10,7 @@ from .search import router as search_router
 from .session import router as session_router
 
 __all__ = [
+    "duplicates_router",
     "folders_router",
     "health_router",
     "images_router",

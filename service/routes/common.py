@@ -91,6 +91,7 @@ def job_out(job: Any) -> JobOut:
         done=int(_get(job, "done", 0) or 0),
         failed=int(_get(job, "failed", 0) or 0),
         errors=errors,
+        message=_get(job, "message"),
         created_at=_get(job, "created_at"),
         updated_at=_get(job, "updated_at"),
         finished_at=_get(job, "finished_at"),

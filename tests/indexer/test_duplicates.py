@@ -131,7 +131,7 @@ def test_similar_shots_are_listed_apart_from_duplicates(
     ids = env.ids_by_name()
     with env.lib.Session() as s:
         v = catalog.load_vectors(s, duplicates.library_model_id(s))
-    sims = dict(zip(v[0].tolist(), v[1] @ v[1][list(v[0]).index(ids["frame1.jpg"])]))
+    sims = dict(zip(v[0].tolist(), v[1] @ v[1][list(v[0]).index(ids["frame1.jpg"])], strict=True))
     # what "similar" means depends on the model: put the line between the frames and the rest
     line = (sims[ids["frame2.jpg"]] + sims[ids["other.jpg"]]) / 2
     if not sims[ids["frame2.jpg"]] > sims[ids["other.jpg"]]:

@@ -73,6 +73,8 @@ OPERATIONS = [
     ("POST", "/api/folders"),
     ("POST", "/api/folders/{id}/scan"),
     ("DELETE", "/api/folders/{id}"),
+    ("GET", "/api/duplicates"),
+    ("POST", "/api/duplicates/scan"),
     ("GET", "/api/removed"),
     ("GET", "/api/removed/{id}"),
     ("GET", "/api/removed/{id}/thumbnail"),
