@@ -66,6 +66,7 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         "folders",
         "watch",
         "unwatch",
+        "duplicates",
         "finetune",
         "eval",
         "demo",
