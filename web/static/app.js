@@ -3,6 +3,7 @@
 // built with createElement/textContent only, and URLs are accepted only when same-origin.
 
 import { initFolders } from './folders.js';
+import { initDuplicatesView } from './duplicates.js';
 import { initRemovedView } from './removed.js';
 
 const PAGE = 40; // tiles per request (infinite scroll)
@@ -1025,6 +1026,24 @@ initRemovedView({
   },
 });
 
+// The Duplicates view (duplicates.js): removing members goes through the remove API.
+initDuplicatesView({
+  api,
+  h,
+  safeUrl,
+  baseName,
+  formatBytes,
+  onRemoved(ids, names) {
+    const gone = new Set(ids.map(String));
+    state.items = state.items.filter((x) => !gone.has(String(x.id)));
+    for (const id of gone) state.seen.delete(id);
+    rerenderGrid();
+    els.status.textContent = `Removed ${names.join(', ')} from the library.`;
+    renderEmpty();
+    refreshHealth();
+  },
+});
+
 // ---------------------------------------------------------------------------------------------
 // ingest panel and jobs
 
@@ -1063,7 +1082,7 @@ els.panel.addEventListener('keydown', (event) => {
 
 const isActive = (job) => job.state === 'queued' || job.state === 'running';
 const jobLabel = (job) => {
-  const kind = job.kind === 'ingest' ? 'Add' : job.kind === 'reindex' ? 'Rebuild index' : String(job.kind ?? 'Job');
+  const kind = job.kind === 'ingest' ? 'Add' : job.kind === 'reindex' ? 'Rebuild index' : job.kind === 'duplicates' ? 'Find duplicates' : String(job.kind ?? 'Job');
   const path = job.params && typeof job.params.path === 'string' ? job.params.path : '';
   const model = job.params && typeof job.params.model === 'string' ? job.params.model : '';
   return { kind, target: path || model };
@@ -1100,6 +1119,7 @@ function renderJob(job, li) {
     ),
     progress,
     h('div', { class: 'job-counts', text: counts }),
+    job.state === 'failed' && job.message ? h('div', { class: 'job-message form-error', role: 'note', text: `Failed: ${String(job.message)}` }) : null,
     errors.length
       ? h(
           'details',
