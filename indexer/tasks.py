@@ -142,13 +142,15 @@ def active_index_row(session: Any) -> IndexVersion | None:
 
 def library_model_spec(session: Any) -> str | None:
     """The model this library uses, as the catalog records it: the active index's model, else
-    the model that embedded the newest vector (a library ingested but never re-indexed); None
+    the model that embedded the oldest vector (a library ingested but never re-indexed: every
+    finished re-index activates an index, so with none active, vectors of any other model come
+    from a re-index still under way, which must not take over searches before its flip); None
     for a new library. Two index look-ups."""
     row = active_index_row(session)
     model_id = row.model_id if row is not None else None
     if model_id is None:
-        newest = sa.select(sa.func.max(Embedding.id)).scalar_subquery()  # the key's last entry
-        model_id = session.scalar(sa.select(Embedding.model_id).where(Embedding.id == newest))
+        oldest = sa.select(sa.func.min(Embedding.id)).scalar_subquery()  # the key's first entry
+        model_id = session.scalar(sa.select(Embedding.model_id).where(Embedding.id == oldest))
     if model_id is None:
         return None
     name = session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == model_id))
