@@ -30,6 +30,7 @@ TASK_EMBED = "clipsearch.embed_batch"
 TASK_REINDEX = "clipsearch.reindex"
 TASK_DELETE = "clipsearch.delete_images"
 TASK_RESUME = "clipsearch.resume_job"
+TASK_OCR = "clipsearch.ocr_images"
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "HEIF")
 MAX_FILE_BYTES = 1 << 30  # 1 GiB: no photo is larger; refusing protects worker memory
 THUMB_QUALITY = 82
+OCR_DRAFT_SIDE = 1600  # with OCR, JPEGs are decoded at a scale keeping this long side (or full)
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME_DIGITIZED = 0x9004
@@ -78,6 +79,11 @@ class DecodeResult:
     reason: str | None = None
     problem: str | None = None  # short code: empty, truncated, not_image, too_many_pixels,
     #                             unreadable, gone, too_large, disk_full, thumbnail, crashed, changed
+    # With ``text=`` (indexer.ocr): the words Tesseract read and the captions found beside the file
+    ocr_state: str | None = None  # done | failed | skipped | unavailable; None: not asked
+    ocr_text: str | None = None
+    ocr_error: str | None = None
+    caption: str | None = None
 
 
 @functools.lru_cache(maxsize=1)
@@ -296,14 +302,22 @@ def decode_file(
     want_pixels: bool = True,
     roots: Sequence[str] | None = None,
     expect: tuple[int, int] | None = None,
+    text: Any = None,
 ) -> DecodeResult:
     """Decode one file; see the module docstring. ``preprocess`` defaults to
     ``model.preprocess.Preprocess(image_size)``; pass ``model.preprocessor`` to use a checkpoint's
     own mean/std. ``thumb_dir=None`` writes no thumbnail. ``max_pixels`` defaults to Pillow's
     ``Image.MAX_IMAGE_PIXELS``. ``roots``: the file must resolve inside them (a link out is
     refused); ``expect``: the (size, mtime_ns) the scan saw, else the file is reported changed.
-    Either way the file is opened with no link followed after its path was resolved."""
+    Either way the file is opened with no link followed after its path was resolved.
+    ``text`` (an :class:`indexer.ocr.OcrConfig`): also read the captions beside and inside the
+    file and, when OCR is on and Tesseract available, the text inside the image."""
     spath = os.fsdecode(path)
+    ocr_on = False
+    if text is not None:
+        from indexer import ocr as _ocr
+
+        ocr_on = text.enabled and _ocr.probe(text).available
     data = _read_file(spath, roots, expect)
     if isinstance(data, DecodeResult):
         return data
@@ -359,6 +373,13 @@ def decode_file(
                 **meta,
             )
         orientation, taken_at = _exif_info(img)
+        caption = None
+        if text is not None:
+            from indexer import ocr as _ocr
+
+            caption = (
+                " ".join(c for c in (_ocr.exif_caption(img), _ocr.read_caption(spath)) if c) or None
+            )
         if orientation in (5, 6, 7, 8):
             w, h = h, w
         meta.update(width=w, height=h, format=fmt, taken_at=taken_at)
@@ -368,6 +389,8 @@ def decode_file(
                 # side >= the thumbnail (in stored orientation, before EXIF rotation).
                 short = image_size
                 long_ = max(image_size, thumb_size if thumb_dir is not None else 0)
+                if ocr_on:  # text must stay legible: decode at least OCR_DRAFT_SIDE px
+                    long_ = max(long_, OCR_DRAFT_SIDE)
                 sw, sh = img.size
                 img.draft("RGB", (long_, short) if sw >= sh else (short, long_))
             img.load()
@@ -412,6 +435,17 @@ def decode_file(
         pixels = out.numpy() if hasattr(out, "numpy") else np.asarray(out)
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
 
+    found: dict[str, Any] = {}
+    if text is not None:
+        from indexer import ocr as _ocr
+
+        found["caption"] = caption
+        if ocr_on:
+            got = _ocr.recognise(rgb, text)
+        else:
+            got = _ocr.OcrResult("unavailable", error=_ocr.probe(text).error)
+        found.update(ocr_state=got.state, ocr_text=got.text, ocr_error=got.error)
+
     thumb_key = None
     if thumb_dir is not None:
         thumb_key = thumbnail_key(sha)
@@ -419,7 +453,7 @@ def decode_file(
         if problem is not None:
             code = "disk_full" if problem.startswith("disk full") else "thumbnail"
             return _fail(spath, code, problem, **meta)
-    return DecodeResult(path=spath, ok=True, pixels=pixels, thumbnail=thumb_key, **meta)
+    return DecodeResult(path=spath, ok=True, pixels=pixels, thumbnail=thumb_key, **meta, **found)
 
 
 def _too_many(w: int, h: int, limit: int) -> str:
@@ -572,6 +606,8 @@ def decode_many(
     max_pixels: int | None = None,
     roots: Sequence[str] | None = None,
     expect: Sequence[tuple[int, int]] | None = None,
+    text: Any = None,
+    want_pixels: bool = True,
 ) -> list[DecodeResult]:
     """``decode_file`` over many paths, in parallel, results in the order given. Pass a long-lived
     ``pool`` to avoid starting processes per call; otherwise one is made (``workers`` of them,
@@ -585,6 +621,8 @@ def decode_many(
         draft=draft,
         preprocess=preprocess,
         max_pixels=max_pixels,
+        **({"text": text} if text is not None else {}),
+        **({} if want_pixels else {"want_pixels": False}),
     )
     names = [os.fsdecode(p) for p in paths]
     items = names

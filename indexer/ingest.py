@@ -544,10 +544,12 @@ def process_batch(
     draft: bool = True,
     thumb_size: int = 256,
     embed_batch_size: int = 64,
+    text: Any = None,
 ) -> BatchResult:
     """Decode, embed and commit one batch (module docstring). ``job_id=None`` processes images
     without a job (no progress recorded); a cancelled, failed or deleted job's batch is skipped.
-    ``pool`` defaults to in-process decoding."""
+    ``pool`` defaults to in-process decoding. ``text`` (an :class:`indexer.ocr.OcrConfig`):
+    also record the words read in each image and its captions in the keyword index."""
     result = BatchResult()
     if model_id is None:
         model_id = ensure_model(sessions, model)
@@ -607,6 +609,7 @@ def process_batch(
         preprocess=preprocess,
         roots=roots,
         expect=[(int(r.size), int(r.mtime_ns)) for r in work],  # the file the scan saw
+        text=text,
     )
 
     # Content already embedded by this model (anywhere in the catalog) is not embedded again.
@@ -641,6 +644,7 @@ def process_batch(
     errors: list[dict[str, str]] = []
     old_shas: list[str | None] = []
     used_shas: set[str] = set()
+    texts: list[tuple[int, DecodeResult]] = []
     with sessions.begin() as s:
         now = utcnow()
         for row, d in zip(work, decoded, strict=True):
@@ -671,6 +675,7 @@ def process_batch(
             if d.ok:
                 result.done += 1
                 result.ready_ids.append(row.id)
+                texts.append((row.id, d))
                 if d.sha256:
                     used_shas.add(d.sha256)
             else:
@@ -689,6 +694,10 @@ def process_batch(
             ["sha256", "model_id"],
         )
         gc_embeddings(s, old_shas)
+        if texts:
+            from indexer.keywords import store_decoded
+
+            result.ocr = store_decoded(s, texts)
         if job_id is not None:
             s.execute(
                 sa.update(Job)

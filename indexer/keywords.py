@@ -1,0 +1,361 @@
+"""The keyword index: search the words of each image (OCR text, file and folder names, captions).
+
+The rows live in ``image_keywords`` (migration 0006: one per image, created, renamed and deleted
+with it by triggers). Writers only set the text they found (:func:`store_text`); readers ask
+:func:`keyword_search`, which works the same on both databases:
+
+1. **Candidates from the database's own index**, never a scan of the library. SQLite: the FTS5
+   trigram table; each query word of 3+ characters is a substring query (``"recei"`` matches
+   "receipt"), and when a word finds nothing, its trigrams are asked for one by one (small typos
+   share most of them). PostgreSQL: the ``simple`` tsvector with prefix queries (``recei:*``),
+   plus pg_trgm on the lower-cased text: ``LIKE '%ceipt%'`` and word similarity (typos).
+2. **Scored in Python** on those few hundred rows, the same rule on both databases: for each query
+   word its best match in each field (the whole word 1.0, a word starting with it 0.85, inside a
+   word 0.7, a word one or two edits away 0.6), weighted by field (OCR text, file name and
+   caption 1.0, folder name 0.7), averaged over the query words. A row that no query word
+   really matches (a trigram candidate that is not a typo) is dropped. Each hit says which fields
+   matched and the words it matched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+metadata = sa.MetaData()
+
+image_keywords = sa.Table(
+    "image_keywords",
+    metadata,
+    sa.Column("image_id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.Text),
+    sa.Column("folder", sa.Text),
+    sa.Column("caption", sa.Text),
+    sa.Column("ocr", sa.Text),
+    sa.Column("ocr_state", sa.String(16)),
+    sa.Column("ocr_error", sa.Text),
+    sa.Column("ocr_at", sa.DateTime(timezone=True)),
+)
+
+#: fields of a keyword row, as hits name them, and how much a match in each counts
+FIELDS = ("text", "filename", "caption", "folder")
+FIELD_WEIGHT = {"text": 1.0, "filename": 1.0, "caption": 1.0, "folder": 0.7}
+_COLUMN = {"text": "ocr", "filename": "name", "caption": "caption", "folder": "folder"}
+MAX_CANDIDATES = 400  # rows read from the index per query word (scored in Python)
+MAX_WORDS = 12  # query words used (a pasted paragraph is cut here)
+STOPWORDS = frozenset(
+    {"a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it"}
+    | {"its", "of", "on", "or", "the", "this", "to", "with", "photo", "picture", "image"}
+)
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+def words_of(text: str | None) -> list[str]:
+    """Lower-case words (runs of letters and digits) of a text, in order."""
+    return _TOKEN.findall(text.lower()) if text else []
+
+
+def query_words(query: str) -> list[str]:
+    """The words of a query the keyword index looks for: no stop words, no one-letter words,
+    no "-excluded" terms, at most MAX_WORDS, each once."""
+    kept: list[str] = []
+    for raw in query.split():
+        if raw.startswith("-"):
+            continue
+        for w in words_of(raw):
+            if len(w) >= 2 and w not in STOPWORDS and w not in kept:
+                kept.append(w)
+    return kept[:MAX_WORDS]
+
+
+@dataclass
+class KeywordHit:
+    id: int
+    score: float  # 0..1: how well the query words matched (see the module docstring)
+    fields: list[str] = field(default_factory=list)  # text, filename, caption, folder
+    words: list[str] = field(default_factory=list)  # the words of the image that matched
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def store_text(
+    session: Session,
+    image_id: int,
+    *,
+    ocr_state: str | None,
+    ocr_text: str | None = None,
+    ocr_error: str | None = None,
+    caption: str | None = None,
+    set_caption: bool = True,
+) -> None:
+    """Record what was read in and beside one image (its row exists: the images trigger made
+    it; a row deleted meanwhile is simply not updated). ``ocr_state='unavailable'`` keeps the
+    row's OCR as it was (NULL: a later OCR job does it) and only sets the caption."""
+    values: dict[str, Any] = {}
+    if set_caption:
+        values["caption"] = caption or None
+    if ocr_state is not None and ocr_state != "unavailable":
+        values.update(
+            ocr=ocr_text or None,
+            ocr_state=ocr_state,
+            ocr_error=ocr_error,
+            ocr_at=dt.datetime.now(dt.timezone.utc),
+        )
+    if values:
+        session.execute(
+            sa.update(image_keywords)
+            .where(image_keywords.c.image_id == int(image_id))
+            .values(**values)
+        )
+
+
+def store_decoded(session: Session, pairs: Iterable[tuple[int, Any]]) -> dict[str, int]:
+    """:func:`store_text` for each (image id, DecodeResult with text); returns counts by OCR
+    state (for the job's summary)."""
+    counts: dict[str, int] = {}
+    for image_id, d in pairs:
+        if getattr(d, "ocr_state", None) is None and getattr(d, "caption", None) is None:
+            continue
+        store_text(
+            session,
+            image_id,
+            ocr_state=d.ocr_state,
+            ocr_text=d.ocr_text,
+            ocr_error=d.ocr_error,
+            caption=d.caption,
+        )
+        if d.ocr_state:
+            counts[d.ocr_state] = counts.get(d.ocr_state, 0) + 1
+    return counts
+
+
+def image_text(session: Session, image_id: int) -> dict[str, Any] | None:
+    """The keyword row of one image (what the detail view shows), or None."""
+    row = session.execute(
+        sa.select(image_keywords).where(image_keywords.c.image_id == int(image_id))
+    ).first()
+    if row is None:
+        return None
+    return {
+        "text": row.ocr,
+        "caption": row.caption,
+        "name": row.name,
+        "folder": row.folder,
+        "ocr_state": row.ocr_state,
+        "ocr_error": row.ocr_error,
+        "ocr_at": row.ocr_at,
+    }
+
+
+def has_content(session: Session) -> bool:
+    """Whether any image has a keyword row (one index probe)."""
+    return session.scalar(sa.select(image_keywords.c.image_id).limit(1)) is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Searching
+
+
+def _fts_phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _trigrams(word: str) -> list[str]:
+    return list(dict.fromkeys(word[i : i + 3] for i in range(len(word) - 2)))
+
+
+_ROW = (
+    image_keywords.c.image_id,
+    image_keywords.c.name,
+    image_keywords.c.folder,
+    image_keywords.c.caption,
+    image_keywords.c.ocr,
+)
+
+
+def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> dict[int, Any]:
+    fts = sa.table("image_keywords_fts")
+    rows: dict[int, Any] = {}
+
+    def ask(match: str) -> None:
+        stmt = (
+            sa.select(*_ROW)
+            .select_from(fts)
+            .join(
+                image_keywords,
+                image_keywords.c.image_id == sa.literal_column("image_keywords_fts.rowid"),
+            )
+            .where(sa.text("image_keywords_fts MATCH :m").bindparams(m=match))
+            .order_by(sa.text("image_keywords_fts.rank"))
+            .limit(limit)
+        )
+        for r in session.execute(stmt):
+            rows.setdefault(int(r.image_id), r)
+
+    exact = [w for w in words if len(w) >= 3]
+    if exact:
+        ask(" OR ".join(_fts_phrase(w) for w in exact))
+    for w in words:
+        if len(w) >= 4 and not any(_in_row(w, r) for r in rows.values()):
+            grams = _trigrams(w)
+            if grams:  # a typo keeps most trigrams: ask for any, score keeps the close ones
+                ask(" OR ".join(_fts_phrase(g) for g in grams))
+    return rows
+
+
+def _postgres_candidates(
+    session: Session, words: Sequence[str], limit: int, trigram: bool
+) -> dict[int, Any]:
+    """One statement per kind of match, each answered by its own GIN index (an OR of them
+    makes the planner misjudge the trigram operators' cost and read the whole table)."""
+    k = image_keywords
+    doc = sa.literal_column("image_keywords.doc")
+    text = sa.literal_column("image_keywords.words")
+    rows: dict[int, Any] = {}
+
+    def ask(cond: Any, order: Any = None) -> None:
+        stmt = sa.select(*_ROW).where(cond)
+        stmt = stmt.order_by(order.desc(), k.c.image_id) if order is not None else stmt
+        for r in session.execute(stmt.limit(limit)):
+            rows.setdefault(int(r.image_id), r)
+
+    ts_terms = [t + ":*" for t in (re.sub(r"[^\w]", "", w) for w in words) if t]
+    if ts_terms:  # whole words and prefixes: "recei" finds "receipt"
+        tsq = sa.func.to_tsquery(sa.literal_column("'simple'"), sa.literal(" | ".join(ts_terms)))
+        ask(doc.op("@@")(tsq), sa.func.ts_rank(doc, tsq))
+    if not trigram:
+        return rows
+    for w in words:
+        if len(w) >= 3 and not any(_in_row(w, r) for r in rows.values()):
+            # inside a word: "ceipt" finds "receipt"
+            like = "%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            ask(text.like(sa.literal(like)))
+        if len(w) >= 4 and not any(_in_row(w, r) for r in rows.values()):
+            # a small typo: pg_trgm word similarity, at a threshold low enough for one edit in
+            # a short word; the scoring keeps only words one or two edits away
+            session.execute(sa.text("SET LOCAL pg_trgm.word_similarity_threshold = 0.3"))
+            ask(text.op("%>")(sa.literal(w)))  # words %> w: w <% words, indexable
+    return rows
+
+
+def _ready(session: Session, ids: Sequence[int], where: Sequence[Any]) -> set[int]:
+    """Which of these images are ready and pass the search filters (by primary key)."""
+    from indexer.catalog import Image
+
+    if not ids:
+        return set()
+    stmt = sa.select(Image.id).where(Image.id.in_(list(ids)), Image.state == "ready", *where)
+    return {int(i) for i in session.scalars(stmt)}
+
+
+def _has_trigram(session: Session) -> bool:
+    return bool(
+        session.scalar(
+            sa.text("SELECT 1 FROM pg_indexes WHERE indexname = 'ix_image_keywords_words'")
+        )
+    )
+
+
+def _edits_at_most(a: str, b: str, limit: int) -> bool:
+    """Damerau-Levenshtein (adjacent transpositions) distance of a and b is <= limit."""
+    if abs(len(a) - len(b)) > limit:
+        return False
+    prev2: list[int] | None = None
+    prev = list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        cur = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            cost = 0 if a[i - 1] == b[j - 1] else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if (
+                prev2 is not None
+                and i > 1
+                and j > 1
+                and a[i - 1] == b[j - 2]
+                and a[i - 2] == b[j - 1]
+            ):
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        if min(cur) > limit:
+            return False
+        prev2, prev = prev, cur
+    return prev[-1] <= limit
+
+
+def _match(word: str, doc_words: Sequence[str]) -> tuple[float, str | None]:
+    """The best match of a query word among a field's words: (quality, the word matched)."""
+    best, found = 0.0, None
+    for w in doc_words:
+        if w == word:
+            return 1.0, w
+        if w.startswith(word):
+            q = 0.85
+        elif len(word) >= 3 and word in w:
+            q = 0.7
+        elif len(word) >= 4 and len(w) >= 3 and _edits_at_most(word, w, 1 if len(word) < 7 else 2):
+            q = 0.6
+        else:
+            continue
+        if q > best:
+            best, found = q, w
+    return best, found
+
+
+def _in_row(word: str, row: Any) -> bool:
+    return any(
+        word in (getattr(row, c) or "").lower() for c in ("name", "folder", "caption", "ocr")
+    )
+
+
+def score_row(words: Sequence[str], row: Any) -> KeywordHit | None:
+    """Score one candidate row (the module docstring's rule); None when nothing matches."""
+    fields: list[str] = []
+    matched: list[str] = []
+    total = 0.0
+    doc = {f: words_of(getattr(row, _COLUMN[f])) for f in FIELDS}
+    for word in words:
+        best = 0.0
+        for f in FIELDS:
+            q, w = _match(word, doc[f])
+            if w is None:
+                continue
+            if f not in fields:
+                fields.append(f)
+            if w not in matched:
+                matched.append(w)
+            best = max(best, q * FIELD_WEIGHT[f])
+        total += best
+    if not matched:
+        return None
+    return KeywordHit(id=int(row.image_id), score=total / len(words), fields=fields, words=matched)
+
+
+def keyword_search(
+    session: Session,
+    query: str,
+    limit: int = 100,
+    where: Sequence[Any] = (),
+) -> list[KeywordHit]:
+    """The ready images whose words match ``query`` best, best first (module docstring).
+    ``where``: extra conditions on ``Image`` (the search filters), applied to the candidates
+    the index gives (at most MAX_CANDIDATES per kind of match), by primary key."""
+    words = query_words(query)
+    if not words:
+        return []
+    cap = max(limit, MAX_CANDIDATES)
+    if session.get_bind().dialect.name == "postgresql":
+        rows = _postgres_candidates(session, words, cap, _has_trigram(session))
+    else:
+        rows = _sqlite_candidates(session, words, cap)
+    hits = [h for h in (score_row(words, r) for r in rows.values()) if h is not None]
+    keep = _ready(session, [h.id for h in hits], where)
+    hits = [h for h in hits if h.id in keep]
+    hits.sort(key=lambda h: (-h.score, h.id))
+    return hits[:limit]
