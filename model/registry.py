@@ -68,6 +68,11 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     description: str = ""
     open_clip_config: Mapping[str, Any] | None = field(default=None, compare=False)
+    # "hub" entries: more files from the weights' folder URL (tokenizer, config), each with the
+    # SHA256 its hub page publishes, or "" to check it against the hash the hub sends with it
+    files: tuple[tuple[str, str], ...] = ()
+    # "hub" entries: small JSON files written into the folder (what the hub folder lacks)
+    write_files: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -75,11 +80,17 @@ class ModelSpec:
                 f"invalid model name {self.name!r}: letters, digits and . _ @ + - only"
             )
         sha = self.sha256.lower()
-        if not _SHA_RE.match(sha):
+        if not _SHA_RE.match(sha) and not (self.format == "hub" and sha == ""):
             raise ModelError(
                 f"model {self.name}: sha256 must be 64 hex digits, got {self.sha256!r}"
             )
         object.__setattr__(self, "sha256", sha)
+        for extra, extra_sha in self.files:  # a file may sit in a sub-folder: a/b.json
+            parts = extra.split("/")
+            if not all(_NAME_RE.match(p) for p in parts) or (
+                extra_sha and not _SHA_RE.match(extra_sha)
+            ):
+                raise ModelError(f"model {self.name}: bad extra file {extra!r} / {extra_sha!r}")
         parsed = urllib.parse.urlparse(self.url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ModelError(f"model {self.name}: URL must be http(s), got {self.url!r}")
@@ -87,7 +98,7 @@ class ModelSpec:
         if not _NAME_RE.match(filename) or filename == OPEN_CLIP_CONFIG:
             raise ModelError(f"model {self.name}: unusable file name {filename!r}")
         object.__setattr__(self, "filename", filename)
-        if self.format not in ("openai-jit", "open_clip"):
+        if self.format not in ("openai-jit", "open_clip", "hub"):
             raise ModelError(f"model {self.name}: unknown format {self.format!r}")
         if self.format == "open_clip" and not self.open_clip_config:
             raise ModelError(f"model {self.name}: an open_clip entry needs its open_clip_config")
@@ -132,6 +143,69 @@ def _laion_vit(
         open_clip_config=MappingProxyType(config),
     )
 
+
+_HF = "https://huggingface.co"
+# What a SigLIP / SigLIP 2 hub folder holds beside its weights (timm/ViT-*-SigLIP*).
+_SIGLIP_FILES = (
+    "open_clip_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+
+
+def _hub(
+    name: str,
+    repo: str,
+    revision: str,
+    weights: str,
+    sha256: str,
+    size_mb: int,
+    description: str,
+    files: tuple[str, ...] = _SIGLIP_FILES,
+    write_files: Mapping[str, Any] | None = None,
+    file_sha256: Mapping[str, str] | None = None,
+) -> ModelSpec:
+    """A Hugging Face hub folder: the weights (``sha256`` as the file's hub page publishes it;
+    "" where it was not recorded here: then the LFS SHA256 the hub sends with the file is
+    checked) and the folder's other files, checked against the hash the hub publishes for
+    each (its LFS SHA256, or the git blob id of a small file). ``revision`` pins a commit where
+    one is recorded."""
+    return ModelSpec(
+        name=name,
+        url=f"{_HF}/{repo}/resolve/{revision}/{weights}",
+        sha256=sha256,
+        format="hub",
+        size=size_mb * 1_000_000,
+        aliases=(repo, f"hf-hub:{repo}"),
+        description=f"{description} ({repo}, {size_mb} MB)",
+        files=tuple((f, (file_sha256 or {}).get(f, "")) for f in files),
+        write_files=None if write_files is None else MappingProxyType(dict(write_files)),
+    )
+
+
+# open_clip's xlm-roberta-base-ViT-B-32 configuration: the LAION folder has weights and
+# tokenizer.json only (open_clip brings the config and takes the tokenizer from
+# FacebookAI/xlm-roberta-base, whose tokenizer.json the LAION folder carries too).
+_XLMR_CONFIG = {
+    "model_cfg": {
+        "embed_dim": 512,
+        "quick_gelu": False,
+        "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32},
+        "text_cfg": {
+            "hf_model_name": "xlm-roberta-base",
+            "hf_tokenizer_name": "xlm-roberta-base",
+            "hf_proj_type": "mlp",
+            "hf_pooler_type": "mean_pooler",
+        },
+    },
+    "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073],
+                       "std": [0.26862954, 0.26130258, 0.27577711]},
+}  # fmt: skip
+_XLMR_SPECIAL = {
+    "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+    "pad_token": "<pad>", "cls_token": "<s>", "mask_token": "<mask>",
+}  # fmt: skip
 
 _B_TEXT = {"width": 512, "heads": 8, "layers": 12}
 _SPECS: tuple[ModelSpec, ...] = (
@@ -220,6 +294,63 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
 )
 
+# SigLIP, SigLIP 2, MobileCLIP2 and multilingual CLIP, as hub folders. Weight hashes are the
+# "Git LFS Details: SHA256" their huggingface.co file pages publish; revisions pinned where the
+# commit was recorded with them.
+_SPECS += (
+    _hub(
+        "ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP", "41f575766f40e752fdd1383e9565b7f02388c1c4",
+        "open_clip_model.safetensors",
+        "81942ea8c09b9e41963357cca5d2682118bf7eb7491c2ae51a28bc4f4f95b194", 813,
+        "SigLIP ViT-B/16 224 px, WebLI",
+    ),
+    _hub(
+        "ViT-SO400M-14-SigLIP", "timm/ViT-SO400M-14-SigLIP",
+        "c85ba2402be4b49b5d178f2e2384fdf50f8c7961", "open_clip_model.safetensors",
+        "0a04a48b797e187a568335ab67e57a8958c32cee5a707a3feb6d4c97149dcd9c", 3510,
+        "SigLIP shape-optimised 400M/14 224 px, WebLI",
+    ),
+    _hub(
+        "ViT-B-16-SigLIP-i18n-256", "timm/ViT-B-16-SigLIP-i18n-256", "main",
+        "open_clip_model.safetensors",
+        "0dca7e40ddcc0c89c39275226bd8609d96c60b1605bc1ae612a68f02170f14ce", 1480,
+        "SigLIP ViT-B/16 256 px, multilingual WebLI",
+    ),
+    _hub(
+        "ViT-B-16-SigLIP2", "timm/ViT-B-16-SigLIP2", "abbf7d17828c6d31ffe2ec95fb58c0135361d31a",
+        "open_clip_pytorch_model.bin",
+        "e0d52c1d8856abf5d8d31b4587e701171a8b4cbb00f55ca4db9326da8ce7d985", 1500,
+        "SigLIP 2 ViT-B/16 224 px",
+    ),
+    _hub(
+        "ViT-B-16-SigLIP2-256", "timm/ViT-B-16-SigLIP2-256", "main",
+        "open_clip_pytorch_model.bin", "", 1500, "SigLIP 2 ViT-B/16 256 px",
+    ),
+    _hub(
+        "ViT-SO400M-14-SigLIP2-384", "timm/ViT-SO400M-14-SigLIP2-384", "main",
+        "open_clip_pytorch_model.bin", "", 4540, "SigLIP 2 shape-optimised 400M/14 384 px",
+    ),
+    _hub(
+        "MobileCLIP2-S2", "timm/MobileCLIP2-S2-OpenCLIP", "main", "open_clip_pytorch_model.bin",
+        "15179d4f3b2f348f6b7373eb50789cdaf226b9e54fde753e39bef789616884b6", 398,
+        "MobileCLIP2-S2 (FastViT MCi2 image tower; OpenAI's BPE, built in)",
+        files=("open_clip_config.json",),
+    ),
+    _hub(
+        "MobileCLIP2-S0", "timm/MobileCLIP2-S0-OpenCLIP", "main", "open_clip_pytorch_model.bin",
+        "", 230, "MobileCLIP2-S0 (FastViT MCi0 image tower; OpenAI's BPE, built in)",
+        files=("open_clip_config.json",),
+    ),
+    _hub(
+        "xlm-roberta-base-ViT-B-32", "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+        "f047c6a31e35813eadaa81bab1b68ec115ca606d", "open_clip_pytorch_model.bin", "", 1460,
+        "multilingual CLIP: ViT-B/32 with an XLM-RoBERTa base text tower, LAION-5B",
+        files=("tokenizer.json",),
+        write_files={"open_clip_config.json": _XLMR_CONFIG,
+                     "special_tokens_map.json": _XLMR_SPECIAL},
+    ),
+)  # fmt: skip
+
 # Every name a user may type -> its spec (canonical names and aliases).
 MODELS: dict[str, ModelSpec] = {}
 for _spec in _SPECS:
@@ -278,11 +409,18 @@ def download(
     after each block.
     """
     expected = sha256.lower()
-    if not _SHA_RE.match(expected):
-        raise DownloadError(f"expected sha256 must be 64 hex digits, got {sha256!r}")
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ("http", "https"):
         raise DownloadError(f"refusing to download {url!r}: only http and https URLs are fetched")
+    blob_id: str | None = None
+    if not expected:  # no hash recorded: the one the hub publishes for the file
+        kind, value = published_hash(url, timeout)
+        if kind == "sha256":
+            expected = value
+        else:
+            blob_id = value
+    elif not _SHA_RE.match(expected):
+        raise DownloadError(f"expected sha256 must be 64 hex digits, got {sha256!r}")
     dest = Path(dest).expanduser()
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -308,6 +446,14 @@ def download(
                 f"download of {url} was cut short: got {got} of {total} bytes; try again"
             )
         actual = digest.hexdigest()
+        if blob_id is not None:
+            got_id = git_blob_id(tmp)
+            if got_id != blob_id:
+                raise DownloadError(
+                    f"download of {url} does not match the git blob id the server published "
+                    f"for it (got {got_id}, expected {blob_id}); nothing was saved"
+                )
+            expected = actual
         if actual != expected:
             raise DownloadError(
                 f"download of {url} does not match its published sha256 (got {actual}, expected "
@@ -323,6 +469,55 @@ def download(
     _write_stamp(dest, expected)
     log.info("saved %s (%s, sha256 verified)", dest, _fmt_size(got))
     return dest
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def published_hash(url: str, timeout: float = 30.0) -> tuple[str, str]:
+    """The hash a Hugging Face-style server publishes for a file, from a HEAD request that does
+    not follow the redirect to the storage host: ``("sha256", hex)`` from ``X-Linked-Etag`` (a
+    large file's LFS SHA256) or ``("git-sha1", hex)`` from the ``ETag`` of a small file kept in
+    git (its blob id). DownloadError when the server publishes neither."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "clipsearch"})
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            headers = response.headers
+    except urllib.error.HTTPError as exc:
+        if not 300 <= exc.code < 400:
+            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
+        headers = exc.headers
+    except urllib.error.URLError as exc:
+        raise DownloadError(f"cannot reach {url}: {exc.reason}") from exc
+    except (http.client.HTTPException, TimeoutError, ConnectionError) as exc:
+        raise DownloadError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
+    for name, kind, pattern in (
+        ("X-Linked-Etag", "sha256", _SHA_RE),
+        ("ETag", "git-sha1", re.compile(r"^[0-9a-f]{40}$")),
+        ("ETag", "sha256", _SHA_RE),
+    ):
+        value = (headers.get(name) or "").strip()
+        value = value[2:] if value.startswith("W/") else value
+        value = value.strip('"').lower()
+        if pattern.match(value):
+            return kind, value
+    raise DownloadError(
+        f"{url}: the server published no hash for this file (no X-Linked-Etag or ETag), so it "
+        "cannot be verified; nothing was downloaded"
+    )
+
+
+def git_blob_id(path: str | os.PathLike[str]) -> str:
+    """The git blob id (sha1 of ``blob <size>\\0`` + bytes) of a file."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    digest.update(f"blob {os.path.getsize(path)}\0".encode())
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _stream(
@@ -382,16 +577,21 @@ def _write_stamp(path: Path, sha256: str) -> None:
 
 
 def _is_verified(path: Path, sha256: str) -> bool:
-    """True if ``path`` holds the bytes with this hash (hashing only when the stamp is stale)."""
+    """True if ``path`` holds the bytes with this hash (hashing only when the stamp is stale).
+    An empty ``sha256`` (a hub file verified against the hash the hub published when it was
+    downloaded) means: the hash its stamp recorded then."""
     if not path.is_file():
         return False
     st = path.stat()
     try:
         stamp = json.loads(_stamp_path(path).read_text())
+        sha256 = sha256 or str(stamp.get("sha256", ""))
         if stamp == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
             return True
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
+    if not sha256:  # never verified: fetch it again
+        return False
     if sha256_file(path) == sha256:
         _write_stamp(path, sha256)
         return True
@@ -420,29 +620,53 @@ def _offline_default() -> bool:
 def _fetch_spec(spec: ModelSpec, root: Path, offline: bool, progress: Progress | None) -> Path:
     folder = root / spec.name
     weights = folder / spec.filename
-    if not _is_verified(weights, spec.sha256):
-        if offline:
-            reason = (
-                f"offline mode (${ENV_OFFLINE} is set)" if _offline_default() else "offline mode"
-            )
-            raise DownloadError(_manual_instructions(spec, weights, reason))
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DownloadError(_manual_instructions(spec, weights, str(exc))) from exc
-        # One downloader per file: an API process and a worker starting together must not
-        # both fetch a gigabyte. Whoever waited re-checks: the other one may have finished.
-        with _exclusive(folder / f".{spec.filename}.lock"):
-            if not _is_verified(weights, spec.sha256):
-                _remove_stale_parts(weights)
-                try:
-                    download(spec.url, spec.sha256, weights, progress=progress)
-                except DownloadError as exc:
-                    raise DownloadError(_manual_instructions(spec, weights, str(exc))) from exc
+    _fetch_file(spec, folder, spec.filename, spec.sha256, spec.url, offline, progress)
+    if spec.format == "hub":
+        base = spec.url.rsplit("/", 1)[0]
+        for name, sha in spec.files:
+            _fetch_file(spec, folder, name, sha, f"{base}/{name}", offline, None)
+        for name, content in (spec.write_files or {}).items():
+            _write_json(spec, folder / name, content)
+        return folder
     if spec.format == "open_clip":
         _write_open_clip_config(spec, folder)
         return folder
     return weights
+
+
+def _fetch_file(
+    spec: ModelSpec,
+    folder: Path,
+    filename: str,
+    sha256: str,
+    url: str,
+    offline: bool,
+    progress: Progress | None,
+) -> Path:
+    """One file of an entry in the cache, verified; downloaded if missing or damaged."""
+    target = folder / filename
+    if _is_verified(target, sha256):
+        return target
+    folder = target.parent  # a file in a sub-folder (timm_vision/config.json)
+    if offline:
+        reason = f"offline mode (${ENV_OFFLINE} is set)" if _offline_default() else "offline mode"
+        raise DownloadError(_manual_instructions(spec, target, reason, url, sha256))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(_manual_instructions(spec, target, str(exc), url, sha256)) from exc
+    # One downloader per file: an API process and a worker starting together must not
+    # both fetch a gigabyte. Whoever waited re-checks: the other one may have finished.
+    with _exclusive(folder / f".{target.name}.lock"):
+        if not _is_verified(target, sha256):
+            _remove_stale_parts(target)
+            try:
+                download(url, sha256, target, progress=progress)
+            except DownloadError as exc:
+                raise DownloadError(
+                    _manual_instructions(spec, target, str(exc), url, sha256)
+                ) from exc
+    return target
 
 
 @contextlib.contextmanager
@@ -474,13 +698,56 @@ def _remove_stale_parts(weights: Path) -> None:
             log.info("removed %s, left by an interrupted download", part)
 
 
-def _manual_instructions(spec: ModelSpec, weights: Path, reason: str) -> str:
+def _manual_instructions(
+    spec: ModelSpec,
+    weights: Path,
+    reason: str,
+    url: str | None = None,
+    sha256: str | None = None,
+) -> str:
+    url = url or spec.url
+    sha256 = spec.sha256 if sha256 is None else sha256
+    main = weights.name == spec.filename
+    what = f"{_fmt_size(spec.size)}, " if main else ""
+    sha = f"sha256 {sha256}" if sha256 else "check it against the hash huggingface.co lists for it"
+    if spec.format == "hub":
+        repo = spec.aliases[0] if spec.aliases else spec.name
+        where = (
+            f"put it at {weights} (or download the whole folder: huggingface-cli download {repo} "
+            f"--local-dir DIR, and pass DIR instead of the name)"
+        )
+    else:
+        where = (
+            f"put it at {weights} (or set ${ENV_CACHE} to a folder holding "
+            f"{spec.name}/{spec.filename}, or pass the file's path instead of the name)"
+        )
     return (
-        f"model {spec.name}: {spec.filename} is not in the cache and could not be downloaded "
-        f"({reason}). Fetch it from {spec.url} ({_fmt_size(spec.size)}, sha256 {spec.sha256}) "
-        f"and put it at {weights} (or set ${ENV_CACHE} to a folder holding "
-        f"{spec.name}/{spec.filename}, or pass the file's path instead of the name)."
+        f"model {spec.name}: {weights.name} is not in the cache and could not be downloaded "
+        f"({reason}). Fetch it from {url} ({what}{sha}) and {where}."
     )
+
+
+def _write_json(spec: ModelSpec, path: Path, content: Any) -> None:
+    wanted = json.dumps(_plain(content), indent=2, sort_keys=True)
+    try:
+        if path.is_file() and path.read_text(encoding="utf-8") == wanted:
+            return
+        _atomic_text(path, wanted)
+    except OSError as exc:
+        raise DownloadError(f"model {spec.name}: cannot write {path}: {exc}") from exc
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _write_open_clip_config(spec: ModelSpec, folder: Path) -> None:
