@@ -190,8 +190,10 @@ class MilvusStore(VectorStore):
         *,
         filters: StoreFilters | None = None,
         exclude: Sequence[int] | None = None,
+        allow: np.ndarray | None = None,
         nprobe: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Filters run inside Milvus (``allow`` is not needed and ignored)."""
         q = np.asarray(query, np.float32)
         single = q.ndim == 1
         q2 = q.reshape(1, -1) if single else q

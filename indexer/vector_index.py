@@ -323,11 +323,15 @@ class VectorIndex:
         exclude: Iterable[int] | np.ndarray | None = None,
         *,
         nprobe: int | None = None,
+        allow: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product. Returns (scores float32, ids int64), [n, k] or [k] for one query.
 
         Rows with fewer than k live vectors are padded with id -1 and score -inf. `exclude` ids are
-        left out (for example the query image itself); removed ids never come back.
+        left out (for example the query image itself); removed ids never come back. `allow` (ids):
+        only these are candidates, skipped during the scan by a faiss IDSelectorBatch; an IVF
+        index then probes every list, so the answer is exact over the allowed ids however few
+        they are (the scan checks one id per vector and scores only the allowed ones).
         """
         single = np.ndim(queries) == 1
         q = _as_vectors(queries, "queries", self._dim)
@@ -350,9 +354,14 @@ class VectorIndex:
         ids = np.full((n, k), -1, dtype=np.int64)
         if n == 0:
             return (scores[0], ids[0]) if single else (scores, ids)
-        ms, mi = self._search_main(q, k, s, excl, probe)
-        ds, di = self._search_delta(q, k, s, excl)
-        if di.shape[1] == 0 and ms.shape[1] == k and (excl.size + s.main_banned.size) == 0:
+        allowed = None if allow is None else np.unique(np.asarray(allow, np.int64).reshape(-1))
+        if allowed is None:
+            ms, mi = self._search_main(q, k, s, excl, probe)
+        else:
+            ms, mi = self._search_main_allowed(q, k, s, excl, allowed)
+        ds, di = self._search_delta(q, k, s, excl, allowed)
+        plain = allowed is None and (excl.size + s.main_banned.size) == 0
+        if di.shape[1] == 0 and ms.shape[1] == k and plain:
             mi[~np.isfinite(ms)] = -1  # fast path: faiss' own top-k, already best first
             return (ms[0], mi[0]) if single else (ms, mi)
         allS = np.concatenate([ms, ds], axis=1)
@@ -425,9 +434,29 @@ class VectorIndex:
             dist = np.where(missing, -np.inf, dist)
         return dist.astype(np.float32, copy=False), lab
 
+    def _search_main_allowed(
+        self, q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The main index restricted to ``allowed`` ids (less tombstones and ``excl``)."""
+        n = q.shape[0]
+        ids = allowed[_isin_sorted(allowed, self._main_ids)]
+        if ids.size and s.main_banned.size:
+            ids = ids[~_isin_sorted(ids, s.main_banned)]
+        if ids.size and excl.size:
+            ids = ids[~_isin_sorted(ids, excl)]
+        if ids.size == 0:
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        arr = np.ascontiguousarray(ids, dtype=np.int64)
+        sel = faiss.IDSelectorBatch(arr.size, faiss.swig_ptr(arr))
+        probe = int(faiss.extract_index_ivf(self._main).nlist) if self._kind == "ivf" else 1
+        params = self._new_params(probe, sel)
+        dist, lab = self._main.search(q, min(k, int(arr.size)), params=params)
+        dist = np.where(lab < 0, -np.inf, dist)
+        return dist.astype(np.float32, copy=False), lab
+
     @staticmethod
     def _search_delta(
-        q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray
+        q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         n = q.shape[0]
         dn = s.delta_n
@@ -439,6 +468,8 @@ class VectorIndex:
         dead = ~s.delta_alive
         if excl.size:
             dead = dead | np.isin(dids, excl)
+        if allowed is not None:
+            dead = dead | ~_isin_sorted(dids, allowed)
         if dead.any():
             sims[:, dead] = -np.inf
         kk = min(k, dn)

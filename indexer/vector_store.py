@@ -41,6 +41,7 @@ __all__ = [
     "VectorFields",
     "VectorStore",
     "follow_catalog",
+    "selective_ids",
 ]
 
 #: Milvus index types clipsearch configures (all of the FAISS/Knowhere family).
@@ -138,7 +139,10 @@ class VectorStore(ABC):
         *,
         filters: StoreFilters | None = None,
         exclude: Sequence[int] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]: ...
+        allow: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``allow``: only these ids are candidates (the catalog's matches of a selective filter,
+        :func:`selective_ids`); a store that applies ``filters`` itself may ignore it."""
 
     @abstractmethod
     def upsert(
@@ -224,8 +228,9 @@ class FaissStore(VectorStore):
         *,
         filters: StoreFilters | None = None,
         exclude: Sequence[int] | None = None,
+        allow: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        scores, ids = self.index.search(query, k, exclude=exclude)
+        scores, ids = self.index.search(query, k, exclude=exclude, allow=allow)
         return scores, ids
 
     def upsert(
@@ -250,6 +255,61 @@ class FaissStore(VectorStore):
             "nprobe": self.index.nprobe,
             "recall": meta.get("recall"),
         }
+
+
+#: A filter matching at most this many images is searched through a FAISS id selector (exact
+#: over the matches); a broader one by over-fetching (the matches are then common enough).
+SELECTIVE_LIMIT = 20_000
+
+
+def selective_ids(session: Any, filters: StoreFilters, limit: int = SELECTIVE_LIMIT) -> Any:
+    """The ready images under ``filters.folder`` (sorted ids) when there are at most ``limit``
+    of them, else None. One range read on the folder index, stopped after ``limit + 1`` rows
+    (never the library); the other filters are left to the catalog's check of each hit. None
+    too where text does not sort byte-wise (a PostgreSQL database with a language collation:
+    the range would not be the folder's), so the caller over-fetches instead."""
+    import sqlalchemy as sa
+
+    from . import catalog
+
+    if not filters.folder or not _bytewise_text(session):
+        return None
+    folder = filters.folder.rstrip("/") or "/"
+    prefix = folder if folder.endswith("/") else folder + "/"
+    upper = prefix[:-1] + chr(ord("/") + 1)  # every text starting with the prefix sorts below
+    column = catalog.Image.folder
+    rows = session.scalars(
+        sa.select(catalog.Image.id)
+        .where(column >= folder, column < upper)  # the index range
+        .where(catalog.under_folder(column, folder))  # exactly the folder and below it
+        .where(catalog.Image.state == "ready")
+        .limit(int(limit) + 1)
+    ).all()
+    if len(rows) > limit:
+        return None
+    return np.sort(np.fromiter((int(r) for r in rows), np.int64, len(rows)))
+
+
+_BYTEWISE = {"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"}
+_bytewise_cache: dict[str, bool] = {}
+
+
+def _bytewise_text(session: Any) -> bool:
+    """Whether the catalog's text comparisons follow code points (SQLite; PostgreSQL with the C
+    collation), so a folder's paths are one index range. Asked once per database."""
+    import sqlalchemy as sa
+
+    bind = session.get_bind()
+    if bind.dialect.name == "sqlite":
+        return True
+    key = str(bind.engine.url)
+    found = _bytewise_cache.get(key)
+    if found is None:
+        collate = session.scalar(
+            sa.text("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+        )
+        found = _bytewise_cache[key] = str(collate or "").lower() in _BYTEWISE
+    return found
 
 
 # --------------------------------------------------------------------------------------------
