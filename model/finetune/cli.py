@@ -302,11 +302,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     start = load(args.model, device="cpu")
     from model.clip import CLIP
 
-    if not isinstance(start, CLIP):
+    if not isinstance(start, CLIP) and start.family != "siglip":
         raise FinetuneError(
-            f"{args.model} is a {start.family} model; fine-tuning is implemented for CLIP "
-            "models only so far"
+            f"{args.model} is a {start.family} model; fine-tuning is implemented for CLIP and "
+            "SigLIP models (SigLIP with its sigmoid loss) so far"
         )
+    if args.from_scratch and not isinstance(start, CLIP):
+        raise FinetuneError("--from-scratch builds a CLIP; start a SigLIP from its weights")
     if args.from_scratch:
         start = build(start.config, seed=args.seed, name=f"{args.model} (from scratch)")
     pairs = load_pairs(args.data)

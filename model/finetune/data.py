@@ -335,14 +335,12 @@ class PairDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         pairs: Sequence[Pair],
         preprocess: Callable[[Image.Image], torch.Tensor],
         tokenize: Callable[[Sequence[str]], torch.Tensor],
+        trim: bool = True,
     ) -> None:
         self.pairs = list(pairs)
         self.preprocess = preprocess
-        self.tokens = (
-            trim_tokens(tokenize([p.caption for p in self.pairs]))
-            if self.pairs
-            else torch.zeros(0, 1)
-        )
+        tokens = tokenize([p.caption for p in self.pairs]) if self.pairs else torch.zeros(0, 1)
+        self.tokens = trim_tokens(tokens) if trim and self.pairs else tokens
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -362,9 +360,11 @@ def encode_pairs(
     pairs: Sequence[Pair],
     preprocess: Callable[[Image.Image], torch.Tensor],
     tokenize: Callable[[Sequence[str]], torch.Tensor],
+    trim: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All pixels [N,3,R,R] and trimmed tokens [N,L] in memory: for small sets (tests, the demo)."""
-    ds = PairDataset(pairs, preprocess, tokenize)
+    """All pixels [N,3,R,R] and tokens [N,L] (trailing padding trimmed when ``trim``) in memory:
+    for small sets (tests, the demo)."""
+    ds = PairDataset(pairs, preprocess, tokenize, trim=trim)
     if not len(ds):
         raise FinetuneError("no pairs to encode")
     pixels = torch.stack([ds[i][0] for i in range(len(ds))])

@@ -124,7 +124,9 @@ def evaluate_pairs(
             raise FinetuneError("no validation pairs to evaluate on")
         captions = [p.caption for p in pairs]
         pixels = torch.stack([model.preprocess(open_rgb(p.path)) for p in pairs])
-        tokens = trim_tokens(model.tokenize(captions))
+        tokens = model.tokenize(captions)
+        if getattr(model, "family", "clip") == "clip":  # SigLIP pools the last position: keep all
+            tokens = trim_tokens(tokens)
     if pixels is None or tokens is None or captions is None:
         raise FinetuneError("evaluate_pairs needs pairs, or pixels, tokens and captions")
     img, txt = embed_pixels_tokens(model, pixels, tokens, batch_size)

@@ -79,3 +79,54 @@ class ClipLoss(nn.Module):
             F.cross_entropy(logits_per_image, labels)
             + F.cross_entropy(logits_per_image.t(), labels)
         ) / 2
+
+
+class SigLipLoss(nn.Module):
+    """SigLIP's pairwise sigmoid loss: every image/text pair of the batch is a binary
+    classification, positive on the diagonal, negative elsewhere, with the model's learnt scale
+    and bias: ``-mean_i sum_j log sigmoid(z_ij * (exp(logit_scale) * <img_i, txt_j> + logit_bias))``
+    with ``z_ij = 1`` if ``i == j`` else ``-1`` (Zhai et al. 2023, eq. 1; divided by the batch
+    size as there).
+
+    ``forward(image_features, text_features, logit_scale)`` matches :class:`ClipLoss`; the bias is
+    the ``logit_bias`` parameter given here (the model's own, so the optimizer trains it). With
+    ``gather=True`` under torch.distributed, every rank's features are gathered first (the
+    all-gather variant of the paper, not its chunked ring).
+    """
+
+    def __init__(self, logit_bias: torch.Tensor, gather: bool = True) -> None:
+        super().__init__()
+        self.gather = gather
+        self.__dict__["_bias"] = logit_bias  # the model's parameter, not one of this module's
+
+    @property
+    def logit_bias(self) -> torch.Tensor:
+        return self.__dict__["_bias"]
+
+    def forward(
+        self, image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor
+    ) -> torch.Tensor:
+        if image_features.shape != text_features.shape:
+            raise ValueError(
+                f"image and text features must have the same shape, got "
+                f"{tuple(image_features.shape)} and {tuple(text_features.shape)}"
+            )
+        if self.gather:
+            image_features = gather_features(image_features)
+            text_features = gather_features(text_features)
+        image_features = image_features.float()
+        text_features = text_features.float()
+        logits = logit_scale.float().exp() * image_features @ text_features.t()
+        logits = logits + self.logit_bias.float()
+        n = logits.shape[0]
+        signs = 2 * torch.eye(n, device=logits.device, dtype=logits.dtype) - 1
+        return -F.logsigmoid(signs * logits).sum() / n
+
+
+def loss_for(model: nn.Module, gather: bool = True) -> nn.Module:
+    """The loss a model family was trained with: sigmoid for SigLIP (a model with a
+    ``logit_bias``), the softmax contrastive loss otherwise."""
+    bias = getattr(model, "logit_bias", None)
+    if isinstance(bias, torch.Tensor):
+        return SigLipLoss(bias, gather=gather)
+    return ClipLoss(gather=gather)

@@ -43,7 +43,7 @@ from torch.utils.checkpoint import checkpoint
 from model.finetune import FinetuneError
 from model.finetune.data import Pair, PairDataset, encode_pairs
 from model.finetune.evaluate import evaluate_pairs
-from model.finetune.loss import MAX_LOGIT_SCALE, ClipLoss
+from model.finetune.loss import MAX_LOGIT_SCALE, ClipLoss, loss_for
 
 logger = logging.getLogger(__name__)
 
@@ -222,24 +222,32 @@ def make_towers(clip: nn.Module) -> nn.Module:
     if size > 1:
         device = clip.logit_scale.device  # type: ignore[union-attr]
         ddp = nn.parallel.DistributedDataParallel
-        ddp._set_params_and_buffers_to_ignore_for_model(towers, ["clip.logit_scale"])
+        ignored = ["clip.logit_scale"] + (
+            ["clip.logit_bias"] if hasattr(clip, "logit_bias") else []
+        )
+        ddp._set_params_and_buffers_to_ignore_for_model(towers, ignored)
         towers = ddp(towers, device_ids=[device.index] if device.type == "cuda" else None)
     return towers
 
 
 def sync_logit_scale_grad(clip: nn.Module) -> None:
-    """Average the temperature's gradient over ranks (DDP ignores it; see :class:`Towers`)."""
-    scale: Any = clip.logit_scale
-    grad: torch.Tensor | None = scale.grad
+    """Average the temperature's (and SigLIP's bias's) gradient over ranks (DDP ignores them;
+    see :class:`Towers`)."""
     _, size = world()
-    if size > 1 and grad is not None:
-        dist.all_reduce(grad)
-        grad /= size
+    for name in ("logit_scale", "logit_bias"):
+        param: Any = getattr(clip, name, None)
+        grad: torch.Tensor | None = None if param is None else param.grad
+        if size > 1 and grad is not None:
+            dist.all_reduce(grad)
+            grad /= size
 
 
 def _blocks(clip: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
     """(image blocks, text blocks), lowest first."""
     visual: Any = clip.visual
+    text: Any = getattr(clip, "text", None)
+    if text is not None and hasattr(text, "transformer"):  # SigLIP: towers.TextTransformer
+        return list(visual.transformer.resblocks), list(text.transformer.resblocks)
     if hasattr(visual, "transformer"):
         image_blocks = list(visual.transformer.resblocks)
     else:  # ModifiedResNet: its bottlenecks, stage by stage
@@ -268,10 +276,10 @@ def apply_freezing(clip: nn.Module, cfg: TrainConfig) -> list[str]:
         stem = [
             m
             for name, m in visual.named_children()
-            if name in ("conv1", "ln_pre", "conv2", "conv3", "bn1", "bn2", "bn3")
+            if name in ("conv1", "ln_pre", "conv2", "conv3", "bn1", "bn2", "bn3", "patch_embed")
         ]
         frozen += stem + image_blocks[: cfg.freeze_image_layers]
-        for name in ("class_embedding", "positional_embedding"):
+        for name in ("class_embedding", "positional_embedding", "pos_embed"):
             if hasattr(visual, name):
                 getattr(visual, name).requires_grad_(False)
     if cfg.freeze_text_layers:
@@ -279,8 +287,9 @@ def apply_freezing(clip: nn.Module, cfg: TrainConfig) -> list[str]:
             raise FinetuneError(
                 f"freeze_text_layers={cfg.freeze_text_layers} but the text tower has {len(text_blocks)} blocks"
             )
-        frozen += [clip.token_embedding, *text_blocks[: cfg.freeze_text_layers]]  # type: ignore[list-item]
-        clip.positional_embedding.requires_grad_(False)  # type: ignore[union-attr]
+        text_tower: Any = getattr(clip, "text", clip)  # SigLIP keeps them in .text
+        frozen += [text_tower.token_embedding, *text_blocks[: cfg.freeze_text_layers]]
+        text_tower.positional_embedding.requires_grad_(False)
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
@@ -384,7 +393,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def contrastive_backward(
     towers: nn.Module,
     logit_scale: torch.Tensor,
-    loss_fn: ClipLoss,
+    loss_fn: ClipLoss | nn.Module,
     pixels: torch.Tensor,
     tokens: torch.Tensor,
     chunks: int = 1,
@@ -468,15 +477,19 @@ class _Source:
         cache = cfg.cache_pixels == "yes" or (
             cfg.cache_pixels == "auto" and len(pairs) * 3 * r * r * 4 < 2**30
         )
+        # Trailing padding is dropped only for CLIP (pooled at the end-of-text token); a tower
+        # pooled at the last position (SigLIP) needs the full context length.
+        trim = getattr(clip, "family", "clip") == "clip"
         self.dataset = PairDataset(
             pairs,
             clip.preprocessor if hasattr(clip, "preprocessor") else clip.preprocess,
             clip.tokenize,
+            trim=trim,
         )
         self.tokens = self.dataset.tokens
         self.pixels: torch.Tensor | None = None
         if cache:
-            self.pixels, _ = encode_pairs(pairs, self.dataset.preprocess, clip.tokenize)
+            self.pixels, _ = encode_pairs(pairs, self.dataset.preprocess, clip.tokenize, trim=trim)
         self.num_workers = cfg.num_workers
 
     def batches(
@@ -610,7 +623,9 @@ class Trainer:
         self.clip = clip.to(self.device)
         self.frozen = apply_freezing(self.clip, cfg)
         self.towers = make_towers(self.clip)
-        self.loss_fn = ClipLoss()
+        self.loss_fn = loss_for(self.clip)  # sigmoid for SigLIP, softmax contrastive for CLIP
+        # SigLIP's scale starts at log(10) and is learnt past CLIP's cap of 100
+        self.max_logit_scale = MAX_LOGIT_SCALE if not hasattr(self.clip, "logit_bias") else 10.0
         self.optimizer = configure_optimizers(self.clip, cfg)
         self.batches = _Batches(len(train_pairs), cfg.batch_size, cfg.seed)
         per_epoch = self.batches.per_epoch
@@ -624,6 +639,7 @@ class Trainer:
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.source = _Source(train_pairs, self.clip, cfg)
+        self.trim = getattr(self.clip, "family", "clip") == "clip"
         self.val_pairs = list(val_pairs)
         self._val_cache: tuple[torch.Tensor, torch.Tensor, list[str]] | None = None
         self.step = 0
@@ -716,7 +732,9 @@ class Trainer:
             return {}
         if self._val_cache is None:
             tokenize: Any = self.clip.tokenize
-            pixels, tokens = encode_pairs(self.val_pairs, self.source.dataset.preprocess, tokenize)
+            pixels, tokens = encode_pairs(
+                self.val_pairs, self.source.dataset.preprocess, tokenize, trim=self.trim
+            )
             self._val_cache = (pixels, tokens, [p.caption for p in self.val_pairs])
         pixels, tokens, captions = self._val_cache
         metrics = evaluate_pairs(self.clip, pixels=pixels, tokens=tokens, captions=captions)
@@ -754,7 +772,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         with torch.no_grad():
-            scale_param.clamp_(0, MAX_LOGIT_SCALE)
+            scale_param.clamp_(0, self.max_logit_scale)
         self.step += 1
         return float(loss)
 
