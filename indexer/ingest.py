@@ -599,6 +599,10 @@ def process_batch(
         return result
 
     preprocess = getattr(model, "preprocessor", None)
+    from indexer import device_embed
+
+    on_device = device_embed.wanted(model)  # JPEG pixels decoded on the model's GPU instead
+    expect = [(int(r.size), int(r.mtime_ns)) for r in work]  # the file the scan saw
     decoded: list[DecodeResult] = decode_many(
         [path_from_db(r.path) for r in work],
         int(model.image_size),
@@ -608,8 +612,9 @@ def process_batch(
         pool=pool or DecodePool(1),
         preprocess=preprocess,
         roots=roots,
-        expect=[(int(r.size), int(r.mtime_ns)) for r in work],  # the file the scan saw
+        expect=expect,
         text=text,
+        want_pixels=not on_device,
     )
 
     # Content already embedded by this model (anywhere in the catalog) is not embedded again.
@@ -624,6 +629,18 @@ def process_batch(
                     )
                 )
             )
+    vectors: dict[str, np.ndarray] = {}
+    if on_device:
+        vectors, decoded = device_embed.embed_decoded(
+            model,
+            decoded,
+            have,
+            expect={d.path: e for d, e in zip(decoded, expect, strict=True)},
+            roots=roots,
+            pool=pool,
+            batch_size=embed_batch_size,
+        )
+        result.embedded = len(vectors)
     to_embed: dict[str, np.ndarray] = {}
     for d in decoded:
         if (
@@ -631,15 +648,15 @@ def process_batch(
             and d.sha256
             and d.sha256 not in have
             and d.sha256 not in to_embed
+            and d.sha256 not in vectors
             and d.pixels is not None
         ):
             to_embed[d.sha256] = d.pixels
-    vectors: dict[str, np.ndarray] = {}
     if to_embed:
         keys = list(to_embed)
         embedded = _embed(model, [to_embed[k] for k in keys], embed_batch_size)
-        vectors = dict(zip(keys, embedded, strict=True))
-        result.embedded = len(keys)
+        vectors.update(zip(keys, embedded, strict=True))
+        result.embedded += len(keys)
 
     errors: list[dict[str, str]] = []
     old_shas: list[str | None] = []
