@@ -28,6 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from indexer.catalog import UTCDateTime
+
 metadata = sa.MetaData()
 
 image_keywords = sa.Table(
@@ -40,7 +42,7 @@ image_keywords = sa.Table(
     sa.Column("ocr", sa.Text),
     sa.Column("ocr_state", sa.String(16)),
     sa.Column("ocr_error", sa.Text),
-    sa.Column("ocr_at", sa.DateTime(timezone=True)),
+    sa.Column("ocr_at", UTCDateTime),
 )
 
 #: fields of a keyword row, as hits name them, and how much a match in each counts

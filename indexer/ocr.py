@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 OCR_MODES = ("auto", "on", "off")
-MIN_CONFIDENCE = 55.0  # Tesseract's per-word confidence (0..100) below which a word is dropped
+MIN_CONFIDENCE = 40.0  # Tesseract's per-word confidence (0..100) below which a word is dropped
 MIN_SIDE = 100  # images smaller than this on their long side hold no readable text
 MAX_SIDE = 2400  # OCR reads the image reduced to this long side (text stays legible, time bounded)
 MAX_TEXT = 20_000  # characters of recognised text kept per image

@@ -12,6 +12,7 @@ itself stays searchable.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -40,8 +41,9 @@ def _todo_stmt(params: dict[str, Any], after: int, limit: int) -> Any:
     )
     if not params.get("force"):
         stmt = stmt.where(k.c.ocr_state.is_(None))
-    elif params.get("started_before"):  # a forced run after a crash: not the ones done since
-        stmt = stmt.where(sa.or_(k.c.ocr_at.is_(None), k.c.ocr_at < params["started_before"]))
+    elif params.get("started_before"):  # a forced run: not the ones it read already
+        since = dt.datetime.fromisoformat(str(params["started_before"]))
+        stmt = stmt.where(sa.or_(k.c.ocr_at.is_(None), k.c.ocr_at < since))
     folder = params.get("folder")
     if isinstance(folder, str) and folder:
         stmt = stmt.where(catalog.under_folder(Image.folder, folder))
@@ -76,10 +78,6 @@ def run_ocr(ctx: WorkerContext, job_id: int) -> int:
         if job.total is None:
             job.total = count_todo(session, params)
         session.commit()
-    if params.get("started_before"):
-        import datetime as dt
-
-        params["started_before"] = dt.datetime.fromisoformat(str(params["started_before"]))
     batch = max(1, ctx.config.batch_size)
     after = 0
     read = 0

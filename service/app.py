@@ -33,6 +33,7 @@ from .routes import (
     health_router,
     images_router,
     jobs_router,
+    ocr_router,
     removed_router,
     search_router,
     session_router,
@@ -64,8 +65,16 @@ def build_library(settings: Settings, confine: bool = True) -> Any:
             queue_prefix=settings.queue_prefix,
             allowed_roots=settings.effective_allowed_roots if confine else None,
             store=settings.store_config(),
+            ocr=ocr_config(),
         )
     )
+
+
+def ocr_config() -> Any:
+    """The OCR settings (CLIPSEARCH_OCR, _TESSERACT, _OCR_LANG, _OCR_TIMEOUT_S; indexer.ocr)."""
+    from indexer.ocr import OcrConfig
+
+    return OcrConfig.from_env()
 
 
 def static_dir() -> Path | None:
@@ -496,6 +505,7 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         duplicates_router,
         folders_router,
         jobs_router,
+        ocr_router,
         health_router,
         session_router,
     ):

@@ -441,7 +441,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     vectors = query_embedder(lib.model, settings.query_precision)(terms)
     weights = ([1.0] if parsed.text else []) + [-0.5] * len(parsed.negative)
     vector = vectors[0] if len(terms) == 1 else combine(vectors, weights)
-    hits = lib.search(vector, k=args.k, min_score=args.min_score)
+    hits = lib.search_text(vector, parsed.text, args.mode, k=args.k, min_score=args.min_score)
     if args.json:
         from dataclasses import asdict
 
@@ -451,8 +451,26 @@ def cmd_search(args: argparse.Namespace) -> int:
         print("no results (is anything ingested? see `clipsearch status`)")
         return 0
     for rank, hit in enumerate(hits, 1):
-        print(f"{rank:3d}  {hit.score:.4f}  #{hit.id}  {hit.path}")
+        why = _why(hit)
+        print(f"{rank:3d}  {hit.score:.4f}  #{hit.id}  {hit.path}" + (f"  [{why}]" if why else ""))
     return 0
+
+
+def _why(hit: Any) -> str:
+    """Why a hit matched, for the search listing: "text: receipt, filename" (semantic alone
+    says nothing new)."""
+    match = [m for m in (getattr(hit, "match", ()) or ()) if m != "semantic"]
+    if not match:
+        return ""
+    words = ", ".join(getattr(hit, "words", ()) or ())
+    return " + ".join(match) + (f": {words}" if words else "")
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    lib = _library(settings)
+    job = lib.submit_ocr(force=args.force, folder=args.folder)
+    return _follow_job(args, settings, lib, job)
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -618,6 +636,19 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _common(p, model=False)
     p.set_defaults(func=cmd_reindex)
 
+    p = sub.add_parser(
+        "ocr",
+        help="read the text inside images already in the library (no re-embedding)",
+        description="Queue a job that runs Tesseract on the library's images that were never "
+        "read (ingested while Tesseract was missing or CLIPSEARCH_OCR=off), or on all of them "
+        "with --force; the words become searchable (search --mode text|hybrid).",
+    )
+    p.add_argument("--force", action="store_true", help="read every image again")
+    p.add_argument("--folder", metavar="DIR", help="only images under this folder")
+    _wait_flags(p)
+    _common(p, model=False)
+    p.set_defaults(func=cmd_ocr)
+
     p = sub.add_parser("worker", help="run an embedding worker (Celery) in the foreground")
     p.add_argument(
         "--concurrency",
@@ -724,6 +755,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("text", help='what to look for; "-word" steers away from a concept')
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--min-score", type=float, default=None, help="drop results below this cosine")
+    p.add_argument(
+        "--mode",
+        choices=("semantic", "text", "hybrid"),
+        default=None,
+        help="semantic: the vectors; text: words read in images, file and folder names, "
+        "captions; hybrid: both (default when the library has keywords)",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     _common(p)
     p.set_defaults(func=cmd_search)

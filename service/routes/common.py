@@ -50,6 +50,8 @@ def hit_out(request: Request, hit: Any) -> SearchHit:
         taken_at=_get(hit, "taken_at"),
         thumbnail_url=_url(request, image_id, "thumbnail"),
         file_url=_url(request, image_id, "file"),
+        match=list(_get(hit, "match", None) or ("semantic",)),
+        words=list(_get(hit, "words", None) or ()),
     )
 
 

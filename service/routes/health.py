@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..auth import ReadAccess, is_authorised
 from ..deps import StateDep
-from ..schemas import HealthOut, ImageCounts, IndexOut
+from ..schemas import HealthOut, ImageCounts, IndexOut, OcrOut
 from .common import ERRORS
 
 router = APIRouter(tags=["health"], responses=ERRORS)
@@ -63,7 +63,18 @@ async def health(request: Request, state: StateDep) -> HealthOut:
             missing=index.get("missing"),
             error=index.get("error"),
         ),
+        ocr=await run_in_threadpool(_ocr_status, state),
     )
+
+
+def _ocr_status(state: Any) -> OcrOut | None:
+    """Whether images get their text read (probed once per process; see indexer.ocr)."""
+    config = getattr(getattr(state.library, "config", None), "ocr", None)
+    if config is None:
+        return None
+    from indexer.ocr import probe
+
+    return OcrOut(**probe(config).as_dict())
 
 
 def _shown_model(model: str, authorised: bool) -> str:

@@ -1,0 +1,53 @@
+"""The search mode of text queries (semantic, text, hybrid) at the API edge.
+
+The ranking itself is :mod:`indexer.hybrid` (through ``Library.search_text``); this module turns
+the ``mode`` parameter into the ``search(k, offset, min_score)`` function that
+routes/search.py hands to :func:`service.ranking.ranked_page`, so the relevance cut and the date
+sort work the same in every mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import HTTPException, Query
+from starlette.concurrency import run_in_threadpool
+
+from indexer.errors import IndexerError
+
+from .deps import ServiceState, limit_compute_threads
+
+MODES = ("semantic", "text", "hybrid")
+MODE_HELP = (
+    "semantic (the vectors), text (the words read in images, file and folder names, captions) "
+    "or hybrid (both, merged); default: hybrid when the library has keywords, else semantic."
+)
+
+ModeQuery = Annotated[str | None, Query(pattern="^(semantic|text|hybrid)$", description=MODE_HELP)]
+
+
+async def resolve_mode(state: ServiceState, text: str, mode: str | None) -> str:
+    """The mode this query runs in (one index probe when none is asked for)."""
+    from indexer.hybrid import resolve_mode as resolve
+
+    if mode is not None and mode not in MODES:
+        raise HTTPException(422, detail="mode must be semantic, text or hybrid")
+    try:
+        return await run_in_threadpool(resolve, state.library, text, mode)
+    except IndexerError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+
+
+def mode_search(
+    state: ServiceState, vector: Any, text: str, mode: str, filters: Any
+) -> Callable[..., list[Any]]:
+    """``search(k, offset, min_score)`` for ``mode`` (every hit says why it matched)."""
+
+    def search(k: int, offset: int, min_score: float | None) -> list[Any]:
+        limit_compute_threads(state.settings.compute_threads)
+        return state.library.search_text(  # type: ignore[no-any-return]
+            vector, text, mode, k=k, offset=offset, min_score=min_score, filters=filters
+        )
+
+    return search
