@@ -243,7 +243,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "model.md")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--families",
+        action="store_true",
+        help="instead: the CPU cost of each model family at its real size, random weights "
+        "(bench/families.py; needs no open_clip; writes bench/results/families.md)",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.families:
+        from bench.families import main as families_main
+
+        return families_main([*rest, *(["--quick"] if args.quick else [])])
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         import open_clip  # noqa: F401
