@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ __all__ = [
     "VectorFields",
     "VectorStore",
     "follow_catalog",
+    "hold_lease",
+    "new_lease_owner",
+    "release_lease",
     "selective_ids",
 ]
 
@@ -310,6 +314,80 @@ def _bytewise_text(session: Any) -> bool:
         )
         found = _bytewise_cache[key] = str(collate or "").lower() in _BYTEWISE
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# One writer: a lease on a catalog mark
+
+#: How long a lease holds without being renewed; a process that stops renewing (killed) is
+#: replaced by another follower this long after its last renewal.
+LEASE_TTL_S = 30.0
+_OWNER_BITS = 31
+
+
+def _clock() -> float:
+    return time.time()
+
+
+def new_lease_owner() -> int:
+    """A process's lease owner id (random, never 0)."""
+    import secrets
+
+    return secrets.randbits(_OWNER_BITS) | 1
+
+
+def hold_lease(
+    session: Any, name: str, owner: int, ttl_s: float = LEASE_TTL_S, now: float | None = None
+) -> bool:
+    """Take or renew the lease ``name`` for ``owner``; False while another owner holds it.
+
+    The lease is one catalog mark whose value packs (expiry second, owner): taken or renewed by a
+    compare-and-set UPDATE on the value read, so of several processes racing exactly one wins,
+    on SQLite and PostgreSQL alike. Commits."""
+    import sqlalchemy as sa
+
+    from . import catalog
+
+    now_s = int(_clock() if now is None else now)
+    value = ((now_s + max(1, int(ttl_s))) << _OWNER_BITS) | int(owner)
+    current = catalog.get_mark(session, name)
+    if current is None:
+        try:
+            with session.begin_nested():
+                session.add(catalog.CatalogMark(name=name, value=value))
+            session.commit()
+            return True
+        except sa.exc.IntegrityError:
+            session.rollback()
+            return False
+    holder = current & ((1 << _OWNER_BITS) - 1)
+    expires = current >> _OWNER_BITS
+    if holder != int(owner) and expires > now_s:
+        return False
+    res = session.execute(
+        sa.update(catalog.CatalogMark)
+        .where(catalog.CatalogMark.name == name, catalog.CatalogMark.value == current)
+        .values(value=value)
+    )
+    session.commit()
+    return int(res.rowcount or 0) == 1  # type: ignore[attr-defined]
+
+
+def release_lease(session: Any, name: str, owner: int) -> None:
+    """Give the lease up now (if ``owner`` holds it), so another process takes it at once."""
+    import sqlalchemy as sa
+
+    from . import catalog
+
+    current = catalog.get_mark(session, name)
+    if current is None or current & ((1 << _OWNER_BITS) - 1) != int(owner):
+        return
+    session.execute(
+        sa.update(catalog.CatalogMark)
+        .where(catalog.CatalogMark.name == name, catalog.CatalogMark.value == current)
+        .values(value=0)
+    )
+    session.commit()
 
 
 # --------------------------------------------------------------------------------------------
