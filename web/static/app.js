@@ -5,6 +5,7 @@
 import { initFolders } from './folders.js';
 import { initDuplicatesView } from './duplicates.js';
 import { initRemovedView } from './removed.js';
+import { matchBadge, matchSummary, showDetailText } from './text.js';
 
 const PAGE = 40; // tiles per request (infinite scroll)
 const SIMILAR_STRIP = 12; // thumbnails under "More like this"
@@ -708,17 +709,25 @@ function tile(item, index) {
   const name = baseName(item.path);
   const score = formatScore(item.score);
   const label = score ? `${name}, relevance ${score}` : name;
+  const why = matchSummary(item); // found by its words (text.js): said by title and description
   const img = h('img', { alt: '', loading: 'lazy', decoding: 'async', width: 240, height: 240 });
   const li = h('li', { class: 'tile' });
   img.addEventListener('error', () => li.classList.add('broken'), { once: true });
   img.src = thumbUrl(item);
   const button = h(
     'button',
-    { type: 'button', class: 'tile-btn', 'aria-label': label, title: String(item.path ?? name) },
+    {
+      type: 'button',
+      class: 'tile-btn',
+      'aria-label': label,
+      'aria-description': why || null,
+      title: String(item.path ?? name) + (why ? `\n${why}` : ''),
+    },
     img,
     h('span', { class: 'tile-fallback', 'aria-hidden': 'true', text: name }),
     score ? h('span', { class: 'score', 'aria-hidden': 'true', text: score }) : null,
     item.state && item.state !== 'ready' ? h('span', { class: `state-badge ${item.state}`, text: item.state }) : null,
+    matchBadge(item),
     h('span', { class: 'name', 'aria-hidden': 'true', text: name }),
   );
   button.dataset.index = String(index);
@@ -879,6 +888,7 @@ function showDetail(item) {
       els.detailError.textContent = err.message;
       els.detailError.hidden = false;
     });
+  showDetailText(api, item, $('detail-text'), () => gen === state.detailGen);
   loadSimilarStrip(item, gen);
 }
 

@@ -1,0 +1,148 @@
+"""The gallery and words in pictures, in a real browser against a real ``clipsearch serve``
+(with the real Tesseract): a search for a word on a sign shows that picture first with a badge
+saying it was found by its text, and its detail view shows the text read in it with the word
+marked. Its own small server: pictures with rendered words do not belong in the shared library
+the other gallery tests count."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from playwright.sync_api import expect
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs Tesseract"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "gallery-text-token-7d2e91c4a0"
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+
+
+def _sign(path: Path, lines: list[str]) -> None:
+    img = Image.new("RGB", (700, 100 + 90 * len(lines)), (110, 160, 200))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype(FONT, 44)
+    y = 40
+    for line in lines:
+        draw.rectangle((20, y - 14, 680, y + 66), fill=(250, 250, 245))
+        draw.text((50, y), line, fill=(15, 15, 15), font=font)
+        y += 90
+    img.save(path)
+
+
+@pytest.fixture(scope="module")
+def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from model.checkpoints import save_pretrained
+    from model.testing import tiny_model
+
+    base = tmp_path_factory.mktemp("gallery-text")
+    photos = base / "photos"
+    photos.mkdir()
+    _sign(photos / "cafe.png", ["ZORBLAX CAFE"])
+    _sign(photos / "slip.png", ["RECEIPT", "Mungberry tea 4.20"])
+    rng = np.random.default_rng(2)
+    for i in range(6):
+        pixels = rng.integers(0, 255, size=(12, 16, 3)).astype(np.uint8)
+        Image.fromarray(pixels).resize((320, 240), Image.NEAREST).save(photos / f"DSC{i}.jpg")
+    model_dir = save_pretrained(tiny_model(seed=0), base / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env.update(CLIPSEARCH_API_TOKEN=TOKEN, CLIPSEARCH_DEVICE="cpu", OMP_NUM_THREADS="1")
+    log = (base / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"),
+            *("--port", str(port), "--images", str(photos), "--model", str(model_dir)),
+            *("--data-dir", str(base / "data")),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail((base / "serve.log").read_text()[-3000:])
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(f"{url}/api/images", params={"limit": 50}, headers=headers)
+                ready = [i for i in r.json().get("items", []) if i["state"] == "ready"]
+                if len(ready) == 8:
+                    cafe = next(i["id"] for i in ready if i["path"].endswith("cafe.png"))
+                    text = httpx.get(f"{url}/api/images/{cafe}/text", headers=headers).json()
+                    if text.get("ocr_state") == "done":
+                        break
+            time.sleep(0.5)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture()
+def text_page(browser: Any, text_server: str) -> Iterator[Any]:
+    context = browser.new_context(base_url=text_server, viewport={"width": 1280, "height": 800})
+    assert context.request.post("/api/session", data={"token": TOKEN}).ok
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
+    assert not errors, errors
+
+
+def test_a_word_on_a_sign_finds_it_with_its_reason_and_text(text_page: Any) -> None:
+    page = text_page
+    page.goto("/?q=zorblax")
+    first = page.locator("#results .tile-btn").first
+    expect(first).to_have_attribute("aria-label", re.compile(r"^cafe\.png(,|$)"))
+    expect(first).to_have_attribute("aria-description", 'text in picture: "zorblax"')
+    badge = first.locator(".match-badge")
+    expect(badge).to_have_text("Aa text")
+    # the other pictures were found by the vectors alone: no badge
+    expect(page.locator("#results .tile-btn").nth(1).locator(".match-badge")).to_have_count(0)
+
+    first.click()
+    box = page.locator("#detail-text")
+    expect(box).to_be_visible()
+    expect(box).to_contain_text("Found by its words: text in picture")
+    expect(box.locator(".detail-text-body")).to_contain_text("ZORBLAX CAFE")
+    expect(box.locator("mark")).to_have_text("ZORBLAX")
+
+    # a picture without text says so, and a partial word finds the receipt
+    page.keyboard.press("Escape")
+    page.goto("/?q=mungber")
+    first = page.locator("#results .tile-btn").first
+    expect(first).to_have_attribute("aria-label", re.compile(r"^slip\.png(,|$)"))
+    page.locator("#results .tile-btn").nth(1).click()
+    expect(page.locator("#detail-text")).to_be_hidden()
