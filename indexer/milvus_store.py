@@ -33,7 +33,15 @@ import numpy as np
 import sqlalchemy as sa
 
 from .errors import IndexerError, StoreUnavailable
-from .vector_store import StoreConfig, StoreFilters, VectorFields, VectorStore, follow_catalog
+from .vector_store import (
+    StoreConfig,
+    StoreFilters,
+    VectorFields,
+    VectorStore,
+    active_index_row,
+    follow_catalog,
+    vector_fields,
+)
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +366,6 @@ def ensure_first_version(config: StoreConfig, sessions: Any, model_id: int, dim:
     """The active Milvus version, created (an empty collection, catalog version 1 and up) for a
     library that has no index yet. Safe when several processes race: one row wins."""
     from .catalog import IndexVersion
-    from .tasks import active_index_row
 
     with sessions() as session:
         row = active_index_row(session)
@@ -535,7 +542,7 @@ def build_version(
     n = 0
     with sessions() as session, sessions() as fields_session:
         for ids, vecs in catalog.iter_vectors(session, model_id, chunk=_WRITE_CHUNK):
-            store.insert(ids, vecs, catalog.vector_fields(fields_session, ids.tolist()))
+            store.insert(ids, vecs, vector_fields(fields_session, ids.tolist()))
             n += int(ids.size)
             take = rng.random(ids.size) < 0.02
             sample_ids.append(ids[take])
@@ -608,7 +615,6 @@ def write_through(
     these ids in the active collection. A failure is logged, not raised: the catalog has it, and
     the next process that follows the catalog applies it."""
     from . import catalog
-    from .tasks import active_index_row
 
     if not upsert_ids and not delete_ids:
         return
@@ -637,7 +643,7 @@ def write_through(
             if upsert_ids and row.model_id == model_id:
                 ids, vecs = catalog.load_vectors(session, model_id, list(upsert_ids))
                 if ids.size:
-                    store.upsert(ids, vecs, catalog.vector_fields(session, ids.tolist()))
+                    store.upsert(ids, vecs, vector_fields(session, ids.tolist()))
     except StoreUnavailable as exc:
         log.warning(
             "could not write %d vectors / %d deletions to Milvus (%s); the catalog has them and "

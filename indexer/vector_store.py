@@ -41,12 +41,16 @@ __all__ = [
     "StoreFilters",
     "VectorFields",
     "VectorStore",
+    "active_index_row",
     "follow_catalog",
     "hold_lease",
     "new_lease_owner",
     "release_lease",
     "selective_ids",
+    "vector_fields",
 ]
+
+_KEY_CHUNK = 50  # ids per IN (...) read by primary key
 
 #: Milvus index types clipsearch configures (all of the FAISS/Knowhere family).
 INDEX_TYPES = ("AUTO", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW")
@@ -113,6 +117,46 @@ class VectorFields:
     folder: list[str] = field(default_factory=list)
     taken_at: list[dt.datetime | None] = field(default_factory=list)
     format: list[str | None] = field(default_factory=list)
+
+
+def vector_fields(session: Any, image_ids: Sequence[int]) -> VectorFields:
+    """The filterable fields (folder, capture time, format) of these images from the catalog, in
+    their order (read by primary key, in small chunks)."""
+    import sqlalchemy as sa
+
+    from .catalog import Image
+
+    ids = [int(i) for i in image_ids]
+    found: dict[int, tuple[str, dt.datetime | None, str | None]] = {}
+    for start in range(0, len(ids), _KEY_CHUNK):
+        for image_id, folder, taken_at, fmt in session.execute(
+            sa.select(Image.id, Image.folder, Image.taken_at, Image.format).where(
+                Image.id.in_(ids[start : start + _KEY_CHUNK])
+            )
+        ):
+            found[int(image_id)] = (folder, taken_at, fmt)
+    out = VectorFields()
+    for image_id in ids:
+        folder, taken_at, fmt = found.get(image_id, ("", None, None))
+        out.folder.append(folder)
+        out.taken_at.append(taken_at)
+        out.format.append(fmt)
+    return out
+
+
+def active_index_row(session: Any) -> Any:
+    """The catalog's active :class:`~indexer.catalog.IndexVersion` (the newest active one), or
+    None: which store version, of which model, searches read."""
+    import sqlalchemy as sa
+
+    from .catalog import IndexVersion
+
+    return session.scalar(
+        sa.select(IndexVersion)
+        .where(IndexVersion.active.is_(True))
+        .order_by(IndexVersion.version.desc())
+        .limit(1)
+    )
 
 
 class VectorStore(ABC):
@@ -418,9 +462,7 @@ def follow_catalog(store: VectorStore, session: Any, model_id: int, after: int) 
             store.delete(changes.removed.tolist())
         if changes.upsert_ids.size:
             fields = (
-                catalog.vector_fields(session, changes.upsert_ids.tolist())
-                if store.needs_fields
-                else None
+                vector_fields(session, changes.upsert_ids.tolist()) if store.needs_fields else None
             )
             store.upsert(changes.upsert_ids, changes.upsert_vectors, fields)
         watermark = changes.watermark
