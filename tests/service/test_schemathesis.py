@@ -78,6 +78,8 @@ OPERATIONS = [
     ("GET", "/api/removed"),
     ("GET", "/api/removed/{id}"),
     ("GET", "/api/removed/{id}/thumbnail"),
+    ("GET", "/api/images/{id}/text"),
+    ("POST", "/api/ocr"),
     ("DELETE", "/api/images/{id}"),  # late: it removes images the others read
     ("POST", "/api/images/{id}/restore"),
     ("POST", "/api/removed/{id}/restore"),
