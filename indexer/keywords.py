@@ -292,22 +292,23 @@ def _edits_at_most(a: str, b: str, limit: int) -> bool:
 
 
 def _match(word: str, doc_words: Sequence[str]) -> tuple[float, str | None]:
-    """The best match of a query word among a field's words: (quality, the word matched)."""
+    """The best match of a query word among a field's words: (quality, the word matched).
+    Cheap tests first; the edit distance only when nothing contains the word."""
+    if word in doc_words:
+        return 1.0, word
     best, found = 0.0, None
     for w in doc_words:
-        if w == word:
-            return 1.0, w
         if w.startswith(word):
-            q = 0.85
-        elif len(word) >= 3 and word in w:
-            q = 0.7
-        elif len(word) >= 4 and len(w) >= 3 and _edits_at_most(word, w, 1 if len(word) < 7 else 2):
-            q = 0.6
-        else:
-            continue
-        if q > best:
-            best, found = q, w
-    return best, found
+            return 0.85, w
+        if best < 0.7 and len(word) >= 3 and word in w:
+            best, found = 0.7, w
+    if found is not None or len(word) < 4:
+        return best, found
+    limit = 1 if len(word) < 7 else 2
+    for w in doc_words:
+        if abs(len(w) - len(word)) <= limit and len(w) >= 3 and _edits_at_most(word, w, limit):
+            return 0.6, w
+    return 0.0, None
 
 
 def _in_row(word: str, row: Any) -> bool:
