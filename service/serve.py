@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import logging
+import os
+import socket
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .settings import Settings, is_loopback
@@ -166,13 +171,85 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
     )
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything slow starts, so a port already in use is
+    reported at once (naming the port and --port) instead of after the model has loaded."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ServeError(f"--host {host}: cannot resolve it ({exc.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"port {port} on {host} is already in use (another clipsearch serve, or another "
+                "program): stop it, or choose another port with --port N"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ServeError(
+                f"not allowed to listen on port {port} on {host} (ports below 1024 need "
+                "privileges): choose another port with --port N"
+            ) from None
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+class DataFolderLock:
+    """One ``serve`` per data folder whose catalog and broker are the embedded SQLite files:
+    a second one would run a second embedded worker and watcher on the same files. Held (flock)
+    for the life of the process; released by the kernel if it dies. Deployments with a database
+    server (API replicas sharing a volume) take no lock."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.path = data_dir / "serve.lock"
+        self._fh = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._fh.seek(0)
+            holder = self._fh.read().strip() or "another process"
+            self._fh.close()
+            raise ServeError(
+                f"another clipsearch serve is already using the data folder {data_dir} "
+                f"({holder}); stop it first, or give this one its own --data-dir"
+            ) from None
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"pid {os.getpid()}, port {port}")
+        self._fh.flush()
+
+    def release(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+
 def run(settings: Settings, library: Any = None) -> None:
     """Serve until interrupted."""
     import uvicorn
 
     from .app import create_app
 
-    handle = prepare(settings, library)
+    sock = listen(settings.host, settings.port)
+    lock: DataFolderLock | None = None
+    try:
+        if not settings.database_url:
+            lock = DataFolderLock(Path(settings.data_dir).expanduser(), settings.port)
+        handle = prepare(settings, library)
+    except BaseException:
+        sock.close()
+        if lock is not None:
+            lock.release()
+        raise
     try:
         app = create_app(settings, library=handle.library)
         url_host = settings.host if ":" not in settings.host else f"[{settings.host}]"
@@ -201,6 +278,9 @@ def run(settings: Settings, library: Any = None) -> None:
             file=sys.stderr,
             flush=True,
         )
-        uvicorn.Server(uvicorn_config(settings, app)).run()
+        uvicorn.Server(uvicorn_config(settings, app)).run(sockets=[sock])
     finally:
         handle.stop()
+        sock.close()
+        if lock is not None:
+            lock.release()
