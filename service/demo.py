@@ -24,9 +24,12 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: background pairs (model.finetune.background) mixed into training
 DEMO_IMAGES = 1500
 DEMO_STEPS = 500
+# Meaningless pairs (noise images captioned with random letters) per synthetic image: they teach the
+# small model where a meaningless query belongs, so its best matches score low (see relevance).
+DEMO_BACKGROUND_SHARE = 0.25
 DEMO_QUERIES = (
     "two red circles",
     "a blue square on the left",
@@ -88,6 +91,7 @@ def prepare_demo(
     """Generate the set and train the model unless an identical one is cached under ``data_dir``."""
     from model.api import build
     from model.checkpoints import save_pretrained
+    from model.finetune.background import write_background
     from model.finetune.data import load_pairs
     from model.finetune.synthetic import write_folder
     from model.finetune.train import small_clip_config, train
@@ -103,8 +107,10 @@ def prepare_demo(
     write_folder(syn, images, images_dir)
     tcfg = _train_config(steps)
     clip_cfg = small_clip_config(image_size=32, width=64, layers=2)
+    n_background = round(images * DEMO_BACKGROUND_SHARE)
     wanted = {
         "version": DEMO_VERSION,
+        "background": n_background,
         "synthetic": syn.to_dict(),
         "images": images,
         "train": tcfg.to_dict(),
@@ -121,6 +127,8 @@ def prepare_demo(
             return DemoAssets(images_dir, model_dir, False, cached.get("metrics", {}))
     pairs = load_pairs(images_dir)
     train_pairs, val_pairs = pairs.split(tcfg.val_fraction, tcfg.split_seed)
+    # training only: validation recall stays measured on the synthetic captions alone
+    train_pairs += write_background(data_dir / "background", n_background, syn.image_size)
     model = build(clip_cfg, seed=0, name="clipsearch-demo")
     run_dir = data_dir / "training"
     if run_dir.exists() and not retrain:
