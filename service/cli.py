@@ -428,31 +428,41 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from .query import combine, parse_query, query_embedder
-
     if args.k < 1 or args.k > 1000:
         raise CLIError("-k must be between 1 and 1000")
+    if args.min_relevance is not None and not 0.0 <= args.min_relevance <= 1.0:
+        raise CLIError("--min-relevance is between 0 and 1 (0.5: the gallery's default)")
+    if not (args.text or "").strip() and not args.like and not args.unlike:
+        raise CLIError("the query is empty: type what you are looking for (or --like ID)")
     settings = _settings(args)
     lib = _library(settings)
-    parsed = parse_query(args.text)
-    terms = ([parsed.text] if parsed.text else []) + list(parsed.negative)
-    if not terms:
-        raise CLIError("the query is empty: type what you are looking for")
-    vectors = query_embedder(lib.model, settings.query_precision)(terms)
-    weights = ([1.0] if parsed.text else []) + [-0.5] * len(parsed.negative)
-    vector = vectors[0] if len(terms) == 1 else combine(vectors, weights)
-    hits = lib.search_text(vector, parsed.text, args.mode, k=args.k, min_score=args.min_score)
+    from .cli_search import SearchError, run_search
+
+    try:
+        page = run_search(lib, settings, args)  # service/cli_search.py
+    except SearchError as exc:
+        raise CLIError(str(exc)) from exc
+    hits = page.hits
     if args.json:
         from dataclasses import asdict
 
-        _print_json([asdict(h) for h in hits])
+        _print_json(
+            [{**asdict(h), "relevance": r} for h, r in zip(hits, page.relevance, strict=True)]
+        )
         return 0
     if not hits:
-        print("no results (is anything ingested? see `clipsearch status`)")
+        hidden = f" ({page.hidden} weaker hidden by --min-relevance)" if page.hidden else ""
+        print("no results (is anything ingested? see `clipsearch status`)" + hidden)
         return 0
-    for rank, hit in enumerate(hits, 1):
+    for rank, (hit, rel) in enumerate(zip(hits, page.relevance, strict=True), 1):
         why = _why(hit)
-        print(f"{rank:3d}  {hit.score:.4f}  #{hit.id}  {hit.path}" + (f"  [{why}]" if why else ""))
+        shown = f"{rel:.2f}" if rel is not None else "   -"
+        print(
+            f"{rank:3d}  {hit.score:.4f}  {shown}  #{hit.id}  {hit.path}"
+            + (f"  [{why}]" if why else "")
+        )
+    if page.hidden:
+        print(f"({page.hidden}{'+' if page.hidden_more else ''} weaker results hidden)")
     return 0
 
 
@@ -707,7 +717,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="list groups of duplicate images (exact copies, near duplicates, similar shots)",
         description="Groups of the same picture in several places: exact copies (same bytes) "
         "and near duplicates (re-encoded, resized, lightly cropped or re-coloured: vectors at "
-        "least 0.95 alike and picture hashes at most 12 of 64 bits apart); --kind similar "
+        "least 0.95 alike and picture hashes at most 8 of 64 bits apart); --kind similar "
         "lists similar shots (bursts) apart. Groups are computed by a job after each ingest; "
         "--scan runs it now. Keep one and remove the others with `clipsearch remove`.",
     )
@@ -752,7 +762,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_unwatch)
 
     p = sub.add_parser("search", help='search the library by text ("beach -people")')
-    p.add_argument("text", help='what to look for; "-word" steers away from a concept')
+    p.add_argument(
+        "text", nargs="?", default="", help='what to look for; "-word" steers away from a concept'
+    )
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--min-score", type=float, default=None, help="drop results below this cosine")
     p.add_argument(
@@ -763,6 +775,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "captions; hybrid: both (default when the library has keywords)",
     )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    from .cli_search import add_arguments as _search_arguments
+
+    _search_arguments(p)  # --like, --unlike, --not, --min-relevance, --sort
     _common(p)
     p.set_defaults(func=cmd_search)
 
