@@ -15,6 +15,7 @@ from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..schemas import ImageOut, ImagePage, RestoreOut
 from .common import ERRORS, MAX_ID, image_out
+from .search import FiltersDep
 
 router = APIRouter(prefix="/api/images", tags=["images"], responses=ERRORS)
 
@@ -55,12 +56,50 @@ def list_images(
         Literal["pending", "ready", "failed"] | None,
         Query(description="Only images in this state."),
     ] = None,
+    filters: FiltersDep = None,
+    sort: Annotated[
+        Literal["id", "date_desc", "date_asc"],
+        Query(description="id (the order images were added), or capture date (undated last)."),
+    ] = "id",
+    after_key: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Date orders: start after this cursor (the previous page's "
+            "`next_after_key`).",
+        ),
+    ] = None,
 ) -> ImagePage:
-    """Browse the catalog in id order (the order images were added). Page with `after`: each
-    page is a range read on the key, as quick at image 100,000 as at image 1."""
+    """Browse the catalog in id order (the order images were added) or by capture date, with the
+    searches' filters (`folder`, `date_from`, `date_to`, `format`). Page with `after` (id order)
+    or `after_key` (date orders): each page is a range read on an index, as quick at image
+    100,000 as at image 1. `total` counts the library (or `state`), not the filters."""
     if limit > settings.list_limit_max:
         raise HTTPException(
             422, detail=f"limit must be at most {settings.list_limit_max} (got {limit})"
+        )
+    if filters is not None or sort != "id" or after_key is not None:
+        from .search import _filters
+
+        if offset:
+            raise HTTPException(
+                422, detail="offset does not go with filters or sort: page with after/after_key"
+            )
+        items, total, next_after, next_key = library.browse_images(
+            limit=limit,
+            state=state,
+            filters=_filters(filters),
+            sort=sort,
+            after=after,
+            after_key=after_key,
+        )
+        return ImagePage(
+            items=[image_out(request, i) for i in items],
+            total=int(total),
+            offset=0,
+            limit=limit,
+            next_after=next_after,
+            next_after_key=next_key,
         )
     items, total = library.list_images(offset=offset, limit=limit, state=state, after=after)
     return ImagePage(
