@@ -203,6 +203,12 @@ class Settings(BaseSettings):
     max_json_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest JSON body.")
     search_k_max: int = Field(default=500, gt=0, description="Largest k a search may ask for.")
     search_offset_max: int = Field(default=10_000, ge=0, description="Largest search offset.")
+    gallery_min_relevance: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The gallery's default relevance cut (its slider starts here; 0: none).",
+    )
     list_limit_max: int = Field(default=500, gt=0, description="Largest page of GET /api/images.")
     max_query_chars: int = Field(default=1000, gt=0, description="Longest query text.")
     max_negative_terms: int = Field(default=16, ge=0, description="Most negative texts per query.")

@@ -38,6 +38,7 @@ async def health(request: Request, state: StateDep) -> HealthOut:
     if index.get("error") or index.get("missing"):
         status = "degraded"  # the store cannot answer, or lacks vectors the catalog has
     return HealthOut(
+        gallery_min_relevance=state.settings.gallery_min_relevance,
         status=status,
         # the model of the index being served: after a re-index to another model it is the new
         # one at once, not only after the next search loads it into the encoder

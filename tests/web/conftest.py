@@ -246,6 +246,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         CLIPSEARCH_API_TOKEN=API_TOKEN,
         CLIPSEARCH_CACHE=str(base / "cache"),
         CLIPSEARCH_DEVICE="cpu",
+        # a random tiny model makes every query look meaningless: no default relevance cut
+        # here (test_gallery_relevance.py moves the slider itself)
+        CLIPSEARCH_GALLERY_MIN_RELEVANCE="0",
         OMP_NUM_THREADS="1",
         PYTHONUNBUFFERED="1",
     )

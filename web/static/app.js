@@ -77,6 +77,12 @@ const els = {
   detailDelete: $('detail-delete'),
   similar: $('similar'),
   similarStatus: $('similar-status'),
+  sort: $('sort'),
+  hiddenNote: $('hidden-note'),
+  hiddenText: $('hidden-text'),
+  hiddenShow: $('hidden-show'),
+  similarRefine: $('similar-refine'),
+  similarText: $('similar-text'),
   tokenDialog: $('token-dialog'),
   tokenForm: $('token-form'),
   tokenReason: $('token-reason'),
@@ -316,8 +322,14 @@ const state = {
   imageFile: null,
   imageKey: null,
   imageUrl: null,
-  minScore: 0,
-  filters: { folder: '', from: '', to: '', formats: [] }, // narrow text, image and similar searches
+  minScore: 0, // the relevance cut (min_relevance); starts at defaultMin
+  defaultMin: 0.5, // the server's gallery_min_relevance (GET /api/health)
+  sort: 'relevance', // relevance | date_desc | date_asc (searches and browsing)
+  likeText: '', // similar mode: "... but with text"
+  hidden: null, // what the relevance cut left out (the search's `hidden`), when the results end
+  hiddenMore: false,
+  browseKey: null, // browse by date: the `next_after_key` cursor
+  filters: { folder: '', from: '', to: '', formats: [] }, // narrow searches and browsing
   items: [],
   seen: new Set(),
   offset: 0,
@@ -343,7 +355,9 @@ function currentUrl() {
   const params = new URLSearchParams();
   if (state.mode === 'text') params.set('q', state.q);
   if (state.mode === 'similar') params.set('like', String(state.likeId));
-  if (state.minScore > 0) params.set('min', state.minScore.toFixed(2));
+  if (state.mode === 'similar' && state.likeText) params.set('with', state.likeText);
+  if (state.minScore !== state.defaultMin) params.set('min', state.minScore.toFixed(2));
+  if (state.sort !== 'relevance') params.set('sort', state.sort);
   const f = state.filters;
   if (f.folder) params.set('folder', f.folder);
   if (f.from) params.set('from', f.from);
@@ -366,7 +380,9 @@ function syncUrl(push) {
 function loadFromUrl(historyState) {
   const params = new URLSearchParams(window.location.search);
   const min = Number.parseFloat(params.get('min') ?? '');
-  setMinScore(Number.isFinite(min) ? clamp(min, 0, 1) : 0);
+  setMinScore(Number.isFinite(min) ? clamp(min, 0, 1) : state.defaultMin);
+  const sort = params.get('sort');
+  setSort(sort === 'date_desc' || sort === 'date_asc' ? sort : 'relevance');
   setFilters(filtersFromParams(params));
   if (filtersActive()) openFilters(false);
   const key = historyState?.imageKey;
@@ -375,7 +391,7 @@ function loadFromUrl(historyState) {
   if (key && imageFiles.has(key)) {
     setImageMode(imageFiles.get(key), key);
   } else if (like) {
-    setSimilarMode(like, null, null);
+    setSimilarMode(like, null, null, (params.get('with') ?? '').trim().slice(0, 500));
   } else if (q) {
     setTextMode(q);
   } else {
@@ -472,7 +488,7 @@ function renderFilters() {
   // the pickers refuse a range that ends before it starts
   els.filterFrom.max = state.filters.to || '';
   els.filterTo.min = state.filters.from || '';
-  els.filtersNote.hidden = n === 0 || state.mode !== 'browse';
+  els.filtersNote.hidden = true;
 }
 
 function openFilters(focus) {
@@ -523,11 +539,17 @@ function setTextMode(q) {
   renderFilters();
 }
 
-function setSimilarMode(id, name, thumb) {
+function setSort(value) {
+  state.sort = value;
+  els.sort.value = value;
+}
+
+function setSimilarMode(id, name, thumb, withText = '') {
   clearImage();
   state.mode = 'similar';
   state.q = '';
   state.likeId = String(id);
+  state.likeText = withText;
   renderFilters();
   state.likeName = name || '';
   state.likeThumb = thumb || `/api/images/${idPath(id)}/thumbnail`;
@@ -572,7 +594,9 @@ function renderChip() {
   } else if (state.mode === 'similar') {
     els.chip.hidden = false;
     els.chipImg.src = safeUrl(state.likeThumb) || '';
-    els.chipLabel.textContent = state.likeName ? `Like ${state.likeName}` : 'Similar images';
+    els.chipLabel.textContent =
+      (state.likeName ? `Like ${state.likeName}` : 'Similar images') +
+      (state.likeText ? `, with “${state.likeText}”` : '');
     els.chipClear.setAttribute('aria-label', 'Stop showing similar images');
     els.q.placeholder = 'Or describe a photo…';
   } else {
@@ -588,43 +612,62 @@ function renderChip() {
 async function fetchPage(signal) {
   const offset = state.offset;
   const min = state.minScore > 0 ? state.minScore : null;
+  const sort = state.sort !== 'relevance' ? state.sort : null;
   if (state.mode === 'browse') {
-    // keyset paging: each page starts after the last id seen (a range read at any depth)
-    const after = state.browseAfter;
-    const data = await api(`/api/images?${query(after ? { after, limit: PAGE } : { limit: PAGE })}`, { signal });
+    // keyset paging: each page starts after the last id (or capture date) seen: a range read
+    const byDate = sort !== null;
+    const cursor = byDate ? { after_key: state.browseKey } : { after: state.browseAfter };
+    const params = filtersParams(query({ ...cursor, limit: PAGE, sort }));
+    const data = await api(`/api/images?${params}`, { signal });
     const items = Array.isArray(data?.items) ? data.items : [];
     const total = typeof data?.total === 'number' ? data.total : null;
     state.browseAfter = data?.next_after ?? null;
-    const done = items.length === 0 || state.browseAfter === null;
+    state.browseKey = data?.next_after_key ?? null;
+    const done = items.length === 0 || (byDate ? state.browseKey === null : state.browseAfter === null);
     return { items, consumed: items.length, done, total };
   }
+  const hiddenOf = (data) => ({ hidden: data?.hidden, hiddenMore: Boolean(data?.hidden_more) });
   if (state.mode === 'text') {
     const filters = filtersBody();
     const data = filters
       ? await api('/api/search', {
           method: 'POST',
-          json: { text: state.q, k: PAGE, offset, min_score: min, filters },
+          json: { text: state.q, k: PAGE, offset, min_relevance: min, sort: sort ?? 'relevance', filters },
           signal,
         })
-      : await api(`/api/search?${query({ q: state.q, k: PAGE, offset, min_score: min })}`, { signal });
+      : await api(`/api/search?${query({ q: state.q, k: PAGE, offset, min_relevance: min, sort })}`, { signal });
     const results = Array.isArray(data?.results) ? data.results : [];
-    return { items: results, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms };
+    return { items: results, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms, ...hiddenOf(data) };
   }
   if (state.mode === 'similar') {
-    const params = filtersParams(query({ k: PAGE, offset, min_score: min }));
-    const data = await api(`/api/images/${idPath(state.likeId)}/similar?${params}`, { signal });
+    const data = state.likeText
+      ? // "... but with text": the image and the words as two terms of one query
+        await api('/api/search', {
+          method: 'POST',
+          json: {
+            terms: [{ image_id: Number(state.likeId) }, { text: state.likeText }],
+            k: PAGE,
+            offset,
+            min_relevance: min,
+            sort: sort ?? 'relevance',
+            filters: filtersBody(),
+          },
+          signal,
+        })
+      : await api(`/api/images/${idPath(state.likeId)}/similar?${filtersParams(query({ k: PAGE, offset, min_relevance: min, sort }))}`, { signal });
     const results = Array.isArray(data?.results) ? data.results : [];
     // the API leaves the image itself out; the filters keep older servers honest too
-    const kept = results.filter((r) => String(r.id) !== state.likeId && (min === null || r.score >= min));
-    return { items: kept, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms };
+    const kept = results.filter((r) => String(r.id) !== state.likeId && (min === null || relevanceOf(r) >= min));
+    return { items: kept, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms, ...hiddenOf(data) };
   }
   // image: the upload goes with every page (the API keeps no state between requests)
   const form = new FormData();
   form.append('file', state.imageFile, state.imageFile.name || 'image');
-  const params = filtersParams(query({ k: PAGE, offset, min_score: min }));
+  const params = filtersParams(query({ k: PAGE, offset, min_relevance: min, sort }));
   const data = await api(`/api/search/image?${params}`, { method: 'POST', form, signal });
   const results = Array.isArray(data?.results) ? data.results : [];
   return {
+    ...hiddenOf(data),
     items: results,
     consumed: results.length,
     done: results.length < PAGE || offset + results.length >= IMAGE_OFFSET_MAX,
@@ -641,6 +684,9 @@ function run({ push = false } = {}) {
   state.seen = new Set();
   state.offset = 0;
   state.browseAfter = null;
+  state.browseKey = null;
+  state.hidden = null;
+  state.hiddenMore = false;
   state.done = false;
   state.loading = false;
   state.failed = false;
@@ -673,6 +719,10 @@ async function loadPage() {
     state.offset += page.consumed;
     state.done = page.done || page.consumed === 0;
     if (page.total !== undefined) state.total = page.total;
+    if (typeof page.hidden === 'number') {
+      state.hidden = page.hidden;
+      state.hiddenMore = page.hiddenMore;
+    }
     if (typeof page.tookMs === 'number') state.tookMs = page.tookMs;
     hideError();
   } catch (err) {
@@ -688,6 +738,7 @@ async function loadPage() {
       renderLoading();
       renderStatus();
       renderEmpty();
+      renderHidden();
       // a short page may leave the sentinel on screen: keep filling
       requestAnimationFrame(maybeLoadMore);
     }
@@ -705,9 +756,21 @@ function maybeLoadMore() {
 // ---------------------------------------------------------------------------------------------
 // rendering the grid
 
+/** A result's calibrated relevance (its raw score from an older server). */
+const relevanceOf = (item) => (typeof item.relevance === 'number' ? item.relevance : item.score);
+
+/** "12 weaker results hidden · Show": what the relevance cut left out, once the results end. */
+function renderHidden() {
+  const n = state.mode !== 'browse' && state.done && !state.failed ? state.hidden : null;
+  els.hiddenNote.hidden = !(n > 0);
+  if (!(n > 0)) return;
+  const count = `${n.toLocaleString()}${state.hiddenMore ? '+' : ''}`;
+  els.hiddenText.textContent = `${count} weaker result${n === 1 && !state.hiddenMore ? '' : 's'} hidden (relevance below ${state.minScore.toFixed(2)})`;
+}
+
 function tile(item, index) {
   const name = baseName(item.path);
-  const score = formatScore(item.score);
+  const score = formatScore(relevanceOf(item));
   const label = score ? `${name}, relevance ${score}` : name;
   const why = matchSummary(item); // found by its words (text.js): said by title and description
   const img = h('img', { alt: '', loading: 'lazy', decoding: 'async', width: 240, height: 240 });
@@ -732,7 +795,7 @@ function tile(item, index) {
   );
   button.dataset.index = String(index);
   button.dataset.id = String(item.id);
-  if (score) button.style.setProperty('--score', String(clamp(item.score, 0, 1)));
+  if (score) button.style.setProperty('--score', String(clamp(relevanceOf(item), 0, 1)));
   li.append(button);
   return li;
 }
@@ -757,7 +820,10 @@ function renderLoading() {
 
 function describeQuery() {
   if (state.mode === 'text') return `for “${state.q}”`;
-  if (state.mode === 'similar') return state.likeName ? `like ${state.likeName}` : 'like the chosen image';
+  if (state.mode === 'similar') {
+    const like = state.likeName ? `like ${state.likeName}` : 'like the chosen image';
+    return state.likeText ? `${like}, with “${state.likeText}”` : like;
+  }
   if (state.mode === 'image') return `like ${state.imageFile?.name || 'your image'}`;
   return '';
 }
@@ -773,7 +839,8 @@ function renderStatus() {
   if (state.mode === 'browse') {
     const total = state.total ?? n;
     text = `${total.toLocaleString()} image${total === 1 ? '' : 's'} in the library`;
-    if (filtersActive()) text += ' · filters apply to searches';
+    if (filtersActive()) text += ` · ${describeFilters()}`;
+    if (state.sort !== 'relevance') text += state.sort === 'date_desc' ? ' · newest first' : ' · oldest first';
   } else {
     text = `${n.toLocaleString()}${more} result${n === 1 && !more ? '' : 's'} ${describeQuery()}`;
     if (filtersActive()) text += ` · ${describeFilters()}`;
@@ -900,7 +967,8 @@ function renderMeta(hit, info) {
     rows.push(h('div', { class: cls || null }, h('dt', { text: term }), h('dd', { text: String(value) })));
   };
   add('Path', src.path, 'wide');
-  if (typeof hit.score === 'number') add('Relevance', formatScore(hit.score));
+  if (typeof hit.score === 'number') add('Relevance', formatScore(relevanceOf(hit)));
+  if (typeof hit.relevance === 'number' && typeof hit.score === 'number') add('Score (cosine)', formatScore(hit.score));
   add('Size', info ? formatBytes(info.size) || '—' : '…');
   if (src.width && src.height) add('Dimensions', `${src.width} × ${src.height}`);
   add('Format', src.format ? String(src.format).toUpperCase() : null);
@@ -1548,10 +1616,45 @@ window.addEventListener('popstate', (event) => {
   run({ push: false });
 });
 
+// relevance cut, sort order, "... but with text"
+
+async function loadDefaults() {
+  try {
+    const health = await api('/api/health');
+    const min = health?.gallery_min_relevance;
+    if (typeof min === 'number' && Number.isFinite(min)) state.defaultMin = clamp(min, 0, 1);
+  } catch {
+    /* keep the built-in default */
+  }
+}
+
+els.hiddenShow.addEventListener('click', () => {
+  setMinScore(0);
+  run({ push: true });
+});
+
+els.sort.addEventListener('change', () => {
+  setSort(els.sort.value);
+  run({ push: true });
+});
+
+els.similarRefine.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const item = state.detailItem;
+  const text = els.similarText.value.trim().slice(0, 500);
+  if (!item || !text) return;
+  state.detailIndex = null;
+  els.detail.close();
+  els.q.value = '';
+  setSimilarMode(item.id, baseName(item.path), thumbUrl(item), text);
+  run({ push: true });
+});
+
 new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) maybeLoadMore();
 }, { rootMargin: `${SCROLL_MARGIN_PX}px 0px` }).observe(els.sentinel);
 
+await loadDefaults(); // where the relevance slider starts (the server's gallery_min_relevance)
 loadFromUrl(window.history.state);
 await loadSession(); // the CSRF value for changes, when signed in
 run({ push: false });
