@@ -14,6 +14,8 @@ SECTIONS = [
     "image, model only",
     "image end to end, 640x480 JPEG, GPU decode",
     "image end to end, 640x480 JPEG, CPU decode",
+    "ingest pipeline, device decode off",
+    "ingest pipeline, device decode on",
     "text, one query at a time",
     "text, batch 256",
     "FAISS k-means (IVF coarse quantizer)",
