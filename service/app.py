@@ -511,6 +511,9 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
     ):
         app.include_router(router)
 
+    from .docs import install_offline_docs
+
+    install_offline_docs(app)  # /docs from the package's Swagger UI files, not a CDN
     folder = static_dir()
     if folder is not None:
         from fastapi.staticfiles import StaticFiles

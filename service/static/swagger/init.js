@@ -1,0 +1,12 @@
+// Starts Swagger UI on the API description (the page's inline-free initialiser, so the docs
+// work offline and under a CSP without inline script). Paths are relative: behind a proxy prefix too.
+window.addEventListener('load', () => {
+  window.ui = SwaggerUIBundle({
+    url: new URL('openapi.json', document.baseURI).pathname,
+    dom_id: '#swagger-ui',
+    deepLinking: true,
+    presets: [SwaggerUIBundle.presets.apis],
+    layout: 'BaseLayout',
+    persistAuthorization: false,
+  });
+});
