@@ -779,6 +779,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def check_spec(spec: str | os.PathLike[str]) -> None:
+    """Raise ModelError (or DownloadError, offline) if ``spec`` cannot name a model: neither an
+    existing file or folder nor a registry name, or a registry name that is not in the cache while
+    ``CLIPSEARCH_OFFLINE`` is set. Cheap: loads nothing, downloads nothing. For commands that queue
+    work for a worker, so that they fail before queueing instead of the job failing later."""
+    text = os.fspath(spec).strip()
+    if not text or "\x00" in text:
+        raise ModelError(f"invalid model name or path {spec!r}")
+    if text in MODELS:
+        if _offline_default():
+            resolve(text, offline=True)  # raises with where to get the files
+        return
+    resolve(text, offline=True)  # a path: raises ModelError naming it when it does not exist
+
+
 def resolve(
     spec: str | os.PathLike[str] | ModelSpec,
     cache_dir: str | os.PathLike[str] | None = None,

@@ -205,6 +205,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.folder}: not a folder (give the folder that holds the images)")
     settings = _settings(args)
     lib = _library(settings)
+    from model.registry import check_spec
+
+    check_spec(lib.model_spec)  # a model that cannot be loaded fails here, not in the worker
     job = lib.submit_ingest(str(folder.resolve()), recursive=not args.no_recursive)
     return _follow_job(args, settings, lib, job)
 
