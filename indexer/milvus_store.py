@@ -13,8 +13,10 @@
   row first, then the alias). Searches use the old collection until then.
 * Workers upsert a batch's vectors right after the batch commits to the catalog, and deletes are
   immediate. The catalog stays the source of truth: the collection's watermark on the catalog's
-  change sequence is kept in ``catalog_marks`` (``milvus_v<version>``), and any process following
-  the catalog (the API's refresh loop) applies what a crashed worker missed.
+  change sequence is kept in ``catalog_marks`` (``milvus_v<version>``), and one process following
+  the catalog (the API process holding the lease ``lease_milvus_v<version>``, see
+  :func:`~indexer.vector_store.hold_lease`) applies what a crashed worker missed; the other API
+  processes only read. Writers flush every ``FLUSH_ROWS`` rows so the index covers what they wrote.
 * Milvus unreachable, or the collection gone: :class:`~indexer.errors.StoreUnavailable` (503 on
   search; jobs wait and retry; health says so and what repairs it).
 """
