@@ -432,6 +432,9 @@ def render(r: dict[str, Any]) -> str:
         "- A filter leaves few matches in the lists probed for unfiltered recall: clipsearch's "
         "filtered Milvus searches probe every IVF list (the recall filtered column); HNSW has no "
         "such remedy, one more reason for IVF_FLAT as the default.",
+        "- Index types: milvus-lite builds FLAT, IVF_FLAT, IVF_SQ8, HNSW and HNSW_SQ (its "
+        "AUTOINDEX is HNSW); IVF_PQ is refused (`milvus_lite/index/factory.py`), so it is not "
+        "measured here. Milvus Standalone and Distributed build them all.",
         "- Milvus default (`CLIPSEARCH_MILVUS_INDEX=AUTO`): FLAT below 20,000 vectors, else "
         "IVF_FLAT with nlist 2 x sqrt(rows per segment): at 100k it reached the recall target at "
         "nprobe 16 and built about 5x faster than the FAISS store's 8 x sqrt N lists.",
