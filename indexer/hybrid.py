@@ -33,7 +33,7 @@ import numpy as np
 
 from . import catalog
 from .errors import IndexerError
-from .keywords import KeywordHit, has_content, keyword_search, query_words
+from .keywords import KeywordHit, has_content, keyword_search, query_words, score_ids
 from .types import Hit, SearchFilters
 
 if TYPE_CHECKING:
@@ -133,6 +133,12 @@ def search_text(
     if vector is None:
         raise IndexerError("a hybrid search needs the query's vector")
     sem = library.search(vector, k=depth, offset=0, min_score=None, filters=filters)
+    # the vector hits the words match too, found by key whatever the words' frequency (a common
+    # word's keyword list holds only its best-ranked matches), ranked after the keyword list's own
+    with library._session() as session:
+        seen = {h.id for h in kw}
+        extra = [h for h in score_ids(session, query, [h.id for h in sem]) if h.id not in seen]
+    kw = kw + sorted(extra, key=lambda h: (-h.score, h.id))
     fused: dict[int, float] = {}
     sem_rank: dict[int, int] = {}
     for rank, h in enumerate(sem):

@@ -50,6 +50,8 @@ FIELDS = ("text", "filename", "caption", "folder")
 FIELD_WEIGHT = {"text": 1.0, "filename": 1.0, "caption": 1.0, "folder": 0.7}
 _COLUMN = {"text": "ocr", "filename": "name", "caption": "caption", "folder": "folder"}
 MAX_CANDIDATES = 400  # rows read from the index per query word (scored in Python)
+TYPO_CANDIDATES = 100  # rows sharing the most trigrams with a word nothing contains
+UNRANKED_CAP = 1000  # matches read without ranking; beyond, the database ranks them
 MAX_WORDS = 12  # query words used (a pasted paragraph is cut here)
 STOPWORDS = frozenset(
     {"a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it"}
@@ -187,7 +189,9 @@ def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> di
     fts = sa.table("image_keywords_fts")
     rows: dict[int, Any] = {}
 
-    def ask(match: str) -> None:
+    def ask(match: str, cap: int = UNRANKED_CAP, ranked: bool = False, n: int = limit) -> None:
+        # Unranked first: a word in at most ``cap`` images is read whole (no bm25 over its
+        # matches) and scored here; only a more common one is ranked by FTS5 for its best.
         stmt = (
             sa.select(*_ROW)
             .select_from(fts)
@@ -196,10 +200,13 @@ def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> di
                 image_keywords.c.image_id == sa.literal_column("image_keywords_fts.rowid"),
             )
             .where(sa.text("image_keywords_fts MATCH :m").bindparams(m=match))
-            .order_by(sa.text("image_keywords_fts.rank"))
-            .limit(limit)
         )
-        for r in session.execute(stmt):
+        found = [] if ranked else session.execute(stmt.limit(cap + 1)).all()
+        if ranked or len(found) > cap:
+            found = session.execute(
+                stmt.order_by(sa.text("image_keywords_fts.rank")).limit(n)
+            ).all()
+        for r in found:
             rows.setdefault(int(r.image_id), r)
 
     exact = [w for w in words if len(w) >= 3]
@@ -208,8 +215,8 @@ def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> di
     for w in words:
         if len(w) >= 4 and not any(_in_row(w, r) for r in rows.values()):
             grams = _trigrams(w)
-            if grams:  # a typo keeps most trigrams: ask for any, score keeps the close ones
-                ask(" OR ".join(_fts_phrase(g) for g in grams))
+            if grams:  # a typo keeps some trigrams: the rows with most of them, scored here
+                ask(" OR ".join(_fts_phrase(g) for g in grams), ranked=True, n=TYPO_CANDIDATES)
     return rows
 
 
@@ -224,9 +231,13 @@ def _postgres_candidates(
     rows: dict[int, Any] = {}
 
     def ask(cond: Any, order: Any = None) -> None:
+        # unranked first, as on SQLite: ts_rank over every match only for a common word
         stmt = sa.select(*_ROW).where(cond)
-        stmt = stmt.order_by(order.desc(), k.c.image_id) if order is not None else stmt
-        for r in session.execute(stmt.limit(limit)):
+        found = session.execute(stmt.limit(UNRANKED_CAP + 1)).all()
+        if len(found) > UNRANKED_CAP:
+            ordered = stmt.order_by(order.desc(), k.c.image_id) if order is not None else stmt
+            found = session.execute(ordered.limit(limit)).all()
+        for r in found:
             rows.setdefault(int(r.image_id), r)
 
     ts_terms = [t + ":*" for t in (re.sub(r"[^\w]", "", w) for w in words) if t]
@@ -305,10 +316,23 @@ def _match(word: str, doc_words: Sequence[str]) -> tuple[float, str | None]:
     if found is not None or len(word) < 4:
         return best, found
     limit = 1 if len(word) < 7 else 2
+    grams = _bigrams(word)
+    # q-gram lemma: k edits destroy at most 2k of a word's bigrams, so a word sharing fewer
+    # cannot be k edits away (checked before the costly distance)
+    need = max(1, len(grams) - 2 * limit)
     for w in doc_words:
-        if abs(len(w) - len(word)) <= limit and len(w) >= 3 and _edits_at_most(word, w, limit):
+        if (
+            abs(len(w) - len(word)) <= limit
+            and len(w) >= 3
+            and len(grams & _bigrams(w)) >= need
+            and _edits_at_most(word, w, limit)
+        ):
             return 0.6, w
     return 0.0, None
+
+
+def _bigrams(word: str) -> set[str]:
+    return {word[i : i + 2] for i in range(len(word) - 1)}
 
 
 def _in_row(word: str, row: Any) -> bool:
@@ -338,6 +362,16 @@ def score_row(words: Sequence[str], row: Any) -> KeywordHit | None:
     if not matched:
         return None
     return KeywordHit(id=int(row.image_id), score=total / len(words), fields=fields, words=matched)
+
+
+def score_ids(session: Session, query: str, ids: Sequence[int]) -> list[KeywordHit]:
+    """Score these images' keyword rows (by primary key) for ``query``: the images the vector
+    search found that the query's words also match, however common the words."""
+    words = query_words(query)
+    if not words or not ids:
+        return []
+    rows = session.execute(sa.select(*_ROW).where(image_keywords.c.image_id.in_(list(ids))))
+    return [h for h in (score_row(words, r) for r in rows) if h is not None]
 
 
 def keyword_search(
