@@ -114,7 +114,7 @@ def test_typing_searches_ranks_by_score_and_puts_the_query_in_the_url(
     # lifted by the hybrid ranking (it says so: match != ["semantic"])
     by_vectors = [v for v, h in zip(values, api_hits, strict=True) if h["match"] == ["semantic"]]
     assert len(by_vectors) > PAGE_SIZE and by_vectors == sorted(by_vectors, reverse=True)
-    assert scores[0] == f"{api_hits[0]['score']:.2f}"
+    assert scores[0] == f"{api_hits[0]['relevance']:.2f}"  # tiles show the calibrated relevance
     screenshot(page, "search-results")
 
     # a shared link opens the same search
