@@ -248,3 +248,42 @@ def test_an_uploaded_image_joins_text_terms(env: Env) -> None:
         data={"terms": "not json"},
     )
     assert bad.status_code == 422 and "terms" in bad.json()["detail"]
+
+
+def test_cli_search_mixes_terms_and_prints_relevance(
+    env: Env, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    common = ["--data-dir", str(env.lib.data_dir), "--model", str(tiny_model_dir)]
+    red = env.ids["red"]
+    assert (
+        main(["search", "a drawing", "--like", str(red), "--not", "blue", "-k", "5", *common]) == 0
+    )
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 5
+    want = _ids(
+        env.client.post(
+            "/api/search",
+            json={
+                "terms": [
+                    {"text": "a drawing"},
+                    {"text": "blue", "weight": -0.5},
+                    {"image_id": red},
+                ],
+                "k": 5,
+            },
+        )
+    )
+    for rank, (line, image_id) in enumerate(zip(lines, want, strict=True), 1):
+        fields = line.split()
+        assert fields[0] == str(rank) and fields[3] == f"#{image_id}"
+        assert 0.0 <= float(fields[2]) <= 1.0  # the relevance column
+    assert f"#{red} " not in "\n".join(lines)
+    # a cut nothing reaches says what it hid; an unknown image is a clear error
+    assert main(["search", "a drawing", "--min-relevance", "1", *common]) == 0
+    assert "weaker hidden by --min-relevance" in capsys.readouterr().out
+    assert main(["search", "x", "--like", "987654", *common]) != 0
+    assert "987654" in capsys.readouterr().err
+    assert main(["search", "--min-relevance", "2", "x", *common]) != 0
+    assert "between 0 and 1" in capsys.readouterr().err
