@@ -233,10 +233,34 @@ class BackgroundCache:
         best_scores: Callable[[np.ndarray], Sequence[float]],
         library_size: int,
     ) -> Calibration:
-        """The calibration of served index ``key`` (an identity), measured again when stale."""
+        """The calibration of served index ``key`` (an identity). Measured now when there is none
+        for this index; when it is stale, measured again in a background thread while the old
+        one keeps answering (a search never waits for a re-measure)."""
         current = self._calibration
-        if current is not None and current[0] == key and not current[1].stale(library_size):
+        if current is not None and current[0] == key:
+            if current[1].stale(library_size) and not self._lock.locked():
+                threading.Thread(
+                    target=self._remeasure,
+                    args=(key, model, best_scores, library_size),
+                    name="clipsearch-relevance",
+                    daemon=True,
+                ).start()
             return current[1]
+        return self._measure(key, model, best_scores, library_size)
+
+    def _remeasure(self, *args: Any) -> None:
+        try:
+            self._measure(*args)
+        except Exception as exc:  # the old calibration keeps answering
+            log.warning("relevance re-calibration failed: %s", exc)
+
+    def _measure(
+        self,
+        key: int,
+        model: Any,
+        best_scores: Callable[[np.ndarray], Sequence[float]],
+        library_size: int,
+    ) -> Calibration:
         with self._lock:
             current = self._calibration
             if current is not None and current[0] == key and not current[1].stale(library_size):
