@@ -612,6 +612,11 @@ def decode_many(
     """``decode_file`` over many paths, in parallel, results in the order given. Pass a long-lived
     ``pool`` to avoid starting processes per call; otherwise one is made (``workers`` of them,
     default: the cores) and closed. ``roots`` and ``expect`` (one per path) as decode_file."""
+    extra: dict[str, Any] = {}
+    if text is not None:
+        extra["text"] = text
+    if not want_pixels:
+        extra["want_pixels"] = False
     fn = functools.partial(
         decode_file if expect is None else _decode_expected,
         roots=None if roots is None else [os.fsdecode(r) for r in roots],
@@ -621,8 +626,7 @@ def decode_many(
         draft=draft,
         preprocess=preprocess,
         max_pixels=max_pixels,
-        **({"text": text} if text is not None else {}),
-        **({} if want_pixels else {"want_pixels": False}),
+        **extra,
     )
     names = [os.fsdecode(p) for p in paths]
     items = names

@@ -123,12 +123,12 @@ def search_text(
         ids = [h.id for h in page]
         rows = _rows(library, ids, filters)
         cos = _cosines(library, vector, ids)
-        out = []
-        for h in page:
-            row = rows.get(h.id)
+        found: list[Hit] = []
+        for kh in page:
+            row = rows.get(kh.id)
             if row is not None:
-                out.append(_with(_hit(row, cos.get(h.id, h.score)), h.fields, h.words))
-        return out
+                found.append(_with(_hit(row, cos.get(kh.id, kh.score)), kh.fields, kh.words))
+        return found
 
     if vector is None:
         raise IndexerError("a hybrid search needs the query's vector")
@@ -137,13 +137,14 @@ def search_text(
     # word's keyword list holds only its best-ranked matches), ranked after the keyword list's own
     with library._session() as session:
         seen = {h.id for h in kw}
-        extra = [h for h in score_ids(session, query, [h.id for h in sem]) if h.id not in seen]
+        ids = [sh.id for sh in sem]
+        extra = [kh for kh in score_ids(session, query, ids) if kh.id not in seen]
     kw = kw + sorted(extra, key=lambda h: (-h.score, h.id))
     fused: dict[int, float] = {}
     sem_rank: dict[int, int] = {}
-    for rank, h in enumerate(sem):
-        sem_rank[h.id] = rank
-        fused[h.id] = 1.0 / (RRF_K + rank + 1)
+    for rank, sh in enumerate(sem):
+        sem_rank[sh.id] = rank
+        fused[sh.id] = 1.0 / (RRF_K + rank + 1)
     kw_by_id: dict[int, KeywordHit] = {}
     for rank, kh in enumerate(kw):
         kw_by_id[kh.id] = kh
@@ -160,19 +161,19 @@ def search_text(
     cos = _cosines(library, vector, missing)
     out: list[Hit] = []
     for i in page_ids:
-        kh = kw_by_id.get(i)
+        got = kw_by_id.get(i)
         match = ["semantic"] if sem_rank.get(i, depth) < offset + k else []
-        if kh is not None:
-            match += kh.fields
-        words = kh.words if kh is not None else []
+        if got is not None:
+            match += got.fields
+        words = got.words if got is not None else []
         if i in by_sem:
             out.append(_with(by_sem[i], match, words))
         else:
             row = rows.get(i)
             if row is None:
                 continue
-            score = cos.get(i, kh.score if kh is not None else 0.0)
-            if min_score is not None and kh is None and score < min_score:
+            score = cos.get(i, got.score if got is not None else 0.0)
+            if min_score is not None and got is None and score < min_score:
                 continue
             out.append(_with(_hit(row, score), match, words))
     return out

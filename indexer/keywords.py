@@ -226,8 +226,8 @@ def _postgres_candidates(
     """One statement per kind of match, each answered by its own GIN index (an OR of them
     makes the planner misjudge the trigram operators' cost and read the whole table)."""
     k = image_keywords
-    doc = sa.literal_column("image_keywords.doc")
-    text = sa.literal_column("image_keywords.words")
+    doc: Any = sa.literal_column("image_keywords.doc")
+    text: Any = sa.literal_column("image_keywords.words")
     rows: dict[int, Any] = {}
 
     def ask(cond: Any, order: Any = None) -> None:

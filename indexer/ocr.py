@@ -193,7 +193,9 @@ def for_ocr(rgb: Any) -> Any:
     w, h = img.size
     if max(w, h) > MAX_SIDE:
         scale = MAX_SIDE / max(w, h)
-        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        img = img.resize(
+            (max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR
+        )
     return img
 
 
