@@ -25,7 +25,7 @@ from .errors import IndexerError
 from .keywords import image_keywords, store_decoded
 
 if TYPE_CHECKING:
-    from .worker import WorkerContext
+    from .context import WorkerContext
 
 log = logging.getLogger(__name__)
 
