@@ -622,7 +622,10 @@ def submit(lib: Any, full: bool = False) -> Any:
 
 def run_duplicates(ctx: Any, job_id: int) -> FindResult | None:
     """The ``duplicates`` job: :func:`find_duplicates` with the job's progress recorded."""
-    from .tasks import FINAL_STATES, _finish, _load_job, _mark_running, thumb_dir
+    from .jobs import FINAL_STATES, thumb_dir
+    from .jobs import finish as _finish
+    from .jobs import load_job as _load_job
+    from .jobs import mark_running as _mark_running
 
     with ctx.session() as session:
         job = _load_job(session, job_id)
@@ -661,7 +664,8 @@ def maybe_queue(ctx: Any, app: Any) -> int | None:
 
 def register_tasks(app: Any) -> dict[str, Any]:
     """Register the duplicates task on a worker app (see indexer.worker.create_worker_app)."""
-    from .tasks import _ctx, fail_job
+    from .jobs import context_of as _ctx
+    from .jobs import fail_job
 
     @app.task(name=TASK_DUPLICATES, bind=True, acks_late=True, ignore_result=True)
     def find_duplicates_task(self: Any, job_id: int) -> None:

@@ -58,8 +58,13 @@ def count_todo(session: Any, params: dict[str, Any]) -> int:
 def run_ocr(ctx: WorkerContext, job_id: int) -> int:
     """Run an OCR job (module docstring); returns the images it read."""
     from .decode import decode_many
+    from .jobs import FINAL_STATES
+    from .jobs import add_errors as _add_errors
+    from .jobs import finish as _finish
+    from .jobs import load_job as _load_job
+    from .jobs import mark_running as _mark_running
+    from .jobs import now as _now
     from .ocr import probe
-    from .tasks import FINAL_STATES, _add_errors, _finish, _load_job, _mark_running, _now
 
     config = ctx.config.ocr
     with ctx.session() as session:
