@@ -30,6 +30,7 @@ ORDER = [
     "scaling",
     "families",
     "duplicates",
+    "ocr_hybrid",
 ]
 
 
