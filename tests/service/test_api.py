@@ -62,7 +62,8 @@ def test_health_reports_model_counts_and_index(env: Env) -> None:
 
 
 def test_text_search_get(env: Env) -> None:
-    r = env.client.get("/api/search", params={"q": "a red photo", "k": 5})
+    # the vectors alone: ranked by score (the default, hybrid, lifts red.jpg by its name)
+    r = env.client.get("/api/search", params={"q": "a red photo", "k": 5, "mode": "semantic"})
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["query"]["text"] == "a red photo"
