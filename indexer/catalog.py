@@ -109,6 +109,8 @@ class Image(Base):
     __table_args__ = (
         sa.CheckConstraint("state IN ('pending', 'ready', 'failed')", name="ck_images_state"),
         sa.Index("ix_images_state_id", "state", "id"),
+        sa.Index("ix_images_taken_at_id", "taken_at", "id"),  # browse by date (migration 0007)
+        sa.Index("ix_images_state_taken_at_id", "state", "taken_at", "id"),
         {"sqlite_autoincrement": True},  # ids are never reused (PostgreSQL sequences never are)
     )
 
@@ -566,6 +568,7 @@ def job_info(row: Job) -> JobInfo:
         done=row.done or 0,
         failed=row.failed or 0,
         errors=list(row.errors or []),
+        message=row.message,
         created_at=row.created_at,
         updated_at=row.updated_at,
         started_at=row.started_at,
@@ -590,8 +593,8 @@ def get_job(session: Session, job_id: int) -> Job:
 
 def create_job(session: Session, kind: str, params: dict[str, Any] | None = None) -> Job:
     """Record a queued job and commit it."""
-    if kind not in ("ingest", "reindex", "delete"):
-        raise IndexerError(f"unknown job kind {kind!r}: use ingest, reindex or delete")
+    if kind not in ("ingest", "reindex", "delete", "ocr"):
+        raise IndexerError(f"unknown job kind {kind!r}: use ingest, reindex, delete or ocr")
     job = Job(kind=kind, state="queued", params=dict(params or {}), done=0, failed=0, errors=[])
     session.add(job)
     session.commit()
@@ -763,29 +766,6 @@ def changes_since(session: Session, model_id: int, after: int, limit: int = 10_0
     return Changes(
         ids, vecs, np.asarray(removed, np.int64), hi, len(rows) + len(gone), full and hi > after
     )
-
-
-def vector_fields(session: Session, image_ids: Sequence[int]) -> Any:
-    """The filterable fields (folder, capture time, format) of these images, in their order, as
-    :class:`~indexer.vector_store.VectorFields` (read by primary key, in small chunks)."""
-    from .vector_store import VectorFields
-
-    ids = [int(i) for i in image_ids]
-    found: dict[int, tuple[str, dt.datetime | None, str | None]] = {}
-    for start in range(0, len(ids), _KEY_CHUNK):
-        for image_id, folder, taken_at, fmt in session.execute(
-            sa.select(Image.id, Image.folder, Image.taken_at, Image.format).where(
-                Image.id.in_(ids[start : start + _KEY_CHUNK])
-            )
-        ):
-            found[int(image_id)] = (folder, taken_at, fmt)
-    out = VectorFields()
-    for image_id in ids:
-        folder, taken_at, fmt = found.get(image_id, ("", None, None))
-        out.folder.append(folder)
-        out.taken_at.append(taken_at)
-        out.format.append(fmt)
-    return out
 
 
 def get_mark(session: Session, name: str) -> int | None:

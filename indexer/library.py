@@ -41,6 +41,7 @@ from .errors import (
     PathNotAllowed,
     StoreUnavailable,
 )
+from .ocr import OcrConfig
 from .tasks import (
     FINAL_STATES,
     active_index_row,
@@ -58,7 +59,18 @@ from .types import (
     RestoreResult,
     SearchFilters,
 )
-from .vector_store import FaissStore, StoreConfig, StoreFilters, VectorStore, follow_catalog
+from .vector_store import (
+    LEASE_TTL_S,
+    FaissStore,
+    StoreConfig,
+    StoreFilters,
+    VectorStore,
+    follow_catalog,
+    hold_lease,
+    new_lease_owner,
+    release_lease,
+    selective_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +108,7 @@ class LibraryConfig:
     worker_concurrency: int = 1
     extra_worker_env: dict[str, str] = field(default_factory=dict)
     store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
+    ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -124,6 +137,7 @@ class LibraryConfig:
             "batch_size": self.batch_size,
             "extra_env": dict(self.extra_worker_env),
             "store": self.store,
+            "ocr": self.ocr,
         }
         values.update(overrides)
         return WorkerConfig(**values)
@@ -193,9 +207,15 @@ class Library:
         self._load_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._last_refresh = 0.0
+        # Milvus: of the processes following the catalog, only the lease holder writes the
+        # repairs (vector_store.hold_lease); workers write their own batches.
+        self._lease_owner = new_lease_owner()
+        self._lease_ttl_s = max(LEASE_TTL_S, 5 * config.refresh_interval_s)
         self._workers: list[Any] = []
         self.watcher: Any = None  # a running indexer.watch.FolderWatcher (set by start_watcher)
         self._ingest_roots: tuple[float, list[str]] | None = None
+        self._relevance: Any = None  # indexer.relevance.BackgroundCache, made on first use
+        self._relevance_size: tuple[float, int] = (0.0, 0)  # (checked at, library size)
         self._roots = (
             None
             if config.allowed_roots is None
@@ -230,6 +250,10 @@ class Library:
         if self._celery is not None:
             with contextlib.suppress(Exception):
                 self._celery.close()
+        served = self._served
+        if served is not None and served.mark is not None:
+            with contextlib.suppress(Exception), self._session() as session:
+                release_lease(session, _lease_name(served.mark), self._lease_owner)
         self.engine.dispose()
 
     def __enter__(self) -> Library:
@@ -379,6 +403,11 @@ class Library:
         repairs writes a crashed worker missed. Returns the rows read."""
         with served.lock, self._session() as session:
             if served.mark is not None:
+                lease = _lease_name(served.mark)
+                if not hold_lease(session, lease, self._lease_owner, self._lease_ttl_s):
+                    # another process follows the catalog into this collection: one writer
+                    served.watermark = catalog.get_mark(session, served.mark) or 0
+                    return 0
                 served.watermark = catalog.get_mark(session, served.mark) or 0
             result = follow_catalog(served.store, session, served.model_id, served.watermark)
             read = result.rows_read
@@ -478,9 +507,17 @@ class Library:
         inside = store.filters_inside and filters is not None
         store_filters = self._store_filters(filters) if inside and filters is not None else None
         total = store.count() if not store.filters_inside else store.max_fetch
+        allow = None  # a selective folder filter: its ids, searched through a FAISS id selector
+        if filters is not None and not store.filters_inside:
+            with self._session() as session:
+                allow = selective_ids(session, self._store_filters(filters))
+            if allow is not None:
+                total = min(total, int(allow.size))
         fetch = min(max(need * 2, 32), max(total, 1), store.max_fetch)
         while True:
-            scores, ids = store.search(q, fetch, filters=store_filters, exclude=exclude)
+            scores, ids = store.search(
+                q, fetch, filters=store_filters, exclude=exclude, allow=allow
+            )
             valid = ids >= 0
             ids_l = [int(i) for i in ids[valid]]
             scores_l = [float(s) for s in scores[valid]]
@@ -500,6 +537,66 @@ class Library:
             if len(hits) >= need or below or exhausted:
                 return hits[offset:need]
             fetch = min(fetch * 4, total, store.max_fetch)
+
+    def search_text(
+        self,
+        vector: np.ndarray | None,
+        query: str,
+        mode: str | None = None,
+        k: int = 20,
+        offset: int = 0,
+        min_score: float | None = None,
+        filters: SearchFilters | None = None,
+    ) -> list[Hit]:
+        """A text query through the vectors and/or the keyword index (``mode`` semantic, text,
+        hybrid; None: hybrid when the keyword index has content); see :mod:`indexer.hybrid`."""
+        from .hybrid import search_text
+
+        return search_text(self, vector, query, mode, k, offset, min_score, filters)
+
+    def image_text(self, image_id: int) -> dict[str, Any]:
+        """The words read in and beside an image (OCR text, caption, OCR state)."""
+        from .keywords import image_text
+
+        image_id = _as_id(image_id)
+        with self._session() as session:
+            catalog.get_image(session, image_id)
+            return image_text(session, image_id) or {}
+
+    def submit_ocr(self, force: bool = False, folder: str | None = None) -> JobInfo:
+        """Queue a job reading the text inside the library's images (those never read, or
+        with ``force`` all; ``folder``: only under it) without re-embedding anything."""
+        from .celery_app import TASK_OCR
+        from .ocr_job import ocr_params
+
+        job = self._record_job("ocr", ocr_params(force, folder))
+        self._send(TASK_OCR, job.id)
+        return job
+
+    def calibration(self) -> Any:
+        """The relevance calibration of the served index (:mod:`indexer.relevance`): measured
+        with the background queries on first use, again when the library's size has changed by
+        a quarter (checked at most once a minute) or after an hour, or with a new index."""
+        from .relevance import BackgroundCache
+
+        served = self._ensure_served()
+        served = self._served or served
+        if self._relevance is None:
+            self._relevance = BackgroundCache()
+        checked_at, size = self._relevance_size
+        now = time.monotonic()
+        if now - checked_at > 60.0 or size == 0:
+            size = int(served.store.count())
+            self._relevance_size = (now, size)
+
+        def best(vectors: np.ndarray) -> list[float]:
+            out = []
+            for vector in vectors:
+                hits = self.search(vector, k=1)
+                out.append(hits[0].score if hits else float("nan"))
+            return out
+
+        return self._relevance.get(id(served), served.model, best, size)
 
     def _store_filters(self, filters: SearchFilters) -> StoreFilters:
         folder = None
@@ -580,6 +677,42 @@ class Library:
                 sa.select(Image).where(*where).order_by(Image.id).offset(offset).limit(limit)
             ).all()
             return [catalog.image_info(r) for r in rows], int(total)
+
+    def browse_images(
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        filters: SearchFilters | None = None,
+        sort: str = "id",
+        after: int | None = None,
+        after_key: str | None = None,
+    ) -> tuple[list[ImageInfo], int, int | None, str | None]:
+        """A page of images with the searches' filters, in id or capture-date order
+        (:mod:`indexer.browse`): (items, total of ``state`` or all, ignoring the filters,
+        next_after for the id order, next_after_key for the date orders)."""
+        from .browse import browse
+
+        limit, _ = _check_page(limit, 0, MAX_LIST)
+        if state is not None and state not in IMAGE_STATES:
+            raise IndexerError(
+                f"unknown image state {state!r}: use one of {', '.join(IMAGE_STATES)}"
+            )
+        if after is not None and (isinstance(after, bool) or after < 0):
+            raise IndexerError(f"after must be a non-negative image id, got {after!r}")
+        conditions = self._filter_conditions(filters) if filters is not None else []
+        with self._session() as session:
+            counts = catalog.state_counts(session)
+            total = counts.get(state, 0) if state is not None else sum(counts.values())
+            rows, next_after, next_key = browse(
+                session,
+                limit=limit,
+                state=state,
+                conditions=conditions,
+                sort=sort,
+                after=None if after is None else min(int(after), _MAX_ROW_ID),
+                after_key=after_key,
+            )
+            return [catalog.image_info(r) for r in rows], int(total), next_after, next_key
 
     def image_vector(self, image_id: int) -> np.ndarray:
         """The served model's vector of one image (for "more like this"); NotFound if none."""
@@ -1155,6 +1288,11 @@ def _spec_of_active(session: Any) -> str | None:
 def _formats(values: Any) -> list[str]:
     formats = [str(f).upper().strip() for f in values if str(f).strip()]
     return ["JPEG" if f == "JPG" else f for f in formats]
+
+
+def _lease_name(mark: str) -> str:
+    """The catalog mark of the lease on writing repairs into the collection of ``mark``."""
+    return f"lease_{mark}"
 
 
 def _is_milvus(params: Any) -> bool:

@@ -12,32 +12,38 @@ The logic lives in plain functions (here: :func:`run_ingest`, :func:`run_embed_b
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 from celery import Celery
 
-from . import catalog
+from . import catalog, jobs
 from .catalog import Embedding, Image, IndexVersion, Job, ModelRecord
-from .celery_app import TASK_DELETE, TASK_EMBED, TASK_INGEST, TASK_REINDEX, TASK_RESUME
-from .errors import IndexerError, NotFound
-
-if TYPE_CHECKING:
-    from .worker import WorkerContext
+from .celery_app import (
+    TASK_DELETE,
+    TASK_EMBED,
+    TASK_INGEST,
+    TASK_OCR,
+    TASK_REINDEX,
+    TASK_RESUME,
+)
+from .context import WorkerContext
+from .context import normalise_spec as normalise_spec  # the model spec as recorded
+from .errors import IndexerError
+from .vector_store import active_index_row
 
 log = logging.getLogger(__name__)
 
-FINAL_STATES = ("done", "failed", "cancelled")
+FINAL_STATES = jobs.FINAL_STATES
 CATALOG_RETRY_S = 10
 CATALOG_RETRIES = 60
-ERROR_SAMPLE = catalog.JOB_ERROR_SAMPLE
+ERROR_SAMPLE = jobs.ERROR_SAMPLE
 
 #: Generic prompts encoded by the current model to tune the IVF index for text queries (the
 #: modality gap: text vectors do not come from the image distribution).
@@ -56,88 +62,20 @@ TUNING_PROMPTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _ctx(app: Celery) -> WorkerContext:
-    return app.clipsearch  # type: ignore[attr-defined,no-any-return]
-
-
-# --------------------------------------------------------------------------------------------
-# Job bookkeeping
-
-
-def unfinished_job_ids(session: Any, older_than: dt.datetime | None = None) -> list[int]:
-    """Jobs queued or running; with ``older_than``, only those without progress since then."""
-    stmt = sa.select(Job.id).where(Job.state.in_(("queued", "running"))).order_by(Job.id)
-    if older_than is not None:
-        stmt = stmt.where(sa.func.coalesce(Job.heartbeat_at, Job.updated_at) < older_than)
-    return [int(i) for i in session.scalars(stmt)]
-
-
-def _load_job(session: Any, job_id: int) -> Job | None:
-    """The job, or None (logged) when it is gone or already finished: nothing to do then."""
-    try:
-        job = catalog.get_job(session, int(job_id))
-    except NotFound:
-        log.warning("job %s is not in the catalog; dropping its task", job_id)
-        return None
-    if job.state in FINAL_STATES:
-        log.info("job %s is already %s; nothing to do", job_id, job.state)
-        return None
-    return job
-
-
-def _mark_running(session: Any, job: Job) -> None:
-    now = _now()
-    if job.state != "running":
-        job.state = "running"
-    if job.started_at is None:
-        job.started_at = now
-    job.heartbeat_at = now
-    session.commit()
-
-
-def _finish(session: Any, job: Job, state: str = "done", message: str | None = None) -> None:
-    now = _now()
-    job.state = state
-    job.finished_at = now
-    job.heartbeat_at = now
-    if message:
-        job.message = message[:2000]
-    session.commit()
-
-
-def _add_errors(job: Job, errors: Sequence[dict[str, str]]) -> None:
-    if not errors:
-        return
-    current = list(job.errors or [])
-    room = ERROR_SAMPLE - len(current)
-    if room > 0:
-        job.errors = current + list(errors)[:room]
-
-
-def fail_job(ctx: WorkerContext, job_id: int, exc: BaseException) -> None:
-    """Record that a job failed as a whole, with a message a user can act on."""
-    with ctx.session() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.state in FINAL_STATES:
-            return
-        _finish(session, job, "failed", f"{type(exc).__name__}: {exc}")
+# Job bookkeeping: one state machine for every job kind (indexer.jobs); the names below are
+# what this module's task functions use.
+_now = jobs.now
+_ctx = jobs.context_of
+_load_job = jobs.load_job
+_mark_running = jobs.mark_running
+_finish = jobs.finish
+_add_errors = jobs.add_errors
+fail_job = jobs.fail_job
+unfinished_job_ids = jobs.unfinished_job_ids
 
 
 # --------------------------------------------------------------------------------------------
 # The active model
-
-
-def active_index_row(session: Any) -> IndexVersion | None:
-    return session.scalar(
-        sa.select(IndexVersion)
-        .where(IndexVersion.active.is_(True))
-        .order_by(IndexVersion.version.desc())
-        .limit(1)
-    )
 
 
 def library_model_spec(session: Any) -> str | None:
@@ -163,17 +101,6 @@ def active_model_spec(session: Any, default: str) -> str:
     return library_model_spec(session) or default
 
 
-def normalise_spec(spec: str) -> str:
-    """A model spec as recorded: existing folders and files by absolute path, names unchanged."""
-    spec = str(spec).strip()
-    if not spec:
-        raise IndexerError("empty model spec: give a model name or a model folder")
-    path = Path(spec).expanduser()
-    if path.exists():
-        return str(path.resolve())
-    return spec
-
-
 # --------------------------------------------------------------------------------------------
 # Ingest
 
@@ -187,7 +114,7 @@ def _active_model(ctx: WorkerContext) -> tuple[Any, int]:
 
 
 def thumb_dir(ctx: WorkerContext) -> Path:
-    return ctx.data_dir / "thumbnails"
+    return Path(jobs.thumb_dir(ctx))
 
 
 def run_ingest(ctx: WorkerContext, app: Celery | None, job_id: int) -> list[list[int]]:
@@ -241,10 +168,14 @@ def run_embed_batch(
         pool=ctx.decode_pool(),
         model_id=model_id,
         embed_batch_size=max(1, ctx.config.batch_size),
+        text=ctx.config.ocr,  # captions, and the text inside images when OCR is on
     )
     store_write(ctx, model_id, result.ready_ids, result.failed_ids)
     if result.job_finished and app is not None:
         maybe_auto_reindex(ctx, app)
+        from . import duplicates
+
+        duplicates.maybe_queue(ctx, app)  # new images: update the duplicate groups
     return result
 
 
@@ -306,6 +237,14 @@ def run_resume(ctx: WorkerContext, app: Celery | None, job_id: int) -> None:
         run_reindex(ctx, job_id)
     elif kind == "delete":
         run_delete(ctx, job_id)
+    elif kind == "ocr":
+        from .ocr_job import run_ocr
+
+        run_ocr(ctx, job_id)
+    elif kind == "duplicates":
+        from .duplicates import run_duplicates
+
+        run_duplicates(ctx, job_id)
     else:
         with ctx.session() as session:
             job = session.get(Job, job_id)
@@ -745,6 +684,12 @@ def register_tasks(app: Celery) -> dict[str, Any]:
     def delete_images(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_delete(_ctx(app), job_id))
 
+    @app.task(name=TASK_OCR, bind=True, acks_late=True, ignore_result=True)
+    def ocr_images(self: Any, job_id: int) -> None:
+        from .ocr_job import run_ocr
+
+        guarded(self, job_id, lambda: run_ocr(_ctx(app), job_id))
+
     @app.task(name=TASK_RESUME, bind=True, acks_late=True, ignore_result=True)
     def resume_job(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_resume(_ctx(app), app, job_id))
@@ -755,4 +700,5 @@ def register_tasks(app: Celery) -> dict[str, Any]:
         "reindex": reindex,
         "delete_images": delete_images,
         "resume_job": resume_job,
+        "ocr_images": ocr_images,
     }

@@ -26,6 +26,10 @@ class Hit:
     height: int | None = None
     format: str | None = None
     taken_at: dt.datetime | None = None
+    # why it matched (indexer.hybrid): "semantic", and/or the keyword fields "text" (OCR),
+    # "filename", "caption", "folder"; the image's words that matched the query
+    match: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,13 +104,14 @@ class JobInfo:
     """A job's progress as recorded in the catalog."""
 
     id: int
-    kind: str  # ingest | reindex | delete
+    kind: str  # ingest | reindex | delete | duplicates
     state: str  # queued | running | done | failed | cancelled
     params: dict[str, Any]
     total: int | None  # None until the job has been planned
     done: int
     failed: int
     errors: list[dict[str, str]]  # a capped sample: [{"path": ..., "reason": ...}]
+    message: str | None = None  # why the job failed as a whole (model, folder, database)
     created_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
     started_at: dt.datetime | None = None
@@ -178,3 +183,4 @@ class BatchResult:
     ready_ids: list[int] = field(default_factory=list)
     failed_ids: list[int] = field(default_factory=list)
     job_finished: bool = False
+    ocr: dict[str, int] = field(default_factory=dict)  # images by OCR outcome (done, failed, ...)

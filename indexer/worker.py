@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,7 +30,9 @@ from typing import Any
 from celery import Celery
 
 from .celery_app import TASK_RESUME, default_broker_url, is_embedded_broker, make_celery
+from .context import WorkerContext
 from .errors import IndexerError
+from .ocr import OcrConfig
 from .vector_store import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,7 @@ class WorkerConfig:
     index_compression: str | None = None  # IVF codes: None (float32), "sq8", "fp16" or "pq"
     extra_env: Mapping[str, str] = field(default_factory=dict)
     store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
+    ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)
 
     @property
     def resolved_database_url(self) -> str:
@@ -97,6 +100,7 @@ class WorkerConfig:
         if self.ready_file is not None:
             env["CLIPSEARCH_WORKER_READY_FILE"] = str(self.ready_file)
         env.update(store_env(self.store))
+        env.update(self.ocr.to_env())
         env.update(self.extra_env)
         return env
 
@@ -147,7 +151,15 @@ class WorkerConfig:
             ready_file=Path(ready) if ready else None,
             index_compression=compression or None,
             store=store_config_from_env(env),
+            ocr=_ocr_from_env(env),
         )
+
+
+def _ocr_from_env(env: Mapping[str, str]) -> OcrConfig:
+    try:
+        return OcrConfig.from_env(env)
+    except ValueError as exc:
+        raise IndexerError(str(exc)) from None
 
 
 def store_env(store: StoreConfig) -> dict[str, str]:
@@ -186,66 +198,15 @@ def store_config_from_env(env: Mapping[str, str]) -> StoreConfig:
     ).checked()
 
 
-class WorkerContext:
-    """Per-process state of a worker: config, catalog sessions, and the model cache."""
-
-    def __init__(self, config: WorkerConfig) -> None:
-        from . import catalog
-
-        self.config = config
-        self.data_dir = Path(config.data_dir).expanduser().resolve()
-        self.engine = catalog.make_engine(config.resolved_database_url)
-        self.Session = catalog.session_factory(self.engine)
-        self._models: dict[str, Any] = {}
-        self._lock = threading.Lock()
-        self._pool: Any = None
-
-    def decode_pool(self) -> Any:
-        """The process's decoder pool (started on first use, sized by ``decode_workers``)."""
-        with self._lock:
-            if self._pool is None:
-                from .decode import DecodePool
-
-                self._pool = DecodePool(self.config.decode_workers)
-            return self._pool
-
-    def model(self, spec: str | None = None) -> Any:
-        """The CLIP model for ``spec`` (default: the configured one), loaded once per process."""
-        from .tasks import normalise_spec
-
-        spec = normalise_spec(spec or self.config.model_spec)
-        with self._lock:
-            cached = self._models.get(spec)
-            if cached is None:
-                import model as clip_model
-
-                log.info("loading model %s on %s", spec, self.config.device or "auto")
-                cached = clip_model.load(spec, device=self.config.device)
-                # Keep at most two (the active one and a re-index target).
-                while len(self._models) >= 2:
-                    self._models.pop(next(iter(self._models)))
-                self._models[spec] = cached
-            return cached
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Any]:
-        with self.Session() as session:
-            yield session
-
-    def dispose(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-        self.engine.dispose()
-
-
 def create_worker_app(config: WorkerConfig) -> Celery:
     """The Celery app with clipsearch's tasks registered and a :class:`WorkerContext` attached."""
+    from . import duplicates
     from .tasks import register_tasks
 
     app = make_celery(config.resolved_broker_url, queue_prefix=config.queue_prefix)
     app.clipsearch = WorkerContext(config)  # type: ignore[attr-defined]
     register_tasks(app)
+    duplicates.register_tasks(app)
     return app
 
 

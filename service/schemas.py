@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ErrorOut(BaseModel):
@@ -32,14 +32,55 @@ class SearchFiltersIn(BaseModel):
     )
 
 
+class TermIn(BaseModel):
+    """One query term: a text, or an image of the library by id, with a weight."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = Field(default=None, min_length=1, max_length=10_000)
+    image_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    upload: int | None = Field(
+        default=None,
+        ge=0,
+        le=7,
+        description="Index of an image sent with the query (multipart POST /api/search/image: "
+        "field `file` is upload 0, `file1`... follow).",
+    )
+    weight: float = Field(
+        default=1.0,
+        ge=-100.0,
+        le=100.0,
+        allow_inf_nan=False,
+        description="How much this term counts; negative steers away from it.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TermIn:
+        given = [x for x in (self.text, self.image_id, self.upload) if x is not None]
+        if len(given) != 1:
+            raise ValueError("each term is exactly one of text, image_id or upload")
+        if self.weight == 0:
+            raise ValueError("a term's weight must not be 0 (leave the term out instead)")
+        return self
+
+
 class SearchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(
+    text: str | None = Field(
+        default=None,
         min_length=1,
         max_length=10_000,
-        description='What to look for. Words prefixed with "-" (or -"a phrase") are negative terms.',
+        description='What to look for. Words prefixed with "-" (or -"a phrase") are negative terms. '
+        "Optional when `terms` are given.",
         examples=["beach -people"],
+    )
+    terms: list[TermIn] | None = Field(
+        default=None,
+        max_length=64,
+        description="Weighted query terms, each a text or a library image (`image_id`), summed "
+        "with their weights like negative terms (a negative weight steers away); added to `text`.",
+        examples=[[{"text": "golden retriever", "weight": 2}, {"image_id": 17}]],
     )
     negative: list[str] = Field(
         default_factory=list,
@@ -60,12 +101,33 @@ class SearchIn(BaseModel):
     min_score: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="Drop results below this cosine similarity."
     )
+    min_relevance: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Drop results below this calibrated relevance (0.5: the gallery's default).",
+    )
+    sort: Literal["relevance", "date_desc", "date_asc"] = Field(
+        default="relevance",
+        description="relevance (best first), or by capture date among the results above "
+        "`min_relevance` (0.5 when not given).",
+    )
+    mode: Literal["semantic", "text", "hybrid"] | None = Field(
+        default=None,
+        description="semantic (the vectors), text (words read in images, file and folder names, "
+        "captions) or hybrid (both, merged); default: hybrid when the library has keywords.",
+    )
     filters: SearchFiltersIn | None = None
 
 
 class SearchHit(BaseModel):
     id: int
     score: float
+    relevance: float | None = Field(
+        default=None,
+        description="Calibrated relevance in [0, 1], the same meaning for every query (README: "
+        "Relevance); `score` is the raw cosine.",
+    )
     path: str
     width: int | None = None
     height: int | None = None
@@ -73,6 +135,14 @@ class SearchHit(BaseModel):
     taken_at: datetime | None = None
     thumbnail_url: str
     file_url: str
+    match: list[str] = Field(
+        default_factory=lambda: ["semantic"],
+        description="Why it matched: semantic (its picture is close to the query), text (words "
+        "read in the image), filename, caption, folder.",
+    )
+    words: list[str] = Field(
+        default_factory=list, description="The image's words that matched the query's words."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -81,6 +151,12 @@ class SearchResponse(BaseModel):
     )
     took_ms: float = Field(description="Server time spent, in milliseconds.")
     results: list[SearchHit]
+    hidden: int | None = Field(
+        default=None,
+        description="With `min_relevance`, on the page where the results above it end: how many "
+        "weaker results it left out (at most 100).",
+    )
+    hidden_more: bool = Field(default=False, description="More than `hidden` were left out.")
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -108,6 +184,10 @@ class ImagePage(BaseModel):
     limit: int
     next_after: int | None = Field(
         default=None, description="Pass as `after` for the next page; null on the last page."
+    )
+    next_after_key: str | None = Field(
+        default=None,
+        description="Date orders: pass as `after_key` for the next page; null on the last page.",
     )
 
 
@@ -245,6 +325,14 @@ class IndexOut(BaseModel):
     error: str | None = Field(default=None, description="why the store cannot answer, if so")
 
 
+class OcrOut(BaseModel):
+    mode: str = Field(description="CLIPSEARCH_OCR: auto, on or off")
+    available: bool = Field(description="Tesseract runs with the languages asked for")
+    engine: str | None = None
+    languages: list[str] = Field(default_factory=list)
+    error: str | None = Field(default=None, description="why text is not recognised, if so")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "starting", "degraded"] | str = Field(
         description="ok; starting (model loading); degraded (model unavailable: searches get 503)"
@@ -253,3 +341,9 @@ class HealthOut(BaseModel):
     device: str | None
     images: ImageCounts
     index: IndexOut
+    gallery_min_relevance: float | None = Field(
+        default=None, description="The gallery's default relevance cut (CLIPSEARCH_GALLERY_MIN_RELEVANCE)."
+    )
+    ocr: OcrOut | None = Field(
+        default=None, description="Text recognition in images: whether it runs, or why not."
+    )

@@ -14,14 +14,16 @@ from datetime import time as dtime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from indexer.errors import Conflict
 
 from ..auth import ReadAccess
 from ..deps import ServiceState, StateDep
+from ..hybrid import ModeQuery, mode_search, resolve_mode
 from ..query import DEFAULT_NEGATIVE_WEIGHT, QueryError, combine, parse_query
+from ..ranking import SORTS, ranked_page
 from ..schemas import SearchFiltersIn, SearchHit, SearchIn, SearchResponse
 from .common import ERRORS, MAX_ID, hit_out
 
@@ -37,6 +39,23 @@ KQuery = Annotated[int, Query(ge=1, description="How many results.")]
 OffsetQuery = Annotated[int, Query(ge=0, description="Skip this many results.")]
 MinScoreQuery = Annotated[
     float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
+]
+MinRelevanceQuery = Annotated[
+    float | None,
+    Query(
+        ge=0.0,
+        le=1.0,
+        description="Drop results below this calibrated relevance (0.5: the gallery's default; "
+        "README: Relevance).",
+    ),
+]
+SortQuery = Annotated[
+    str,
+    Query(
+        pattern="^(relevance|date_desc|date_asc)$",
+        description="relevance, or by capture date (newest or oldest first) among the results "
+        "above min_relevance (0.5 when not given).",
+    ),
 ]
 
 
@@ -116,13 +135,57 @@ async def _search_vector(
     offset: int,
     min_score: float | None,
     filters: Any = None,
-    exclude: int | None = None,
-) -> list[SearchHit]:
-    kwargs: dict[str, Any] = {"k": k, "offset": offset, "min_score": min_score, "filters": filters}
+    exclude: int | list[int] | None = None,
+    min_relevance: float | None = None,
+    sort: str = "relevance",
+    image_share: float = 0.0,
+    search: Any = None,
+) -> tuple[list[SearchHit], dict[str, Any]]:
+    """One page of hits with their relevance (service.ranking), and the response's extra
+    fields (``hidden``, ``hidden_more``). ``search(k, offset, min_score)``: how to search
+    (default: the vectors, with these filters and exclusions)."""
+    base: dict[str, Any] = {"filters": filters}
     if exclude is not None:  # "more like this": never the example itself
-        kwargs["exclude"] = [exclude]
-    hits = await run_in_threadpool(state.search, vector, **kwargs)
-    return [hit_out(request, h) for h in hits]
+        base["exclude"] = [exclude] if isinstance(exclude, int) else list(exclude)
+
+    def by_vector(k: int, offset: int, min_score: float | None) -> list[Any]:
+        return state.search(vector, k=k, offset=offset, min_score=min_score, **base)  # type: ignore[no-any-return]
+
+    page = await run_in_threadpool(
+        _ranked,
+        state,
+        search or by_vector,
+        k=k,
+        offset=offset,
+        min_score=min_score,
+        min_relevance=min_relevance,
+        image_share=image_share,
+        sort=sort,
+    )
+    results = []
+    for hit, relevance in zip(page.hits, page.relevance, strict=True):
+        out = hit_out(request, hit)
+        out.relevance = relevance
+        results.append(out)
+    extra: dict[str, Any] = {}
+    if page.hidden is not None:
+        extra = {"hidden": page.hidden, "hidden_more": page.hidden_more}
+    return results, extra
+
+
+def _ranked(state: ServiceState, search: Any, **kwargs: Any) -> Any:
+    calibration = None
+    get = getattr(state.library, "calibration", None)
+    if get is not None:
+        try:
+            calibration = get()
+        except Conflict:
+            raise
+        except Exception as exc:  # no relevance is better than no results
+            log.warning("relevance calibration unavailable: %s", exc)
+    if kwargs.get("sort") not in SORTS:
+        raise HTTPException(422, detail="sort must be relevance, date_desc or date_asc")
+    return ranked_page(search, calibration, **kwargs)
 
 
 async def _text_search(
@@ -135,6 +198,9 @@ async def _text_search(
     offset: int,
     min_score: float | None,
     filters: SearchFiltersIn | None,
+    min_relevance: float | None = None,
+    sort: str = "relevance",
+    mode: str | None = None,
 ) -> SearchResponse:
     start = time.perf_counter()
     s = state.settings
@@ -164,6 +230,7 @@ async def _text_search(
         mags = list(weights)
     lib_filters = _filters(filters)
     signed = [s_ * m for s_, m in zip(signs, mags, strict=True)]
+    mode = await resolve_mode(state, parsed.text, mode)  # service/hybrid.py
     for attempt in (1, 2):
         encoder = (
             state.text_encoder()
@@ -179,8 +246,17 @@ async def _text_search(
             except QueryError as exc:
                 raise HTTPException(400, detail=str(exc)) from exc
         try:
-            results = await _search_vector(
-                request, state, vector, k=k, offset=offset, min_score=min_score, filters=lib_filters
+            results, extra = await _search_vector(
+                request,
+                state,
+                vector,
+                k=k,
+                offset=offset,
+                min_score=min_score,
+                filters=lib_filters,
+                min_relevance=min_relevance,
+                sort=sort,
+                search=mode_search(state, vector, parsed.text, mode, lib_filters),
             )
             break
         except Exception as exc:
@@ -194,11 +270,19 @@ async def _text_search(
         "weights": mags,
         "k": k,
         "offset": offset,
+        "mode": mode,
     }
     if min_score is not None:
         query["min_score"] = min_score
+    if min_relevance is not None:
+        query["min_relevance"] = min_relevance
+    if sort != "relevance":
+        query["sort"] = sort
     return SearchResponse(
-        query=query, took_ms=round((time.perf_counter() - start) * 1000, 3), results=results
+        query=query,
+        took_ms=round((time.perf_counter() - start) * 1000, 3),
+        results=results,
+        **extra,
     )
 
 
@@ -216,15 +300,28 @@ async def search_get(
     offset: OffsetQuery = 0,
     min_score: MinScoreQuery = None,
     filters: FiltersDep = None,
+    min_relevance: MinRelevanceQuery = None,
+    sort: SortQuery = "relevance",
+    mode: ModeQuery = None,
 ) -> SearchResponse:
     """Search by text. `q=beach -people` finds beaches and steers away from people; `folder`,
-    `date_from`, `date_to` and `format` narrow the results."""
-    return await _text_search(request, state, q, [], None, k, offset, min_score, filters)
+    `date_from`, `date_to` and `format` narrow the results; `mode` picks the vectors, the words
+    found in and beside the images, or both (each hit's `match` says which)."""
+    return await _text_search(
+        request, state, q, [], None, k, offset, min_score, filters, min_relevance, sort, mode
+    )
 
 
 @router.post("/search", operation_id="search_post", response_model=SearchResponse)
 async def search_post(request: Request, state: StateDep, body: SearchIn) -> SearchResponse:
-    """Search by text with negative terms, weights, a score threshold and filters."""
+    """Search by text with negative terms, weights, a score threshold and filters; `terms`
+    mixes weighted texts and library images."""
+    if body.terms:
+        from ..terms import terms_search
+
+        return await terms_search(request, state, body, [])
+    if body.text is None:
+        raise HTTPException(422, detail="give `text` or `terms`: what to look for")
     return await _text_search(
         request,
         state,
@@ -235,6 +332,9 @@ async def search_post(request: Request, state: StateDep, body: SearchIn) -> Sear
         body.offset,
         body.min_score,
         body.filters,
+        body.min_relevance,
+        body.sort,
+        body.mode,
     )
 
 
@@ -365,8 +465,20 @@ async def search_image(
     offset: OffsetQuery = 0,
     min_score: MinScoreQuery = None,
     filters: FiltersDep = None,
+    min_relevance: MinRelevanceQuery = None,
+    sort: SortQuery = "relevance",
+    terms: Annotated[
+        str | None,
+        Form(
+            max_length=100_000,
+            description='Optional JSON list of more query terms (`[{"text": "at night"}, '
+            '{"image_id": 17, "weight": -1}]`); the upload is term `{"upload": 0}` (weight 1 '
+            "unless a term gives it another).",
+        ),
+    ] = None,
 ) -> SearchResponse:
-    """Search by an example image (multipart upload, field `file`), optionally filtered."""
+    """Search by an example image (multipart upload, field `file`), optionally filtered and
+    mixed with text and library-image terms (form field `terms`)."""
     start = time.perf_counter()
     _bounds(state, k, offset)
     s = state.settings
@@ -377,14 +489,39 @@ async def search_image(
         del data
     model = await state.run(state.ensure_model)
     vector = (await state.run(model.embed_images, [img]))[0]
-    results = await _search_vector(
-        request, state, vector, k=k, offset=offset, min_score=min_score, filters=_filters(filters)
+    if terms is not None:
+        from ..terms import parse_form_terms, terms_search
+
+        body = parse_form_terms(terms, k, offset, min_score, min_relevance, sort, filters)
+        return await terms_search(request, state, body, [vector], [file.filename or "upload"])
+    results, extra = await _search_vector(
+        request,
+        state,
+        vector,
+        k=k,
+        offset=offset,
+        min_score=min_score,
+        filters=_filters(filters),
+        min_relevance=min_relevance,
+        sort=sort,
+        image_share=1.0,
     )
     state.metrics.searches.labels("image").inc()
+    query: dict[str, Any] = {
+        "image": file.filename or "upload",
+        "bytes": file.size,
+        "k": k,
+        "offset": offset,
+    }
+    if min_relevance is not None:
+        query["min_relevance"] = min_relevance
+    if sort != "relevance":
+        query["sort"] = sort
     return SearchResponse(
-        query={"image": file.filename or "upload", "bytes": file.size, "k": k, "offset": offset},
+        query=query,
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         results=results,
+        **extra,
     )
 
 
@@ -397,12 +534,14 @@ async def similar_images(
     offset: OffsetQuery = 0,
     min_score: MinScoreQuery = None,
     filters: FiltersDep = None,
+    min_relevance: MinRelevanceQuery = None,
+    sort: SortQuery = "relevance",
 ) -> SearchResponse:
     """More like this: the images closest to image `id` (itself excluded), optionally filtered."""
     start = time.perf_counter()
     _bounds(state, k, offset)
     vector = await run_in_threadpool(state.library.image_vector, id)
-    results = await _search_vector(
+    results, extra = await _search_vector(
         request,
         state,
         vector,
@@ -411,10 +550,19 @@ async def similar_images(
         min_score=min_score,
         filters=_filters(filters),
         exclude=id,
+        min_relevance=min_relevance,
+        sort=sort,
+        image_share=1.0,
     )
     state.metrics.searches.labels("similar").inc()
+    query: dict[str, Any] = {"similar_to": id, "k": k, "offset": offset}
+    if min_relevance is not None:
+        query["min_relevance"] = min_relevance
+    if sort != "relevance":
+        query["sort"] = sort
     return SearchResponse(
-        query={"similar_to": id, "k": k, "offset": offset},
+        query=query,
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         results=results,
+        **extra,
     )
