@@ -33,7 +33,7 @@ import numpy as np
 
 from . import catalog
 from .errors import IndexerError
-from .keywords import KeywordHit, has_content, keyword_search, query_words, score_ids
+from .keywords import KeywordHit, keyword_search, query_words, score_ids
 from .types import Hit, SearchFilters
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ def resolve_mode(library: Library, query: str, mode: str | None) -> str:
         return mode
     if not query_words(query):
         return "semantic"
-    with library._session() as session:
-        return "hybrid" if has_content(session) else "semantic"
+    return "hybrid" if library.has_keywords() else "semantic"
 
 
 def _depth(k: int, offset: int) -> int:

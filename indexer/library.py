@@ -538,6 +538,13 @@ class Library:
                 return hits[offset:need]
             fetch = min(fetch * 4, total, store.max_fetch)
 
+    def has_keywords(self) -> bool:
+        """Whether the keyword index has rows (then text queries default to hybrid)."""
+        from .keywords import has_content
+
+        with self._session() as session:
+            return bool(has_content(session))
+
     def search_text(
         self,
         vector: np.ndarray | None,

@@ -63,6 +63,9 @@ class FakeLibrary:
         self.model = shared_tiny_model()
         self.calls: list[tuple[str, Any]] = []
 
+    def has_keywords(self) -> bool:
+        return False  # no keyword index: text queries run semantic, as on a real empty index
+
     def search(
         self, vector: np.ndarray, k: int = 20, offset: int = 0, min_score=None, filters=None
     ):
@@ -73,6 +76,13 @@ class FakeLibrary:
             Hit(id=offset + i + 1, score=0.9 - 0.01 * i, path=f"/p/{offset + i}.jpg")
             for i in range(k)
         ]
+
+    def search_text(
+        self, vector, query: str, mode=None, k: int = 20, offset: int = 0, min_score=None,
+        filters=None,
+    ):
+        # no keyword index here: every text query is the vector search (mode semantic)
+        return self.search(vector, k=k, offset=offset, min_score=min_score, filters=filters)
 
     def submit_ingest(self, path: str, recursive: bool = True):
         self.calls.append(("submit_ingest", (path, recursive)))
