@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from model.errors import ModelError
-from model.preprocess import _BOX_RESIZE_ASPECT, OPENAI_MEAN, OPENAI_STD, RESIZE_MODES
+from model.preprocess import _BOX_RESIZE_ASPECT, OPENAI_MEAN, OPENAI_STD
 
 _ORIENTATION = 0x0112
 
@@ -42,12 +42,10 @@ class DevicePreprocess:
         resize_mode: str = "shortest",
         interpolation: str = "bicubic",
     ) -> None:
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-            raise ModelError(f"image_size must be a positive integer, got {image_size!r}")
-        if resize_mode not in RESIZE_MODES:
-            raise ModelError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-        if interpolation not in ("bicubic", "bilinear"):
-            raise ModelError(f"interpolation must be bicubic or bilinear, got {interpolation!r}")
+        from model.preprocess import Preprocess
+
+        # the CPU transform's own checks (size, mean/std, resize mode, filter), one set of rules
+        Preprocess(image_size, mean, std, resize_mode, interpolation)
         self.image_size = image_size
         self.resize_mode = resize_mode
         self.interpolation = interpolation
@@ -113,7 +111,7 @@ def exif_orientation(data: bytes) -> int:
     try:
         with Image.open(io.BytesIO(data)) as img:
             value = img.getexif().get(_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - a file Pillow cannot parse decodes elsewhere, or fails there
+    except Exception:
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 
@@ -143,7 +141,7 @@ def nvjpeg_available(device: torch.device | str) -> bool:
         return False
     try:
         from torchvision.io import decode_jpeg  # noqa: F401
-    except Exception:  # noqa: BLE001 - the optional GPU extra is not installed
+    except Exception:
         return False
     return True
 
