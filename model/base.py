@@ -44,7 +44,8 @@ def check_batch_size(batch_size: int) -> None:
 class EmbeddingModel(nn.Module):
     """An image tower and a text tower embedding into one space; see the module docstring."""
 
-    family = "clip"  # which module built it: clip, siglip, mobileclip, hf-text
+    family = "clip"  # which module built it: clip, siglip, mobileclip, hf-text, nllb-siglip,
+    # mobileclip-vit (model.families.FAMILIES)
     # How ``score`` turns a cosine into a relevance: "cosine" (unchanged; CLIP was trained with a
     # softmax over a batch, so its cosines have no absolute meaning) or "sigmoid" (SigLIP: the
     # probability that the pair matches, sigmoid(exp(logit_scale) * cos + logit_bias)).

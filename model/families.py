@@ -4,11 +4,13 @@ An OpenCLIP hub folder (``open_clip_config.json`` + ``open_clip_model.safetensor
 ``open_clip_pytorch_model.bin`` + tokenizer files) says what it is in its config:
 
 - ``vision_cfg.timm_model_name`` names a timm image tower: ``vit_*_siglip_*`` is SigLIP / SigLIP 2
-  (:mod:`model.siglip`), ``fastvit_mci*`` is MobileCLIP / MobileCLIP2 (:mod:`model.mobileclip`).
+  (:mod:`model.siglip`), ``fastvit_mci*`` is MobileCLIP / MobileCLIP2 (:mod:`model.mobileclip`),
+  ``vit_base_mci_224`` is MobileCLIP-B / MobileCLIP2-B (:mod:`model.mobileclip_vit`).
   The name may be ``local-dir:PATH``, timm's folder format: ``PATH/config.json`` gives the real
   ``architecture`` and the ``model_args`` overriding its defaults;
 - ``text_cfg.hf_model_name`` names a Hugging Face text tower (:mod:`model.hf_text`, e.g.
   ``xlm-roberta-base``); a path (``./hf_text``) is a folder with its transformers ``config.json``;
+  beside a SigLIP image tower it is NLLB-SigLIP (:mod:`model.nllb`);
 - neither: a standard CLIP, read by :mod:`model.checkpoints`.
 
 Every hyper-parameter that tensor shapes carry is read from the shapes (as ``infer_config`` does
@@ -49,7 +51,7 @@ from model.towers import TextTowerConfig
 
 log = logging.getLogger(__name__)
 
-FAMILIES = ("siglip", "mobileclip", "hf-text")
+FAMILIES = ("siglip", "mobileclip", "hf-text", "nllb-siglip", "mobileclip-vit")
 # Files a hub folder's tokenizer may consist of; save_pretrained copies those present.
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -107,24 +109,22 @@ def open_clip_family(data: Mapping[str, Any], folder: Path, source: str) -> str 
     _, vision_cfg, text_cfg = _model_cfg(data, source)
     if vision_cfg.get("timm_model_name"):
         arch, _ = timm_tower(vision_cfg, folder, source)
-        if "siglip" in arch and text_cfg.get("hf_model_name"):
-            raise CheckpointError(
-                f"{source}: a SigLIP image tower with a Hugging Face text tower (NLLB-SigLIP) is "
-                "not supported yet"
-            )
         if "siglip" in arch:
             if "_gap_" in arch or vision_cfg.get("timm_pool", "map") not in ("map", None, ""):
                 raise CheckpointError(
                     f"{source}: {arch} with global average pooling is not supported; SigLIP "
                     "towers with the attention-pool ('map') head are"
                 )
-            return "siglip"
+            # A Hugging Face text tower beside it: NLLB-SigLIP (model.nllb).
+            return "nllb-siglip" if text_cfg.get("hf_model_name") else "siglip"
         if arch.startswith("fastvit_mci"):
             return "mobileclip"
+        if arch.startswith("vit_") and "_mci_" in arch:  # MobileCLIP-B / MobileCLIP2-B
+            return "mobileclip-vit"
         raise CheckpointError(
             f"{source}: unsupported timm image tower {arch!r} (vision_cfg.timm_model_name); "
-            "supported: SigLIP ViTs "
-            "(vit_*_siglip_*) and MobileCLIP FastViTs (fastvit_mci*)"
+            "supported: SigLIP ViTs (vit_*_siglip_*), MobileCLIP FastViTs (fastvit_mci*) and "
+            "the MobileCLIP-B ViT (vit_base_mci_224)"
         )
     if text_cfg.get("hf_model_name"):
         return "hf-text"
@@ -245,6 +245,14 @@ def _build(family: str, config: Any, tokenizer_dir: Path | None) -> EmbeddingMod
         from model.hf_text import HFTextCLIP
 
         return HFTextCLIP(config, tokenizer_dir=tokenizer_dir)
+    if family == "nllb-siglip":
+        from model.nllb import NLLBSigLIP
+
+        return NLLBSigLIP(config, tokenizer_dir=tokenizer_dir)
+    if family == "mobileclip-vit":
+        from model.mobileclip_vit import MobileCLIPViT
+
+        return MobileCLIPViT(config)
     raise CheckpointError(f"unknown model family {family!r}")
 
 
@@ -257,6 +265,14 @@ def _config_class(family: str) -> Any:
         from model.mobileclip import MobileCLIPConfig
 
         return MobileCLIPConfig
+    if family == "nllb-siglip":
+        from model.nllb import NLLBSigLIPConfig
+
+        return NLLBSigLIPConfig
+    if family == "mobileclip-vit":
+        from model.mobileclip_vit import MobileCLIPViTConfig
+
+        return MobileCLIPViTConfig
     from model.hf_text import HFTextCLIPConfig
 
     return HFTextCLIPConfig
@@ -267,7 +283,7 @@ def _assemble(
 ) -> EmbeddingModel:
     """Build (on the meta device where nothing but weights is needed), check keys and shapes,
     then take the tensors."""
-    if family == "hf-text":
+    if family in ("hf-text", "nllb-siglip"):
         # transformers models keep buffers outside the state dict (position ids): build for real.
         model = _build(family, config, tokenizer_dir)
         expected = model.state_dict()
@@ -319,29 +335,57 @@ def load_open_clip_folder(folder: Path, fold: bool = True) -> EmbeddingModel:
     config_path = folder / OPEN_CLIP_CONFIG
     source = str(config_path)
     data = _read_json(config_path)
-    family = open_clip_family(data, folder, source)
-    if family is None:
+    if open_clip_family(data, folder, source) is None:
         raise CheckpointError(f"{source}: a standard CLIP; load it with model.load")
     weights = _weights_file(folder)
     state = load_state_dict_file(weights, allow_jit=False)
     where = f"{weights} (with {config_path.name})"
+    return from_open_clip(data, folder, state, where, fold=fold)
+
+
+def from_open_clip(
+    data: Mapping[str, Any],
+    folder: Path,
+    state: StateDict,
+    source: str = "open_clip state dict",
+    fold: bool = True,
+) -> EmbeddingModel:
+    """A model of a family other than CLIP from an ``open_clip_config.json``'s content and an
+    open_clip state dict (``model.state_dict()`` of open_clip's model, or its hub weights file).
+    ``folder`` is where the config's relative paths (``local-dir:``, ``./hf_text``) and the
+    tokenizer files are."""
+    family = open_clip_family(data, folder, source)
+    if family is None:
+        raise CheckpointError(f"{source}: a standard CLIP; load it with model.load")
     tokenizer_dir: Path | None = folder
     if family == "siglip":
         from model.siglip import from_open_clip_state
 
         state = from_open_clip_state(state)
-        config = _siglip_config(data, folder, state, where)
+        config = _siglip_config(data, folder, state, source)
     elif family == "mobileclip":
         from model.mobileclip import from_open_clip_state as mobile_state
 
         state = mobile_state(state)
-        config = _mobileclip_config(data, folder, state, where)
+        config = _mobileclip_config(data, folder, state, source)
+        tokenizer_dir = None
+    elif family == "nllb-siglip":
+        from model.siglip import from_open_clip_state as siglip_state
+
+        state = siglip_state(state)
+        config = _nllb_config(data, folder, state, source)
+    elif family == "mobileclip-vit":
+        from model.mobileclip_vit import from_open_clip_state as mci_vit_state
+        from model.mobileclip_vit import infer_config as mci_vit_config
+
+        state = mci_vit_state(state)
+        config = mci_vit_config(data, folder, state, source)
         tokenizer_dir = None
     else:
-        config = _hf_text_config(data, folder, state, where)
-    model = _assemble(family, config, state, tokenizer_dir, where)
+        config = _hf_text_config(data, folder, state, source)
+    model = _assemble(family, config, state, tokenizer_dir, source)
     _open_clip_preprocess(model, data, source)
-    if fold and family == "mobileclip":
+    if fold and family in ("mobileclip", "mobileclip-vit"):
         model.fold()  # type: ignore[operator]
     return model
 
@@ -409,10 +453,12 @@ def save_family(model: EmbeddingModel, folder: Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _siglip_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
-    from model.siglip import SigLIPConfig, SigLIPVisionConfig, vision_heads
+def siglip_vision_config(
+    vision_cfg: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+) -> Any:
+    """timm's SigLIP ViT (renamed to our keys) from shapes + config: a SigLIPVisionConfig."""
+    from model.siglip import SigLIPVisionConfig, vision_heads
 
-    model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
     _, args = timm_tower(vision_cfg, folder, source)
     width, _, patch, _ = _shape(state, "visual.patch_embed.weight", source)
     positions = _shape(state, "visual.pos_embed", source)[1]
@@ -428,11 +474,8 @@ def _siglip_config(data: Mapping[str, Any], folder: Path, state: StateDict, sour
     layers = _count_indices(state, "visual.transformer.resblocks.")
     mlp_dim = _shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)[0]
     heads = args.get("num_heads", vision_heads(width))
-    quick_gelu = bool(model_cfg.get("quick_gelu", False))
-    text, embed_dim = text_tower_config(state, text_cfg, quick_gelu, source)
-    clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
     try:
-        vision = SigLIPVisionConfig(
+        return SigLIPVisionConfig(
             image_size=image_size,
             patch_size=patch,
             width=width,
@@ -440,6 +483,21 @@ def _siglip_config(data: Mapping[str, Any], folder: Path, state: StateDict, sour
             heads=_int(heads, "num_heads", source),
             mlp_dim=mlp_dim,
         )
+    except ModelError as exc:
+        raise CheckpointError(
+            f"{source}: not a SigLIP image tower this loader supports: {exc}"
+        ) from exc
+
+
+def _siglip_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
+    from model.siglip import SigLIPConfig
+
+    model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
+    vision = siglip_vision_config(vision_cfg, folder, state, source)
+    quick_gelu = bool(model_cfg.get("quick_gelu", False))
+    text, embed_dim = text_tower_config(state, text_cfg, quick_gelu, source)
+    clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
+    try:
         return SigLIPConfig(embed_dim=embed_dim, vision=vision, text=text, text_clean=clean)
     except ModelError as exc:
         raise CheckpointError(f"{source}: not a SigLIP this loader supports: {exc}") from exc
@@ -453,5 +511,11 @@ def _mobileclip_config(data: Mapping[str, Any], folder: Path, state: StateDict, 
 
 def _hf_text_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
     from model.hf_text import infer_config
+
+    return infer_config(data, folder, state, source)
+
+
+def _nllb_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
+    from model.nllb import infer_config
 
     return infer_config(data, folder, state, source)

@@ -74,7 +74,7 @@ class HFTextCLIPConfig:
 
     @property
     def text_width(self) -> int:
-        return int(self.hf_config["hidden_size"])
+        return hf_width(self.hf_config)
 
     @property
     def pad_id(self) -> int:
@@ -99,12 +99,26 @@ class HFTextCLIPConfig:
         return cls(vision=vision, **rest)
 
 
+def hf_width(hf_config: Mapping[str, Any]) -> int:
+    """The token width of a transformers config (``hidden_size``; ``d_model`` for M2M100/NLLB)."""
+    for key in ("hidden_size", "d_model"):
+        if key in hf_config:
+            return int(hf_config[key])
+    raise ModelError("the transformers config names no hidden_size or d_model")
+
+
 def build_text_model(hf_config: Mapping[str, Any]) -> nn.Module:
-    """The transformers encoder (no pooling layer) for a config dict, randomly initialised."""
+    """The transformers encoder (no pooling layer) for a config dict, randomly initialised.
+    For an encoder-decoder config (NLLB's M2M100) the encoder alone, as open_clip keeps it."""
     transformers = _transformers()
     params = {k: v for k, v in hf_config.items() if k not in ("model_type", "transformers_version")}
     try:
         config = transformers.AutoConfig.for_model(str(hf_config["model_type"]), **params)
+        if getattr(config, "is_encoder_decoder", False):
+            # Only the encoder is kept: build the decoder empty rather than allocate it.
+            if hasattr(config, "decoder_layers"):
+                config.decoder_layers = 0
+            return transformers.AutoModel.from_config(config).get_encoder()  # type: ignore[no-any-return]
         kwargs = {"add_pooling_layer": False} if "roberta" in config.model_type else {}
         return transformers.AutoModel.from_config(config, **kwargs)  # type: ignore[no-any-return]
     except (ValueError, KeyError, TypeError) as exc:
@@ -172,9 +186,11 @@ class HFTextCLIP(EmbeddingModel):
 
 class HFTextEncoder(nn.Module):
     """transformers encoder -> pooled [N, D] -> projection [N, E]. Names as open_clip's
-    (``transformer.*``, ``proj.*``)."""
+    (``transformer.*``, ``proj.*``). ``config``: an :class:`HFTextCLIPConfig` or any config with
+    its text fields (``hf_config``, ``pooler``, ``proj``, ``pad_id``, ``text_width``,
+    ``embed_dim``), such as :class:`model.nllb.NLLBSigLIPConfig`."""
 
-    def __init__(self, config: HFTextCLIPConfig) -> None:
+    def __init__(self, config: Any) -> None:
         super().__init__()
         self.pooler = config.pooler
         self.pad_id = config.pad_id

@@ -13,6 +13,11 @@ what open_clip adds around it is done here:
    last), and padded to the context length with the folder's pad token
    (``special_tokens_map.json`` / ``tokenizer_config.json``: ``</s>`` for SigLIP, ``<pad>`` for
    SigLIP 2 and XLM-R).
+
+NLLB (``"tokenizer_class": "NllbTokenizer"`` in ``tokenizer_config.json``) starts every text with
+a FLORES-200 language code: ``[lang] text </s>``, the code the folder's ``src_lang`` names
+(``eng_Latn`` when none), as open_clip's tokenizer does by default; :meth:`HubTokenizer.
+set_language` (or ``language=``) picks another, as open_clip's ``set_language`` is meant to.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ log = logging.getLogger(__name__)
 TOKENIZER_JSON = "tokenizer.json"
 CLEAN_MODES = ("canonicalize", "whitespace", "lower")
 _WHITESPACE = regex.compile(r"\s+")
+# FLORES-200 language codes as NLLB's vocabulary holds them: eng_Latn, zho_Hans, ...
+_LANGUAGE_CODE = regex.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
+_NLLB_CLASSES = ("NllbTokenizer", "NllbTokenizerFast")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 # As model.tokenizer: bound the work on huge input; no context holds this many characters' ids.
 _MAX_CHARS = 16384
@@ -78,7 +86,9 @@ class HubTokenizer:
     """``HubTokenizer(folder, clean="canonicalize")(["a dog"], context_length=64)`` ->
     LongTensor [1, 64]: the ids open_clip's ``HFTokenizer`` gives for that folder."""
 
-    def __init__(self, folder: str | Path, clean: str = "whitespace") -> None:
+    def __init__(
+        self, folder: str | Path, clean: str = "whitespace", language: str | None = None
+    ) -> None:
         try:
             from tokenizers import Tokenizer as _Tokenizer
         except ImportError as exc:  # pragma: no cover - a core dependency
@@ -113,6 +123,22 @@ class HubTokenizer:
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         self._tok.no_truncation()
         self._tok.no_padding()
+        # NLLB: [language code] text </s>, the code chosen here rather than by the template.
+        self.language: str | None = None
+        self._lang_id: int | None = None
+        self._eos_id: int | None = None
+        config = folder / "tokenizer_config.json"
+        settings = _read_json(config) if config.is_file() else {}
+        if settings.get("tokenizer_class") in _NLLB_CLASSES:
+            eos = _special_token(settings.get("eos_token")) or "</s>"
+            self._eos_id = self._tok.token_to_id(eos)
+            if self._eos_id is None:
+                raise CheckpointError(f"{path}: the end token {eos!r} is not in the vocabulary")
+            self.set_language(language or settings.get("src_lang") or "eng_Latn")
+        elif language is not None:
+            raise ModelError(
+                f"this model's tokenizer ({folder}) takes no language code; drop language="
+            )
 
     @staticmethod
     def _find_pad_token(folder: Path) -> str:
@@ -126,6 +152,28 @@ class HubTokenizer:
             f"{folder}: no pad token: expected special_tokens_map.json or tokenizer_config.json "
             "naming pad_token beside tokenizer.json"
         )
+
+    @property
+    def languages(self) -> list[str]:
+        """The language codes this tokenizer knows (NLLB: the 202 FLORES-200 codes), sorted."""
+        if self._eos_id is None:
+            return []
+        return sorted(
+            t for t in self._tok.get_vocab(with_added_tokens=True) if _LANGUAGE_CODE.match(t)
+        )
+
+    def set_language(self, language: str) -> None:
+        """Start every text with this language code (NLLB), e.g. ``"fra_Latn"``."""
+        if self._eos_id is None:
+            raise ModelError(f"this model's tokenizer ({self.folder}) takes no language code")
+        lang_id = self._tok.token_to_id(language) if isinstance(language, str) else None
+        if lang_id is None or not _LANGUAGE_CODE.match(language):
+            known = self.languages
+            raise ModelError(
+                f"unknown language code {language!r}: expected a FLORES-200 code such as "
+                f"eng_Latn, fra_Latn, zho_Hans ({len(known)} known: {', '.join(known[:6])}, ...)"
+            )
+        self.language, self._lang_id = language, lang_id
 
     def __repr__(self) -> str:
         return f"HubTokenizer({str(self.folder)!r}, clean={self.clean!r})"
@@ -146,13 +194,21 @@ class HubTokenizer:
         # As transformers' truncation does it: the text's own ids are cut to leave room for the
         # template's special ids, which are then added (the end id stays last). Done on each
         # encoding, so a tokenizer shared between threads is never reconfigured.
-        room = context_length - self._tok.num_special_tokens_to_add(False)
+        lang_id, eos_id = self._lang_id, self._eos_id
+        if lang_id is not None and eos_id is not None:
+            room = context_length - 2  # [lang] ... </s>
+        else:
+            room = context_length - self._tok.num_special_tokens_to_add(False)
         if room < 0:
             raise ModelError(f"context_length {context_length} cannot hold the special tokens")
         for row, enc in enumerate(self._tok.encode_batch(cleaned, add_special_tokens=False)):
-            if len(enc.ids) > room:
-                enc.truncate(room)
-            ids = self._tok.post_process(enc, None, add_special_tokens=True).ids[:context_length]
+            if lang_id is not None and eos_id is not None:
+                ids = [lang_id, *enc.ids[:room], eos_id]
+            else:
+                if len(enc.ids) > room:
+                    enc.truncate(room)
+                ids = self._tok.post_process(enc, None, add_special_tokens=True).ids
+            ids = ids[:context_length]
             out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return out
 

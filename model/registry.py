@@ -294,9 +294,9 @@ _SPECS: tuple[ModelSpec, ...] = (
     ),
 )
 
-# SigLIP, SigLIP 2, MobileCLIP2 and multilingual CLIP, as hub folders. Weight hashes are the
-# "Git LFS Details: SHA256" their huggingface.co file pages publish; revisions pinned where the
-# commit was recorded with them.
+# SigLIP, SigLIP 2, MobileCLIP2 and multilingual CLIP (XLM-R, NLLB), as hub folders. Weight
+# hashes are the "Git LFS Details: SHA256" their huggingface.co file pages publish; revisions
+# pinned where the commit was recorded with them.
 _SPECS += (
     _hub(
         "ViT-B-16-SigLIP", "timm/ViT-B-16-SigLIP", "41f575766f40e752fdd1383e9565b7f02388c1c4",
@@ -342,12 +342,30 @@ _SPECS += (
         files=("open_clip_config.json",),
     ),
     _hub(
+        "MobileCLIP2-B", "timm/MobileCLIP2-B-OpenCLIP", "main", "open_clip_pytorch_model.bin",
+        "", 599, "MobileCLIP2-B (ViT-B/16 image tower behind a conv stem; OpenAI's BPE, built in)",
+        files=("open_clip_config.json",),
+    ),
+    _hub(
         "xlm-roberta-base-ViT-B-32", "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
         "f047c6a31e35813eadaa81bab1b68ec115ca606d", "open_clip_pytorch_model.bin", "", 1460,
         "multilingual CLIP: ViT-B/32 with an XLM-RoBERTa base text tower, LAION-5B",
         files=("tokenizer.json",),
         write_files={"open_clip_config.json": _XLMR_CONFIG,
                      "special_tokens_map.json": _XLMR_SPECIAL},
+    ),
+    # NLLB-SigLIP (Visheratin 2023): the hub folders carry config and NLLB tokenizer; their pages
+    # publish no weight hash recorded here, so the hub's own LFS SHA256 is checked. Revisions:
+    # the last commits that changed a file other than the README.
+    _hub(
+        "nllb-clip-base-siglip", "visheratin/nllb-clip-base-siglip",
+        "52376b09dc02c5ecd0a3ab657dab178ba8bb32fe", "open_clip_pytorch_model.bin", "", 2030,
+        "multilingual NLLB-SigLIP: SigLIP ViT-B/16 384 px with the NLLB-200 600M text encoder",
+    ),
+    _hub(
+        "nllb-clip-large-siglip", "visheratin/nllb-clip-large-siglip",
+        "28298d7c43393dd70f6f2ea572539b589db1cb96", "open_clip_pytorch_model.bin", "", 4780,
+        "multilingual NLLB-SigLIP: SigLIP SO400M/14 384 px with the NLLB-200 1.3B text encoder",
     ),
 )  # fmt: skip
 

@@ -184,11 +184,38 @@ class SigLIPVisionTransformer(nn.Module):
         return self.attn_pool(self.norm(x))  # [N, D]
 
 
-class SigLIP(EmbeddingModel):
+class SigmoidScoring:
+    """Pair logits and match probabilities from ``logit_scale`` and ``logit_bias``: what every
+    sigmoid-trained model (SigLIP, NLLB-SigLIP) shares."""
+
+    score_kind = "sigmoid"
+    logit_scale: nn.Parameter
+    logit_bias: nn.Parameter
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Pair logits [N_img, N_txt]: exp(logit_scale) * cos + logit_bias (sigmoid -> probability)."""
+        img = F.normalize(self.encode_image(pixels), dim=-1)
+        txt = F.normalize(self.encode_text(tokens), dim=-1)
+        return self.logit_scale.exp() * img @ txt.t() + self.logit_bias
+
+    def score(self, cosine: np.ndarray | torch.Tensor | float) -> np.ndarray:
+        """The probability that pairs with these cosines match: sigmoid(exp(scale) * cos + bias)."""
+        values = torch.as_tensor(np.asarray(cosine, dtype=np.float32))
+        scale = float(self.logit_scale.detach().float().exp())
+        bias = float(self.logit_bias.detach().float())
+        return torch.sigmoid(values * scale + bias).numpy().astype(np.float32, copy=False)
+
+
+class SigLIP(SigmoidScoring, EmbeddingModel):
     """SigLIP / SigLIP 2; the public surface is :class:`~model.base.EmbeddingModel`'s."""
 
     family = "siglip"
-    score_kind = "sigmoid"
 
     def __init__(self, config: SigLIPConfig, tokenizer_dir: str | Path | None = None) -> None:
         super().__init__()
@@ -241,19 +268,6 @@ class SigLIP(EmbeddingModel):
         if tokens.shape[0] == 0:
             return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
         return self.text(tokens.to(self.device))
-
-    def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Pair logits [N_img, N_txt]: exp(logit_scale) * cos + logit_bias (sigmoid -> probability)."""
-        img = F.normalize(self.encode_image(pixels), dim=-1)
-        txt = F.normalize(self.encode_text(tokens), dim=-1)
-        return self.logit_scale.exp() * img @ txt.t() + self.logit_bias
-
-    def score(self, cosine: np.ndarray | torch.Tensor | float) -> np.ndarray:
-        """The probability that pairs with these cosines match: sigmoid(exp(scale) * cos + bias)."""
-        values = torch.as_tensor(np.asarray(cosine, dtype=np.float32))
-        scale = float(self.logit_scale.detach().float().exp())
-        bias = float(self.logit_bias.detach().float())
-        return torch.sigmoid(values * scale + bias).numpy().astype(np.float32, copy=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -229,6 +229,8 @@ def test_the_registry_names_the_new_families() -> None:
         "ViT-SO400M-14-SigLIP2-384",
         "MobileCLIP2-S2",
         "xlm-roberta-base-ViT-B-32",
+        "nllb-clip-base-siglip",
+        "MobileCLIP2-B",
     } <= set(hub_specs)
     for spec in hub_specs.values():
         assert spec.url.startswith("https://huggingface.co/")

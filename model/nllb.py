@@ -1,0 +1,257 @@
+"""NLLB-SigLIP: a SigLIP image tower with the text encoder of Meta's NLLB translation model, so a
+query in any of NLLB's 202 languages finds the images (open_clip's ``nllb-clip-base-siglip`` and
+``nllb-clip-large-siglip``, ``CustomTextCLIP``).
+
+As open_clip builds it:
+
+- image tower: timm's SigLIP ViT with the attention-pool ("MAP") head and no projection
+  (:class:`~model.siglip.SigLIPVisionTransformer`): ``vit_base_patch16_siglip_384`` for the base
+  model, ``vit_so400m_patch14_siglip_384`` for the large one; the feature is the tower's width;
+- text tower: the encoder of NLLB's M2M100 (transformers builds it from its config: the folder
+  ``text_cfg.hf_model_name`` points to, or, for ``facebook/nllb-200-*``, a config inferred from
+  the weights' shapes), read at its first position (the language code: open_clip's
+  ``cls_pooler``), projected by a linear layer without bias (``hf_proj_type: linear``);
+- ``logit_scale`` and ``logit_bias``: a pair's probability is ``sigmoid(exp(scale) * cos + bias)``;
+- preprocessing: SigLIP's (squash to R x R, bicubic, mean = std = 0.5), 384 px;
+- tokenizer: the folder's NLLB ``tokenizer.json``, ``[lang] text </s>`` with ``eng_Latn`` unless
+  another FLORES-200 code is chosen (``model.tokenizer.set_language("fra_Latn")``), padded with
+  ``<pad>`` to 77 tokens, open_clip's "whitespace" cleaning (cased).
+
+``transformers`` is an optional dependency: ``pip install 'clipsearch[multilingual]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.base import EmbeddingModel
+from model.clip import _check_positive_int, _dataclass_from
+from model.errors import CheckpointError, ModelError
+from model.hf_text import HFTextEncoder, hf_width
+from model.siglip import (
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    SigLIPVisionConfig,
+    SigLIPVisionTransformer,
+    SigmoidScoring,
+)
+
+# Hub names of text towers whose transformers config is rebuilt from the weights' shapes.
+_SHAPE_NAMES = ("facebook/nllb-200", "nllb-200", "facebook/m2m100", "m2m100")
+
+
+@dataclass
+class NLLBSigLIPConfig:
+    """A SigLIP ViT with a transformers (NLLB) text tower."""
+
+    embed_dim: int = 768  # the joint space: the image tower's width, the text projection's output
+    vision: SigLIPVisionConfig = field(
+        default_factory=lambda: SigLIPVisionConfig(image_size=384, patch_size=16)
+    )
+    hf_config: dict[str, Any] = field(default_factory=dict)  # the transformers config.json
+    pooler: str = "cls_pooler"  # open_clip's hf_pooler_type: the first (language code) position
+    proj: str = "linear"  # open_clip's hf_proj_type
+    text_clean: str = "whitespace"  # open_clip's tokenizer_kwargs.clean
+    context_length: int = 77  # tokens per text
+    language: str | None = None  # FLORES-200 code put first; None: the folder's (eng_Latn)
+
+    def __post_init__(self) -> None:
+        from model.hf_text import POOLERS, PROJECTIONS
+
+        _check_positive_int("config", "embed_dim", self.embed_dim)
+        _check_positive_int("config", "context_length", self.context_length)
+        if self.embed_dim != self.vision.width:
+            raise ModelError(
+                f"an NLLB-SigLIP image feature is its tower's width ({self.vision.width}); "
+                f"embed_dim={self.embed_dim} differs"
+            )
+        if self.pooler not in POOLERS:
+            raise ModelError(f"hf pooler must be one of {POOLERS}, got {self.pooler!r}")
+        if self.proj not in PROJECTIONS:
+            raise ModelError(f"hf projection must be one of {PROJECTIONS}, got {self.proj!r}")
+        if not isinstance(self.hf_config, dict) or "model_type" not in self.hf_config:
+            raise ModelError("hf_config must be a transformers config with a model_type")
+
+    @property
+    def text_width(self) -> int:
+        return hf_width(self.hf_config)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.hf_config.get("pad_token_id", 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NLLBSigLIPConfig:
+        if not isinstance(data, dict):
+            raise ModelError(
+                f"an NLLB-SigLIP config must be a JSON object, got {type(data).__name__}"
+            )
+        vision = _dataclass_from(SigLIPVisionConfig, data.get("vision", {}), "vision")
+        rest = {k: v for k, v in data.items() if k != "vision"}
+        known = {"embed_dim", "hf_config", "pooler", "proj", "text_clean", "context_length"}
+        unknown = set(rest) - known - {"language"}
+        if unknown:
+            raise ModelError(f"unknown NLLB-SigLIP config keys: {sorted(unknown)}")
+        return cls(vision=vision, **rest)
+
+
+class NLLBSigLIP(SigmoidScoring, EmbeddingModel):
+    """SigLIP ViT + NLLB text encoder; the surface is :class:`~model.base.EmbeddingModel`'s."""
+
+    family = "nllb-siglip"
+
+    def __init__(self, config: NLLBSigLIPConfig, tokenizer_dir: str | Path | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, NLLBSigLIPConfig):
+            raise ModelError(f"NLLBSigLIP needs an NLLBSigLIPConfig, got {type(config).__name__}")
+        self.config = config
+        self.tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
+        self.preprocess_cfg = {"mean": SIGLIP_MEAN, "std": SIGLIP_STD}
+        self.resize_mode = "squash"
+        self.interpolation = "bicubic"
+        self.visual = SigLIPVisionTransformer(config.vision)
+        self.text = HFTextEncoder(config)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.config.vision.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.context_length
+
+    def _make_tokenizer(self) -> Any:
+        from model.hub_tokenizer import HubTokenizer
+
+        if self.tokenizer_dir is None:
+            raise ModelError(
+                "this NLLB-SigLIP model has no tokenizer: load it from its hub folder "
+                "(tokenizer.json and tokenizer_config.json beside the weights), or set "
+                "model.tokenizer"
+            )
+        return HubTokenizer(
+            self.tokenizer_dir, clean=self.config.text_clean, language=self.config.language
+        )
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, 3, R, R] normalised pixels -> [N, E] unnormalised image features."""
+        self._check_pixels(pixels)
+        return self.visual(pixels.to(device=self.device, dtype=self.dtype))
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[N, L] token ids ([lang] ... </s> <pad>...) -> [N, E] unnormalised text features."""
+        if tokens.ndim != 2:
+            raise ModelError(f"expected token ids of shape [N, L], got {list(tokens.shape)}")
+        if tokens.shape[0] == 0:
+            return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
+        return self.text(tokens.to(self.device))  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------------------------
+# From an OpenCLIP hub folder
+# --------------------------------------------------------------------------------------------
+
+
+def nllb_shape_config(state: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """NLLB-200's M2M100 transformers config from the encoder's shapes (the distilled 600M and
+    1.3B models, the dense 3.3B): width, layers and FFN from the tensors, heads width // 64, and
+    what NLLB-200 fixes (sinusoidal positions for 1024 tokens, scaled embeddings, ReLU)."""
+    from model.checkpoints import _count_indices, _shape
+
+    prefix = "text.transformer."
+    vocab, width = _shape(state, prefix + "embed_tokens.weight", source)
+    layers = _count_indices(state, prefix + "layers.")
+    if layers == 0:
+        raise CheckpointError(f"{source}: no NLLB encoder layers ({prefix}layers.N)")
+    ffn = _shape(state, prefix + "layers.0.fc1.weight", source)[0]
+    heads = max(1, width // 64)
+    return {
+        "model_type": "m2m_100",
+        "vocab_size": vocab,
+        "d_model": width,
+        "encoder_layers": layers,
+        "encoder_attention_heads": heads,
+        "encoder_ffn_dim": ffn,
+        "decoder_layers": 0,
+        "decoder_attention_heads": heads,
+        "decoder_ffn_dim": ffn,
+        "max_position_embeddings": 1024,
+        "scale_embedding": True,
+        "activation_function": "relu",
+        "dropout": 0.0,
+        "attention_dropout": 0.0,
+        "activation_dropout": 0.0,
+        "pad_token_id": 1,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "decoder_start_token_id": 2,
+        "is_encoder_decoder": True,
+    }
+
+
+def infer_config(
+    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+) -> NLLBSigLIPConfig:
+    """The architecture of an open_clip NLLB-SigLIP: the SigLIP tower from shapes (timm's keys
+    renamed by :func:`model.siglip.from_open_clip_state`), the text tower from its transformers
+    config (or shapes), the projection from the keys."""
+    from model.checkpoints import _shape
+    from model.families import _model_cfg, siglip_vision_config
+
+    model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
+    vision = siglip_vision_config(vision_cfg, folder, state, source)
+    name = text_cfg.get("hf_model_name")
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"{source}: text_cfg.hf_model_name must name a transformers model")
+    hf_dir = (folder / name).resolve()
+    if (hf_dir / "config.json").is_file():
+        try:
+            hf_config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{hf_dir / 'config.json'}: not readable JSON: {exc}") from exc
+    elif name.lower().startswith(_SHAPE_NAMES):
+        hf_config = nllb_shape_config(state, source)
+    else:
+        raise CheckpointError(
+            f"{source}: the text tower {name!r} needs its transformers config.json: put the "
+            f"model's config.json in a folder beside the weights and set hf_model_name to it "
+            f"(known without one: facebook/nllb-200-* models)"
+        )
+    if "text.proj.weight" in state:
+        proj = "linear"
+        embed_dim = _shape(state, "text.proj.weight", source)[0]
+    elif "text.proj.0.weight" in state:
+        proj = "mlp"
+        embed_dim = _shape(state, "text.proj.2.weight", source)[0]
+    else:
+        raise CheckpointError(f"{source}: no text projection (text.proj.*) in the weights")
+    clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
+    try:
+        return NLLBSigLIPConfig(
+            embed_dim=int(model_cfg.get("embed_dim", embed_dim)),
+            vision=vision,
+            hf_config=hf_config,
+            pooler=str(text_cfg.get("hf_pooler_type", "cls_pooler")),
+            proj=str(text_cfg.get("hf_proj_type", proj)),
+            text_clean=str(clean),
+            context_length=int(text_cfg.get("context_length", 77)),
+        )
+    except (ModelError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{source}: unsupported NLLB-SigLIP: {exc}") from exc
