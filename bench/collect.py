@@ -22,6 +22,7 @@ ORDER = [
     "model",
     "preprocess",
     "index",
+    "ivf_candidates",
     "vector_store",
     "ingest",
     "library_scale",
