@@ -238,7 +238,7 @@ def ingest_pipeline(name: str, folder: Path, work: Path, model_dir: Path, device
     """The real ingestion path (catalog, scan, decode pool, embedding, one transaction per batch)
     in this process, with CLIPSEARCH_DEVICE_DECODE set as given; images/s from submit to done."""
     from indexer.library import Library, LibraryConfig
-    from indexer.tasks import run_embed_batch, run_ingest
+    from indexer.runs import run_embed_batch, run_ingest
     from indexer.worker import WorkerConfig, WorkerContext
 
     os.environ["CLIPSEARCH_DEVICE_DECODE"] = device_decode

@@ -98,7 +98,7 @@ def latencies(search, queries: np.ndarray) -> tuple[float, float]:
 
 
 def index_bytes(index: Any) -> int:
-    main = index._main
+    main, _, _ = index.export()  # the main faiss index as it is saved
     if index.kind == "flat":
         return int(main.ntotal) * int(main.d) * 4 + int(main.ntotal) * 8
     ivf = faiss.extract_index_ivf(main)

@@ -6,7 +6,7 @@ What it does, all in one run:
 2. Seeds a fresh catalog (SQLite) with N synthetic CLIP-like 512-d image vectors (default 100k,
    from ``bench/synthetic_vectors.py``) directly through the catalog ORM -- no images are decoded
    or embedded -- and builds the index the way a re-index job does
-   (``indexer.tasks.build_and_activate``: IVF above the flat threshold, nprobe tuned for recall).
+   (``indexer.reindex.build_and_activate``: IVF above the flat threshold, nprobe tuned for recall).
 3. Starts ``clipsearch serve --no-worker`` (the real CLI: uvicorn, the app, the Library).
 4. From a separate load process (httpx, asyncio), for each phase: C concurrent clients in a
    closed loop, each sending ``GET /api/search?q=...&k=20`` back to back:
@@ -122,7 +122,7 @@ def prepare(work: Path, n_vectors: int) -> dict[str, Any]:
 
     from indexer import catalog
     from indexer.catalog import Embedding, Image
-    from indexer.tasks import build_and_activate
+    from indexer.reindex import build_and_activate
     from indexer.worker import WorkerConfig, WorkerContext
     from model import build
     from model.checkpoints import save_pretrained

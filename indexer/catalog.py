@@ -593,8 +593,8 @@ def get_job(session: Session, job_id: int) -> Job:
 
 def create_job(session: Session, kind: str, params: dict[str, Any] | None = None) -> Job:
     """Record a queued job and commit it."""
-    if kind not in ("ingest", "reindex", "delete", "ocr"):
-        raise IndexerError(f"unknown job kind {kind!r}: use ingest, reindex, delete or ocr")
+    if kind not in ("ingest", "reindex", "ocr"):
+        raise IndexerError(f"unknown job kind {kind!r}: use ingest, reindex or ocr")
     job = Job(kind=kind, state="queued", params=dict(params or {}), done=0, failed=0, errors=[])
     session.add(job)
     session.commit()

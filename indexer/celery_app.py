@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 TASK_INGEST = "clipsearch.ingest_folder"
 TASK_EMBED = "clipsearch.embed_batch"
 TASK_REINDEX = "clipsearch.reindex"
-TASK_DELETE = "clipsearch.delete_images"
 TASK_RESUME = "clipsearch.resume_job"
 TASK_OCR = "clipsearch.ocr_images"
 

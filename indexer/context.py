@@ -1,8 +1,9 @@
-"""A worker process's state, shared by the task functions (indexer.tasks) and the worker that
-runs them (indexer.worker): configuration, catalog sessions, the decoder pool and the model cache.
+"""A worker process's state, shared by the job functions (indexer.runs, indexer.reindex) and the
+worker that runs them (indexer.worker): configuration, catalog sessions, the decoder pool and the
+model cache; and which model and index folder a library uses.
 
-It sits below both, so imports go one way: catalog <- vector_store <- milvus_store <- context <-
-tasks <- worker.
+It sits below them, so imports go one way: catalog <- vector_store <- context <- jobs <- ingest
+<- reindex <- runs <- tasks <- worker.
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
+from .catalog import Embedding, ModelRecord
 from .errors import IndexerError
+from .vector_store import active_index_row
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WorkerContext", "normalise_spec"]
+__all__ = [
+    "WorkerContext",
+    "active_model_spec",
+    "index_dir",
+    "library_model_spec",
+    "normalise_spec",
+]
 
 
 def normalise_spec(spec: str) -> str:
@@ -30,6 +41,35 @@ def normalise_spec(spec: str) -> str:
     if path.exists():
         return str(path.resolve())
     return spec
+
+
+def library_model_spec(session: Any) -> str | None:
+    """The model this library uses, as the catalog records it: the active index's model, else
+    the model that embedded the oldest vector (a library ingested but never re-indexed: every
+    finished re-index activates an index, so with none active, vectors of any other model come
+    from a re-index still under way, which must not take over searches before its flip); None
+    for a new library. Two index look-ups."""
+    row = active_index_row(session)
+    model_id = row.model_id if row is not None else None
+    if model_id is None:
+        oldest = sa.select(sa.func.min(Embedding.id)).scalar_subquery()  # the key's first entry
+        model_id = session.scalar(sa.select(Embedding.model_id).where(Embedding.id == oldest))
+    if model_id is None:
+        return None
+    name = session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == model_id))
+    return str(name) if name else None
+
+
+def active_model_spec(session: Any, default: str) -> str:
+    """The spec of the model searches and workers use: :func:`library_model_spec`, else
+    ``default`` (the configured model, for a new library)."""
+    return library_model_spec(session) or default
+
+
+def index_dir(ctx_or_data_dir: Any) -> Path:
+    """The folder of the FAISS index files of a library (a data folder, or a WorkerContext)."""
+    data_dir = getattr(ctx_or_data_dir, "data_dir", ctx_or_data_dir)
+    return Path(data_dir) / "index"
 
 
 class WorkerContext:

@@ -37,6 +37,7 @@ from .keywords import KeywordHit, keyword_search, query_words, score_ids
 from .types import Hit, SearchFilters
 
 if TYPE_CHECKING:
+    from .facade import LibraryFacade
     from .library import Library
 
 MODES = ("semantic", "text", "hybrid")
@@ -45,7 +46,7 @@ TEXT_WEIGHT = 1.5
 DEPTH = 100
 
 
-def resolve_mode(library: Library, query: str, mode: str | None) -> str:
+def resolve_mode(library: LibraryFacade, query: str, mode: str | None) -> str:
     """The mode a query runs in: the one asked for, else hybrid when the keyword index can
     help (it has rows and the query has words to look for), else semantic."""
     if mode is not None:

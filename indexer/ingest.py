@@ -33,8 +33,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer import jobs
 from indexer.catalog import (
-    JOB_ERROR_SAMPLE,
     Embedding,
     Image,
     Job,
@@ -44,7 +44,6 @@ from indexer.catalog import (
     gc_embeddings,
     get_job,
     job_info,
-    orphan_thumbnails,
     path_from_db,
     path_to_db,
     remove_thumbnails,
@@ -95,74 +94,14 @@ def _sha256_of(path: str) -> str | None:
         return None
 
 
-def _add_errors(session: Session, job_id: int, items: list[dict[str, str]]) -> None:
-    """Append to the job's capped error sample. Call after an UPDATE has locked the job row."""
-    if not items:
-        return
-    current = session.scalar(sa.select(Job.errors).where(Job.id == job_id)) or []
-    if len(current) >= JOB_ERROR_SAMPLE:
-        return
-    merged = list(current) + items[: JOB_ERROR_SAMPLE - len(current)]
-    session.execute(sa.update(Job).where(Job.id == job_id).values(errors=merged))
-
-
 # --------------------------------------------------------------------------------------------
-# Jobs
-
-
-def start_job(sessions: sessionmaker[Session], job_id: int) -> JobInfo:
-    """Mark a queued job running (no-op for a running one); returns its state."""
-    with sessions.begin() as s:
-        job = get_job(s, job_id)
-        now = utcnow()
-        if job.state == "queued":
-            job.state = "running"
-            job.started_at = job.started_at or now
-        job.heartbeat_at = now
-        return job_info(job)
-
-
-def finish_job(
-    sessions: sessionmaker[Session], job_id: int, state: str = "done", message: str | None = None
-) -> JobInfo:
-    """Close a job (done, failed or cancelled) unless it is already closed."""
-    if state not in ("done", "failed", "cancelled"):
-        raise IndexerError(f"a job can only finish as done, failed or cancelled, not {state!r}")
-    with sessions.begin() as s:
-        job = get_job(s, job_id)
-        if job.state in ("queued", "running"):
-            job.state = state
-            job.finished_at = utcnow()
-            if message:
-                job.message = message[:2000]
-                if state == "failed":
-                    errs = list(job.errors or [])
-                    if len(errs) < JOB_ERROR_SAMPLE:
-                        job.errors = [
-                            *errs,
-                            {"path": str(job.params.get("path", "")), "reason": message[:500]},
-                        ]
-        return job_info(job)
+# Jobs (their state machine is indexer.jobs)
 
 
 def job_progress(sessions: sessionmaker[Session], job_id: int) -> JobInfo:
+    """A job's state and counts as the API shows them."""
     with sessions() as s:
         return job_info(get_job(s, job_id))
-
-
-def _maybe_finish(session: Session, job_id: int) -> bool:
-    """Inside a transaction: mark the job done when every planned image is accounted for."""
-    res = session.execute(
-        sa.update(Job)
-        .where(
-            Job.id == job_id,
-            Job.state == "running",
-            Job.total.is_not(None),
-            Job.done + Job.failed >= Job.total,
-        )
-        .values(state="done", finished_at=utcnow())
-    )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
 
 
 def _has_work(session: Session, model_id: int | None, folder: str, recursive: bool) -> bool:
@@ -209,19 +148,7 @@ def _finish_covered_jobs(sessions: sessionmaker[Session], model_id: int | None) 
             recursive = bool(params.get("recursive", True))
             if _has_work(s, model_id, path_from_db(folder), recursive):
                 continue
-            now = utcnow()
-            res = s.execute(
-                sa.update(Job)
-                .where(Job.id == job_id, short)
-                .values(
-                    state="done",
-                    total=Job.done + Job.failed,
-                    finished_at=now,
-                    heartbeat_at=now,
-                    updated_at=now,
-                )
-            )
-            if res.rowcount:  # type: ignore[attr-defined]
+            if jobs.finish_as_processed(s, int(job_id), short):
                 finished.append(int(job_id))
     if finished:
         log.info("jobs %s finished: another job processed the rest of their images", finished)
@@ -293,7 +220,7 @@ def plan_ingest(
         if job.state not in ("queued", "running"):
             log.info("job %s is %s already; nothing to plan", job_id, job.state)
             return IngestPlan(job_id=job_id, root=str(params.get("path", "")))
-    start_job(sessions, job_id)
+        jobs.mark_running(s, job)
     with sessions.begin() as s:
         # Until this plan records the total the job is being planned: no batch (an earlier one of
         # its own, or another job's, see _finish_covered_jobs) may finish it meanwhile.
@@ -321,7 +248,8 @@ def plan_ingest(
         )
         signatures.clear()  # the comparison is done: free it before planning
     except IndexerError as exc:
-        finish_job(sessions, job_id, "failed", str(exc))
+        with sessions() as s:
+            jobs.fail(s, job_id, str(exc), path=str(params.get("path", "")))
         raise
 
     plan = IngestPlan(job_id=job_id, root=root, problems=problems)
@@ -474,11 +402,11 @@ def plan_ingest(
         }
         if problems:
             s.flush()
-            _add_errors(
+            jobs.record_errors(
                 s, job_id, [{"path": path_to_db(p.path), "reason": p.reason} for p in problems]
             )
         if not todo:
-            _maybe_finish(s, job_id)
+            jobs.finish_if_complete(s, job_id)
     log.info(
         "job %s: %d files under %r, %d to embed (%d new, %d changed, %d moved, %d removed)",
         job_id, len(files), root, len(todo), len(plan.new_ids), len(plan.changed_ids),
@@ -487,49 +415,75 @@ def plan_ingest(
     return plan
 
 
-def delete_missing(
-    sessions: sessionmaker[Session],
-    root: str | os.PathLike[str] | None = None,
-    recursive: bool = True,
-    thumb_dir: str | os.PathLike[str] | None = None,
-) -> list[int]:
-    """Remove catalog rows whose file no longer exists (under ``root``, or everywhere).
-    Returns the removed ids (drop them from the vector index)."""
-    with sessions() as s:
-        stmt = sa.select(Image.id, Image.path)
-        if root is not None:
-            stmt = stmt.where(
-                under_folder(
-                    Image.folder, path_to_db(os.path.abspath(os.fsdecode(root))), recursive
-                )
-            )
-        rows = s.execute(stmt).all()
-    gone = []
-    for image_id, db_path in rows:
-        try:
-            os.stat(path_from_db(db_path))
-        except FileNotFoundError:
-            gone.append(image_id)
-        except OSError:
-            continue  # unreadable is not gone
-    orphans: list[str] = []
-    with sessions.begin() as s:
-        for part in _chunks(gone):
-            orphans += delete_images(s, part)
-    if thumb_dir is not None and orphans:
-        remove_thumbnails(thumb_dir, orphans)
-    return gone
-
-
 # --------------------------------------------------------------------------------------------
 # Embedding a batch
 
 
-def _embed(model: Any, pixels: list[np.ndarray], batch_size: int) -> np.ndarray:
-    import torch
+def embed_decoded(
+    model: Any,
+    decoded: list[DecodeResult],
+    have: set[str],
+    *,
+    batch_size: int = 64,
+    on_device: bool = False,
+    expect: Sequence[tuple[int, int]] | None = None,
+    roots: list[str] | None = None,
+    pool: DecodePool | None = None,
+) -> tuple[dict[str, np.ndarray], list[DecodeResult]]:
+    """Embed the decoded images whose content ``model`` has not embedded yet (sha256 not in
+    ``have``), each content once: ``(vectors by sha256, decoded)``. ``on_device``: the JPEGs were
+    decoded without pixels and are decoded and embedded on the model's GPU (indexer.device_embed;
+    ``expect``: (size, mtime_ns) the scan saw, per result); the results it could not handle come
+    back in ``decoded`` as failures or with CPU pixels, embedded here."""
+    vectors: dict[str, np.ndarray] = {}
+    if on_device:
+        from indexer import device_embed
 
-    stacked = torch.from_numpy(np.stack(pixels))
-    return np.asarray(model.embed_pixels(stacked, batch_size=batch_size), dtype=np.float32)
+        vectors, decoded = device_embed.embed_decoded(
+            model,
+            decoded,
+            have,
+            expect={d.path: e for d, e in zip(decoded, expect or [], strict=True)},
+            roots=roots,
+            pool=pool,
+            batch_size=batch_size,
+        )
+    to_embed: dict[str, np.ndarray] = {}
+    for d in decoded:
+        if (
+            d.ok
+            and d.sha256
+            and d.sha256 not in have
+            and d.sha256 not in to_embed
+            and d.sha256 not in vectors
+            and d.pixels is not None
+        ):
+            to_embed[d.sha256] = d.pixels
+    if to_embed:
+        import torch
+
+        keys = list(to_embed)
+        stacked = torch.from_numpy(np.stack([to_embed[k] for k in keys]))
+        embedded = np.asarray(model.embed_pixels(stacked, batch_size=batch_size), np.float32)
+        vectors.update(zip(keys, embedded, strict=True))
+    return vectors, decoded
+
+
+def store_vectors(
+    session: Session, model_id: int, vectors: dict[str, np.ndarray], now: Any = None
+) -> None:
+    """Add one embedding per content (sha256) for ``model_id``, inside the caller's transaction;
+    content another worker embedded meanwhile keeps its row (insert or ignore)."""
+    now = now or utcnow()
+    _insert_ignore(
+        session,
+        Embedding.__table__,
+        [
+            {"sha256": k, "model_id": model_id, "vector": vector_to_bytes(v), "created_at": now}
+            for k, v in vectors.items()
+        ],
+        ["sha256", "model_id"],
+    )
 
 
 def process_batch(
@@ -585,7 +539,7 @@ def process_batch(
                 )
             )
         if job_id is not None:
-            s.execute(sa.update(Job).where(Job.id == job_id).values(heartbeat_at=utcnow()))
+            jobs.heartbeat(s, job_id)
             s.commit()
     work = [
         r for r in rows if r.state == "pending" or (r.state == "ready" and r.sha256 not in known)
@@ -594,7 +548,7 @@ def process_batch(
     if not work:
         if job_id is not None:
             with sessions.begin() as s:
-                result.job_finished = _maybe_finish(s, job_id)
+                result.job_finished = jobs.finish_if_complete(s, job_id)
             result.job_finished |= job_id in _finish_covered_jobs(sessions, model_id)
         return result
 
@@ -629,34 +583,17 @@ def process_batch(
                     )
                 )
             )
-    vectors: dict[str, np.ndarray] = {}
-    if on_device:
-        vectors, decoded = device_embed.embed_decoded(
-            model,
-            decoded,
-            have,
-            expect={d.path: e for d, e in zip(decoded, expect, strict=True)},
-            roots=roots,
-            pool=pool,
-            batch_size=embed_batch_size,
-        )
-        result.embedded = len(vectors)
-    to_embed: dict[str, np.ndarray] = {}
-    for d in decoded:
-        if (
-            d.ok
-            and d.sha256
-            and d.sha256 not in have
-            and d.sha256 not in to_embed
-            and d.sha256 not in vectors
-            and d.pixels is not None
-        ):
-            to_embed[d.sha256] = d.pixels
-    if to_embed:
-        keys = list(to_embed)
-        embedded = _embed(model, [to_embed[k] for k in keys], embed_batch_size)
-        vectors.update(zip(keys, embedded, strict=True))
-        result.embedded += len(keys)
+    vectors, decoded = embed_decoded(
+        model,
+        decoded,
+        have,
+        batch_size=embed_batch_size,
+        on_device=on_device,
+        expect=expect,
+        roots=roots,
+        pool=pool,
+    )
+    result.embedded = len(vectors)
 
     errors: list[dict[str, str]] = []
     old_shas: list[str | None] = []
@@ -700,16 +637,7 @@ def process_batch(
                 result.failed_ids.append(row.id)
                 errors.append({"path": row.path, "reason": d.reason or "failed"})
                 log.info("image %s (%r) failed: %s", row.id, row.path, d.reason)
-        _insert_ignore(
-            s,
-            Embedding.__table__,
-            [
-                {"sha256": k, "model_id": model_id, "vector": vector_to_bytes(v), "created_at": now}
-                for k, v in vectors.items()
-                if k in used_shas
-            ],
-            ["sha256", "model_id"],
-        )
+        store_vectors(s, model_id, {k: v for k, v in vectors.items() if k in used_shas}, now)
         gc_embeddings(s, old_shas)
         if texts:
             from indexer.keywords import store_decoded
@@ -726,25 +654,8 @@ def process_batch(
                     updated_at=now,
                 )
             )
-            _add_errors(s, job_id, errors)
-            result.job_finished = _maybe_finish(s, job_id)
+            jobs.record_errors(s, job_id, errors)
+            result.job_finished = jobs.finish_if_complete(s, job_id)
     if job_id is not None:
         result.job_finished |= job_id in _finish_covered_jobs(sessions, model_id)
     return result
-
-
-def image_vectors_for(
-    session: Session, model_id: int, image_ids: Sequence[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, vectors)`` of these images for ``model_id`` (e.g. ``BatchResult.ready_ids`` to add
-    to the vector index's delta after a batch)."""
-    from indexer.catalog import load_vectors
-
-    return load_vectors(session, model_id, image_ids)
-
-
-def cleanup_thumbnails(
-    session: Session, thumb_dir: str | os.PathLike[str], keys: Sequence[str]
-) -> int:
-    """Delete the thumbnail files among ``keys`` that no image refers to."""
-    return remove_thumbnails(thumb_dir, orphan_thumbnails(session, keys))

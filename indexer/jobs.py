@@ -1,16 +1,20 @@
 """A job's state in the catalog, written the same way by every kind of job (ingest, embed,
-reindex, delete, OCR, duplicates): loaded (or skipped when gone or finished), marked running with
-a heartbeat, errors sampled, finished or failed with a message a user can act on.
+reindex, OCR, duplicates): loaded (or skipped when gone or finished), marked running with a
+heartbeat, errors sampled, finished when its work is accounted for, or failed with a message a
+user can act on. This is the one place that writes a job's state.
 
-Below the job modules (tasks, ocr_job, duplicates) and the worker, so each of them imports it and
-none imports another for these: catalog <- context <- jobs <- tasks <- worker.
+Below the job modules (ingest, runs, reindex, ocr_job, duplicates), the tasks and the worker, so
+each of them imports it and none imports another for these: catalog <- context <- jobs <- ingest
+<- reindex <- runs <- tasks <- worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +22,7 @@ import sqlalchemy as sa
 from . import catalog
 from .catalog import Job
 from .context import WorkerContext
-from .errors import NotFound
+from .errors import IndexerError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +31,17 @@ __all__ = [
     "FINAL_STATES",
     "add_errors",
     "context_of",
+    "fail",
     "fail_job",
     "finish",
+    "finish_as_processed",
+    "finish_if_complete",
+    "heartbeat",
+    "keep_alive",
     "load_job",
     "mark_running",
     "now",
+    "record_errors",
     "thumb_dir",
     "unfinished_job_ids",
 ]
@@ -85,6 +95,11 @@ def mark_running(session: Any, job: Job) -> None:
 
 
 def finish(session: Any, job: Job, state: str = "done", message: str | None = None) -> None:
+    """Close a job as done, failed or cancelled (a job already closed is left as it is). Commits."""
+    if state not in FINAL_STATES:
+        raise IndexerError(f"a job can only finish as done, failed or cancelled, not {state!r}")
+    if job.state in FINAL_STATES:
+        return
     at = now()
     job.state = state
     job.finished_at = at
@@ -92,6 +107,47 @@ def finish(session: Any, job: Job, state: str = "done", message: str | None = No
     if message:
         job.message = message[:2000]
     session.commit()
+
+
+def finish_if_complete(session: Any, job_id: int) -> bool:
+    """Inside the caller's transaction: mark a running job done once every image it planned is
+    accounted for (``done + failed >= total``). One conditional UPDATE, so of two batches ending
+    together exactly one finishes it. True when this call finished it."""
+    res = session.execute(
+        sa.update(Job)
+        .where(
+            Job.id == job_id,
+            Job.state == "running",
+            Job.total.is_not(None),
+            Job.done + Job.failed >= Job.total,
+        )
+        .values(state="done", finished_at=catalog.utcnow())
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def finish_as_processed(session: Any, job_id: int, *where: Any) -> bool:
+    """Inside the caller's transaction: mark a job done with ``total = done + failed`` (what it
+    processed itself) when the SQL conditions ``where`` hold for its row. True when this call
+    finished it."""
+    at = catalog.utcnow()
+    res = session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, *where)
+        .values(
+            state="done",
+            total=Job.done + Job.failed,
+            finished_at=at,
+            heartbeat_at=at,
+            updated_at=at,
+        )
+    )
+    return bool(res.rowcount)  # type: ignore[attr-defined]
+
+
+def heartbeat(session: Any, job_id: int) -> None:
+    """Mark the job alive now (an UPDATE in the caller's transaction; the caller commits)."""
+    session.execute(sa.update(Job).where(Job.id == job_id).values(heartbeat_at=now()))
 
 
 def add_errors(job: Job, errors: Sequence[dict[str, str]]) -> None:
@@ -104,10 +160,57 @@ def add_errors(job: Job, errors: Sequence[dict[str, str]]) -> None:
         job.errors = current + list(errors)[:room]
 
 
+def record_errors(session: Any, job_id: int, errors: Sequence[dict[str, str]]) -> None:
+    """:func:`add_errors` for a job known by id, inside the caller's transaction: the row is read
+    afresh (call it after an UPDATE has locked it, so concurrent batches never lose a sample)."""
+    if not errors:
+        return
+    job = session.get(Job, job_id, populate_existing=True)
+    if job is not None:
+        add_errors(job, errors)
+
+
+def fail(session: Any, job_id: int, message: str, *, path: str | None = None) -> None:
+    """Record that a job failed as a whole with ``message``, a sentence a user can act on; with
+    ``path`` (the folder an ingest could not read) the failure is also one of its errors. A job
+    already finished is left as it is. Commits."""
+    job = session.get(Job, job_id)
+    if job is None or job.state in FINAL_STATES:
+        return
+    if path is not None:
+        add_errors(job, [{"path": path, "reason": message[:500]}])
+    finish(session, job, "failed", message)
+
+
 def fail_job(ctx: WorkerContext, job_id: int, exc: BaseException) -> None:
-    """Record that a job failed as a whole, with a message a user can act on."""
+    """Record that a job's task failed with ``exc`` (the task wrappers' last resort)."""
     with ctx.session() as session:
-        job = session.get(Job, job_id)
-        if job is None or job.state in FINAL_STATES:
-            return
-        finish(session, job, "failed", f"{type(exc).__name__}: {exc}")
+        fail(session, job_id, f"{type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def keep_alive(ctx: WorkerContext, job_id: int | None, every_s: float = 20.0) -> Iterator[None]:
+    """Refresh the job's heartbeat from a side thread while a long step runs."""
+    if job_id is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            try:
+                with ctx.session() as session:
+                    session.execute(
+                        sa.update(Job).where(Job.id == job_id).values(heartbeat_at=now())
+                    )
+                    session.commit()
+            except Exception as exc:  # a missed beat only risks a duplicate (idempotent) run
+                log.warning("job %s: heartbeat failed: %s", job_id, exc)
+
+    thread = threading.Thread(target=beat, name=f"clipsearch-heartbeat-{job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)

@@ -5,7 +5,8 @@ It reads the catalog, serves searches from the vector index, and submits jobs to
 * **Index lifecycle.** The catalog's active ``IndexVersion`` names the model searches use and the
   saved index (``<data_dir>/index``, :class:`~indexer.vector_index.IndexStore`). The Library loads
   it, then keeps it fresh: images embedded since that build are added to the index's exact delta
-  (polled at most every ``refresh_interval_s`` on search, or at once with :meth:`refresh_index`),
+  (by one follower thread, indexer.freshness: every ``refresh_interval_s`` and soon after a
+  search finds it due; or at once with :meth:`refresh_index`),
   so newly ingested images are searchable before any rebuild. A newer active version (a re-index
   finished, possibly with a new model) is loaded beside the old one and swapped in by one
   reference assignment: a query in flight finishes on what it started with. Without any index yet,
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -33,6 +34,7 @@ import sqlalchemy as sa
 from . import catalog, safe_files
 from .catalog import Image, IndexVersion, Job, ModelRecord
 from .celery_app import TASK_INGEST, TASK_REINDEX, default_broker_url, make_celery
+from .context import index_dir, library_model_spec, normalise_spec
 from .errors import (
     Conflict,
     IndexerError,
@@ -41,14 +43,10 @@ from .errors import (
     PathNotAllowed,
     StoreUnavailable,
 )
+from .freshness import IndexFollower
+from .jobs import FINAL_STATES
 from .ocr import OcrConfig
-from .tasks import (
-    FINAL_STATES,
-    active_index_row,
-    index_dir,
-    library_model_spec,
-    normalise_spec,
-)
+from .settings import DEFAULT_MODEL
 from .types import (
     IMAGE_STATES,
     FolderInfo,
@@ -65,6 +63,7 @@ from .vector_store import (
     StoreConfig,
     StoreFilters,
     VectorStore,
+    active_index_row,
     follow_catalog,
     hold_lease,
     new_lease_owner,
@@ -99,11 +98,11 @@ class LibraryConfig:
     data_dir: Path  # thumbnails, index files, the embedded catalog and broker
     database_url: str | None = None  # None: SQLite at <data_dir>/catalog.db
     broker_url: str | None = None  # None: the embedded SQLite broker at <data_dir>/broker.sqlite
-    model_spec: str = "ViT-B-32"  # the model of a new library (the catalog's model wins)
+    model_spec: str = DEFAULT_MODEL  # the model of a new library (the catalog's model wins)
     device: str | None = None  # None: CUDA when available, else CPU
     queue_prefix: str = ""  # namespaces the queue on a shared broker
     allowed_roots: Sequence[Path] | None = None  # folders ingest may read; None: any folder
-    refresh_interval_s: float = 2.0  # how often searches look for new vectors / index versions
+    refresh_interval_s: float = 2.0  # how often the index follows the catalog (new vectors, versions)
     batch_size: int = 32  # images per embedding batch (workers started by this library)
     worker_concurrency: int = 1
     extra_worker_env: dict[str, str] = field(default_factory=dict)
@@ -206,7 +205,8 @@ class Library:
         self._served: _Served | None = None
         self._load_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
-        self._last_refresh = 0.0
+        # freshness: one thread (started with the first index served) follows the catalog
+        self._follower = IndexFollower(self.refresh_index, config.refresh_interval_s)
         # Milvus: of the processes following the catalog, only the lease holder writes the
         # repairs (vector_store.hold_lease); workers write their own batches.
         self._lease_owner = new_lease_owner()
@@ -239,6 +239,7 @@ class Library:
 
     def close(self) -> None:
         """Stop workers and the watcher this library started and release connections."""
+        self._follower.stop()
         if self.watcher is not None:
             with contextlib.suppress(Exception):
                 self.watcher.stop()
@@ -289,7 +290,7 @@ class Library:
         with self._load_lock:
             if self._served is None:
                 self._served = self._load_served(reuse=None)
-                self._last_refresh = time.monotonic()
+                self._follower.start()
             return self._served
 
     def _load_served(self, reuse: _Served | None) -> _Served:
@@ -438,7 +439,7 @@ class Library:
             self._ensure_served()
             return 0
         with self._refresh_lock:
-            self._last_refresh = time.monotonic()
+            self._follower.refreshed()
             with self._session() as session:
                 row = active_index_row(session)
                 version = None if row is None else row.version
@@ -456,22 +457,6 @@ class Library:
                 return 0
             return self._sync_delta(served)
 
-    def _maybe_refresh(self) -> None:
-        """Refresh in a background thread when due: a search never waits for a load or a swap."""
-        if time.monotonic() - self._last_refresh < self.config.refresh_interval_s:
-            return
-        if self._refresh_lock.locked():
-            return  # a refresh is already under way
-        self._last_refresh = time.monotonic()
-
-        def run() -> None:
-            try:
-                self.refresh_index()
-            except Exception as exc:  # a failed refresh keeps the current index serving
-                log.warning("index refresh failed, keeping the current index: %s", exc)
-
-        threading.Thread(target=run, name="clipsearch-index-refresh", daemon=True).start()
-
     # ---- search
 
     def search(
@@ -486,7 +471,7 @@ class Library:
         """The ``k`` best ready images for ``vector`` after skipping ``offset``, best first."""
         k, offset = _check_page(k, offset, MAX_K)
         served = self._ensure_served()
-        self._maybe_refresh()
+        self._follower.due()  # the follower refreshes soon; this search reads what is served now
         served = self._served or served
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         store = served.store
@@ -979,16 +964,20 @@ class Library:
 
     # ---- watched folders
 
-    def add_watched_folder(self, path: str, recursive: bool = True) -> FolderInfo:
+    def add_watched_folder(
+        self, path: str, recursive: bool = True, if_changed: bool = False
+    ) -> FolderInfo:
         """Keep a folder up to date: remembered in the catalog (across restarts), watched by
         the serving process's watcher, re-scanned periodically; an ingest is queued now. Adding
-        a folder already watched queues a re-scan of it."""
+        a folder already watched queues a re-scan of it (``if_changed``: only if it differs
+        from the catalog, as ``serve --images`` does at each start)."""
         folder = self.check_ingest_path(path)
         db_path = catalog.path_to_db(folder)
         with self._session() as session:
             row = session.scalar(
                 sa.select(catalog.WatchedFolder).where(catalog.WatchedFolder.path == db_path)
             )
+            known = row is not None
             if row is None:
                 row = catalog.WatchedFolder(path=db_path, recursive=bool(recursive))
                 session.add(row)
@@ -1000,7 +989,7 @@ class Library:
                 sa.select(catalog.WatchedFolder.id).where(catalog.WatchedFolder.path == db_path)
             )
         assert folder_id is not None
-        self.scan_watched_folder(int(folder_id))
+        self.scan_watched_folder(int(folder_id), if_changed=if_changed and known)
         return self.get_watched_folder(int(folder_id))
 
     def remove_watched_folder(self, folder_id: int) -> FolderInfo:
@@ -1013,9 +1002,13 @@ class Library:
             session.commit()
         return info
 
-    def scan_watched_folder(self, folder_id: int, sub_path: str | None = None) -> JobInfo | None:
+    def scan_watched_folder(
+        self, folder_id: int, sub_path: str | None = None, if_changed: bool = False
+    ) -> JobInfo | None:
         """Queue an ingest of a watched folder (or of ``sub_path`` inside it, what changed),
-        unless an ingest of that path is queued and not started yet. Returns the job queued."""
+        unless an ingest of that path is queued and not started yet (or, ``if_changed``, the
+        folder matches the catalog: see :func:`indexer.watch.folder_changes`). Returns the job
+        queued."""
         with self._session() as session:
             row = session.get(catalog.WatchedFolder, _as_id(folder_id, "folder"))
             if row is None:
@@ -1029,12 +1022,22 @@ class Library:
             ):
                 if isinstance(params, dict) and params.get("path") == db_target:
                     return None
-        job = self.submit_ingest(target, recursive=recursive or target != root)
+        job = None
+        if if_changed:
+            from .watch import folder_changes
+
+            why = folder_changes(self.Session, target, recursive or target != root, self._roots)
+            log.info("watched folder %s: %s", target, why or "unchanged, no ingest queued")
+        if not if_changed or why is not None:
+            job = self.submit_ingest(target, recursive=recursive or target != root)
         with self._session() as session:
             session.execute(
                 sa.update(catalog.WatchedFolder)
                 .where(catalog.WatchedFolder.id == folder_id)
-                .values(last_job_id=job.id, last_scan_at=catalog.utcnow())
+                .values(
+                    last_scan_at=catalog.utcnow(),
+                    **({"last_job_id": job.id} if job is not None else {}),
+                )
             )
             session.commit()
         return job
@@ -1353,3 +1356,9 @@ def _check_page(k: int, offset: int, maximum: int) -> tuple[int, int]:
     if offset > 100_000:
         raise IndexerError("offset is too large (at most 100000); narrow the search instead")
     return int(k), int(offset)
+
+
+if TYPE_CHECKING:  # the service's view of a library (indexer.facade) is this class's
+    from .facade import LibraryFacade
+
+    _library_is_a_facade: type[LibraryFacade] = Library

@@ -12,7 +12,6 @@ from typing import Any
 
 IMAGE_STATES = ("pending", "ready", "failed")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
-JOB_KINDS = ("ingest", "reindex", "delete")
 
 
 @dataclass(frozen=True)

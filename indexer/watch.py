@@ -15,11 +15,16 @@ turns events into the usual ingest jobs:
 * **A safety net.** Every ``rescan_interval_s`` (and once when the watcher starts, for what
   changed while nothing watched) each folder is re-scanned whole: network drives and some
   container mounts deliver no events.
+* **No empty jobs.** Those re-scans (and ``serve --images`` on a folder watched already) first
+  compare the folder with the catalog (:func:`folder_changes`: a stat per file, nothing opened
+  but new files); an unchanged folder gets no job, so restarts and hourly re-scans do not fill
+  the job list with "nothing new".
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -30,6 +35,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import catalog
+from .decode import retry_on_rescan
+from .errors import IndexerError
+from .scan import OUTSIDE_ROOTS, scan_folder
+from .types import ScanProblem
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +154,7 @@ class FolderWatcher:
                 )
                 self._last_rescan[folder_id] = now - min(age, 1e9)
                 if catch_up and age > 60:  # what changed while nothing watched
-                    self._queue(folder_id, None)
+                    self._queue(folder_id, None, if_changed=True)
             if path not in self._watches and os.path.isdir(path):
                 self._schedule(path, recursive)
         for path in [p for p in self._folders if p not in wanted]:
@@ -218,13 +227,13 @@ class FolderWatcher:
             return
         for folder_id, _recursive in list(self._folders.values()):
             if now - self._last_rescan.get(folder_id, now) >= self.rescan_interval_s:
-                self._queue(folder_id, None)
+                self._queue(folder_id, None, if_changed=True)
 
-    def _queue(self, folder_id: int, sub_path: str | None) -> None:
+    def _queue(self, folder_id: int, sub_path: str | None, if_changed: bool = False) -> None:
         if sub_path is None:
             self._last_rescan[folder_id] = time.monotonic()
         try:
-            job = self.library.scan_watched_folder(folder_id, sub_path)
+            job = self.library.scan_watched_folder(folder_id, sub_path, if_changed=if_changed)
         except Exception as exc:  # a folder removed meanwhile, outside the roots, ...
             log.warning("watched folder %s: no ingest queued (%s)", folder_id, exc)
             return
@@ -243,6 +252,84 @@ def _changed_folder(root: str, dirs: set[str]) -> str | None:
     while common != root and not os.path.isdir(common):
         common = os.path.dirname(common)
     return None if common == root else common
+
+
+def folder_changes(
+    sessions: Any, root: str, recursive: bool = True, allowed_roots: Any = None
+) -> str | None:
+    """What an ingest of ``root`` would find to do, in words, or None when the folder matches
+    the catalog: no new file (other than ones the user removed from the library), none changed
+    (size and mtime), none gone, no image waiting to be embedded, no failure worth retrying.
+
+    A stat per catalogued file; only a file the catalog does not know is opened (to tell an
+    image by its first bytes, and to hash it when its size matches a removed file's). Stops at
+    the first difference. A folder that cannot be read counts as changed: the ingest will say
+    why in its job."""
+    root_db = catalog.path_to_db(os.path.abspath(root))
+    where = catalog.under_folder(catalog.Image.folder, root_db, recursive)
+    with sessions() as s:
+        if s.scalar(sa.select(catalog.Image.id).where(where, catalog.Image.state == "pending")):
+            return "images waiting to be embedded"
+        rows = {
+            path: (int(size), int(mtime), state, error)
+            for path, size, mtime, state, error in s.execute(
+                sa.select(
+                    catalog.Image.path,
+                    catalog.Image.size,
+                    catalog.Image.mtime_ns,
+                    catalog.Image.state,
+                    catalog.Image.error,
+                ).where(where)
+            )
+        }
+    problems: list[ScanProblem] = []
+    new: dict[str, tuple[str, int]] = {}  # db path -> (fs path, size)
+    seen: set[str] = set()
+    try:
+        for f in scan_folder(
+            root,
+            recursive=recursive,
+            on_problem=problems,
+            allowed_roots=allowed_roots,
+            known=lambda p, size, mtime: (
+                rows.get(catalog.path_to_db(p), (0, 0))[:2] == (size, mtime)
+            ),
+        ):
+            db_path = catalog.path_to_db(f.path)
+            seen.add(db_path)
+            row = rows.get(db_path)
+            if row is None:
+                new[db_path] = (f.path, f.size)
+            elif row[:2] != (f.size, f.mtime_ns):
+                return f"{f.path} changed"
+            elif row[2] == "failed" and retry_on_rescan(row[3]):
+                return f"{f.path} is to be tried again"
+    except (IndexerError, OSError) as exc:
+        return str(exc)
+    kept = [catalog.path_to_db(p.path) for p in problems if p.reason != OUTSIDE_ROOTS]
+    for db_path in rows:
+        if db_path not in seen and not any(
+            db_path == k or db_path.startswith(k.rstrip("/") + "/") for k in kept
+        ):
+            return f"{catalog.path_from_db(db_path)} is gone"
+    if new:
+        with sessions() as s:
+            refused = catalog.removed_paths(s, list(new))
+            others = {p: v for p, v in new.items() if p not in refused}
+            by_size = catalog.removed_content_by_size(s, [size for _, size in others.values()])
+        for fs_path, size in others.values():
+            if size not in by_size or _sha256(fs_path) not in by_size[size]:
+                return f"{fs_path} is new"
+    return None
+
+
+def _sha256(path: str) -> str | None:
+    try:  # non-blocking: a file swapped for a FIFO since the scan does not hang the watcher
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 class _Handler:

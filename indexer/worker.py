@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,6 +33,7 @@ from .celery_app import TASK_RESUME, default_broker_url, is_embedded_broker, mak
 from .context import WorkerContext
 from .errors import IndexerError
 from .ocr import OcrConfig
+from .settings import WorkerSettings
 from .vector_store import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -106,52 +107,26 @@ class WorkerConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
-        env = os.environ if env is None else env
-
-        def number(name: str, default: float, kind: Callable[[str], Any]) -> Any:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                return kind(raw)
-            except ValueError:
-                raise IndexerError(f"{name}={raw!r} is not a number; fix or unset it") from None
-
-        data_dir = env.get("CLIPSEARCH_DATA_DIR", "").strip()
-        if not data_dir:
-            data_dir = str(Path.home() / ".local" / "share" / "clipsearch")
-        model_spec = env.get("CLIPSEARCH_MODEL", "").strip() or "ViT-B-32"
-        concurrency = int(number("CLIPSEARCH_WORKER_CONCURRENCY", 1, int))
-        batch_size = int(number("CLIPSEARCH_EMBED_BATCH_SIZE", 32, int))
-        if concurrency < 1 or batch_size < 1:
-            raise IndexerError(
-                "CLIPSEARCH_WORKER_CONCURRENCY and CLIPSEARCH_EMBED_BATCH_SIZE must be at least 1"
-            )
-        decode_workers = number("CLIPSEARCH_DECODE_WORKERS", 0, int) or None
-        ready = env.get("CLIPSEARCH_WORKER_READY_FILE", "").strip()
-        compression = env.get("CLIPSEARCH_INDEX_COMPRESSION", "").strip().lower()
-        if compression in ("", "none", "flat"):
-            compression = ""
-        elif compression not in ("sq8", "fp16", "pq"):
-            raise IndexerError(
-                f"CLIPSEARCH_INDEX_COMPRESSION={compression!r}: use none, sq8, fp16 or pq"
-            )
+        """The config ``CLIPSEARCH_*`` variables give (default: this process's environment),
+        read by the settings model the API uses too (indexer.settings); a bad value is an
+        :class:`IndexerError` naming the variable."""
+        settings = WorkerSettings.from_env(env)
         return cls(
-            data_dir=Path(data_dir),
-            model_spec=model_spec,
-            database_url=env.get("CLIPSEARCH_DATABASE_URL", "").strip() or None,
-            broker_url=env.get("CLIPSEARCH_BROKER_URL", "").strip() or None,
-            queue_prefix=env.get("CLIPSEARCH_QUEUE_PREFIX", "").strip(),
-            device=env.get("CLIPSEARCH_DEVICE", "").strip() or None,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            decode_workers=decode_workers,
-            stale_after_s=float(number("CLIPSEARCH_STALE_AFTER_S", 120.0, float)),
-            embed_delay_s=float(number("CLIPSEARCH_TEST_EMBED_DELAY_S", 0.0, float)),
-            ready_file=Path(ready) if ready else None,
-            index_compression=compression or None,
-            store=store_config_from_env(env),
-            ocr=_ocr_from_env(env),
+            data_dir=settings.data_dir,
+            model_spec=settings.model,
+            database_url=settings.database_url or None,
+            broker_url=settings.broker_url or None,
+            queue_prefix=settings.queue_prefix,
+            device=settings.device or None,
+            concurrency=settings.worker_concurrency,
+            batch_size=settings.embed_batch_size,
+            decode_workers=settings.decode_workers or None,
+            stale_after_s=settings.stale_after_s,
+            embed_delay_s=settings.test_embed_delay_s,
+            ready_file=settings.worker_ready_file,
+            index_compression=settings.index_compression,
+            store=settings.store_config(),
+            ocr=_ocr_from_env(os.environ if env is None else env),
         )
 
 
@@ -176,26 +151,6 @@ def store_env(store: StoreConfig) -> dict[str, str]:
     if store.milvus_token:
         env["CLIPSEARCH_MILVUS_TOKEN"] = store.milvus_token
     return env
-
-
-def store_config_from_env(env: Mapping[str, str]) -> StoreConfig:
-    """The vector store the environment names (the same variables as the API's Settings)."""
-
-    def integer(name: str) -> int:
-        raw = env.get(name, "").strip()
-        try:
-            return int(raw) if raw else 0
-        except ValueError:
-            raise IndexerError(f"{name}={raw!r} is not a whole number; fix or unset it") from None
-
-    return StoreConfig(
-        milvus_uri=env.get("CLIPSEARCH_MILVUS_URI", "").strip() or None,
-        milvus_token=env.get("CLIPSEARCH_MILVUS_TOKEN", "").strip() or None,
-        milvus_collection=env.get("CLIPSEARCH_MILVUS_COLLECTION", "").strip() or "clipsearch",
-        milvus_index=env.get("CLIPSEARCH_MILVUS_INDEX", "").strip().upper() or "AUTO",
-        milvus_nlist=integer("CLIPSEARCH_MILVUS_NLIST"),
-        milvus_nprobe=integer("CLIPSEARCH_MILVUS_NPROBE"),
-    ).checked()
 
 
 def create_worker_app(config: WorkerConfig) -> Celery:
@@ -229,7 +184,7 @@ def recover_unfinished_jobs(app: Celery, now: datetime | None = None) -> list[in
     without progress for ``stale_after_s``. Re-running a job is safe: tasks check the catalog and
     skip what is already done, so every image is embedded exactly once.
     """
-    from .tasks import unfinished_job_ids
+    from .jobs import unfinished_job_ids
 
     ctx: WorkerContext = app.clipsearch  # type: ignore[attr-defined]
     others = _other_workers_alive(app)
@@ -259,7 +214,7 @@ def recover_stale_jobs(app: Celery, now: datetime | None = None) -> list[int]:
     import sqlalchemy as sa
 
     from .catalog import Job
-    from .tasks import unfinished_job_ids
+    from .jobs import unfinished_job_ids
 
     ctx: WorkerContext = app.clipsearch  # type: ignore[attr-defined]
     now = now or datetime.now(timezone.utc)

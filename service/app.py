@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,7 +43,6 @@ log = logging.getLogger(__name__)
 
 UPLOAD_PATHS = ("/api/search/image",)
 MULTIPART_OVERHEAD = 64 * 1024
-INDEX_REFRESH_S = 2.0
 
 
 def build_library(settings: Settings, confine: bool = True) -> Any:
@@ -433,17 +431,6 @@ class Gallery:
 # --- factory ----------------------------------------------------------------------------------
 
 
-def _refresh_loop(state: ServiceState, stop: threading.Event) -> None:
-    refresh = getattr(state.library, "refresh_index", None)
-    if not callable(refresh):
-        return
-    while not stop.wait(INDEX_REFRESH_S):
-        try:
-            refresh()
-        except Exception as exc:  # keep serving the current index
-            log.debug("index refresh failed: %s", exc)
-
-
 def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI:
     """Build the app. ``library`` defaults to the indexer's Library for ``settings``."""
     settings = settings if settings is not None else Settings()
@@ -464,7 +451,6 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
         limit_compute_threads(settings.compute_threads)
         if settings.preload_model:
             try:
@@ -474,15 +460,10 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
                 mapped = _error_status(exc)
                 state.model_error = mapped[1] if mapped else str(exc)
                 log.error("model not loaded: %s", state.model_error)
-        refresher = threading.Thread(
-            target=_refresh_loop, args=(state, stop), name="clipsearch-index-refresh", daemon=True
-        )
-        refresher.start()
+        # The library keeps its index fresh itself (indexer.freshness: one follower thread).
         try:
             yield
         finally:
-            stop.set()
-            refresher.join(timeout=5)
             state.close()
             if owns_library:
                 lib.close()

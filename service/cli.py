@@ -65,7 +65,7 @@ def _library(settings: Any) -> Any:
     """The library of the settings' data folder. Its catalog's model wins over the configured
     one; a different model asked for explicitly (``--model``, ``CLIPSEARCH_MODEL``) is named,
     with how to switch to it, instead of being used silently."""
-    from indexer.tasks import library_model_spec, normalise_spec
+    from indexer.context import library_model_spec, normalise_spec
 
     from .app import build_library
 
@@ -784,6 +784,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_search)
 
+    from indexer.settings import DEFAULT_MODEL
+
     p = sub.add_parser(
         "embed",
         help="print normalised CLIP embeddings of texts and images as JSON",
@@ -791,7 +793,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         '{"model", "dim", "texts": [{"text", "embedding"}], "images": [{"path", "embedding"}]}.',
     )
     p.add_argument(
-        "--model", default="ViT-B-32", metavar="SPEC", help="registry name or weights path"
+        "--model", default=DEFAULT_MODEL, metavar="SPEC", help="registry name or weights path"
     )
     p.add_argument("--text", action="append", metavar="T", help="a text to embed (repeatable)")
     p.add_argument(

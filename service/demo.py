@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -150,7 +151,7 @@ def prepare_demo(
 
 
 def _default_demo_dir() -> Path:
-    from .settings import default_data_dir
+    from indexer.settings import default_data_dir
 
     return Path(default_data_dir()) / "demo"
 
@@ -186,6 +187,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         flush=True,
     )
     args.model = str(assets.model)
+    folder = shlex.quote(str(data_dir))
+    print(
+        f"clipsearch demo: the same library from the command line: clipsearch search "
+        f"--data-dir {folder} 'a red circle' (status, ingest, duplicates ... take the same "
+        "--data-dir)",
+        file=sys.stderr,
+        flush=True,
+    )
     if args.no_serve:
         settings = _settings(args)
         lib = _library(settings)

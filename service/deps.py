@@ -17,6 +17,8 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 
+from indexer.facade import LibraryFacade
+
 from .metrics import Metrics
 from .query import EmbeddingCache, TextEncoder, query_embedder
 from .settings import Settings
@@ -56,7 +58,7 @@ class ServiceState:
     """What one app instance owns: settings, the library, the encoders, the metrics."""
 
     settings: Settings
-    library: Any
+    library: LibraryFacade
     metrics: Metrics
     cache: EmbeddingCache
     executor: ThreadPoolExecutor | None = None
@@ -150,10 +152,10 @@ def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings
     return state.settings
 
 
-def get_library(state: Annotated[ServiceState, Depends(get_state)]) -> Any:
+def get_library(state: Annotated[ServiceState, Depends(get_state)]) -> LibraryFacade:
     return state.library
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-LibraryDep = Annotated[Any, Depends(get_library)]
+LibraryDep = Annotated[LibraryFacade, Depends(get_library)]

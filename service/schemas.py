@@ -135,6 +135,10 @@ class SearchHit(BaseModel):
     taken_at: datetime | None = None
     thumbnail_url: str
     file_url: str
+    preview_url: str = Field(
+        description="A JPEG rendition browsers can show (longest side at most 2048 px): what the "
+        "gallery shows for TIFF, HEIC and very large originals."
+    )
     match: list[str] = Field(
         default_factory=lambda: ["semantic"],
         description="Why it matched: semantic (its picture is close to the query), text (words "
@@ -175,6 +179,10 @@ class ImageOut(BaseModel):
     sha256: str | None = None
     thumbnail_url: str
     file_url: str
+    preview_url: str = Field(
+        description="A JPEG rendition browsers can show (longest side at most 2048 px): what the "
+        "gallery shows for TIFF, HEIC and very large originals."
+    )
 
 
 class ImagePage(BaseModel):
@@ -249,6 +257,14 @@ class FolderIn(BaseModel):
         description="Absolute path of a folder under one of the server's allowed roots.",
     )
     recursive: bool = Field(default=True, description="Also watch and ingest sub-folders.")
+
+
+class AllowedFoldersOut(BaseModel):
+    roots: list[str] = Field(
+        description="The folders (and everything below them) that may be ingested or watched "
+        "through the API; empty: none may be."
+    )
+    hint: str = Field(description="What to do to allow (more) folders, in words.")
 
 
 class FolderOut(BaseModel):

@@ -87,10 +87,15 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
     try:
         for folder in settings.images:
             # kept in the catalog as a watched folder (across restarts); an ingest is queued
-            watched = lib.add_watched_folder(str(folder), recursive=True)
-            if watched.last_job is not None:
-                handle.jobs.append(watched.last_job)
-                log.info("ingesting %s as job %s", folder, watched.last_job.id)
+            # unless the folder was watched already and matches the catalog (no empty job at
+            # every restart)
+            watched = lib.add_watched_folder(str(folder), recursive=True, if_changed=True)
+            job = watched.last_job
+            if job is not None and job.state in ("queued", "running"):
+                handle.jobs.append(job)
+                log.info("ingesting %s as job %s", folder, job.id)
+            else:
+                log.info("%s: unchanged since its last scan", folder)
         if settings.watch and hasattr(lib, "start_watcher"):
             lib.start_watcher(
                 rescan_interval_s=settings.rescan_interval_s, debounce_s=settings.watch_debounce_s

@@ -13,16 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from indexer.settings import LibrarySettings
 
 MIN_TOKEN_LENGTH = 16
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
-
-
-def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/clipsearch`` (``~/.local/share/clipsearch``)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "clipsearch"
 
 
 def is_loopback(host: str) -> bool:
@@ -76,57 +72,18 @@ def _split_list(value: Any, paths: bool = True) -> Any:
     return value
 
 
-class Settings(BaseSettings):
-    """Every knob of ``clipsearch serve`` and the API; env var = ``CLIPSEARCH_`` + upper-case name."""
+class Settings(LibrarySettings):
+    """Every knob of ``clipsearch serve`` and the API; env var = ``CLIPSEARCH_`` + upper-case name.
+
+    The library's own (data folder, catalog, broker, model, device, vector store) come from
+    :class:`indexer.settings.LibrarySettings`, the base the workers' settings share."""
 
     model_config = SettingsConfigDict(
         env_prefix="CLIPSEARCH_", extra="ignore", validate_default=True, env_file=None
     )
 
-    # where things live
-    data_dir: Path = Field(
-        default_factory=default_data_dir,
-        description="Folder for the SQLite catalog, thumbnails, FAISS files and the embedded broker.",
-    )
-    database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the catalog; default SQLite in data_dir."
-    )
-    broker_url: str | None = Field(
-        default=None,
-        description="Celery broker URL (redis://...); default: embedded SQLite broker.",
-    )
-    queue_prefix: str = Field(
-        default="", description="Namespace of the Celery queue on a shared broker."
-    )
-    model: str = Field(default="ViT-B-32", description="Model registry name or path to weights.")
-
-    # vector store: the embedded FAISS index, or Milvus
-    milvus_uri: str | None = Field(
-        default=None,
-        description="Milvus to keep the vectors in (http://host:19530, Standalone or Distributed; "
-        "needs clipsearch[milvus]); default: the embedded FAISS index files in data_dir.",
-    )
-    milvus_token: SecretStr | None = Field(
-        default=None, description="Milvus credentials (user:password or an API key), if it asks."
-    )
-    milvus_collection: str = Field(
-        default="clipsearch",
-        description="Milvus alias of the active collection; collections are <it>_v<version>_m<model>.",
-    )
-    milvus_index: str = Field(
-        default="AUTO",
-        description="Milvus index type: AUTO (FLAT below 20,000 vectors, else IVF_FLAT), FLAT, "
-        "IVF_FLAT, IVF_SQ8, IVF_PQ or HNSW; applied by the next re-index.",
-    )
-    milvus_nlist: int = Field(
-        default=0, ge=0, description="Milvus IVF lists; 0: by the number of vectors (as FAISS)."
-    )
-    milvus_nprobe: int = Field(
-        default=0, ge=0, description="Milvus lists probed per query; 0: tuned to 95% recall@10."
-    )
-    device: str | None = Field(
-        default=None, description="torch device (cpu, cuda, cuda:1); default auto."
-    )
+    # where things live, the model, the device and the vector store: LibrarySettings (the
+    # fields the workers read the same way)
 
     # network
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
@@ -297,13 +254,6 @@ class Settings(BaseSettings):
             out.append(Path(path).expanduser().resolve())
         return out
 
-    @field_validator("data_dir", mode="after")
-    @classmethod
-    def _data_dir(cls, value: Path) -> Path:
-        if "\x00" in str(value):
-            raise ValueError("data_dir contains a NUL byte")
-        return Path(value).expanduser().resolve()
-
     @field_validator("api_token", mode="after")
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
@@ -365,17 +315,3 @@ class Settings(BaseSettings):
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token is not None else None
-
-    def store_config(self) -> Any:
-        """The indexer's StoreConfig for these settings (refused with a clear message if wrong)."""
-        from indexer.vector_store import StoreConfig
-
-        token = self.milvus_token.get_secret_value() if self.milvus_token else None
-        return StoreConfig(
-            milvus_uri=(self.milvus_uri or "").strip() or None,
-            milvus_token=token or None,
-            milvus_collection=self.milvus_collection,
-            milvus_index=self.milvus_index.upper(),
-            milvus_nlist=self.milvus_nlist,
-            milvus_nprobe=self.milvus_nprobe,
-        ).checked()

@@ -50,6 +50,7 @@ def hit_out(request: Request, hit: Any) -> SearchHit:
         taken_at=_get(hit, "taken_at"),
         thumbnail_url=_url(request, image_id, "thumbnail"),
         file_url=_url(request, image_id, "file"),
+        preview_url=_url(request, image_id, "preview"),
         match=list(_get(hit, "match", None) or ("semantic",)),
         words=list(_get(hit, "words", None) or ()),
     )
@@ -70,6 +71,7 @@ def image_out(request: Request, info: Any) -> ImageOut:
         sha256=_get(info, "sha256"),
         thumbnail_url=_url(request, image_id, "thumbnail"),
         file_url=_url(request, image_id, "file"),
+        preview_url=_url(request, image_id, "preview"),
     )
 
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Response
 
 from ..auth import PrivateReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
-from ..schemas import FolderIn, FolderOut, JobOut
+from ..schemas import AllowedFoldersOut, FolderIn, FolderOut, JobOut
 from .common import ERRORS, MAX_ID, job_out
 from .jobs import check_ingest_path
 
@@ -39,6 +39,26 @@ def folder_out(info: Any) -> FolderOut:
 def list_folders(library: LibraryDep) -> list[FolderOut]:
     """The watched folders, in the order they were added, each with its state and newest job."""
     return [folder_out(f) for f in library.list_watched_folders()]
+
+
+@router.get(
+    "/allowed",
+    operation_id="allowed_folders",
+    response_model=AllowedFoldersOut,
+    dependencies=[PrivateReadAccess],
+)
+def allowed_folders(settings: SettingsDep) -> AllowedFoldersOut:
+    """Where folders may be added from (the gallery's panel says so before anyone types):
+    the `serve --images` folders and CLIPSEARCH_ALLOWED_ROOTS."""
+    roots = [str(r) for r in settings.effective_allowed_roots]
+    hint = (
+        "to allow more, start the server with `clipsearch serve --images DIR` or "
+        "`--allowed-root DIR`, or set CLIPSEARCH_ALLOWED_ROOTS"
+        if roots
+        else "no folder may be added from here: start the server with `clipsearch serve "
+        "--images DIR` or `--allowed-root DIR`, or set CLIPSEARCH_ALLOWED_ROOTS"
+    )
+    return AllowedFoldersOut(roots=roots, hint=hint)
 
 
 @router.post(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
+
+from indexer import safe_files
 
 from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
@@ -213,6 +216,63 @@ def image_file(request: Request, library: LibraryDep, id: IdPath) -> Response:
     if info is not None and getattr(info, "path", None):
         name = os.path.basename(os.fsencode(str(info.path)).decode("utf-8", "replace"))
     return _serve(request, opened, "file", id, media_type, CACHE_FILE, name)
+
+
+#: Previews rendered at once (each may decode a large original): the rest wait their turn.
+_PREVIEW_SLOTS = threading.BoundedSemaphore(2)
+
+
+@router.get(
+    "/{id}/preview",
+    operation_id="image_preview",
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}, "description": "The preview (JPEG)."},
+        304: {"description": "Not modified"},
+        422: {"description": "The file cannot be rendered (the reason is in `detail`)."},
+    },
+    dependencies=[ReadAccess],
+)
+def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response:
+    """A browser-displayable rendition of the original: a JPEG, its longest side at most 2048
+    px, EXIF orientation applied. What the gallery shows for formats browsers cannot display
+    (TIFF, HEIC) and for very large originals; `/file` stays the original. Rendered once per
+    content (cached in the data folder's `previews/`, keyed by sha256) from the original opened
+    and checked as `/file` does (no link followed, inside the served folders, still the file
+    catalogued); a decompression bomb is refused (422), not decoded."""
+    from indexer import decode
+
+    opened, media_type = library.open_file(id)
+    try:
+        if media_type is None:
+            raise HTTPException(
+                422,
+                detail=f"image {id} is not a decoded image (it failed or is not processed yet): "
+                "no preview; download the original from its /file URL",
+            )
+        sha = getattr(library.get_image(id), "sha256", None) or opened.sha256()
+        folder = library.data_dir / "previews"
+        target = folder / decode.preview_key(sha)
+        if not target.is_file():
+            with _PREVIEW_SLOTS:
+                if not target.is_file():  # rendered meanwhile by another request
+                    with os.fdopen(os.dup(opened.fd), "rb") as fh:
+                        try:
+                            data = decode.render_preview(fh)
+                        except decode.PreviewError as exc:
+                            raise HTTPException(422, detail=f"image {id}: {exc}") from None
+                    try:
+                        decode.store_derived(target, data)
+                    except OSError:  # a full or read-only data folder: still show it
+                        headers = {"Cache-Control": "no-store", **FILE_HEADERS}
+                        return Response(data, media_type="image/jpeg", headers=headers)
+    finally:
+        opened.close()
+    try:
+        cached = safe_files.open_confined(target, [folder], "preview")
+    except safe_files.UnsafeFile as exc:
+        raise HTTPException(404, detail=f"image {id}: {exc}") from None
+    return _serve(request, cached, "preview", id, "image/jpeg", CACHE_THUMB)
 
 
 @router.delete(

@@ -338,7 +338,7 @@ async def search_post(request: Request, state: StateDep, body: SearchIn) -> Sear
     )
 
 
-UPLOAD_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF")
+UPLOAD_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF")
 QUERY_SIDE = 448  # decoded size kept for a query image: the model needs 224 px
 
 
@@ -350,6 +350,8 @@ def _decode_upload(data: bytes, max_pixels: int) -> Any:
     cannot be decoded smaller) is refused from its header, before any pixel is decoded, while a
     48-megapixel phone JPEG is decoded at 1/8. The result is reduced to about QUERY_SIDE px."""
     from PIL import Image, UnidentifiedImageError
+
+    import indexer.decode  # noqa: F401 - registers the HEIC opener when pillow-heif is installed
 
     Image.init()
     formats = tuple(f for f in UPLOAD_FORMATS if f in Image.OPEN)
@@ -380,7 +382,8 @@ def _decode_upload(data: bytes, max_pixels: int) -> Any:
     except UnidentifiedImageError as exc:
         raise HTTPException(
             415,
-            detail="the upload is not an image this server can read (JPEG, PNG, WebP, GIF, BMP, TIFF)",
+            detail="the upload is not an image this server can read (JPEG, PNG, WebP, GIF, BMP, "
+            "TIFF, HEIC)",
         ) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise HTTPException(413, detail=f"image has too many pixels (limit {max_pixels})") from exc
@@ -460,7 +463,9 @@ async def _read_upload(file: UploadFile, limit: int) -> bytes:
 async def search_image(
     request: Request,
     state: StateDep,
-    file: Annotated[UploadFile, File(description="An image (JPEG, PNG, WebP, GIF, BMP, TIFF).")],
+    file: Annotated[
+        UploadFile, File(description="An image (JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC).")
+    ],
     k: KQuery = 20,
     offset: OffsetQuery = 0,
     min_score: MinScoreQuery = None,

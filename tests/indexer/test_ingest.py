@@ -14,18 +14,19 @@ import sqlalchemy as sa
 from indexer_testfiles import bad_corpus, write_image  # type: ignore[import-not-found]
 from sqlalchemy.orm import Session, sessionmaker
 
+from indexer import jobs
 from indexer.catalog import (
     Embedding,
     Image,
     create_job,
     ensure_model,
+    get_job,
     load_vectors,
     path_from_db,
     path_to_db,
 )
 from indexer.errors import IngestError, PathNotAllowed
 from indexer.ingest import (
-    finish_job,
     images_needing_embedding,
     job_progress,
     plan_ingest,
@@ -33,6 +34,13 @@ from indexer.ingest import (
 )
 from indexer.types import IngestPlan, JobInfo
 from model.testing import tiny_model
+
+
+def finish_job(sessions: sessionmaker[Session], job_id: int, state: str) -> JobInfo:
+    """Close a job through the one job state machine (indexer.jobs)."""
+    with sessions() as s:
+        jobs.finish(s, get_job(s, job_id), state)
+    return job_progress(sessions, job_id)
 
 
 @pytest.fixture(scope="module")

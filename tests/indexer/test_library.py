@@ -26,7 +26,8 @@ from indexer.errors import (
     StoreUnavailable,
 )
 from indexer.library import Library, LibraryConfig
-from indexer.tasks import run_delete, run_embed_batch, run_ingest, run_reindex
+from indexer.reindex import run_reindex
+from indexer.runs import run_embed_batch, run_ingest
 from indexer.types import SearchFilters
 
 
@@ -136,6 +137,42 @@ def test_new_images_are_searchable_before_any_rebuild(
     ids = env.ids_by_name()
     for path, vec in zip(new_paths, _image_vectors(env.lib, tiny_dir, new_paths), strict=True):
         assert env.lib.search(vec, k=1)[0].id == ids[path.name]
+
+
+def test_a_library_follows_the_catalog_on_its_own_and_stops_when_closed(
+    env: Env, tmp_path: Path, tiny_dir: Path
+) -> None:
+    """Images another process ingests become searchable without anyone calling refresh_index,
+    through one follower thread per library, which close() stops."""
+    import dataclasses
+    import threading
+
+    make_images(tmp_path / "photos", 3, seed=15)
+    env.ingest(tmp_path / "photos")
+    before = set(threading.enumerate())
+    follower = Library(dataclasses.replace(env.lib.config, refresh_interval_s=0.0))
+    try:
+        first = follower.image_vector(env.ids_by_name()["img_15_0000.jpg"])
+        assert len(follower.search(first)) == 3
+        new_paths = make_images(tmp_path / "more", 2, seed=16)
+        env.ingest(tmp_path / "more")  # the in-process worker commits; nobody refreshes
+        target = env.ids_by_name()[new_paths[0].name]
+        (vec,) = _image_vectors(follower, tiny_dir, new_paths[:1])
+        deadline = time.monotonic() + 60
+        found: list[int] = []
+        while target not in found and time.monotonic() < deadline:
+            found = [h.id for h in follower.search(vec, k=5)]
+            threading.Event().wait(0.05)
+        assert found[0] == target
+        threads = [
+            t
+            for t in threading.enumerate()
+            if t.name == "clipsearch-index-refresh" and t not in before
+        ]
+        assert threads, "the library refreshes from a thread of its own"
+    finally:
+        follower.close()
+    assert not any(t.is_alive() for t in threads)
 
 
 def test_rebuild_after_deleting_index_files_gives_identical_results(
@@ -316,31 +353,12 @@ def test_searches_never_fail_while_versions_swap(env: Env, tmp_path: Path) -> No
     assert env.lib.stats()["index"]["version"] == first + 3
 
 
-def test_delete_task_removes_listed_images_and_is_safe_to_rerun(env: Env, tmp_path: Path) -> None:
-    make_images(tmp_path / "photos", 6, seed=12)
-    env.ingest(tmp_path / "photos")
-    ids = env.ids_by_name()
-    victims = [ids["img_12_0000.jpg"], ids["img_12_0003.jpg"]]
-    with env.lib.Session() as s:
-        job = catalog.create_job(s, "delete", {"image_ids": [*victims, 999_999]})
-        job_id = job.id
-    assert run_delete(env.ctx, job_id) == 2
-    assert run_delete(env.ctx, job_id) == 0  # the job is done: a second delivery does nothing
-    info = env.lib.get_job(job_id)
-    assert info.state == "done"
-    _, total = env.lib.list_images()
-    assert total == 4
-    env.lib.refresh_index()
-    vec = env.lib.image_vector(ids["img_12_0001.jpg"])
-    assert not set(victims) & {h.id for h in env.lib.search(vec, k=6)}
-
-
 def test_a_finished_ingest_queues_a_rebuild_when_the_delta_grows_large(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from indexer import tasks
+    from indexer import runs
 
-    monkeypatch.setattr(tasks, "AUTO_REINDEX_MIN", 6)
+    monkeypatch.setattr(runs, "AUTO_REINDEX_MIN", 6)
 
     def ingest_with_app(folder: Path) -> None:
         job = env.lib.submit_ingest(str(folder))
@@ -362,7 +380,7 @@ def test_recovery_picks_unfinished_jobs_and_with_live_workers_only_stale_ones(en
     import datetime as dt
 
     from indexer.catalog import Job
-    from indexer.tasks import unfinished_job_ids
+    from indexer.jobs import unfinished_job_ids
 
     now = dt.datetime.now(dt.timezone.utc)
     with env.lib.Session() as s:

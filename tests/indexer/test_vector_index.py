@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,10 @@ from indexer import vector_index as vi
 from indexer.vector_index import (
     IndexStore,
     IndexStoreError,
-    SwappableIndex,
     VectorIndexError,
     build_index,
 )
+from indexer.vector_index import files as index_files
 
 DIM = 512
 K = 10
@@ -214,7 +213,7 @@ def test_empty_index_returns_padding(space):
 
 
 def _fresh_copy(ivf30k) -> vi.VectorIndex:
-    main, arrays, meta = ivf30k._export()
+    main, arrays, meta = ivf30k.export()
     return vi.VectorIndex(
         main, arrays["main_ids"], kind=ivf30k.kind, nprobe=ivf30k.nprobe, metadata=meta
     )
@@ -398,7 +397,7 @@ def test_crash_while_writing_leaves_the_previous_version_loadable(tmp_path, spac
         Path(path).write_bytes(b"partial faiss data")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(vi.faiss, "write_index", half_written)
+    monkeypatch.setattr(index_files.faiss, "write_index", half_written)
     with pytest.raises(IndexStoreError, match="previous version is still in place"):
         store.save(build_index(np.arange(50), vecs))
     monkeypatch.undo()
@@ -407,14 +406,14 @@ def test_crash_while_writing_leaves_the_previous_version_loadable(tmp_path, spac
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
     # a crash after the data files but before the manifest: the new files are not a version
-    real_replace = vi.os.replace
+    real_replace = index_files.os.replace
 
     def fail_manifest(src, dst):
         if str(dst).endswith("manifest.json"):
             raise OSError(5, "I/O error")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(vi.os, "replace", fail_manifest)
+    monkeypatch.setattr(index_files.os, "replace", fail_manifest)
     with pytest.raises(IndexStoreError):
         store.save(build_index(np.arange(50), vecs))
     monkeypatch.undo()
@@ -445,72 +444,3 @@ def test_damaged_or_hostile_store_files_are_refused(tmp_path, space):
         store.versions()
     with pytest.raises(IndexStoreError, match="no saved index"):
         IndexStore(tmp_path / "empty").load()
-
-
-# ---------------------------------------------------------------------------------------------
-# hot swap
-
-
-def test_hot_swap_under_concurrent_searches_has_zero_errors(tmp_path, space):
-    store = IndexStore(tmp_path)
-    vecs = space.images(4000, seed=70)
-    store.save(build_index(np.arange(2000), vecs[:2000]))
-    holder = SwappableIndex(store.load(), store)
-    queries = space.text_queries(8, seed=71)
-    errors: list[BaseException] = []
-    seen_versions: set[int] = set()
-    counts = [0] * 4
-    stop = threading.Event()
-
-    def searcher(slot: int) -> None:
-        try:
-            while not stop.is_set():
-                current = holder.current
-                assert current is not None
-                _, found = current.search(queries, K)
-                if (found < 0).any() or found.max() >= 4000:
-                    raise AssertionError(f"bad ids {found}")
-                seen_versions.add(current.version or 0)
-                _, found = holder.search(queries[0], K)
-                counts[slot] += 1
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=searcher, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    swaps = 0
-    for n in (2500, 3000, 3500, 4000):
-        store.save(build_index(np.arange(n), vecs[:n]))
-        before = sum(counts)
-        assert holder.refresh() is True
-        swaps += 1
-        while (
-            sum(counts) < before + 8 and time.monotonic() < deadline
-        ):  # searches run on the new one
-            threading.Event().wait(0.005)
-    assert holder.refresh() is False  # already on the latest
-    stop.set()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors, errors
-    assert swaps == 4 and holder.version == store.latest_version() and len(holder) == 4000
-    assert min(counts) > 0 and len(seen_versions) >= 2
-
-
-def test_refresh_keeps_serving_when_the_new_version_is_damaged(tmp_path, space):
-    store = IndexStore(tmp_path)
-    vecs = space.images(40, seed=72)
-    store.save(build_index(np.arange(20), vecs[:20]))
-    holder = SwappableIndex(store.load(), store)
-    store.save(build_index(np.arange(40), vecs))
-    (tmp_path / "v000002.npz").write_bytes(b"garbage")
-    assert holder.refresh() is False
-    assert holder.version == 1 and len(holder) == 20
-    _, found = holder.search(vecs[3], 1)
-    assert found.tolist() == [3]
-    seen = []
-    store.save(build_index(np.arange(40), vecs))
-    assert holder.refresh(prepare=lambda ix: seen.append(ix.version)) is True
-    assert seen == [3] and holder.version == 3

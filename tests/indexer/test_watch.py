@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from workerutil import make_images, running_worker, wait_for, worker_config
@@ -104,3 +105,65 @@ def test_the_periodic_rescan_picks_up_changes_where_no_event_arrives(
         assert lib.list_watched_folders()[0].state in ("idle", "scanning")  # no events here
         make_images(share / "later", 1, seed=34)
         wait_for(lambda: len(_names(lib)) == 3, 120, "the re-scan's ingest", worker=worker)
+
+
+def test_folder_changes_sees_what_an_ingest_would_do_and_nothing_else(
+    sessions: Any, tmp_path: Path
+) -> None:
+    """An unchanged folder is reported unchanged (so restarts and periodic re-scans queue no
+    empty job); each kind of change is seen: new, changed, gone, a file to try again; a file the
+    user removed from the library (or a copy of it) is no change."""
+    import os
+
+    import sqlalchemy as sa
+    from indexer_testfiles import write_image  # type: ignore[import-not-found]
+
+    from indexer.catalog import Image, create_job, delete_images, ensure_model, record_removal
+    from indexer.ingest import plan_ingest, process_batch
+    from indexer.watch import folder_changes
+    from model.testing import tiny_model
+
+    model = tiny_model(seed=0, image_size=32)
+    model_id = ensure_model(sessions, model)
+    photos, thumbs = tmp_path / "photos", tmp_path / "thumbs"
+    (photos / "sub").mkdir(parents=True)
+    paths = [write_image(photos / f"p{i}.jpg", seed=i) for i in range(4)]
+
+    def ingest() -> None:
+        with sessions() as s:
+            job_id = create_job(s, "ingest", {"path": str(photos), "recursive": True}).id
+        plan = plan_ingest(sessions, job_id, model_id=model_id, thumb_dir=thumbs)
+        for batch in plan.batches:
+            process_batch(sessions, model, job_id, batch, thumbs, model_id=model_id)
+
+    assert folder_changes(sessions, str(photos)) is not None  # nothing catalogued yet
+    ingest()
+    assert folder_changes(sessions, str(photos)) is None
+
+    # the user removes p0 from the library: the file on disk, and a copy of it, are no change
+    with sessions() as s:
+        row = s.scalar(sa.select(Image).where(Image.path.endswith("/p0.jpg")))
+        record_removal(s, row)
+        delete_images(s, [row.id])
+        s.commit()
+    assert folder_changes(sessions, str(photos)) is None
+    (photos / "copy-of-p0.jpg").write_bytes(paths[0].read_bytes())
+    assert folder_changes(sessions, str(photos)) is None
+
+    # a new file, a changed file, a file gone: each is a change
+    write_image(photos / "sub" / "new.jpg", seed=9)
+    assert "new.jpg" in (folder_changes(sessions, str(photos)) or "")
+    ingest()
+    assert folder_changes(sessions, str(photos)) is None
+    st = paths[1].stat()
+    os.utime(paths[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert "p1.jpg" in (folder_changes(sessions, str(photos)) or "")
+    ingest()
+    assert folder_changes(sessions, str(photos)) is None
+    paths[2].unlink()
+    assert "p2.jpg" in (folder_changes(sessions, str(photos)) or "")
+    ingest()
+    assert folder_changes(sessions, str(photos)) is None
+    # a folder that vanished: changed (the ingest reports why)
+    shutil.rmtree(photos)
+    assert folder_changes(sessions, str(photos)) is not None

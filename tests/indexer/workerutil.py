@@ -22,7 +22,8 @@ from PIL import Image
 from indexer import catalog
 from indexer.catalog import Embedding
 from indexer.library import Library, LibraryConfig
-from indexer.tasks import run_embed_batch, run_ingest, run_reindex
+from indexer.reindex import run_reindex
+from indexer.runs import run_embed_batch, run_ingest
 from indexer.vector_store import StoreConfig
 from indexer.worker import WorkerConfig, WorkerContext, WorkerProcess, start_worker_process
 

@@ -499,7 +499,7 @@ def ingest_in_process(library: Any, folder: Path, database_url: str | None = Non
     """Ingest ``folder`` with the worker's own task functions, in this process (no broker, decoding
     inline): what a worker does, deterministically. ``database_url`` overrides the catalog the
     "worker" writes to (e.g. PostgreSQL directly while the API goes through a proxy)."""
-    from indexer import tasks
+    from indexer import runs
     from indexer.worker import WorkerContext
 
     job = library.submit_ingest(str(folder))
@@ -508,8 +508,8 @@ def ingest_in_process(library: Any, folder: Path, database_url: str | None = Non
         overrides["database_url"] = database_url
     ctx = WorkerContext(library.config.worker_config(**overrides))
     try:
-        for batch in tasks.run_ingest(ctx, None, job.id):
-            tasks.run_embed_batch(ctx, job.id, batch)
+        for batch in runs.run_ingest(ctx, None, job.id):
+            runs.run_embed_batch(ctx, job.id, batch)
     finally:
         ctx.dispose()
     return int(job.id)

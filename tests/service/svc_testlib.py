@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -61,6 +62,7 @@ class FakeLibrary:
 
     def __init__(self) -> None:
         self.model = shared_tiny_model()
+        self.data_dir = Path(tempfile.gettempdir()) / "clipsearch-fake-library"  # never written
         self.calls: list[tuple[str, Any]] = []
 
     def has_keywords(self) -> bool:
@@ -92,7 +94,7 @@ class FakeLibrary:
         self.calls.append(("submit_reindex", model_spec))
         return _job(2, "reindex", {"model": model_spec})
 
-    def delete_image(self, image_id: int, from_disk: bool = False) -> None:
+    def delete_image(self, image_id: int, from_disk: bool = False):
         self.calls.append(("delete_image", image_id))
 
     def get_image(self, image_id: int):
@@ -109,6 +111,48 @@ class FakeLibrary:
     def list_images(self, offset: int = 0, limit: int = 50, state=None, after=None):
         return [], 0
 
+    def browse_images(
+        self, limit=50, state=None, filters=None, sort="id", after=None, after_key=None
+    ):
+        return [], 0, None, None
+
+    def image_text(self, image_id: int):
+        return self.get_image(image_id)
+
+    def list_removed(self, limit: int = 50, before=None):
+        return []
+
+    def get_removed(self, removed_id: int):
+        from indexer.errors import NotFound
+
+        raise NotFound(f"no removed image with id {removed_id}")
+
+    open_removed_thumbnail = get_removed
+    restore = get_removed
+    restore_image = get_image
+
+    def add_watched_folder(self, path: str, recursive: bool = True):
+        self.calls.append(("add_watched_folder", (path, recursive)))
+        raise NotImplementedError("FakeLibrary watches no folder")
+
+    def list_watched_folders(self):
+        return []
+
+    def remove_watched_folder(self, folder_id: int):
+        from indexer.errors import NotFound
+
+        raise NotFound(f"no watched folder with id {folder_id}")
+
+    def scan_watched_folder(self, folder_id: int, sub_path=None):
+        return self.remove_watched_folder(folder_id)
+
+    def submit_ocr(self, force: bool = False, folder=None):
+        self.calls.append(("submit_ocr", (force, folder)))
+        return _job(3, "ocr", {"force": force, "folder": folder})
+
+    def close(self) -> None:
+        pass
+
     def list_jobs(self, limit: int = 50, before=None):
         return []
 
@@ -124,6 +168,12 @@ class FakeLibrary:
         return [c for c in self.calls if c[0] != "search"]
 
 
+if TYPE_CHECKING:  # the stand-in must offer what the service asks of a library
+    from indexer.facade import LibraryFacade
+
+    _fake_is_a_library: type[LibraryFacade] = FakeLibrary
+
+
 def _job(job_id: int, kind: str, params: dict):
     from indexer.types import JobInfo
 
@@ -135,14 +185,14 @@ def _job(job_id: int, kind: str, params: dict):
 def ingest_now(library: Any, folder: Path, recursive: bool = True) -> Any:
     """Submit an ingest job through the Library, then run it in this process with the indexer's
     own task functions (no broker round trip): what a worker does, deterministically."""
-    from indexer import tasks
+    from indexer import runs
     from indexer.worker import WorkerContext
 
     job = library.submit_ingest(str(folder), recursive=recursive)
     ctx = WorkerContext(library.config.worker_config())
     try:
-        for batch in tasks.run_ingest(ctx, None, job.id):
-            tasks.run_embed_batch(ctx, job.id, batch)
+        for batch in runs.run_ingest(ctx, None, job.id):
+            runs.run_embed_batch(ctx, job.id, batch)
     finally:
         ctx.dispose()
     library.refresh_index()

@@ -269,13 +269,13 @@ def test_ingest_job_lifecycle_with_a_bad_file(env: Env) -> None:
     assert job["state"] == "queued" and job["kind"] == "ingest"
     assert env.client.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
     # a worker picks it up (here: the same task functions, in this process)
-    from indexer import tasks
+    from indexer import runs
     from indexer.worker import WorkerContext
 
     ctx = WorkerContext(env.lib.config.worker_config())
     try:
-        for batch in tasks.run_ingest(ctx, None, job["id"]):
-            tasks.run_embed_batch(ctx, job["id"], batch)
+        for batch in runs.run_ingest(ctx, None, job["id"]):
+            runs.run_embed_batch(ctx, job["id"], batch)
     finally:
         ctx.dispose()
     done = env.client.get(f"/api/jobs/{job['id']}").json()
@@ -408,13 +408,13 @@ def test_removal_sticks_across_rescans_and_restore_brings_it_back(env: Env) -> N
     assert r.status_code == 202, r.text
     body = r.json()
     assert [x["id"] for x in body["restored"]] == [removal["id"]]
-    from indexer import tasks
+    from indexer import runs
     from indexer.worker import WorkerContext
 
     ctx = WorkerContext(env.lib.config.worker_config())
     try:
-        for batch in tasks.run_ingest(ctx, None, body["jobs"][0]["id"]):
-            tasks.run_embed_batch(ctx, body["jobs"][0]["id"], batch)
+        for batch in runs.run_ingest(ctx, None, body["jobs"][0]["id"]):
+            runs.run_embed_batch(ctx, body["jobs"][0]["id"], batch)
     finally:
         ctx.dispose()
     env.lib.refresh_index()

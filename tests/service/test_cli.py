@@ -294,11 +294,13 @@ def test_a_removed_image_stays_gone_after_restarting_serve_until_restored(
     finally:
         _stop(proc)
 
+    # a photo added meanwhile: the restart scans the folder again (an unchanged one is not)
+    write_images(photos, {"added": (240, 200, 20)})
     proc = _start_serve(photos, port, env)
     try:
         done = _poll(lambda: ingested(2), 150, "the --images folder scanned again at restart")
         assert done[0]["params"]["scan"]["removed_by_user"] == 1
-        assert victim["path"] not in paths() and len(paths()) == 5
+        assert victim["path"] not in paths() and len(paths()) == 6
         listed = run(["removed"], env)
         assert listed.returncode == 0, listed.stderr
         removal_id = listed.stdout.split()[0]

@@ -122,7 +122,7 @@ def test_bad_parameters_get_422_and_writes_need_the_token(env: Env) -> None:
 
 
 def test_a_failed_job_says_why_in_the_jobs_api(env: Env) -> None:
-    from indexer import tasks
+    from indexer import jobs, runs
     from indexer.worker import WorkerContext
 
     gone = env.root / "soon-gone"
@@ -132,8 +132,8 @@ def test_a_failed_job_says_why_in_the_jobs_api(env: Env) -> None:
     ctx = WorkerContext(env.lib.config.worker_config())
     try:
         with pytest.raises(Exception) as info:
-            tasks.run_ingest(ctx, None, job.id)
-        tasks.fail_job(ctx, job.id, info.value)
+            runs.run_ingest(ctx, None, job.id)
+        jobs.fail_job(ctx, job.id, info.value)
     finally:
         ctx.dispose()
     out = env.client.get(f"/api/jobs/{job.id}").json()
@@ -144,7 +144,7 @@ def test_a_failed_job_says_why_in_the_jobs_api(env: Env) -> None:
 
 
 def test_a_finished_ingest_queues_a_duplicates_job(env: Env) -> None:
-    from indexer import duplicates, tasks
+    from indexer import duplicates, runs
     from indexer.worker import WorkerContext
 
     class App:
@@ -159,8 +159,8 @@ def test_a_finished_ingest_queues_a_duplicates_job(env: Env) -> None:
     ctx = WorkerContext(env.lib.config.worker_config())
     app = App()
     try:
-        for batch in tasks.run_ingest(ctx, None, job.id):
-            tasks.run_embed_batch(ctx, job.id, batch, app)
+        for batch in runs.run_ingest(ctx, None, job.id):
+            runs.run_embed_batch(ctx, job.id, batch, app)
     finally:
         ctx.dispose()
     dup_jobs = [a[0] for name, a in app.sent if name == duplicates.TASK_DUPLICATES]

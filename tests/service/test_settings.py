@@ -81,3 +81,27 @@ def test_nonsense_limits_are_refused(field: str, value: object, tmp_path: Path) 
 def test_wildcard_cors_with_token_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="origins explicitly"):
         Settings(cors_origins="*", api_token=TOKEN, data_dir=tmp_path)
+
+
+def test_the_worker_reads_the_library_settings_as_the_api_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One settings model for both: same data folder default, same model, same store."""
+    from indexer.errors import IndexerError
+    from indexer.worker import WorkerConfig
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    api = Settings()
+    worker = WorkerConfig.from_env({})
+    assert worker.data_dir == api.data_dir == (tmp_path / "xdg" / "clipsearch").resolve()
+    assert worker.model_spec == api.model
+    monkeypatch.setenv("CLIPSEARCH_MODEL", "ViT-L-14")
+    monkeypatch.setenv("CLIPSEARCH_MILVUS_URI", "http://milvus:19530")
+    monkeypatch.setenv("CLIPSEARCH_EMBED_BATCH_SIZE", " 8 ")
+    monkeypatch.setenv("CLIPSEARCH_DECODE_WORKERS", "")  # empty: unset, as to_env writes it
+    api, worker = Settings(), WorkerConfig.from_env()
+    assert worker.model_spec == api.model == "ViT-L-14"
+    assert worker.store == api.store_config() and worker.store.kind == "milvus"
+    assert (worker.batch_size, worker.decode_workers) == (8, None)
+    with pytest.raises(IndexerError, match="CLIPSEARCH_EMBED_BATCH_SIZE"):
+        WorkerConfig.from_env({"CLIPSEARCH_EMBED_BATCH_SIZE": "0"})

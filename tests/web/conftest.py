@@ -69,6 +69,14 @@ TRIP_IMAGES = (
     ("market-stall.gif", (200, 90, 60), "square"),
 )
 EXTRA_COUNT = 30  # plain gradients so that the library is more than one page (40) long
+# shapes the detail view must show whole: (name, size); the TIFF is shown through its preview
+SHAPED_IMAGES = (
+    ("panorama-wide.png", (960, 240)),
+    ("tower-tall.png", (240, 960)),
+    ("scanned-page.tif", (300, 420)),
+)
+# a model folder whose path is long: the footer names it, and must wrap on a phone
+MODEL_FOLDER = "tiny-clip-model-saved-in-a-folder-whose-name-is-long-enough-to-overflow-a-phone"
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class Library:
     photos: Path  # ingested at start (--images)
     trips: Path  # photos/trips: a subfolder of WebP and GIF images, ingested with photos/
     incoming: Path  # ingested by a test through the panel
+    dropbox: Path  # a second --images folder, watched by the server from the start
     query_copy: Path  # a byte-identical copy of photos/red-circle.png under another name
     names: tuple[str, ...]  # file names in photos/ and photos/trips/
     trip_names: tuple[str, ...]  # file names in photos/trips/
@@ -146,8 +155,11 @@ def _draw(path: Path, colour: tuple[int, int, int], shape: str, size: tuple[int,
 def make_library(root: Path) -> Library:
     photos = root / "photos"
     incoming = root / "incoming"
+    dropbox = root / "dropbox"
     photos.mkdir(parents=True)
     incoming.mkdir()
+    dropbox.mkdir()
+    _draw(dropbox / "already-there.png", (70, 120, 200), "circle", (160, 120))
     names: list[str] = []
     sizes: dict[str, tuple[int, int]] = {}
     for i, (colour_name, rgb) in enumerate(COLOURS.items()):
@@ -169,6 +181,10 @@ def make_library(root: Path) -> Library:
         _draw(photos / name, rgb, SHAPES[i % len(SHAPES)], (160, 120))
         names.append(name)
         sizes[name] = (160, 120)
+    for i, (name, size) in enumerate(SHAPED_IMAGES):
+        _draw(photos / name, (60 + 70 * i, 150, 200 - 60 * i), SHAPES[i], size)
+        names.append(name)
+        sizes[name] = size
     trips = photos / "trips"
     trips.mkdir()
     for name, rgb, shape in TRIP_IMAGES:
@@ -184,6 +200,7 @@ def make_library(root: Path) -> Library:
         photos=photos,
         trips=trips,
         incoming=incoming,
+        dropbox=dropbox,
         query_copy=query_copy,
         names=tuple(names),
         trip_names=tuple(name for name, _, _ in TRIP_IMAGES),
@@ -238,7 +255,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
     base = tmp_path_factory.mktemp("gallery")
     library = make_library(base / "library")
-    model_dir = save_pretrained(tiny_model(seed=0), base / "tiny-model")
+    model_dir = save_pretrained(tiny_model(seed=0), base / MODEL_FOLDER)
     data_dir = base / "data"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
@@ -264,6 +281,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         str(port),
         "--images",
         str(library.photos),
+        str(library.dropbox),
         "--allowed-root",
         str(library.root),
         "--model",

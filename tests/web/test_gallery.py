@@ -485,6 +485,8 @@ def test_remove_an_image_from_the_detail_view(page: Any, live_server: Any) -> No
         page.wait_for_timeout(200)
     assert back and str(back[0]["id"]) != image_id, "the restored image did not come back"
     assert live_server.api("/api/removed").json()["items"] == []
+    # and it is back in the grid (under its new id)
+    assert find_tile(page, name).get_attribute("data-id") == str(back[0]["id"])
 
 
 # --- phone ------------------------------------------------------------------------------------

@@ -14,8 +14,14 @@ const DEBOUNCE_MS = 250;
 const TYPING_BURST_MS = 2000; // commits closer than this while typing share one history entry
 const JOB_POLL_MS = 1000;
 const JOB_IDLE_POLL_MS = 5000;
+const JOB_BACKGROUND_POLL_MS = 10000; // panel closed, nothing running: watched folders may change
 const SCROLL_MARGIN_PX = 800;
-const FORMATS = ['JPEG', 'PNG', 'WEBP', 'GIF', 'BMP', 'TIFF']; // the catalog's (Pillow's) names
+const FORMATS = ['JPEG', 'PNG', 'WEBP', 'GIF', 'BMP', 'TIFF', 'HEIF']; // the catalog's (Pillow's) names
+// The detail view shows a preview (GET /api/images/{id}/preview, a JPEG of at most 2048 px) for
+// formats browsers cannot display, and for originals too large to load quickly.
+const PREVIEW_FORMATS = new Set(['TIFF', 'HEIF']);
+const PREVIEW_OVER_SIDE = 4096; // pixels, the longest side
+const PREVIEW_OVER_BYTES = 12 * 1024 * 1024;
 const DAY = /^\d{4}-\d{2}-\d{2}$/; // a date input's value
 
 const $ = (id) => document.getElementById(id);
@@ -125,6 +131,14 @@ function safeUrl(value) {
 const idPath = (id) => encodeURIComponent(String(id));
 const thumbUrl = (item) => safeUrl(item.thumbnail_url) || `/api/images/${idPath(item.id)}/thumbnail`;
 const fileUrl = (item) => safeUrl(item.file_url) || `/api/images/${idPath(item.id)}/file`;
+const previewUrl = (item) => safeUrl(item.preview_url) || `/api/images/${idPath(item.id)}/preview`;
+
+/** Whether the detail view shows the preview rather than the original file. */
+function wantsPreview(item) {
+  if (PREVIEW_FORMATS.has(String(item.format ?? '').toUpperCase())) return true;
+  if (Math.max(Number(item.width) || 0, Number(item.height) || 0) > PREVIEW_OVER_SIDE) return true;
+  return (Number(item.size) || 0) > PREVIEW_OVER_BYTES;
+}
 
 function baseName(path) {
   const text = String(path ?? '');
@@ -409,7 +423,7 @@ function filtersFromParams(params) {
     (params.get('fmt') ?? '')
       .split(',')
       .map((x) => x.trim().toUpperCase())
-      .map((x) => (x === 'JPG' ? 'JPEG' : x === 'TIF' ? 'TIFF' : x)),
+      .map((x) => ({ JPG: 'JPEG', TIF: 'TIFF', HEIC: 'HEIF' })[x] || x),
   );
   return {
     folder: (params.get('folder') ?? '').trim(),
@@ -465,7 +479,7 @@ function describeFilters() {
   if (f.from && f.to) parts.push(`taken ${f.from} to ${f.to}`);
   else if (f.from) parts.push(`taken from ${f.from}`);
   else if (f.to) parts.push(`taken until ${f.to}`);
-  if (f.formats.length) parts.push(f.formats.map((x) => (x === 'WEBP' ? 'WebP' : x)).join(', '));
+  if (f.formats.length) parts.push(f.formats.map((x) => ({ WEBP: 'WebP', HEIF: 'HEIC' })[x] || x).join(', '));
   return parts.join(' · ');
 }
 
@@ -932,14 +946,26 @@ function showDetail(item) {
   els.detailImg.alt = name;
   els.detailImg.src = thumbUrl(item);
   els.detailImg.classList.add('preview');
+  fitDetailImage(item.width, item.height);
+  const usePreview = wantsPreview(item);
   const full = new Image();
   full.addEventListener('load', () => {
     if (gen !== state.detailGen) return;
     els.detailImg.src = full.src;
     els.detailImg.classList.remove('preview');
+    fitDetailImage(full.naturalWidth, full.naturalHeight);
   });
-  full.src = fileUrl(item);
+  full.addEventListener('error', () => {
+    // a preview the server could not render: the original is still one click away
+    if (gen !== state.detailGen || !usePreview) return;
+    els.detailError.textContent = 'No preview of this image can be shown here: download the original.';
+    els.detailError.hidden = false;
+  });
+  full.src = usePreview ? previewUrl(item) : fileUrl(item);
   els.detailOpen.href = fileUrl(item);
+  els.detailOpen.textContent = usePreview ? 'Download original' : 'Open original';
+  if (usePreview) els.detailOpen.setAttribute('download', baseName(item.path));
+  else els.detailOpen.removeAttribute('download');
   renderMeta(item, null);
   const idx = state.detailIndex;
   els.detailPrev.disabled = idx === null || idx <= 0;
@@ -957,6 +983,15 @@ function showDetail(item) {
     });
   showDetailText(api, item, $('detail-text'), () => gen === state.detailGen);
   loadSimilarStrip(item, gen);
+}
+
+/** The detail image keeps its own shape, as large as the view allows (CSS: --ar). */
+function fitDetailImage(width, height) {
+  const w = Number(width) || 0;
+  const h = Number(height) || 0;
+  if (w > 0 && h > 0) els.detailImg.style.setProperty('--ar', String(w / h));
+  else els.detailImg.style.removeProperty('--ar');
+  els.detailImg.classList.toggle('fitted', w > 0 && h > 0);
 }
 
 function renderMeta(hit, info) {
@@ -1277,8 +1312,15 @@ async function pollJobs() {
   const anyActive = jobs.active.size > 0;
   if (anyActive || !els.panel.hidden) {
     jobs.timer = setTimeout(pollJobs, anyActive ? JOB_POLL_MS : JOB_IDLE_POLL_MS);
+  } else if (document.visibilityState === 'visible') {
+    // watched folders change by themselves: look now and then, so new photos show up
+    jobs.timer = setTimeout(pollJobs, JOB_BACKGROUND_POLL_MS);
   }
 }
+
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible') pollJobs(); // a hidden tab stops polling
+});
 
 els.ingestForm.addEventListener('submit', async (event) => {
   event.preventDefault();
@@ -1659,5 +1701,5 @@ loadFromUrl(window.history.state);
 await loadSession(); // the CSRF value for changes, when signed in
 run({ push: false });
 refreshHealth();
-pollJobs(); // shows the badge when jobs are running; keeps polling only while they are
+pollJobs(); // shows the badge when jobs are running; polls every 10 s otherwise (watched folders)
 document.documentElement.dataset.ready = 'true';

@@ -18,7 +18,33 @@ export function initFolders(deps) {
   const list = document.getElementById('folders');
   const empty = document.getElementById('folders-empty');
   const error = document.getElementById('folders-error');
+  const hint = document.getElementById('ingest-hint');
+  const submit = document.getElementById('ingest-submit');
   let generation = 0;
+
+  // Which folders may be added, said before anyone types one (GET /api/folders/allowed)
+  async function explainRoots() {
+    let allowed;
+    try {
+      allowed = await api('/api/folders/allowed', { ask: false });
+    } catch {
+      return; // not signed in yet, or an older server: the static hint stays
+    }
+    const roots = Array.isArray(allowed?.roots) ? allowed.roots.map(String) : [];
+    const text = String(allowed?.hint ?? '');
+    hint.dataset.roots = String(roots.length);
+    if (roots.length) {
+      hint.replaceChildren(
+        'Folders inside these may be added: ',
+        ...roots.flatMap((root, i) => [i ? ', ' : '', h('code', { text: root })]),
+        text ? ` (${text}).` : '.',
+      );
+    } else {
+      hint.replaceChildren(text ? text.charAt(0).toUpperCase() + text.slice(1) + '.' : 'No folder may be added from here.');
+    }
+    hint.classList.toggle('form-error', roots.length === 0);
+    if (submit) submit.disabled = roots.length === 0;
+  }
 
   function row(folder) {
     const stop = h('button', { type: 'button', class: 'chip-clear', text: '×' });
@@ -46,6 +72,7 @@ export function initFolders(deps) {
   }
 
   async function refresh() {
+    explainRoots();
     const mine = ++generation;
     try {
       const folders = await api('/api/folders', { ask: false });

@@ -1,0 +1,125 @@
+"""What the service may ask of a library: :class:`LibraryFacade`, the typed surface of
+:class:`indexer.library.Library` that service/ depends on.
+
+The service types its library with this Protocol, the real Library is checked against it (in
+indexer/library.py) and so is the service tests' stand-in, so neither side can drift from the
+other without mypy saying so. Members the service only probes with ``getattr`` (``calibration``,
+``refresh_index``, ``config``) are optional and not part of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .safe_files import OpenedFile
+from .types import (
+    FolderInfo,
+    Hit,
+    ImageInfo,
+    JobInfo,
+    RemovedInfo,
+    RestoreResult,
+    SearchFilters,
+)
+
+__all__ = ["LibraryFacade"]
+
+
+class LibraryFacade(Protocol):
+    """The library as the service sees it (see indexer.library.Library for each member)."""
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    # search
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int = 20,
+        offset: int = 0,
+        min_score: float | None = None,
+        filters: SearchFilters | None = None,
+    ) -> list[Hit]: ...
+
+    def search_text(
+        self,
+        vector: np.ndarray | None,
+        query: str,
+        mode: str | None = None,
+        k: int = 20,
+        offset: int = 0,
+        min_score: float | None = None,
+        filters: SearchFilters | None = None,
+    ) -> list[Hit]: ...
+
+    def has_keywords(self) -> bool: ...
+
+    def image_text(self, image_id: int) -> dict[str, Any]: ...
+
+    # images
+    def get_image(self, image_id: int) -> ImageInfo: ...
+
+    def list_images(
+        self, offset: int = 0, limit: int = 50, state: str | None = None, after: int | None = None
+    ) -> tuple[list[ImageInfo], int]: ...
+
+    def browse_images(
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        filters: SearchFilters | None = None,
+        sort: str = "id",
+        after: int | None = None,
+        after_key: str | None = None,
+    ) -> tuple[list[ImageInfo], int, int | None, str | None]: ...
+
+    def image_vector(self, image_id: int) -> np.ndarray: ...
+
+    def open_thumbnail(self, image_id: int) -> OpenedFile: ...
+
+    def open_file(self, image_id: int) -> tuple[OpenedFile, str | None]: ...
+
+    # removing and restoring
+    def delete_image(self, image_id: int, from_disk: bool = False) -> RemovedInfo: ...
+
+    def list_removed(self, limit: int = 50, before: int | None = None) -> list[RemovedInfo]: ...
+
+    def get_removed(self, removed_id: int) -> RemovedInfo: ...
+
+    def open_removed_thumbnail(self, removed_id: int) -> OpenedFile: ...
+
+    def restore(self, removed_id: int) -> RestoreResult: ...
+
+    def restore_image(self, image_id: int) -> RestoreResult: ...
+
+    # watched folders
+    def add_watched_folder(self, path: str, recursive: bool = True) -> FolderInfo: ...
+
+    def list_watched_folders(self) -> list[FolderInfo]: ...
+
+    def remove_watched_folder(self, folder_id: int) -> FolderInfo: ...
+
+    def scan_watched_folder(
+        self, folder_id: int, sub_path: str | None = None
+    ) -> JobInfo | None: ...
+
+    # jobs
+    def submit_ingest(self, path: str, recursive: bool = True) -> JobInfo: ...
+
+    def submit_reindex(self, model_spec: str | None = None) -> JobInfo: ...
+
+    def submit_ocr(self, force: bool = False, folder: str | None = None) -> JobInfo: ...
+
+    def get_job(self, job_id: int) -> JobInfo: ...
+
+    def list_jobs(self, limit: int = 50, before: int | None = None) -> list[JobInfo]: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,444 @@
+"""The search structure: a main faiss index (exact flat or IVF), an exact "delta" of vectors added
+since it was built, and tombstones for removed ids, answering top-k by inner product.
+
+Searches run concurrently with adds and removes: a mutation publishes a new immutable snapshot
+under a lock, and a search reads whichever snapshot is current when it starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .common import VectorIndexError, as_ids, as_vectors, gpu_resources, isin_sorted, use_gpu
+
+__all__ = ["VectorIndex"]
+
+log = logging.getLogger(__name__)
+
+# With a few tombstones the main index is asked for k + their number of results; with many, faiss
+# filters them during the scan (an IDSelector) so the cost does not grow with the deletions.
+_OVERFETCH_LIMIT = 1024
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything a search reads; replaced (never edited in place) by add/remove."""
+
+    main_banned: np.ndarray  # sorted unique ids in the main index that must not be returned
+    selector: Any  # faiss IDSelector excluding main_banned, built when it is large
+    delta_vecs: np.ndarray  # buffer; rows [:delta_n] are valid
+    delta_ids: np.ndarray  # buffer; [:delta_n]
+    delta_alive: np.ndarray  # bool [delta_n]
+    delta_n: int
+
+
+class VectorIndex:
+    """A searchable set of (id, unit vector): a main faiss index, an exact delta and tombstones.
+
+    Build one with `build_index` or load one with `IndexStore.load`.
+    """
+
+    def __init__(
+        self,
+        main: faiss.Index,
+        main_ids: np.ndarray,
+        *,
+        kind: str,
+        nprobe: int,
+        metadata: dict[str, Any],
+        main_banned: np.ndarray | None = None,
+        delta_ids: np.ndarray | None = None,
+        delta_vecs: np.ndarray | None = None,
+    ) -> None:
+        self._main = main
+        self._dim = int(main.d)
+        self._main_ids = np.sort(np.asarray(main_ids, dtype=np.int64))
+        self._kind = kind
+        self._nprobe = int(nprobe)
+        self._meta = dict(metadata)
+        self._lock = threading.Lock()
+        self._params_cache: dict[int, Any] = {}
+        self._gpu_main: Any = None
+        self._gpu_search_lock = threading.Lock()
+        if use_gpu():  # pragma: no cover - needs a GPU build of faiss
+            try:
+                self._gpu_main = faiss.index_cpu_to_gpu(gpu_resources(), 0, main)
+            except Exception as exc:
+                log.warning("faiss GPU search unavailable for this index (%s); using the CPU", exc)
+        d_ids = np.zeros(0, np.int64) if delta_ids is None else np.asarray(delta_ids, np.int64)
+        d_vecs = (
+            np.zeros((0, self._dim), np.float32)
+            if delta_vecs is None
+            else np.ascontiguousarray(delta_vecs, np.float32)
+        )
+        self._delta_pos: dict[int, int] = {int(i): p for p, i in enumerate(d_ids.tolist())}
+        banned = np.zeros(0, np.int64) if main_banned is None else np.unique(main_banned)
+        self._state = _Snapshot(
+            main_banned=banned.astype(np.int64),
+            selector=self._make_selector(banned),
+            delta_vecs=d_vecs.copy(),
+            delta_ids=d_ids.copy(),
+            delta_alive=np.ones(d_ids.size, dtype=bool),
+            delta_n=int(d_ids.size),
+        )
+
+    # ---- properties
+
+    @property
+    def kind(self) -> str:
+        """'flat' (exact) or 'ivf'."""
+        return self._kind
+
+    @property
+    def nprobe(self) -> int:
+        """Lists scanned per query (1 for a flat index)."""
+        return self._nprobe
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def version(self) -> int | None:
+        """The store version this index was saved as or loaded from (None if never saved)."""
+        v = self._meta.get("version")
+        return None if v is None else int(v)
+
+    @property
+    def delta_size(self) -> int:
+        """Vectors added since the build (live ones)."""
+        s = self._state
+        return int(np.count_nonzero(s.delta_alive))
+
+    @property
+    def removed_count(self) -> int:
+        """Ids of the main index that are tombstoned (removed or superseded by the delta)."""
+        return int(self._state.main_banned.size)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """version, built_at, n, kind, nlist, nprobe, compression, recall per query kind, ..."""
+        meta = dict(self._meta)
+        meta.update(
+            kind=self._kind,
+            nprobe=self._nprobe,
+            size=len(self),
+            delta=self.delta_size,
+            removed=self.removed_count,
+        )
+        return meta
+
+    def __len__(self) -> int:
+        s = self._state
+        return int(self._main_ids.size - s.main_banned.size + np.count_nonzero(s.delta_alive))
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, (int, np.integer)):
+            return False
+        s = self._state
+        pos = self._delta_pos.get(int(item))
+        if pos is not None and pos < s.delta_n and s.delta_alive[pos]:
+            return True
+        ids = np.array([int(item)], np.int64)
+        return bool(isin_sorted(ids, self._main_ids)[0] and not isin_sorted(ids, s.main_banned)[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorIndex(kind={self._kind!r}, size={len(self)}, nprobe={self._nprobe}, "
+            f"delta={self.delta_size}, version={self.version})"
+        )
+
+    # ---- search
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        exclude: Iterable[int] | np.ndarray | None = None,
+        *,
+        nprobe: int | None = None,
+        allow: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product. Returns (scores float32, ids int64), [n, k] or [k] for one query.
+
+        Rows with fewer than k live vectors are padded with id -1 and score -inf. `exclude` ids are
+        left out (for example the query image itself); removed ids never come back. `allow` (ids):
+        only these are candidates, skipped during the scan by a faiss IDSelectorBatch; an IVF
+        index then probes every list, so the answer is exact over the allowed ids however few
+        they are (the scan checks one id per vector and scores only the allowed ones).
+        """
+        single = np.ndim(queries) == 1
+        q = as_vectors(queries, "queries", self._dim)
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise VectorIndexError(f"k must be a positive integer, got {k!r}")
+        k = int(k)
+        probe = self._nprobe if nprobe is None else int(nprobe)
+        if probe < 1:
+            raise VectorIndexError(f"nprobe must be at least 1, got {nprobe!r}")
+        s = self._state  # one consistent snapshot for the whole call
+        excl = np.zeros(0, np.int64)
+        if exclude is not None:
+            excl = np.unique(
+                np.asarray(
+                    list(exclude) if not isinstance(exclude, np.ndarray) else exclude, np.int64
+                )
+            )
+        n = q.shape[0]
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        ids = np.full((n, k), -1, dtype=np.int64)
+        if n == 0:
+            return (scores[0], ids[0]) if single else (scores, ids)
+        allowed = None if allow is None else np.unique(np.asarray(allow, np.int64).reshape(-1))
+        if allowed is None:
+            ms, mi = self._search_main(q, k, s, excl, probe)
+        else:
+            ms, mi = self._search_main_allowed(q, k, s, excl, allowed)
+        ds, di = self._search_delta(q, k, s, excl, allowed)
+        plain = allowed is None and (excl.size + s.main_banned.size) == 0
+        if di.shape[1] == 0 and ms.shape[1] == k and plain:
+            mi[~np.isfinite(ms)] = -1  # fast path: faiss' own top-k, already best first
+            return (ms[0], mi[0]) if single else (ms, mi)
+        allS = np.concatenate([ms, ds], axis=1)
+        allI = np.concatenate([mi, di], axis=1)
+        order = np.argsort(-allS, axis=1, kind="stable")[:, :k]
+        top_s = np.take_along_axis(allS, order, axis=1)
+        top_i = np.take_along_axis(allI, order, axis=1)
+        m = top_s.shape[1]
+        scores[:, :m] = top_s
+        ids[:, :m] = top_i
+        ids[~np.isfinite(scores)] = -1
+        return (scores[0], ids[0]) if single else (scores, ids)
+
+    def _params(self, probe: int, sel: Any) -> Any:
+        if sel is None:  # read-only during a search, so one object per nprobe can be shared
+            cached = self._params_cache.get(probe)
+            if cached is None:
+                cached = self._params_cache[probe] = self._new_params(probe, None)
+            return cached
+        return self._new_params(probe, sel)
+
+    def _new_params(self, probe: int, sel: Any) -> Any:
+        p: Any
+        if self._kind == "ivf":
+            p = faiss.SearchParametersIVF()
+            p.nprobe = probe
+        else:
+            p = faiss.SearchParameters()
+        if sel is not None:
+            p.sel = sel
+        return p
+
+    def _search_main(
+        self, q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray, probe: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = q.shape[0]
+        ntotal = int(self._main_ids.size)
+        if ntotal == 0:
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        banned = s.main_banned
+        extra = excl[isin_sorted(excl, self._main_ids)] if excl.size else excl
+        n_ban = int(banned.size + extra.size)
+        sel = None
+        if n_ban == 0:
+            fetch = min(k, ntotal)
+        elif s.selector is not None and self._gpu_main is None:
+            # Many tombstones: faiss skips them during the scan, so k results still come back
+            # without asking for k + (number of deletions); only `exclude` is over-fetched.
+            fetch = min(k + int(extra.size), ntotal)
+            sel = s.selector
+        else:
+            fetch = min(k + n_ban, ntotal)  # few tombstones: over-fetch and filter
+        params = self._params(probe, sel)
+        if self._gpu_main is not None and sel is None:  # pragma: no cover - GPU only
+            with self._gpu_search_lock:
+                if self._kind == "ivf":
+                    self._gpu_main.nprobe = min(probe, 2048)
+                dist, lab = self._gpu_main.search(q, min(fetch, 2048))
+        else:
+            dist, lab = self._main.search(q, fetch, params=params)
+        if n_ban:
+            drop = np.zeros(lab.shape, dtype=bool)
+            if sel is None and banned.size:
+                drop |= isin_sorted(lab.ravel(), banned).reshape(lab.shape)
+            if extra.size:
+                drop |= np.isin(lab, extra)
+            dist = np.where(drop, -np.inf, dist)
+        missing = lab < 0
+        if missing.any():
+            dist = np.where(missing, -np.inf, dist)
+        return dist.astype(np.float32, copy=False), lab
+
+    def _search_main_allowed(
+        self, q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The main index restricted to ``allowed`` ids (less tombstones and ``excl``)."""
+        n = q.shape[0]
+        ids = allowed[isin_sorted(allowed, self._main_ids)]
+        if ids.size and s.main_banned.size:
+            ids = ids[~isin_sorted(ids, s.main_banned)]
+        if ids.size and excl.size:
+            ids = ids[~isin_sorted(ids, excl)]
+        if ids.size == 0:
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        arr = np.ascontiguousarray(ids, dtype=np.int64)
+        sel = faiss.IDSelectorBatch(arr.size, faiss.swig_ptr(arr))
+        probe = int(faiss.extract_index_ivf(self._main).nlist) if self._kind == "ivf" else 1
+        params = self._new_params(probe, sel)
+        dist, lab = self._main.search(q, min(k, int(arr.size)), params=params)
+        dist = np.where(lab < 0, -np.inf, dist)
+        return dist.astype(np.float32, copy=False), lab
+
+    @staticmethod
+    def _search_delta(
+        q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = q.shape[0]
+        dn = s.delta_n
+        if dn == 0 or not s.delta_alive.any():
+            return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        vecs = s.delta_vecs[:dn]
+        dids = s.delta_ids[:dn]
+        sims = q @ vecs.T
+        dead = ~s.delta_alive
+        if excl.size:
+            dead = dead | np.isin(dids, excl)
+        if allowed is not None:
+            dead = dead | ~isin_sorted(dids, allowed)
+        if dead.any():
+            sims[:, dead] = -np.inf
+        kk = min(k, dn)
+        if kk < dn:
+            part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+        else:
+            part = np.broadcast_to(np.arange(dn), (n, dn))
+        return np.take_along_axis(sims, part, axis=1).astype(np.float32), dids[part]
+
+    # ---- mutation
+
+    @staticmethod
+    def _make_selector(banned: np.ndarray) -> Any:
+        if banned.size + 1 <= _OVERFETCH_LIMIT or not hasattr(faiss, "IDSelectorBatch"):
+            return None
+        arr = np.ascontiguousarray(banned, dtype=np.int64)
+        inner = faiss.IDSelectorBatch(arr.size, faiss.swig_ptr(arr))
+        sel: Any = faiss.IDSelectorNot(inner)
+        sel.referenced_objects = [inner]  # keep the inner selector alive with the outer one
+        return sel
+
+    def add(self, ids: Any, vectors: Any) -> None:
+        """Make vectors searchable now (exact delta). An id already present gets the new vector."""
+        v = as_vectors(vectors, "vectors", self._dim)
+        i = as_ids(ids, v.shape[0])
+        if i.size == 0:
+            return
+        with self._lock:
+            s = self._state
+            alive = s.delta_alive.copy()
+            for pos in (self._delta_pos.get(int(x)) for x in i.tolist()):
+                if pos is not None:
+                    alive[pos] = False
+            n_old = s.delta_n
+            n_new = n_old + i.size
+            vecs, dids = s.delta_vecs, s.delta_ids
+            if n_new > vecs.shape[0]:  # grow geometrically; readers keep the old buffers
+                cap = max(n_new, 2 * vecs.shape[0], 256)
+                grown = np.empty((cap, self._dim), np.float32)
+                grown[:n_old] = vecs[:n_old]
+                gids = np.empty(cap, np.int64)
+                gids[:n_old] = dids[:n_old]
+                vecs, dids = grown, gids
+            # rows past n_old are invisible to current readers, so writing them in place is safe
+            vecs[n_old:n_new] = v
+            dids[n_old:n_new] = i
+            alive = np.concatenate([alive, np.ones(i.size, bool)])
+            for p, x in enumerate(i.tolist(), start=n_old):
+                self._delta_pos[x] = p
+            superseded = i[isin_sorted(i, self._main_ids)]
+            banned = s.main_banned
+            if superseded.size:
+                banned = np.union1d(banned, superseded)
+            self._state = _Snapshot(
+                main_banned=banned,
+                selector=s.selector if banned is s.main_banned else self._make_selector(banned),
+                delta_vecs=vecs,
+                delta_ids=dids,
+                delta_alive=alive,
+                delta_n=n_new,
+            )
+
+    def remove(self, ids: Any) -> int:
+        """Tombstone ids (main index and delta): they are never returned again. Returns how many were present."""
+        arr = np.unique(
+            np.asarray(
+                list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64
+            ).ravel()
+        )
+        if arr.size == 0:
+            return 0
+        with self._lock:
+            s = self._state
+            alive = s.delta_alive
+            removed_delta = set()
+            for x in arr.tolist():
+                pos = self._delta_pos.pop(x, None)
+                if pos is not None and alive[pos]:
+                    if alive is s.delta_alive:
+                        alive = alive.copy()
+                    alive[pos] = False
+                    removed_delta.add(x)
+            in_main = arr[isin_sorted(arr, self._main_ids)]
+            new_ban = in_main[~isin_sorted(in_main, s.main_banned)]
+            banned = np.union1d(s.main_banned, new_ban) if new_ban.size else s.main_banned
+            self._state = _Snapshot(
+                main_banned=banned,
+                selector=s.selector if banned is s.main_banned else self._make_selector(banned),
+                delta_vecs=s.delta_vecs,
+                delta_ids=s.delta_ids,
+                delta_alive=alive,
+                delta_n=s.delta_n,
+            )
+        present = removed_delta | set(new_ban.tolist())
+        return len(present)
+
+    # ---- tuning and persistence (used by the build and by IndexStore)
+
+    @property
+    def ivf(self) -> Any:
+        """The main index's inverted-file part (coarse quantizer and lists) when it is IVF, else
+        None. Read it, never change it: nprobe tuning looks up which list holds each vector."""
+        return faiss.extract_index_ivf(self._main) if self._kind == "ivf" else None
+
+    def set_nprobe(self, nprobe: int, **measured: Any) -> None:
+        """Adopt a tuned nprobe and record in the metadata how it was measured."""
+        if int(nprobe) < 1:
+            raise VectorIndexError(f"nprobe must be at least 1, got {nprobe!r}")
+        self._nprobe = int(nprobe)
+        self._meta.update(measured, nprobe=self._nprobe)
+
+    def export(self) -> tuple[faiss.Index, dict[str, Any], dict[str, Any]]:
+        """(main faiss index, arrays, metadata): what a saved version holds. The arrays are the
+        main ids, the tombstones and the live delta (ids and vectors), copied."""
+        with self._lock:
+            s = self._state
+            live = s.delta_alive
+            arrays = {
+                "main_ids": self._main_ids,
+                "main_banned": s.main_banned,
+                "delta_ids": s.delta_ids[: s.delta_n][live].copy(),
+                "delta_vecs": s.delta_vecs[: s.delta_n][live].copy(),
+            }
+            meta = dict(self._meta)
+            meta["kind"] = self._kind
+            meta["nprobe"] = self._nprobe
+        return self._main, arrays, meta
+
+    def mark_saved(self, version: int) -> None:
+        """Record the store version this index was saved as."""
+        self._meta["version"] = int(version)

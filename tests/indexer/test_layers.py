@@ -1,0 +1,57 @@
+"""Imports flow one way (docs/ARCHITECTURE.md): model <- indexer <- service, and inside indexer/
+the Celery task module and the worker sit on top, so a process that only reads a library (the
+API, the CLI) never loads them."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Absolute names of the project modules ``path`` imports (anywhere in the file)."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            else:
+                name = node.module or ""
+            found.add(name)
+            found |= {f"{name}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_no_layer_imports_a_layer_above_it() -> None:
+    above = {"model": ("indexer", "service"), "indexer": ("service",)}
+    wrong = []
+    for layer, forbidden in above.items():
+        for path in sorted((REPO / layer).rglob("*.py")):
+            for name in _imported_modules(path):
+                if name.split(".")[0] in forbidden:
+                    wrong.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not wrong, wrong
+
+
+def test_tasks_and_worker_do_not_import_each_other_in_a_circle() -> None:
+    tasks = _imported_modules(REPO / "indexer" / "tasks.py")
+    assert not {n for n in tasks if n.startswith("indexer.worker")}
+
+
+def test_reading_a_library_loads_neither_the_tasks_nor_the_worker() -> None:
+    code = (
+        "import sys, indexer.library, service.app\n"
+        "print(sorted(m for m in sys.modules if m in ('indexer.tasks', 'indexer.worker')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
