@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -107,6 +108,9 @@ def client(config: StoreConfig) -> Any:
         found = _clients.get(key)
         if found is not None:
             return found
+        # processes that hold a client still spawn workers (serve): keep gRPC's fork handlers,
+        # which can abort a child between fork and exec, out of it
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
         try:
             from pymilvus import MilvusClient
         except ImportError:

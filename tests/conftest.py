@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+# gRPC (pymilvus) loaded in this process must not hook fork(): the tests spawn worker and server
+# processes, and gRPC's fork handlers have aborted such a child before its exec (SIGABRT after an
+# "epoll_wait error: Bad file descriptor"). Set before anything imports grpc.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("CLIPSEARCH_SHARED", REPO.parent / "shared"))
 PG_ADMIN_URL = os.environ.get(
