@@ -59,6 +59,20 @@ def find_tile(page: Any, name: str) -> Any:
             pytest.fail(f"{name!r} is not in the gallery (saw {tile_names(page)})")
 
 
+def find_tile_soon(page: Any, name: str, timeout_s: float = 15.0) -> Any:
+    """The tile of ``name`` once the gallery shows it by itself: it polls the jobs every second
+    and refreshes when one finishes, so an image the API already returns may take that long to
+    appear (the test never reloads the page for it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return find_tile(page, name)
+        except pytest.fail.Exception:
+            if time.monotonic() > deadline:
+                raise
+            page.wait_for_timeout(500)
+
+
 def library_total(server: Any) -> int:
     return int(server.api("/api/images", limit=1).json()["total"])
 
@@ -485,8 +499,8 @@ def test_remove_an_image_from_the_detail_view(page: Any, live_server: Any) -> No
         page.wait_for_timeout(200)
     assert back and str(back[0]["id"]) != image_id, "the restored image did not come back"
     assert live_server.api("/api/removed").json()["items"] == []
-    # and it is back in the grid (under its new id)
-    assert find_tile(page, name).get_attribute("data-id") == str(back[0]["id"])
+    # and it is back in the grid (under its new id) once the gallery saw the restore's job end
+    assert find_tile_soon(page, name).get_attribute("data-id") == str(back[0]["id"])
 
 
 # --- phone ------------------------------------------------------------------------------------
