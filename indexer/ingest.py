@@ -204,6 +204,7 @@ def plan_ingest(
     batch_size: int = DEFAULT_BATCH_SIZE,
     allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
     thumb_dir: str | os.PathLike[str] | None = None,
+    finish: bool = True,
 ) -> IngestPlan:
     """Scan the folder in the job's params (``{"path": ..., "recursive": true}``), reconcile the
     catalog (module docstring) and return the batches to embed. Marks the job running; if there
@@ -211,7 +212,9 @@ def plan_ingest(
     job and raises :class:`IngestError` / :class:`PathNotAllowed`. ``allowed_roots`` (default:
     the job's own ``params["allowed_roots"]``, set by a confined Library) also stops the scan at
     symbolic links leading out of them. ``thumb_dir``, when given,
-    lets thumbnails of removed images be deleted. A finished job returns an empty plan."""
+    lets thumbnails of removed images be deleted. A finished job returns an empty plan.
+    ``finish=False``: a plan with nothing to embed leaves the job running for the caller to
+    finish once the removals reached a shared vector store (as :func:`process_batch`)."""
     if batch_size < 1:
         raise IndexerError("batch_size must be at least 1")
     with sessions() as s:
@@ -405,7 +408,7 @@ def plan_ingest(
             jobs.record_errors(
                 s, job_id, [{"path": path_to_db(p.path), "reason": p.reason} for p in problems]
             )
-        if not todo:
+        if not todo and finish:
             jobs.finish_if_complete(s, job_id)
     log.info(
         "job %s: %d files under %r, %d to embed (%d new, %d changed, %d moved, %d removed)",
@@ -499,11 +502,16 @@ def process_batch(
     thumb_size: int = 256,
     embed_batch_size: int = 64,
     text: Any = None,
+    finish: bool = True,
 ) -> BatchResult:
     """Decode, embed and commit one batch (module docstring). ``job_id=None`` processes images
     without a job (no progress recorded); a cancelled, failed or deleted job's batch is skipped.
     ``pool`` defaults to in-process decoding. ``text`` (an :class:`indexer.ocr.OcrConfig`):
-    also record the words read in each image and its captions in the keyword index."""
+    also record the words read in each image and its captions in the keyword index.
+
+    ``finish=False`` leaves the job running even when this batch was its last: the caller
+    writes the batch through to a shared vector store first and then calls
+    :func:`finish_batch_job`, so that a job reported done has every image searchable."""
     result = BatchResult()
     if model_id is None:
         model_id = ensure_model(sessions, model)
@@ -546,10 +554,8 @@ def process_batch(
     ]
     result.skipped = len(ids) - len(work)
     if not work:
-        if job_id is not None:
-            with sessions.begin() as s:
-                result.job_finished = jobs.finish_if_complete(s, job_id)
-            result.job_finished |= job_id in _finish_covered_jobs(sessions, model_id)
+        if job_id is not None and finish:
+            result.job_finished = finish_batch_job(sessions, job_id, model_id)
         return result
 
     preprocess = getattr(model, "preprocessor", None)
@@ -655,7 +661,17 @@ def process_batch(
                 )
             )
             jobs.record_errors(s, job_id, errors)
-            result.job_finished = jobs.finish_if_complete(s, job_id)
-    if job_id is not None:
+            if finish:
+                result.job_finished = jobs.finish_if_complete(s, job_id)
+    if job_id is not None and finish:
         result.job_finished |= job_id in _finish_covered_jobs(sessions, model_id)
     return result
+
+
+def finish_batch_job(sessions: sessionmaker[Session], job_id: int, model_id: int | None) -> bool:
+    """After a batch of ``job_id`` is committed (and written through to a shared store): finish
+    the job if every image it planned is accounted for, and any job whose folder another job's
+    batches completed (:func:`_finish_covered_jobs`). True when ``job_id`` was finished here."""
+    with sessions.begin() as s:
+        finished = jobs.finish_if_complete(s, job_id)
+    return finished | (job_id in _finish_covered_jobs(sessions, model_id))

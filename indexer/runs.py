@@ -68,9 +68,13 @@ def run_ingest(ctx: WorkerContext, app: Celery | None, job_id: int) -> list[list
         model_id=model_id,
         batch_size=ctx.config.batch_size,
         thumb_dir=thumb_dir(ctx),
+        finish=False,
     )
     batches = [list(b) for b in plan.batches if b]
     store_write(ctx, model_id, [], list(plan.removed_ids))
+    if not batches:  # nothing to embed: done once the removals left the shared store too
+        with ctx.Session.begin() as session:
+            jobs.finish_if_complete(session, job_id)
     if app is not None:
         for batch in batches:
             app.send_task(TASK_EMBED, args=[job_id, batch])
@@ -101,8 +105,12 @@ def run_embed_batch(
         model_id=model_id,
         embed_batch_size=max(1, ctx.config.batch_size),
         text=ctx.config.ocr,  # captions, and the text inside images when OCR is on
+        finish=False,
     )
+    # Vectors reach a shared store (Milvus) before the job can be reported done: "done" means
+    # every image of the job is searchable from every API replica.
     store_write(ctx, model_id, result.ready_ids, result.failed_ids)
+    result.job_finished = ingest.finish_batch_job(ctx.Session, job_id, model_id)
     if result.job_finished and app is not None:
         maybe_auto_reindex(ctx, app)
         from . import duplicates
