@@ -374,6 +374,11 @@ def _index_choice(config: StoreConfig, n: int) -> tuple[str, dict[str, Any]]:
     return kind, {}
 
 
+#: How long one index build may take before the call gives up (a 1M-row IVF_FLAT build on
+#: milvus-lite took over 5 minutes here; Milvus Standalone builds in the background).
+INDEX_BUILD_TIMEOUT_S = 3600.0
+
+
 def _create_index(config: StoreConfig, name: str, kind: str, params: dict[str, Any]) -> None:
     c = client(config)
     index_params = c.prepare_index_params()
@@ -382,8 +387,27 @@ def _create_index(config: StoreConfig, name: str, kind: str, params: dict[str, A
     # default nlist of 128 whatever was asked; Milvus merges the two).
     both = {**params, "params": dict(params)} if params else {}
     index_params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=both)
-    _call(config, name, c.create_index, name, index_params)
-    _call(config, name, c.load_collection, name)
+    # Building an index over a million rows takes minutes: longer than a query's timeout.
+    wait = max(float(config.milvus_timeout_s), INDEX_BUILD_TIMEOUT_S)
+    try:
+        _call(config, name, c.create_index, name, index_params, timeout=wait)
+    except StoreUnavailable:
+        # The request may have gone through and only its answer been lost (the connection
+        # dropped during a long build, or a retry after that): Milvus then refuses the same
+        # index again ("index already exists"). An index on the vector field is what was asked.
+        if not _vector_indexes(config, name):
+            raise
+        log.warning("collection %s: the vector index exists already; using it", name)
+    _call(config, name, c.load_collection, name, timeout=wait)
+
+
+def _vector_indexes(config: StoreConfig, name: str) -> list[str]:
+    """The indexes on collection ``name``'s vector field (empty if the server cannot say)."""
+    c = client(config)
+    try:
+        return [str(f) for f in _call(config, name, c.list_indexes, name, field_name="vector")]
+    except StoreUnavailable:
+        return []
 
 
 def ensure_first_version(config: StoreConfig, sessions: Any, model_id: int, dim: int) -> int:
