@@ -290,8 +290,6 @@ def queries(vocab: list[str], rng: np.random.Generator) -> dict[str, str]:
 
 
 def time_queries(lib: Library, qs: dict[str, str], reps: int) -> dict[str, dict[str, list[float]]]:
-    from indexer.hybrid import search_text
-
     rng = np.random.default_rng(7)
     dim = lib._ensure_served().store.dim
     vec = rng.standard_normal(dim).astype(np.float32)
@@ -301,7 +299,7 @@ def time_queries(lib: Library, qs: dict[str, str], reps: int) -> dict[str, dict[
         for name, q in qs.items():
             for mode in ("semantic", "text", "hybrid"):  # interleaved
                 t = time.perf_counter()
-                search_text(lib, vec, q, mode, k=20)
+                lib.search_text(vec, q, mode, k=20)
                 out[name].setdefault(mode, []).append((time.perf_counter() - t) * 1000)
     return out
 

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from indexer.errors import CatalogUnavailable, IndexerError, NotFound
-from indexer.types import ImageInfo, JobInfo, RemovedInfo
+from indexer.types import Hit, ImageInfo, JobInfo, RemovedInfo
 
 log = logging.getLogger(__name__)
 
@@ -536,6 +536,19 @@ def ensure_model(sessions: sessionmaker[Session], model: Any) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Reading rows out as plain dataclasses
+
+
+def hit_from_row(row: Image, score: float) -> Hit:
+    """A search result for an image row at ``score``."""
+    return Hit(
+        id=row.id,
+        score=score,
+        path=row.path,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        taken_at=row.taken_at,
+    )
 
 
 def image_info(row: Image) -> ImageInfo:

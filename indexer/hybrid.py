@@ -27,6 +27,8 @@ and the keyword fields that matched (``text``: recognised in the image; ``filena
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,11 +36,31 @@ import numpy as np
 from . import catalog
 from .errors import IndexerError
 from .keywords import KeywordHit, keyword_search, query_words, score_ids
-from .types import Hit, SearchFilters
+from .types import Hit, SearchFilters, check_page
 
 if TYPE_CHECKING:
     from .facade import LibraryFacade
-    from .library import Library
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """What a hybrid query reads, handed over by the library (this module does not know it):
+
+    * ``session()``: a catalog session (a context manager);
+    * ``conditions(filters)``: the catalog conditions that select the filters' images;
+    * ``model_id()``: the served model's id (its vectors give the cosines);
+    * ``rows(ids, filters)``: the ready image rows of these ids that pass the filters, by id;
+    * ``search(vector, k=, offset=, min_score=, filters=)``: the vector search's page of hits;
+    * ``has_keywords()``: whether the keyword index has rows.
+    """
+
+    session: Callable[[], AbstractContextManager[Any]]
+    conditions: Callable[[SearchFilters], list[Any]]
+    model_id: Callable[[], int]
+    rows: Callable[[list[int], SearchFilters | None], dict[int, Any]]
+    search: Callable[..., list[Hit]]
+    has_keywords: Callable[[], bool]
+
 
 MODES = ("semantic", "text", "hybrid")
 RRF_K = 60.0
@@ -49,13 +71,17 @@ DEPTH = 100
 def resolve_mode(library: LibraryFacade, query: str, mode: str | None) -> str:
     """The mode a query runs in: the one asked for, else hybrid when the keyword index can
     help (it has rows and the query has words to look for), else semantic."""
+    return _resolve(library.has_keywords, query, mode)
+
+
+def _resolve(has_keywords: Callable[[], bool], query: str, mode: str | None) -> str:
     if mode is not None:
         if mode not in MODES:
             raise IndexerError(f"unknown search mode {mode!r}: use semantic, text or hybrid")
         return mode
     if not query_words(query):
         return "semantic"
-    return "hybrid" if library.has_keywords() else "semantic"
+    return "hybrid" if has_keywords() else "semantic"
 
 
 def _depth(k: int, offset: int) -> int:
@@ -64,28 +90,28 @@ def _depth(k: int, offset: int) -> int:
 
 
 def _keyword_hits(
-    library: Library, query: str, limit: int, filters: SearchFilters | None
+    src: Sources, query: str, limit: int, filters: SearchFilters | None
 ) -> list[KeywordHit]:
-    where = library._filter_conditions(filters) if filters is not None else []
-    with library._session() as session:
+    where = src.conditions(filters) if filters is not None else []
+    with src.session() as session:
         return keyword_search(session, query, limit=limit, where=where)
 
 
-def _cosines(library: Library, vector: np.ndarray | None, ids: list[int]) -> dict[int, float]:
+def _cosines(src: Sources, vector: np.ndarray | None, ids: list[int]) -> dict[int, float]:
     """The cosine of the query with these images' vectors (served model), read by key."""
     if vector is None or not ids:
         return {}
-    served = library._ensure_served()
+    model_id = src.model_id()
     q = np.asarray(vector, dtype=np.float32).reshape(-1)
-    with library._session() as session:
-        got, vecs = catalog.load_vectors(session, served.model_id, ids)
+    with src.session() as session:
+        got, vecs = catalog.load_vectors(session, model_id, ids)
     if len(got) == 0 or vecs.shape[1] != q.size:
         return {}
     return {int(i): float(s) for i, s in zip(got, vecs @ q, strict=True)}
 
 
-def _rows(library: Library, ids: list[int], filters: SearchFilters | None) -> dict[int, Any]:
-    return library._hit_rows(ids, filters) if ids else {}
+def _rows(src: Sources, ids: list[int], filters: SearchFilters | None) -> dict[int, Any]:
+    return src.rows(ids, filters) if ids else {}
 
 
 def _with(hit: Hit, match: list[str], words: list[str], score: float | None = None) -> Hit:
@@ -96,7 +122,7 @@ def _with(hit: Hit, match: list[str], words: list[str], score: float | None = No
 
 
 def search_text(
-    library: Library,
+    src: Sources,
     vector: np.ndarray | None,
     query: str,
     mode: str | None,
@@ -106,36 +132,36 @@ def search_text(
     filters: SearchFilters | None = None,
 ) -> list[Hit]:
     """A page of a text query's results in ``mode`` (module docstring)."""
-    from .library import _check_page, _hit
-
-    k, offset = _check_page(k, offset, 1000)
-    mode = resolve_mode(library, query, mode)
+    k, offset = check_page(k, offset, 1000)
+    mode = _resolve(src.has_keywords, query, mode)
     if mode == "semantic":
         if vector is None:
             raise IndexerError("a semantic search needs the query's vector")
-        hits = library.search(vector, k=k, offset=offset, min_score=min_score, filters=filters)
+        hits = src.search(vector, k=k, offset=offset, min_score=min_score, filters=filters)
         return [_with(h, ["semantic"], []) for h in hits]
 
     depth = _depth(k, offset)
-    kw = _keyword_hits(library, query, depth, filters)
+    kw = _keyword_hits(src, query, depth, filters)
     if mode == "text":
         page = kw[offset : offset + k]
         ids = [h.id for h in page]
-        rows = _rows(library, ids, filters)
-        cos = _cosines(library, vector, ids)
+        rows = _rows(src, ids, filters)
+        cos = _cosines(src, vector, ids)
         found: list[Hit] = []
         for kh in page:
             row = rows.get(kh.id)
             if row is not None:
-                found.append(_with(_hit(row, cos.get(kh.id, kh.score)), kh.fields, kh.words))
+                found.append(
+                    _with(catalog.hit_from_row(row, cos.get(kh.id, kh.score)), kh.fields, kh.words)
+                )
         return found
 
     if vector is None:
         raise IndexerError("a hybrid search needs the query's vector")
-    sem = library.search(vector, k=depth, offset=0, min_score=None, filters=filters)
+    sem = src.search(vector, k=depth, offset=0, min_score=None, filters=filters)
     # the vector hits the words match too, found by key whatever the words' frequency (a common
     # word's keyword list holds only its best-ranked matches), ranked after the keyword list's own
-    with library._session() as session:
+    with src.session() as session:
         seen = {h.id for h in kw}
         ids = [sh.id for sh in sem]
         extra = [kh for kh in score_ids(session, query, ids) if kh.id not in seen]
@@ -157,8 +183,8 @@ def search_text(
         ]
     page_ids = order[offset : offset + k]
     missing = [i for i in page_ids if i not in by_sem]
-    rows = _rows(library, missing, filters)
-    cos = _cosines(library, vector, missing)
+    rows = _rows(src, missing, filters)
+    cos = _cosines(src, vector, missing)
     out: list[Hit] = []
     for i in page_ids:
         got = kw_by_id.get(i)
@@ -175,5 +201,5 @@ def search_text(
             score = cos.get(i, got.score if got is not None else 0.0)
             if min_score is not None and got is None and score < min_score:
                 continue
-            out.append(_with(_hit(row, score), match, words))
+            out.append(_with(catalog.hit_from_row(row, score), match, words))
     return out

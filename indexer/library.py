@@ -56,6 +56,7 @@ from .types import (
     RemovedInfo,
     RestoreResult,
     SearchFilters,
+    check_page,
 )
 from .vector_store import (
     LEASE_TTL_S,
@@ -102,7 +103,9 @@ class LibraryConfig:
     device: str | None = None  # None: CUDA when available, else CPU
     queue_prefix: str = ""  # namespaces the queue on a shared broker
     allowed_roots: Sequence[Path] | None = None  # folders ingest may read; None: any folder
-    refresh_interval_s: float = 2.0  # how often the index follows the catalog (new vectors, versions)
+    refresh_interval_s: float = (
+        2.0  # how often the index follows the catalog (new vectors, versions)
+    )
     batch_size: int = 32  # images per embedding batch (workers started by this library)
     worker_concurrency: int = 1
     extra_worker_env: dict[str, str] = field(default_factory=dict)
@@ -469,7 +472,7 @@ class Library:
         exclude: Sequence[int] | None = None,
     ) -> list[Hit]:
         """The ``k`` best ready images for ``vector`` after skipping ``offset``, best first."""
-        k, offset = _check_page(k, offset, MAX_K)
+        k, offset = check_page(k, offset, MAX_K)
         served = self._ensure_served()
         self._follower.due()  # the follower refreshes soon; this search reads what is served now
         served = self._served or served
@@ -517,7 +520,7 @@ class Library:
                     break
                 row = rows.get(image_id)
                 if row is not None:
-                    hits.append(_hit(row, score))
+                    hits.append(catalog.hit_from_row(row, score))
             exhausted = len(ids_l) < fetch or fetch >= total
             if len(hits) >= need or below or exhausted:
                 return hits[offset:need]
@@ -542,9 +545,17 @@ class Library:
     ) -> list[Hit]:
         """A text query through the vectors and/or the keyword index (``mode`` semantic, text,
         hybrid; None: hybrid when the keyword index has content); see :mod:`indexer.hybrid`."""
-        from .hybrid import search_text
+        from .hybrid import Sources, search_text
 
-        return search_text(self, vector, query, mode, k, offset, min_score, filters)
+        sources = Sources(
+            session=self._session,
+            conditions=self._filter_conditions,
+            model_id=lambda: self._ensure_served().model_id,
+            rows=self._hit_rows,
+            search=self.search,
+            has_keywords=self.has_keywords,
+        )
+        return search_text(sources, vector, query, mode, k, offset, min_score, filters)
 
     def image_text(self, image_id: int) -> dict[str, Any]:
         """The words read in and beside an image (OCR text, caption, OCR state)."""
@@ -649,7 +660,7 @@ class Library:
         Page with ``after`` (the last id of the previous page): a range read on the primary key
         (or ``ix_images_state_id``) whatever the depth. ``offset`` still works but skips rows one
         by one. The total comes from the trigger-kept counts, not from counting the library."""
-        limit, offset = _check_page(limit, offset, MAX_LIST)
+        limit, offset = check_page(limit, offset, MAX_LIST)
         if state is not None and state not in IMAGE_STATES:
             raise IndexerError(
                 f"unknown image state {state!r}: use one of {', '.join(IMAGE_STATES)}"
@@ -684,7 +695,7 @@ class Library:
         next_after for the id order, next_after_key for the date orders)."""
         from .browse import browse
 
-        limit, _ = _check_page(limit, 0, MAX_LIST)
+        limit, _ = check_page(limit, 0, MAX_LIST)
         if state is not None and state not in IMAGE_STATES:
             raise IndexerError(
                 f"unknown image state {state!r}: use one of {', '.join(IMAGE_STATES)}"
@@ -884,7 +895,7 @@ class Library:
     def list_removed(self, limit: int = 50, before: int | None = None) -> list[RemovedInfo]:
         """Removed images, the most recently removed first; page with ``before`` (the last id of
         the previous page): a range read on the key."""
-        limit, _ = _check_page(limit, 0, MAX_LIST)
+        limit, _ = check_page(limit, 0, MAX_LIST)
         if before is None:
             before = _MAX_ROW_ID
         if isinstance(before, bool) or not isinstance(before, (int, np.integer)) or before < 1:
@@ -1165,7 +1176,7 @@ class Library:
 
     def list_jobs(self, limit: int = 50, before: int | None = None) -> list[JobInfo]:
         """The newest jobs first; page with ``before`` (the last id of the previous page)."""
-        limit, _ = _check_page(limit, 0, MAX_LIST)
+        limit, _ = check_page(limit, 0, MAX_LIST)
         if before is None:
             before = _MAX_ROW_ID
         if isinstance(before, bool) or not isinstance(before, (int, np.integer)) or before < 1:
@@ -1323,18 +1334,6 @@ def _spec_of_row(session: Any, row: IndexVersion) -> str | None:
     return session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
 
 
-def _hit(row: Image, score: float) -> Hit:
-    return Hit(
-        id=row.id,
-        score=score,
-        path=row.path,
-        width=row.width,
-        height=row.height,
-        format=row.format,
-        taken_at=row.taken_at,
-    )
-
-
 def _naive(value: Any) -> Any:
     """taken_at is camera wall-clock time (naive): compare with the caller's wall-clock value."""
     return value.replace(tzinfo=None) if getattr(value, "tzinfo", None) is not None else value
@@ -1346,16 +1345,6 @@ def _as_id(value: Any, what: str = "image") -> int:
     if value < 1 or value > 2**63 - 1:
         raise NotFound(f"{what} {value} does not exist")
     return int(value)
-
-
-def _check_page(k: int, offset: int, maximum: int) -> tuple[int, int]:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= maximum:
-        raise IndexerError(f"the page size must be an integer from 1 to {maximum}, got {k!r}")
-    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
-        raise IndexerError(f"offset must be a non-negative integer, got {offset!r}")
-    if offset > 100_000:
-        raise IndexerError("offset is too large (at most 100000); narrow the search instead")
-    return int(k), int(offset)
 
 
 if TYPE_CHECKING:  # the service's view of a library (indexer.facade) is this class's

@@ -10,6 +10,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from .errors import IndexerError
+
 IMAGE_STATES = ("pending", "ready", "failed")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 
@@ -183,3 +187,19 @@ class BatchResult:
     failed_ids: list[int] = field(default_factory=list)
     job_finished: bool = False
     ocr: dict[str, int] = field(default_factory=dict)  # images by OCR outcome (done, failed, ...)
+
+
+#: The deepest a search or listing may page with ``offset`` (a larger one is refused).
+MAX_OFFSET = 100_000
+
+
+def check_page(k: Any, offset: Any, maximum: int) -> tuple[int, int]:
+    """``(k, offset)`` as ints once checked: 1 <= k <= ``maximum``, 0 <= offset <= MAX_OFFSET;
+    anything else raises an :class:`IndexerError` that says what is allowed."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= maximum:
+        raise IndexerError(f"the page size must be an integer from 1 to {maximum}, got {k!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+        raise IndexerError(f"offset must be a non-negative integer, got {offset!r}")
+    if offset > MAX_OFFSET:
+        raise IndexerError(f"offset is too large (at most {MAX_OFFSET}); narrow the search instead")
+    return int(k), int(offset)

@@ -55,3 +55,14 @@ def test_reading_a_library_loads_neither_the_tasks_nor_the_worker() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_nothing_inside_indexer_reaches_back_into_the_library() -> None:
+    # library.py sits on top of the indexer's modules and hands them what they need (as
+    # hybrid.Sources does); a module importing it back would make a circle of the two
+    wrong = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "indexer").rglob("*.py"))
+        if path.name != "library.py" and "indexer.library" in _imported_modules(path)
+    ]
+    assert not wrong, wrong
