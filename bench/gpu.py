@@ -125,8 +125,9 @@ def build_model(config: Any, device: torch.device) -> Any:
 # -- 1. model only ------------------------------------------------------------------------------
 
 
-def model_only(name: str, config: Any, device: torch.device, batches: list[int], bf16: bool,
-               repeat: int) -> Row:
+def model_only(
+    name: str, config: Any, device: torch.device, batches: list[int], bf16: bool, repeat: int
+) -> Row:
     model = build_model(config, device)
     size = int(config.vision.image_size)
     best, best_b = 0.0, 0
@@ -152,7 +153,6 @@ def model_only(name: str, config: Any, device: torch.device, batches: list[int],
             with _autocast(device, True):
                 fast = F.normalize(model.encode_image(x).float(), dim=-1)
         note += f", min cosine bf16 vs fp32 {float((exact * fast).sum(-1).min()):.5f}"
-    del model
     return Row("image, model only", name, best, "img/s", note)
 
 
@@ -170,7 +170,11 @@ def make_jpegs(folder: Path, n: int, w: int, h: int) -> list[Path]:
     for i in range(base_n):
         y, x = np.mgrid[0:h, 0:w].astype(np.float32)
         rgb = np.stack(
-            [127 + 100 * np.sin(x / (w / (3 + i))), 127 + 100 * np.cos(y / (h / 5)), (x + y + 17 * i) % 256],
+            [
+                127 + 100 * np.sin(x / (w / (3 + i))),
+                127 + 100 * np.cos(y / (h / 5)),
+                (x + y + 17 * i) % 256,
+            ],
             -1,
         ) + rng.normal(0, 12, (h, w, 3))
         path = folder / f"base{i}.jpg"
@@ -189,8 +193,9 @@ def _chunks(items: list[Path], size: int) -> Iterator[list[Path]]:
         yield items[i : i + size]
 
 
-def end_to_end_gpu_decode(model: Any, paths: list[Path], device: torch.device, batch: int,
-                          bf16: bool) -> tuple[float, np.ndarray, str]:
+def end_to_end_gpu_decode(
+    model: Any, paths: list[Path], device: torch.device, batch: int, bf16: bool
+) -> tuple[float, np.ndarray, str]:
     """Files -> embeddings through nvJPEG (or Pillow when unavailable), reads prefetched on threads."""
     from model.device_preprocess import DevicePreprocess, decode_on_device, nvjpeg_available
 
@@ -199,7 +204,9 @@ def end_to_end_gpu_decode(model: Any, paths: list[Path], device: torch.device, b
     out = []
     with cf.ThreadPoolExecutor(max_workers=8) as pool:
         t0 = time.perf_counter()
-        reads = [pool.submit(lambda c=c: [p.read_bytes() for p in c]) for c in _chunks(paths, batch)]
+        reads = [
+            pool.submit(lambda c=c: [p.read_bytes() for p in c]) for c in _chunks(paths, batch)
+        ]
         for fut in reads:
             datas = fut.result()
             imgs = decode_on_device(datas, device, use_nvjpeg=use_nvjpeg)
@@ -209,11 +216,16 @@ def end_to_end_gpu_decode(model: Any, paths: list[Path], device: torch.device, b
             out.append(feats.cpu().numpy())
         _sync(device)
         elapsed = time.perf_counter() - t0
-    return len(paths) / elapsed, np.concatenate(out), "nvJPEG" if use_nvjpeg else "Pillow on host (no nvJPEG)"
+    return (
+        len(paths) / elapsed,
+        np.concatenate(out),
+        "nvJPEG" if use_nvjpeg else "Pillow on host (no nvJPEG)",
+    )
 
 
-def end_to_end_cpu_decode(model: Any, paths: list[Path], device: torch.device, batch: int,
-                          bf16: bool, workers: int) -> tuple[float, np.ndarray]:
+def end_to_end_cpu_decode(
+    model: Any, paths: list[Path], device: torch.device, batch: int, bf16: bool, workers: int
+) -> tuple[float, np.ndarray]:
     """Files -> embeddings through the CPU decode pool ingestion uses (no thumbnails written)."""
     from indexer.decode import DecodePool, decode_many
 
@@ -233,8 +245,15 @@ def end_to_end_cpu_decode(model: Any, paths: list[Path], device: torch.device, b
     return len(paths) / elapsed, np.concatenate(out)
 
 
-def ingest_pipeline(name: str, folder: Path, work: Path, model_dir: Path, device: torch.device,
-                    batch: int, device_decode: str) -> Row:
+def ingest_pipeline(
+    name: str,
+    folder: Path,
+    work: Path,
+    model_dir: Path,
+    device: torch.device,
+    batch: int,
+    device_decode: str,
+) -> Row:
     """The real ingestion path (catalog, scan, decode pool, embedding, one transaction per batch)
     in this process, with CLIPSEARCH_DEVICE_DECODE set as given; images/s from submit to done."""
     from indexer.library import Library, LibraryConfig
@@ -244,9 +263,15 @@ def ingest_pipeline(name: str, folder: Path, work: Path, model_dir: Path, device
     os.environ["CLIPSEARCH_DEVICE_DECODE"] = device_decode
     data = work / f"data-{device_decode}"
     lib = Library(LibraryConfig(data_dir=data, model_spec=str(model_dir), device=str(device)))
-    ctx = WorkerContext(WorkerConfig(data_dir=data, model_spec=str(model_dir),
-                                     database_url=lib.database_url, device=str(device),
-                                     batch_size=batch))
+    ctx = WorkerContext(
+        WorkerConfig(
+            data_dir=data,
+            model_spec=str(model_dir),
+            database_url=lib.database_url,
+            device=str(device),
+            batch_size=batch,
+        )
+    )
     try:
         ctx.model()  # loaded and on the device before the clock starts
         t0 = time.perf_counter()
@@ -260,10 +285,14 @@ def ingest_pipeline(name: str, folder: Path, work: Path, model_dir: Path, device
         ctx.dispose()
         lib.close()
         os.environ.pop("CLIPSEARCH_DEVICE_DECODE", None)
-    return Row(f"ingest pipeline, device decode {device_decode}", name,
-               info.done / secs, "img/s",
-               f"{info.done} done, {info.failed} failed of {len(list(folder.iterdir()))} files, "
-               f"batch {batch}, {os.cpu_count()} decode processes, thumbnails written")
+    return Row(
+        f"ingest pipeline, device decode {device_decode}",
+        name,
+        info.done / secs,
+        "img/s",
+        f"{info.done} done, {info.failed} failed of {len(list(folder.iterdir()))} files, "
+        f"batch {batch}, {os.cpu_count()} decode processes, thumbnails written",
+    )
 
 
 # -- 3. text -------------------------------------------------------------------------------------
@@ -289,8 +318,13 @@ def text_rows(name: str, model: Any, device: torch.device, n_single: int, repeat
     many = [QUERIES[i % len(QUERIES)] + f" {i}" for i in range(256)]
     per_batch = timed(lambda: model.embed_texts(many, batch_size=256), device, repeat)
     return [
-        Row("text, one query at a time", name, 1.0 / statistics.median(singles[1:] or singles),
-            "queries/s", f"p50 {1000 * statistics.median(singles[1:] or singles):.2f} ms"),
+        Row(
+            "text, one query at a time",
+            name,
+            1.0 / statistics.median(singles[1:] or singles),
+            "queries/s",
+            f"p50 {1000 * statistics.median(singles[1:] or singles):.2f} ms",
+        ),
         Row("text, batch 256", name, 256 / per_batch, "queries/s"),
     ]
 
@@ -300,7 +334,6 @@ def text_rows(name: str, model: Any, device: torch.device, n_single: int, repeat
 
 def faiss_rows(n: int, nlist: int, device: torch.device) -> list[Row]:
     import faiss
-
     from synthetic_vectors import make_space
 
     space = make_space(dim=512, seed=0)
@@ -309,8 +342,9 @@ def faiss_rows(n: int, nlist: int, device: torch.device) -> list[Row]:
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     on_gpu = device.type == "cuda" and gpus > 0
     where = "GPU" if on_gpu else "CPU (faiss has no GPU support here)"
-    km = faiss.Kmeans(512, nlist, niter=10, gpu=on_gpu, seed=1, spherical=True,
-                      max_points_per_centroid=256)
+    km = faiss.Kmeans(
+        512, nlist, niter=10, gpu=on_gpu, seed=1, spherical=True, max_points_per_centroid=256
+    )
     t0 = time.perf_counter()
     km.train(xb)
     train_s = time.perf_counter() - t0
@@ -329,18 +363,29 @@ def faiss_rows(n: int, nlist: int, device: torch.device) -> list[Row]:
     search_s = time.perf_counter() - t0
     label = f"{n:,} x 512"
     return [
-        Row("FAISS k-means (IVF coarse quantizer)", label, train_s, "s",
-            f"{nlist} lists, 10 iterations, on {where}"),
-        Row("FAISS IVF search, k=10, nprobe 32", label, len(xq) / search_s, "queries/s",
-            f"{len(xq):,} text-like queries in one call, on {where}"),
+        Row(
+            "FAISS k-means (IVF coarse quantizer)",
+            label,
+            train_s,
+            "s",
+            f"{nlist} lists, 10 iterations, on {where}",
+        ),
+        Row(
+            "FAISS IVF search, k=10, nprobe 32",
+            label,
+            len(xq) / search_s,
+            "queries/s",
+            f"{len(xq):,} text-like queries in one call, on {where}",
+        ),
     ]
 
 
 # -- 5. fine-tuning ------------------------------------------------------------------------------
 
 
-def finetune_row(name: str, config: Any, device: torch.device, batch: int, steps: int,
-                 bf16: bool) -> Row:
+def finetune_row(
+    name: str, config: Any, device: torch.device, batch: int, steps: int, bf16: bool
+) -> Row:
     from model.finetune.loss import ClipLoss
 
     model = build_model(config, device).train()
@@ -363,8 +408,10 @@ def finetune_row(name: str, config: Any, device: torch.device, batch: int, steps
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     per_step = timed(step, device, steps)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    del model, opt
+    peak = (
+        torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    )
+
     note = f"batch {batch}, {'bf16' if bf16 else 'fp32'}"
     if device.type == "cuda":
         note += f", peak {peak:.1f} GiB"
@@ -391,7 +438,10 @@ def render(rows: list[Row], device: torch.device, quick: bool, wall_s: float) ->
     ]
     if quick:
         lines += ["**--quick run: toy sizes, the numbers mean nothing.**", ""]
-    lines += ["| section | model / size | value | unit | goal | notes |", "|---|---|---:|---|---:|---|"]
+    lines += [
+        "| section | model / size | value | unit | goal | notes |",
+        "|---|---|---:|---|---:|---|",
+    ]
     for r in rows:
         goal = GOALS.get((r.section, r.model))
         lines.append(
@@ -402,19 +452,30 @@ def render(rows: list[Row], device: torch.device, quick: bool, wall_s: float) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --quick)")
     ap.add_argument("--quick", action="store_true", help="toy sizes, to check the script runs")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="where to write the table (default: bench/results/gpu.md, not with --quick)")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the table (default: bench/results/gpu.md, not with --quick)",
+    )
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench/gpu.py: CUDA is not available on this machine. Run it on a GPU host with a CUDA "
-              "build of torch, or use `--quick --device cpu` to check the script.", file=sys.stderr)
+        print(
+            "bench/gpu.py: CUDA is not available on this machine. Run it on a GPU host with a CUDA "
+            "build of torch, or use `--quick --device cpu` to check the script.",
+            file=sys.stderr,
+        )
         return 2
     if device.type != "cuda" and not args.quick:
-        print("bench/gpu.py: without a GPU only `--quick --device cpu` makes sense", file=sys.stderr)
+        print(
+            "bench/gpu.py: without a GPU only `--quick --device cpu` makes sense", file=sys.stderr
+        )
         return 2
     bf16 = device.type == "cuda"
     if device.type == "cuda":
@@ -425,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def emit(new: list[Row]) -> None:
         for r in new:
-            print(f"{r.section:45s} {r.model:12s} {r.value:12,.1f} {r.unit:10s} {r.note}", flush=True)
+            print(
+                f"{r.section:45s} {r.model:12s} {r.value:12,.1f} {r.unit:10s} {r.note}", flush=True
+            )
         rows.extend(new)
 
     if args.quick:
@@ -451,14 +514,28 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"{big[0]}x{big[1]}"
             paths = make_jpegs(Path(tmp) / label.replace(" ", ""), n, w, h)
             rate_gpu, emb_gpu, how = end_to_end_gpu_decode(model, paths, device, e2e_batch, bf16)
-            rate_cpu, emb_cpu = end_to_end_cpu_decode(model, paths, device, e2e_batch, bf16, workers)
+            rate_cpu, emb_cpu = end_to_end_cpu_decode(
+                model, paths, device, e2e_batch, bf16, workers
+            )
             cos = float(np.min(np.sum(emb_gpu * emb_cpu, axis=1)))
-            emit([
-                Row(f"image end to end, {label} JPEG, GPU decode", name, rate_gpu, "img/s",
-                    f"{how}, {n} files, min cosine vs CPU path {cos:.4f}"),
-                Row(f"image end to end, {label} JPEG, CPU decode", name, rate_cpu, "img/s",
-                    f"{workers} decode processes, {n} files"),
-            ])
+            emit(
+                [
+                    Row(
+                        f"image end to end, {label} JPEG, GPU decode",
+                        name,
+                        rate_gpu,
+                        "img/s",
+                        f"{how}, {n} files, min cosine vs CPU path {cos:.4f}",
+                    ),
+                    Row(
+                        f"image end to end, {label} JPEG, CPU decode",
+                        name,
+                        rate_cpu,
+                        "img/s",
+                        f"{workers} decode processes, {n} files",
+                    ),
+                ]
+            )
         from model.checkpoints import save_pretrained
 
         model_dir = save_pretrained(build_model(cfg, torch.device("cpu")), Path(tmp) / "model")
