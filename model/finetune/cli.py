@@ -302,14 +302,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     start = load(args.model, device="cpu")
     from model.clip import CLIP
 
-    if not isinstance(start, CLIP) and start.family != "siglip":
-        raise FinetuneError(
-            f"{args.model} is a {start.family} model; fine-tuning is implemented for CLIP and "
-            "SigLIP models (SigLIP with its sigmoid loss) so far"
-        )
-    if args.from_scratch and not isinstance(start, CLIP):
-        raise FinetuneError("--from-scratch builds a CLIP; start a SigLIP from its weights")
     if args.from_scratch:
+        if not isinstance(start, CLIP):
+            raise FinetuneError(
+                f"--from-scratch builds a CLIP; start a {start.family} model from its weights"
+            )
         start = build(start.config, seed=args.seed, name=f"{args.model} (from scratch)")
     pairs = load_pairs(args.data)
     train_pairs, val_pairs = pairs.split(cfg.val_fraction, cfg.split_seed)

@@ -243,20 +243,38 @@ def sync_logit_scale_grad(clip: nn.Module) -> None:
 
 
 def _blocks(clip: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
-    """(image blocks, text blocks), lowest first."""
+    """(image blocks, text blocks), lowest first, for every family model/ builds."""
     visual: Any = clip.visual
-    text: Any = getattr(clip, "text", None)
-    if text is not None and hasattr(text, "transformer"):  # SigLIP: towers.TextTransformer
-        return list(visual.transformer.resblocks), list(text.transformer.resblocks)
-    if hasattr(visual, "transformer"):
+    if hasattr(visual, "transformer"):  # ViT towers (CLIP, SigLIP, MobileCLIP2-B)
         image_blocks = list(visual.transformer.resblocks)
+    elif hasattr(visual, "stages"):  # MobileCLIP's FastViT (MCi): its blocks, stage by stage
+        image_blocks = [b for stage in visual.stages for b in stage.blocks]
     else:  # ModifiedResNet: its bottlenecks, stage by stage
         image_blocks = [
             b
             for stage in (visual.layer1, visual.layer2, visual.layer3, visual.layer4)
             for b in stage
         ]
-    return image_blocks, list(clip.transformer.resblocks)  # type: ignore[union-attr, arg-type]
+    text: Any = getattr(clip, "text", None)
+    if text is None:  # CLIP keeps its text transformer on the model itself
+        return image_blocks, list(clip.transformer.resblocks)  # type: ignore[union-attr, arg-type]
+    inner = text.transformer
+    if hasattr(inner, "resblocks"):  # towers.TextTransformer (SigLIP, MobileCLIP)
+        return image_blocks, list(inner.resblocks)
+    if hasattr(inner, "encoder"):  # a Hugging Face encoder (XLM-RoBERTa)
+        return image_blocks, list(inner.encoder.layer)
+    return image_blocks, list(inner.layers)  # NLLB's M2M100 encoder
+
+
+def _text_embeddings(clip: nn.Module) -> tuple[list[nn.Module], list[nn.Parameter]]:
+    """The text tower's token and position embeddings: (modules, bare parameters)."""
+    text: Any = getattr(clip, "text", clip)  # SigLIP and the others keep them in .text
+    if hasattr(text, "token_embedding"):
+        return [text.token_embedding], [text.positional_embedding]
+    inner = text.transformer
+    if hasattr(inner, "embeddings"):  # XLM-RoBERTa: word, position and type embeddings
+        return [inner.embeddings], []
+    return [m for m in (inner.embed_tokens, inner.embed_positions) if m is not None], []
 
 
 def apply_freezing(clip: nn.Module, cfg: TrainConfig) -> list[str]:
@@ -276,7 +294,8 @@ def apply_freezing(clip: nn.Module, cfg: TrainConfig) -> list[str]:
         stem = [
             m
             for name, m in visual.named_children()
-            if name in ("conv1", "ln_pre", "conv2", "conv3", "bn1", "bn2", "bn3", "patch_embed")
+            if name
+            in ("conv1", "ln_pre", "conv2", "conv3", "bn1", "bn2", "bn3", "patch_embed", "stem")
         ]
         frozen += stem + image_blocks[: cfg.freeze_image_layers]
         for name in ("class_embedding", "positional_embedding", "pos_embed"):
@@ -287,9 +306,10 @@ def apply_freezing(clip: nn.Module, cfg: TrainConfig) -> list[str]:
             raise FinetuneError(
                 f"freeze_text_layers={cfg.freeze_text_layers} but the text tower has {len(text_blocks)} blocks"
             )
-        text_tower: Any = getattr(clip, "text", clip)  # SigLIP keeps them in .text
-        frozen += [text_tower.token_embedding, *text_blocks[: cfg.freeze_text_layers]]
-        text_tower.positional_embedding.requires_grad_(False)
+        embed_modules, embed_params = _text_embeddings(clip)
+        frozen += [*embed_modules, *text_blocks[: cfg.freeze_text_layers]]
+        for param in embed_params:
+            param.requires_grad_(False)
     for module in frozen:
         for p in module.parameters():
             p.requires_grad_(False)
@@ -305,6 +325,13 @@ def _set_train_mode(clip: nn.Module, cfg: TrainConfig) -> None:
     clip.train()
     if cfg.lock_image:
         clip.visual.eval()  # type: ignore[union-attr]  # a locked tower keeps its BatchNorm statistics
+    if getattr(clip, "family", "clip") == "mobileclip":
+        # MobileCLIP's BatchNorms (left after folding the reparameterisable branches) keep the
+        # checkpoint's statistics: a fine-tune's batches are too small and too alike to
+        # re-estimate them; their scale and shift still train
+        for module in clip.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _checkpointed(forward: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -72,10 +72,12 @@ def write_wise(
 
     start = load(str(start_spec), device="cpu")
     finetuned = load(str(finetuned_spec), device="cpu")
-    from model.clip import CLIP
-
-    if not isinstance(start, CLIP) or not isinstance(finetuned, CLIP):
-        raise FinetuneError("WiSE-FT is implemented for CLIP models only so far")
+    families = (getattr(start, "family", "clip"), getattr(finetuned, "family", "clip"))
+    if families[0] != families[1]:
+        raise FinetuneError(
+            f"{start_spec} is a {families[0]} model and {finetuned_spec} a {families[1]} one; "
+            "WiSE-FT interpolates a model and its own fine-tune"
+        )
     if start.config.to_dict() != finetuned.config.to_dict():
         raise FinetuneError(
             f"{start_spec} and {finetuned_spec} have different architectures; WiSE-FT needs one"

@@ -244,10 +244,15 @@ def test_an_nllb_config_over_siglip_weights_is_a_clear_error(
         load(folder, device="cpu")
 
 
-def test_finetuning_a_siglip_is_refused_not_mangled(shared_data: Path, tmp_path: Path) -> None:
+def test_wise_ft_mixes_a_siglip_only_with_a_siglip(shared_data: Path, tmp_path: Path) -> None:
     from model.finetune import FinetuneError
     from model.finetune.wise import write_wise
 
     folder = _zoo(shared_data, "siglip")
-    with pytest.raises(FinetuneError, match="CLIP models only"):
-        write_wise(folder, folder, 0.5, tmp_path / "out")
+    same = load(write_wise(folder, folder, 0.5, tmp_path / "out"), device="cpu")
+    original = load(folder, device="cpu")
+    assert same.family == "siglip"
+    texts = ["a red square"]
+    np.testing.assert_allclose(same.embed_texts(texts), original.embed_texts(texts), atol=1e-6)
+    with pytest.raises(FinetuneError, match=r"siglip model and .* a mobileclip one"):
+        write_wise(folder, _zoo(shared_data, "mobileclip"), 0.5, tmp_path / "mixed")
