@@ -17,7 +17,9 @@ what open_clip adds around it is done here:
 NLLB (``"tokenizer_class": "NllbTokenizer"`` in ``tokenizer_config.json``) starts every text with
 a FLORES-200 language code: ``[lang] text </s>``, the code the folder's ``src_lang`` names
 (``eng_Latn`` when none), as open_clip's tokenizer does by default; :meth:`HubTokenizer.
-set_language` (or ``language=``) picks another, as open_clip's ``set_language`` is meant to.
+set_language` (or ``language=``) picks another, as open_clip's ``set_language`` is meant to;
+``tokenizer(texts, language="fra_Latn")`` picks one for a single call, without changing the
+tokenizer (what a server reading each query in its own language needs).
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class HubTokenizer:
         self.language: str | None = None
         self._lang_id: int | None = None
         self._eos_id: int | None = None
+        self._languages: tuple[str, ...] | None = None
         config = folder / "tokenizer_config.json"
         settings = _read_json(config) if config.is_file() else {}
         if settings.get("tokenizer_class") in _NLLB_CLASSES:
@@ -158,31 +161,55 @@ class HubTokenizer:
         """The language codes this tokenizer knows (NLLB: the 202 FLORES-200 codes), sorted."""
         if self._eos_id is None:
             return []
-        return sorted(
-            t for t in self._tok.get_vocab(with_added_tokens=True) if _LANGUAGE_CODE.match(t)
-        )
+        if self._languages is None:  # the vocabulary never changes: read it once
+            self._languages = tuple(
+                sorted(
+                    t
+                    for t in self._tok.get_vocab(with_added_tokens=True)
+                    if _LANGUAGE_CODE.fullmatch(t)
+                )
+            )
+        return list(self._languages)
 
-    def set_language(self, language: str) -> None:
-        """Start every text with this language code (NLLB), e.g. ``"fra_Latn"``."""
+    def language_id(self, language: str) -> int:
+        """The id of a language code (NLLB), e.g. ``"fra_Latn"``; :class:`ModelError` naming
+        the code when this tokenizer has no such code, or takes none."""
         if self._eos_id is None:
             raise ModelError(f"this model's tokenizer ({self.folder}) takes no language code")
-        lang_id = self._tok.token_to_id(language) if isinstance(language, str) else None
-        if lang_id is None or not _LANGUAGE_CODE.match(language):
+        ok = isinstance(language, str) and _LANGUAGE_CODE.fullmatch(language) is not None
+        lang_id = self._tok.token_to_id(language) if ok else None
+        if lang_id is None:
             known = self.languages
+            shown = language[:40] if isinstance(language, str) else language
             raise ModelError(
-                f"unknown language code {language!r}: expected a FLORES-200 code such as "
+                f"unknown language code {shown!r}: expected a FLORES-200 code such as "
                 f"eng_Latn, fra_Latn, zho_Hans ({len(known)} known: {', '.join(known[:6])}, ...)"
             )
+        return int(lang_id)
+
+    def set_language(self, language: str) -> None:
+        """Start every text with this language code (NLLB), e.g. ``"fra_Latn"``: the default of
+        later calls. A tokenizer shared between threads is better given ``language=`` per call
+        (``tokenizer(texts, language="fra_Latn")``), which changes nothing shared."""
+        lang_id = self.language_id(language)
         self.language, self._lang_id = language, lang_id
 
     def __repr__(self) -> str:
         return f"HubTokenizer({str(self.folder)!r}, clean={self.clean!r})"
 
-    def __call__(self, texts: str | Sequence[str], context_length: int = 64) -> torch.Tensor:
+    def __call__(
+        self, texts: str | Sequence[str], context_length: int = 64, language: str | None = None
+    ) -> torch.Tensor:
+        """Token ids [N, context_length]. ``language`` (NLLB): the code these texts start with
+        instead of the tokenizer's :attr:`language`, for this call only (nothing shared changes,
+        so threads may each ask for their own); a tokenizer without language codes refuses it."""
         if isinstance(texts, str):
             texts = [texts]
         if context_length < 2:
             raise ModelError(f"context_length must be at least 2, got {context_length}")
+        lang_id, eos_id = self._lang_id, self._eos_id
+        if language is not None:
+            lang_id = self.language_id(language)
         cleaned = []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
@@ -194,7 +221,6 @@ class HubTokenizer:
         # As transformers' truncation does it: the text's own ids are cut to leave room for the
         # template's special ids, which are then added (the end id stays last). Done on each
         # encoding, so a tokenizer shared between threads is never reconfigured.
-        lang_id, eos_id = self._lang_id, self._eos_id
         if lang_id is not None and eos_id is not None:
             room = context_length - 2  # [lang] ... </s>
         else:

@@ -14,8 +14,11 @@ As open_clip builds it:
 - ``logit_scale`` and ``logit_bias``: a pair's probability is ``sigmoid(exp(scale) * cos + bias)``;
 - preprocessing: SigLIP's (squash to R x R, bicubic, mean = std = 0.5), 384 px;
 - tokenizer: the folder's NLLB ``tokenizer.json``, ``[lang] text </s>`` with ``eng_Latn`` unless
-  another FLORES-200 code is chosen (``model.tokenizer.set_language("fra_Latn")``), padded with
-  ``<pad>`` to 77 tokens, open_clip's "whitespace" cleaning (cased).
+  another FLORES-200 code is chosen, padded with ``<pad>`` to 77 tokens, open_clip's "whitespace"
+  cleaning (cased). The code is chosen per call (``model.embed_texts(texts, language="fra_Latn")``,
+  ``model.tokenize(texts, language=...)``: thread-safe, what the API does for each query's
+  ``lang``), or as the default of every later call (config ``language=``,
+  ``model.tokenizer.set_language("fra_Latn")``); ``model.languages`` lists the codes.
 
 ``transformers`` is an optional dependency: ``pip install 'clipsearch[multilingual]'``.
 """
@@ -24,15 +27,16 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from model.base import EmbeddingModel
+from model.base import EmbeddingModel, check_batch_size
 from model.clip import _check_positive_int, _dataclass_from
 from model.errors import CheckpointError, ModelError
 from model.hf_text import HFTextEncoder, hf_width
@@ -149,6 +153,45 @@ class NLLBSigLIP(SigmoidScoring, EmbeddingModel):
         return HubTokenizer(
             self.tokenizer_dir, clean=self.config.text_clean, language=self.config.language
         )
+
+    # -- the query language --------------------------------------------------------------------
+
+    @property
+    def languages(self) -> list[str]:
+        """The FLORES-200 codes a text may be read as (``language=``), sorted; what makes this
+        model language-aware (a model without such codes has no ``languages``)."""
+        return list(getattr(self.tokenizer, "languages", []) or [])
+
+    @property
+    def default_language(self) -> str | None:
+        """The code texts are read as when no ``language`` is given (``eng_Latn`` unless the
+        config or ``tokenizer.set_language`` chose another)."""
+        return getattr(self.tokenizer, "language", None)
+
+    def tokenize(self, texts: str | Sequence[str], language: str | None = None) -> torch.Tensor:
+        """Texts -> LongTensor [N, context_length]: ``[lang] text </s> <pad>...``, ``lang`` the
+        given FLORES-200 code (this call only; :class:`ModelError` for an unknown one) or the
+        tokenizer's default."""
+        if language is None:
+            return self.tokenizer(texts, context_length=self.context_length)
+        return self.tokenizer(texts, context_length=self.context_length, language=language)
+
+    def embed_texts(
+        self, texts: Sequence[str], batch_size: int = 256, language: str | None = None
+    ) -> np.ndarray:
+        """Texts -> float32 [N, E], L2-normalised, each read as ``language`` (a FLORES-200 code
+        such as ``"fra_Latn"``; default: :attr:`default_language`). Safe to call from several
+        threads with different languages: nothing shared is changed."""
+        check_batch_size(batch_size)
+        texts = self._check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        tokens = self.tokenize(texts, language=language)  # [N, context_length]
+        out = []
+        with self._inference():
+            for start in range(0, len(texts), batch_size):
+                out.append(self._normalised(self.encode_text(tokens[start : start + batch_size])))
+        return np.concatenate(out)
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, R, R] normalised pixels -> [N, E] unnormalised image features."""

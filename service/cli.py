@@ -431,6 +431,10 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    if args.lang == "list":  # the model's query languages, not a search
+        from .cli_search import print_languages
+
+        return print_languages(_library(_settings(args)).model)
     if args.k < 1 or args.k > 1000:
         raise CLIError("-k must be between 1 and 1000")
     if args.min_relevance is not None and not 0.0 <= args.min_relevance <= 1.0:
@@ -780,7 +784,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     from .cli_search import add_arguments as _search_arguments
 
-    _search_arguments(p)  # --like, --unlike, --not, --min-relevance, --sort
+    _search_arguments(p)  # --like, --unlike, --not, --min-relevance, --lang, --sort
     _common(p)
     p.set_defaults(func=cmd_search)
 

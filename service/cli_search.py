@@ -5,12 +5,23 @@ a date sort: the CLI form of POST /api/search's terms (service.terms) and servic
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import numpy as np
 
-from .query import DEFAULT_NEGATIVE_WEIGHT, combine, parse_query, query_embedder
+from .query import (
+    DEFAULT_NEGATIVE_WEIGHT,
+    LanguageError,
+    combine,
+    parse_query,
+    query_embedder,
+    query_languages,
+    resolve_language,
+)
 from .ranking import RankedPage, ranked_page
+
+LANG_HINT = "`clipsearch search --lang list` prints the codes the library's model takes"
 
 
 class SearchError(ValueError):
@@ -32,7 +43,12 @@ def run_search(lib: Any, settings: Any, args: argparse.Namespace) -> RankedPage:
         raise SearchError("at most 64 terms per query")
     vectors: list[np.ndarray] = []
     if texts:
-        vectors += list(query_embedder(lib.model, settings.query_precision)(texts))
+        language = query_language(lib.model, getattr(args, "lang", None))
+        embed = query_embedder(lib.model, settings.query_precision)
+        if language is None:
+            vectors += list(embed(texts))
+        else:
+            vectors += list(embed(texts, language=language))  # type: ignore[call-arg]
     for image_id in like + unlike:
         vectors.append(lib.image_vector(image_id))  # NotFound: "image 17 does not exist"
     weights += [1.0] * len(like) + [-1.0] * len(unlike)
@@ -62,6 +78,39 @@ def run_search(lib: Any, settings: Any, args: argparse.Namespace) -> RankedPage:
     )
 
 
+def query_language(model: Any, lang: str | None) -> str | None:
+    """The code to read the query texts as (None: the model's default); a ``--lang`` the model
+    cannot take: a SearchError (an unknown code) or a warning (a model without language codes,
+    as the API does: the search runs, read as the model reads every text)."""
+    try:
+        resolved = resolve_language(model, lang, where="--lang", hint=LANG_HINT)
+    except LanguageError as exc:
+        raise SearchError(str(exc)) from exc
+    if resolved.ignored:
+        print(
+            f"clipsearch: warning: --lang {resolved.ignored} ignored: the library's model "
+            f"({getattr(model, 'name', '') or 'this model'}) takes no language code "
+            "(NLLB-SigLIP models do)",
+            file=sys.stderr,
+        )
+    return resolved.language
+
+
+def print_languages(model: Any) -> int:
+    """``clipsearch search --lang list``: the model's query languages, default first."""
+    info = query_languages(model)
+    if not info.language_aware:
+        print(
+            f"the library's model ({getattr(model, 'name', '') or 'this model'}) takes no "
+            "language code: --lang is ignored (NLLB-SigLIP models take one)"
+        )
+        return 0
+    print(f"default: {info.default}")
+    for code in info.languages:
+        print(code)
+    return 0
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags ``search`` adds for terms, relevance and sorting."""
     p.add_argument(
@@ -87,6 +136,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="R",
         help="drop results below this calibrated relevance, 0..1 (0.5: the gallery's default)",
+    )
+    p.add_argument(
+        "--lang",
+        default=None,
+        metavar="CODE",
+        help="the language the query is written in, as a FLORES-200 code (fra_Latn, deu_Latn, "
+        "jpn_Jpan, ...), for a language-aware model (NLLB-SigLIP; default: its own, eng_Latn); "
+        "`--lang list` prints the codes. Other models ignore it, with a warning",
     )
     p.add_argument(
         "--sort",

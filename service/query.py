@@ -2,10 +2,14 @@
 
 - :func:`parse_query` splits a query string into positive text and negative terms.
 - :func:`combine` turns weighted, L2-normalised term embeddings into one query vector.
-- :class:`EmbeddingCache` is a thread-safe LRU of text embeddings, keyed by model and text.
+- :class:`EmbeddingCache` is a thread-safe LRU of text embeddings, keyed by model, query
+  language and text.
 - :class:`TextEncoder` batches concurrent text queries: requests that arrive within a few
-  milliseconds of each other are encoded in one ``embed_texts`` call on a worker thread, so the
-  event loop never runs the model and N concurrent users cost about one forward pass, not N.
+  milliseconds of each other are encoded in one ``embed_texts`` call per query language on a
+  worker thread, so the event loop never runs the model and N concurrent users cost about one
+  forward pass, not N.
+- :func:`query_languages` and :func:`resolve_language`: which query languages the model takes
+  (NLLB-SigLIP: FLORES-200 codes such as ``fra_Latn``) and what a request's ``lang`` means.
 """
 
 from __future__ import annotations
@@ -34,6 +38,98 @@ _TERM_RE = re.compile(r'(-?)"([^"]*)"|(\S+)')
 
 class QueryError(ValueError):
     """A query that cannot be searched; the message says what to change."""
+
+
+class LanguageError(QueryError):
+    """A query language (``lang``) that is not a code the model knows; the message names the
+    parameter and where the valid codes are listed."""
+
+
+# FLORES-200 codes, as NLLB writes them: three lower-case letters (ISO 639-3), "_", a script
+# (ISO 15924, capitalised): eng_Latn, fra_Latn, jpn_Jpan, zho_Hant.
+LANGUAGE_CODE = re.compile(r"[a-z]{3}_[A-Z][a-z]{3}")
+LANGUAGES_HINT = "GET /api/search/languages lists the codes this server's model takes"
+
+
+@dataclass(frozen=True)
+class QueryLanguages:
+    """The query languages of a model: ``languages`` (sorted FLORES-200 codes; empty for a
+    model that takes no language code) and the ``default`` a query is read as."""
+
+    languages: tuple[str, ...] = ()
+    default: str | None = None
+
+    @property
+    def language_aware(self) -> bool:
+        return bool(self.languages)
+
+
+def query_languages(model: Any) -> QueryLanguages:
+    """What ``lang`` can be for ``model``: its ``languages`` and ``default_language``
+    (model.nllb.NLLBSigLIP); nothing for a model without them."""
+    languages = getattr(model, "languages", None)
+    if not languages:
+        return QueryLanguages()
+    default = getattr(model, "default_language", None)
+    return QueryLanguages(tuple(languages), str(default) if default else None)
+
+
+def check_language_code(lang: str, where: str = "lang", hint: str = LANGUAGES_HINT) -> str:
+    """``lang`` if it is written as a FLORES-200 code (``fra_Latn``); :class:`LanguageError`
+    naming ``where`` otherwise (bounded: a long or binary value is not echoed whole)."""
+    if not isinstance(lang, str) or LANGUAGE_CODE.fullmatch(lang) is None:
+        shown = (
+            repr(lang[:24] + ("..." if len(lang) > 24 else "")) if isinstance(lang, str) else "?"
+        )
+        raise LanguageError(
+            f"{where}: {shown} is not a FLORES-200 language code: write three lower-case letters, "
+            f"'_' and the script, such as fra_Latn, deu_Latn, jpn_Jpan or zho_Hans ({hint})"
+        )
+    return lang
+
+
+@dataclass(frozen=True)
+class ResolvedLanguage:
+    """What a request's ``lang`` comes to: ``language``, the code to hand ``embed_texts`` (None:
+    the model's default, so equal queries share cache entries); ``shown``, the language the query
+    is read as (None for a model that takes none); ``ignored``, a ``lang`` given to such a model."""
+
+    language: str | None = None
+    shown: str | None = None
+    ignored: str | None = None
+
+    def describe(self, query: dict[str, Any]) -> dict[str, Any]:
+        """``query`` (a search response's) with ``lang`` or ``lang_ignored`` added."""
+        if self.shown is not None:
+            query["lang"] = self.shown
+        if self.ignored is not None:
+            query["lang_ignored"] = self.ignored
+        return query
+
+
+def resolve_language(
+    model: Any, lang: str | None, where: str = "lang", hint: str = LANGUAGES_HINT
+) -> ResolvedLanguage:
+    """A request's query language for ``model``.
+
+    - none given: the model's default (shown, not passed on);
+    - not written as a FLORES-200 code: :class:`LanguageError`, whatever the model;
+    - a language-aware model (NLLB-SigLIP) that lacks the code: :class:`LanguageError`;
+    - a model that takes no language code (CLIP, SigLIP, ...): ignored, and said so
+      (``ignored``), so that a link made on a multilingual server still works on another.
+    """
+    info = query_languages(model)
+    if lang is None or lang == "":
+        return ResolvedLanguage(None, info.default, None)
+    code = check_language_code(lang, where, hint)
+    if not info.language_aware:
+        return ResolvedLanguage(None, None, code)
+    if code not in info.languages:
+        raise LanguageError(
+            f"{where}: unknown language code {code!r}: this model reads {len(info.languages)} "
+            f"FLORES-200 codes such as eng_Latn, fra_Latn, deu_Latn, jpn_Jpan ({hint})"
+        )
+    return ResolvedLanguage(None if code == info.default else code, code, None)
 
 
 @dataclass(frozen=True)
@@ -127,7 +223,8 @@ class EmbeddingCache:
 def query_embedder(model: Any, precision: str = "exact") -> Callable[[Sequence[str]], np.ndarray]:
     """The function that embeds query texts with ``model`` at ``precision``
     (``Settings.query_precision``: exact, int8 or fp16; see model.quantize): the model's
-    ``text_embedder``, or its plain ``embed_texts`` for a model without one."""
+    ``text_embedder``, or its plain ``embed_texts`` for a model without one. For a
+    language-aware model it also takes ``language=`` (see :func:`resolve_language`)."""
     text_embedder = getattr(model, "text_embedder", None)
     if text_embedder is None:
         return cast(Callable[[Sequence[str]], np.ndarray], model.embed_texts)
@@ -142,6 +239,9 @@ class TextEncoder:
 
     ``embed`` is the model's batched helper (``model.embed_texts``: texts -> [N, D] normalised
     float32); ``model_name`` keys the cache so that a model swap never serves stale vectors.
+    A query language (``language=``, a code the model takes) is handed to ``embed`` as
+    ``embed(texts, language=...)``: texts of one batch are encoded once per language, and the
+    cache keys hold the language, so a text in two languages is two entries.
     """
 
     def __init__(
@@ -186,13 +286,14 @@ class TextEncoder:
             thread.join(timeout)
 
     # API -----------------------------------------------------------------------------------
-    def submit(self, texts: Sequence[str]) -> Future[np.ndarray]:
-        """A future of the [N, D] embeddings of ``texts`` (cached ones answered at once)."""
+    def submit(self, texts: Sequence[str], language: str | None = None) -> Future[np.ndarray]:
+        """A future of the [N, D] embeddings of ``texts`` read as ``language`` (None: the
+        model's default), cached ones answered at once."""
         future: Future[np.ndarray] = Future()
         if not texts:
             future.set_exception(QueryError("nothing to encode"))
             return future
-        keys = [(self.model_name, t) for t in texts]
+        keys = [(self.model_name, language, t) for t in texts]
         cached = [self.cache.get(k) for k in keys]
         if all(c is not None for c in cached):
             future.set_result(np.stack(cached))  # type: ignore[arg-type]
@@ -214,16 +315,16 @@ class TextEncoder:
             inner.set_exception(RuntimeError("text encoder is closed"))
             return future
         self.start()
-        self._queue.put((missing, inner))
+        self._queue.put((missing, inner, language))
         return future
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[str], language: str | None = None) -> np.ndarray:
         """Blocking form of :meth:`submit`."""
-        return self.submit(texts).result()
+        return self.submit(texts, language).result()
 
-    async def aencode(self, texts: Sequence[str]) -> np.ndarray:
+    async def aencode(self, texts: Sequence[str], language: str | None = None) -> np.ndarray:
         """Awaitable form of :meth:`submit`: the event loop is free while the model runs."""
-        return await asyncio.wrap_future(self.submit(texts))
+        return await asyncio.wrap_future(self.submit(texts, language))
 
     # worker --------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -259,10 +360,23 @@ class TextEncoder:
             if stop:
                 return
 
-    def _encode_batch(self, batch: list[tuple[list[str], Future[np.ndarray]]]) -> None:
+    def _encode_batch(self, batch: list[tuple[list[str], Future[np.ndarray], str | None]]) -> None:
+        by_language: dict[str | None, list[tuple[list[str], Future[np.ndarray]]]] = {}
+        for texts, fut, language in batch:
+            by_language.setdefault(language, []).append((texts, fut))
+        for language, requests in by_language.items():
+            self._encode_language(requests, language)
+
+    def _encode_language(
+        self, batch: list[tuple[list[str], Future[np.ndarray]]], language: str | None
+    ) -> None:
         unique = list(dict.fromkeys(t for texts, _ in batch for t in texts))
         try:
-            vectors = np.asarray(self._embed(unique), dtype=np.float32)
+            if language is None:
+                vectors = np.asarray(self._embed(unique), dtype=np.float32)
+            else:
+                embed = cast(Callable[..., np.ndarray], self._embed)
+                vectors = np.asarray(embed(unique, language=language), dtype=np.float32)
             if vectors.ndim != 2 or vectors.shape[0] != len(unique):
                 raise RuntimeError(
                     f"text encoder returned shape {vectors.shape} for {len(unique)} texts"
@@ -277,7 +391,7 @@ class TextEncoder:
         self.encoded += len(unique)
         by_text = {}
         for text, vec in zip(unique, vectors, strict=True):
-            self.cache.put((self.model_name, text), vec)
+            self.cache.put((self.model_name, language, text), vec)
             by_text[text] = vec
         for texts, fut in batch:
             if not fut.done():

@@ -14,6 +14,14 @@ class ErrorOut(BaseModel):
 
 # --- search -----------------------------------------------------------------------------------
 
+LANG_HELP = (
+    "The language the query text is written in, as a FLORES-200 code (fra_Latn, deu_Latn, "
+    "jpn_Jpan, zho_Hans, ...), for a language-aware model (NLLB-SigLIP); default: the model's "
+    "own (eng_Latn). GET /api/search/languages lists the codes the model takes. An unknown code "
+    "is a 422; a model that takes no language code ignores `lang` and says so in the response "
+    "(`query.lang_ignored`)."
+)
+
 
 class SearchFiltersIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -117,7 +125,30 @@ class SearchIn(BaseModel):
         description="semantic (the vectors), text (words read in images, file and folder names, "
         "captions) or hybrid (both, merged); default: hybrid when the library has keywords.",
     )
+    lang: str | None = Field(
+        default=None,
+        max_length=64,
+        description=LANG_HELP,
+        examples=["fra_Latn"],
+    )
     filters: SearchFiltersIn | None = None
+
+
+class LanguagesOut(BaseModel):
+    """The query languages of the model searches use (GET /api/search/languages)."""
+
+    language_aware: bool = Field(
+        description="Whether the model reads a query in a chosen language (`lang`); false for "
+        "models that take no language code (CLIP, SigLIP, ...), which ignore `lang`."
+    )
+    default: str | None = Field(
+        default=None,
+        description="The language a query is read as without `lang` (null: not language-aware).",
+    )
+    languages: list[str] = Field(
+        default_factory=list,
+        description="Every code `lang` may be (FLORES-200, sorted); empty when not language-aware.",
+    )
 
 
 class SearchHit(BaseModel):
@@ -358,7 +389,8 @@ class HealthOut(BaseModel):
     images: ImageCounts
     index: IndexOut
     gallery_min_relevance: float | None = Field(
-        default=None, description="The gallery's default relevance cut (CLIPSEARCH_GALLERY_MIN_RELEVANCE)."
+        default=None,
+        description="The gallery's default relevance cut (CLIPSEARCH_GALLERY_MIN_RELEVANCE).",
     )
     ocr: OcrOut | None = Field(
         default=None, description="Text recognition in images: whether it runs, or why not."

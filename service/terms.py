@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from indexer.errors import Conflict
 
 from .deps import ServiceState
-from .query import DEFAULT_NEGATIVE_WEIGHT, QueryError, combine, parse_query
+from .query import DEFAULT_NEGATIVE_WEIGHT, QueryError, ResolvedLanguage, combine, parse_query
 from .schemas import SearchIn, SearchResponse, TermIn
 
 
@@ -125,18 +125,21 @@ def _add(out: Terms, term: TermIn, n_uploads: int, max_chars: int) -> None:
 
 
 async def embed_terms(
-    state: ServiceState, terms: Terms, upload_vectors: list[np.ndarray]
-) -> np.ndarray:
-    """The query vector: the weighted sum of the terms' embeddings, L2-normalised."""
+    state: ServiceState,
+    terms: Terms,
+    upload_vectors: list[np.ndarray],
+    lang: str | None = None,
+) -> tuple[np.ndarray, ResolvedLanguage]:
+    """The query vector: the weighted sum of the terms' embeddings, L2-normalised; and the
+    language the text terms were read as (``lang``: service.query.resolve_language)."""
+    from .routes.search import encoder_for
+
     vectors: list[np.ndarray] = []
     weights: list[float] = []
+    language = ResolvedLanguage()
     if terms.texts:
-        encoder = (
-            state.text_encoder()
-            if state.encoder is not None
-            else await state.run(state.text_encoder)
-        )
-        text_vectors = await encoder.aencode([t for t, _ in terms.texts])
+        encoder, language = await encoder_for(state, lang)
+        text_vectors = await encoder.aencode([t for t, _ in terms.texts], language.language)
         vectors += list(text_vectors)
         weights += [w for _, w in terms.texts]
     for image_id, weight in terms.images:
@@ -150,9 +153,10 @@ async def embed_terms(
         raise Conflict("the terms were embedded by different models (a model switch): retry")
     if len(vectors) == 1 and weights[0] > 0:
         v = np.asarray(vectors[0], dtype=np.float32)
-        return v / max(float(np.linalg.norm(v)), 1e-12)
+        return v / max(float(np.linalg.norm(v)), 1e-12), language
     try:
-        return combine(np.stack([np.asarray(v, dtype=np.float32) for v in vectors]), weights)
+        combined = combine(np.stack([np.asarray(v, dtype=np.float32) for v in vectors]), weights)
+        return combined, language
     except QueryError as exc:
         raise HTTPException(400, detail=str(exc)) from exc
 
@@ -165,15 +169,16 @@ async def terms_search(
     upload_names: list[str] | None = None,
 ) -> SearchResponse:
     """POST /api/search with ``terms`` (and /api/search/image with a ``terms`` field)."""
-    from .routes.search import _bounds, _filters, _search_vector
+    from .routes.search import _bounds, _filters, _search_vector, check_lang
 
     start = time.perf_counter()
     _bounds(state, body.k, body.offset)
+    check_lang(body.lang)
     terms = collect_terms(state, body, len(upload_vectors))
     filters = _filters(body.filters)
     exclude = [i for i, w in terms.images if w > 0] or None
     for attempt in (1, 2):
-        vector = await embed_terms(state, terms, upload_vectors)
+        vector, language = await embed_terms(state, terms, upload_vectors, body.lang)
         try:
             results, extra = await _search_vector(
                 request,
@@ -203,7 +208,7 @@ async def terms_search(
     if body.sort != "relevance":
         query["sort"] = body.sort
     return SearchResponse(
-        query=query,
+        query=language.describe(query),
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         results=results,
         **extra,

@@ -22,9 +22,19 @@ from indexer.errors import Conflict
 from ..auth import ReadAccess
 from ..deps import ServiceState, StateDep
 from ..hybrid import ModeQuery, mode_search, resolve_mode
-from ..query import DEFAULT_NEGATIVE_WEIGHT, QueryError, combine, parse_query
+from ..query import (
+    DEFAULT_NEGATIVE_WEIGHT,
+    LanguageError,
+    QueryError,
+    ResolvedLanguage,
+    check_language_code,
+    combine,
+    parse_query,
+    query_languages,
+    resolve_language,
+)
 from ..ranking import SORTS, ranked_page
-from ..schemas import SearchFiltersIn, SearchHit, SearchIn, SearchResponse
+from ..schemas import LANG_HELP, LanguagesOut, SearchFiltersIn, SearchHit, SearchIn, SearchResponse
 from .common import ERRORS, MAX_ID, hit_out
 
 log = logging.getLogger(__name__)
@@ -49,6 +59,8 @@ MinRelevanceQuery = Annotated[
         "README: Relevance).",
     ),
 ]
+# bounded here (a clear 422 for a long value); service.query says what else it may not be
+LangQuery = Annotated[str | None, Query(max_length=64, description=LANG_HELP)]
 SortQuery = Annotated[
     str,
     Query(
@@ -57,6 +69,33 @@ SortQuery = Annotated[
         "above min_relevance (0.5 when not given).",
     ),
 ]
+
+
+def check_lang(lang: str | None) -> None:
+    """422 for a ``lang`` not written as a FLORES-200 code, before any model is loaded."""
+    if lang:
+        try:
+            check_language_code(lang)
+        except LanguageError as exc:
+            raise HTTPException(422, detail=str(exc)) from exc
+
+
+async def encoder_for(state: ServiceState, lang: str | None) -> tuple[Any, ResolvedLanguage]:
+    """The batching text encoder (service.query.TextEncoder) and ``lang`` resolved for the model
+    that encoder runs (service.query.resolve_language; 422 for a code that model does not know).
+    The library may switch models at any time (a re-index finishing): the model is read before
+    and after the encoder is had, and the pair is kept only when both are the same."""
+    for _ in range(3):
+        loaded = state.encoder is not None  # else: load on the pool, off the event loop
+        model = state.ensure_model() if loaded else await state.run(state.ensure_model)
+        try:
+            language = resolve_language(model, lang)
+        except LanguageError as exc:
+            raise HTTPException(422, detail=str(exc)) from exc
+        encoder = state.text_encoder() if loaded else await state.run(state.text_encoder)
+        if state.ensure_model() is model:
+            return encoder, language
+    raise Conflict("the library is switching to another model: retry in a moment")
 
 
 def _bounds(state: ServiceState, k: int, offset: int) -> None:
@@ -201,10 +240,12 @@ async def _text_search(
     min_relevance: float | None = None,
     sort: str = "relevance",
     mode: str | None = None,
+    lang: str | None = None,
 ) -> SearchResponse:
     start = time.perf_counter()
     s = state.settings
     _bounds(state, k, offset)
+    check_lang(lang)
     if len(text) > s.max_query_chars or any(len(n) > s.max_query_chars for n in negative):
         raise HTTPException(422, detail=f"query text is longer than {s.max_query_chars} characters")
     parsed = parse_query(text)
@@ -232,12 +273,8 @@ async def _text_search(
     signed = [s_ * m for s_, m in zip(signs, mags, strict=True)]
     mode = await resolve_mode(state, parsed.text, mode)  # service/hybrid.py
     for attempt in (1, 2):
-        encoder = (
-            state.text_encoder()
-            if state.encoder is not None
-            else await state.run(state.text_encoder)
-        )
-        vectors = await encoder.aencode(terms)
+        encoder, language = await encoder_for(state, lang)
+        vectors = await encoder.aencode(terms, language.language)
         if len(terms) == 1 and mags[0] > 0:
             vector = vectors[0]
         else:
@@ -279,10 +316,22 @@ async def _text_search(
     if sort != "relevance":
         query["sort"] = sort
     return SearchResponse(
-        query=query,
+        query=language.describe(query),
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         results=results,
         **extra,
+    )
+
+
+@router.get("/search/languages", operation_id="search_languages", response_model=LanguagesOut)
+async def search_languages(state: StateDep) -> LanguagesOut:
+    """The query languages of the model searches use: whether it takes `lang` (NLLB-SigLIP
+    does; CLIP and SigLIP do not), its default, and every code it knows. What the gallery's
+    language picker shows."""
+    model = await state.run(state.ensure_model)
+    info = query_languages(model)
+    return LanguagesOut(
+        language_aware=info.language_aware, default=info.default, languages=list(info.languages)
     )
 
 
@@ -303,12 +352,14 @@ async def search_get(
     min_relevance: MinRelevanceQuery = None,
     sort: SortQuery = "relevance",
     mode: ModeQuery = None,
+    lang: LangQuery = None,
 ) -> SearchResponse:
     """Search by text. `q=beach -people` finds beaches and steers away from people; `folder`,
     `date_from`, `date_to` and `format` narrow the results; `mode` picks the vectors, the words
-    found in and beside the images, or both (each hit's `match` says which)."""
+    found in and beside the images, or both (each hit's `match` says which); `lang=fra_Latn`
+    reads the query as French on a language-aware model (GET /api/search/languages)."""
     return await _text_search(
-        request, state, q, [], None, k, offset, min_score, filters, min_relevance, sort, mode
+        request, state, q, [], None, k, offset, min_score, filters, min_relevance, sort, mode, lang
     )
 
 
@@ -335,6 +386,7 @@ async def search_post(request: Request, state: StateDep, body: SearchIn) -> Sear
         body.min_relevance,
         body.sort,
         body.mode,
+        body.lang,
     )
 
 
@@ -481,11 +533,14 @@ async def search_image(
             "unless a term gives it another).",
         ),
     ] = None,
+    lang: LangQuery = None,
 ) -> SearchResponse:
     """Search by an example image (multipart upload, field `file`), optionally filtered and
-    mixed with text and library-image terms (form field `terms`)."""
+    mixed with text and library-image terms (form field `terms`, whose texts are read as
+    `lang`)."""
     start = time.perf_counter()
     _bounds(state, k, offset)
+    check_lang(lang)
     s = state.settings
     gate = _gate(state)
     async with gate.slot():
@@ -498,6 +553,7 @@ async def search_image(
         from ..terms import parse_form_terms, terms_search
 
         body = parse_form_terms(terms, k, offset, min_score, min_relevance, sort, filters)
+        body.lang = lang
         return await terms_search(request, state, body, [vector], [file.filename or "upload"])
     results, extra = await _search_vector(
         request,

@@ -50,10 +50,15 @@ def test_the_api_encoder_uses_the_chosen_path(model, precision: str, tmp_path: P
         got = state.text_encoder().encode(QUERIES)
     finally:
         state.close()
-    assert np.array_equal(got, model.text_embedder(precision)(QUERIES))
+    # the encoder runs the model on its own thread, where torch may split a product over
+    # another number of threads: the same computation, equal to float rounding, not bit for bit
+    same = {"rtol": 0, "atol": 1e-5}
+    np.testing.assert_allclose(got, model.text_embedder(precision)(QUERIES), **same)
     exact = model.embed_texts(QUERIES)
     if precision == "exact":
-        assert np.array_equal(got, exact)
+        np.testing.assert_allclose(got, exact, **same)
     else:
-        assert not np.array_equal(got, exact)  # the switch changes the computation ...
+        assert (
+            np.abs(got - exact).max() > 5 * same["atol"]
+        )  # the switch changes the computation ...
         assert (got * exact).sum(axis=1).min() >= 0.995  # ... within the drift bound

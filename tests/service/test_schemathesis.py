@@ -56,6 +56,7 @@ OPERATIONS = [
     ("GET", "/api/search"),
     ("POST", "/api/search"),
     ("POST", "/api/search/image"),
+    ("GET", "/api/search/languages"),
     ("GET", "/api/images/{id}/similar"),
     ("GET", "/api/images"),
     ("GET", "/api/images/{id}"),

@@ -23,11 +23,14 @@ const PREVIEW_FORMATS = new Set(['TIFF', 'HEIF']);
 const PREVIEW_OVER_SIDE = 4096; // pixels, the longest side
 const PREVIEW_OVER_BYTES = 12 * 1024 * 1024;
 const DAY = /^\d{4}-\d{2}-\d{2}$/; // a date input's value
+const LANG_CODE = /^[a-z]{3}_[A-Z][a-z]{3}$/; // a FLORES-200 code: fra_Latn, jpn_Jpan
 
 const $ = (id) => document.getElementById(id);
 const els = {
   form: $('search-form'),
   q: $('q'),
+  langPicker: $('lang-picker'),
+  lang: $('lang'),
   fileInput: $('file-input'),
   chip: $('query-chip'),
   chipImg: $('query-chip-img'),
@@ -340,6 +343,10 @@ const state = {
   defaultMin: 0.5, // the server's gallery_min_relevance (GET /api/health)
   sort: 'relevance', // relevance | date_desc | date_asc (searches and browsing)
   likeText: '', // similar mode: "... but with text"
+  lang: null, // the query language (FLORES-200 code); null: the model's own
+  // GET /api/search/languages: { default, codes: Set, names: Map, start } for a language-aware
+  // model, false for a model that takes no language code, null while not known
+  langs: null,
   hidden: null, // what the relevance cut left out (the search's `hidden`), when the results end
   hiddenMore: false,
   browseKey: null, // browse by date: the `next_after_key` cursor
@@ -370,6 +377,7 @@ function currentUrl() {
   if (state.mode === 'text') params.set('q', state.q);
   if (state.mode === 'similar') params.set('like', String(state.likeId));
   if (state.mode === 'similar' && state.likeText) params.set('with', state.likeText);
+  if (langInUrl()) params.set('lang', state.lang);
   if (state.minScore !== state.defaultMin) params.set('min', state.minScore.toFixed(2));
   if (state.sort !== 'relevance') params.set('sort', state.sort);
   const f = state.filters;
@@ -397,6 +405,7 @@ function loadFromUrl(historyState) {
   setMinScore(Number.isFinite(min) ? clamp(min, 0, 1) : state.defaultMin);
   const sort = params.get('sort');
   setSort(sort === 'date_desc' || sort === 'date_asc' ? sort : 'relevance');
+  setLang(params.get('lang'));
   setFilters(filtersFromParams(params));
   if (filtersActive()) openFilters(false);
   const key = historyState?.imageKey;
@@ -413,6 +422,113 @@ function loadFromUrl(historyState) {
   }
   els.q.value = state.mode === 'text' ? state.q : '';
 }
+
+// ---------------------------------------------------------------------------------------------
+// query language: a language-aware model (NLLB-SigLIP) reads the query as the chosen FLORES-200
+// code (`lang`); the picker is shown only for such a model. Links carry `lang` when it is not
+// the model's default (or when this browser's language made the gallery start elsewhere).
+
+/** Put `code` (from the address bar or the picker) into the state and the picker. */
+function setLang(code) {
+  const langs = state.langs;
+  if (langs === false) {
+    state.lang = null; // the model takes no language code: a link's `lang` is dropped
+    return;
+  }
+  let next = typeof code === 'string' && LANG_CODE.test(code) ? code : null;
+  if (langs && next && !langs.codes.has(next)) next = null; // not a code this model knows
+  if (langs && !next) next = langs.start;
+  state.lang = next;
+  if (langs && els.lang.value !== next) els.lang.value = next;
+}
+
+/** The `lang` to send: none for the model's own default (or a model without languages). */
+function langParam() {
+  if (!state.lang) return null;
+  if (state.langs && state.lang === state.langs.default) return null;
+  return state.lang;
+}
+
+function langInUrl() {
+  if (!state.lang || state.langs === false) return false;
+  if (!state.langs) return true; // not known (yet): keep what the link said
+  return state.lang !== state.langs.default || state.langs.start !== state.langs.default;
+}
+
+/** The FLORES-200 code a BCP 47 tag (navigator.language) maps to, when exactly one fits. */
+function floresOf(tag, codes) {
+  let want;
+  try {
+    want = new Intl.Locale(tag).maximize();
+  } catch {
+    return null;
+  }
+  const fits = [...codes].filter((code) => {
+    const [language, script] = code.split('_');
+    try {
+      return new Intl.Locale(language).language === want.language && script === want.script;
+    } catch {
+      return false;
+    }
+  });
+  return fits.length === 1 ? fits[0] : null;
+}
+
+/** "French", or "Chinese (Traditional)" where a language comes in several scripts. */
+function languageNames(codes) {
+  let names = null;
+  try {
+    names = new Intl.DisplayNames([navigator.language, 'en'], { type: 'language' });
+  } catch {
+    /* no Intl.DisplayNames: the codes themselves */
+  }
+  const scripts = new Map();
+  for (const code of codes) {
+    const language = code.split('_')[0];
+    scripts.set(language, (scripts.get(language) || 0) + 1);
+  }
+  const out = new Map();
+  for (const code of codes) {
+    const [language, script] = code.split('_');
+    let name = null;
+    try {
+      name = names?.of(scripts.get(language) > 1 ? `${language}-${script}` : language) || null;
+    } catch {
+      name = null;
+    }
+    out.set(code, name && name !== language ? name : code);
+  }
+  return out;
+}
+
+let languagesAfterSignIn = false;
+
+async function loadLanguages() {
+  let info;
+  try {
+    info = await api('/api/search/languages', { ask: false });
+  } catch (err) {
+    // not signed in yet: asked again once a page has loaded (the first request asks for the
+    // token); otherwise unknown (model unavailable): no picker, a link's `lang` is sent as is
+    languagesAfterSignIn = err?.status === 401;
+    return;
+  }
+  const codes = Array.isArray(info?.languages) ? info.languages.filter((c) => LANG_CODE.test(c)) : [];
+  if (!info?.language_aware || !codes.length) {
+    state.langs = false;
+    els.langPicker.hidden = true;
+    return;
+  }
+  const fallback = codes.includes(info.default) ? info.default : codes[0];
+  const names = languageNames(codes);
+  const start = floresOf(navigator.language, codes) || fallback;
+  state.langs = { default: fallback, codes: new Set(codes), names, start };
+  const sorted = [...codes].sort((a, b) => names.get(a).localeCompare(names.get(b)));
+  els.lang.replaceChildren(...sorted.map((code) => h('option', { value: code, title: code }, names.get(code))));
+  els.langPicker.hidden = false;
+}
+
+const langName = (code) => state.langs?.names.get(code) || code;
 
 // ---------------------------------------------------------------------------------------------
 // filters: folder, capture dates, formats. The API applies them to every search (not to browsing).
@@ -641,15 +757,16 @@ async function fetchPage(signal) {
     return { items, consumed: items.length, done, total };
   }
   const hiddenOf = (data) => ({ hidden: data?.hidden, hiddenMore: Boolean(data?.hidden_more) });
+  const lang = langParam();
   if (state.mode === 'text') {
     const filters = filtersBody();
     const data = filters
       ? await api('/api/search', {
           method: 'POST',
-          json: { text: state.q, k: PAGE, offset, min_relevance: min, sort: sort ?? 'relevance', filters },
+          json: { text: state.q, k: PAGE, offset, min_relevance: min, sort: sort ?? 'relevance', filters, ...(lang ? { lang } : {}) },
           signal,
         })
-      : await api(`/api/search?${query({ q: state.q, k: PAGE, offset, min_relevance: min, sort })}`, { signal });
+      : await api(`/api/search?${query({ q: state.q, k: PAGE, offset, min_relevance: min, sort, lang })}`, { signal });
     const results = Array.isArray(data?.results) ? data.results : [];
     return { items: results, consumed: results.length, done: results.length < PAGE, tookMs: data?.took_ms, ...hiddenOf(data) };
   }
@@ -665,6 +782,7 @@ async function fetchPage(signal) {
             min_relevance: min,
             sort: sort ?? 'relevance',
             filters: filtersBody(),
+            ...(lang ? { lang } : {}),
           },
           signal,
         })
@@ -739,6 +857,14 @@ async function loadPage() {
     }
     if (typeof page.tookMs === 'number') state.tookMs = page.tookMs;
     hideError();
+    if (languagesAfterSignIn) {
+      languagesAfterSignIn = false;
+      loadLanguages().then(() => {
+        // what the page searched with: the link's code, else the model's default
+        setLang(state.lang ?? (state.langs ? state.langs.default : null));
+        syncUrl(false);
+      });
+    }
   } catch (err) {
     if (gen !== state.gen || err?.name === 'AbortError') return;
     state.failed = true;
@@ -833,10 +959,12 @@ function renderLoading() {
 }
 
 function describeQuery() {
-  if (state.mode === 'text') return `for “${state.q}”`;
+  const lang = langParam();
+  const inLang = lang ? ` in ${langName(lang)}` : '';
+  if (state.mode === 'text') return `for “${state.q}”${inLang}`;
   if (state.mode === 'similar') {
     const like = state.likeName ? `like ${state.likeName}` : 'like the chosen image';
-    return state.likeText ? `${like}, with “${state.likeText}”` : like;
+    return state.likeText ? `${like}, with “${state.likeText}”${inLang}` : like;
   }
   if (state.mode === 'image') return `like ${state.imageFile?.name || 'your image'}`;
   return '';
@@ -1288,6 +1416,8 @@ function absorbJobs(list) {
 
 function onJobsFinished() {
   refreshHealth();
+  // a re-index may have switched the model: its query languages (the picker) may differ
+  loadLanguages().then(() => setLang(state.lang));
   if (!els.panel.hidden) folders.refresh();
   // new images: refresh views that cannot lose a scroll position
   if (!els.detail.open && (state.items.length === 0 || window.scrollY < 200)) run();
@@ -1680,6 +1810,15 @@ els.sort.addEventListener('change', () => {
   run({ push: true });
 });
 
+els.lang.addEventListener('change', () => {
+  setLang(els.lang.value);
+  if (state.mode === 'text' || (state.mode === 'similar' && state.likeText)) {
+    run({ push: true });
+  } else {
+    syncUrl(true); // kept for the next text search (and in a shared link)
+  }
+});
+
 els.similarRefine.addEventListener('submit', (event) => {
   event.preventDefault();
   const item = state.detailItem;
@@ -1696,7 +1835,8 @@ new IntersectionObserver((entries) => {
   if (entries.some((e) => e.isIntersecting)) maybeLoadMore();
 }, { rootMargin: `${SCROLL_MARGIN_PX}px 0px` }).observe(els.sentinel);
 
-await loadDefaults(); // where the relevance slider starts (the server's gallery_min_relevance)
+// where the relevance slider starts (the server's gallery_min_relevance); the query languages
+await Promise.all([loadDefaults(), loadLanguages()]);
 loadFromUrl(window.history.state);
 await loadSession(); // the CSRF value for changes, when signed in
 run({ push: false });
