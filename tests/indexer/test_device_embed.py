@@ -31,8 +31,13 @@ def _library(folder: Path) -> list[Path]:
     for i in range(10):  # JPEGs of several sizes and orientations, and other formats
         size = [(640, 480), (300, 500), (64, 64), (1500, 1000)][i % 4]
         files.append(
-            write_image(folder / f"p{i}.jpg", seed=i, size=size, quality=92,
-                        exif=make_exif(orientation=(1, 6, 3, 8)[i % 4]).tobytes())
+            write_image(
+                folder / f"p{i}.jpg",
+                seed=i,
+                size=size,
+                quality=92,
+                exif=make_exif(orientation=(1, 6, 3, 8)[i % 4]).tobytes(),
+            )
         )
     files.append(write_image(folder / "a.png", seed=50, fmt="PNG", size=(200, 120)))
     files.append(write_image(folder / "b.webp", seed=51, fmt="WEBP", size=(120, 200)))
@@ -40,7 +45,9 @@ def _library(folder: Path) -> list[Path]:
     return files
 
 
-def _ingest(tmp: Path, name: str, model: Any, folder: Path) -> tuple[Any, dict[str, np.ndarray], dict]:
+def _ingest(
+    tmp: Path, name: str, model: Any, folder: Path
+) -> tuple[Any, dict[str, np.ndarray], dict]:
     sessions = session_factory(init_db(f"sqlite:///{tmp / (name + '.db')}"))
     with sessions() as s:
         job_id = create_job(s, "ingest", {"path": str(folder), "recursive": True}).id
@@ -54,9 +61,19 @@ def _ingest(tmp: Path, name: str, model: Any, folder: Path) -> tuple[Any, dict[s
             r.sha256: np.frombuffer(r.vector, dtype=np.float32)
             for r in s.execute(sa.select(Embedding.sha256, Embedding.vector))
         }
-        images = {Path(r.path).name: (r.state, r.sha256, r.thumbnail, r.width, r.height)
-                  for r in s.execute(sa.select(Image.path, Image.state, Image.sha256,
-                                               Image.thumbnail, Image.width, Image.height))}
+        images = {
+            Path(r.path).name: (r.state, r.sha256, r.thumbnail, r.width, r.height)
+            for r in s.execute(
+                sa.select(
+                    Image.path,
+                    Image.state,
+                    Image.sha256,
+                    Image.thumbnail,
+                    Image.width,
+                    Image.height,
+                )
+            )
+        }
     return job_progress(sessions, job_id), vecs, images
 
 

@@ -28,8 +28,19 @@ SECTIONS = [
 def test_quick_cpu_run_fills_every_section(tmp_path: Path) -> None:
     out = tmp_path / "gpu.md"
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu.py"), "--quick", "--device", "cpu", "--out", str(out)],
-        capture_output=True, text=True, timeout=500, cwd=REPO,
+        [
+            sys.executable,
+            str(REPO / "bench" / "gpu.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=500,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
@@ -50,7 +61,10 @@ def test_without_cuda_the_full_run_says_what_to_do() -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the full run is the benchmark itself")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu.py")], capture_output=True, text=True, timeout=120
+        [sys.executable, str(REPO / "bench" / "gpu.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "CUDA is not available" in proc.stderr and "--quick --device cpu" in proc.stderr

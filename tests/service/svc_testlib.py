@@ -80,7 +80,13 @@ class FakeLibrary:
         ]
 
     def search_text(
-        self, vector, query: str, mode=None, k: int = 20, offset: int = 0, min_score=None,
+        self,
+        vector,
+        query: str,
+        mode=None,
+        k: int = 20,
+        offset: int = 0,
+        min_score=None,
         filters=None,
     ):
         # no keyword index here: every text query is the vector search (mode semantic)
