@@ -197,8 +197,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(facts: dict[str, Any], port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_server(
+    facts: dict[str, Any], port: int, log_path: Path, precision: str = "exact"
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env["CLIPSEARCH_QUERY_PRECISION"] = precision
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     script = REPO / ".venv" / "bin" / "clipsearch"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
@@ -343,6 +346,7 @@ def _versions() -> str:
 def write_report(
     facts: dict[str, Any], health: dict[str, Any], phases: list[dict[str, Any]]
 ) -> None:
+    """``phases``: each with its server's ``precision`` (CLIPSEARCH_QUERY_PRECISION)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     idx = health.get("index", {})
     names = {
@@ -372,14 +376,19 @@ def write_report(
         f"save model {facts['seconds']['save_model']:.1f} s, seed catalog "
         f"{facts['seconds']['seed_catalog']:.1f} s, build index {facts['seconds']['build_index']:.1f} s.",
         "",
-        "| phase | clients | seconds | requests | QPS | p50 ms | p90 ms | p99 ms | errors "
-        "| server p50 ms |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "- Query precision: one server per `CLIPSEARCH_QUERY_PRECISION` (`exact`: float32 text "
+        "tower; `int8`: dynamic int8 Linear weights, model/quantize.py), run one after the other "
+        "on the same catalog and index.",
+        "",
+        "| query precision | phase | clients | seconds | requests | QPS | p50 ms | p90 ms "
+        "| p99 ms | errors | server p50 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for ph in phases:
         key = (ph["mode"], 1 if ph["clients"] == 1 else 0)
         lines.append(
-            f"| {names.get(key, ph['mode'])} | {ph['clients']} | {ph['seconds']:.1f} | "
+            f"| {ph.get('precision', 'exact')} | {names.get(key, ph['mode'])} | "
+            f"{ph['clients']} | {ph['seconds']:.1f} | "
             f"{ph['requests']} | {ph['qps']:.1f} | {ph['p50_ms']:.1f} | {ph['p90_ms']:.1f} | "
             f"{ph['p99_ms']:.1f} | {ph['errors']} | {ph['server_p50_ms']:.1f} |"
         )
@@ -388,7 +397,8 @@ def write_report(
         "`server p50` is the server's own `took_ms` (parse, encode, search, catalog rows); the "
         "rest of the end-to-end time is HTTP, JSON and waiting for a CPU.",
         "",
-        "Goal (issue 4): text search p50 <= 30 ms end to end with 16 clients, errors 0.",
+        "Goals (issue 15, ViT-B/32, 100k images, one API process): p50 <= 30 ms with one "
+        "client; with 16 clients and unique queries p50 <= 100 ms and 0 errors.",
         "",
     ]
     RESULTS.write_text("\n".join(lines))
@@ -401,6 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="per 16-client phase")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument(
+        "--precision",
+        default="exact,int8",
+        help="query precisions to serve, one server each, comma-separated (exact, int8, fp16)",
+    )
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # internal: load process
     args = parser.parse_args(argv)
     if args.load:
@@ -418,34 +433,41 @@ def main(argv: list[str] | None = None) -> int:
     else:
         facts = prepare(work, args.vectors)
         saved.write_text(json.dumps(facts, default=str))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = start_server(facts, port, work / "server.log")
-    try:
-        health = wait_up(base, server)
-        load = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--load",
-                base,
-                "--seconds",
-                str(args.seconds),
-                "--clients",
-                str(args.clients),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=True,
-        )
-        phases = json.loads(load.stdout.strip().splitlines()[-1])
-    finally:
-        server.send_signal(signal.SIGINT)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or any(p not in ("exact", "int8", "fp16") for p in precisions):
+        parser.error("--precision: a comma-separated list of exact, int8, fp16")
+    phases: list[dict[str, Any]] = []
+    health: dict[str, Any] = {}
+    for precision in precisions:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start_server(facts, port, work / f"server-{precision}.log", precision)
         try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            health = wait_up(base, server)
+            load = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--load",
+                    base,
+                    "--seconds",
+                    str(args.seconds),
+                    "--clients",
+                    str(args.clients),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=True,
+            )
+            got = json.loads(load.stdout.strip().splitlines()[-1])
+            phases += [{**ph, "precision": precision} for ph in got]
+        finally:
+            server.send_signal(signal.SIGINT)
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
     write_report(facts, health, phases)
     if args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
