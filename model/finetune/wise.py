@@ -11,7 +11,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -78,7 +78,8 @@ def write_wise(
             f"{start_spec} is a {families[0]} model and {finetuned_spec} a {families[1]} one; "
             "WiSE-FT interpolates a model and its own fine-tune"
         )
-    if start.config.to_dict() != finetuned.config.to_dict():
+    configs = [cast(Any, m).config.to_dict() for m in (start, finetuned)]
+    if configs[0] != configs[1]:
         raise FinetuneError(
             f"{start_spec} and {finetuned_spec} have different architectures; WiSE-FT needs one"
         )

@@ -120,7 +120,7 @@ PG_STATEMENTS = [
 def upgrade() -> None:
     bind = op.get_bind()
     sqlite = bind.dialect.name == "sqlite"
-    columns = [
+    columns: list[sa.schema.SchemaItem] = [
         sa.Column(
             "image_id",
             sa.Integer,
