@@ -92,6 +92,10 @@ def _masked(url: str | None) -> str | None:
     return str(maybe_sanitize_url(url))
 
 
+#: How long Library.has_keywords trusts having seen keyword rows (seconds).
+KEYWORDS_YES_S = 60.0
+
+
 @dataclass(frozen=True)
 class LibraryConfig:
     """How to reach a library. Only ``data_dir`` is required; the rest default to embedded."""
@@ -219,6 +223,7 @@ class Library:
         self._ingest_roots: tuple[float, list[str]] | None = None
         self._relevance: Any = None  # indexer.relevance.BackgroundCache, made on first use
         self._relevance_size: tuple[float, int] = (0.0, 0)  # (checked at, library size)
+        self._keywords_seen: float | None = None  # when the keyword index last had rows
         self._roots = (
             None
             if config.allowed_roots is None
@@ -527,11 +532,21 @@ class Library:
             fetch = min(fetch * 4, total, store.max_fetch)
 
     def has_keywords(self) -> bool:
-        """Whether the keyword index has rows (then text queries default to hybrid)."""
+        """Whether the keyword index has rows (then text queries default to hybrid). Asked by
+        every text query without a mode, so a yes is kept for a minute instead of probing the
+        catalog each time (rows go only when the library empties; hybrid ranking over an empty
+        keyword index is the vector search); a no is looked at again on the next query, so the
+        first images of a new library are searched by their words at once."""
         from .keywords import has_content
 
+        now = time.monotonic()
+        seen = self._keywords_seen
+        if seen is not None and now - seen < KEYWORDS_YES_S:
+            return True
         with self._session() as session:
-            return bool(has_content(session))
+            found = bool(has_content(session))
+        self._keywords_seen = now if found else None
+        return found
 
     def search_text(
         self,

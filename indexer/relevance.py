@@ -234,11 +234,14 @@ class BackgroundCache:
         library_size: int,
     ) -> Calibration:
         """The calibration of served index ``key`` (an identity). Measured now when there is none
-        for this index; when it is stale, measured again in a background thread while the old
-        one keeps answering (a search never waits for a re-measure)."""
+        yet, or the model changed; when it is stale, or the index was rebuilt for the same model
+        (a new ``key``: about the same images), measured again in a background thread while the
+        old one keeps answering (a search never waits for a re-measure)."""
         current = self._calibration
-        if current is not None and current[0] == key:
-            if current[1].stale(library_size) and not self._lock.locked():
+        embedded = self._embedded
+        same_model = embedded is not None and embedded[0] == id(model)
+        if current is not None and (current[0] == key or same_model):
+            if (current[0] != key or current[1].stale(library_size)) and not self._lock.locked():
                 threading.Thread(
                     target=self._remeasure,
                     args=(key, model, best_scores, library_size),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -428,6 +429,18 @@ class Gallery:
         await self.static(scope, receive, with_headers)
 
 
+def _calibrate_quietly(library: Any) -> None:
+    """Measure the served index's relevance calibration; a failure (no index yet, the store
+    unreachable) is left for the first search to report."""
+    calibration = getattr(library, "calibration", None)
+    if not callable(calibration):
+        return
+    try:
+        calibration()
+    except Exception as exc:
+        log.info("relevance calibration at start-up skipped: %s", exc)
+
+
 # --- factory ----------------------------------------------------------------------------------
 
 
@@ -460,6 +473,12 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
                 mapped = _error_status(exc)
                 state.model_error = mapped[1] if mapped else str(exc)
                 log.error("model not loaded: %s", state.model_error)
+            else:
+                # the served index's relevance calibration (indexer.relevance), measured now in
+                # the background instead of by the first search (seconds on a CPU)
+                threading.Thread(
+                    target=_calibrate_quietly, args=(lib,), name="clipsearch-calibrate", daemon=True
+                ).start()
         # The library keeps its index fresh itself (indexer.freshness: one follower thread).
         try:
             yield

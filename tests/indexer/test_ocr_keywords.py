@@ -368,3 +368,30 @@ def test_keyword_and_hybrid_queries_read_the_index_not_the_library(word_library:
     with lib.Session() as s:
         assert [h.id for h in keyword_search(s, "quibbleworth", limit=3)] == [target]
     assert catalog.path_from_db(lib.get_image(target).path).endswith(".jpg")
+
+
+def test_the_default_mode_does_not_probe_the_catalog_on_every_query(
+    env: Env, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    lib = env.lib
+    assert lib.has_keywords() is False  # empty: asked again next time, not remembered
+    photos = tmp_path / "few"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(photos / "harbour.png")
+    env.ingest(photos)
+    assert lib.has_keywords() is True  # the first images count at once
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = lib.engine
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    try:
+        for _ in range(5):
+            assert lib.has_keywords() is True
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", seen)
+    assert not [s for s in statements if "image_keywords" in s], statements

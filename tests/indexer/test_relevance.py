@@ -86,6 +86,20 @@ def test_a_stale_calibration_answers_while_it_is_measured_again(
             break
         time.sleep(0.05)
     assert cache.get(1, model, best, 1000).library_size == 1000
-    # another served index: measured at once
+    # another served index of the same model (a rebuild): the current one answers at once and
+    # the new index's is measured in the background
     monkeypatch.setattr(relevance, "REFRESH_AFTER_S", 3600.0)
-    assert cache.get(2, model, best, 1000) is not first
+    current = cache.get(1, model, best, 1000)
+    assert cache.get(2, model, best, 1000) is current
+    for _ in range(100):
+        if cache.get(2, model, best, 1000) is not current:
+            break
+        time.sleep(0.05)
+    rebuilt = cache.get(2, model, best, 1000)
+    assert rebuilt is not current
+    assert cache.get(2, model, best, 1000) is rebuilt  # and kept: not measured on every search
+    # another model (a re-index with --model): its scores mean something else, measured at once
+    other = _SigLIPLike()
+    done = len(calls)
+    assert cache.get(3, other, best, 1000) is not rebuilt
+    assert len(calls) == done + 2
