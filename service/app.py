@@ -333,6 +333,36 @@ class OriginCheckMiddleware:
         await self.app(scope, receive, send)
 
 
+class HeadAsGetMiddleware:
+    """Answer HEAD on the API as GET without the body (same status and headers, ETag and
+    Content-Length included), as HTTP asks of every GET resource. Without it a HEAD of an API
+    route fell through to the gallery's static files and read 404."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope.get("method") != "HEAD"
+            or not str(scope.get("path", "")).startswith("/api/")
+        ):
+            await self.app(scope, receive, send)
+            return
+        finished = False
+
+        async def without_body(message: Message) -> None:
+            nonlocal finished
+            if message["type"] == "http.response.body":
+                if finished or message.get("more_body", False):
+                    return  # the body's chunks are not sent
+                finished = True
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
+
+
 class BodyTimeoutMiddleware:
     """A request's whole body must arrive within ``timeout_s`` of its headers; a client that
     trickles it (a byte every few seconds) gets 408 and its connection closed, instead of
@@ -529,6 +559,7 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         )
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(OriginCheckMiddleware, cors_origins=settings.cors_origins)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.add_middleware(
