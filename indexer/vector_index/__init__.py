@@ -7,7 +7,9 @@ One module per idea:
   vectors added after the build live in an exact "delta" merged at query time; removed ids are
   tombstoned and never returned. Searches run concurrently with adds/removes (immutable snapshots).
 * `build`: `build_index(ids, vectors, ...)`, exact flat below `flat_threshold` vectors, IVF above
-  it (nlist about 4-8 x sqrt(N), k-means on a sample of 30-256 vectors per list).
+  it (nlist about 4-8 x sqrt(N), k-means on a sample of 30-256 vectors per list); from
+  `fastscan_threshold` vectors on, 'ivf-fastscan': 4-bit fast-scan PQ codes under an HNSW
+  quantizer (nlist ~2 x sqrt(N), two-level k-means), candidates re-ranked exactly from the floats.
 * `tuning`: `tune_nprobe`, the smallest nprobe whose recall@k against exact search reaches the
   target for *every* kind of tuning query (image and text queries are distributed differently: the
   CLIP modality gap); the measured recall per kind goes into the index's metadata.
@@ -19,14 +21,24 @@ Pure numpy + faiss: this package knows nothing about the catalog or the model (t
 new version is the Library's, through indexer.vector_store.FaissStore).
 """
 
-from .build import DEFAULT_FLAT_THRESHOLD, build_index, default_nlist
-from .common import VectorIndexError
+from .build import (
+    DEFAULT_FASTSCAN_THRESHOLD,
+    DEFAULT_FLAT_THRESHOLD,
+    build_index,
+    default_nlist,
+    fastscan_nlist,
+)
+from .common import KIND_FASTSCAN, KIND_FLAT, KIND_IVF, VectorIndexError
 from .files import IndexStore, IndexStoreError
 from .index import VectorIndex
 from .tuning import TuneResult, tune_nprobe
 
 __all__ = [
+    "DEFAULT_FASTSCAN_THRESHOLD",
     "DEFAULT_FLAT_THRESHOLD",
+    "KIND_FASTSCAN",
+    "KIND_FLAT",
+    "KIND_IVF",
     "IndexStore",
     "IndexStoreError",
     "TuneResult",
@@ -34,5 +46,6 @@ __all__ = [
     "VectorIndexError",
     "build_index",
     "default_nlist",
+    "fastscan_nlist",
     "tune_nprobe",
 ]

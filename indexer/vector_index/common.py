@@ -14,6 +14,10 @@ from indexer.errors import IndexerError
 
 __all__ = [
     "FORMAT_VERSION",
+    "KINDS",
+    "KIND_FASTSCAN",
+    "KIND_FLAT",
+    "KIND_IVF",
     "VectorIndexError",
     "as_ids",
     "as_vectors",
@@ -25,6 +29,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1  # of the saved files and of the metadata a build records
+
+# What a VectorIndex's main faiss index is (its `kind`, saved with it and shown in health/stats):
+KIND_FLAT = "flat"  # exact: IndexIDMap(IndexFlatIP)
+KIND_IVF = (
+    "ivf"  # IndexIVF{Flat,ScalarQuantizer,PQ} with a flat inner-product quantizer, catalog ids
+)
+# IndexIDMap(IndexRefineFlat(IndexIVFPQFastScan with an HNSW quantizer)): 4-bit PQ codes scanned
+# with SIMD, the best k_factor x k candidates re-ranked exactly from the float vectors; inside the
+# IDMap the ids are positions (0..n-1), mapped to catalog ids by the IDMap
+KIND_FASTSCAN = "ivf-fastscan"
+KINDS = (KIND_FLAT, KIND_IVF, KIND_FASTSCAN)
 
 
 class VectorIndexError(IndexerError):

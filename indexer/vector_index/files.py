@@ -18,7 +18,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .common import FORMAT_VERSION, VectorIndexError
+from .common import FORMAT_VERSION, KIND_FLAT, KINDS, VectorIndexError
 from .index import VectorIndex
 
 __all__ = ["IndexStore", "IndexStoreError"]
@@ -264,8 +264,8 @@ class IndexStore:
             raise IndexStoreError(
                 f"cannot read {faiss_path}: {exc}; re-index to rebuild it"
             ) from exc
-        kind = str(meta.get("kind", "flat"))
-        if kind not in ("flat", "ivf") or main.ntotal != arrays["main_ids"].size:
+        kind = str(meta.get("kind", KIND_FLAT))
+        if kind not in KINDS or main.ntotal != arrays["main_ids"].size:
             raise IndexStoreError(
                 f"{faiss_path} and {npz_path} do not belong together; re-index to rebuild them"
             )

@@ -1,5 +1,6 @@
-"""The search structure: a main faiss index (exact flat or IVF), an exact "delta" of vectors added
-since it was built, and tombstones for removed ids, answering top-k by inner product.
+"""The search structure: a main faiss index (exact flat, IVF, or IVF fast-scan PQ with exact
+re-ranking), an exact "delta" of vectors added since it was built, and tombstones for removed ids,
+answering top-k by inner product.
 
 Searches run concurrently with adds and removes: a mutation publishes a new immutable snapshot
 under a lock, and a search reads whichever snapshot is current when it starts.
@@ -16,15 +17,40 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .common import VectorIndexError, as_ids, as_vectors, gpu_resources, isin_sorted, use_gpu
+from .common import (
+    KIND_FASTSCAN,
+    KIND_FLAT,
+    KIND_IVF,
+    KINDS,
+    VectorIndexError,
+    as_ids,
+    as_vectors,
+    gpu_resources,
+    isin_sorted,
+    use_gpu,
+)
 
-__all__ = ["VectorIndex"]
+__all__ = ["DEFAULT_K_FACTOR", "VectorIndex", "quantizer_ef"]
 
 log = logging.getLogger(__name__)
 
 # With a few tombstones the main index is asked for k + their number of results; with many, faiss
 # filters them during the scan (an IDSelector) so the cost does not grow with the deletions.
 _OVERFETCH_LIMIT = 1024
+
+# ivf-fastscan: candidates re-ranked exactly per result wanted. 4-bit PQ codes of 2 dimensions each
+# order neighbours roughly; 64 x k candidates were needed for recall@10 >= 0.95 on text queries at
+# 1M (bench/results/ivf_candidates.md: k_factor 4 and 16 never reached it).
+DEFAULT_K_FACTOR = 64
+# ivf-fastscan, filtered: up to this many allowed ids are scored row by row where their float
+# vectors lie; more, by one faiss pass over all vectors with a bitmap of the allowed ones (a few
+# thousand rows cost less than a pass over 1M; tens of thousands of scattered rows cost more)
+_GATHER_LIMIT = 4096
+
+
+def quantizer_ef(nprobe: int) -> int:
+    """The HNSW coarse quantizer's search beam for `nprobe` lists: twice the lists wanted."""
+    return max(32, 2 * int(nprobe))
 
 
 @dataclass(frozen=True)
@@ -57,6 +83,8 @@ class VectorIndex:
         delta_ids: np.ndarray | None = None,
         delta_vecs: np.ndarray | None = None,
     ) -> None:
+        if kind not in KINDS:
+            raise VectorIndexError(f"unknown index kind {kind!r}; expected one of {KINDS}")
         self._main = main
         self._dim = int(main.d)
         self._main_ids = np.sort(np.asarray(main_ids, dtype=np.int64))
@@ -64,10 +92,25 @@ class VectorIndex:
         self._nprobe = int(nprobe)
         self._meta = dict(metadata)
         self._lock = threading.Lock()
-        self._params_cache: dict[int, Any] = {}
+        self._params_cache: dict[tuple[int, float], Any] = {}
         self._gpu_main: Any = None
         self._gpu_search_lock = threading.Lock()
-        if use_gpu():  # pragma: no cover - needs a GPU build of faiss
+        self._k_factor = float(self._meta.get("k_factor") or DEFAULT_K_FACTOR)
+        # ivf-fastscan: faiss's own ids inside the IDMap are positions 0..n-1 (IndexRefineFlat
+        # takes no ids); selectors work on positions, so keep position <-> catalog id both ways
+        self._pos_ids = np.zeros(0, np.int64)  # position -> catalog id
+        self._pos_order = np.zeros(0, np.int64)  # rank in the sorted ids -> position
+        self._exact: Any = None  # the re-ranking float vectors (IndexFlatIP, by position)
+        if kind == KIND_FASTSCAN:
+            idmap: Any = main
+            self._pos_ids = faiss.vector_to_array(idmap.id_map).astype(np.int64, copy=False)
+            self._pos_order = np.argsort(self._pos_ids, kind="stable")
+            if not np.array_equal(self._pos_ids[self._pos_order], self._main_ids):
+                raise VectorIndexError("the index's ids do not match the ids given with it")
+            refine: Any = faiss.downcast_index(idmap.index)
+            self._exact = faiss.downcast_index(refine.refine_index)
+        # faiss GPU indexes have no HNSW quantizer nor fast-scan codes: that kind stays on the CPU
+        if use_gpu() and kind != KIND_FASTSCAN:  # pragma: no cover - needs a GPU build of faiss
             try:
                 self._gpu_main = faiss.index_cpu_to_gpu(gpu_resources(), 0, main)
             except Exception as exc:
@@ -80,6 +123,7 @@ class VectorIndex:
         )
         self._delta_pos: dict[int, int] = {int(i): p for p, i in enumerate(d_ids.tolist())}
         banned = np.zeros(0, np.int64) if main_banned is None else np.unique(main_banned)
+        banned = banned[isin_sorted(banned.astype(np.int64), self._main_ids)]
         self._state = _Snapshot(
             main_banned=banned.astype(np.int64),
             selector=self._make_selector(banned),
@@ -93,8 +137,13 @@ class VectorIndex:
 
     @property
     def kind(self) -> str:
-        """'flat' (exact) or 'ivf'."""
+        """'flat' (exact), 'ivf' (IVF-Flat/SQ/PQ) or 'ivf-fastscan' (4-bit PQ + exact re-rank)."""
         return self._kind
+
+    @property
+    def k_factor(self) -> float | None:
+        """ivf-fastscan: candidates re-ranked exactly per result asked for (None otherwise)."""
+        return self._k_factor if self._kind == KIND_FASTSCAN else None
 
     @property
     def nprobe(self) -> int:
@@ -124,7 +173,8 @@ class VectorIndex:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """version, built_at, n, kind, nlist, nprobe, compression, recall per query kind, ..."""
+        """version, built_at, n, kind, nlist, nprobe, compression, recall per query kind, ...;
+        for ivf-fastscan also factory, k_factor and quantizer_ef (the HNSW quantizer's beam)."""
         meta = dict(self._meta)
         meta.update(
             kind=self._kind,
@@ -133,6 +183,12 @@ class VectorIndex:
             delta=self.delta_size,
             removed=self.removed_count,
         )
+        if self._kind == KIND_FASTSCAN:
+            kf = self._k_factor
+            meta.update(
+                k_factor=int(kf) if kf.is_integer() else kf,
+                quantizer_ef=quantizer_ef(self._nprobe),
+            )
         return meta
 
     def __len__(self) -> int:
@@ -165,6 +221,7 @@ class VectorIndex:
         *,
         nprobe: int | None = None,
         allow: np.ndarray | None = None,
+        k_factor: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product. Returns (scores float32, ids int64), [n, k] or [k] for one query.
 
@@ -172,7 +229,10 @@ class VectorIndex:
         left out (for example the query image itself); removed ids never come back. `allow` (ids):
         only these are candidates, skipped during the scan by a faiss IDSelectorBatch; an IVF
         index then probes every list, so the answer is exact over the allowed ids however few
-        they are (the scan checks one id per vector and scores only the allowed ones).
+        they are (the scan checks one id per vector and scores only the allowed ones); an
+        ivf-fastscan index scans its float vectors (kept for re-ranking) the same way.
+        `nprobe` and (ivf-fastscan) `k_factor`, candidates re-ranked per result, override the
+        index's own for this call.
         """
         single = np.ndim(queries) == 1
         q = as_vectors(queries, "queries", self._dim)
@@ -182,6 +242,9 @@ class VectorIndex:
         probe = self._nprobe if nprobe is None else int(nprobe)
         if probe < 1:
             raise VectorIndexError(f"nprobe must be at least 1, got {nprobe!r}")
+        kf = self._k_factor if k_factor is None else float(k_factor)
+        if not kf >= 1.0:
+            raise VectorIndexError(f"k_factor must be at least 1, got {k_factor!r}")
         s = self._state  # one consistent snapshot for the whole call
         excl = np.zeros(0, np.int64)
         if exclude is not None:
@@ -197,7 +260,7 @@ class VectorIndex:
             return (scores[0], ids[0]) if single else (scores, ids)
         allowed = None if allow is None else np.unique(np.asarray(allow, np.int64).reshape(-1))
         if allowed is None:
-            ms, mi = self._search_main(q, k, s, excl, probe)
+            ms, mi = self._search_main(q, k, s, excl, probe, kf)
         else:
             ms, mi = self._search_main_allowed(q, k, s, excl, allowed)
         ds, di = self._search_delta(q, k, s, excl, allowed)
@@ -216,17 +279,32 @@ class VectorIndex:
         ids[~np.isfinite(scores)] = -1
         return (scores[0], ids[0]) if single else (scores, ids)
 
-    def _params(self, probe: int, sel: Any) -> Any:
+    def _params(self, probe: int, sel: Any, kf: float) -> Any:
         if sel is None:  # read-only during a search, so one object per nprobe can be shared
-            cached = self._params_cache.get(probe)
+            cached = self._params_cache.get((probe, kf))
             if cached is None:
-                cached = self._params_cache[probe] = self._new_params(probe, None)
+                cached = self._params_cache[(probe, kf)] = self._new_params(probe, None, kf)
             return cached
-        return self._new_params(probe, sel)
+        return self._new_params(probe, sel, kf)
 
-    def _new_params(self, probe: int, sel: Any) -> Any:
+    def _new_params(self, probe: int, sel: Any, kf: float | None = None) -> Any:
         p: Any
-        if self._kind == "ivf":
+        if self._kind == KIND_FASTSCAN:
+            # the selector (on positions) and nprobe go to the IVF under the re-ranking step;
+            # swig does not keep nested parameter objects alive, so the outer one holds them
+            ivf = faiss.SearchParametersIVF()
+            ivf.nprobe = probe
+            hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+            hnsw.efSearch = quantizer_ef(probe)
+            ivf.quantizer_params = hnsw
+            if sel is not None:
+                ivf.sel = sel
+            p = faiss.IndexRefineSearchParameters()
+            p.k_factor = self._k_factor if kf is None else kf
+            p.base_index_params = ivf
+            p.referenced_objects = [ivf, hnsw, sel]
+            return p
+        if self._kind == KIND_IVF:
             p = faiss.SearchParametersIVF()
             p.nprobe = probe
         else:
@@ -235,8 +313,30 @@ class VectorIndex:
             p.sel = sel
         return p
 
+    def _positions(self, ids: np.ndarray) -> np.ndarray:
+        """ivf-fastscan: the faiss positions of `ids` (sorted, all in the main index)."""
+        return self._pos_order[np.searchsorted(self._main_ids, ids)]
+
+    def _position_bitmap(self, positions: np.ndarray, member: bool) -> Any:
+        """An IDSelectorBitmap over positions: `positions` are in (member) or out (not member)."""
+        n = int(self._main_ids.size)
+        mask = np.zeros(n, dtype=bool) if member else np.ones(n, dtype=bool)
+        mask[positions] = member
+        bits = np.packbits(mask, bitorder="little")  # faiss reads bit (i & 7) of byte i >> 3
+        sel: Any = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+        sel.referenced_objects = [bits]
+        return sel
+
+    def catalog_ids(self, faiss_ids: np.ndarray) -> np.ndarray:
+        """The catalog ids of ids as faiss's inverted lists hold them (positions for
+        ivf-fastscan, catalog ids already otherwise); -1 stays -1."""
+        arr = np.asarray(faiss_ids, dtype=np.int64)
+        if self._kind != KIND_FASTSCAN:
+            return arr
+        return np.where(arr >= 0, self._pos_ids[np.maximum(arr, 0)], -1)
+
     def _search_main(
-        self, q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray, probe: int
+        self, q: np.ndarray, k: int, s: _Snapshot, excl: np.ndarray, probe: int, kf: float
     ) -> tuple[np.ndarray, np.ndarray]:
         n = q.shape[0]
         ntotal = int(self._main_ids.size)
@@ -248,6 +348,20 @@ class VectorIndex:
         sel = None
         if n_ban == 0:
             fetch = min(k, ntotal)
+        elif self._kind == KIND_FASTSCAN:
+            # always filtered during the scan: over-fetching would re-rank k_factor x more
+            fetch = min(k, ntotal)
+            sel = s.selector
+            if extra.size:  # `exclude`d ids (often one: the query image) ruled out as well
+                pos = np.ascontiguousarray(self._positions(extra))
+                inner = faiss.IDSelectorBatch(pos.size, faiss.swig_ptr(pos))
+                out: Any = faiss.IDSelectorNot(inner)
+                refs: list[Any] = [inner, pos]
+                if sel is not None:
+                    refs += [sel, out]
+                    out = faiss.IDSelectorAnd(sel, out)
+                out.referenced_objects = refs
+                sel = out
         elif s.selector is not None and self._gpu_main is None:
             # Many tombstones: faiss skips them during the scan, so k results still come back
             # without asking for k + (number of deletions); only `exclude` is over-fetched.
@@ -255,15 +369,15 @@ class VectorIndex:
             sel = s.selector
         else:
             fetch = min(k + n_ban, ntotal)  # few tombstones: over-fetch and filter
-        params = self._params(probe, sel)
+        params = self._params(probe, sel, kf)
         if self._gpu_main is not None and sel is None:  # pragma: no cover - GPU only
             with self._gpu_search_lock:
-                if self._kind == "ivf":
+                if self._kind == KIND_IVF:
                     self._gpu_main.nprobe = min(probe, 2048)
                 dist, lab = self._gpu_main.search(q, min(fetch, 2048))
         else:
             dist, lab = self._main.search(q, fetch, params=params)
-        if n_ban:
+        if n_ban and self._kind != KIND_FASTSCAN:
             drop = np.zeros(lab.shape, dtype=bool)
             if sel is None and banned.size:
                 drop |= isin_sorted(lab.ravel(), banned).reshape(lab.shape)
@@ -287,9 +401,34 @@ class VectorIndex:
             ids = ids[~isin_sorted(ids, excl)]
         if ids.size == 0:
             return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        if self._kind == KIND_FASTSCAN:
+            # exact over the allowed ids, from the float vectors kept for re-ranking
+            pos = self._positions(ids)
+            kk = min(k, int(ids.size))
+            if ids.size <= _GATHER_LIMIT:  # few: score their rows where they lie
+                pos = np.ascontiguousarray(pos, dtype=np.int64)
+                sims = np.empty((n, ids.size), dtype=np.float32)
+                xb = self._exact.get_xb()
+                for r in range(n):
+                    faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
+                        faiss.swig_ptr(sims[r]), faiss.swig_ptr(q[r]), xb,
+                        faiss.swig_ptr(pos), self._dim, 1, int(ids.size),
+                    )  # fmt: skip
+                if kk < ids.size:
+                    part = np.argpartition(-sims, kk - 1, axis=1)[:, :kk]
+                else:
+                    part = np.broadcast_to(np.arange(ids.size), (n, ids.size))
+                return np.take_along_axis(sims, part, axis=1).astype(np.float32), ids[part]
+            # many: one pass over all of them, faiss scoring the members of a position bitmap
+            p: Any = faiss.SearchParameters()
+            p.sel = self._position_bitmap(pos, member=True)
+            dist, lab = self._exact.search(q, kk, params=p)
+            lab = self.catalog_ids(lab)
+            dist = np.where(lab < 0, -np.inf, dist)
+            return dist.astype(np.float32, copy=False), lab
         arr = np.ascontiguousarray(ids, dtype=np.int64)
         sel = faiss.IDSelectorBatch(arr.size, faiss.swig_ptr(arr))
-        probe = int(faiss.extract_index_ivf(self._main).nlist) if self._kind == "ivf" else 1
+        probe = int(faiss.extract_index_ivf(self._main).nlist) if self._kind == KIND_IVF else 1
         params = self._new_params(probe, sel)
         dist, lab = self._main.search(q, min(k, int(arr.size)), params=params)
         dist = np.where(lab < 0, -np.inf, dist)
@@ -322,8 +461,11 @@ class VectorIndex:
 
     # ---- mutation
 
-    @staticmethod
-    def _make_selector(banned: np.ndarray) -> Any:
+    def _make_selector(self, banned: np.ndarray) -> Any:
+        if self._kind == KIND_FASTSCAN:  # a bitmap of the live positions, however few are gone
+            return (
+                None if banned.size == 0 else self._position_bitmap(self._positions(banned), False)
+            )
         if banned.size + 1 <= _OVERFETCH_LIMIT or not hasattr(faiss, "IDSelectorBatch"):
             return None
         arr = np.ascontiguousarray(banned, dtype=np.int64)
@@ -412,8 +554,9 @@ class VectorIndex:
     @property
     def ivf(self) -> Any:
         """The main index's inverted-file part (coarse quantizer and lists) when it is IVF, else
-        None. Read it, never change it: nprobe tuning looks up which list holds each vector."""
-        return faiss.extract_index_ivf(self._main) if self._kind == "ivf" else None
+        None. Read it, never change it: nprobe tuning looks up which list holds each vector (ids
+        in the lists are faiss's: see `catalog_ids`)."""
+        return None if self._kind == KIND_FLAT else faiss.extract_index_ivf(self._main)
 
     def set_nprobe(self, nprobe: int, **measured: Any) -> None:
         """Adopt a tuned nprobe and record in the metadata how it was measured."""

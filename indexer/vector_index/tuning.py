@@ -14,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .common import VectorIndexError, as_vectors
+from .common import KIND_FLAT, VectorIndexError, as_vectors
 from .index import VectorIndex
 
 __all__ = ["TuneResult", "augment_queries", "synthetic_text_queries", "tune_nprobe"]
@@ -79,9 +79,11 @@ def tune_nprobe(
     For IVF-Flat the whole recall-vs-nprobe curve follows from where each true neighbour's list
     ranks among the query's coarse lists (a true top-k neighbour in a probed list is always
     returned), so one coarse search predicts the answer; it is then confirmed by a real search.
-    With compressed codes the prediction is only the starting point of a search over nprobe.
+    With compressed codes (SQ, PQ, and ivf-fastscan's 4-bit PQ re-ranked at its k_factor, with an
+    HNSW quantizer) the prediction is only a lower bound where the search over nprobe starts:
+    the nprobe chosen is the one whose *measured* recall reaches the target.
     """
-    if index.kind != "ivf":
+    if index.kind == KIND_FLAT:
         return TuneResult(1, {kind: 1.0 for kind in queries}, recall_target, True, {}, {})
     nlist = int(index.metadata["nlist"])
     ids = np.asarray(ids, np.int64)
@@ -107,7 +109,11 @@ def tune_nprobe(
             res, low = {}, {}
             for kind, (q, exact_ids, self_ids) in prepared.items():
                 t = time.perf_counter()
-                _, got = index.search(q, k + 1, nprobe=p)
+                # one more result where a query may find itself; ivf-fastscan then re-ranks
+                # the same k x k_factor candidates a search for k results does
+                extra = int(bool((self_ids != -2).any()))
+                kf = None if index.k_factor is None else index.k_factor * k / (k + extra)
+                _, got = index.search(q, k + extra, nprobe=p, k_factor=kf)
                 timings["search_s"] += time.perf_counter() - t
                 rows = _recall_rows(got, exact_ids, self_ids, k)
                 res[kind] = float(rows.mean())
@@ -204,10 +210,11 @@ def _predict_nprobe(
         if size:
             id_parts.append(faiss.rev_swig_ptr(invl.get_ids(lst), size).copy())
             list_parts.append(np.full(size, lst, dtype=np.int64))
-    all_ids = np.concatenate(id_parts)
+    all_ids = index.catalog_ids(np.concatenate(id_parts))
     all_lists = np.concatenate(list_parts)
     order = np.argsort(all_ids)
     all_ids, all_lists = all_ids[order], all_lists[order]
+    centroids = ivf.quantizer.reconstruct_n(0, nlist)
     need = 1
     for q, exact_ids, self_ids in prepared.values():
         nq = q.shape[0]
@@ -218,7 +225,9 @@ def _predict_nprobe(
         valid = neigh >= 0
         pos = np.clip(np.searchsorted(all_ids, np.where(valid, neigh, 0)), 0, all_ids.size - 1)
         lists = all_lists[pos]
-        _, coarse = ivf.quantizer.search(q, nlist)
+        # every list ranked by its centroid's inner product with the query, computed exactly
+        # (an HNSW quantizer's own search is approximate and may not return all nlist lists)
+        coarse = np.argsort(-(q @ centroids.T), axis=1, kind="stable")
         rank = np.empty_like(coarse)
         rank[np.arange(nq)[:, None], coarse] = np.arange(nlist)[None, :]
         first_p = np.take_along_axis(rank, lists, axis=1) + 1  # nprobe at which it is scanned

@@ -80,7 +80,10 @@ def test_recall_at_10_on_100k_for_image_and_text_queries(space):
     vectors = space.images(n, seed=2)
     ids = np.arange(n, dtype=np.int64) + 1
     tune = {"image": space.image_queries(500, seed=0), "text": space.text_queries(500, seed=0)}
-    index = build_index(ids, vectors, nlist=1265, train_sample_per_list=30, tune_queries=tune)
+    index = build_index(
+        ids, vectors, nlist=1265, train_sample_per_list=30, tune_queries=tune,
+        fastscan_threshold=n + 1,  # IVF-Flat (from 100k the default is ivf-fastscan)
+    )  # fmt: skip
     assert index.kind == "ivf" and len(index) == n
     assert 4 * np.sqrt(n) - 1 <= index.metadata["nlist"] <= 16 * np.sqrt(n)
     assert index.nprobe < index.metadata["nlist"] // 4  # really approximate, not a full scan
