@@ -172,7 +172,7 @@ def main() -> int:
     faiss_rss = rss_of() - rss0
     faiss_row: dict[str, Any] = {
         "kind": index.kind,
-        "nlist": int(index.ivf.nlist) if index.kind == "ivf" else 0,
+        "nlist": int(index.ivf.nlist) if index.ivf is not None else 0,
         "nprobe": index.nprobe,
         "build_s": round(faiss_build, 2),
         "rss_mib": round(faiss_rss / 2**20, 1),

@@ -222,6 +222,7 @@ def build_and_activate(
                     "store_version": store_version,
                     "nprobe": info.get("nprobe"),
                     "nlist": info.get("nlist"),
+                    "k_factor": info.get("k_factor"),  # ivf-fastscan: candidates re-ranked per hit
                     "recall": info.get("recall"),
                     "change_seq": change_seq,
                     "max_image_id": max_img,
