@@ -20,6 +20,7 @@ with it by triggers). Writers only set the text they found (:func:`store_text`);
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -331,8 +332,10 @@ def _match(word: str, doc_words: Sequence[str]) -> tuple[float, str | None]:
     return 0.0, None
 
 
-def _bigrams(word: str) -> set[str]:
-    return {word[i : i + 2] for i in range(len(word) - 1)}
+@functools.lru_cache(maxsize=65_536)
+def _bigrams(word: str) -> frozenset[str]:
+    """A word's letter pairs (kept: the same query and file-name words recur on every query)."""
+    return frozenset(word[i : i + 2] for i in range(len(word) - 1))
 
 
 def _in_row(word: str, row: Any) -> bool:
