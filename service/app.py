@@ -495,6 +495,7 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         limit_compute_threads(settings.compute_threads)
+        calibrating: threading.Thread | None = None
         if settings.preload_model:
             try:
                 encoder = await run_in_threadpool(state.text_encoder)
@@ -506,13 +507,16 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
             else:
                 # the served index's relevance calibration (indexer.relevance), measured now in
                 # the background instead of by the first search (seconds on a CPU)
-                threading.Thread(
+                calibrating = threading.Thread(
                     target=_calibrate_quietly, args=(lib,), name="clipsearch-calibrate", daemon=True
-                ).start()
+                )
+                calibrating.start()
         # The library keeps its index fresh itself (indexer.freshness: one follower thread).
         try:
             yield
         finally:
+            if calibrating is not None:  # it reads the library: let it end before the close
+                await run_in_threadpool(calibrating.join, 30.0)
             state.close()
             if owns_library:
                 lib.close()

@@ -8,6 +8,7 @@ database number and queue prefix), so tests and parallel sessions never see each
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,15 +57,18 @@ def pg_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        # FORCE ends the sessions still connected (a worker process or a thread of the test's
+        # server reconnecting as it stops) and drops in one statement; retried in case one more
+        # arrives in between
+        for attempt in range(5):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except sa.exc.OperationalError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
         admin.dispose()
 
 
