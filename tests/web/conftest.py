@@ -11,6 +11,7 @@ the browser is the system's /usr/bin/chromium.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import signal
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,14 @@ class LiveServer:
         return response
 
     def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no server log)"
+        return _log_tail(self.log_path, n)
+
+
+def _log_tail(log_path: Path, n: int = 60) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no server log)"
 
 
 def _draw(path: Path, colour: tuple[int, int, int], shape: str, size: tuple[int, int]) -> None:
@@ -214,15 +219,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _poll(
-    what: str, check: Any, deadline: float, server: LiveServer, proc: subprocess.Popen
-) -> Any:
+def _poll(what: str, check: Any, deadline: float, log_path: Path, proc: subprocess.Popen) -> Any:
     """Call ``check()`` until it returns something truthy; fail with the server log on timeout."""
     last: Any = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(
-                f"clipsearch serve exited ({proc.returncode}) while {what}:\n{server.log_tail()}"
+                f"clipsearch serve exited ({proc.returncode}) while {what}:\n{_log_tail(log_path)}"
             )
         try:
             result = check()
@@ -231,7 +234,7 @@ def _poll(
         if result:
             return result
         time.sleep(0.25)
-    pytest.fail(f"timed out while {what} (last: {last!r}):\n{server.log_tail()}")
+    pytest.fail(f"timed out while {what} (last: {last!r}):\n{_log_tail(log_path)}")
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -247,6 +250,54 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+@contextlib.contextmanager
+def _start_serve(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    ready: Sequence[tuple[str, Callable[[str], Any]]],
+    deadline_s: float = START_DEADLINE_S,
+) -> Iterator[str]:
+    """``python -m service.cli serve --host 127.0.0.1 --port P *args`` on a free loopback port,
+    as a user starts it; yields its base URL.
+
+    ``env`` is added to this environment less any ``CLIPSEARCH_*`` variable; the server's output
+    goes to ``log_path``. Before yielding, each ``(what, check)`` of ``ready`` in turn is called
+    with the base URL until it returns something truthy, all within ``deadline_s``; a server that
+    exits or a deadline passed fails the test with the log's tail. On the way out the server and
+    its process group are stopped.
+    """
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    full_env.update(env)
+    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
+    cmd += ["--port", str(port), *args]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + deadline_s
+        for what, check in ready:
+            _poll(what, functools.partial(check, url), deadline, log_path, proc)
+        yield url
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="session")
+def start_serve() -> Any:
+    """``start_serve(args, env, log_path, ready)``: a context manager running ``clipsearch serve``
+    (see ``_start_serve``) for a test module's own server."""
+    return _start_serve
+
+
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``clipsearch serve`` on a free loopback port with a tiny model and ~47 ingested images."""
@@ -257,9 +308,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     library = make_library(base / "library")
     model_dir = save_pretrained(tiny_model(seed=0), base / MODEL_FOLDER)
     data_dir = base / "data"
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
-    env.update(
+    env = dict(
         CLIPSEARCH_API_TOKEN=API_TOKEN,
         CLIPSEARCH_CACHE=str(base / "cache"),
         CLIPSEARCH_DEVICE="cpu",
@@ -270,15 +319,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         PYTHONUNBUFFERED="1",
     )
     log_path = base / "serve.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+    args = [
         "--images",
         str(library.photos),
         str(library.dropbox),
@@ -289,38 +330,27 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         "--data-dir",
         str(data_dir),
     ]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    server = LiveServer(f"http://127.0.0.1:{port}", API_TOKEN, library, log_path)
-    try:
-        deadline = time.monotonic() + START_DEADLINE_S
-        _poll(
-            "waiting for /api/health",
-            lambda: server.api("/api/health").status_code == 200,
-            deadline,
-            server,
-            proc,
-        )
 
-        def all_searchable() -> bool:
-            jobs = server.api("/api/jobs").json()
-            if any(j["state"] in ("queued", "running") for j in jobs) or not jobs:
-                return False
-            hits = server.api("/api/search", q="a photo", k=200).json()["results"]
-            return len(hits) >= len(library.names)
+    def at(url: str) -> LiveServer:
+        return LiveServer(url, API_TOKEN, library, log_path)
 
-        _poll(
-            "waiting for the first ingestion to become searchable",
-            all_searchable,
-            deadline,
-            server,
-            proc,
-        )
-        yield server
-    finally:
-        _stop(proc)
+    def healthy(url: str) -> bool:
+        return at(url).api("/api/health").status_code == 200
+
+    def all_searchable(url: str) -> bool:
+        server = at(url)
+        jobs = server.api("/api/jobs").json()
+        if any(j["state"] in ("queued", "running") for j in jobs) or not jobs:
+            return False
+        hits = server.api("/api/search", q="a photo", k=200).json()["results"]
+        return len(hits) >= len(library.names)
+
+    ready = [
+        ("waiting for /api/health", healthy),
+        ("waiting for the first ingestion to become searchable", all_searchable),
+    ]
+    with _start_serve(args, env, log_path, ready) as url:
+        yield at(url)
 
 
 # --- the browser ------------------------------------------------------------------------------

@@ -8,12 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +27,7 @@ N_IMAGES = 8
 
 
 @pytest.fixture(scope="module")
-def nllb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def nllb_server(tmp_path_factory: pytest.TempPathFactory, start_serve: Any) -> Iterator[str]:
     from PIL import Image, ImageDraw
 
     base = tmp_path_factory.mktemp("gallery-lang")
@@ -43,56 +37,25 @@ def nllb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         img = Image.new("RGB", (160, 120), (30 * i, 200 - 20 * i, 90 + 15 * i))
         ImageDraw.Draw(img).ellipse((20 + 8 * i, 20, 90 + 8 * i, 100), fill=(250, 240, 230))
         img.save(photos / f"photo-{i}.png")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
-    env.update(
+    env = dict(
         CLIPSEARCH_API_TOKEN=TOKEN,
         CLIPSEARCH_DEVICE="cpu",
         CLIPSEARCH_GALLERY_MIN_RELEVANCE="0",
         OMP_NUM_THREADS="1",
     )
-    log_path = base / "serve.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"),
-            *("--port", str(port), "--images", str(photos), "--model", str(NLLB_DIR)),
-            *("--data-dir", str(base / "data")),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    args = ["--images", str(photos), "--model", str(NLLB_DIR), "--data-dir", str(base / "data")]
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(log_path.read_text(errors="replace")[-3000:])
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                # searchable, not only catalogued: the served index follows the catalog
-                r = httpx.get(
-                    f"{url}/api/search", params={"q": "a photo", "k": 50}, headers=headers
-                )
-                if r.status_code == 200 and len(r.json().get("results", [])) == N_IMAGES:
-                    break
-            time.sleep(0.5)
+
+    def all_searchable(url: str) -> bool:
+        # searchable, not only catalogued: the served index follows the catalog
+        r = httpx.get(f"{url}/api/search", params={"q": "a photo", "k": 50}, headers=headers)
+        with contextlib.suppress(ValueError):
+            return r.status_code == 200 and len(r.json().get("results", [])) == N_IMAGES
+        return False
+
+    ready = [("waiting for the images to become searchable", all_searchable)]
+    with start_serve(args, env, base / "serve.log", ready) as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 def _api(url: str, path: str, **params: Any) -> Any:

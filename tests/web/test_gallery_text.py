@@ -6,15 +6,8 @@ the other gallery tests count."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +23,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("tesseract") is None, reason="needs Tesseract"),
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "gallery-text-token-7d2e91c4a0"
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 
@@ -48,7 +40,7 @@ def _sign(path: Path, lines: list[str]) -> None:
 
 
 @pytest.fixture(scope="module")
-def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def text_server(tmp_path_factory: pytest.TempPathFactory, start_serve: Any) -> Iterator[str]:
     from model.checkpoints import save_pretrained
     from model.testing import tiny_model
 
@@ -62,51 +54,22 @@ def text_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         pixels = rng.integers(0, 255, size=(12, 16, 3)).astype(np.uint8)
         Image.fromarray(pixels).resize((320, 240), Image.NEAREST).save(photos / f"DSC{i}.jpg")
     model_dir = save_pretrained(tiny_model(seed=0), base / "model")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
-    env.update(CLIPSEARCH_API_TOKEN=TOKEN, CLIPSEARCH_DEVICE="cpu", OMP_NUM_THREADS="1")
-    log = (base / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"),
-            *("--port", str(port), "--images", str(photos), "--model", str(model_dir)),
-            *("--data-dir", str(base / "data")),
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = dict(CLIPSEARCH_API_TOKEN=TOKEN, CLIPSEARCH_DEVICE="cpu", OMP_NUM_THREADS="1")
+    args = ["--images", str(photos), "--model", str(model_dir), "--data-dir", str(base / "data")]
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail((base / "serve.log").read_text()[-3000:])
-            with contextlib.suppress(httpx.HTTPError):
-                r = httpx.get(f"{url}/api/images", params={"limit": 50}, headers=headers)
-                ready = [i for i in r.json().get("items", []) if i["state"] == "ready"]
-                if len(ready) == 8:
-                    cafe = next(i["id"] for i in ready if i["path"].endswith("cafe.png"))
-                    text = httpx.get(f"{url}/api/images/{cafe}/text", headers=headers).json()
-                    if text.get("ocr_state") == "done":
-                        break
-            time.sleep(0.5)
+
+    def all_read(url: str) -> bool:
+        r = httpx.get(f"{url}/api/images", params={"limit": 50}, headers=headers)
+        ready = [i for i in r.json().get("items", []) if i["state"] == "ready"]
+        if len(ready) != 8:
+            return False
+        cafe = next(i["id"] for i in ready if i["path"].endswith("cafe.png"))
+        text = httpx.get(f"{url}/api/images/{cafe}/text", headers=headers).json()
+        return text.get("ocr_state") == "done"
+
+    waits = [("waiting for the images and the sign's text to be read", all_read)]
+    with start_serve(args, env, base / "serve.log", waits) as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
 
 
 @pytest.fixture()
