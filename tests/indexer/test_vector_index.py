@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -49,6 +50,17 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
             ]
         )
     )
+
+
+def assert_same_results(
+    index: vi.VectorIndex, loaded: vi.VectorIndex, queries: np.ndarray, **kwargs: Any
+) -> None:
+    """``loaded`` (``index`` saved and loaded back) answers ``queries`` as ``index`` does: the
+    same ids, scores to float rounding. ``kwargs`` go to both searches (allow, exclude)."""
+    s1, i1 = index.search(queries, K, **kwargs)
+    s2, i2 = loaded.search(queries, K, **kwargs)
+    assert np.array_equal(i1, i2)
+    np.testing.assert_allclose(s1, s2, rtol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -366,10 +378,7 @@ def test_save_load_round_trip_keeps_results_delta_and_tombstones(tmp_path, space
     assert len(loaded) == len(index) and loaded.delta_size == 2 and loaded.removed_count == 1
     assert loaded.metadata["recall"] == index.metadata["recall"]
     queries = np.concatenate([space.text_queries(30, seed=61), space.images(2, seed=60)])
-    s1, i1 = index.search(queries, K)
-    s2, i2 = loaded.search(queries, K)
-    assert np.array_equal(i1, i2)
-    np.testing.assert_allclose(s1, s2, rtol=1e-6)
+    assert_same_results(index, loaded, queries)
 
 
 def test_versions_increase_and_only_the_last_two_are_kept(tmp_path, space):
