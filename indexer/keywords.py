@@ -344,8 +344,28 @@ def _in_row(word: str, row: Any) -> bool:
     )
 
 
+def _may_match(words: Sequence[str], row: Any) -> bool:
+    """False only when no query word can match the row (then :func:`score_row` would find
+    nothing): every kind of match but a typo has the word inside the row's lower-cased text,
+    and a typo keeps at least ``need`` of the word's letter pairs (the q-gram lemma in
+    :func:`_match`). Substring tests on one string, cheap next to splitting every field into
+    words: most rows a vector search finds share no word with the query."""
+    text = "\n".join(getattr(row, _COLUMN[f]) or "" for f in FIELDS).lower()
+    for word in words:
+        if word in text:
+            return True
+        if len(word) >= 4:
+            grams = _bigrams(word)
+            need = max(1, len(grams) - 2 * (1 if len(word) < 7 else 2))
+            if sum(g in text for g in grams) >= need:
+                return True
+    return False
+
+
 def score_row(words: Sequence[str], row: Any) -> KeywordHit | None:
     """Score one candidate row (the module docstring's rule); None when nothing matches."""
+    if not _may_match(words, row):
+        return None
     fields: list[str] = []
     matched: list[str] = []
     total = 0.0
