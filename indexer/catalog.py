@@ -538,8 +538,12 @@ def ensure_model(sessions: sessionmaker[Session], model: Any) -> int:
 # Reading rows out as plain dataclasses
 
 
-def hit_from_row(row: Image, score: float) -> Hit:
-    """A search result for an image row at ``score``."""
+#: the columns of an image a search hit shows (:func:`hit_from_row` reads these)
+HIT_COLUMNS = (Image.id, Image.path, Image.width, Image.height, Image.format, Image.taken_at)
+
+
+def hit_from_row(row: Any, score: float) -> Hit:
+    """A search result for an image row at ``score`` (an ``Image`` or a row of HIT_COLUMNS)."""
     return Hit(
         id=row.id,
         score=score,
