@@ -30,7 +30,7 @@ from .build import (
 )
 from .common import KIND_FASTSCAN, KIND_FLAT, KIND_IVF, VectorIndexError
 from .files import IndexStore, IndexStoreError
-from .index import VectorIndex
+from .index import VectorIndex, rerank_factor
 from .tuning import TuneResult, tune_nprobe
 
 __all__ = [
@@ -47,5 +47,6 @@ __all__ = [
     "build_index",
     "default_nlist",
     "fastscan_nlist",
+    "rerank_factor",
     "tune_nprobe",
 ]

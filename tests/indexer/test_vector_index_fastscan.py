@@ -14,7 +14,7 @@ import threading
 
 import numpy as np
 import pytest
-from test_vector_index import DIM, K, exact_topk, recall_at_k
+from test_vector_index import DIM, K, assert_same_results, exact_topk, recall_at_k
 
 from bench.synthetic_vectors import make_space
 from indexer import vector_index as vi
@@ -73,6 +73,28 @@ def test_fastscan_meets_the_recall_target_for_fresh_image_and_text_queries(space
         if kind == "text":
             _, few = fs.search(queries, K, nprobe=1)
             assert recall_at_k(few, exact_topk(queries, vectors, ids)) < r - 0.05
+
+
+def test_a_long_result_list_re_ranks_a_bounded_pool_and_keeps_its_recall(space, data, fs):
+    """A hybrid query or a deep page asks for 100-200 results: the pool re-ranked exactly is
+    max(k_factor x 10, 8 x k) deep, not k_factor x k, and finds what the full k_factor x k pool
+    finds (against brute force; what both miss is the probed lists', as at k=10), where a pool
+    of k loses neighbours."""
+    ids, vectors = data
+    assert vi.rerank_factor(fs.k_factor, K) == fs.k_factor
+    assert vi.rerank_factor(fs.k_factor, 200) * 200 == max(fs.k_factor * 10, 8 * 200)
+    for kind, queries in (
+        ("image", space.image_queries(200, seed=23)),
+        ("text", space.text_queries(200, seed=23)),
+    ):
+        for k in (100, 200):
+            truth = exact_topk(queries, vectors, ids, k)
+            _, found = fs.search(queries, k)
+            _, full = fs.search(queries, k, k_factor=fs.k_factor)
+            _, bare = fs.search(queries, k, k_factor=1.0)
+            got, ref = recall_at_k(found, truth), recall_at_k(full, truth)
+            assert got >= ref - 0.005, f"{kind} recall@{k} {got:.3f} vs {ref:.3f} re-ranking all"
+            assert recall_at_k(bare, truth) < got - 0.05
 
 
 @pytest.mark.slow
@@ -199,10 +221,7 @@ def test_fastscan_save_load_round_trip_gives_identical_results(tmp_path, space, 
     queries = np.concatenate([space.text_queries(40, seed=29), space.image_queries(40, seed=29)])
     allowed = ids[::11]
     for kwargs in ({}, {"exclude": [int(ids[9])]}, {"allow": allowed}):
-        s1, i1 = index.search(queries, K, **kwargs)
-        s2, i2 = loaded.search(queries, K, **kwargs)
-        assert np.array_equal(i1, i2)
-        np.testing.assert_allclose(s1, s2, rtol=1e-6)
+        assert_same_results(index, loaded, queries, **kwargs)
     assert int(ids[5]) not in loaded and 88_000_001 in loaded
 
 
