@@ -51,6 +51,7 @@ class Sources:
     * ``model_id()``: the served model's id (its vectors give the cosines);
     * ``rows(ids, filters)``: the ready image rows of these ids that pass the filters, by id;
     * ``search(vector, k=, offset=, min_score=, filters=)``: the vector search's page of hits;
+    * ``scores(vector, k=, filters=)``: the same search's (id, cosine), best first, no rows;
     * ``has_keywords()``: whether the keyword index has rows.
     """
 
@@ -59,6 +60,7 @@ class Sources:
     model_id: Callable[[], int]
     rows: Callable[[list[int], SearchFilters | None], dict[int, Any]]
     search: Callable[..., list[Hit]]
+    scores: Callable[..., list[tuple[int, float]]]
     has_keywords: Callable[[], bool]
 
 
@@ -158,48 +160,46 @@ def search_text(
 
     if vector is None:
         raise IndexerError("a hybrid search needs the query's vector")
-    sem = src.search(vector, k=depth, offset=0, min_score=None, filters=filters)
+    sem = src.scores(vector, k=depth, filters=filters)
     # the vector hits the words match too, found by key whatever the words' frequency (a common
     # word's keyword list holds only its best-ranked matches), ranked after the keyword list's own
     with src.session() as session:
         seen = {h.id for h in kw}
-        ids = [sh.id for sh in sem]
-        extra = [kh for kh in score_ids(session, query, ids) if kh.id not in seen]
+        extra = [kh for kh in score_ids(session, query, [i for i, _ in sem]) if kh.id not in seen]
     kw = kw + sorted(extra, key=lambda h: (-h.score, h.id))
     fused: dict[int, float] = {}
     sem_rank: dict[int, int] = {}
-    for rank, sh in enumerate(sem):
-        sem_rank[sh.id] = rank
-        fused[sh.id] = 1.0 / (RRF_K + rank + 1)
+    sem_score: dict[int, float] = {}
+    for rank, (image_id, score) in enumerate(sem):
+        sem_rank[image_id] = rank
+        sem_score[image_id] = score
+        fused[image_id] = 1.0 / (RRF_K + rank + 1)
     kw_by_id: dict[int, KeywordHit] = {}
     for rank, kh in enumerate(kw):
         kw_by_id[kh.id] = kh
         fused[kh.id] = fused.get(kh.id, 0.0) + TEXT_WEIGHT * kh.score / (RRF_K + rank + 1)
-    by_sem = {h.id: h for h in sem}
     order = sorted(fused, key=lambda i: (-fused[i], sem_rank.get(i, depth), i))
     if min_score is not None:
-        order = [
-            i for i in order if i in kw_by_id or (i in by_sem and by_sem[i].score >= min_score)
-        ]
+        order = [i for i in order if i in kw_by_id or sem_score.get(i, -2.0) >= min_score]
     page_ids = order[offset : offset + k]
-    missing = [i for i in page_ids if i not in by_sem]
-    rows = _rows(src, missing, filters)
-    cos = _cosines(src, vector, missing)
+    # the rows of the page only (a row gone since the ranking is left out)
+    rows = _rows(src, page_ids, filters)
+    cos = _cosines(src, vector, [i for i in page_ids if i not in sem_score])
     out: list[Hit] = []
     for i in page_ids:
+        row = rows.get(i)
+        if row is None:
+            continue
         got = kw_by_id.get(i)
         match = ["semantic"] if sem_rank.get(i, depth) < offset + k else []
         if got is not None:
             match += got.fields
         words = got.words if got is not None else []
-        if i in by_sem:
-            out.append(_with(by_sem[i], match, words))
+        if i in sem_score:
+            score = sem_score[i]
         else:
-            row = rows.get(i)
-            if row is None:
-                continue
             score = cos.get(i, got.score if got is not None else 0.0)
             if min_score is not None and got is None and score < min_score:
                 continue
-            out.append(_with(catalog.hit_from_row(row, score), match, words))
+        out.append(_with(catalog.hit_from_row(row, score), match, words))
     return out

@@ -186,6 +186,11 @@ _ROW = (
 )
 
 
+_ROWS_BY_ID = sa.select(*_ROW).where(
+    image_keywords.c.image_id.in_(sa.bindparam("ids", expanding=True))
+)
+
+
 def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> dict[int, Any]:
     fts = sa.table("image_keywords_fts")
     rows: dict[int, Any] = {}
@@ -266,8 +271,10 @@ def _ready(session: Session, ids: Sequence[int], where: Sequence[Any]) -> set[in
 
     if not ids:
         return set()
-    stmt = sa.select(Image.id).where(Image.id.in_(list(ids)), Image.state == "ready", *where)
-    return {int(i) for i in session.scalars(stmt)}
+    from indexer.catalog import ID_IN
+
+    stmt = sa.select(Image.id).where(ID_IN, Image.state == "ready", *where)
+    return {int(i) for i in session.scalars(stmt, {"ids": [int(i) for i in ids]})}
 
 
 def _has_trigram(session: Session) -> bool:
@@ -393,7 +400,7 @@ def score_ids(session: Session, query: str, ids: Sequence[int]) -> list[KeywordH
     words = query_words(query)
     if not words or not ids:
         return []
-    rows = session.execute(sa.select(*_ROW).where(image_keywords.c.image_id.in_(list(ids))))
+    rows = session.execute(_ROWS_BY_ID, {"ids": [int(i) for i in ids]})
     return [h for h in (score_row(words, r) for r in rows) if h is not None]
 
 

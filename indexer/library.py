@@ -477,6 +477,28 @@ class Library:
         exclude: Sequence[int] | None = None,
     ) -> list[Hit]:
         """The ``k`` best ready images for ``vector`` after skipping ``offset``, best first."""
+        found = self._search(vector, k, offset, min_score, filters, exclude, rows=True)
+        return found  # type: ignore[return-value]
+
+    def search_scores(
+        self, vector: np.ndarray, k: int = 20, filters: SearchFilters | None = None
+    ) -> list[tuple[int, float]]:
+        """(id, cosine) of the ``k`` best ready images for ``vector``, best first: what
+        :meth:`search` finds, without reading the rows a page would show (a hybrid query ranks
+        100 or more of them and shows 20)."""
+        found = self._search(vector, k, 0, None, filters, None, rows=False)
+        return found  # type: ignore[return-value]
+
+    def _search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        offset: int,
+        min_score: float | None,
+        filters: SearchFilters | None,
+        exclude: Sequence[int] | None,
+        rows: bool,
+    ) -> list[Hit] | list[tuple[int, float]]:
         k, offset = check_page(k, offset, MAX_K)
         served = self._ensure_served()
         self._follower.due()  # the follower refreshes soon; this search reads what is served now
@@ -506,7 +528,10 @@ class Library:
                 allow = selective_ids(session, self._store_filters(filters))
             if allow is not None:
                 total = min(total, int(allow.size))
-        fetch = min(max(need * 2, 32), max(total, 1), store.max_fetch)
+        # a margin for ids the catalog no longer shows (asked again, 4x deeper, if it was short);
+        # a page of rows doubles it, a ranking without rows (hybrid, 100 deep) adds a quarter
+        margin = need if rows else need // 4
+        fetch = min(max(need + margin, 32), max(total, 1), store.max_fetch)
         while True:
             scores, ids = store.search(
                 q, fetch, filters=store_filters, exclude=exclude, allow=allow
@@ -516,16 +541,19 @@ class Library:
             scores_l = [float(s) for s in scores[valid]]
             # The catalog has the last word (state and filters by primary key): an id the store
             # still holds after a delete it missed is never shown.
-            rows = self._hit_rows(ids_l, filters)
-            hits: list[Hit] = []
+            found = self._hit_rows(ids_l, filters) if rows else self._ready_ids(ids_l, filters)
+            hits: list[Any] = []
             below = False
             for image_id, score in zip(ids_l, scores_l, strict=True):
                 if min_score is not None and score < min_score:
                     below = True
                     break
-                row = rows.get(image_id)
-                if row is not None:
-                    hits.append(catalog.hit_from_row(row, score))
+                if image_id not in found:
+                    continue
+                if rows:
+                    hits.append(catalog.hit_from_row(found[image_id], score))  # type: ignore[index]
+                else:
+                    hits.append((image_id, score))
             exhausted = len(ids_l) < fetch or fetch >= total
             if len(hits) >= need or below or exhausted:
                 return hits[offset:need]
@@ -548,6 +576,12 @@ class Library:
         self._keywords_seen = now if found else None
         return found
 
+    def keywords_known(self) -> bool:
+        """Whether :meth:`has_keywords` said yes within the last minute (no catalog read: the
+        API asks it on the event loop before handing a query to a thread)."""
+        seen = self._keywords_seen
+        return seen is not None and time.monotonic() - seen < KEYWORDS_YES_S
+
     def search_text(
         self,
         vector: np.ndarray | None,
@@ -568,6 +602,7 @@ class Library:
             model_id=lambda: self._ensure_served().model_id,
             rows=self._hit_rows,
             search=self.search,
+            scores=self.search_scores,
             has_keywords=self.has_keywords,
         )
         return search_text(sources, vector, query, mode, k, offset, min_score, filters)
@@ -635,11 +670,21 @@ class Library:
         shows (plain rows, not ORM objects: a search reads up to hundreds per query)."""
         if not ids:
             return {}
-        stmt = sa.select(*catalog.HIT_COLUMNS).where(Image.id.in_(ids), Image.state == "ready")
+        stmt = sa.select(*catalog.HIT_COLUMNS).where(catalog.ID_IN, Image.state == "ready")
         if filters is not None:
             stmt = stmt.where(*self._filter_conditions(filters))
         with self._session() as session:
-            return {row.id: row for row in session.execute(stmt)}
+            return {row.id: row for row in session.execute(stmt, {"ids": ids})}
+
+    def _ready_ids(self, ids: list[int], filters: SearchFilters | None) -> set[int]:
+        """Which of these ids are ready images that pass the filters (by primary key)."""
+        if not ids:
+            return set()
+        stmt = sa.select(Image.id).where(catalog.ID_IN, Image.state == "ready")
+        if filters is not None:
+            stmt = stmt.where(*self._filter_conditions(filters))
+        with self._session() as session:
+            return {int(i) for i in session.scalars(stmt, {"ids": ids})}
 
     def _filter_conditions(self, filters: SearchFilters) -> list[Any]:
         conds: list[Any] = []
