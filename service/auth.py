@@ -138,7 +138,7 @@ def is_authorised(request: Request) -> bool:
     return session_valid(token, request.cookies.get(SESSION_COOKIE))
 
 
-def require_read(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
+async def require_read(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
     """Reads: open without a token or with CLIPSEARCH_PUBLIC_READ; else the token or a session."""
     settings = _settings(request)
     token = settings.token
@@ -152,7 +152,7 @@ def require_read(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
     )
 
 
-def require_private_read(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
+async def require_private_read(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
     """Reads that show server paths and settings (jobs): need the token even with public reads."""
     token = _settings(request).token
     if token is None or _bearer_ok(token, creds) or session_valid(token, cookie):
@@ -160,7 +160,7 @@ def require_private_read(request: Request, creds: BearerDep, cookie: CookieDep) 
     check_bearer(token, request.headers.get("authorization"))
 
 
-def require_token(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
+async def require_token(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
     """Writes: the token in the header, or a session cookie with its CSRF header."""
     token = _settings(request).token
     if token is None:

@@ -62,6 +62,7 @@ class ServiceState:
     metrics: Metrics
     cache: EmbeddingCache
     executor: ThreadPoolExecutor | None = None
+    search_executor: ThreadPoolExecutor | None = None
     encoder: TextEncoder | None = None
     model_error: str | None = None
     model_name: str | None = None
@@ -116,6 +117,25 @@ class ServiceState:
                 )
             return self.executor
 
+    def search_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self.search_executor is None:
+                self.search_executor = ThreadPoolExecutor(
+                    max_workers=self.settings.search_threads,
+                    thread_name_prefix="clipsearch-search",
+                    initializer=limit_compute_threads,
+                    initargs=(self.settings.compute_threads,),
+                )
+            return self.search_executor
+
+    async def run_search(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a search (index, catalog, ranking) on the search pool: at most
+        ``search_threads`` at once, the rest wait their turn. A search is mostly Python holding
+        the GIL between short C calls (FAISS, SQLite); sixteen of them on sixteen threads hand
+        the GIL around and finish slower than two at a time do (bench/results/service.md)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.search_pool(), lambda: fn(*args, **kwargs))
+
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (model, decode) on the inference pool, off the event loop."""
         loop = asyncio.get_running_loop()
@@ -135,24 +155,28 @@ class ServiceState:
         with self._lock:
             encoder, self.encoder, self._encoder_model = self.encoder, None, None
             executor, self.executor = self.executor, None
+            searches, self.search_executor = self.search_executor, None
         if encoder is not None:
             encoder.close()
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        for pool in (executor, searches):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
 
-def get_state(request: Request) -> ServiceState:
+# The dependencies below (and service.auth's) are ``async def``: they do no I/O, and a plain
+# ``def`` would cost every request a hop to the thread pool and back for each of them.
+async def get_state(request: Request) -> ServiceState:
     state = getattr(request.app.state, "service", None)
     if state is None:
         raise HTTPException(503, detail="the service is not initialised yet; retry in a moment")
     return state
 
 
-def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+async def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
     return state.settings
 
 
-def get_library(state: Annotated[ServiceState, Depends(get_state)]) -> LibraryFacade:
+async def get_library(state: Annotated[ServiceState, Depends(get_state)]) -> LibraryFacade:
     return state.library
 
 

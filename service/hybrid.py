@@ -30,9 +30,17 @@ ModeQuery = Annotated[str | None, Query(pattern="^(semantic|text|hybrid)$", desc
 async def resolve_mode(state: ServiceState, text: str, mode: str | None) -> str:
     """The mode this query runs in (one index probe when none is asked for)."""
     from indexer.hybrid import resolve_mode as resolve
+    from indexer.keywords import query_words
 
     if mode is not None and mode not in MODES:
         raise HTTPException(422, detail="mode must be semantic, text or hybrid")
+    if mode is not None:
+        return mode
+    if not query_words(text):
+        return "semantic"
+    known = getattr(state.library, "keywords_known", None)
+    if known is not None and known():  # answered without a thread (the catalog is not read)
+        return "hybrid"
     try:
         return await run_in_threadpool(resolve, state.library, text, mode)
     except IndexerError as exc:

@@ -173,7 +173,11 @@ class Settings(LibrarySettings):
     # query embedding
     query_cache_size: int = Field(default=4096, ge=0, description="Cached query embeddings (LRU).")
     batch_window_ms: float = Field(
-        default=2.0, ge=0, le=1000, description="How long the text encoder waits to batch queries."
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="How long the text encoder waits for more queries before encoding one. 0: "
+        "none; queries that arrive while a batch is encoded form the next batch.",
     )
     batch_max: int = Field(default=32, gt=0, description="Most texts encoded in one batch.")
     query_precision: Literal["exact", "int8", "fp16"] = Field(
@@ -191,6 +195,14 @@ class Settings(LibrarySettings):
         description="torch and FAISS (OpenMP) threads per request in the API process (0: their "
         "defaults). One is fastest for single queries on a shared CPU: concurrency comes from "
         "batching and concurrent requests, not from thread teams spinning against each other.",
+    )
+    search_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Searches run at once in the API process; more wait their turn. A search is "
+        "mostly Python holding the GIL, so more threads than cores hand it around and serve "
+        "fewer queries per second, not more.",
     )
     inference_threads: int = Field(
         default=2, gt=0, le=64, description="Threads for image decoding/encoding of queries."

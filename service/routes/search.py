@@ -14,7 +14,18 @@ from datetime import time as dtime
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi import (
+    APIRouter,
+    Depends,
+    File,
+    Form,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    UploadFile,
+)
 from starlette.concurrency import run_in_threadpool
 
 from indexer.errors import Conflict
@@ -69,6 +80,13 @@ SortQuery = Annotated[
         "above min_relevance (0.5 when not given).",
     ),
 ]
+
+
+def as_json(response: SearchResponse) -> Response:
+    """The response serialised once, by its own model (returned as is, FastAPI skips validating
+    it again against ``response_model``, which still documents it): a page of hits is built and
+    checked once, not dumped, validated and dumped again."""
+    return Response(response.model_dump_json(), media_type="application/json")
 
 
 def check_lang(lang: str | None) -> None:
@@ -140,7 +158,7 @@ def _filters(f: SearchFiltersIn | None) -> Any:
     )
 
 
-def filter_params(
+async def filter_params(
     folder: Annotated[
         str | None,
         Query(max_length=4096, description="Only images under this folder (absolute path)."),
@@ -190,7 +208,7 @@ async def _search_vector(
     def by_vector(k: int, offset: int, min_score: float | None) -> list[Any]:
         return state.search(vector, k=k, offset=offset, min_score=min_score, **base)  # type: ignore[no-any-return]
 
-    page = await run_in_threadpool(
+    page = await state.run_search(
         _ranked,
         state,
         search or by_vector,
@@ -353,27 +371,41 @@ async def search_get(
     sort: SortQuery = "relevance",
     mode: ModeQuery = None,
     lang: LangQuery = None,
-) -> SearchResponse:
+) -> Response:
     """Search by text. `q=beach -people` finds beaches and steers away from people; `folder`,
     `date_from`, `date_to` and `format` narrow the results; `mode` picks the vectors, the words
     found in and beside the images, or both (each hit's `match` says which); `lang=fra_Latn`
     reads the query as French on a language-aware model (GET /api/search/languages)."""
-    return await _text_search(
-        request, state, q, [], None, k, offset, min_score, filters, min_relevance, sort, mode, lang
+    return as_json(
+        await _text_search(
+            request,
+            state,
+            q,
+            [],
+            None,
+            k,
+            offset,
+            min_score,
+            filters,
+            min_relevance,
+            sort,
+            mode,
+            lang,
+        )
     )
 
 
 @router.post("/search", operation_id="search_post", response_model=SearchResponse)
-async def search_post(request: Request, state: StateDep, body: SearchIn) -> SearchResponse:
+async def search_post(request: Request, state: StateDep, body: SearchIn) -> Response:
     """Search by text with negative terms, weights, a score threshold and filters; `terms`
     mixes weighted texts and library images."""
     if body.terms:
         from ..terms import terms_search
 
-        return await terms_search(request, state, body, [])
+        return as_json(await terms_search(request, state, body, []))
     if body.text is None:
         raise HTTPException(422, detail="give `text` or `terms`: what to look for")
-    return await _text_search(
+    found = await _text_search(
         request,
         state,
         body.text,
@@ -388,6 +420,7 @@ async def search_post(request: Request, state: StateDep, body: SearchIn) -> Sear
         body.mode,
         body.lang,
     )
+    return as_json(found)
 
 
 UPLOAD_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF")
@@ -534,7 +567,7 @@ async def search_image(
         ),
     ] = None,
     lang: LangQuery = None,
-) -> SearchResponse:
+) -> Response:
     """Search by an example image (multipart upload, field `file`), optionally filtered and
     mixed with text and library-image terms (form field `terms`, whose texts are read as
     `lang`)."""
@@ -554,7 +587,9 @@ async def search_image(
 
         body = parse_form_terms(terms, k, offset, min_score, min_relevance, sort, filters)
         body.lang = lang
-        return await terms_search(request, state, body, [vector], [file.filename or "upload"])
+        return as_json(
+            await terms_search(request, state, body, [vector], [file.filename or "upload"])
+        )
     results, extra = await _search_vector(
         request,
         state,
@@ -578,11 +613,13 @@ async def search_image(
         query["min_relevance"] = min_relevance
     if sort != "relevance":
         query["sort"] = sort
-    return SearchResponse(
-        query=query,
-        took_ms=round((time.perf_counter() - start) * 1000, 3),
-        results=results,
-        **extra,
+    return as_json(
+        SearchResponse(
+            query=query,
+            took_ms=round((time.perf_counter() - start) * 1000, 3),
+            results=results,
+            **extra,
+        )
     )
 
 
@@ -597,7 +634,7 @@ async def similar_images(
     filters: FiltersDep = None,
     min_relevance: MinRelevanceQuery = None,
     sort: SortQuery = "relevance",
-) -> SearchResponse:
+) -> Response:
     """More like this: the images closest to image `id` (itself excluded), optionally filtered."""
     start = time.perf_counter()
     _bounds(state, k, offset)
@@ -621,9 +658,11 @@ async def similar_images(
         query["min_relevance"] = min_relevance
     if sort != "relevance":
         query["sort"] = sort
-    return SearchResponse(
-        query=query,
-        took_ms=round((time.perf_counter() - start) * 1000, 3),
-        results=results,
-        **extra,
+    return as_json(
+        SearchResponse(
+            query=query,
+            took_ms=round((time.perf_counter() - start) * 1000, 3),
+            results=results,
+            **extra,
+        )
     )
