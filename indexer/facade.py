@@ -56,7 +56,12 @@ class LibraryFacade(Protocol):
         offset: int = 0,
         min_score: float | None = None,
         filters: SearchFilters | None = None,
+        keywords: tuple[int, list[Any]] | None = None,
     ) -> list[Hit]: ...
+
+    def keyword_hits(
+        self, query: str, k: int = 20, offset: int = 0, filters: SearchFilters | None = None
+    ) -> tuple[int, list[Any]]: ...
 
     def has_keywords(self) -> bool: ...
 

@@ -86,9 +86,22 @@ def _resolve(has_keywords: Callable[[], bool], query: str, mode: str | None) -> 
     return "hybrid" if has_keywords() else "semantic"
 
 
-def _depth(k: int, offset: int) -> int:
+def keyword_depth(k: int, offset: int) -> int:
+    """How many keyword hits a page (``k`` after ``offset``) is ranked from (module docstring:
+    100, or the next hundred above ``offset + k``)."""
     need = offset + k
     return max(DEPTH, -(-need // DEPTH) * DEPTH)
+
+
+_depth = keyword_depth
+
+
+def keyword_hits(
+    src: Sources, query: str, limit: int, filters: SearchFilters | None
+) -> list[KeywordHit]:
+    """The keyword side of a query on its own (it needs no vector: the API reads it while the
+    query's text is encoded, and hands it to :func:`search_text` as ``keywords``)."""
+    return _keyword_hits(src, query, limit, filters)
 
 
 def _keyword_hits(
@@ -132,8 +145,11 @@ def search_text(
     offset: int = 0,
     min_score: float | None = None,
     filters: SearchFilters | None = None,
+    keywords: tuple[int, list[KeywordHit]] | None = None,
 ) -> list[Hit]:
-    """A page of a text query's results in ``mode`` (module docstring)."""
+    """A page of a text query's results in ``mode`` (module docstring). ``keywords``: (depth,
+    hits) of :func:`keyword_hits` for this query and these filters, read beforehand; used when
+    the page needs that depth, else read again."""
     k, offset = check_page(k, offset, 1000)
     mode = _resolve(src.has_keywords, query, mode)
     if mode == "semantic":
@@ -143,7 +159,10 @@ def search_text(
         return [_with(h, ["semantic"], []) for h in hits]
 
     depth = _depth(k, offset)
-    kw = _keyword_hits(src, query, depth, filters)
+    if keywords is not None and keywords[0] == depth:
+        kw = list(keywords[1])
+    else:
+        kw = _keyword_hits(src, query, depth, filters)
     if mode == "text":
         page = kw[offset : offset + k]
         ids = [h.id for h in page]

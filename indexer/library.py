@@ -591,12 +591,31 @@ class Library:
         offset: int = 0,
         min_score: float | None = None,
         filters: SearchFilters | None = None,
+        keywords: tuple[int, list[Any]] | None = None,
     ) -> list[Hit]:
         """A text query through the vectors and/or the keyword index (``mode`` semantic, text,
-        hybrid; None: hybrid when the keyword index has content); see :mod:`indexer.hybrid`."""
-        from .hybrid import Sources, search_text
+        hybrid; None: hybrid when the keyword index has content); see :mod:`indexer.hybrid`.
+        ``keywords``: what :meth:`keyword_hits` gave for this query, filters and depth."""
+        from .hybrid import search_text
 
-        sources = Sources(
+        return search_text(
+            self._sources(), vector, query, mode, k, offset, min_score, filters, keywords
+        )
+
+    def keyword_hits(
+        self, query: str, k: int = 20, offset: int = 0, filters: SearchFilters | None = None
+    ) -> tuple[int, list[Any]]:
+        """(depth, hits): the keyword side of a hybrid or text query for a page, read on its
+        own (no vector needed), to hand to :meth:`search_text` as ``keywords``."""
+        from .hybrid import keyword_depth, keyword_hits
+
+        depth = keyword_depth(k, offset)
+        return depth, keyword_hits(self._sources(), query, depth, filters)
+
+    def _sources(self) -> Any:
+        from .hybrid import Sources
+
+        return Sources(
             session=self._session,
             conditions=self._filter_conditions,
             model_id=lambda: self._ensure_served().model_id,
@@ -605,7 +624,6 @@ class Library:
             scores=self.search_scores,
             has_keywords=self.has_keywords,
         )
-        return search_text(sources, vector, query, mode, k, offset, min_score, filters)
 
     def image_text(self, image_id: int) -> dict[str, Any]:
         """The words read in and beside an image (OCR text, caption, OCR state)."""

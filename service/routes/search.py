@@ -32,7 +32,7 @@ from indexer.errors import Conflict
 
 from ..auth import ReadAccess
 from ..deps import ServiceState, StateDep
-from ..hybrid import ModeQuery, mode_search, resolve_mode
+from ..hybrid import ModeQuery, mode_search, prefetch_keywords, resolve_mode
 from ..query import (
     DEFAULT_NEGATIVE_WEIGHT,
     LanguageError,
@@ -290,9 +290,45 @@ async def _text_search(
     lib_filters = _filters(filters)
     signed = [s_ * m for s_, m in zip(signs, mags, strict=True)]
     mode = await resolve_mode(state, parsed.text, mode)  # service/hybrid.py
+    # the keyword side is read while the text is encoded (a date sort reads deeper: not then)
+    ahead = (
+        prefetch_keywords(state, parsed.text, mode, k, offset, lib_filters)
+        if sort == "relevance"
+        else None
+    )
+    try:
+        return await _encode_and_search(
+            request, state, start, parsed, negs, mags, terms, signed, mode, ahead, k, offset,
+            min_score, lib_filters, min_relevance, sort, lang,
+        )  # fmt: skip
+    finally:
+        if ahead is not None and not ahead.done():
+            ahead.cancel()
+
+
+async def _encode_and_search(
+    request: Request,
+    state: ServiceState,
+    start: float,
+    parsed: Any,
+    negs: list[str],
+    mags: list[float],
+    terms: list[str],
+    signed: list[float],
+    mode: str,
+    ahead: Any,
+    k: int,
+    offset: int,
+    min_score: float | None,
+    lib_filters: Any,
+    min_relevance: float | None,
+    sort: str,
+    lang: str | None,
+) -> SearchResponse:
     for attempt in (1, 2):
         encoder, language = await encoder_for(state, lang)
         vectors = await encoder.aencode(terms, language.language)
+        keywords = await ahead if ahead is not None else None
         if len(terms) == 1 and mags[0] > 0:
             vector = vectors[0]
         else:
@@ -311,7 +347,7 @@ async def _text_search(
                 filters=lib_filters,
                 min_relevance=min_relevance,
                 sort=sort,
-                search=mode_search(state, vector, parsed.text, mode, lib_filters),
+                search=mode_search(state, vector, parsed.text, mode, lib_filters, keywords),
             )
             break
         except Exception as exc:

@@ -285,6 +285,29 @@ N = 10_000
 BIG = {"images", "embeddings", "image_keywords"}
 
 
+def test_the_keyword_side_read_ahead_gives_the_same_page(env: Env, tmp_path: Path) -> None:
+    """The API reads the keyword side while the query is encoded and hands it over: the page is
+    the one the search reads itself; a read-ahead made for another depth is not used."""
+    env.ingest(make_library_folder(tmp_path))
+    ids = env.ids_by_name()
+    for query in ("zorblax", "grundavk market", "recei", "quokka snaps", "tamsin"):
+        vector = env.lib.model.embed_texts([query])[0]
+        for mode in ("hybrid", "text"):
+            plain = env.lib.search_text(vector, query, mode, k=5)
+            ahead = env.lib.keyword_hits(query, k=5)
+            assert ahead[0] == 100 and ahead[1], (query, ahead)
+            assert env.lib.search_text(vector, query, mode, k=5, keywords=ahead) == plain
+    # a read-ahead of another depth (here: made up, pointing at the wrong image) is ignored
+    vector = env.lib.model.embed_texts(["zorblax"])[0]
+    _, hits = env.lib.keyword_hits("quokka", k=5)
+    wrong = (200, hits)
+    top = env.lib.search_text(vector, "zorblax", "hybrid", k=5, keywords=wrong)[0]
+    assert top.id == ids["sign_a.jpg"]
+    # and one of the right depth is what the page is ranked from
+    used = env.lib.search_text(vector, "zorblax", "text", k=5, keywords=(100, hits))
+    assert [h.id for h in used] == [ids["quokka_selfie.jpg"]]
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def word_library(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Any:
     from test_scale import analyze, fill
