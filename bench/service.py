@@ -242,6 +242,19 @@ def wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> d
 # --- the load process -------------------------------------------------------------------------
 
 
+_ASKED: set[str] = set()  # unique queries already sent (every phase of the load process)
+
+
+async def _warm_up(base: str) -> None:
+    """A few queries before measuring: the first request of a fresh server loads the model,
+    the keyword index's pages and the search threads."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+        for i in range(8):
+            await client.get("/api/search", params={"q": f"warm up {WORDS[i]}", "k": 20})
+
+
 async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) -> dict[str, Any]:
     import random
 
@@ -249,7 +262,6 @@ async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) 
 
     rng = random.Random(seed)
     popular = [" ".join(rng.sample(WORDS, 3)) for _ in range(64)]
-    counter = iter(range(10**9))
     latencies: list[float] = []
     server_ms: list[float] = []
     errors = 0
@@ -258,8 +270,15 @@ async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) 
     def next_query() -> str:
         if mode == "repeated":
             return rng.choice(popular)
-        n = next(counter)
-        return f"{rng.choice(WORDS)} {rng.choice(WORDS)} {rng.choice(WORDS)} {n}"
+        # four words never asked before in this run (45^4 combinations). Until 2026-12-01 a
+        # counter made them unique ("red dog tree 123"): its 3+ digit numbers matched hundreds
+        # of the synthetic file names (img_012345.jpg) as substrings, so "unique" measured the
+        # keyword index's common-word path rather than a new sentence.
+        while True:
+            q = " ".join(rng.choice(WORDS) for _ in range(4))
+            if q not in _ASKED:
+                _ASKED.add(q)
+                return q
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
@@ -312,6 +331,7 @@ async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) 
 def load_main(base: str, seconds: float, clients: int) -> None:
     async def run_all() -> list[dict[str, Any]]:
         out = []
+        await _warm_up(base)
         out.append(await _phase(base, 1, min(seconds, 15), "unique", 1))
         out.append(await _phase(base, clients, seconds, "unique", 2))
         out.append(await _phase(base, clients, seconds, "repeated", 3))
@@ -377,8 +397,13 @@ def write_report(
         f"{facts['seconds']['seed_catalog']:.1f} s, build index {facts['seconds']['build_index']:.1f} s.",
         "",
         "- Query precision: one server per `CLIPSEARCH_QUERY_PRECISION` (`exact`: float32 text "
-        "tower; `int8`: dynamic int8 Linear weights, model/quantize.py), run one after the other "
-        "on the same catalog and index.",
+        "tower; `int8`: dynamic int8 Linear weights, one text per pass, model/quantize.py; "
+        "`fp16`: float16 Linear weights, batched), run one after the other on the same catalog "
+        "and index; every other setting the default (text queries hybrid, as the keyword index "
+        "has the file names; 2 search threads; 1 compute thread per search and for the encoder).",
+        "- Queries: unique ones are four words of a 45-word list never asked before in the run; "
+        "popular ones 64 three-word texts; 8 unmeasured queries first (the first waits for the "
+        "relevance calibration).",
         "",
         "| query precision | phase | clients | seconds | requests | QPS | p50 ms | p90 ms "
         "| p99 ms | errors | server p50 ms |",
