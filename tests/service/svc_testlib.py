@@ -88,9 +88,13 @@ class FakeLibrary:
         offset: int = 0,
         min_score=None,
         filters=None,
+        keywords=None,
     ):
         # no keyword index here: every text query is the vector search (mode semantic)
         return self.search(vector, k=k, offset=offset, min_score=min_score, filters=filters)
+
+    def keyword_hits(self, query: str, k: int = 20, offset: int = 0, filters=None):
+        return 100, []  # no keyword index
 
     def submit_ingest(self, path: str, recursive: bool = True):
         self.calls.append(("submit_ingest", (path, recursive)))
