@@ -106,27 +106,25 @@ class ServiceState:
                     old.close()
             return self.encoder
 
-    def pool(self) -> ThreadPoolExecutor:
+    def _executor(self, attr: str, workers: int, name: str) -> ThreadPoolExecutor:
+        """The pool kept in ``attr``, made on first use; its threads limit their OpenMP teams."""
         with self._lock:
-            if self.executor is None:
-                self.executor = ThreadPoolExecutor(
-                    max_workers=self.settings.inference_threads,
-                    thread_name_prefix="clipsearch-infer",
+            executor = getattr(self, attr)
+            if executor is None:
+                executor = ThreadPoolExecutor(
+                    max_workers=workers,
+                    thread_name_prefix=name,
                     initializer=limit_compute_threads,
                     initargs=(self.settings.compute_threads,),
                 )
-            return self.executor
+                setattr(self, attr, executor)
+            return executor
+
+    def pool(self) -> ThreadPoolExecutor:
+        return self._executor("executor", self.settings.inference_threads, "clipsearch-infer")
 
     def search_pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self.search_executor is None:
-                self.search_executor = ThreadPoolExecutor(
-                    max_workers=self.settings.search_threads,
-                    thread_name_prefix="clipsearch-search",
-                    initializer=limit_compute_threads,
-                    initargs=(self.settings.compute_threads,),
-                )
-            return self.search_executor
+        return self._executor("search_executor", self.settings.search_threads, "clipsearch-search")
 
     async def run_search(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a search (index, catalog, ranking) on the search pool: at most
