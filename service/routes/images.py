@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
+from pathlib import Path as PathType
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -220,6 +222,20 @@ def image_file(request: Request, library: LibraryDep, id: IdPath) -> Response:
 
 #: Previews rendered at once (each may decode a large original): the rest wait their turn.
 _PREVIEW_SLOTS = threading.BoundedSemaphore(2)
+#: One rendering of a preview at a time: the other requests for it wait, then read the cache
+#: (striped by key: two previews that share a lock only take turns).
+_PREVIEW_KEYS = tuple(threading.Lock() for _ in range(64))
+
+
+def _store_preview(folder: PathType, target: PathType, data: bytes) -> None:
+    """Cache a rendered preview, only inside the previews folder: a folder under it swapped for
+    a link out of it is not written through. Raises OSError."""
+    from indexer import decode
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not safe_files.is_within(os.path.realpath(target.parent), os.path.realpath(folder)):
+        raise PermissionError(errno.EACCES, "the previews folder leads out of itself")
+    decode.store_derived(target, data)
 
 
 @router.get(
@@ -254,15 +270,23 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
         folder = library.data_dir / "previews"
         target = folder / decode.preview_key(sha)
         if not target.is_file():
-            with _PREVIEW_SLOTS:
+            with _PREVIEW_KEYS[hash(sha) % len(_PREVIEW_KEYS)]:
                 if not target.is_file():  # rendered meanwhile by another request
-                    with os.fdopen(os.dup(opened.fd), "rb") as fh:
+                    # cached by the catalogued content's hash: rendered only from that content
+                    # (a file rewritten at the same size and mtime passes open_file's check)
+                    if opened.sha256() != sha:
+                        raise HTTPException(
+                            404,
+                            detail=f"image {id}: the file changed on disk since it was scanned; "
+                            "no preview until its folder is ingested again",
+                        )
+                    with _PREVIEW_SLOTS, os.fdopen(os.dup(opened.fd), "rb") as fh:
                         try:
                             data = decode.render_preview(fh)
                         except decode.PreviewError as exc:
                             raise HTTPException(422, detail=f"image {id}: {exc}") from None
                     try:
-                        decode.store_derived(target, data)
+                        _store_preview(folder, target, data)
                     except OSError:  # a full or read-only data folder: still show it
                         headers = {"Cache-Control": "no-store", **FILE_HEADERS}
                         return Response(data, media_type="image/jpeg", headers=headers)

@@ -1,7 +1,9 @@
 """The attacks of issue 10, tried against a real ``clipsearch serve`` process on a real
 127.0.0.1 socket (with an API token, a tiny CLIP, an embedded worker), the way an attacker on the
 same machine or network would: raw sockets for slow clients and forged Host headers, symbolic
-links swapped under the running server, polyglot files, oversized uploads at the default limits.
+links swapped under the running server, polyglot files, oversized uploads at the default limits;
+and the preview route: originals, cached previews and their folders swapped for links out, an
+original rewritten at its catalogued size and mtime, a crowd asking for one big rendering.
 
 The server's CPU time and memory are read from /proc (Linux) around the expensive-upload attack;
 the bounds asserted are generous (many times what was measured, RELIABILITY.md has the figures),
@@ -14,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -93,6 +96,17 @@ def _gif_with_html() -> bytes:
 
 POLYGLOT = b"GIF89a<html><body><script>document.title='pwned'</script></body></html>"
 POLYGLOT_NAMES = ("page.html", "x.htm", "pic.svg", "feed.xml")
+UNWATCHED = "unwatched"  # a folder ingested through the API, not watched (no rescan mid-attack)
+RED, BLUE, GREEN, YELLOW = (230, 20, 20), (20, 40, 230), (20, 200, 60), (240, 220, 20)
+
+
+def _two_colour(
+    size: tuple[int, int], left: tuple[int, int, int] = RED, right: tuple[int, int, int] = BLUE
+) -> Image.Image:
+    """Left half one colour, right half another: what a preview shows tells whose picture it is."""
+    img = Image.new("RGB", size, right)
+    img.paste(left, (0, 0, size[0] // 2, size[1]))
+    return img
 
 
 @pytest.fixture(scope="module")
@@ -114,12 +128,15 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     outside.mkdir()
     (outside / "passwd").write_bytes(SECRET)
     _jpeg(outside / "private.jpg", (1, 2, 3))
+    # outside the roots: a TIFF the size of the preview tests' poly.tif
+    _two_colour((600, 400), YELLOW, YELLOW).save(outside / "secret.tif", "TIFF")
     model_dir = save_pretrained(tiny_model(seed=0), base / "tiny-model")
     data_dir = base / "data"
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(
         CLIPSEARCH_API_TOKEN=TOKEN,
+        CLIPSEARCH_ALLOWED_ROOTS=str(base / UNWATCHED),  # ingested by the preview tests
         CLIPSEARCH_DEVICE="cpu",
         CLIPSEARCH_HEADER_TIMEOUT_S=str(HEADER_TIMEOUT_S),
         CLIPSEARCH_BODY_TIMEOUT_S=str(BODY_TIMEOUT_S),
@@ -163,8 +180,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def _images(server: Server) -> dict[str, dict[str, Any]]:
+    """Catalogued images by path under the photos (the unwatched folder's: ``unwatched/...``)."""
     page = server.get("/api/images", params={"limit": 100}, headers=AUTH).json()
-    return {Path(i["path"]).relative_to(server.photos).as_posix(): i for i in page["items"]}
+
+    def rel(path: str) -> str:
+        p, photos = Path(path), server.photos
+        return p.relative_to(photos if photos in p.parents else photos.parent).as_posix()
+
+    return {rel(i["path"]): i for i in page["items"]}
 
 
 def _raw(server: Server, request: bytes, read: bool = True) -> bytes:
@@ -479,6 +502,322 @@ def _record(what: str, **figures: Any) -> None:
     if REPORT:
         with open(REPORT, "a") as fh:
             fh.write(json.dumps({"attack": what, **figures}) + "\n")
+
+
+# --- the preview route ------------------------------------------------------------------------
+# (after the upload test: its memory bound reads the process's peak RSS, which renderings raise)
+
+
+@pytest.fixture(scope="module")
+def previewable(server: Server) -> dict[str, dict[str, Any]]:
+    """TIFFs and originals above 4096 px (what the gallery previews), in ``unwatched/big``:
+    ingested through the API, so no watcher re-scan removes one while it is a link."""
+    big = server.photos.parent / UNWATCHED / "big"
+    big.mkdir(parents=True)
+    _two_colour((600, 400)).save(big / "scan.tif", "TIFF")
+    _two_colour((600, 400), GREEN, BLUE).save(big / "poly.tif", "TIFF")
+    _two_colour((5000, 3750)).save(big / "huge.jpg", "JPEG", quality=80)
+    _two_colour((6000, 4500), YELLOW, GREEN).save(big / "crowd.jpg", "JPEG", quality=80)
+    _two_colour((6000, 4500), GREEN, YELLOW).save(big / "twin.jpg", "JPEG", quality=80)
+    r = httpx.post(server.url + "/api/ingest", json={"path": str(big.parent)}, headers=AUTH)
+    assert r.status_code == 202, r.text
+    assert _wait_job(server, r.json()["id"])["state"] == "done"
+    found = {
+        rel.removeprefix(f"{UNWATCHED}/big/"): img
+        for rel, img in _images(server).items()
+        if rel.startswith(f"{UNWATCHED}/big/")
+    }
+    assert sorted(found) == ["crowd.jpg", "huge.jpg", "poly.tif", "scan.tif", "twin.jpg"]
+    assert all(img["state"] == "ready" for img in found.values()), found
+    return found
+
+
+def _preview(server: Server, image_id: int, **headers: str) -> httpx.Response:
+    return server.get(f"/api/images/{image_id}/preview", headers={**AUTH, **headers})
+
+
+def _preview_cache(server: Server, sha: str) -> Path:
+    from indexer.decode import preview_key
+
+    return server.data_dir / "previews" / preview_key(sha)
+
+
+def _shows(
+    response: httpx.Response, left: tuple[int, int, int], right: tuple[int, int, int]
+) -> bool:
+    """The response is a JPEG preview whose left and right halves have these colours."""
+    assert response.status_code == 200, response.text[:300]
+    assert response.headers["content-type"] == "image/jpeg"
+    img = Image.open(io.BytesIO(response.content)).convert("RGB")
+    w, h = img.size
+
+    def near(pixel: Any, colour: tuple[int, int, int]) -> bool:
+        return all(abs(a - b) < 40 for a, b in zip(pixel, colour, strict=True))
+
+    return near(img.getpixel((5, h // 2)), left) and near(img.getpixel((w - 5, h // 2)), right)
+
+
+def _refused(response: httpx.Response, *forbidden: bytes) -> None:
+    """A refusal (403, 404, 409 or 422) in JSON: no image bytes, none of ``forbidden``."""
+    assert response.status_code in (403, 404, 409, 422), (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    assert b"\xff\xd8\xff" not in response.content
+    for data in forbidden:
+        assert data not in response.content
+
+
+def test_an_original_swapped_for_a_link_out_of_the_roots_gets_no_preview(
+    server: Server, previewable: dict[str, dict[str, Any]]
+) -> None:
+    scan, huge = previewable["scan.tif"], previewable["huge.jpg"]
+    path = Path(scan["path"])
+    cache = _preview_cache(server, scan["sha256"])
+    assert not cache.exists()  # never previewed: a request would render it now
+    backup = path.with_name(".scan.bak")
+    os.rename(path, backup)
+    try:
+        # a link to an image outside the roots (a TIFF, as catalogued): no preview of it
+        os.symlink(server.outside / "secret.tif", path)
+        r = _preview(server, scan["id"])
+        _refused(r)
+        assert str(server.outside) not in r.text
+        # ...and nothing was rendered from it into the cache under the catalogued content's key
+        assert not cache.exists()
+        os.unlink(path)
+        os.symlink(server.outside / "passwd", path)
+        _refused(_preview(server, scan["id"]), SECRET, b"SECRET")
+        os.unlink(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.rename(backup, path)
+    # the folder swapped for a link to a folder outside holding a picture of the same name
+    big = path.parent
+    decoy = server.outside / "big-decoy"
+    decoy.mkdir(exist_ok=True)
+    (decoy / "scan.tif").write_bytes((server.outside / "secret.tif").read_bytes())
+    os.rename(big, big.with_name(".big.bak"))
+    try:
+        os.symlink(decoy, big)
+        _refused(_preview(server, scan["id"]))
+        assert not cache.exists()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(big)
+        os.rename(big.with_name(".big.bak"), big)
+    # the original back: its own picture, red then blue (the cache was not poisoned)
+    assert _shows(_preview(server, scan["id"]), RED, BLUE)
+    assert cache.is_file()
+
+    # a preview already cached: a swapped original still gets none (checked before the cache)
+    first = _preview(server, huge["id"])
+    assert _shows(first, RED, BLUE)
+    assert max(Image.open(io.BytesIO(first.content)).size) == 2048
+    path = Path(huge["path"])
+    backup = path.with_name(".huge.bak")
+    os.rename(path, backup)
+    try:
+        os.symlink(server.outside / "private.jpg", path)
+        _refused(_preview(server, huge["id"]))
+        # not even a 304 to a client holding the ETag of the cached preview
+        _refused(_preview(server, huge["id"], **{"If-None-Match": first.headers["etag"]}))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.rename(backup, path)
+    assert _preview(server, huge["id"]).content == first.content
+
+
+def test_a_cached_preview_swapped_for_a_link_out_of_the_data_folder_is_not_served(
+    server: Server, previewable: dict[str, dict[str, Any]]
+) -> None:
+    img = previewable["scan.tif"]
+    first = _preview(server, img["id"])
+    assert _shows(first, RED, BLUE)
+    cache = _preview_cache(server, img["sha256"])
+    assert cache.read_bytes() == first.content
+    private = (server.outside / "private.jpg").read_bytes()
+    saved = cache.read_bytes()
+    cache.unlink()
+    try:
+        # a link to a secret, then to a JPEG (passes any "is it a JPEG" check) outside
+        for outside in (server.outside / "passwd", server.outside / "private.jpg"):
+            os.symlink(outside, cache)
+            _refused(_preview(server, img["id"]), SECRET, private)
+            os.unlink(cache)
+        # a dangling link to a path outside: the preview is rendered again and the link
+        # replaced, nothing written through it
+        planted = server.outside / "planted.jpg"
+        os.symlink(planted, cache)
+        assert _shows(_preview(server, img["id"]), RED, BLUE)
+        assert not planted.exists()
+        assert cache.is_file() and not cache.is_symlink()
+        cache.unlink()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            cache.unlink()
+        cache.write_bytes(saved)
+    # its folder (previews/<2 hex>/) swapped for a link to a folder outside
+    shard = cache.parent
+    decoy = server.outside / "previews-decoy"
+    decoy.mkdir(exist_ok=True)
+    (decoy / cache.name).write_bytes(private)
+    os.rename(shard, shard.with_name(".shard.bak"))
+    try:
+        os.symlink(decoy, shard)
+        _refused(_preview(server, img["id"]), private)
+        # a folder outside without the file: whatever is rendered, none of it is written there
+        (decoy / cache.name).unlink()
+        r = _preview(server, img["id"])
+        assert r.status_code != 200 or _shows(r, RED, BLUE)
+        assert list(decoy.iterdir()) == []
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(shard)
+        os.rename(shard.with_name(".shard.bak"), shard)
+    r = _preview(server, img["id"])
+    assert r.status_code == 200 and r.content == first.content
+
+
+def test_a_page_or_garbage_in_place_of_an_original_gets_no_preview(
+    server: Server, previewable: dict[str, dict[str, Any]]
+) -> None:
+    img = previewable["poly.tif"]
+    path = Path(img["path"])
+    cache = _preview_cache(server, img["sha256"])
+    assert not cache.exists()
+    original = path.read_bytes()
+    st = path.stat()
+    size = len(original)
+    page = b"<!doctype html><html><body><script>fetch('/api/jobs')</script></body></html>"
+    foreign = (server.outside / "secret.tif").read_bytes()
+    assert len(foreign) == size  # the same dimensions, uncompressed: the same size
+    backup = path.with_name(".poly.bak")
+    os.rename(path, backup)  # keeps its mtime
+    try:
+        # the same size and the catalogued mtime forged, so the cheap check (size, mtime) passes:
+        # no preview of any of them (not an image as catalogued, or not the content hashed)
+        for content in (
+            page.ljust(size, b" "),  # a page
+            b"II*\x00" + random.Random(0).randbytes(size - 4),  # a TIFF header, then garbage
+            b"II*\x00\x08\x00\x00\x00" + b"\xff" * (size - 8),  # a TIFF with a hostile IFD
+            POLYGLOT.ljust(size, b" "),  # a GIF that is a page, for a catalogued TIFF
+            foreign,  # another picture, the catalogued size
+        ):
+            path.write_bytes(content)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+            r = _preview(server, img["id"])
+            assert r.status_code < 500, r.text
+            assert not r.headers["content-type"].startswith("text/"), r.headers
+            _refused(r, foreign)
+            assert server.get("/api/health").status_code == 200
+            # never a rendering of other content under the catalogued content's key
+            assert not cache.exists() or _shows(_preview(server, img["id"]), GREEN, BLUE)
+        # a page of another size: the file changed, refused
+        path.write_bytes(page)
+        r = _preview(server, img["id"])
+        _refused(r)
+        os.unlink(path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.rename(backup, path)
+    # the original back: its own picture (green then blue), whatever was tried in its place
+    assert _shows(_preview(server, img["id"]), GREEN, BLUE)
+    assert server.get("/api/health").status_code == 200
+    # a file that never decoded (a page named .html holding a GIF header): no preview, no page
+    hostile = _images(server)["hostile/page.html"]
+    r = _preview(server, hostile["id"])
+    _refused(r)
+    assert "download the original" in r.json()["detail"]
+
+
+class _Created:
+    """Counts the files created in a folder (Linux inotify through libc): a preview is cached
+    by writing a new file (a temporary one, renamed to its name), one per rendering. (Renames
+    would not do: the kernel merges identical unread events, and those all name the preview.)"""
+
+    IN_CREATE = 0x100
+
+    def __init__(self, folder: Path) -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self.fd >= 0, os.strerror(ctypes.get_errno())
+        wd = libc.inotify_add_watch(self.fd, os.fsencode(folder), self.IN_CREATE)
+        assert wd >= 0, os.strerror(ctypes.get_errno())
+
+    def names(self) -> list[str]:
+        import struct
+
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(self.fd, 65536):
+                data += chunk
+        names, offset = [], 0
+        while offset < len(data):
+            _wd, mask, _cookie, size = struct.unpack_from("iIII", data, offset)
+            if mask & self.IN_CREATE:
+                names.append(data[offset + 16 : offset + 16 + size].rstrip(b"\0").decode())
+            offset += 16 + size
+        return names
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_a_crowd_asking_for_one_big_preview_gets_one_rendering(
+    server: Server, previewable: dict[str, dict[str, Any]]
+) -> None:
+    crowd, twin = previewable["crowd.jpg"], previewable["twin.jpg"]
+    assert _preview(server, previewable["huge.jpg"]["id"]).status_code == 200  # warm
+    cpu0 = server.cpu_s()
+    assert _shows(_preview(server, twin["id"]), GREEN, YELLOW)
+    cpu_one = server.cpu_s() - cpu0
+    cache = _preview_cache(server, crowd["sha256"])
+    assert not cache.exists()
+    cache.parent.mkdir(parents=True, exist_ok=True)  # made ahead of the server, to be watched
+    created = _Created(cache.parent)
+    n = 16
+    results: list[httpx.Response | BaseException] = []
+
+    def ask() -> None:
+        try:
+            results.append(_preview(server, crowd["id"]))
+        except BaseException as exc:  # shown by the assert below, not lost in the thread
+            results.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(n)]
+    cpu1 = server.cpu_s()
+    try:
+        for t in threads:
+            t.start()
+        health = server.get("/api/health").status_code  # answered while they are rendered
+        for t in threads:
+            t.join()
+        cpu_crowd = server.cpu_s() - cpu1
+        renders = len(created.names())
+    finally:
+        created.close()
+    _record(
+        "preview crowd",
+        requests=n,
+        renders=renders,
+        cpu_s_one=round(cpu_one, 3),
+        cpu_s_crowd=round(cpu_crowd, 3),
+    )
+    assert [getattr(r, "status_code", r) for r in results] == [200] * n
+    ok = [r for r in results if isinstance(r, httpx.Response)]
+    # rendered and cached once, not once per request nor once per render slot
+    assert renders == 1
+    assert len({r.content for r in ok}) == 1 and ok[0].content == cache.read_bytes()
+    # every answer is the one cached file (the ETag names its inode and mtime)
+    assert len({r.headers["etag"] for r in ok}) == 1
+    assert _shows(ok[0], YELLOW, GREEN)
+    assert health == 200 and server.get("/api/health").status_code == 200
+    # generous (sixteen renderings would cost sixteen times one): fails only when unbounded
+    assert cpu_crowd < 4 * cpu_one + 1.0
 
 
 # --- slow clients -----------------------------------------------------------------------------
