@@ -380,7 +380,12 @@ class BodyTimeoutMiddleware:
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s
-        body_done = False
+        # A request that declares no body (no Content-Length or 0, not chunked) has it all: the
+        # next read is a response waiting for a disconnect, maybe long after the deadline (a
+        # slow handler), and must not turn into a 408 in the middle of the response.
+        headers = dict(scope.get("headers") or ())
+        length = headers.get(b"content-length", b"0").strip()
+        body_done = b"transfer-encoding" not in headers and length in (b"", b"0")
         detail = (
             f"the request body did not arrive within {self.timeout_s:g} s; send it at once "
             "(or raise CLIPSEARCH_BODY_TIMEOUT_S for slow links)"
