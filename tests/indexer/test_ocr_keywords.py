@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ def render(
     draw = ImageDraw.Draw(img)
     font = ImageFont.truetype(MONO if mono else FONT, 30 if mono else 46)
     # a few shapes, so pictures differ for the vectors as well
-    rng = np.random.default_rng(abs(hash(path.name)) % 2**32)
+    # seeded by the name, the same in every process (str hash() is salted per process: the
+    # shapes moved from run to run, and sometimes beside a word enough to change its reading)
+    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
     for _ in range(4):
         x, y = rng.integers(0, size[0] - 60), rng.integers(0, size[1] - 60)
         draw.ellipse((x, y, x + 50, y + 50), fill=tuple(int(c) for c in rng.integers(0, 120, 3)))
