@@ -220,3 +220,16 @@ def write_dated_jpeg(path: Path, when: str, colour: tuple[int, int, int] = (90, 
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, "JPEG", exif=exif.tobytes())
     return path
+
+
+RED, BLUE, GREEN, YELLOW = (230, 20, 20), (20, 40, 230), (20, 200, 60), (240, 220, 20)
+
+
+def two_colour(size: tuple[int, int], left: tuple = RED, right: tuple = BLUE) -> Any:
+    """Left half one colour (red by default), right half another (blue): where each ends up
+    in a preview tells its orientation, and whose picture it is."""
+    from PIL import Image
+
+    img = Image.new("RGB", size, right)
+    img.paste(left, (0, 0, size[0] // 2, size[1]))
+    return img

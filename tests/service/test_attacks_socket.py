@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from svc_testlib import BLUE, GREEN, RED, YELLOW, two_colour
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "attack-test-token-0123456789abcdef"
@@ -97,16 +98,6 @@ def _gif_with_html() -> bytes:
 POLYGLOT = b"GIF89a<html><body><script>document.title='pwned'</script></body></html>"
 POLYGLOT_NAMES = ("page.html", "x.htm", "pic.svg", "feed.xml")
 UNWATCHED = "unwatched"  # a folder ingested through the API, not watched (no rescan mid-attack)
-RED, BLUE, GREEN, YELLOW = (230, 20, 20), (20, 40, 230), (20, 200, 60), (240, 220, 20)
-
-
-def _two_colour(
-    size: tuple[int, int], left: tuple[int, int, int] = RED, right: tuple[int, int, int] = BLUE
-) -> Image.Image:
-    """Left half one colour, right half another: what a preview shows tells whose picture it is."""
-    img = Image.new("RGB", size, right)
-    img.paste(left, (0, 0, size[0] // 2, size[1]))
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +120,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     (outside / "passwd").write_bytes(SECRET)
     _jpeg(outside / "private.jpg", (1, 2, 3))
     # outside the roots: a TIFF the size of the preview tests' poly.tif
-    _two_colour((600, 400), YELLOW, YELLOW).save(outside / "secret.tif", "TIFF")
+    two_colour((600, 400), YELLOW, YELLOW).save(outside / "secret.tif", "TIFF")
     model_dir = save_pretrained(tiny_model(seed=0), base / "tiny-model")
     data_dir = base / "data"
     port = _free_port()
@@ -514,11 +505,11 @@ def previewable(server: Server) -> dict[str, dict[str, Any]]:
     ingested through the API, so no watcher re-scan removes one while it is a link."""
     big = server.photos.parent / UNWATCHED / "big"
     big.mkdir(parents=True)
-    _two_colour((600, 400)).save(big / "scan.tif", "TIFF")
-    _two_colour((600, 400), GREEN, BLUE).save(big / "poly.tif", "TIFF")
-    _two_colour((5000, 3750)).save(big / "huge.jpg", "JPEG", quality=80)
-    _two_colour((6000, 4500), YELLOW, GREEN).save(big / "crowd.jpg", "JPEG", quality=80)
-    _two_colour((6000, 4500), GREEN, YELLOW).save(big / "twin.jpg", "JPEG", quality=80)
+    two_colour((600, 400)).save(big / "scan.tif", "TIFF")
+    two_colour((600, 400), GREEN, BLUE).save(big / "poly.tif", "TIFF")
+    two_colour((5000, 3750)).save(big / "huge.jpg", "JPEG", quality=80)
+    two_colour((6000, 4500), YELLOW, GREEN).save(big / "crowd.jpg", "JPEG", quality=80)
+    two_colour((6000, 4500), GREEN, YELLOW).save(big / "twin.jpg", "JPEG", quality=80)
     r = httpx.post(server.url + "/api/ingest", json={"path": str(big.parent)}, headers=AUTH)
     assert r.status_code == 202, r.text
     assert _wait_job(server, r.json()["id"])["state"] == "done"

@@ -12,21 +12,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-from svc_testlib import TOKEN, ingest_now
+from svc_testlib import BLUE, GREEN, RED, TOKEN, ingest_now, two_colour
 
 from service.app import build_library, create_app
 from service.settings import Settings
-
-RED, BLUE, GREEN = (230, 20, 20), (20, 40, 230), (20, 200, 60)
-
-
-def _two_colour(
-    size: tuple[int, int], left: tuple[int, int, int] = RED, right: tuple[int, int, int] = BLUE
-) -> Image.Image:
-    """Left half red, right half blue (by default): where each ends up tells the orientation."""
-    img = Image.new("RGB", size, right)
-    img.paste(left, (0, 0, size[0] // 2, size[1]))
-    return img
 
 
 def _near(pixel: Any, colour: tuple[int, int, int]) -> bool:
@@ -41,13 +30,13 @@ def served(
 
     photos = tmp_path / "photos"
     photos.mkdir()
-    _two_colour((600, 400)).save(photos / "scan.tif", "TIFF")
-    heif = pillow_heif.from_pillow(_two_colour((320, 200), GREEN, RED))
+    two_colour((600, 400)).save(photos / "scan.tif", "TIFF")
+    heif = pillow_heif.from_pillow(two_colour((320, 200), GREEN, RED))
     heif.save(str(photos / "phone.heic"), quality=90)
     # 4000 x 3000 as stored, EXIF orientation 6 (turn 90 degrees clockwise to display)
     exif = Image.Exif()
     exif[0x0112] = 6
-    _two_colour((4000, 3000)).save(photos / "big.jpg", "JPEG", quality=80, exif=exif)
+    two_colour((4000, 3000)).save(photos / "big.jpg", "JPEG", quality=80, exif=exif)
     Image.new("RGB", (80, 60), GREEN).save(photos / "small.png")
     # a decompression bomb: 400 megapixels in a few hundred KB
     Image.new("1", (20000, 20000)).save(photos / "bomb.png", optimize=True)
@@ -134,7 +123,7 @@ def test_a_bomb_gets_a_reason_and_a_swapped_file_no_preview(
     # rendered once; then the file is swapped for a link to a file outside the library
     assert client.get(f"/api/images/{ids['scan.tif']}/preview").status_code == 200
     secret = tmp_path / "secret.tif"
-    _two_colour((600, 400)).save(secret, "TIFF")
+    two_colour((600, 400)).save(secret, "TIFF")
     os.unlink(photos / "scan.tif")
     os.symlink(secret, photos / "scan.tif")
     swapped = client.get(f"/api/images/{ids['scan.tif']}/preview")
@@ -146,7 +135,7 @@ def test_a_preview_is_refused_from_the_header_above_the_pixel_limit(tmp_path: Pa
     from indexer.decode import PreviewError, render_preview
 
     path = tmp_path / "wide.png"
-    _two_colour((2000, 1500)).save(path)
+    two_colour((2000, 1500)).save(path)
     with path.open("rb") as fh, pytest.raises(PreviewError, match="too many pixels"):
         render_preview(fh, max_pixels=1_000_000)
     with path.open("rb") as fh:
