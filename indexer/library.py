@@ -1076,12 +1076,17 @@ class Library:
                     session.commit()
                 except sa.exc.IntegrityError:  # added at the same moment by another process
                     session.rollback()
-            folder_id = session.scalar(
-                sa.select(catalog.WatchedFolder.id).where(catalog.WatchedFolder.path == db_path)
-            )
-        assert folder_id is not None
-        self.scan_watched_folder(int(folder_id), if_changed=if_changed and known)
-        return self.get_watched_folder(int(folder_id))
+            found = session.execute(
+                sa.select(catalog.WatchedFolder.id, catalog.WatchedFolder.recursive).where(
+                    catalog.WatchedFolder.path == db_path
+                )
+            ).first()
+        assert found is not None
+        folder_id = int(found[0])
+        if self.watcher is not None:  # watched before its ingest scans it: nothing falls between
+            self.watcher.watch_now(folder_id, catalog.path_from_db(db_path), bool(found[1]))
+        self.scan_watched_folder(folder_id, if_changed=if_changed and known)
+        return self.get_watched_folder(folder_id)
 
     def remove_watched_folder(self, folder_id: int) -> FolderInfo:
         """Stop watching a folder (its images stay in the library)."""

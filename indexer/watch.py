@@ -73,7 +73,9 @@ class FolderWatcher:
         self._watches: dict[str, Any] = {}  # fs path -> watchdog ObservedWatch
         self._pending: dict[int, _Pending] = {}
         self._last_rescan: dict[int, float] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the pending events (watchdog's thread and ours)
+        self._folders_lock = threading.Lock()  # the folders and watches (ours and watch_now's)
+        self._added: dict[str, float] = {}  # fs path -> when watch_now added it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._observer: Any = None
@@ -128,6 +130,7 @@ class FolderWatcher:
 
     def _reload(self, catch_up: bool) -> None:
         """Follow the catalog's list: watch new folders, drop removed ones."""
+        read_at = time.monotonic()
         with self.library.Session() as session:
             rows = session.execute(
                 sa.select(
@@ -138,10 +141,28 @@ class FolderWatcher:
                 ).limit(1000)
             ).all()
         wanted = {catalog.path_from_db(p): (int(i), bool(r), last) for i, p, r, last in rows}
+        with self._folders_lock:
+            # a folder watch_now added after the list was read is not in it yet: kept
+            fresh = {p for p, at in self._added.items() if at >= read_at}
+            self._added = {p: self._added[p] for p in fresh}
+            behind = self._follow(wanted, fresh, catch_up)
+            watched = [self._folders[p][0] for p in self._watches if p in self._folders]
+        for folder_id in behind:  # what changed while nothing watched
+            self._queue(folder_id, None, if_changed=True)
+        if time.monotonic() >= self._next_heartbeat:
+            self._heartbeat(watched)
+            self._next_heartbeat = time.monotonic() + self.heartbeat_s
+
+    def _follow(
+        self, wanted: dict[str, tuple[int, bool, Any]], fresh: set[str], catch_up: bool
+    ) -> list[int]:
+        """Watch what ``wanted`` (the catalog's list) and ``fresh`` (added by watch_now since the
+        list was read) hold and nothing else; returns the folders to re-scan for what changed
+        while nothing watched (``catch_up``: the first reload)."""
+        behind: list[int] = []
         for path in list(self._watches):
-            if path not in wanted or not os.path.isdir(path):
-                with self._lock:
-                    self._unschedule(path)
+            if (path not in wanted and path not in fresh) or not os.path.isdir(path):
+                self._unschedule(path)
         now = time.monotonic()
         for path, (folder_id, recursive, last_scan) in wanted.items():
             self._folders[path] = (folder_id, recursive)
@@ -153,15 +174,24 @@ class FolderWatcher:
                     else float("inf")
                 )
                 self._last_rescan[folder_id] = now - min(age, 1e9)
-                if catch_up and age > 60:  # what changed while nothing watched
-                    self._queue(folder_id, None, if_changed=True)
+                if catch_up and age > 60:
+                    behind.append(folder_id)
             if path not in self._watches and os.path.isdir(path):
                 self._schedule(path, recursive)
-        for path in [p for p in self._folders if p not in wanted]:
+        for path in [p for p in self._folders if p not in wanted and p not in fresh]:
             del self._folders[path]
-        if time.monotonic() >= self._next_heartbeat:
-            self._heartbeat([self._folders[p][0] for p in self._watches if p in self._folders])
-            self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        return behind
+
+    def watch_now(self, folder_id: int, path: str, recursive: bool) -> None:
+        """Watch a folder just added (in this process) at once, before its first ingest is
+        queued: a file copied in after that ingest's scan is then an event, where waiting for the
+        next reload (``reload_s``) would leave it to the periodic re-scan, an hour later."""
+        with self._folders_lock:
+            self._added[path] = time.monotonic()
+            self._folders[path] = (int(folder_id), bool(recursive))
+            self._last_rescan.setdefault(int(folder_id), time.monotonic())
+            if self._observer is not None and path not in self._watches and os.path.isdir(path):
+                self._schedule(path, bool(recursive))
 
     def _heartbeat(self, folder_ids: list[int], stamp: Any = "now") -> None:
         """Mark these folders watched (``stamp`` None: no longer) so every process can tell."""
@@ -216,8 +246,11 @@ class FolderWatcher:
                 if now - p.last >= self.debounce_s or now - p.first >= self.max_wait_s:
                     ready.append((folder_id, p.dirs))
                     del self._pending[folder_id]
+        if ready:
+            with self._folders_lock:
+                roots = {i: r for r, (i, _) in self._folders.items()}
         for folder_id, dirs in ready:
-            root = next((r for r, (i, _) in self._folders.items() if i == folder_id), None)
+            root = roots.get(folder_id)
             if root is None:
                 continue
             self._queue(folder_id, _changed_folder(root, dirs))
@@ -225,7 +258,9 @@ class FolderWatcher:
     def _rescan(self, now: float) -> None:
         if self.rescan_interval_s <= 0:
             return
-        for folder_id, _recursive in list(self._folders.values()):
+        with self._folders_lock:
+            folders = list(self._folders.values())
+        for folder_id, _recursive in folders:
             if now - self._last_rescan.get(folder_id, now) >= self.rescan_interval_s:
                 self._queue(folder_id, None, if_changed=True)
 
@@ -238,7 +273,8 @@ class FolderWatcher:
             log.warning("watched folder %s: no ingest queued (%s)", folder_id, exc)
             return
         if job is not None:
-            log.info("watched folder %s changed: job %s ingests %s", folder_id, job.id, sub_path)
+            what = sub_path or "the whole folder"
+            log.info("watched folder %s changed: job %s ingests %s", folder_id, job.id, what)
 
 
 def _changed_folder(root: str, dirs: set[str]) -> str | None:

@@ -81,6 +81,28 @@ def test_new_moved_and_deleted_files_are_picked_up_without_an_ingest_call(
             lib.get_watched_folder(listed[0].id)
 
 
+def test_a_folder_added_while_serving_is_watched_before_its_first_ingest_scans_it(
+    lib: Library, tmp_path: Path, tiny_dir: Path
+) -> None:
+    """A photo copied in just after the folder's first ingest has scanned it arrives by an
+    event. (The watcher here reloads the catalog's list once an hour: only the folder added
+    through this process's library can be watched in time.)"""
+    photos = tmp_path / "photos"
+    paths = make_images(photos, 2, seed=35)
+    watcher = FolderWatcher(lib, rescan_interval_s=0, debounce_s=0.3, reload_s=3600.0)
+    lib.watcher = watcher
+    watcher.start()
+    cfg = worker_config(
+        lib.data_dir, str(tiny_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
+    )
+    with running_worker(cfg) as worker:
+        lib.add_watched_folder(str(photos))
+        wait_for(lambda: _names(lib) == {p.name for p in paths}, 120, "first ingest", worker=worker)
+        extra = make_images(tmp_path / "incoming", 1, seed=36)
+        shutil.copy(extra[0], photos / "copied-after.jpg")
+        wait_for(lambda: "copied-after.jpg" in _names(lib), 60, "the copied photo", worker=worker)
+
+
 class _NoEvents(FolderWatcher):
     """A drive that delivers no change events (a network share): only the re-scan sees changes."""
 

@@ -258,7 +258,7 @@ def _start_serve(
     ready: Sequence[tuple[str, Callable[[str], Any]]],
     deadline_s: float = START_DEADLINE_S,
 ) -> Iterator[str]:
-    """``python -m service.cli serve --host 127.0.0.1 --port P *args`` on a free loopback port,
+    """``python -m service.cli -v serve --host 127.0.0.1 --port P *args`` on a free loopback port,
     as a user starts it; yields its base URL.
 
     ``env`` is added to this environment less any ``CLIPSEARCH_*`` variable; the server's output
@@ -271,7 +271,8 @@ def _start_serve(
     url = f"http://127.0.0.1:{port}"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     full_env.update(env)
-    cmd = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
+    # -v: the watcher's and the jobs' INFO lines in the log a failing test shows
+    cmd = [sys.executable, "-m", "service.cli", "-v", "serve", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), *args]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -395,8 +395,18 @@ def test_sign_in_page_then_ingest_a_folder_from_the_panel_with_progress_to_done(
     from PIL import Image as PILImage
 
     PILImage.new("RGB", (80, 60), (250, 120, 10)).save(lib.incoming / "dropped-later.png")
+    # the server first (a failure then says which side missed it), then the page
+    deadline = time.monotonic() + 120
+    while library_total(live_server) != after + 1:
+        if time.monotonic() > deadline:
+            pytest.fail(
+                "the photo copied into the watched folder never reached the library; jobs: "
+                f"{live_server.api('/api/jobs').json()[:4]}, folders: "
+                f"{live_server.api('/api/folders').json()}\n{live_server.log_tail()}"
+            )
+        time.sleep(0.25)
     expect(page.locator("#status")).to_have_text(
-        f"{after + 1} images in the library", timeout=120_000
+        f"{after + 1} images in the library", timeout=30_000
     )
     expect(watched).to_have_attribute("data-state", "watching", timeout=30_000)
     # stop watching: the folder leaves the list, its images stay
