@@ -93,9 +93,6 @@ def keyword_depth(k: int, offset: int) -> int:
     return max(DEPTH, -(-need // DEPTH) * DEPTH)
 
 
-_depth = keyword_depth
-
-
 def keyword_hits(
     src: Sources, query: str, limit: int, filters: SearchFilters | None
 ) -> list[KeywordHit]:
@@ -158,7 +155,7 @@ def search_text(
         hits = src.search(vector, k=k, offset=offset, min_score=min_score, filters=filters)
         return [_with(h, ["semantic"], []) for h in hits]
 
-    depth = _depth(k, offset)
+    depth = keyword_depth(k, offset)
     if keywords is not None and keywords[0] == depth:
         kw = list(keywords[1])
     else:

@@ -9,6 +9,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import date, datetime
 from datetime import time as dtime
 from typing import Annotated, Any
@@ -296,44 +297,62 @@ async def _text_search(
         if sort == "relevance"
         else None
     )
+    query = _TextQuery(
+        start=start,
+        text=parsed.text,
+        negative=negs,
+        weights=mags,
+        terms=terms,
+        signed=signed,
+        mode=mode,
+        k=k,
+        offset=offset,
+        min_score=min_score,
+        filters=lib_filters,
+        min_relevance=min_relevance,
+        sort=sort,
+        lang=lang,
+    )
     try:
-        return await _encode_and_search(
-            request, state, start, parsed, negs, mags, terms, signed, mode, ahead, k, offset,
-            min_score, lib_filters, min_relevance, sort, lang,
-        )  # fmt: skip
+        return await _encode_and_search(request, state, query, ahead)
     finally:
         if ahead is not None and not ahead.done():
             ahead.cancel()
 
 
+@dataclass(frozen=True)
+class _TextQuery:
+    """A text query checked and parsed (``_text_search``), ready to encode and search."""
+
+    start: float  # perf_counter() when the request's search began (took_ms)
+    text: str  # the positive text ("" when the query has only negative terms)
+    negative: list[str]
+    weights: list[float]  # one magnitude per term
+    terms: list[str]  # the texts to encode: the positive one first, then the negative ones
+    signed: list[float]  # each term's signed weight (combine)
+    mode: str
+    k: int
+    offset: int
+    min_score: float | None
+    filters: Any  # the library's SearchFilters, or None
+    min_relevance: float | None
+    sort: str
+    lang: str | None
+
+
 async def _encode_and_search(
-    request: Request,
-    state: ServiceState,
-    start: float,
-    parsed: Any,
-    negs: list[str],
-    mags: list[float],
-    terms: list[str],
-    signed: list[float],
-    mode: str,
-    ahead: Any,
-    k: int,
-    offset: int,
-    min_score: float | None,
-    lib_filters: Any,
-    min_relevance: float | None,
-    sort: str,
-    lang: str | None,
+    request: Request, state: ServiceState, q: _TextQuery, ahead: Any
 ) -> SearchResponse:
+    """Encode the query's terms and search; ``ahead``: the keyword side read meanwhile."""
     for attempt in (1, 2):
-        encoder, language = await encoder_for(state, lang)
-        vectors = await encoder.aencode(terms, language.language)
+        encoder, language = await encoder_for(state, q.lang)
+        vectors = await encoder.aencode(q.terms, language.language)
         keywords = await ahead if ahead is not None else None
-        if len(terms) == 1 and mags[0] > 0:
+        if len(q.terms) == 1 and q.weights[0] > 0:
             vector = vectors[0]
         else:
             try:
-                vector = combine(vectors, signed)
+                vector = combine(vectors, q.signed)
             except QueryError as exc:
                 raise HTTPException(400, detail=str(exc)) from exc
         try:
@@ -341,13 +360,13 @@ async def _encode_and_search(
                 request,
                 state,
                 vector,
-                k=k,
-                offset=offset,
-                min_score=min_score,
-                filters=lib_filters,
-                min_relevance=min_relevance,
-                sort=sort,
-                search=mode_search(state, vector, parsed.text, mode, lib_filters, keywords),
+                k=q.k,
+                offset=q.offset,
+                min_score=q.min_score,
+                filters=q.filters,
+                min_relevance=q.min_relevance,
+                sort=q.sort,
+                search=mode_search(state, vector, q.text, q.mode, q.filters, keywords),
             )
             break
         except Exception as exc:
@@ -356,22 +375,22 @@ async def _encode_and_search(
                 raise
     state.metrics.searches.labels("text").inc()
     query: dict[str, Any] = {
-        "text": parsed.text,
-        "negative": negs,
-        "weights": mags,
-        "k": k,
-        "offset": offset,
-        "mode": mode,
+        "text": q.text,
+        "negative": q.negative,
+        "weights": q.weights,
+        "k": q.k,
+        "offset": q.offset,
+        "mode": q.mode,
     }
-    if min_score is not None:
-        query["min_score"] = min_score
-    if min_relevance is not None:
-        query["min_relevance"] = min_relevance
-    if sort != "relevance":
-        query["sort"] = sort
+    if q.min_score is not None:
+        query["min_score"] = q.min_score
+    if q.min_relevance is not None:
+        query["min_relevance"] = q.min_relevance
+    if q.sort != "relevance":
+        query["sort"] = q.sort
     return SearchResponse(
         query=language.describe(query),
-        took_ms=round((time.perf_counter() - start) * 1000, 3),
+        took_ms=round((time.perf_counter() - q.start) * 1000, 3),
         results=results,
         **extra,
     )
