@@ -907,3 +907,62 @@ def test_the_good_photos_survived_the_attacks(server: Server) -> None:
             assert r.status_code == 200, (rel, r.text)
             served += 1
     assert served == 5
+
+
+# --- hostile search parameters ----------------------------------------------------------------
+
+
+def _status_and_body(raw: bytes) -> tuple[int, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_hostile_search_parameters_get_a_clear_4xx_and_the_server_keeps_serving(
+    server: Server,
+) -> None:
+    """Search parameters as a raw request line carries them (bytes no client library would
+    send): each gets a 4xx that says what is wrong, or a normal answer; never a 5xx, a hang or
+    a traceback; the search still answers afterwards."""
+    deadline = time.monotonic() + 120  # the ingested photos in the served index first
+    while server.get("/api/health").json()["index"]["missing"]:
+        assert time.monotonic() < deadline, "the index never caught up with the catalog"
+        time.sleep(0.3)
+    cases: dict[str, tuple[bytes, set[int]]] = {
+        "blank": (b"q=%20%20%09", {400}),
+        "too long": (b"q=" + b"a" * 10_001, {422}),
+        "k below 1": (b"q=red&k=0", {422}),
+        "k huge": (b"q=red&k=99999999999999999999", {422}),
+        "offset negative": (b"q=red&offset=-1", {422}),
+        "offset past the cap": (b"q=red&offset=1000000000", {422}),
+        "unknown mode": (b"q=red&mode=%27%3B--", {422}),
+        "unknown sort": (b"q=red&sort=__import__", {422}),
+        "language code as a path": (b"q=red&lang=..%2F..%2Fetc%2Fpasswd", {422}),
+        "min_score not a number": (b"q=red&min_score=NaN", {422}),
+        "min_relevance infinite": (b"q=red&min_relevance=inf", {422}),
+        "17 formats": (b"q=red" + b"&format=JPEG" * 17, {422}),
+        "impossible date": (b"q=red&date_from=2024-13-45", {422}),
+        "dates reversed": (b"q=red&date_from=2024-05-02&date_to=2024-05-01", {422}),
+        "NUL in the folder filter": (b"q=red&folder=%2Ftmp%00x", {400, 422}),
+        "too many negatives": (b"q=red" + b"".join(b"+-w%d" % i for i in range(40)), {422}),
+        "invalid UTF-8": (b"q=%ff%fe%fd", {200, 400, 422}),
+        "NUL in the text": (b"q=red%00blue", {200, 400, 422}),
+    }
+    answers = {}
+    for what, (query, allowed) in cases.items():
+        raw = _raw(
+            server,
+            b"GET /api/search?" + query + b" HTTP/1.1\r\nHost: localhost\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\nConnection: close\r\n\r\n",
+        )
+        status, body = _status_and_body(raw)
+        answers[what] = status
+        assert status in allowed, (what, status, body[:300])
+        answer = json.loads(body)
+        if status >= 400:
+            assert answer["detail"], what  # says what is wrong
+        else:  # read as text (bytes no word is made of dropped): a page of results
+            assert isinstance(answer["results"], list), what
+    _record("hostile search parameters", **answers)
+    assert "Traceback" not in server.log()
+    r = server.get("/api/search", params={"q": "red", "k": 3}, headers=AUTH)
+    assert r.status_code == 200 and len(r.json()["results"]) == 3
