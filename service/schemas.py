@@ -107,12 +107,17 @@ class SearchIn(BaseModel):
     k: int = Field(default=20, ge=1, description="How many results.")
     offset: int = Field(default=0, ge=0, description="Skip this many results (paging).")
     min_score: float | None = Field(
-        default=None, ge=-1.0, le=1.0, description="Drop results below this cosine similarity."
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="Drop results below this cosine similarity.",
     )
     min_relevance: float | None = Field(
         default=None,
         ge=0.0,
         le=1.0,
+        allow_inf_nan=False,
         description="Drop results below this calibrated relevance (0.5: the gallery's default).",
     )
     sort: Literal["relevance", "date_desc", "date_asc"] = Field(

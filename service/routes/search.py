@@ -60,13 +60,15 @@ UPLOAD_CHUNK = 256 * 1024
 KQuery = Annotated[int, Query(ge=1, description="How many results.")]
 OffsetQuery = Annotated[int, Query(ge=0, description="Skip this many results.")]
 MinScoreQuery = Annotated[
-    float | None, Query(ge=-1.0, le=1.0, description="Drop results below this cosine.")
+    float | None,
+    Query(ge=-1.0, le=1.0, allow_inf_nan=False, description="Drop results below this cosine."),
 ]
 MinRelevanceQuery = Annotated[
     float | None,
     Query(
         ge=0.0,
         le=1.0,
+        allow_inf_nan=False,
         description="Drop results below this calibrated relevance (0.5: the gallery's default; "
         "README: Relevance).",
     ),

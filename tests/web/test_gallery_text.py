@@ -67,7 +67,15 @@ def text_server(tmp_path_factory: pytest.TempPathFactory, start_serve: Any) -> I
         text = httpx.get(f"{url}/api/images/{cafe}/text", headers=headers).json()
         return text.get("ocr_state") == "done"
 
-    waits = [("waiting for the images and the sign's text to be read", all_read)]
+    def all_searchable(url: str) -> bool:  # the served index follows the catalog within seconds
+        params: dict[str, Any] = {"q": "a photo", "k": 50, "mode": "semantic"}
+        r = httpx.get(f"{url}/api/search", params=params, headers=headers)
+        return len(r.json().get("results", [])) == 8
+
+    waits = [
+        ("waiting for the images and the sign's text to be read", all_read),
+        ("waiting for the served index to hold every image", all_searchable),
+    ]
     with start_serve(args, env, base / "serve.log", waits) as url:
         yield url
 
