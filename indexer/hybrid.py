@@ -98,12 +98,6 @@ def keyword_hits(
 ) -> list[KeywordHit]:
     """The keyword side of a query on its own (it needs no vector: the API reads it while the
     query's text is encoded, and hands it to :func:`search_text` as ``keywords``)."""
-    return _keyword_hits(src, query, limit, filters)
-
-
-def _keyword_hits(
-    src: Sources, query: str, limit: int, filters: SearchFilters | None
-) -> list[KeywordHit]:
     where = src.conditions(filters) if filters is not None else []
     with src.session() as session:
         return keyword_search(session, query, limit=limit, where=where)
@@ -159,7 +153,7 @@ def search_text(
     if keywords is not None and keywords[0] == depth:
         kw = list(keywords[1])
     else:
-        kw = _keyword_hits(src, query, depth, filters)
+        kw = keyword_hits(src, query, depth, filters)
     if mode == "text":
         page = kw[offset : offset + k]
         ids = [h.id for h in page]

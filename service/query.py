@@ -396,3 +396,20 @@ class TextEncoder:
         for texts, fut in batch:
             if not fut.done():
                 fut.set_result(np.stack([by_text[t] for t in texts]))
+
+
+def with_page_options(
+    query: dict[str, Any],
+    min_score: float | None = None,
+    min_relevance: float | None = None,
+    sort: str = "relevance",
+) -> dict[str, Any]:
+    """``query`` (a search response's echo of what was asked) with the page options that were
+    given: a cut or a sort other than relevance; the defaults are left out."""
+    if min_score is not None:
+        query["min_score"] = min_score
+    if min_relevance is not None:
+        query["min_relevance"] = min_relevance
+    if sort != "relevance":
+        query["sort"] = sort
+    return query

@@ -29,7 +29,14 @@ from starlette.concurrency import run_in_threadpool
 from indexer.errors import Conflict
 
 from .deps import ServiceState
-from .query import DEFAULT_NEGATIVE_WEIGHT, QueryError, ResolvedLanguage, combine, parse_query
+from .query import (
+    DEFAULT_NEGATIVE_WEIGHT,
+    QueryError,
+    ResolvedLanguage,
+    combine,
+    parse_query,
+    with_page_options,
+)
 from .schemas import SearchIn, SearchResponse, TermIn
 
 
@@ -201,12 +208,7 @@ async def terms_search(
     query: dict[str, Any] = {"terms": terms.describe(), "k": body.k, "offset": body.offset}
     if upload_names:
         query["uploads"] = upload_names
-    if body.min_score is not None:
-        query["min_score"] = body.min_score
-    if body.min_relevance is not None:
-        query["min_relevance"] = body.min_relevance
-    if body.sort != "relevance":
-        query["sort"] = body.sort
+    with_page_options(query, body.min_score, body.min_relevance, body.sort)
     return SearchResponse(
         query=language.describe(query),
         took_ms=round((time.perf_counter() - start) * 1000, 3),

@@ -44,6 +44,7 @@ from ..query import (
     parse_query,
     query_languages,
     resolve_language,
+    with_page_options,
 )
 from ..ranking import SORTS, ranked_page
 from ..schemas import LANG_HELP, LanguagesOut, SearchFiltersIn, SearchHit, SearchIn, SearchResponse
@@ -384,12 +385,7 @@ async def _encode_and_search(
         "offset": q.offset,
         "mode": q.mode,
     }
-    if q.min_score is not None:
-        query["min_score"] = q.min_score
-    if q.min_relevance is not None:
-        query["min_relevance"] = q.min_relevance
-    if q.sort != "relevance":
-        query["sort"] = q.sort
+    with_page_options(query, q.min_score, q.min_relevance, q.sort)
     return SearchResponse(
         query=language.describe(query),
         took_ms=round((time.perf_counter() - q.start) * 1000, 3),
@@ -666,10 +662,7 @@ async def search_image(
         "k": k,
         "offset": offset,
     }
-    if min_relevance is not None:
-        query["min_relevance"] = min_relevance
-    if sort != "relevance":
-        query["sort"] = sort
+    with_page_options(query, min_relevance=min_relevance, sort=sort)
     return as_json(
         SearchResponse(
             query=query,
@@ -711,10 +704,7 @@ async def similar_images(
     )
     state.metrics.searches.labels("similar").inc()
     query: dict[str, Any] = {"similar_to": id, "k": k, "offset": offset}
-    if min_relevance is not None:
-        query["min_relevance"] = min_relevance
-    if sort != "relevance":
-        query["sort"] = sort
+    with_page_options(query, min_relevance=min_relevance, sort=sort)
     return as_json(
         SearchResponse(
             query=query,
