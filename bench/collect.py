@@ -1,7 +1,7 @@
 """Gather bench/results/*.md into BENCHMARKS.md, below its hand-written summary.
 
-    .venv/bin/python bench/collect.py          # rewrite BENCHMARKS.md
-    .venv/bin/python bench/collect.py --check  # exit 1 if BENCHMARKS.md is out of date
+    .venv/bin/python -m bench.collect          # rewrite BENCHMARKS.md
+    .venv/bin/python -m bench.collect --check  # exit 1 if BENCHMARKS.md is out of date
 
 Each bench/*.py script writes its own bench/results/NAME.md with the machine, the versions and the
 reference measured in the same run; this script only copies them (headings one level down), in

@@ -15,7 +15,7 @@ The job's embedding condition (cosine >= NEAR_SIMILARITY) depends on the model: 
 weights here it is not measured; the hash is what keeps bursts and look-alikes apart, and this
 is where its threshold comes from.
 
-    PYTHONPATH=. .venv/bin/python bench/duplicates.py     # writes bench/results/duplicates.md
+    .venv/bin/python -m bench.duplicates     # writes bench/results/duplicates.md
 """
 
 from __future__ import annotations
@@ -24,18 +24,16 @@ import argparse
 import io
 import itertools
 import platform
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 from PIL import Image, ImageEnhance  # noqa: E402
 
-from indexer.duplicates import NEAR_HASH_BITS, dhash, hash_distance  # noqa: E402
+from clipsearch.indexer.duplicates import NEAR_HASH_BITS, dhash, hash_distance  # noqa: E402
 
 VARIANTS = ("re-encoded q60", "resized 50 %", "5 % crop", "+10 % brightness")
 

@@ -16,7 +16,7 @@ Queries are 5 tokens (start, 3 words, end) in each family's own layout: CLIP sto
 token; SigLIP's text tower (no causal mask, pooled at the last position) always runs its 64
 positions; XLM-R runs 77 positions with the padding masked.
 
-    PYTHONPATH=. .venv/bin/python bench/families.py     # writes bench/results/families.md
+    .venv/bin/python -m bench.families     # writes bench/results/families.md
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import argparse
 import logging
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
@@ -53,8 +51,8 @@ class Family:
 
 
 def _clip_b32() -> Any:
-    from model.api import build
-    from model.clip import CLIPConfig, TextConfig, VisionConfig
+    from clipsearch.model.api import build
+    from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig
 
     cfg = CLIPConfig(
         embed_dim=512,
@@ -67,8 +65,8 @@ def _clip_b32() -> Any:
 
 def _siglip(size: int, vocab: int, act: str) -> Callable[[], Any]:
     def make() -> Any:
-        from model.siglip import SigLIP, SigLIPConfig, SigLIPVisionConfig
-        from model.towers import TextTowerConfig
+        from clipsearch.model.siglip import SigLIP, SigLIPConfig, SigLIPVisionConfig
+        from clipsearch.model.towers import TextTowerConfig
 
         cfg = SigLIPConfig(
             embed_dim=768,
@@ -81,8 +79,8 @@ def _siglip(size: int, vocab: int, act: str) -> Callable[[], Any]:
 
 
 def _mobileclip2_s2() -> Any:
-    from model.mobileclip import FastViTConfig, MobileCLIP, MobileCLIPConfig
-    from model.towers import TextTowerConfig
+    from clipsearch.model.mobileclip import FastViTConfig, MobileCLIP, MobileCLIPConfig
+    from clipsearch.model.towers import TextTowerConfig
 
     cfg = MobileCLIPConfig(
         embed_dim=512,
@@ -100,8 +98,8 @@ def _mobileclip2_s2() -> Any:
 
 
 def _xlmr_clip() -> Any:
-    from model.clip import VisionConfig
-    from model.hf_text import HFTextCLIP, HFTextCLIPConfig
+    from clipsearch.model.clip import VisionConfig
+    from clipsearch.model.hf_text import HFTextCLIP, HFTextCLIPConfig
 
     hf = {
         "model_type": "xlm-roberta", "vocab_size": 250002, "hidden_size": 768,

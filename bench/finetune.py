@@ -9,8 +9,8 @@
    scratch on the synthetic set (recall before/after), then fine-tuned to count objects, and
    WiSE-FT at alpha 0.5.
 
-    nice .venv/bin/python bench/finetune.py                 # CPU, a few minutes
-    .venv/bin/python bench/finetune.py --device cuda        # on a GPU
+    nice .venv/bin/python -m bench.finetune                 # CPU, a few minutes
+    .venv/bin/python -m bench.finetune --device cuda        # on a GPU
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 TRANSFER_STEPS = 300  # the same as the test in tests/model/finetune/test_finetune_training.py
@@ -54,10 +53,10 @@ def child(
 ) -> dict[str, object]:
     import torch
 
-    from model.api import build
-    from model.clip import CLIPConfig, TextConfig, VisionConfig
-    from model.finetune.loss import ClipLoss
-    from model.finetune.train import (
+    from clipsearch.model.api import build
+    from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig
+    from clipsearch.model.finetune.loss import ClipLoss
+    from clipsearch.model.finetune.train import (
         TrainConfig,
         _autocast,
         configure_optimizers,
@@ -151,7 +150,7 @@ def run_child(*args: str) -> dict[str, object]:
 
 
 def transfer_numbers() -> dict[str, object]:
-    from model.finetune.recipes import skill_transfer, train_from_scratch
+    from clipsearch.model.finetune.recipes import skill_transfer, train_from_scratch
 
     with tempfile.TemporaryDirectory() as work:
         tic = time.perf_counter()

@@ -5,7 +5,7 @@ it, see ``service/demo.py``; trained once and cached under the data folder), so 
 show a model that actually ranks: "two red circles" finds red circles. Then it drives Debian's
 Chromium with Playwright: search results, the detail view, the ingest panel, and phone width.
 
-    .venv/bin/python bench/gallery_screenshots.py [--data-dir DIR] [--out docs/screenshots]
+    .venv/bin/python -m bench.gallery_screenshots [--data-dir DIR] [--out docs/screenshots]
 
 Each PNG is kept under 150 KB (scaled down in 10% steps when needed). Nothing is measured here.
 """
@@ -153,8 +153,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
-    sys.path.insert(0, str(REPO))
-    from service.demo import prepare_demo
+    from clipsearch.service.demo import prepare_demo
 
     data_dir = args.data_dir.resolve()
     assets = prepare_demo(data_dir / "demo", progress=False)
@@ -170,7 +169,7 @@ def main() -> int:
     if serve_data.exists():  # a fresh catalog each run: the jobs panel shows one ingestion
         shutil.rmtree(serve_data)
     cmd = [
-        sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "clipsearch.service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--images", str(assets.images), "--model", str(assets.model), "--data-dir", str(serve_data),
     ]  # fmt: skip
     log_path = data_dir / "serve.log"

@@ -1,7 +1,7 @@
 """GPU benchmark: one command, one table, under 8 minutes on one H100/H200.
 
     .venv/bin/pip install torch==<cuda build> torchvision faiss-gpu-cu12   # on the GPU host
-    .venv/bin/python bench/gpu.py                      # writes bench/results/gpu.md
+    .venv/bin/python -m bench.gpu                      # writes bench/results/gpu.md
 
 Sections (each prints rows as it finishes, so a failure later still leaves the earlier figures):
 
@@ -47,8 +47,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.append(str(REPO / "bench"))  # after the repo: bench/model.py must not shadow model/
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -71,13 +69,13 @@ class Row:
 
 
 def vit_b_32() -> Any:
-    from model.clip import CLIPConfig
+    from clipsearch.model.clip import CLIPConfig
 
     return CLIPConfig()  # the defaults are OpenAI's ViT-B/32
 
 
 def vit_l_14() -> Any:
-    from model.clip import CLIPConfig, TextConfig, VisionConfig
+    from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig
 
     return CLIPConfig(
         embed_dim=768,
@@ -87,7 +85,7 @@ def vit_l_14() -> Any:
 
 
 def tiny() -> Any:
-    from model.testing import tiny_config
+    from clipsearch.model.testing import tiny_config
 
     return tiny_config(image_size=64)
 
@@ -117,7 +115,7 @@ def timed(fn: Callable[[], Any], device: torch.device, repeat: int) -> float:
 
 
 def build_model(config: Any, device: torch.device) -> Any:
-    from model.api import build
+    from clipsearch.model.api import build
 
     return build(config, seed=0).to(device)
 
@@ -197,7 +195,11 @@ def end_to_end_gpu_decode(
     model: Any, paths: list[Path], device: torch.device, batch: int, bf16: bool
 ) -> tuple[float, np.ndarray, str]:
     """Files -> embeddings through nvJPEG (or Pillow when unavailable), reads prefetched on threads."""
-    from model.device_preprocess import DevicePreprocess, decode_on_device, nvjpeg_available
+    from clipsearch.model.device_preprocess import (
+        DevicePreprocess,
+        decode_on_device,
+        nvjpeg_available,
+    )
 
     prep = DevicePreprocess.like(model.preprocessor)
     use_nvjpeg = nvjpeg_available(device)
@@ -227,7 +229,7 @@ def end_to_end_cpu_decode(
     model: Any, paths: list[Path], device: torch.device, batch: int, bf16: bool, workers: int
 ) -> tuple[float, np.ndarray]:
     """Files -> embeddings through the CPU decode pool ingestion uses (no thumbnails written)."""
-    from indexer.decode import DecodePool, decode_many
+    from clipsearch.indexer.decode import DecodePool, decode_many
 
     size = int(model.image_size)
     out = []
@@ -256,9 +258,9 @@ def ingest_pipeline(
 ) -> Row:
     """The real ingestion path (catalog, scan, decode pool, embedding, one transaction per batch)
     in this process, with CLIPSEARCH_DEVICE_DECODE set as given; images/s from submit to done."""
-    from indexer.library import Library, LibraryConfig
-    from indexer.runs import run_embed_batch, run_ingest
-    from indexer.worker import WorkerConfig, WorkerContext
+    from clipsearch.indexer.library import Library, LibraryConfig
+    from clipsearch.indexer.runs import run_embed_batch, run_ingest
+    from clipsearch.indexer.worker import WorkerConfig, WorkerContext
 
     os.environ["CLIPSEARCH_DEVICE_DECODE"] = device_decode
     data = work / f"data-{device_decode}"
@@ -334,7 +336,8 @@ def text_rows(name: str, model: Any, device: torch.device, n_single: int, repeat
 
 def faiss_rows(n: int, nlist: int, device: torch.device) -> list[Row]:
     import faiss
-    from synthetic_vectors import make_space
+
+    from bench.synthetic_vectors import make_space
 
     space = make_space(dim=512, seed=0)
     xb = space.images(n, seed=1)
@@ -386,7 +389,7 @@ def faiss_rows(n: int, nlist: int, device: torch.device) -> list[Row]:
 def finetune_row(
     name: str, config: Any, device: torch.device, batch: int, steps: int, bf16: bool
 ) -> Row:
-    from model.finetune.loss import ClipLoss
+    from clipsearch.model.finetune.loss import ClipLoss
 
     model = build_model(config, device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -536,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
                     ),
                 ]
             )
-        from model.checkpoints import save_pretrained
+        from clipsearch.model.checkpoints import save_pretrained
 
         model_dir = save_pretrained(build_model(cfg, torch.device("cpu")), Path(tmp) / "model")
         folder = Path(tmp) / label.replace(" ", "")  # the 12-MP folder, through the real pipeline

@@ -37,11 +37,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-if __package__ in (None, ""):  # `python bench/index.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.synthetic_vectors import make_space
-from indexer.vector_index import (
+from clipsearch.indexer.vector_index import (
     DEFAULT_FASTSCAN_THRESHOLD,
     DEFAULT_FLAT_THRESHOLD,
     KIND_FASTSCAN,

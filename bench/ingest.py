@@ -10,7 +10,7 @@ Generates a folder of 640x480 JPEGs, then in one run measures:
   64) with the tiny test model (draft and exact) and with a randomly initialised ViT-B/32,
   against the naive sequential loop: open, preprocess, ``embed_pixels`` one image at a time.
 
-Writes bench/results/ingest.md. Run: ``nice .venv/bin/python bench/ingest.py`` (about 3 minutes
+Writes bench/results/ingest.md. Run: ``nice .venv/bin/python -m bench.ingest`` (about 3 minutes
 on 2 cores).
 """
 
@@ -22,7 +22,6 @@ import os
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,15 +34,14 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from indexer.catalog import create_job, ensure_model, init_db, session_factory  # noqa: E402
-from indexer.decode import DecodePool, decode_file, decode_many, default_workers  # noqa: E402
-from indexer.ingest import job_progress, plan_ingest, process_batch  # noqa: E402
-from model.api import build  # noqa: E402
-from model.clip import CLIPConfig, TextConfig, VisionConfig  # noqa: E402
-from model.preprocess import Preprocess  # noqa: E402
-from model.testing import tiny_model  # noqa: E402
+from clipsearch.indexer.catalog import create_job, ensure_model, init_db, session_factory  # noqa: E402
+from clipsearch.indexer.decode import DecodePool, decode_file, decode_many, default_workers  # noqa: E402
+from clipsearch.indexer.ingest import job_progress, plan_ingest, process_batch  # noqa: E402
+from clipsearch.model.api import build  # noqa: E402
+from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig  # noqa: E402
+from clipsearch.model.preprocess import Preprocess  # noqa: E402
+from clipsearch.model.testing import tiny_model  # noqa: E402
 
 
 def vit_b32_config() -> CLIPConfig:

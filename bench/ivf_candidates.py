@@ -21,7 +21,7 @@ search parameter tuned to the smallest value whose recall@10 reaches 0.95 on bot
 query latency (one thread, k=10) p50/p99 at that setting, index bytes and process RSS growth.
 Vectors are unit-norm, so L2 and inner-product rankings are the same; the HNSW candidates use L2.
 
-    OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python bench/ivf_candidates.py [--n 1000000]
+    OMP_WAIT_POLICY=PASSIVE nice -n 10 .venv/bin/python -m bench.ivf_candidates [--n 1000000]
         [--only today,ip2-pq256] [--cache /tmp/ivfc] [--keep]
 
 Writes bench/results/ivf_candidates.md (and .json); --keep keeps the rows of candidates not
@@ -48,9 +48,6 @@ from typing import Any
 
 import faiss
 import numpy as np
-
-if __package__ in (None, ""):  # `python bench/ivf_candidates.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.synthetic_vectors import make_space
 

@@ -16,7 +16,7 @@ Per database, in one run:
 * RSS of the API-side process (this one, index loaded) and of the worker (peak), database size.
 
 Writes bench/results/library_scale.md. Run:
-``nice .venv/bin/python bench/library_scale.py --n 100000`` (PostgreSQL on 127.0.0.1:5432 and
+``nice .venv/bin/python -m bench.library_scale --n 100000`` (PostgreSQL on 127.0.0.1:5432 and
 Redis on 127.0.0.1:6379 for the deployed half; ``--db sqlite`` skips them).
 """
 
@@ -45,11 +45,10 @@ from PIL import Image as PILImage
 from sqlalchemy import event
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from indexer import catalog  # noqa: E402
-from indexer.catalog import Embedding, Image  # noqa: E402
-from indexer.library import Library, LibraryConfig  # noqa: E402
+from clipsearch.indexer import catalog  # noqa: E402
+from clipsearch.indexer.catalog import Embedding, Image  # noqa: E402
+from clipsearch.indexer.library import Library, LibraryConfig  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "CLIPSEARCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -519,8 +518,8 @@ def serving_rss(data_dir: Path, model_dir: Path) -> float:
     import subprocess
 
     code = (
-        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[3]);"
-        "from indexer.library import Library, LibraryConfig;"
+        "import sys; from pathlib import Path;"
+        "from clipsearch.indexer.library import Library, LibraryConfig;"
         "lib = Library(LibraryConfig(data_dir=Path(sys.argv[1]), model_spec=sys.argv[2],"
         " device='cpu'));"
         "v = lib.model.embed_texts(['a red circle'])[0]; lib.search(v, k=50);"
@@ -553,8 +552,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.rss:
-        from model.checkpoints import save_pretrained
-        from model.testing import tiny_model
+        from clipsearch.model.checkpoints import save_pretrained
+        from clipsearch.model.testing import tiny_model
 
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = save_pretrained(tiny_model(seed=0), Path(tmp) / "tiny-model")
@@ -567,8 +566,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     work = args.work or Path(tempfile.mkdtemp(prefix="cs-libscale-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ open_clip is never a project dependency: it lives in the benchmark's own virtual
     python3 -m venv /work/bench-venv
     /work/bench-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 open_clip_torch==3.3.0 \
         numpy pillow ftfy regex safetensors
-    /work/bench-venv/bin/python bench/model.py            # writes bench/results/model.md
+    /work/bench-venv/bin/python -m bench.model            # writes bench/results/model.md
 
 ``--quick`` runs a few iterations only (a smoke test of the script, numbers not meaningful).
 
@@ -21,7 +21,7 @@ temporary folder: nothing is downloaded), and ours is built from open_clip's sta
 (batch 1, in the family's own token layout), ours vs open_clip, interleaved; the section "Per
 family" of bench/results/model.md is rewritten, the rest of the file kept:
 
-    /work/bench-venv/bin/python bench/model.py --zoo    # (needs transformers in that venv)
+    /work/bench-venv/bin/python -m bench.model --zoo    # (needs transformers in that venv)
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import logging
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
@@ -113,8 +111,8 @@ def _time_interleaved(
 def bench_model(oc_name: str, label: str, runs_b1: int, runs_b64: int) -> tuple[list[Row], dict]:
     import open_clip
 
-    from model.api import build
-    from model.checkpoints import check_state_dict, infer_config
+    from clipsearch.model.api import build
+    from clipsearch.model.checkpoints import check_state_dict, infer_config
 
     theirs = open_clip.create_model(oc_name, pretrained=None).eval()
     state = {k: v.detach().clone() for k, v in theirs.state_dict().items()}
@@ -302,7 +300,7 @@ def _zoo_pair(case: ZooCase, tmp: Path) -> tuple[object, object, str]:
 
     import open_clip
 
-    from model.families import from_open_clip
+    from clipsearch.model.families import from_open_clip
 
     model_cfg = open_clip.get_model_config(case.oc_name)
     folder = tmp / case.oc_name
@@ -331,8 +329,8 @@ def _zoo_pair(case: ZooCase, tmp: Path) -> tuple[object, object, str]:
         theirs = reparameterize_model(theirs)  # what MobileCLIP's authors run for inference
         how = "both reparameterised (branches folded)"
     if case.oc_name.startswith("ViT-B-32"):
-        from model.api import build
-        from model.checkpoints import infer_config
+        from clipsearch.model.api import build
+        from clipsearch.model.checkpoints import infer_config
 
         ours = build(infer_config(state, case.oc_name))
         ours.load_state_dict(state, strict=True)

@@ -19,7 +19,7 @@ Two parts, one run:
   text encoder's cost is the same in every mode and is in BENCHMARKS' service section).
 
 Writes bench/results/ocr_hybrid.md. Run from a clean worktree:
-``nice .venv/bin/python bench/ocr_hybrid.py [--n 100000] [--db sqlite,postgres]``.
+``nice .venv/bin/python -m bench.ocr_hybrid [--n 100000] [--db sqlite,postgres]``.
 """
 
 from __future__ import annotations
@@ -42,12 +42,11 @@ import numpy as np
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from indexer import catalog  # noqa: E402
-from indexer.catalog import Embedding, Image  # noqa: E402
-from indexer.keywords import image_keywords  # noqa: E402
-from indexer.library import Library, LibraryConfig  # noqa: E402
+from clipsearch.indexer import catalog  # noqa: E402
+from clipsearch.indexer.catalog import Embedding, Image  # noqa: E402
+from clipsearch.indexer.keywords import image_keywords  # noqa: E402
+from clipsearch.indexer.library import Library, LibraryConfig  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get(
     "CLIPSEARCH_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -130,11 +129,11 @@ def photo(
 def ocr_part(folder: Path, per_size: int, seed: int = 0) -> dict[str, Any]:
     import torch
 
-    import model as clip_model
-    from indexer.decode import decode_file
-    from indexer.keywords import words_of
-    from indexer.ocr import OcrConfig, probe
-    from model.clip import CLIPConfig
+    from clipsearch import model as clip_model
+    from clipsearch.indexer.decode import decode_file
+    from clipsearch.indexer.keywords import words_of
+    from clipsearch.indexer.ocr import OcrConfig, probe
+    from clipsearch.model.clip import CLIPConfig
 
     torch.set_num_threads(1)
     config = OcrConfig().checked()
@@ -332,7 +331,7 @@ def query_part(db: str, n: int, tiny: Path, tmp: Path, reps: int) -> dict[str, A
         qs = queries(vocab, rng)
         time_queries(lib, qs, 3)  # warm caches
         timings = time_queries(lib, qs, reps)
-        from indexer.hybrid import search_text
+        from clipsearch.indexer.hybrid import search_text
 
         hits = {name: len(search_text(lib, None, q, "text", k=20)) for name, q in qs.items()}
         size = None
@@ -367,8 +366,8 @@ def main() -> int:
 
     import torch
 
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     started = dt.datetime.now(dt.timezone.utc)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ocr-"))

@@ -10,7 +10,7 @@ and the drift the fast path causes: pixel differences after preprocessing, and t
 the image embeddings of both paths with a ViT-B/32 of random weights (``model.build`` with the
 ViT-B/32 config). Writes bench/results/preprocess.md. Takes about a minute on two cores.
 
-    .venv/bin/python bench/preprocess.py [--small 24] [--large 6] [--rounds 5]
+    .venv/bin/python -m bench.preprocess [--small 24] [--large 6] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import logging
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,9 +32,8 @@ import torch
 from PIL import Image, ImageDraw, features
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from model.preprocess import Preprocess, load_image  # noqa: E402
+from clipsearch.model.preprocess import Preprocess, load_image  # noqa: E402
 
 log = logging.getLogger("bench.preprocess")
 IMAGE_SIZE = 224
@@ -139,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     def fast(p: Path) -> torch.Tensor:
         return prep(load_image(p, draft_size=IMAGE_SIZE))
 
-    from model import build
-    from model.clip import CLIPConfig
+    from clipsearch.model import build
+    from clipsearch.model.clip import CLIPConfig
 
     model = build(CLIPConfig(), seed=0, name="ViT-B-32 (random weights)")  # ViT-B/32 defaults
     assert model.image_size == IMAGE_SIZE

@@ -38,7 +38,6 @@ import platform
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -270,7 +268,7 @@ def time_round_robin(fns: dict[str, Callable[[], object]], runs: int) -> dict[st
 
 
 def speed_section(ours: Any, theirs: Any, oc_tokenizer: Any, runs: int, runs64: int) -> dict:
-    from model.quantize import compact_text_tower
+    from clipsearch.model.quantize import compact_text_tower
 
     tower = compact_text_tower(ours, "int8")
     half = compact_text_tower(ours, "fp16")
@@ -344,7 +342,7 @@ def recall_at_k(library: np.ndarray, exact: np.ndarray, approx: np.ndarray, k: i
 
 
 def parity_models() -> list[tuple[str, Any]]:
-    from model.api import load
+    from clipsearch.model.api import load
 
     out = []
     for case in ("openai_vit_jit", "openai_rn_state_dict", "open_clip_vit_gelu"):
@@ -362,8 +360,8 @@ def parity_models() -> list[tuple[str, Any]]:
 def trained_small(work: str) -> tuple[Any, dict[str, float]]:
     """A small CLIP trained from scratch on the synthetic shapes set; its val set's t2i recall@1
     with exact and with int8 text embeddings."""
-    from model.finetune.evaluate import embed_pixels_tokens, retrieval_metrics
-    from model.finetune.recipes import (
+    from clipsearch.model.finetune.evaluate import embed_pixels_tokens, retrieval_metrics
+    from clipsearch.model.finetune.recipes import (
         BASE_SET,
         SyntheticConfig,
         encode,
@@ -537,10 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)  # open_clip's random init: the same weights every run
-    from model.api import build
-    from model.checkpoints import check_state_dict, infer_config
-    from model.clip import CLIPConfig
-    from model.quantize import int8_engine
+    from clipsearch.model.api import build
+    from clipsearch.model.checkpoints import check_state_dict, infer_config
+    from clipsearch.model.clip import CLIPConfig
+    from clipsearch.model.quantize import int8_engine
 
     start = time.perf_counter()
     load_before = os.getloadavg()[0]

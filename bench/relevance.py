@@ -18,25 +18,23 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # before bench/ (which has a model.py of its own)
 
 import numpy as np  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
 import torch  # noqa: E402
 
-from indexer import catalog  # noqa: E402
-from indexer.catalog import Embedding, Image  # noqa: E402
-from indexer.library import Library, LibraryConfig  # noqa: E402
-from indexer.relevance import BackgroundCache, Calibration  # noqa: E402
-from model.checkpoints import save_pretrained  # noqa: E402
-from model.testing import tiny_model  # noqa: E402
-from service.ranking import ranked_page  # noqa: E402
+from clipsearch.indexer import catalog  # noqa: E402
+from clipsearch.indexer.catalog import Embedding, Image  # noqa: E402
+from clipsearch.indexer.library import Library, LibraryConfig  # noqa: E402
+from clipsearch.indexer.relevance import BackgroundCache, Calibration  # noqa: E402
+from clipsearch.model.checkpoints import save_pretrained  # noqa: E402
+from clipsearch.model.testing import tiny_model  # noqa: E402
+from clipsearch.service.ranking import ranked_page  # noqa: E402
 
 
 def fill(lib: Library, n: int, model_id: int, dim: int) -> None:

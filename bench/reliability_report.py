@@ -1,6 +1,6 @@
 """Run the fault-injection tests and write what they observed into RELIABILITY.md.
 
-    nice .venv/bin/python bench/reliability_report.py [--runs N] [--from-json FILE]
+    nice .venv/bin/python -m bench.reliability_report [--runs N] [--from-json FILE]
 
 Runs ``tests/reliability/test_faults.py`` (real worker processes, PostgreSQL and Redis on
 127.0.0.1, a redis-server of its own) ``--runs`` times with ``$CLIPSEARCH_RELIABILITY_OUT``

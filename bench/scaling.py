@@ -1,6 +1,6 @@
 """Scaling figures for deploy/SCALING.md, measured cheaply on this machine.
 
-    nice .venv/bin/python bench/scaling.py [--index-n 200000] [--pg-rows 20000]
+    nice .venv/bin/python -m bench.scaling [--index-n 200000] [--pg-rows 20000]
         [--redis-tasks 5000] [--cluster-images 2000] [--skip index,pg,redis,cluster,model]
 
 Sections (each writes its numbers into bench/results/scaling.md):
@@ -45,9 +45,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "cluster"))
 
 import numpy as np  # noqa: E402
 
@@ -119,8 +116,8 @@ def machine() -> list[str]:
 def _load_rss(folder: Path) -> int:
     """RSS growth of ``IndexStore(folder).load()`` in a fresh process (this one's heap is not)."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[2]); import gc, faiss, numpy\n"
-        "from indexer.vector_index import IndexStore\n"
+        "import sys, gc, faiss, numpy\n"
+        "from clipsearch.indexer.vector_index import IndexStore\n"
         "def rss():\n"
         "    for l in open('/proc/self/status'):\n"
         "        if l.startswith('VmRSS:'): return int(l.split()[1]) * 1024\n"
@@ -140,7 +137,7 @@ def bench_index(n: int, work: Path) -> dict[str, Any]:
     import faiss
 
     from bench.synthetic_vectors import make_space
-    from indexer.vector_index import IndexStore, build_index, default_nlist
+    from clipsearch.indexer.vector_index import IndexStore, build_index, default_nlist
 
     faiss.omp_set_num_threads(2)
     space = make_space(dim=512, seed=0)
@@ -222,8 +219,8 @@ def bench_pg(rows: int) -> dict[str, Any]:
 
     import sqlalchemy as sa
 
-    from indexer import catalog
-    from indexer.catalog import Embedding, Image
+    from clipsearch.indexer import catalog
+    from clipsearch.indexer.catalog import Embedding, Image
 
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"rows": rows}
@@ -315,7 +312,7 @@ def bench_pg(rows: int) -> dict[str, Any]:
 @contextlib.contextmanager
 def own_redis(work: Path, appendonly: bool = True) -> Iterator[tuple[int, Path]]:
     """A redis-server of our own on a free port (never the shared one), stopped afterwards."""
-    from clusterlib import free_port
+    from tests.cluster.clusterlib import free_port
 
     port = free_port()
     folder = work / f"redis-{port}"
@@ -357,7 +354,7 @@ def own_redis(work: Path, appendonly: bool = True) -> Iterator[tuple[int, Path]]
 def bench_redis(tasks: int, work: Path) -> dict[str, Any]:
     import redis
 
-    from indexer.celery_app import TASK_EMBED, make_celery
+    from clipsearch.indexer.celery_app import TASK_EMBED, make_celery
 
     out: dict[str, Any] = {"tasks": tasks, "ids_per_task": 32}
     with own_redis(work) as (port, folder):
@@ -400,8 +397,8 @@ def bench_redis(tasks: int, work: Path) -> dict[str, Any]:
 def _model_rss() -> int:
     """RSS growth of building ViT-B/32 in a fresh process (after torch is imported)."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); import gc, torch, model\n"
-        "from model.clip import CLIPConfig\n"
+        "import sys, gc, torch\n"
+        "from clipsearch.model.clip import CLIPConfig\n"
         "def rss():\n"
         "    for l in open('/proc/self/status'):\n"
         "        if l.startswith('VmRSS:'): return int(l.split()[1]) * 1024\n"
@@ -422,9 +419,9 @@ def bench_model(work: Path) -> dict[str, Any]:
     from PIL import Image as PILImage
     from torch.utils.flop_counter import FlopCounterMode
 
-    import model as clip_model
-    from indexer.decode import decode_file
-    from model.clip import CLIPConfig
+    from clipsearch import model as clip_model
+    from clipsearch.indexer.decode import decode_file
+    from clipsearch.model.clip import CLIPConfig
 
     out: dict[str, Any] = {}
     torch.set_num_threads(2)
@@ -486,11 +483,11 @@ def _rss_of(pid: int) -> int:
 
 def bench_cluster(n_images: int, work: Path, redis_port: int) -> dict[str, Any]:
     import httpx
-    from clusterlib import Cluster, make_images, wait_for
 
-    from indexer.library import Library, LibraryConfig
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.indexer.library import Library, LibraryConfig
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
+    from tests.cluster.clusterlib import Cluster, make_images, wait_for
 
     model_dir = save_pretrained(tiny_model(seed=0), work / "tiny-model")
     photos = work / "cluster-photos"
@@ -603,7 +600,7 @@ def report(res: dict[str, Any], args: argparse.Namespace, elapsed: float) -> str
     lines = [
         "# Scaling measurements",
         "",
-        f"Written {now} by `nice .venv/bin/python bench/scaling.py` (raw figures in scaling.json; "
+        f"Written {now} by `nice .venv/bin/python -m bench.scaling` (raw figures in scaling.json; "
         "a section skipped with --skip keeps the figures of the run that measured it) on a "
         "2-core machine shared with other work: rates move with the load, sizes do not.",
         "",

@@ -17,7 +17,7 @@ What it does, all in one run:
 5. Writes bench/results/service.md: machine, versions, index, and per phase QPS, p50/p90/p99
    latency (client-side, end to end) and errors.
 
-Usage: ``nice .venv/bin/python bench/service.py [--vectors 100000] [--seconds 20]``.
+Usage: ``nice .venv/bin/python -m bench.service [--vectors 100000] [--seconds 20]``.
 """
 
 from __future__ import annotations
@@ -39,9 +39,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-# Run as a script, bench/ is sys.path[0], and bench/model.py would shadow the model package.
-if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
-    sys.path[0] = str(REPO)
 RESULTS = REPO / "bench" / "results" / "service.md"
 
 WORDS = [
@@ -94,7 +91,7 @@ WORDS = [
 
 
 def vit_b32_config() -> Any:
-    from model.clip import CLIPConfig, TextConfig, VisionConfig
+    from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig
 
     return CLIPConfig(
         embed_dim=512,
@@ -120,12 +117,12 @@ def prepare(work: Path, n_vectors: int) -> dict[str, Any]:
     spec.loader.exec_module(synthetic)
     make_space = synthetic.make_space
 
-    from indexer import catalog
-    from indexer.catalog import Embedding, Image
-    from indexer.reindex import build_and_activate
-    from indexer.worker import WorkerConfig, WorkerContext
-    from model import build
-    from model.checkpoints import save_pretrained
+    from clipsearch.indexer import catalog
+    from clipsearch.indexer.catalog import Embedding, Image
+    from clipsearch.indexer.reindex import build_and_activate
+    from clipsearch.indexer.worker import WorkerConfig, WorkerContext
+    from clipsearch.model import build
+    from clipsearch.model.checkpoints import save_pretrained
 
     model_dir = work / "vit-b-32-random"
     data_dir = work / "data"
@@ -139,7 +136,7 @@ def prepare(work: Path, n_vectors: int) -> dict[str, Any]:
     url = catalog.default_database_url(data_dir)
     engine = catalog.init_db(url)
     sessions = catalog.session_factory(engine)
-    from model import load
+    from clipsearch.model import load
 
     served_model = load(str(model_dir))
     model_id = catalog.ensure_model(sessions, served_model)
@@ -202,9 +199,8 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env["CLIPSEARCH_QUERY_PRECISION"] = precision
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     script = REPO / ".venv" / "bin" / "clipsearch"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "service.cli"]
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "clipsearch.service.cli"]
     cmd += [
         "serve",
         "--no-worker",
@@ -377,7 +373,7 @@ def write_report(
     lines = [
         "# Service: text search end to end under load",
         "",
-        f"`nice .venv/bin/python bench/service.py {' '.join(sys.argv[1:])}`".replace(" `", "`")
+        f"`nice .venv/bin/python -m bench.service {' '.join(sys.argv[1:])}`".replace(" `", "`")
         + f" (vectors={facts['vectors']}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
         f"machine load average before the run: {os.getloadavg()[0]:.1f})",
         "",

@@ -15,7 +15,7 @@ nprobe (ef for HNSW) swept until recall@10 reaches 0.95 for both kinds of query.
 single query (k=10), interleaved query by query with the FAISS store so both see the same load.
 Last, rows upserted without a flush (a growing segment) against the same rows after a flush.
 
-    nice -n 10 .venv/bin/python bench/vector_store.py [--n 100000] [--queries 200]
+    nice -n 10 .venv/bin/python -m bench.vector_store [--n 100000] [--queries 200]
         [--indexes FLAT,IVF_FLAT:milvus] [--no-growing]
 
 Writes bench/results/vector_store.md (and .json): one section per library size; a run replaces
@@ -41,13 +41,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-if __package__ in (None, ""):  # `python bench/vector_store.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from bench.synthetic_vectors import make_space
-from indexer import milvus_store
-from indexer.vector_index import build_index, default_nlist
-from indexer.vector_store import StoreConfig, StoreFilters, VectorFields
+from clipsearch.indexer import milvus_store
+from clipsearch.indexer.vector_index import build_index, default_nlist
+from clipsearch.indexer.vector_store import StoreConfig, StoreFilters, VectorFields
 
 K = 10
 TARGET = 0.95

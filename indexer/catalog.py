@@ -44,8 +44,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from indexer.errors import CatalogUnavailable, IndexerError, NotFound
-from indexer.types import Hit, ImageInfo, JobInfo, RemovedInfo
+from clipsearch.indexer.errors import CatalogUnavailable, IndexerError, NotFound
+from clipsearch.indexer.types import Hit, ImageInfo, JobInfo, RemovedInfo
 
 log = logging.getLogger(__name__)
 

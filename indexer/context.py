@@ -101,7 +101,7 @@ class WorkerContext:
         with self._lock:
             cached = self._models.get(spec)
             if cached is None:
-                import model as clip_model
+                from clipsearch import model as clip_model
 
                 log.info("loading model %s on %s", spec, self.config.device or "auto")
                 cached = clip_model.load(spec, device=self.config.device)

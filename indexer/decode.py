@@ -40,10 +40,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from indexer import safe_files
-from indexer.errors import IndexerError
-from indexer.scan import OUTSIDE_ROOTS
-from indexer.scan import sniff as _sniff
+from clipsearch.indexer import safe_files
+from clipsearch.indexer.errors import IndexerError
+from clipsearch.indexer.scan import OUTSIDE_ROOTS
+from clipsearch.indexer.scan import sniff as _sniff
 
 log = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def decode_file(
     spath = os.fsdecode(path)
     ocr_on = False
     if text is not None:
-        from indexer import ocr as _ocr
+        from clipsearch.indexer import ocr as _ocr
 
         ocr_on = text.enabled and _ocr.probe(text).available
     data = _read_file(spath, roots, expect)
@@ -376,7 +376,7 @@ def decode_file(
         orientation, taken_at = _exif_info(img)
         caption = None
         if text is not None:
-            from indexer import ocr as _ocr
+            from clipsearch.indexer import ocr as _ocr
 
             caption = (
                 " ".join(c for c in (_ocr.exif_caption(img), _ocr.read_caption(spath)) if c) or None
@@ -438,7 +438,7 @@ def decode_file(
 
     found: dict[str, Any] = {}
     if text is not None:
-        from indexer import ocr as _ocr
+        from clipsearch.indexer import ocr as _ocr
 
         found["caption"] = caption
         if ocr_on:
@@ -558,7 +558,7 @@ def _bomb_reason(msg: str, limit: int) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _default_preprocess(image_size: int) -> Callable[[Image.Image], Any]:
-    from model.preprocess import Preprocess
+    from clipsearch.model.preprocess import Preprocess
 
     return Preprocess(image_size)  # type: ignore[no-any-return]
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer.decode import DecodePool, DecodeResult, _read_file, decode_many
-from indexer.errors import IndexerError
+from clipsearch.indexer.decode import DecodePool, DecodeResult, _read_file, decode_many
+from clipsearch.indexer.errors import IndexerError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def wanted(model: Any, mode: str | None = None) -> bool:
         return False
     if mode == "on":
         return True
-    from model.device_preprocess import nvjpeg_available
+    from clipsearch.model.device_preprocess import nvjpeg_available
 
     device = getattr(model, "device", None)
     return device is not None and nvjpeg_available(device)
@@ -69,8 +69,12 @@ def embed_decoded(
     """
     import torch
 
-    from model.device_preprocess import DevicePreprocess, decode_on_device, nvjpeg_available
-    from model.preprocess import ImageDecodeError
+    from clipsearch.model.device_preprocess import (
+        DevicePreprocess,
+        decode_on_device,
+        nvjpeg_available,
+    )
+    from clipsearch.model.preprocess import ImageDecodeError
 
     device = torch.device(getattr(model, "device", "cpu"))
     use_nvjpeg = nvjpeg_available(device)

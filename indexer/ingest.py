@@ -33,8 +33,8 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import jobs
-from indexer.catalog import (
+from clipsearch.indexer import jobs
+from clipsearch.indexer.catalog import (
     Embedding,
     Image,
     Job,
@@ -53,10 +53,10 @@ from indexer.catalog import (
     utcnow,
     vector_to_bytes,
 )
-from indexer.decode import DecodePool, DecodeResult, decode_many, retry_on_rescan
-from indexer.errors import IndexerError, IngestError
-from indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
-from indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
+from clipsearch.indexer.decode import DecodePool, DecodeResult, decode_many, retry_on_rescan
+from clipsearch.indexer.errors import IndexerError, IngestError
+from clipsearch.indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
+from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,7 @@ def embed_decoded(
     back in ``decoded`` as failures or with CPU pixels, embedded here."""
     vectors: dict[str, np.ndarray] = {}
     if on_device:
-        from indexer import device_embed
+        from clipsearch.indexer import device_embed
 
         vectors, decoded = device_embed.embed_decoded(
             model,
@@ -559,7 +559,7 @@ def process_batch(
         return result
 
     preprocess = getattr(model, "preprocessor", None)
-    from indexer import device_embed
+    from clipsearch.indexer import device_embed
 
     on_device = device_embed.wanted(model)  # JPEG pixels decoded on the model's GPU instead
     expect = [(int(r.size), int(r.mtime_ns)) for r in work]  # the file the scan saw
@@ -646,7 +646,7 @@ def process_batch(
         store_vectors(s, model_id, {k: v for k, v in vectors.items() if k in used_shas}, now)
         gc_embeddings(s, old_shas)
         if texts:
-            from indexer.keywords import store_decoded
+            from clipsearch.indexer.keywords import store_decoded
 
             result.ocr = store_decoded(s, texts)
         if job_id is not None:

@@ -29,7 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from indexer.catalog import UTCDateTime
+from clipsearch.indexer.catalog import UTCDateTime
 
 metadata = sa.MetaData()
 
@@ -267,11 +267,11 @@ def _postgres_candidates(
 
 def _ready(session: Session, ids: Sequence[int], where: Sequence[Any]) -> set[int]:
     """Which of these images are ready and pass the search filters (by primary key)."""
-    from indexer.catalog import Image
+    from clipsearch.indexer.catalog import Image
 
     if not ids:
         return set()
-    from indexer.catalog import ID_IN
+    from clipsearch.indexer.catalog import ID_IN
 
     stmt = sa.select(Image.id).where(ID_IN, Image.state == "ready", *where)
     return {int(i) for i in session.scalars(stmt, {"ids": [int(i) for i in ids]})}

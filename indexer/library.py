@@ -287,7 +287,7 @@ class Library:
             return _spec_of_active(session) or normalise_spec(self.config.model_spec)
 
     def _load_model(self, spec: str) -> Any:
-        import model as clip_model
+        from clipsearch import model as clip_model
 
         return clip_model.load(spec, device=self.config.device)
 
@@ -1380,7 +1380,7 @@ def _move(source: str, target: str) -> None:
 
 def _registry_names() -> set[str]:
     try:
-        from model import registry
+        from clipsearch.model import registry
     except ImportError:  # pragma: no cover - the registry ships with the model package
         return set()
     return set(getattr(registry, "MODELS", {}))

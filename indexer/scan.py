@@ -16,8 +16,8 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 
-from indexer.errors import IngestError, PathNotAllowed
-from indexer.types import FileInfo, ScanProblem
+from clipsearch.indexer.errors import IngestError, PathNotAllowed
+from clipsearch.indexer.types import FileInfo, ScanProblem
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,6 @@ from .vector_store import StoreConfig
 
 log = logging.getLogger(__name__)
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def default_database_url(data_dir: Path) -> str:
     """The embedded catalog: a SQLite file in the data directory (see indexer.catalog)."""
@@ -328,7 +326,7 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
     from celery import signals
 
     app = create_worker_app(config)
-    import model  # noqa: F401 - import torch and the model code now, not in the first task
+    from clipsearch import model  # noqa: F401 - import torch and the model code now, not in the first task
 
     if is_embedded_broker(app.conf.broker_url or ""):
         _prune_embedded_broker(app)
@@ -457,14 +455,10 @@ def start_worker_process(
         log_path = data_dir / "logs" / "worker.log"
     env = dict(os.environ)
     env.update(config.to_env())
-    # Make `indexer` importable in the child even when running from a source checkout.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
     log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "indexer.worker", "--loglevel", loglevel],
+            [sys.executable, "-m", "clipsearch.indexer.worker", "--loglevel", loglevel],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -498,6 +492,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the importable module's main, not this __main__ copy, so that the tasks and the worker
     # share one set of classes.
-    from indexer.worker import main as _main
+    from clipsearch.indexer.worker import main as _main
 
     sys.exit(_main())

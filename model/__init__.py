@@ -1,9 +1,9 @@
 """clipsearch: model layer (CLIP, its checkpoints, tokenizer and preprocessing)."""
 
-from model.api import build, load
-from model.checkpoints import load_checkpoint, save_pretrained
-from model.clip import CLIP, CLIPConfig, TextConfig, VisionConfig
-from model.errors import CheckpointError, DownloadError, ModelError
+from clipsearch.model.api import build, load
+from clipsearch.model.checkpoints import load_checkpoint, save_pretrained
+from clipsearch.model.clip import CLIP, CLIPConfig, TextConfig, VisionConfig
+from clipsearch.model.errors import CheckpointError, DownloadError, ModelError
 
 __all__ = [
     "CLIP",

@@ -10,9 +10,9 @@ from typing import Any
 
 import torch
 
-from model.base import EmbeddingModel
-from model.clip import CLIP, CLIPConfig
-from model.errors import CheckpointError, ModelError
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.clip import CLIP, CLIPConfig
+from clipsearch.model.errors import CheckpointError, ModelError
 
 ENV_ALLOW_JIT = "CLIPSEARCH_ALLOW_JIT"
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 def _resolve_spec(spec: str | Path) -> Path:
     """A registry name -> its (downloaded, verified) local path; otherwise an existing path."""
-    from model import registry
+    from clipsearch.model import registry
 
     if isinstance(spec, str) and spec.strip() in registry.MODELS:
         return Path(registry.resolve(spec.strip()))
@@ -81,7 +81,7 @@ def load(
     Raises :class:`CheckpointError` (or :class:`DownloadError` from the registry) with a
     message naming the file and what was expected.
     """
-    from model.checkpoints import load_checkpoint
+    from clipsearch.model.checkpoints import load_checkpoint
 
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
         raise CheckpointError(f"expected a model name or checkpoint path, got {spec!r}")
@@ -91,7 +91,7 @@ def load(
     path = _resolve_spec(spec)
     family = _family_of(path)
     if family is not None:
-        from model import families
+        from clipsearch.model import families
 
         try:
             if (path / families.OPEN_CLIP_CONFIG).is_file():
@@ -125,7 +125,7 @@ def _family_of(path: Path) -> str | None:
     """The family of a checkpoint folder other than standard CLIP, or None."""
     if not path.is_dir():
         return None
-    from model.families import folder_family
+    from clipsearch.model.families import folder_family
 
     return folder_family(path)
 

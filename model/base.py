@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.errors import ModelError
+from clipsearch.model.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class EmbeddingModel(nn.Module):
         resize mode and filter. A plain picklable object: hand this, not the model, to worker
         processes."""
         if self._preprocessor is None:
-            from model.preprocess import Preprocess
+            from clipsearch.model.preprocess import Preprocess
 
             self._preprocessor = Preprocess(
                 self.image_size,
@@ -219,12 +219,12 @@ class EmbeddingModel(nn.Module):
         models have no compact path and get :meth:`embed_texts`, with a log line saying so.
         Same output contract: texts -> float32 [N, E], L2-normalised.
         """
-        from model.quantize import check_precision, compact_text_tower
+        from clipsearch.model.quantize import check_precision, compact_text_tower
 
         precision = check_precision(precision)
         if precision == "exact":
             return self.embed_texts
-        from model.clip import CLIP
+        from clipsearch.model.clip import CLIP
 
         if not isinstance(self, CLIP) or self.device.type != "cpu":
             log.warning(
@@ -270,7 +270,7 @@ class EmbeddingModel(nn.Module):
         if isinstance(item, PILImage.Image):
             return self.preprocess(item)
         if isinstance(item, (str, Path)):
-            from model.preprocess import load_image
+            from clipsearch.model.preprocess import load_image
 
             try:
                 image = load_image(item)

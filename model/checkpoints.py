@@ -30,9 +30,16 @@ from typing import Any
 
 import torch
 
-from model.base import EmbeddingModel
-from model.clip import CLIP, OPENAI_MEAN, OPENAI_STD, CLIPConfig, TextConfig, VisionConfig
-from model.errors import CheckpointError, ModelError
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.clip import (
+    CLIP,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    CLIPConfig,
+    TextConfig,
+    VisionConfig,
+)
+from clipsearch.model.errors import CheckpointError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +224,7 @@ def file_sha256(path: Path) -> str:
 
 def _known_openai_hashes() -> set[str]:
     """OpenAI's published hashes: ours above plus the model registry's TorchScript entries."""
-    from model.registry import KNOWN_JIT_SHA256
+    from clipsearch.model.registry import KNOWN_JIT_SHA256
 
     return set(OPENAI_SHA256) | {str(sha).lower() for sha in KNOWN_JIT_SHA256}
 
@@ -589,7 +596,7 @@ def save_pretrained(model: EmbeddingModel, folder: str | Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder}: exists and is not a folder; cannot save a model there")
     if not isinstance(model, CLIP):
-        from model.families import save_family
+        from clipsearch.model.families import save_family
 
         return save_family(model, folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel, check_batch_size
-from model.errors import ModelError
+from clipsearch.model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel, check_batch_size
+from clipsearch.model.errors import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +465,7 @@ class ModifiedResNet(nn.Module):
 @functools.lru_cache(maxsize=1)
 def _default_tokenizer() -> Any:
     """The packaged BPE tokenizer, built once per process and shared by every model."""
-    from model.tokenizer import Tokenizer
+    from clipsearch.model.tokenizer import Tokenizer
 
     return Tokenizer()
 

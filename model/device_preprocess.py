@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from model.errors import ModelError
-from model.preprocess import _BOX_RESIZE_ASPECT, OPENAI_MEAN, OPENAI_STD
+from clipsearch.model.errors import ModelError
+from clipsearch.model.preprocess import _BOX_RESIZE_ASPECT, OPENAI_MEAN, OPENAI_STD
 
 _ORIENTATION = 0x0112
 
@@ -42,7 +42,7 @@ class DevicePreprocess:
         resize_mode: str = "shortest",
         interpolation: str = "bicubic",
     ) -> None:
-        from model.preprocess import Preprocess
+        from clipsearch.model.preprocess import Preprocess
 
         # the CPU transform's own checks (size, mean/std, resize mode, filter), one set of rules
         Preprocess(image_size, mean, std, resize_mode, interpolation)
@@ -147,7 +147,7 @@ def nvjpeg_available(device: torch.device | str) -> bool:
 
 
 def _host_decode(data: bytes, pin: bool) -> torch.Tensor:
-    from model.preprocess import load_image
+    from clipsearch.model.preprocess import load_image
 
     rgb = load_image(io.BytesIO(data))  # bomb guard and EXIF orientation as on the CPU path
     arr = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()

@@ -30,8 +30,8 @@ from typing import Any, cast
 
 import torch
 
-from model.base import EmbeddingModel
-from model.checkpoints import (
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.checkpoints import (
     OPEN_CLIP_CONFIG,
     OPEN_CLIP_WEIGHTS,
     OUR_CONFIG,
@@ -46,8 +46,8 @@ from model.checkpoints import (
     compare_state_dict,
     load_state_dict_file,
 )
-from model.errors import CheckpointError, ModelError
-from model.towers import TextTowerConfig
+from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.towers import TextTowerConfig
 
 log = logging.getLogger(__name__)
 
@@ -234,23 +234,23 @@ def text_tower_config(
 
 def _build(family: str, config: Any, tokenizer_dir: Path | None) -> EmbeddingModel:
     if family == "siglip":
-        from model.siglip import SigLIP
+        from clipsearch.model.siglip import SigLIP
 
         return SigLIP(config, tokenizer_dir=tokenizer_dir)
     if family == "mobileclip":
-        from model.mobileclip import MobileCLIP
+        from clipsearch.model.mobileclip import MobileCLIP
 
         return MobileCLIP(config)
     if family == "hf-text":
-        from model.hf_text import HFTextCLIP
+        from clipsearch.model.hf_text import HFTextCLIP
 
         return HFTextCLIP(config, tokenizer_dir=tokenizer_dir)
     if family == "nllb-siglip":
-        from model.nllb import NLLBSigLIP
+        from clipsearch.model.nllb import NLLBSigLIP
 
         return NLLBSigLIP(config, tokenizer_dir=tokenizer_dir)
     if family == "mobileclip-vit":
-        from model.mobileclip_vit import MobileCLIPViT
+        from clipsearch.model.mobileclip_vit import MobileCLIPViT
 
         return MobileCLIPViT(config)
     raise CheckpointError(f"unknown model family {family!r}")
@@ -258,22 +258,22 @@ def _build(family: str, config: Any, tokenizer_dir: Path | None) -> EmbeddingMod
 
 def _config_class(family: str) -> Any:
     if family == "siglip":
-        from model.siglip import SigLIPConfig
+        from clipsearch.model.siglip import SigLIPConfig
 
         return SigLIPConfig
     if family == "mobileclip":
-        from model.mobileclip import MobileCLIPConfig
+        from clipsearch.model.mobileclip import MobileCLIPConfig
 
         return MobileCLIPConfig
     if family == "nllb-siglip":
-        from model.nllb import NLLBSigLIPConfig
+        from clipsearch.model.nllb import NLLBSigLIPConfig
 
         return NLLBSigLIPConfig
     if family == "mobileclip-vit":
-        from model.mobileclip_vit import MobileCLIPViTConfig
+        from clipsearch.model.mobileclip_vit import MobileCLIPViTConfig
 
         return MobileCLIPViTConfig
-    from model.hf_text import HFTextCLIPConfig
+    from clipsearch.model.hf_text import HFTextCLIPConfig
 
     return HFTextCLIPConfig
 
@@ -304,8 +304,8 @@ def _assemble(
 
 
 def _open_clip_preprocess(model: EmbeddingModel, data: Mapping[str, Any], source: str) -> None:
-    from model.checkpoints import _preprocess_cfg
-    from model.preprocess import INTERPOLATIONS, RESIZE_MODES
+    from clipsearch.model.checkpoints import _preprocess_cfg
+    from clipsearch.model.preprocess import INTERPOLATIONS, RESIZE_MODES
 
     pre = data.get("preprocess_cfg") or {}
     if not isinstance(pre, dict):
@@ -359,24 +359,24 @@ def from_open_clip(
         raise CheckpointError(f"{source}: a standard CLIP; load it with model.load")
     tokenizer_dir: Path | None = folder
     if family == "siglip":
-        from model.siglip import from_open_clip_state
+        from clipsearch.model.siglip import from_open_clip_state
 
         state = from_open_clip_state(state)
         config = _siglip_config(data, folder, state, source)
     elif family == "mobileclip":
-        from model.mobileclip import from_open_clip_state as mobile_state
+        from clipsearch.model.mobileclip import from_open_clip_state as mobile_state
 
         state = mobile_state(state)
         config = _mobileclip_config(data, folder, state, source)
         tokenizer_dir = None
     elif family == "nllb-siglip":
-        from model.siglip import from_open_clip_state as siglip_state
+        from clipsearch.model.siglip import from_open_clip_state as siglip_state
 
         state = siglip_state(state)
         config = _nllb_config(data, folder, state, source)
     elif family == "mobileclip-vit":
-        from model.mobileclip_vit import from_open_clip_state as mci_vit_state
-        from model.mobileclip_vit import infer_config as mci_vit_config
+        from clipsearch.model.mobileclip_vit import from_open_clip_state as mci_vit_state
+        from clipsearch.model.mobileclip_vit import infer_config as mci_vit_config
 
         state = mci_vit_state(state)
         config = mci_vit_config(data, folder, state, source)
@@ -457,7 +457,7 @@ def siglip_vision_config(
     vision_cfg: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
 ) -> Any:
     """timm's SigLIP ViT (renamed to our keys) from shapes + config: a SigLIPVisionConfig."""
-    from model.siglip import SigLIPVisionConfig, vision_heads
+    from clipsearch.model.siglip import SigLIPVisionConfig, vision_heads
 
     _, args = timm_tower(vision_cfg, folder, source)
     width, _, patch, _ = _shape(state, "visual.patch_embed.weight", source)
@@ -490,7 +490,7 @@ def siglip_vision_config(
 
 
 def _siglip_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
-    from model.siglip import SigLIPConfig
+    from clipsearch.model.siglip import SigLIPConfig
 
     model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
     vision = siglip_vision_config(vision_cfg, folder, state, source)
@@ -504,18 +504,18 @@ def _siglip_config(data: Mapping[str, Any], folder: Path, state: StateDict, sour
 
 
 def _mobileclip_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
-    from model.mobileclip import infer_config
+    from clipsearch.model.mobileclip import infer_config
 
     return infer_config(data, folder, state, source)
 
 
 def _hf_text_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
-    from model.hf_text import infer_config
+    from clipsearch.model.hf_text import infer_config
 
     return infer_config(data, folder, state, source)
 
 
 def _nllb_config(data: Mapping[str, Any], folder: Path, state: StateDict, source: str) -> Any:
-    from model.nllb import infer_config
+    from clipsearch.model.nllb import infer_config
 
     return infer_config(data, folder, state, source)

@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel
-from model.clip import QuickGELU, VisionConfig, VisionTransformer, _check_positive_int
-from model.errors import CheckpointError, ModelError
+from clipsearch.model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel
+from clipsearch.model.clip import QuickGELU, VisionConfig, VisionTransformer, _check_positive_int
+from clipsearch.model.errors import CheckpointError, ModelError
 
 POOLERS = ("mean_pooler", "cls_pooler")
 PROJECTIONS = ("mlp", "linear")
@@ -86,7 +86,7 @@ class HFTextCLIPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HFTextCLIPConfig:
-        from model.clip import _dataclass_from
+        from clipsearch.model.clip import _dataclass_from
 
         if not isinstance(data, dict):
             raise ModelError(f"an HF-text config must be a JSON object, got {type(data).__name__}")
@@ -166,7 +166,7 @@ class HFTextCLIP(EmbeddingModel):
         return self.config.context_length
 
     def _make_tokenizer(self) -> Any:
-        from model.hub_tokenizer import HubTokenizer
+        from clipsearch.model.hub_tokenizer import HubTokenizer
 
         if self.tokenizer_dir is None:
             raise ModelError("this model has no tokenizer folder; set model.tokenizer")
@@ -223,7 +223,7 @@ class HFTextEncoder(nn.Module):
 
 def _shape_config(model_type: str, state: Mapping[str, Any], source: str) -> dict[str, Any]:
     """A RoBERTa-family transformers config from the weights' shapes (XLM-R base/large)."""
-    from model.checkpoints import _count_indices, _shape
+    from clipsearch.model.checkpoints import _count_indices, _shape
 
     prefix = "text.transformer."
     vocab, hidden = _shape(state, prefix + "embeddings.word_embeddings.weight", source)
@@ -254,8 +254,8 @@ def infer_config(
     from shapes, the text tower from its transformers config (or shapes), projection from keys."""
     import json
 
-    from model.checkpoints import _count_indices, _shape
-    from model.families import _model_cfg
+    from clipsearch.model.checkpoints import _count_indices, _shape
+    from clipsearch.model.families import _model_cfg
 
     model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
     # Image tower: as CLIP's, from shapes; heads from head_width.

@@ -36,7 +36,7 @@ import ftfy
 import regex
 import torch
 
-from model.errors import CheckpointError, ModelError
+from clipsearch.model.errors import CheckpointError, ModelError
 
 log = logging.getLogger(__name__)
 

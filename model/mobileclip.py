@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.base import EmbeddingModel
-from model.clip import _check_positive_int, _dataclass_from
-from model.errors import CheckpointError, ModelError
-from model.towers import TextTowerConfig, TextTransformer
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.clip import _check_positive_int, _dataclass_from
+from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.towers import TextTowerConfig, TextTransformer
 
 MOBILECLIP_MEAN = (0.0, 0.0, 0.0)
 MOBILECLIP_STD = (1.0, 1.0, 1.0)
@@ -591,7 +591,7 @@ class MobileCLIP(EmbeddingModel):
         return self.config.vision.folded
 
     def _make_tokenizer(self) -> Any:
-        from model.clip import _default_tokenizer
+        from clipsearch.model.clip import _default_tokenizer
 
         return _default_tokenizer()
 
@@ -632,8 +632,8 @@ def from_open_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 def infer_config(data: Any, folder: Any, state: dict[str, Any], source: str) -> MobileCLIPConfig:
     """The architecture from the weights' shapes (stages, widths, mixers, SE, position
     encodings, norms), the config's image size and text options."""
-    from model.checkpoints import _count_indices, _shape
-    from model.families import _image_size, _model_cfg, text_tower_config, timm_tower
+    from clipsearch.model.checkpoints import _count_indices, _shape
+    from clipsearch.model.families import _image_size, _model_cfg, text_tower_config, timm_tower
 
     model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
     arch, args = timm_tower(vision_cfg, folder, source)

@@ -29,10 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.base import EmbeddingModel
-from model.clip import LayerNorm, Transformer, _check_positive_int, _dataclass_from
-from model.errors import CheckpointError, ModelError
-from model.towers import TextTowerConfig, TextTransformer
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.clip import LayerNorm, Transformer, _check_positive_int, _dataclass_from
+from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.towers import TextTowerConfig, TextTransformer
 
 MOBILECLIP_MEAN = (0.0, 0.0, 0.0)
 MOBILECLIP_STD = (1.0, 1.0, 1.0)
@@ -111,7 +111,7 @@ class StemConv(nn.Module):
 
     def fold(self) -> None:
         """BatchNorm (running statistics) folded into the convolution: one biased conv."""
-        from model.mobileclip import fold_bn
+        from clipsearch.model.mobileclip import fold_bn
 
         if self.bn is None:
             return
@@ -200,7 +200,7 @@ class MobileCLIPViT(EmbeddingModel):
         return self.config.text.context_length
 
     def _make_tokenizer(self) -> Any:
-        from model.clip import _default_tokenizer
+        from clipsearch.model.clip import _default_tokenizer
 
         return _default_tokenizer()
 
@@ -233,7 +233,7 @@ class MobileCLIPViT(EmbeddingModel):
 def from_open_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """open_clip's names (timm's under ``visual.trunk.``) -> :class:`MobileCLIPViT`'s: the
     blocks renamed as SigLIP's are, the rest moved from ``visual.trunk.`` to ``visual.``."""
-    from model.siglip import from_open_clip_state as siglip_names
+    from clipsearch.model.siglip import from_open_clip_state as siglip_names
 
     out = siglip_names(state)  # visual.trunk.blocks.N.* -> visual.transformer.resblocks.N.*
     prefix = "visual.trunk."
@@ -244,8 +244,14 @@ def from_open_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def infer_config(data: Any, folder: Any, state: dict[str, Any], source: str) -> MobileCLIPViTConfig:
     """The architecture from the weights' shapes; the config's image size and text options."""
-    from model.checkpoints import _count_indices, _shape
-    from model.families import _image_size, _int, _model_cfg, text_tower_config, timm_tower
+    from clipsearch.model.checkpoints import _count_indices, _shape
+    from clipsearch.model.families import (
+        _image_size,
+        _int,
+        _model_cfg,
+        text_tower_config,
+        timm_tower,
+    )
 
     model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
     _, args = timm_tower(vision_cfg, folder, source)

@@ -36,11 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.base import EmbeddingModel, check_batch_size
-from model.clip import _check_positive_int, _dataclass_from
-from model.errors import CheckpointError, ModelError
-from model.hf_text import HFTextEncoder, hf_width
-from model.siglip import (
+from clipsearch.model.base import EmbeddingModel, check_batch_size
+from clipsearch.model.clip import _check_positive_int, _dataclass_from
+from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.hf_text import HFTextEncoder, hf_width
+from clipsearch.model.siglip import (
     SIGLIP_MEAN,
     SIGLIP_STD,
     SigLIPVisionConfig,
@@ -68,7 +68,7 @@ class NLLBSigLIPConfig:
     language: str | None = None  # FLORES-200 code put first; None: the folder's (eng_Latn)
 
     def __post_init__(self) -> None:
-        from model.hf_text import POOLERS, PROJECTIONS
+        from clipsearch.model.hf_text import POOLERS, PROJECTIONS
 
         _check_positive_int("config", "embed_dim", self.embed_dim)
         _check_positive_int("config", "context_length", self.context_length)
@@ -142,7 +142,7 @@ class NLLBSigLIP(SigmoidScoring, EmbeddingModel):
         return self.config.context_length
 
     def _make_tokenizer(self) -> Any:
-        from model.hub_tokenizer import HubTokenizer
+        from clipsearch.model.hub_tokenizer import HubTokenizer
 
         if self.tokenizer_dir is None:
             raise ModelError(
@@ -216,7 +216,7 @@ def nllb_shape_config(state: Mapping[str, Any], source: str) -> dict[str, Any]:
     """NLLB-200's M2M100 transformers config from the encoder's shapes (the distilled 600M and
     1.3B models, the dense 3.3B): width, layers and FFN from the tensors, heads width // 64, and
     what NLLB-200 fixes (sinusoidal positions for 1024 tokens, scaled embeddings, ReLU)."""
-    from model.checkpoints import _count_indices, _shape
+    from clipsearch.model.checkpoints import _count_indices, _shape
 
     prefix = "text.transformer."
     vocab, width = _shape(state, prefix + "embed_tokens.weight", source)
@@ -255,8 +255,8 @@ def infer_config(
     """The architecture of an open_clip NLLB-SigLIP: the SigLIP tower from shapes (timm's keys
     renamed by :func:`model.siglip.from_open_clip_state`), the text tower from its transformers
     config (or shapes), the projection from the keys."""
-    from model.checkpoints import _shape
-    from model.families import _model_cfg, siglip_vision_config
+    from clipsearch.model.checkpoints import _shape
+    from clipsearch.model.families import _model_cfg, siglip_vision_config
 
     model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
     vision = siglip_vision_config(vision_cfg, folder, state, source)

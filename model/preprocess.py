@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from model.errors import ModelError
+from clipsearch.model.errors import ModelError
 
 log = logging.getLogger(__name__)
 

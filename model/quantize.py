@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.errors import ModelError
+from clipsearch.model.errors import ModelError
 
 if TYPE_CHECKING:
-    from model.clip import CLIP, ResidualAttentionBlock
+    from clipsearch.model.clip import CLIP, ResidualAttentionBlock
 
 log = logging.getLogger(__name__)
 

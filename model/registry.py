@@ -33,7 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from model.errors import DownloadError, ModelError
+from clipsearch.model.errors import DownloadError, ModelError
 
 log = logging.getLogger(__name__)
 

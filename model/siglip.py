@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.base import EmbeddingModel
-from model.clip import LayerNorm, Transformer, _check_positive_int, _dataclass_from
-from model.errors import ModelError
-from model.towers import TextTowerConfig, TextTransformer, activation
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.clip import LayerNorm, Transformer, _check_positive_int, _dataclass_from
+from clipsearch.model.errors import ModelError
+from clipsearch.model.towers import TextTowerConfig, TextTransformer, activation
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -244,7 +244,7 @@ class SigLIP(SigmoidScoring, EmbeddingModel):
         return self.config.text.context_length
 
     def _make_tokenizer(self) -> Any:
-        from model.hub_tokenizer import HubTokenizer
+        from clipsearch.model.hub_tokenizer import HubTokenizer
 
         if self.tokenizer_dir is None:
             raise ModelError(

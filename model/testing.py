@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.api import build
-from model.clip import CLIP, CLIPConfig, TextConfig, VisionConfig
+from clipsearch.model.api import build
+from clipsearch.model.clip import CLIP, CLIPConfig, TextConfig, VisionConfig
 
 
 def tiny_config(image_size: int = 32) -> CLIPConfig:

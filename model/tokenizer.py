@@ -32,7 +32,7 @@ import ftfy
 import regex
 import torch
 
-from model.errors import ModelError
+from clipsearch.model.errors import ModelError
 
 log = logging.getLogger(__name__)
 

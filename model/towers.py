@@ -16,7 +16,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from model.clip import (
+from clipsearch.model.clip import (
     Activation,
     LayerNorm,
     QuickGELU,
@@ -24,7 +24,7 @@ from model.clip import (
     Transformer,
     _check_positive_int,
 )
-from model.errors import ModelError
+from clipsearch.model.errors import ModelError
 
 ACTIVATIONS: dict[str, Activation] = {
     "gelu": nn.GELU,  # exact (erf) GELU

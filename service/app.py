@@ -52,7 +52,7 @@ def build_library(settings: Settings, confine: bool = True) -> Any:
     ``confine``: the library itself also refuses ingestion outside the allowed roots (the API's
     library); the CLI's ``ingest`` passes False (a local user may ingest any folder they can read).
     """
-    from indexer.library import Library, LibraryConfig
+    from clipsearch.indexer.library import Library, LibraryConfig
 
     return Library(
         LibraryConfig(
@@ -71,7 +71,7 @@ def build_library(settings: Settings, confine: bool = True) -> Any:
 
 def ocr_config() -> Any:
     """The OCR settings (CLIPSEARCH_OCR, _TESSERACT, _OCR_LANG, _OCR_TIMEOUT_S; indexer.ocr)."""
-    from indexer.ocr import OcrConfig
+    from clipsearch.indexer.ocr import OcrConfig
 
     return OcrConfig.from_env()
 
@@ -79,7 +79,7 @@ def ocr_config() -> Any:
 def static_dir() -> Path | None:
     """The gallery's folder (web/static), if the web package is installed."""
     try:
-        import web
+        from clipsearch import web
     except ImportError:
         return None
     folder = getattr(web, "STATIC_DIR", None) or Path(web.__file__).parent / "static"
@@ -97,7 +97,7 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
 def _error_status(exc: BaseException) -> tuple[int, str] | None:
     """Map a lower layer's exception to (status, message); None when it is a bug (500)."""
     try:
-        from indexer import errors as ie
+        from clipsearch.indexer import errors as ie
     except ImportError:  # indexer not installed: only model and DB errors are known
         ie = None  # type: ignore[assignment]
     msg = str(exc) or exc.__class__.__name__
@@ -129,7 +129,7 @@ def _error_status(exc: BaseException) -> tuple[int, str] | None:
         if base is not None and isinstance(exc, base):
             return 400, msg
     try:
-        from model.errors import ModelError
+        from clipsearch.model.errors import ModelError
     except ImportError:
         ModelError = None  # type: ignore[assignment,misc]
     if ModelError is not None and isinstance(exc, ModelError):
@@ -194,13 +194,13 @@ def install_error_handlers(app: FastAPI) -> None:
 def _mapped_exception_classes() -> list[type[Exception]]:
     classes: list[type[Exception]] = [QueryError]
     try:
-        from indexer.errors import IndexerError
+        from clipsearch.indexer.errors import IndexerError
 
         classes.append(IndexerError)
     except ImportError:
         pass
     try:
-        from model.errors import ModelError
+        from clipsearch.model.errors import ModelError
 
         classes.append(ModelError)
     except ImportError:

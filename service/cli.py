@@ -65,7 +65,7 @@ def _library(settings: Any) -> Any:
     """The library of the settings' data folder. Its catalog's model wins over the configured
     one; a different model asked for explicitly (``--model``, ``CLIPSEARCH_MODEL``) is named,
     with how to switch to it, instead of being used silently."""
-    from indexer.context import library_model_spec, normalise_spec
+    from clipsearch.indexer.context import library_model_spec, normalise_spec
 
     from .app import build_library
 
@@ -97,10 +97,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         PermissionError,
     ]
     for module, name in (
-        ("indexer.errors", "IndexerError"),
-        ("model.errors", "ModelError"),
-        ("service.query", "QueryError"),
-        ("service.serve", "ServeError"),
+        ("clipsearch.indexer.errors", "IndexerError"),
+        ("clipsearch.model.errors", "ModelError"),
+        ("clipsearch.service.query", "QueryError"),
+        ("clipsearch.service.serve", "ServeError"),
     ):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):
@@ -205,7 +205,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.folder}: not a folder (give the folder that holds the images)")
     settings = _settings(args)
     lib = _library(settings)
-    from model.registry import check_spec
+    from clipsearch.model.registry import check_spec
 
     check_spec(lib.model_spec)  # a model that cannot be loaded fails here, not in the worker
     job = lib.submit_ingest(str(folder.resolve()), recursive=not args.no_recursive)
@@ -235,7 +235,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from indexer.worker import run_worker
+    from clipsearch.indexer.worker import run_worker
 
     from .serve import worker_config
 
@@ -330,7 +330,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     """List duplicate groups; --scan brings them up to date first (a duplicates job)."""
     from dataclasses import asdict
 
-    from indexer import duplicates
+    from clipsearch.indexer import duplicates
 
     settings = _settings(args)
     lib = _library(settings)
@@ -371,7 +371,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
 
 def catalog_path(text: str) -> str:
-    from indexer.catalog import path_from_db
+    from clipsearch.indexer.catalog import path_from_db
 
     return path_from_db(text).encode("utf-8", "backslashreplace").decode("utf-8")
 
@@ -496,7 +496,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     for path in args.image or []:
         if not Path(path).is_file():
             raise CLIError(f"--image {path}: no such file")
-    import model as clip_model
+    from clipsearch import model as clip_model
 
     m = clip_model.load(args.model, device=args.device)
     out: dict[str, Any] = {"model": str(getattr(m, "name", args.model)), "dim": int(m.embed_dim)}
@@ -546,10 +546,19 @@ def _wait_flags(p: argparse.ArgumentParser) -> None:
 
 OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
     # command -> (module whose register(subparsers) adds it, one-line help for the listing)
-    "finetune": ("model.finetune.cli", "fine-tune CLIP on your own image/caption pairs"),
-    "eval": ("model.finetune.cli", "evaluate a model: retrieval recall and zero-shot accuracy"),
-    "wise": ("model.finetune.cli", "WiSE-FT: interpolate a starting and a fine-tuned model"),
-    "demo": ("service.demo", "offline demo: train a small CLIP on a synthetic set and serve it"),
+    "finetune": ("clipsearch.model.finetune.cli", "fine-tune CLIP on your own image/caption pairs"),
+    "eval": (
+        "clipsearch.model.finetune.cli",
+        "evaluate a model: retrieval recall and zero-shot accuracy",
+    ),
+    "wise": (
+        "clipsearch.model.finetune.cli",
+        "WiSE-FT: interpolate a starting and a fine-tuned model",
+    ),
+    "demo": (
+        "clipsearch.service.demo",
+        "offline demo: train a small CLIP on a synthetic set and serve it",
+    ),
 }
 
 
@@ -788,7 +797,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_search)
 
-    from indexer.settings import DEFAULT_MODEL
+    from clipsearch.indexer.settings import DEFAULT_MODEL
 
     p = sub.add_parser(
         "embed",

@@ -51,7 +51,7 @@ class DemoAssets:
 
 
 def _synthetic_config() -> Any:
-    from model.finetune.synthetic import SyntheticConfig
+    from clipsearch.model.finetune.synthetic import SyntheticConfig
 
     return SyntheticConfig(
         attributes=("colour", "shape", "position", "count"),
@@ -63,7 +63,7 @@ def _synthetic_config() -> Any:
 
 
 def _train_config(steps: int) -> Any:
-    from model.finetune.train import TrainConfig
+    from clipsearch.model.finetune.train import TrainConfig
 
     return TrainConfig(
         max_steps=steps,
@@ -90,12 +90,12 @@ def prepare_demo(
     progress: bool = True,
 ) -> DemoAssets:
     """Generate the set and train the model unless an identical one is cached under ``data_dir``."""
-    from model.api import build
-    from model.checkpoints import save_pretrained
-    from model.finetune.background import write_background
-    from model.finetune.data import load_pairs
-    from model.finetune.synthetic import write_folder
-    from model.finetune.train import small_clip_config, train
+    from clipsearch.model.api import build
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.finetune.background import write_background
+    from clipsearch.model.finetune.data import load_pairs
+    from clipsearch.model.finetune.synthetic import write_folder
+    from clipsearch.model.finetune.train import small_clip_config, train
 
     if steps < 1:
         raise ValueError(f"--steps {steps}: give at least 1 training step")
@@ -151,7 +151,7 @@ def prepare_demo(
 
 
 def _default_demo_dir() -> Path:
-    from indexer.settings import default_data_dir
+    from clipsearch.indexer.settings import default_data_dir
 
     return Path(default_data_dir()) / "demo"
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request
 
-from indexer.facade import LibraryFacade
+from clipsearch.indexer.facade import LibraryFacade
 
 from .metrics import Metrics
 from .query import EmbeddingCache, TextEncoder, query_embedder

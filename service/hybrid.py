@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Query
 from starlette.concurrency import run_in_threadpool
 
-from indexer.errors import IndexerError
+from clipsearch.indexer.errors import IndexerError
 
 from .deps import ServiceState, limit_compute_threads
 
@@ -30,8 +30,8 @@ ModeQuery = Annotated[str | None, Query(pattern="^(semantic|text|hybrid)$", desc
 
 async def resolve_mode(state: ServiceState, text: str, mode: str | None) -> str:
     """The mode this query runs in (one index probe when none is asked for)."""
-    from indexer.hybrid import resolve_mode as resolve
-    from indexer.keywords import query_words
+    from clipsearch.indexer.hybrid import resolve_mode as resolve
+    from clipsearch.indexer.keywords import query_words
 
     if mode is not None and mode not in MODES:
         raise HTTPException(422, detail="mode must be semantic, text or hybrid")

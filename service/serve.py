@@ -30,7 +30,7 @@ def worker_config(settings: Settings, **overrides: Any) -> Any:
     """
     from dataclasses import replace
 
-    from indexer.worker import WorkerConfig
+    from clipsearch.indexer.worker import WorkerConfig
 
     return replace(
         WorkerConfig.from_env(),
@@ -47,7 +47,7 @@ def worker_config(settings: Settings, **overrides: Any) -> Any:
 
 def start_embedded_worker(settings: Settings) -> Any:
     """Start a worker child process (it stops when this process dies)."""
-    from indexer.worker import start_worker_process
+    from clipsearch.indexer.worker import start_worker_process
 
     worker = start_worker_process(worker_config(settings), die_with_parent=True)
     log.info("embedded worker started (pid %d, log %s)", worker.pid, worker.log_path)

@@ -26,7 +26,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from indexer.errors import Conflict
+from clipsearch.indexer.errors import Conflict
 
 from .deps import ServiceState
 from .query import (

@@ -152,6 +152,6 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture()
 def milvus_store(milvus_server: str) -> object:
     """A StoreConfig on the session's Milvus server with a collection prefix of this test's own."""
-    from indexer.vector_store import StoreConfig
+    from clipsearch.indexer.vector_store import StoreConfig
 
     return StoreConfig(milvus_uri=milvus_server, milvus_collection=f"t{uuid.uuid4().hex[:12]}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from indexer.catalog import Base, make_engine
+from clipsearch.indexer.catalog import Base, make_engine
 
 config = context.config
 target_metadata = Base.metadata

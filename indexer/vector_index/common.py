@@ -10,7 +10,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from indexer.errors import IndexerError
+from clipsearch.indexer.errors import IndexerError
 
 __all__ = [
     "FORMAT_VERSION",

@@ -7,7 +7,7 @@ Submodules: ``data`` (pair sets and the train/val split), ``synthetic`` (a gener
 
 from __future__ import annotations
 
-from model.errors import ModelError
+from clipsearch.model.errors import ModelError
 
 
 class FinetuneError(ModelError):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model.finetune import FinetuneError
+from clipsearch.model.finetune import FinetuneError
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,11 @@ def _format_metrics(label: str, m: dict[str, Any]) -> str:
 def _evaluate(
     model: Any, val: Sequence[Any], zero_shot: str | None, templates: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    from model.finetune.evaluate import DEFAULT_TEMPLATES, evaluate_pairs, zero_shot_accuracy
+    from clipsearch.model.finetune.evaluate import (
+        DEFAULT_TEMPLATES,
+        evaluate_pairs,
+        zero_shot_accuracy,
+    )
 
     out: dict[str, Any] = {}
     if val:
@@ -262,11 +266,11 @@ def _evaluate(
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from model.api import build, load
-    from model.checkpoints import save_pretrained
-    from model.finetune.data import load_pairs
-    from model.finetune.train import TrainConfig, init_distributed_from_env, train, world
-    from model.finetune.wise import wise_ft
+    from clipsearch.model.api import build, load
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.finetune.data import load_pairs
+    from clipsearch.model.finetune.train import TrainConfig, init_distributed_from_env, train, world
+    from clipsearch.model.finetune.wise import wise_ft
 
     init_distributed_from_env()
     rank, size = world()
@@ -300,7 +304,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         device=args.device,
     )
     start = load(args.model, device="cpu")
-    from model.clip import CLIP
+    from clipsearch.model.clip import CLIP
 
     if args.from_scratch:
         if not isinstance(start, CLIP):
@@ -373,8 +377,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from model.api import load
-    from model.finetune.data import load_pairs
+    from clipsearch.model.api import load
+    from clipsearch.model.finetune.data import load_pairs
 
     if not args.data and not args.zero_shot:
         raise FinetuneError(
@@ -396,7 +400,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_wise(args: argparse.Namespace) -> int:
-    from model.finetune.wise import write_wise
+    from clipsearch.model.finetune.wise import write_wise
 
     folder = write_wise(args.start, args.finetuned, args.alpha, args.out)
     print(f"wrote {folder}")
@@ -405,7 +409,7 @@ def cmd_wise(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m model.finetune.cli`` (and torchrun)."""
-    from model.errors import ModelError
+    from clipsearch.model.errors import ModelError
 
     parser = argparse.ArgumentParser(prog="python -m model.finetune.cli")
     register(parser.add_subparsers(dest="command", required=True))

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from model.finetune import FinetuneError
+from clipsearch.model.finetune import FinetuneError
 
 logger = logging.getLogger(__name__)
 

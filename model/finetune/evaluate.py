@@ -19,8 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.finetune import FinetuneError
-from model.finetune.data import IMAGE_SUFFIXES, Pair, caption_group, open_rgb, trim_tokens
+from clipsearch.model.finetune import FinetuneError
+from clipsearch.model.finetune.data import (
+    IMAGE_SUFFIXES,
+    Pair,
+    caption_group,
+    open_rgb,
+    trim_tokens,
+)
 
 logger = logging.getLogger(__name__)
 

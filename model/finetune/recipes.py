@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from model.finetune.data import Pair, encode_pairs, load_pairs
-from model.finetune.evaluate import attribute_accuracy, evaluate_pairs
-from model.finetune.synthetic import SyntheticConfig, read_manifest, write_folder
-from model.finetune.train import TrainConfig, TrainResult, small_clip_config, train
-from model.finetune.wise import wise_ft
+from clipsearch.model.finetune.data import Pair, encode_pairs, load_pairs
+from clipsearch.model.finetune.evaluate import attribute_accuracy, evaluate_pairs
+from clipsearch.model.finetune.synthetic import SyntheticConfig, read_manifest, write_folder
+from clipsearch.model.finetune.train import TrainConfig, TrainResult, small_clip_config, train
+from clipsearch.model.finetune.wise import wise_ft
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def train_from_scratch(
     width: int = 64,
 ) -> tuple[Any, dict[str, float], dict[str, float], TrainResult]:
     """Train a small CLIP on colour x shape; returns (model, val recall before, after, result)."""
-    from model.api import build
+    from clipsearch.model.api import build
 
     work = Path(workdir)
     train_pairs = synthetic_pairs(BASE_SET, n_train, work / "base-train")

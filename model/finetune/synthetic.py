@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from model.finetune import FinetuneError
+from clipsearch.model.finetune import FinetuneError
 
 logger = logging.getLogger(__name__)
 

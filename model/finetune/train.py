@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.finetune import FinetuneError
-from model.finetune.data import Pair, PairDataset, encode_pairs
-from model.finetune.evaluate import evaluate_pairs
-from model.finetune.loss import MAX_LOGIT_SCALE, ClipLoss, loss_for
+from clipsearch.model.finetune import FinetuneError
+from clipsearch.model.finetune.data import Pair, PairDataset, encode_pairs
+from clipsearch.model.finetune.evaluate import evaluate_pairs
+from clipsearch.model.finetune.loss import MAX_LOGIT_SCALE, ClipLoss, loss_for
 
 logger = logging.getLogger(__name__)
 
@@ -935,7 +935,7 @@ def small_clip_config(
 ) -> Any:
     """A small ViT CLIP that trains from scratch on the synthetic set in a minute or two on a CPU
     (the demo and the tests): 8px patches, ``layers`` blocks of ``width`` per tower, real BPE vocab."""
-    from model.clip import CLIPConfig, TextConfig, VisionConfig
+    from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig
 
     heads = max(1, width // 32)
     return CLIPConfig(

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import torch
 
-from model.finetune import FinetuneError
+from clipsearch.model.finetune import FinetuneError
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +67,8 @@ def write_wise(
     out: str | os.PathLike[str],
 ) -> Path:
     """Load both models (any spec ``model.load`` takes), interpolate at ``alpha``, save our format to ``out``."""
-    from model.api import load
-    from model.checkpoints import save_pretrained
+    from clipsearch.model.api import load
+    from clipsearch.model.checkpoints import save_pretrained
 
     start = load(str(start_spec), device="cpu")
     finetuned = load(str(finetuned_spec), device="cpu")

@@ -106,7 +106,7 @@ def list_duplicates(
 ) -> DuplicatesPageOut:
     """Groups of duplicate images, each member with why it is there. Remove the ones you do
     not want with `DELETE /api/images/{id}` (remembered; restore from the Removed view)."""
-    from indexer import duplicates
+    from clipsearch.indexer import duplicates
 
     return _page_out(request, duplicates.page(library, kind, after, limit))
 
@@ -127,6 +127,6 @@ class ScanIn(BaseModel):
 )
 def scan_duplicates(library: LibraryDep, body: ScanIn | None = None) -> JobOut:
     """Queue a duplicates job (or return the one already queued or running)."""
-    from indexer import duplicates
+    from clipsearch.indexer import duplicates
 
     return job_out(duplicates.submit(library, full=bool(body and body.full)))

@@ -73,7 +73,7 @@ def _ocr_status(state: Any) -> OcrOut | None:
     config = getattr(getattr(state.library, "config", None), "ocr", None)
     if config is None:
         return None
-    from indexer.ocr import probe
+    from clipsearch.indexer.ocr import probe
 
     return OcrOut(**probe(config).as_dict())
 

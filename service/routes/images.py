@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from indexer import safe_files
+from clipsearch.indexer import safe_files
 
 from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
@@ -230,7 +230,7 @@ _PREVIEW_KEYS = tuple(threading.Lock() for _ in range(64))
 def _store_preview(folder: PathType, target: PathType, data: bytes) -> None:
     """Cache a rendered preview, only inside the previews folder: a folder under it swapped for
     a link out of it is not written through. Raises OSError."""
-    from indexer import decode
+    from clipsearch.indexer import decode
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if not safe_files.is_within(os.path.realpath(target.parent), os.path.realpath(folder)):
@@ -256,7 +256,7 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
     content (cached in the data folder's `previews/`, keyed by sha256) from the original opened
     and checked as `/file` does (no link followed, inside the served folders, still the file
     catalogued); a decompression bomb is refused (422), not decoded."""
-    from indexer import decode
+    from clipsearch.indexer import decode
 
     opened, media_type = library.open_file(id)
     try:

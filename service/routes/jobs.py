@@ -100,7 +100,7 @@ def check_model_spec(spec: str, roots: list[FsPath]) -> str:
     if not spec:
         raise HTTPException(400, detail="the model name is empty")
     try:
-        from model.registry import MODELS
+        from clipsearch.model.registry import MODELS
 
         if spec in MODELS:
             return spec

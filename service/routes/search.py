@@ -29,7 +29,7 @@ from fastapi import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from indexer.errors import Conflict
+from clipsearch.indexer.errors import Conflict
 
 from ..auth import ReadAccess
 from ..deps import ServiceState, StateDep
@@ -144,7 +144,7 @@ def _day_bound(value: datetime | date | None, end: bool) -> datetime | None:
 def _filters(f: SearchFiltersIn | None) -> Any:
     if f is None:
         return None
-    from indexer.types import SearchFilters
+    from clipsearch.indexer.types import SearchFilters
 
     if f.folder and "\x00" in f.folder:
         # checked here, not only where the catalog is asked: an empty index answers no ids and
@@ -489,7 +489,7 @@ def _decode_upload(data: bytes, max_pixels: int) -> Any:
     48-megapixel phone JPEG is decoded at 1/8. The result is reduced to about QUERY_SIDE px."""
     from PIL import Image, UnidentifiedImageError
 
-    import indexer.decode  # noqa: F401 - registers the HEIC opener when pillow-heif is installed
+    import clipsearch.indexer.decode  # noqa: F401 - registers the HEIC opener when pillow-heif is installed
 
     Image.init()
     formats = tuple(f for f in UPLOAD_FORMATS if f in Image.OPEN)

@@ -27,7 +27,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = REPO / ".venv" / "bin" / "clipsearch"
-CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "service.cli"]
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "clipsearch.service.cli"]
 TOKEN = "cluster-test-token-0123456789abcdef"
 
 T = TypeVar("T")
@@ -105,7 +105,6 @@ class Cluster:
     def env(self, **extra: str) -> dict[str, str]:
         """The environment every member gets, as compose's ``x-clipsearch-env`` block."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         env.update(
             CLIPSEARCH_DATA_DIR=str(self.data_dir),
             CLIPSEARCH_DATABASE_URL=self.database_url,

@@ -43,8 +43,8 @@ STALE_AFTER_S = 6
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model-milvus"))
 

@@ -65,7 +65,7 @@ def test_gpu_worker_reserves_an_nvidia_gpu_and_cpu_profile_exists(compose: dict)
 
 
 def test_every_command_is_one_the_cli_accepts(compose: dict) -> None:
-    from service.cli import build_parser
+    from clipsearch.service.cli import build_parser
 
     parser = build_parser()
     seen = 0
@@ -82,7 +82,7 @@ def test_every_command_is_one_the_cli_accepts(compose: dict) -> None:
 
 
 def test_every_clipsearch_setting_in_compose_is_read_by_the_code(compose: dict) -> None:
-    from service.settings import Settings
+    from clipsearch.service.settings import Settings
 
     fields = {f"CLIPSEARCH_{name.upper()}" for name in Settings.model_fields}
     read_elsewhere = {"CLIPSEARCH_CACHE"}  # model/registry.py: where weights are cached

@@ -26,7 +26,7 @@ def _row(guide: str, name: str) -> str:
 
 
 def test_every_variable_the_code_reads_is_documented(guide: str) -> None:
-    from service.settings import Settings
+    from clipsearch.service.settings import Settings
 
     names = {f"CLIPSEARCH_{field.upper()}" for field in Settings.model_fields}
     for package in ("model", "indexer", "service"):
@@ -38,7 +38,7 @@ def test_every_variable_the_code_reads_is_documented(guide: str) -> None:
 
 
 def test_documented_defaults_match_the_code(guide: str) -> None:
-    from service.settings import Settings
+    from clipsearch.service.settings import Settings
 
     checked = 0
     for field, info in Settings.model_fields.items():
@@ -57,7 +57,7 @@ def test_documented_defaults_match_the_code(guide: str) -> None:
         checked += 1
     assert checked >= 20
 
-    from indexer.worker import WorkerConfig
+    from clipsearch.indexer.worker import WorkerConfig
 
     worker = WorkerConfig.from_env({})
     for name, value in (
@@ -81,7 +81,7 @@ def test_every_compose_service_and_volume_is_described(guide: str) -> None:
 
 def test_every_variable_the_code_reads_is_in_the_readme_too() -> None:
     """The README's settings table names every CLIPSEARCH_* variable the code reads."""
-    from service.settings import Settings
+    from clipsearch.service.settings import Settings
 
     readme = (REPO / "README.md").read_text()
     names = {f"CLIPSEARCH_{field.upper()}" for field in Settings.model_fields}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from service.cli import build_parser
-from service.settings import Settings
+from clipsearch.service.cli import build_parser
+from clipsearch.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()

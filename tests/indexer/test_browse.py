@@ -16,10 +16,10 @@ from test_scale import (  # the 10,000-image catalogs on SQLite and PostgreSQL
     plan_problems,
 )
 
-from indexer.catalog import Image
-from indexer.errors import IndexerError
-from indexer.library import Library
-from indexer.types import SearchFilters
+from clipsearch.indexer.catalog import Image
+from clipsearch.indexer.errors import IndexerError
+from clipsearch.indexer.library import Library
+from clipsearch.indexer.types import SearchFilters
 
 BASE = dt.datetime(2020, 1, 1, 8, 0, 0)
 UNDATED_EVERY = 10  # every tenth image has no capture date

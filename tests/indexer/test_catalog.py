@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer.catalog import (
+from clipsearch.indexer.catalog import (
     Embedding,
     Image,
     IndexVersion,
@@ -28,7 +28,7 @@ from indexer.catalog import (
     under_folder,
     vector_to_bytes,
 )
-from indexer.errors import CatalogUnavailable, NotFound
+from clipsearch.indexer.errors import CatalogUnavailable, NotFound
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "indexer" / "migrations" / "versions"
 
@@ -223,7 +223,7 @@ def test_jobs_and_index_versions_keep_their_fields(sessions: sessionmaker[Sessio
         s.commit()
         job_id = job.id
     with sessions() as s:
-        from indexer.catalog import get_job, job_info
+        from clipsearch.indexer.catalog import get_job, job_info
 
         info = job_info(get_job(s, job_id))
         assert (info.kind, info.state, info.params, info.done, info.failed, info.errors) == (

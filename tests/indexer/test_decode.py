@@ -12,9 +12,9 @@ import pytest
 from indexer_testfiles import bad_corpus, make_exif, write_image  # type: ignore[import-not-found]
 from PIL import Image
 
-from indexer import decode
-from indexer.decode import DecodePool, decode_file, decode_many
-from model.preprocess import Preprocess
+from clipsearch.indexer import decode
+from clipsearch.indexer.decode import DecodePool, decode_file, decode_many
+from clipsearch.model.preprocess import Preprocess
 
 R = 32
 
@@ -172,7 +172,7 @@ def test_process_pool_keeps_order_and_isolates_failures(tmp_path: Path) -> None:
 def test_avif_is_found_and_decoded_when_pillow_reads_it(tmp_path: Path) -> None:
     from PIL import features
 
-    from indexer.scan import AVIF_SUPPORTED, scan_folder
+    from clipsearch.indexer.scan import AVIF_SUPPORTED, scan_folder
 
     if not features.check("avif"):
         pytest.fail("this Pillow build lacks AVIF; the test environment should have it")

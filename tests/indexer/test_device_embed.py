@@ -13,11 +13,18 @@ import pytest
 import sqlalchemy as sa
 from indexer_testfiles import make_exif, write_image  # type: ignore[import-not-found]
 
-from indexer import device_embed
-from indexer.catalog import Embedding, Image, create_job, ensure_model, init_db, session_factory
-from indexer.errors import IndexerError
-from indexer.ingest import job_progress, plan_ingest, process_batch
-from model.testing import tiny_model
+from clipsearch.indexer import device_embed
+from clipsearch.indexer.catalog import (
+    Embedding,
+    Image,
+    create_job,
+    ensure_model,
+    init_db,
+    session_factory,
+)
+from clipsearch.indexer.errors import IndexerError
+from clipsearch.indexer.ingest import job_progress, plan_ingest, process_batch
+from clipsearch.model.testing import tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from PIL import Image, ImageEnhance
 from workerutil import Env
 
-from indexer import catalog, duplicates
-from indexer.errors import IndexerError
+from clipsearch.indexer import catalog, duplicates
+from clipsearch.indexer.errors import IndexerError
 
 
 def _photo(seed: int, size: int = 96) -> Image.Image:

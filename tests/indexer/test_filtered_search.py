@@ -15,10 +15,10 @@ import sqlalchemy as sa
 from test_scale import captured, fill, plan_problems
 from workerutil import Env
 
-from indexer import catalog
-from indexer.catalog import Image
-from indexer.types import SearchFilters
-from indexer.vector_index import build_index
+from clipsearch.indexer import catalog
+from clipsearch.indexer.catalog import Image
+from clipsearch.indexer.types import SearchFilters
+from clipsearch.indexer.vector_index import build_index
 
 
 def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from indexer_testfiles import bad_corpus, write_image  # type: ignore[import-not-found]
 from sqlalchemy.orm import Session, sessionmaker
 
-from indexer import jobs
-from indexer.catalog import (
+from clipsearch.indexer import jobs
+from clipsearch.indexer.catalog import (
     Embedding,
     Image,
     create_job,
@@ -25,15 +25,15 @@ from indexer.catalog import (
     path_from_db,
     path_to_db,
 )
-from indexer.errors import IngestError, PathNotAllowed
-from indexer.ingest import (
+from clipsearch.indexer.errors import IngestError, PathNotAllowed
+from clipsearch.indexer.ingest import (
     images_needing_embedding,
     job_progress,
     plan_ingest,
     process_batch,
 )
-from indexer.types import IngestPlan, JobInfo
-from model.testing import tiny_model
+from clipsearch.indexer.types import IngestPlan, JobInfo
+from clipsearch.model.testing import tiny_model
 
 
 def finish_job(sessions: sessionmaker[Session], job_id: int, state: str) -> JobInfo:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from indexer import keywords
+from clipsearch.indexer import keywords
 
 VOCAB = [
     "receipt", "invoice", "bicycle", "brick", "wall", "harbour", "street", "sunset",

@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from workerutil import make_images, running_worker, wait_for, worker_config
 
-from indexer.catalog import Embedding, Image
-from indexer.library import Library, LibraryConfig
+from clipsearch.indexer.catalog import Embedding, Image
+from clipsearch.indexer.library import Library, LibraryConfig
 
 pytestmark = pytest.mark.slow
 
@@ -27,8 +27,8 @@ N_IMAGES = 200
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
 

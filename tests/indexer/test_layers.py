@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _imported_modules(path: Path) -> set[str]:
     """Absolute names of the project modules ``path`` imports (anywhere in the file)."""
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    package = ".".join(("clipsearch", *path.relative_to(REPO).with_suffix("").parts[:-1]))
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -36,20 +36,24 @@ def test_no_layer_imports_a_layer_above_it() -> None:
     for layer, forbidden in above.items():
         for path in sorted((REPO / layer).rglob("*.py")):
             for name in _imported_modules(path):
-                if name.split(".")[0] in forbidden:
+                if (
+                    name.split(".")[:1] == ["clipsearch"]
+                    and name.split(".")[1:2]
+                    and name.split(".")[1] in forbidden
+                ):
                     wrong.append(f"{path.relative_to(REPO)} imports {name}")
     assert not wrong, wrong
 
 
 def test_tasks_and_worker_do_not_import_each_other_in_a_circle() -> None:
     tasks = _imported_modules(REPO / "indexer" / "tasks.py")
-    assert not {n for n in tasks if n.startswith("indexer.worker")}
+    assert not {n for n in tasks if n.startswith("clipsearch.indexer.worker")}
 
 
 def test_reading_a_library_loads_neither_the_tasks_nor_the_worker() -> None:
     code = (
-        "import sys, indexer.library, service.app\n"
-        "print(sorted(m for m in sys.modules if m in ('indexer.tasks', 'indexer.worker')))"
+        "import sys, clipsearch.indexer.library, clipsearch.service.app\n"
+        "print(sorted(m for m in sys.modules if m in ('clipsearch.indexer.tasks', 'clipsearch.indexer.worker')))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
@@ -63,6 +67,6 @@ def test_nothing_inside_indexer_reaches_back_into_the_library() -> None:
     wrong = [
         str(path.relative_to(REPO))
         for path in sorted((REPO / "indexer").rglob("*.py"))
-        if path.name != "library.py" and "indexer.library" in _imported_modules(path)
+        if path.name != "library.py" and "clipsearch.indexer.library" in _imported_modules(path)
     ]
     assert not wrong, wrong

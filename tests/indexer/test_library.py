@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from workerutil import Env, make_images
 
-from indexer import catalog
-from indexer.catalog import Embedding, Image
-from indexer.errors import (
+from clipsearch.indexer import catalog
+from clipsearch.indexer.catalog import Embedding, Image
+from clipsearch.indexer.errors import (
     Conflict,
     IndexerError,
     IngestError,
@@ -25,23 +25,23 @@ from indexer.errors import (
     PathNotAllowed,
     StoreUnavailable,
 )
-from indexer.library import Library, LibraryConfig
-from indexer.reindex import run_reindex
-from indexer.runs import run_embed_batch, run_ingest
-from indexer.types import SearchFilters
+from clipsearch.indexer.library import Library, LibraryConfig
+from clipsearch.indexer.reindex import run_reindex
+from clipsearch.indexer.runs import run_embed_batch, run_ingest
+from clipsearch.indexer.types import SearchFilters
 
 
 @pytest.fixture(scope="module")
 def tiny_dir_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     return save_pretrained(tiny_model(seed=1), tmp_path_factory.mktemp("tiny-model-b"))
 
 
 def _image_vectors(lib: Library, model_dir: Path, paths: list[Path]) -> np.ndarray:
     """Embed files independently of the library (the model straight from its folder)."""
-    import model as clip_model
+    from clipsearch import model as clip_model
 
     m = clip_model.load(str(model_dir), device="cpu")
     return m.embed_images([str(p) for p in paths])
@@ -202,7 +202,7 @@ def test_rebuild_after_deleting_index_files_gives_identical_results(
     else:
         # An operator drops the collection: searches say so (503 at the API) instead of
         # serving partial results, and health names the repair.
-        from indexer import milvus_store
+        from clipsearch.indexer import milvus_store
 
         collection = env.lib.stats()["index"]["collection"]
         milvus_store.client(env.store).drop_collection(collection)
@@ -356,7 +356,7 @@ def test_searches_never_fail_while_versions_swap(env: Env, tmp_path: Path) -> No
 def test_a_finished_ingest_queues_a_rebuild_when_the_delta_grows_large(
     env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from indexer import runs
+    from clipsearch.indexer import runs
 
     monkeypatch.setattr(runs, "AUTO_REINDEX_MIN", 6)
 
@@ -379,8 +379,8 @@ def test_a_finished_ingest_queues_a_rebuild_when_the_delta_grows_large(
 def test_recovery_picks_unfinished_jobs_and_with_live_workers_only_stale_ones(env: Env) -> None:
     import datetime as dt
 
-    from indexer.catalog import Job
-    from indexer.jobs import unfinished_job_ids
+    from clipsearch.indexer.catalog import Job
+    from clipsearch.indexer.jobs import unfinished_job_ids
 
     now = dt.datetime.now(dt.timezone.utc)
     with env.lib.Session() as s:

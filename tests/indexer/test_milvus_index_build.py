@@ -9,8 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from indexer.errors import StoreUnavailable
-from indexer.milvus_store import MilvusStore, _create_collection, _create_index, _vector_indexes
+from clipsearch.indexer.errors import StoreUnavailable
+from clipsearch.indexer.milvus_store import (
+    MilvusStore,
+    _create_collection,
+    _create_index,
+    _vector_indexes,
+)
 
 pytestmark = pytest.mark.milvus
 

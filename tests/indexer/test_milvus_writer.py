@@ -13,8 +13,8 @@ import pytest
 from test_scale import fill
 from workerutil import Env
 
-from indexer import vector_store
-from indexer.library import Library
+from clipsearch.indexer import vector_store
+from clipsearch.indexer.library import Library
 
 pytestmark = pytest.mark.milvus
 

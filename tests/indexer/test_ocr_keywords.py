@@ -22,13 +22,13 @@ import sqlalchemy as sa
 from PIL import Image, ImageDraw, ImageFont
 from workerutil import Env
 
-from indexer import catalog
-from indexer.catalog import Embedding
-from indexer.keywords import image_keywords, keyword_search
-from indexer.library import Library, LibraryConfig
-from indexer.ocr import OcrConfig, probe
-from indexer.ocr_job import run_ocr
-from indexer.worker import WorkerConfig, WorkerContext
+from clipsearch.indexer import catalog
+from clipsearch.indexer.catalog import Embedding
+from clipsearch.indexer.keywords import image_keywords, keyword_search
+from clipsearch.indexer.library import Library, LibraryConfig
+from clipsearch.indexer.ocr import OcrConfig, probe
+from clipsearch.indexer.ocr_job import run_ocr
+from clipsearch.indexer.worker import WorkerConfig, WorkerContext
 
 TESSERACT = shutil.which("tesseract")
 pytestmark = pytest.mark.skipif(

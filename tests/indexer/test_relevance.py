@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from indexer import relevance
-from indexer.relevance import BackgroundCache, Calibration, NullFit, calibrate
+from clipsearch.indexer import relevance
+from clipsearch.indexer.relevance import BackgroundCache, Calibration, NullFit, calibrate
 
 
 def _cal(sigmoid: tuple[float, float] | None = None) -> Calibration:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from indexer import safe_files
-from indexer.decode import decode_file, decode_many
+from clipsearch.indexer import safe_files
+from clipsearch.indexer.decode import decode_file, decode_many
 
 
 def _jpeg(path: Path, colour: tuple[int, int, int]) -> Path:

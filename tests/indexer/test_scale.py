@@ -22,9 +22,9 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from workerutil import Env, make_images
 
-from indexer import catalog
-from indexer.catalog import Embedding, Image, Job
-from indexer.library import Library, LibraryConfig
+from clipsearch.indexer import catalog
+from clipsearch.indexer.catalog import Embedding, Image, Job
+from clipsearch.indexer.library import Library, LibraryConfig
 
 N = 10_000
 # Tables whose size follows the library: a plan must never read them whole.
@@ -316,7 +316,7 @@ def test_a_scan_of_the_library_is_caught(big_library: tuple[Library, list[int]])
 def test_delete_ingest_restart_keeps_every_image_with_its_own_vector(
     env: Env, tmp_path: Path, tiny_dir: Path
 ) -> None:
-    import model as clip_model
+    from clipsearch import model as clip_model
 
     folder = tmp_path / "photos"
     paths = make_images(folder, 6, seed=21)
@@ -412,7 +412,7 @@ def test_totals_follow_the_rows_through_skipped_inserts_state_changes_and_delete
     """The kept per-state totals equal a real count after what ingests do: the same paths
     inserted twice (two jobs over one folder; the second insert skips them), state changes and
     deletions."""
-    from indexer.ingest import _insert_ignore
+    from clipsearch.indexer.ingest import _insert_ignore
 
     now = catalog.utcnow()
     rows = [

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from indexer_testfiles import write_image  # type: ignore[import-not-found]
 
-from indexer.errors import IngestError, PathNotAllowed
-from indexer.scan import check_path_allowed, scan_folder
-from indexer.types import ScanProblem
+from clipsearch.indexer.errors import IngestError, PathNotAllowed
+from clipsearch.indexer.scan import check_path_allowed, scan_folder
+from clipsearch.indexer.types import ScanProblem
 
 
 def test_images_are_recognised_by_content_not_name(tmp_path: Path) -> None:

@@ -17,18 +17,18 @@ import redis
 import sqlalchemy as sa
 from workerutil import make_images, running_worker, wait_for, worker_config
 
-from indexer import catalog
-from indexer.catalog import Embedding, Image
-from indexer.library import Library, LibraryConfig
-from indexer.worker import WorkerProcess
+from clipsearch.indexer import catalog
+from clipsearch.indexer.catalog import Embedding, Image
+from clipsearch.indexer.library import Library, LibraryConfig
+from clipsearch.indexer.worker import WorkerProcess
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
 
@@ -210,8 +210,8 @@ def test_broker_losing_its_queue_loses_no_job(
 def test_index_compression_setting_is_read_and_checked() -> None:
     """CLIPSEARCH_INDEX_COMPRESSION chooses the IVF codes; a typo is a clear error, not a
     silently uncompressed index."""
-    from indexer.errors import IndexerError
-    from indexer.worker import WorkerConfig
+    from clipsearch.indexer.errors import IndexerError
+    from clipsearch.indexer.worker import WorkerConfig
 
     assert WorkerConfig.from_env({}).index_compression is None
     assert WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "none"}).index_compression is None

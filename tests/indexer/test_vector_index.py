@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 
 from bench.synthetic_vectors import make_space
-from indexer import vector_index as vi
-from indexer.vector_index import (
+from clipsearch.indexer import vector_index as vi
+from clipsearch.indexer.vector_index import (
     IndexStore,
     IndexStoreError,
     VectorIndexError,
     build_index,
 )
-from indexer.vector_index import files as index_files
+from clipsearch.indexer.vector_index import files as index_files
 
 DIM = 512
 K = 10

@@ -17,8 +17,8 @@ import pytest
 from test_vector_index import DIM, K, assert_same_results, exact_topk, recall_at_k
 
 from bench.synthetic_vectors import make_space
-from indexer import vector_index as vi
-from indexer.vector_index import DEFAULT_FASTSCAN_THRESHOLD, IndexStore, build_index
+from clipsearch.indexer import vector_index as vi
+from clipsearch.indexer.vector_index import DEFAULT_FASTSCAN_THRESHOLD, IndexStore, build_index
 
 N = 30_000
 

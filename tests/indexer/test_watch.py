@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from workerutil import make_images, running_worker, wait_for, worker_config
 
-from indexer import catalog
-from indexer.errors import NotFound
-from indexer.library import Library, LibraryConfig
-from indexer.watch import FolderWatcher
+from clipsearch.indexer import catalog
+from clipsearch.indexer.errors import NotFound
+from clipsearch.indexer.library import Library, LibraryConfig
+from clipsearch.indexer.watch import FolderWatcher
 
 pytestmark = pytest.mark.slow
 
@@ -140,10 +140,16 @@ def test_folder_changes_sees_what_an_ingest_would_do_and_nothing_else(
     import sqlalchemy as sa
     from indexer_testfiles import write_image  # type: ignore[import-not-found]
 
-    from indexer.catalog import Image, create_job, delete_images, ensure_model, record_removal
-    from indexer.ingest import plan_ingest, process_batch
-    from indexer.watch import folder_changes
-    from model.testing import tiny_model
+    from clipsearch.indexer.catalog import (
+        Image,
+        create_job,
+        delete_images,
+        ensure_model,
+        record_removal,
+    )
+    from clipsearch.indexer.ingest import plan_ingest, process_batch
+    from clipsearch.indexer.watch import folder_changes
+    from clipsearch.model.testing import tiny_model
 
     model = tiny_model(seed=0, image_size=32)
     model_id = ensure_model(sessions, model)

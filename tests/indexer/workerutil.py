@@ -19,13 +19,18 @@ import numpy as np
 import sqlalchemy as sa
 from PIL import Image
 
-from indexer import catalog
-from indexer.catalog import Embedding
-from indexer.library import Library, LibraryConfig
-from indexer.reindex import run_reindex
-from indexer.runs import run_embed_batch, run_ingest
-from indexer.vector_store import StoreConfig
-from indexer.worker import WorkerConfig, WorkerContext, WorkerProcess, start_worker_process
+from clipsearch.indexer import catalog
+from clipsearch.indexer.catalog import Embedding
+from clipsearch.indexer.library import Library, LibraryConfig
+from clipsearch.indexer.reindex import run_reindex
+from clipsearch.indexer.runs import run_embed_batch, run_ingest
+from clipsearch.indexer.vector_store import StoreConfig
+from clipsearch.indexer.worker import (
+    WorkerConfig,
+    WorkerContext,
+    WorkerProcess,
+    start_worker_process,
+)
 
 T = TypeVar("T")
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from model import CheckpointError, CLIPConfig, ModelError, TextConfig, VisionConfig, load
-from model.checkpoints import infer_config, load_checkpoint, save_pretrained
-from model.clip import CLIP
-from model.testing import assert_same_embeddings, tiny_model
+from clipsearch.model import CheckpointError, CLIPConfig, ModelError, TextConfig, VisionConfig, load
+from clipsearch.model.checkpoints import infer_config, load_checkpoint, save_pretrained
+from clipsearch.model.clip import CLIP
+from clipsearch.model.testing import assert_same_embeddings, tiny_model
 
 # OpenAI's published hyper-parameters (CLIP paper, tables 19 and 20; model card), and parameter
 # counts in millions as listed by OpenCLIP's model profile for the same checkpoints.
@@ -157,7 +157,7 @@ def test_unknown_torchscript_is_refused_unless_allowed(shared_data: Path) -> Non
 def test_torchscript_with_a_published_openai_hash_opens_without_allow_jit(
     shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model.checkpoints as checkpoints
+    import clipsearch.model.checkpoints as checkpoints
 
     path = shared_data / "parity" / "openai_vit_jit" / "model.pt"
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -170,7 +170,7 @@ def test_the_cli_opt_in_for_torchscript_is_the_environment_variable(
     shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`clipsearch embed/serve/worker` load through model.load: CLIPSEARCH_ALLOW_JIT=1 opts in."""
-    import model
+    from clipsearch import model
 
     path = shared_data / "parity" / "openai_vit_jit" / "model.pt"
     monkeypatch.delenv("CLIPSEARCH_ALLOW_JIT", raising=False)
@@ -332,7 +332,7 @@ def test_bad_spec_and_device() -> None:
 def test_a_registry_name_goes_through_the_registry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from model import DownloadError
+    from clipsearch.model import DownloadError
 
     monkeypatch.setenv("CLIPSEARCH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CLIPSEARCH_OFFLINE", "1")
@@ -346,7 +346,7 @@ def test_a_registry_name_loads_from_a_verified_cache(
 ) -> None:
     """A registry entry whose cached file verifies is loaded by name, TorchScript included
     (its hash is the published one), without allow_jit."""
-    from model import registry
+    from clipsearch.model import registry
 
     jit = shared_data / "parity" / "openai_vit_jit" / "model.pt"
     sha = hashlib.sha256(jit.read_bytes()).hexdigest()

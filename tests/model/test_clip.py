@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import CLIP, CLIPConfig, ModelError, TextConfig, VisionConfig, build
-from model.testing import tiny_config, tiny_model
+from clipsearch.model import CLIP, CLIPConfig, ModelError, TextConfig, VisionConfig, build
+from clipsearch.model.testing import tiny_config, tiny_model
 
 RESNET = CLIPConfig(
     embed_dim=24,

@@ -14,11 +14,16 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from model.api import build
-from model.clip import CLIPConfig, TextConfig, VisionConfig
-from model.device_preprocess import DevicePreprocess, decode_on_device, exif_orientation, orient
-from model.errors import ModelError
-from model.preprocess import ImageDecodeError, Preprocess, load_image
+from clipsearch.model.api import build
+from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig
+from clipsearch.model.device_preprocess import (
+    DevicePreprocess,
+    decode_on_device,
+    exif_orientation,
+    orient,
+)
+from clipsearch.model.errors import ModelError
+from clipsearch.model.preprocess import ImageDecodeError, Preprocess, load_image
 
 
 def _photo(w: int, h: int, seed: int = 0) -> Image.Image:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from model import CheckpointError, ModelError, load, save_pretrained
-from model.clip import VisionConfig, VisionTransformer
-from model.hf_text import HFTextCLIP, HFTextCLIPConfig, build_text_model, infer_config
-from model.testing import assert_same_embeddings
+from clipsearch.model import CheckpointError, ModelError, load, save_pretrained
+from clipsearch.model.clip import VisionConfig, VisionTransformer
+from clipsearch.model.hf_text import HFTextCLIP, HFTextCLIPConfig, build_text_model, infer_config
+from clipsearch.model.testing import assert_same_embeddings
 
 
 def _zoo(shared_data: Path) -> Path:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import load, save_pretrained
-from model.families import load_open_clip_folder
-from model.mobileclip import (
+from clipsearch.model import load, save_pretrained
+from clipsearch.model.families import load_open_clip_folder
+from clipsearch.model.mobileclip import (
     FastViT,
     FastViTConfig,
     LargeKernelConv,
@@ -23,8 +23,8 @@ from model.mobileclip import (
     RepMixer,
     infer_config,
 )
-from model.testing import assert_features_match, assert_same_embeddings
-from model.towers import TextTowerConfig
+from clipsearch.model.testing import assert_features_match, assert_same_embeddings
+from clipsearch.model.towers import TextTowerConfig
 
 _BRANCHY = (MobileOneBlock, LargeKernelConv, RepMixer, RepCPE)
 

@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from model import load, save_pretrained
-from model.families import load_open_clip_folder
-from model.mobileclip_vit import (
+from clipsearch.model import load, save_pretrained
+from clipsearch.model.families import load_open_clip_folder
+from clipsearch.model.mobileclip_vit import (
     MCiViT,
     MCiViTConfig,
     MobileCLIPViT,
     MobileCLIPViTConfig,
     infer_config,
 )
-from model.testing import assert_features_match, assert_same_embeddings
-from model.towers import TextTowerConfig, TextTransformer
+from clipsearch.model.testing import assert_features_match, assert_same_embeddings
+from clipsearch.model.towers import TextTowerConfig, TextTransformer
 
 CASE = Path(__file__).parent / "fixtures" / "mobileclip2_b"
 

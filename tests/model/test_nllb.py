@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from model import CheckpointError, ModelError, load, save_pretrained
-from model.base import EmbeddingModel
-from model.hf_text import build_text_model
-from model.nllb import NLLBSigLIP, NLLBSigLIPConfig, infer_config
-from model.siglip import SigLIPVisionConfig, SigLIPVisionTransformer
-from model.testing import assert_features_match, assert_same_embeddings
+from clipsearch.model import CheckpointError, ModelError, load, save_pretrained
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.hf_text import build_text_model
+from clipsearch.model.nllb import NLLBSigLIP, NLLBSigLIPConfig, infer_config
+from clipsearch.model.siglip import SigLIPVisionConfig, SigLIPVisionTransformer
+from clipsearch.model.testing import assert_features_match, assert_same_embeddings
 
 CASE = Path(__file__).parent / "fixtures" / "nllb_siglip"
 _LOADED: dict[str, EmbeddingModel] = {}
@@ -66,7 +66,7 @@ def test_tokens_are_the_reference_ids() -> None:
 
 @pytest.mark.parametrize("language", ["fra_Latn", "zho_Hans", "rus_Cyrl"])
 def test_a_chosen_language_code_gives_the_reference_ids(language: str) -> None:
-    from model.hub_tokenizer import HubTokenizer
+    from clipsearch.model.hub_tokenizer import HubTokenizer
 
     tokenizer = HubTokenizer(CASE, clean="whitespace", language=language)
     tokens = tokenizer(_texts(), context_length=77)
@@ -79,7 +79,7 @@ def test_a_chosen_language_code_gives_the_reference_ids(language: str) -> None:
 
 
 def test_an_unknown_language_code_is_a_clear_error() -> None:
-    from model.hub_tokenizer import HubTokenizer
+    from clipsearch.model.hub_tokenizer import HubTokenizer
 
     with pytest.raises(ModelError, match=r"unknown language code 'french'.*fra_Latn"):
         HubTokenizer(CASE, language="french")
@@ -163,7 +163,7 @@ def test_the_released_folder_layout_loads_without_a_text_config(tmp_path: Path) 
         2,
         96,
     )
-    from model.hub_tokenizer import HubTokenizer
+    from clipsearch.model.hub_tokenizer import HubTokenizer
 
     assert hf["vocab_size"] == HubTokenizer(CASE).vocab_size  # every id the tokenizer makes
     vectors = model.embed_texts(["a dog on the beach"])

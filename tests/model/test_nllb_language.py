@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from model import ModelError, load
-from model.hub_tokenizer import HubTokenizer
-from model.nllb import NLLBSigLIP
+from clipsearch.model import ModelError, load
+from clipsearch.model.hub_tokenizer import HubTokenizer
+from clipsearch.model.nllb import NLLBSigLIP
 
 CASE = Path(__file__).parent / "fixtures" / "nllb_siglip"
 LANGUAGES = ("fra_Latn", "deu_Latn", "jpn_Jpan", "zho_Hans", "rus_Cyrl")

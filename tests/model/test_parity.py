@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from model import CLIP, load
+from clipsearch.model import CLIP, load
 
 CASES = ["openai_vit_jit", "openai_rn_state_dict", "open_clip_vit_gelu"]
 

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from model import load
-from model.base import EmbeddingModel
-from model.testing import assert_features_match
+from clipsearch.model import load
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.testing import assert_features_match
 
 CASES = ["siglip", "siglip2", "mobileclip", "multilingual"]
 _LOADED: dict[str, EmbeddingModel] = {}

@@ -12,8 +12,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from model.errors import ModelError
-from model.preprocess import OPENAI_MEAN, OPENAI_STD, ImageDecodeError, Preprocess, load_image
+from clipsearch.model.errors import ModelError
+from clipsearch.model.preprocess import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    ImageDecodeError,
+    Preprocess,
+    load_image,
+)
 
 CASES = ["openai_vit_jit", "openai_rn_state_dict", "open_clip_vit_gelu"]
 

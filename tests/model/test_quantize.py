@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.errors import ModelError
-from model.quantize import PRECISIONS, CompactTextTower, check_precision, int8_engine
-from model.testing import tiny_model
+from clipsearch.model.errors import ModelError
+from clipsearch.model.quantize import PRECISIONS, CompactTextTower, check_precision, int8_engine
+from clipsearch.model.testing import tiny_model
 
 pytestmark = pytest.mark.skipif(int8_engine() is None, reason="no quantized engine in this torch")
 
@@ -109,7 +109,7 @@ def test_precision_names() -> None:
 
 
 def test_families_without_a_compact_path_use_exact(model, caplog) -> None:
-    from model.base import EmbeddingModel
+    from clipsearch.model.base import EmbeddingModel
 
     class Other(EmbeddingModel):
         family = "other"
@@ -125,7 +125,7 @@ def test_families_without_a_compact_path_use_exact(model, caplog) -> None:
 
 
 def test_without_a_quantized_engine_queries_fall_back_to_exact(monkeypatch, caplog) -> None:
-    import model.quantize as quantize
+    import clipsearch.model.quantize as quantize
 
     fresh = tiny_model(seed=4)
     monkeypatch.setattr(quantize, "int8_engine", lambda: None)

@@ -15,9 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import registry
-from model.errors import DownloadError, ModelError
-from model.registry import KNOWN_JIT_SHA256, MODELS, ModelSpec, download, resolve, sha256_file
+from clipsearch.model import registry
+from clipsearch.model.errors import DownloadError, ModelError
+from clipsearch.model.registry import (
+    KNOWN_JIT_SHA256,
+    MODELS,
+    ModelSpec,
+    download,
+    resolve,
+    sha256_file,
+)
 
 PAYLOAD = bytes(range(256)) * 4096 + b"end"  # ~1 MB, several read blocks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -212,8 +219,8 @@ def test_download_refuses_other_schemes(tmp_path: Path) -> None:
 def test_open_clip_entry_resolves_to_a_loadable_hub_folder(
     server: Server, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from model.checkpoints import load_checkpoint
-    from model.testing import tiny_config, tiny_model
+    from clipsearch.model.checkpoints import load_checkpoint
+    from clipsearch.model.testing import tiny_config, tiny_model
 
     buf = io.BytesIO()
     torch.save(tiny_model(seed=3).state_dict(), buf)
@@ -261,7 +268,7 @@ def test_open_clip_entry_resolves_to_a_loadable_hub_folder(
 
 def test_registry_configs_are_accepted_by_the_checkpoint_reader() -> None:
     # The configs this module writes for the OpenCLIP entries must parse as OpenCLIP configs.
-    from model.checkpoints import _open_clip_config
+    from clipsearch.model.checkpoints import _open_clip_config
 
     expected = {
         "ViT-B-32-laion2b_s34b_b79k": (512, 32, 768, 12),

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import registry
-from model.errors import DownloadError
-from model.registry import MODELS, ModelSpec, resolve
+from clipsearch.model import registry
+from clipsearch.model.errors import DownloadError
+from clipsearch.model.registry import MODELS, ModelSpec, resolve
 
 ZOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "parity-zoo"
 LFS = (".safetensors", ".bin")
@@ -140,7 +140,7 @@ def _spec(
 def test_a_hub_entry_downloads_verified_once_and_loads_by_name(
     hub: Hub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import model
+    from clipsearch import model
 
     names = _serve_case(hub, "siglip")
     weights = next(n for n in names if n.endswith(LFS))
@@ -212,7 +212,7 @@ def test_written_files_complete_a_folder_that_lacks_them(hub: Hub, tmp_path: Pat
         write_files={"open_clip_config.json": config, "special_tokens_map.json": special},
     )
     folder = resolve(spec, cache_dir=tmp_path / "cache")
-    import model
+    from clipsearch import model
 
     got = model.load(str(folder), device="cpu")
     ref = model.load(str(ZOO / "multilingual"), device="cpu")
@@ -238,7 +238,7 @@ def test_the_registry_names_the_new_families() -> None:
         assert spec.url.startswith(f"https://huggingface.co/{repo}/resolve/")
         assert MODELS[f"hf-hub:{repo}"] is spec
     # the config written for the XLM-R folder is recognised as a Hugging Face text tower CLIP
-    from model.families import open_clip_family
+    from clipsearch.model.families import open_clip_family
 
     spec = hub_specs["xlm-roberta-base-ViT-B-32"]
     data = json.loads(json.dumps(registry._plain(spec.write_files["open_clip_config.json"])))

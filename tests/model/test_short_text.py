@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model.testing import tiny_model
+from clipsearch.model.testing import tiny_model
 
 END = 49407
 
@@ -84,7 +84,7 @@ def test_given_fewer_than_77_columns_the_features_are_the_same(tokens: torch.Ten
 def test_last_block_computed_only_where_read_gives_the_full_outputs(causal: bool) -> None:
     """The towers compute the last block at the single position they read (end token, class
     token); that must equal running every position and picking that one."""
-    from model.clip import Transformer
+    from clipsearch.model.clip import Transformer
 
     torch.manual_seed(0)
     tower = Transformer(width=64, layers=3, heads=4, causal=causal).eval()

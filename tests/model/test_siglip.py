@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import CheckpointError, load, save_pretrained
-from model.families import _siglip_config
-from model.siglip import SigLIP, SigLIPConfig, SigLIPVisionConfig, vision_heads
-from model.testing import assert_features_match, assert_same_embeddings, tiny_model
-from model.towers import TextTowerConfig
+from clipsearch.model import CheckpointError, load, save_pretrained
+from clipsearch.model.families import _siglip_config
+from clipsearch.model.siglip import SigLIP, SigLIPConfig, SigLIPVisionConfig, vision_heads
+from clipsearch.model.testing import assert_features_match, assert_same_embeddings, tiny_model
+from clipsearch.model.towers import TextTowerConfig
 
 
 def _zoo(shared_data: Path, name: str) -> Path:
@@ -143,7 +143,7 @@ def test_released_configuration_is_inferred_from_shapes(name: str) -> None:
     )  # fmt: skip
     with torch.device("meta"):
         state = _open_clip_names(SigLIP(want).state_dict())
-    from model.siglip import from_open_clip_state
+    from clipsearch.model.siglip import from_open_clip_state
 
     text_cfg = {
         "context_length": 64,
@@ -245,8 +245,8 @@ def test_an_nllb_config_over_siglip_weights_is_a_clear_error(
 
 
 def test_wise_ft_mixes_a_siglip_only_with_a_siglip(shared_data: Path, tmp_path: Path) -> None:
-    from model.finetune import FinetuneError
-    from model.finetune.wise import write_wise
+    from clipsearch.model.finetune import FinetuneError
+    from clipsearch.model.finetune.wise import write_wise
 
     folder = _zoo(shared_data, "siglip")
     same = load(write_wise(folder, folder, 0.5, tmp_path / "out"), device="cpu")

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model import tokenizer as tokmod
-from model.errors import ModelError
-from model.tokenizer import EOT_ID, SOT_ID, Tokenizer, default_bpe_path
+from clipsearch.model import tokenizer as tokmod
+from clipsearch.model.errors import ModelError
+from clipsearch.model.tokenizer import EOT_ID, SOT_ID, Tokenizer, default_bpe_path
 
 
 @pytest.fixture(scope="module")

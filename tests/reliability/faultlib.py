@@ -40,7 +40,7 @@ if _INDEXER_TESTS not in sys.path:
 
 from workerutil import make_images, wait_for, worker_config, worker_log  # noqa: E402
 
-from indexer.worker import WorkerConfig, WorkerProcess, start_worker_process  # noqa: E402
+from clipsearch.indexer.worker import WorkerConfig, WorkerProcess, start_worker_process  # noqa: E402
 
 __all__ = [
     "ApiProcess",
@@ -301,8 +301,8 @@ class ApiThread(_Api):
     uvicorn on a real socket, in this process: starts in a second, since torch is loaded here."""
 
     def __init__(self, **settings: Any) -> None:
-        from service.app import create_app
-        from service.settings import Settings
+        from clipsearch.service.app import create_app
+        from clipsearch.service.settings import Settings
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -343,9 +343,6 @@ class ApiProcess(_Api):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         base = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
-        base["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO), base.get("PYTHONPATH", "")) if p
-        )
         self.env = {**base, **SINGLE_THREAD_ENV, **env}
         self.log_dir = Path(log_dir)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -357,7 +354,7 @@ class ApiProcess(_Api):
         self.starts += 1
         log = open(self.log_dir / f"api-{self.starts}.log", "ab")  # noqa: SIM115
         t0 = time.monotonic()
-        args = [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)]
+        args = [sys.executable, "-m", "clipsearch.service.cli", "serve", "--port", str(self.port)]
         if not self.worker:
             args.append("--no-worker")
         try:
@@ -468,7 +465,7 @@ class Probe:
 
 def catalog_truth(database_url: str) -> dict[str, Any]:
     """Counts straight from the catalog: images by state, embeddings, duplicates."""
-    from indexer.catalog import Embedding, Image, make_engine
+    from clipsearch.indexer.catalog import Embedding, Image, make_engine
 
     engine = make_engine(database_url)
     try:
@@ -499,8 +496,8 @@ def ingest_in_process(library: Any, folder: Path, database_url: str | None = Non
     """Ingest ``folder`` with the worker's own task functions, in this process (no broker, decoding
     inline): what a worker does, deterministically. ``database_url`` overrides the catalog the
     "worker" writes to (e.g. PostgreSQL directly while the API goes through a proxy)."""
-    from indexer import runs
-    from indexer.worker import WorkerContext
+    from clipsearch.indexer import runs
+    from clipsearch.indexer.worker import WorkerContext
 
     job = library.submit_ingest(str(folder))
     overrides: dict[str, Any] = {"decode_workers": 1, "device": "cpu"}

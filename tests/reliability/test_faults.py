@@ -46,8 +46,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
 
@@ -453,8 +453,8 @@ N_REINDEX = 60
 def tuned_dir(tmp_path: Path) -> Path:
     """A second tiny model, what `clipsearch finetune --out` would hand to a re-index (inside the
     allowed root: the API only takes model folders from there)."""
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     return save_pretrained(tiny_model(seed=1), tmp_path / "tuned-model")
 
@@ -585,7 +585,7 @@ def test_disk_full_writing_thumbnails(tmp_path: Path, tiny_dir: Path, monkeypatc
     images are failed with a reason that says so and what to do; the job goes on and every other
     image is ready, with its thumbnail, searchable. No half-written file is left behind. Doing
     what the reason says (free space, ingest the folder again) makes them ready too."""
-    import indexer.decode
+    import clipsearch.indexer.decode as indexer_decode
 
     photos = tmp_path / "photos"
     files = make_images(photos, N_DISK, seed=55, size=32)
@@ -595,7 +595,7 @@ def test_disk_full_writing_thumbnails(tmp_path: Path, tiny_dir: Path, monkeypatc
     ) as api:
         lib = api.app.state.service.library
         disk = FullDisk(FULL_AT)
-        monkeypatch.setattr(indexer.decode, "os", disk)
+        monkeypatch.setattr(indexer_decode, "os", disk)
         job_id = ingest_in_process(lib, photos)
         monkeypatch.undo()  # space freed
         job = api.job(job_id)

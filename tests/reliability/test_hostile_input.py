@@ -32,13 +32,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from indexer.catalog import path_to_db
-from service.app import build_library, create_app
-from service.settings import Settings
+from clipsearch.indexer.catalog import path_to_db
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / ".venv" / "bin" / "clipsearch"
-CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "service.cli"]
+CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "clipsearch.service.cli"]
 IS_ROOT = os.geteuid() == 0
 # the real defaults: the default-limit cases run against what a user gets
 UPLOAD_LIMIT = Settings.model_fields["max_upload_bytes"].default
@@ -331,7 +331,6 @@ class Site:
 
 def _cli_env(site: Site) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["CLIPSEARCH_DATA_DIR"] = str(site.settings.data_dir)
     env["CLIPSEARCH_MODEL"] = str(site.model_dir)
     return env
@@ -339,8 +338,8 @@ def _cli_env(site: Site) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     base = tmp_path_factory.mktemp("hostile")
     model_dir = base / "tiny-clip"

@@ -10,15 +10,15 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_testlib import FakeLibrary
 
-from service.app import create_app
-from service.settings import Settings
+from clipsearch.service.app import create_app
+from clipsearch.service.settings import Settings
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CLIP saved in our folder format: what `--model PATH` takes."""
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     folder = tmp_path_factory.mktemp("tiny-clip")
     save_pretrained(tiny_model(seed=0), folder)

@@ -52,7 +52,7 @@ def write_images(folder: Path, names: dict[str, tuple[int, int, int]] | None = N
 @functools.lru_cache(maxsize=1)
 def shared_tiny_model() -> Any:
     """One tiny CLIP per test process (read-only use: eval mode, no grads)."""
-    from model.testing import tiny_model
+    from clipsearch.model.testing import tiny_model
 
     return tiny_model(seed=0)
 
@@ -71,7 +71,7 @@ class FakeLibrary:
     def search(
         self, vector: np.ndarray, k: int = 20, offset: int = 0, min_score=None, filters=None
     ):
-        from indexer.types import Hit
+        from clipsearch.indexer.types import Hit
 
         self.calls.append(("search", (k, offset, min_score, filters)))
         return [
@@ -108,7 +108,7 @@ class FakeLibrary:
         self.calls.append(("delete_image", image_id))
 
     def get_image(self, image_id: int):
-        from indexer.errors import NotFound
+        from clipsearch.indexer.errors import NotFound
 
         raise NotFound(f"no image with id {image_id}")
 
@@ -133,7 +133,7 @@ class FakeLibrary:
         return []
 
     def get_removed(self, removed_id: int):
-        from indexer.errors import NotFound
+        from clipsearch.indexer.errors import NotFound
 
         raise NotFound(f"no removed image with id {removed_id}")
 
@@ -149,7 +149,7 @@ class FakeLibrary:
         return []
 
     def remove_watched_folder(self, folder_id: int):
-        from indexer.errors import NotFound
+        from clipsearch.indexer.errors import NotFound
 
         raise NotFound(f"no watched folder with id {folder_id}")
 
@@ -167,7 +167,7 @@ class FakeLibrary:
         return []
 
     def get_job(self, job_id: int):
-        from indexer.errors import NotFound
+        from clipsearch.indexer.errors import NotFound
 
         raise NotFound(f"no job with id {job_id}")
 
@@ -179,13 +179,13 @@ class FakeLibrary:
 
 
 if TYPE_CHECKING:  # the stand-in must offer what the service asks of a library
-    from indexer.facade import LibraryFacade
+    from clipsearch.indexer.facade import LibraryFacade
 
     _fake_is_a_library: type[LibraryFacade] = FakeLibrary
 
 
 def _job(job_id: int, kind: str, params: dict):
-    from indexer.types import JobInfo
+    from clipsearch.indexer.types import JobInfo
 
     return JobInfo(
         id=job_id, kind=kind, state="queued", params=params, total=None, done=0, failed=0, errors=[]
@@ -195,8 +195,8 @@ def _job(job_id: int, kind: str, params: dict):
 def ingest_now(library: Any, folder: Path, recursive: bool = True) -> Any:
     """Submit an ingest job through the Library, then run it in this process with the indexer's
     own task functions (no broker round trip): what a worker does, deterministically."""
-    from indexer import runs
-    from indexer.worker import WorkerContext
+    from clipsearch.indexer import runs
+    from clipsearch.indexer.worker import WorkerContext
 
     job = library.submit_ingest(str(folder), recursive=recursive)
     ctx = WorkerContext(library.config.worker_config())

@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_testlib import COLOURS, ingest_now, png_bytes, write_dated_jpeg, write_images
 
-from service.app import build_library, create_app
-from service.settings import Settings
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.settings import Settings
 
 
 class Env:
@@ -269,8 +269,8 @@ def test_ingest_job_lifecycle_with_a_bad_file(env: Env) -> None:
     assert job["state"] == "queued" and job["kind"] == "ingest"
     assert env.client.get(f"/api/jobs/{job['id']}").json()["state"] == "queued"
     # a worker picks it up (here: the same task functions, in this process)
-    from indexer import runs
-    from indexer.worker import WorkerContext
+    from clipsearch.indexer import runs
+    from clipsearch.indexer.worker import WorkerContext
 
     ctx = WorkerContext(env.lib.config.worker_config())
     try:
@@ -408,8 +408,8 @@ def test_removal_sticks_across_rescans_and_restore_brings_it_back(env: Env) -> N
     assert r.status_code == 202, r.text
     body = r.json()
     assert [x["id"] for x in body["restored"]] == [removal["id"]]
-    from indexer import runs
-    from indexer.worker import WorkerContext
+    from clipsearch.indexer import runs
+    from clipsearch.indexer.worker import WorkerContext
 
     ctx = WorkerContext(env.lib.config.worker_config())
     try:

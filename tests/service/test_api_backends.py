@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from svc_testlib import TOKEN, ingest_now, write_images
 
-from service.app import build_library, create_app
-from service.settings import Settings
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.settings import Settings
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

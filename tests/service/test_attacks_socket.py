@@ -102,8 +102,8 @@ UNWATCHED = "unwatched"  # a folder ingested through the API, not watched (no re
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     base = tmp_path_factory.mktemp("attacks")
     photos = base / "photos"
@@ -136,7 +136,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     log_path = base / "serve.log"
     cmd = [
-        sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "clipsearch.service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--images", str(photos), "--model", str(model_dir), "--data-dir", str(data_dir),
     ]  # fmt: skip
     with log_path.open("wb") as log:
@@ -528,7 +528,7 @@ def _preview(server: Server, image_id: int, **headers: str) -> httpx.Response:
 
 
 def _preview_cache(server: Server, sha: str) -> Path:
-    from indexer.decode import preview_key
+    from clipsearch.indexer.decode import preview_key
 
     return server.data_dir / "previews" / preview_key(sha)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import HTTPException
 
-from service.app import BodyTimeoutMiddleware
+from clipsearch.service.app import BodyTimeoutMiddleware
 
 
 def _run(headers: list[tuple[bytes, bytes]], messages: list[dict], work_s: float) -> list[Any]:

@@ -19,12 +19,11 @@ from svc_testlib import write_images
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / ".venv" / "bin" / "clipsearch"
-CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "service.cli"]
+CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "clipsearch.service.cli"]
 
 
 def _env(data_dir: Path, model_dir: Path | None = None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["CLIPSEARCH_DATA_DIR"] = str(data_dir)
     if model_dir is not None:
         env["CLIPSEARCH_MODEL"] = str(model_dir)

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageEnhance
 from svc_testlib import ingest_now
 
-from service.app import build_library, create_app
-from service.settings import Settings
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.settings import Settings
 
 
 def _photo(seed: int, size: int = 96) -> Image.Image:
@@ -36,8 +36,8 @@ class Env:
         self.client, self.lib, self.root = client, lib, root
 
     def run_jobs(self, job_id: int) -> None:
-        from indexer import duplicates
-        from indexer.worker import WorkerContext
+        from clipsearch.indexer import duplicates
+        from clipsearch.indexer.worker import WorkerContext
 
         ctx = WorkerContext(self.lib.config.worker_config())
         try:
@@ -122,8 +122,8 @@ def test_bad_parameters_get_422_and_writes_need_the_token(env: Env) -> None:
 
 
 def test_a_failed_job_says_why_in_the_jobs_api(env: Env) -> None:
-    from indexer import jobs, runs
-    from indexer.worker import WorkerContext
+    from clipsearch.indexer import jobs, runs
+    from clipsearch.indexer.worker import WorkerContext
 
     gone = env.root / "soon-gone"
     gone.mkdir()
@@ -144,8 +144,8 @@ def test_a_failed_job_says_why_in_the_jobs_api(env: Env) -> None:
 
 
 def test_a_finished_ingest_queues_a_duplicates_job(env: Env) -> None:
-    from indexer import duplicates, runs
-    from indexer.worker import WorkerContext
+    from clipsearch.indexer import duplicates, runs
+    from clipsearch.indexer.worker import WorkerContext
 
     class App:
         def __init__(self) -> None:

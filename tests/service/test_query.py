@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from service.query import EmbeddingCache, QueryError, TextEncoder, combine, parse_query
+from clipsearch.service.query import EmbeddingCache, QueryError, TextEncoder, combine, parse_query
 
 
 @pytest.mark.parametrize(

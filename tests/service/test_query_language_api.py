@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from svc_testlib import FakeLibrary
 
-from service.query import EmbeddingCache, TextEncoder
+from clipsearch.service.query import EmbeddingCache, TextEncoder
 
 NLLB_DIR = Path(__file__).resolve().parents[1] / "model" / "fixtures" / "nllb_siglip"
 _MODELS: dict[str, Any] = {}
@@ -25,7 +25,7 @@ _MODELS: dict[str, Any] = {}
 
 def _nllb() -> Any:
     if "nllb" not in _MODELS:
-        from model import load
+        from clipsearch.model import load
 
         _MODELS["nllb"] = load(NLLB_DIR, device="cpu")
     return _MODELS["nllb"]
@@ -34,7 +34,7 @@ def _nllb() -> Any:
 def reference(text: str, language: str) -> np.ndarray:
     """``text`` read as ``language`` the long way: a tokenizer of its own set to it
     (``set_language``, parity-tested with open_clip), through the text tower, normalised."""
-    from model.hub_tokenizer import HubTokenizer
+    from clipsearch.model.hub_tokenizer import HubTokenizer
 
     tokenizer = HubTokenizer(NLLB_DIR, clean="whitespace")
     tokenizer.set_language(language)

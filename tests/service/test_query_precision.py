@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from service.deps import ServiceState
-from service.metrics import Metrics
-from service.query import EmbeddingCache
-from service.settings import Settings
+from clipsearch.service.deps import ServiceState
+from clipsearch.service.metrics import Metrics
+from clipsearch.service.query import EmbeddingCache
+from clipsearch.service.settings import Settings
 
 QUERIES = ["a red bicycle against a brick wall", "snow"]
 
@@ -28,7 +28,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def model():
-    from model.testing import tiny_model
+    from clipsearch.model.testing import tiny_model
 
     return tiny_model(seed=1)
 

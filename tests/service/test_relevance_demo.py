@@ -23,11 +23,11 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_testlib import ingest_now
 
-from indexer.relevance import DEFAULT_MIN_RELEVANCE, background_texts
-from model.finetune.synthetic import read_manifest
-from service.app import build_library, create_app
-from service.demo import DEMO_IMAGES, DEMO_QUERIES, DEMO_STEPS, prepare_demo
-from service.settings import Settings
+from clipsearch.indexer.relevance import DEFAULT_MIN_RELEVANCE, background_texts
+from clipsearch.model.finetune.synthetic import read_manifest
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.demo import DEMO_IMAGES, DEMO_QUERIES, DEMO_STEPS, prepare_demo
+from clipsearch.service.settings import Settings
 
 # training the demo's model takes minutes on a loaded CPU: more than the suite's default timeout
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]

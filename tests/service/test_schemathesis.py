@@ -19,8 +19,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from svc_testlib import ingest_now, write_images
 
-from service.app import build_library, create_app
-from service.settings import Settings
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.settings import Settings
 
 MAX_EXAMPLES = 30
 

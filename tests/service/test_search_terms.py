@@ -13,8 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from svc_testlib import ingest_now, png_bytes, write_dated_jpeg, write_images
 
-from service.app import build_library, create_app
-from service.settings import Settings
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.settings import Settings
 
 NAMES = {
     "red": (220, 30, 30),
@@ -253,7 +253,7 @@ def test_an_uploaded_image_joins_text_terms(env: Env) -> None:
 def test_cli_search_mixes_terms_and_prints_relevance(
     env: Env, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from service.cli import main
+    from clipsearch.service.cli import main
 
     common = ["--data-dir", str(env.lib.data_dir), "--model", str(tiny_model_dir)]
     red = env.ids["red"]

@@ -259,8 +259,8 @@ def test_an_unreachable_brokers_password_is_not_logged(tmp_path: Path, caplog) -
     """The job is recorded, the failure is logged with the broker URL's password masked."""
     import logging
 
-    from service.app import build_library
-    from service.settings import Settings
+    from clipsearch.service.app import build_library
+    from clipsearch.service.settings import Settings
 
     photos = tmp_path / "photos"
     photos.mkdir()

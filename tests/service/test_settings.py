@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings, is_loopback
+from clipsearch.service.settings import Settings, is_loopback
 
 TOKEN = "t" * 24
 
@@ -87,8 +87,8 @@ def test_the_worker_reads_the_library_settings_as_the_api_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One settings model for both: same data folder default, same model, same store."""
-    from indexer.errors import IndexerError
-    from indexer.worker import WorkerConfig
+    from clipsearch.indexer.errors import IndexerError
+    from clipsearch.indexer.worker import WorkerConfig
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     api = Settings()

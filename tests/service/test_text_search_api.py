@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageFont
 from svc_testlib import TOKEN, ingest_now
 
-from service.app import build_library, create_app
-from service.settings import Settings
+from clipsearch.service.app import build_library, create_app
+from clipsearch.service.settings import Settings
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tesseract") is None,
@@ -126,8 +126,8 @@ def test_modes_match_reasons_text_and_the_ocr_job(
             assert r.status_code == 400
             r = client.post("/api/ocr", json={"force": True, "folder": str(root)}, headers=auth)
             assert r.status_code == 202 and r.json()["kind"] == "ocr"
-            from indexer.ocr_job import run_ocr
-            from indexer.worker import WorkerContext
+            from clipsearch.indexer.ocr_job import run_ocr
+            from clipsearch.indexer.worker import WorkerContext
 
             ctx = WorkerContext(lib.config.worker_config())
             try:
@@ -176,12 +176,11 @@ def test_cli_search_mode_and_ocr(tmp_path: Path, tiny_model_dir: Path) -> None:
         CLIPSEARCH_DATA_DIR=str(tmp_path / "data"),
         CLIPSEARCH_MODEL=str(tiny_model_dir),
         CLIPSEARCH_TESSERACT=str(tmp_path / "missing"),  # ingest without OCR first
-        PYTHONPATH=str(REPO),
     )
 
     def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "service.cli", *args],
+            [sys.executable, "-m", "clipsearch.service.cli", *args],
             env={**env, **extra},
             cwd=REPO,
             capture_output=True,

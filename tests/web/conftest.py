@@ -272,7 +272,7 @@ def _start_serve(
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     full_env.update(env)
     # -v: the watcher's and the jobs' INFO lines in the log a failing test shows
-    cmd = [sys.executable, "-m", "service.cli", "-v", "serve", "--host", "127.0.0.1"]
+    cmd = [sys.executable, "-m", "clipsearch.service.cli", "-v", "serve", "--host", "127.0.0.1"]
     cmd += ["--port", str(port), *args]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -302,8 +302,8 @@ def start_serve() -> Any:
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """``clipsearch serve`` on a free loopback port with a tiny model and ~47 ingested images."""
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     base = tmp_path_factory.mktemp("gallery")
     library = make_library(base / "library")

@@ -41,8 +41,8 @@ def _sign(path: Path, lines: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def text_server(tmp_path_factory: pytest.TempPathFactory, start_serve: Any) -> Iterator[str]:
-    from model.checkpoints import save_pretrained
-    from model.testing import tiny_model
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.testing import tiny_model
 
     base = tmp_path_factory.mktemp("gallery-text")
     photos = base / "photos"

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from model.api import load
-from model.checkpoints import save_pretrained
-from model.finetune.synthetic import SyntheticConfig, write_folder
-from model.testing import tiny_model
-from service.cli import main
+from clipsearch.model.api import load
+from clipsearch.model.checkpoints import save_pretrained
+from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
+from clipsearch.model.testing import tiny_model
+from clipsearch.service.cli import main
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -149,10 +149,10 @@ def test_torchrun_two_ranks_train_like_one_process(
     start, data = setup
     single = tmp_path / "single"
     assert main(_finetune_args(start, data, single)) == 0
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1", "--nproc_per_node", "2",
-        "-m", "model.finetune.cli", *_finetune_args(start, data, tmp_path / "ddp"),
+        "-m", "clipsearch.model.finetune.cli", *_finetune_args(start, data, tmp_path / "ddp"),
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from model.finetune import FinetuneError
-from model.finetune.data import DataError, load_pairs, split_pairs, trim_tokens
-from model.finetune.synthetic import (
+from clipsearch.model.finetune import FinetuneError
+from clipsearch.model.finetune.data import DataError, load_pairs, split_pairs, trim_tokens
+from clipsearch.model.finetune.synthetic import (
     SyntheticConfig,
     SyntheticError,
     generate,
@@ -115,7 +115,7 @@ def test_a_named_pipe_listed_as_an_image_is_skipped_not_opened(tmp_path: Path) -
 
 
 def test_split_is_reproducible_order_independent_and_stable_when_data_grows(tmp_path: Path) -> None:
-    from model.finetune.data import Pair
+    from clipsearch.model.finetune.data import Pair
 
     pairs = [Pair(tmp_path / f"{i}.png", f"caption {i}", f"{i}.png") for i in range(1000)]
     train, val = split_pairs(pairs, 0.2, seed=3)

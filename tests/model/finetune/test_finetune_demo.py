@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import main
+from clipsearch.service.cli import main
 
 
 @pytest.mark.slow

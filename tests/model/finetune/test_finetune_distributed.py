@@ -12,15 +12,15 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from model.finetune.loss import ClipLoss
-from model.finetune.train import (
+from clipsearch.model.finetune.loss import ClipLoss
+from clipsearch.model.finetune.train import (
     TrainConfig,
     apply_freezing,
     contrastive_backward,
     make_towers,
     sync_logit_scale_grad,
 )
-from model.testing import tiny_model
+from clipsearch.model.testing import tiny_model
 
 GLOBAL_BATCH = 8
 

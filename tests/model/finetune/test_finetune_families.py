@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-import model
-from model.checkpoints import save_pretrained
-from model.finetune.data import load_pairs
-from model.finetune.loss import ClipLoss, SigLipLoss, loss_for
-from model.finetune.recipes import scratch_train_config
-from model.finetune.synthetic import SyntheticConfig, write_folder
-from model.finetune.train import train
-from model.finetune.wise import write_wise
+from clipsearch import model
+from clipsearch.model.checkpoints import save_pretrained
+from clipsearch.model.finetune.data import load_pairs
+from clipsearch.model.finetune.loss import ClipLoss, SigLipLoss, loss_for
+from clipsearch.model.finetune.recipes import scratch_train_config
+from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
+from clipsearch.model.finetune.train import train
+from clipsearch.model.finetune.wise import write_wise
 
 HERE = Path(__file__).resolve().parent
 ZOO = HERE.parents[3] / "shared" / "data" / "parity-zoo"

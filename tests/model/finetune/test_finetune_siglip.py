@@ -12,14 +12,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model
-from model.finetune.data import load_pairs
-from model.finetune.evaluate import evaluate_pairs
-from model.finetune.loss import ClipLoss, SigLipLoss, loss_for
-from model.finetune.recipes import scratch_train_config
-from model.finetune.synthetic import SyntheticConfig, write_folder
-from model.finetune.train import train
-from model.testing import tiny_model
+from clipsearch import model
+from clipsearch.model.finetune.data import load_pairs
+from clipsearch.model.finetune.evaluate import evaluate_pairs
+from clipsearch.model.finetune.loss import ClipLoss, SigLipLoss, loss_for
+from clipsearch.model.finetune.recipes import scratch_train_config
+from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
+from clipsearch.model.finetune.train import train
+from clipsearch.model.testing import tiny_model
 
 ZOO_SIGLIP = Path(__file__).resolve().parents[4] / "shared" / "data" / "parity-zoo" / "siglip"
 
@@ -86,7 +86,7 @@ def test_a_tiny_siglip_learns_captions_with_the_sigmoid_loss(tmp_path: Path) -> 
     assert float(siglip.logit_bias.detach()) != pytest.approx(bias_before)  # the bias was learnt
 
     # it saves in our format and loads back as a SigLIP scoring the same
-    from model.checkpoints import save_pretrained
+    from clipsearch.model.checkpoints import save_pretrained
 
     folder = save_pretrained(siglip, tmp_path / "saved")
     again = model.load(str(folder), device="cpu")

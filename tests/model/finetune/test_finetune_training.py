@@ -10,17 +10,17 @@ from typing import Any
 import pytest
 import torch
 
-from model.finetune.data import load_pairs
-from model.finetune.recipes import skill_transfer, train_from_scratch
-from model.finetune.synthetic import SyntheticConfig, write_folder
-from model.finetune.train import (
+from clipsearch.model.finetune.data import load_pairs
+from clipsearch.model.finetune.recipes import skill_transfer, train_from_scratch
+from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
+from clipsearch.model.finetune.train import (
     TrainConfig,
     Trainer,
     list_checkpoints,
     load_training_checkpoint,
     train,
 )
-from model.testing import tiny_model
+from clipsearch.model.testing import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_temperature_never_exceeds_100(tmp_path: Path) -> None:
 
 
 def test_bad_batch_settings_are_refused_with_a_clear_message(tmp_path: Path) -> None:
-    from model.finetune import FinetuneError
+    from clipsearch.model.finetune import FinetuneError
 
     train_pairs, _ = _small_set(tmp_path)
     with pytest.raises(FinetuneError, match="divisible"):
