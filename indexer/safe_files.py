@@ -164,7 +164,14 @@ def open_confined(
     text = os.path.abspath(os.fsdecode(path))
     if "\x00" in text:
         raise UnsafeFile(f"the {what} path is not valid")
-    real = os.path.realpath(text)
+    try:
+        real = os.path.realpath(text)
+    except OSError:  # a link in the path changed (or vanished) while it was being resolved
+        raise UnsafeFile(
+            f"the {what} path changed while it was being resolved (a link swapped meanwhile); "
+            "it is not served until its folder is scanned again",
+            rescan=True,
+        ) from None
     real_roots = resolve_roots(roots)
     if not any(is_within(real, r) for r in real_roots):
         raise UnsafeFile(
