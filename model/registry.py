@@ -1,11 +1,11 @@
-"""Known CLIP weights by name, and verified, atomic downloads into a cache folder.
+"""Known CLIP weights by name, and resolving a name or a path to local files.
 
 ``resolve("ViT-B-32")`` returns the local path of OpenAI's ViT-B/32 TorchScript archive, fetching
-it into ``cache_dir()`` the first time. Every file is checked against its published SHA256 while
-it streams to a temporary file beside its destination, and only a verified file is moved into
-place (``os.replace``), so an interrupted or corrupted transfer never leaves a file that could be
-taken for a model. A cached file that no longer matches its hash is fetched again. With no
-network, :class:`DownloadError` says which file to fetch, from where, and where to put it.
+it into the cache folder (``cache_dir``: ``$CLIPSEARCH_CACHE``, else ``~/.cache/clipsearch``) the
+first time. Every file is checked against its published SHA256 as it downloads
+(:mod:`model.downloads`: verified and atomic), and a cached file that no longer matches its hash
+is fetched again. With no network, :class:`DownloadError` says which file to fetch, from where,
+and where to put it.
 
 OpenAI's URLs carry the file's SHA256 as a path component; those hashes (``KNOWN_JIT_SHA256``)
 are also how the checkpoint loader recognises OpenAI's own TorchScript archives, the only ones it
@@ -16,38 +16,58 @@ opens as TorchScript without an explicit opt-in. OpenCLIP hub entries are plain 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
 import json
 import logging
 import os
 import re
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from clipsearch.model.downloads import (
+    SHA_RE,
+    Progress,
+    atomic_text,
+    download,
+    exclusive,
+    fmt_size,
+    git_blob_id,
+    is_verified,
+    published_hash,
+    remove_stale_parts,
+    sha256_file,
+)
+from clipsearch.model.environment import ENV_CACHE, ENV_OFFLINE, ModelEnvironment
 from clipsearch.model.errors import DownloadError, ModelError
+
+# Downloads and verification live in model.downloads; their names stay importable from here.
+__all__ = [
+    "KNOWN_JIT_SHA256",
+    "MODELS",
+    "ModelSpec",
+    "Progress",
+    "cache_dir",
+    "check_spec",
+    "download",
+    "get_spec",
+    "git_blob_id",
+    "list_models",
+    "published_hash",
+    "resolve",
+    "sha256_file",
+]
 
 log = logging.getLogger(__name__)
 
-ENV_CACHE = "CLIPSEARCH_CACHE"
-ENV_OFFLINE = "CLIPSEARCH_OFFLINE"
 OPEN_CLIP_CONFIG = "open_clip_config.json"
-_CHUNK = 1 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA_RE = SHA_RE
 _OPENAI_BASE = "https://openaipublic.azureedge.net/clip/models"
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-Progress = Callable[[int, "int | None"], None]
 
 
 @dataclass(frozen=True)
@@ -384,237 +404,10 @@ def list_models() -> list[str]:
     return [s.name for s in _SPECS]
 
 
-def cache_dir() -> Path:
-    """Where downloads go: ``$CLIPSEARCH_CACHE``, else ``~/.cache/clipsearch``."""
-    return _cache_root()
-
-
-def _cache_root() -> Path:
-    env = os.environ.get(ENV_CACHE, "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "clipsearch"
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex SHA256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# -- downloads --------------------------------------------------------------------------------
-
-
-def _fmt_size(n: int | None) -> str:
-    return "size not listed" if n is None else f"about {n / 1e6:.0f} MB"
-
-
-def download(
-    url: str,
-    sha256: str,
-    dest: str | os.PathLike[str],
-    *,
-    timeout: float = 30.0,
-    progress: Progress | None = None,
-) -> Path:
-    """Fetch ``url`` to ``dest``, verified against ``sha256``, atomically.
-
-    The bytes stream into a temporary file in ``dest``'s folder while being hashed; only if the
-    transfer is complete (Content-Length honoured) and the hash matches is the file moved to
-    ``dest`` with ``os.replace``. On any failure the temporary file is removed, ``dest`` is left
-    as it was, and :class:`DownloadError` says what happened. ``progress(done, total)`` is called
-    after each block.
-    """
-    expected = sha256.lower()
-    scheme = urllib.parse.urlparse(url).scheme
-    if scheme not in ("http", "https"):
-        raise DownloadError(f"refusing to download {url!r}: only http and https URLs are fetched")
-    blob_id: str | None = None
-    if not expected:  # no hash recorded: the one the hub publishes for the file
-        kind, value = published_hash(url, timeout)
-        if kind == "sha256":
-            expected = value
-        else:
-            blob_id = value
-    elif not _SHA_RE.match(expected):
-        raise DownloadError(f"expected sha256 must be 64 hex digits, got {sha256!r}")
-    dest = Path(dest).expanduser()
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DownloadError(
-            f"cannot create the folder {dest.parent} for {dest.name}: {exc}"
-        ) from exc
-    if dest.is_dir():
-        raise DownloadError(f"cannot download to {dest}: it is a folder")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise DownloadError(f"cannot write in {dest.parent}: {exc}") from exc
-    tmp = Path(tmp_name)
-    log.info("downloading %s -> %s", url, dest)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            got, total, digest = _stream(url, out, timeout, progress)
-            out.flush()
-            os.fsync(out.fileno())
-        if total is not None and got != total:
-            raise DownloadError(
-                f"download of {url} was cut short: got {got} of {total} bytes; try again"
-            )
-        actual = digest.hexdigest()
-        if blob_id is not None:
-            got_id = git_blob_id(tmp)
-            if got_id != blob_id:
-                raise DownloadError(
-                    f"download of {url} does not match the git blob id the server published "
-                    f"for it (got {got_id}, expected {blob_id}); nothing was saved"
-                )
-            expected = actual
-        if actual != expected:
-            raise DownloadError(
-                f"download of {url} does not match its published sha256 (got {actual}, expected "
-                f"{expected}); nothing was saved. The transfer was corrupted or the file at that "
-                "URL changed."
-            )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _write_stamp(dest, expected)
-    log.info("saved %s (%s, sha256 verified)", dest, _fmt_size(got))
-    return dest
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def published_hash(url: str, timeout: float = 30.0) -> tuple[str, str]:
-    """The hash a Hugging Face-style server publishes for a file, from a HEAD request that does
-    not follow the redirect to the storage host: ``("sha256", hex)`` from ``X-Linked-Etag`` (a
-    large file's LFS SHA256) or ``("git-sha1", hex)`` from the ``ETag`` of a small file kept in
-    git (its blob id). DownloadError when the server publishes neither."""
-    opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "clipsearch"})
-    try:
-        with opener.open(request, timeout=timeout) as response:
-            headers = response.headers
-    except urllib.error.HTTPError as exc:
-        if not 300 <= exc.code < 400:
-            raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-        headers = exc.headers
-    except urllib.error.URLError as exc:
-        raise DownloadError(f"cannot reach {url}: {exc.reason}") from exc
-    except (http.client.HTTPException, TimeoutError, ConnectionError) as exc:
-        raise DownloadError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
-    for name, kind, pattern in (
-        ("X-Linked-Etag", "sha256", _SHA_RE),
-        ("ETag", "git-sha1", re.compile(r"^[0-9a-f]{40}$")),
-        ("ETag", "sha256", _SHA_RE),
-    ):
-        value = (headers.get(name) or "").strip()
-        value = value[2:] if value.startswith("W/") else value
-        value = value.strip('"').lower()
-        if pattern.match(value):
-            return kind, value
-    raise DownloadError(
-        f"{url}: the server published no hash for this file (no X-Linked-Etag or ETag), so it "
-        "cannot be verified; nothing was downloaded"
-    )
-
-
-def git_blob_id(path: str | os.PathLike[str]) -> str:
-    """The git blob id (sha1 of ``blob <size>\\0`` + bytes) of a file."""
-    digest = hashlib.sha1(usedforsecurity=False)
-    digest.update(f"blob {os.path.getsize(path)}\0".encode())
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _stream(
-    url: str, out: Any, timeout: float, progress: Progress | None
-) -> tuple[int, int | None, Any]:
-    digest = hashlib.sha256()
-    got = 0
-    total: int | None = None
-    request = urllib.request.Request(url, headers={"User-Agent": "clipsearch"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            if length is not None and length.strip().isdigit():
-                total = int(length)
-            while True:
-                block = response.read(_CHUNK)
-                if not block:
-                    break
-                digest.update(block)
-                out.write(block)
-                got += len(block)
-                if progress is not None:
-                    progress(got, total)
-                if total and got * 10 // total > (got - len(block)) * 10 // total:
-                    log.info("downloading %s: %d%%", url.rsplit("/", 1)[-1], got * 100 // total)
-    except urllib.error.HTTPError as exc:
-        raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-    except urllib.error.URLError as exc:
-        raise DownloadError(f"cannot reach {url}: {exc.reason}") from exc
-    except http.client.IncompleteRead as exc:
-        raise DownloadError(
-            f"download of {url} was cut short after {got + len(exc.partial)} bytes; try again"
-        ) from exc
-    except (http.client.HTTPException, TimeoutError, ConnectionError) as exc:
-        raise DownloadError(f"download of {url} failed: {type(exc).__name__}: {exc}") from exc
-    except OSError as exc:  # writing: disk full, permissions
-        raise DownloadError(f"download of {url} failed while writing: {exc}") from exc
-    return got, total, digest
-
-
-# A stamp beside a verified file records (size, mtime) at verification, so later resolves need
-# not re-hash gigabytes; a file changed since (size or mtime) is hashed again.
-
-
-def _stamp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.verified")
-
-
-def _write_stamp(path: Path, sha256: str) -> None:
-    try:
-        st = path.stat()
-        _stamp_path(path).write_text(
-            json.dumps({"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
-        )
-    except OSError as exc:  # a read-only cache still works, it just re-hashes
-        log.debug("cannot write verification stamp for %s: %s", path, exc)
-
-
-def _is_verified(path: Path, sha256: str) -> bool:
-    """True if ``path`` holds the bytes with this hash (hashing only when the stamp is stale).
-    An empty ``sha256`` (a hub file verified against the hash the hub published when it was
-    downloaded) means: the hash its stamp recorded then."""
-    if not path.is_file():
-        return False
-    st = path.stat()
-    try:
-        stamp = json.loads(_stamp_path(path).read_text())
-        sha256 = sha256 or str(stamp.get("sha256", ""))
-        if stamp == {"sha256": sha256, "size": st.st_size, "mtime_ns": st.st_mtime_ns}:
-            return True
-    except (OSError, ValueError, AttributeError):
-        pass
-    if not sha256:  # never verified: fetch it again
-        return False
-    if sha256_file(path) == sha256:
-        _write_stamp(path, sha256)
-        return True
-    log.warning("%s does not match its sha256; fetching it again", path)
-    return False
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where downloads go: ``$CLIPSEARCH_CACHE``, else ``~/.cache/clipsearch`` (read from
+    ``environ``, default this process's environment)."""
+    return ModelEnvironment.read(environ).cache_dir
 
 
 # -- resolving names and paths ---------------------------------------------------------------
@@ -631,11 +424,9 @@ def get_spec(name: str) -> ModelSpec:
     return spec
 
 
-def _offline_default() -> bool:
-    return os.environ.get(ENV_OFFLINE, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _fetch_spec(spec: ModelSpec, root: Path, offline: bool, progress: Progress | None) -> Path:
+def _fetch_spec(spec: ModelSpec, root: Path, offline: str, progress: Progress | None) -> Path:
+    """The entry's file (openai-jit) or folder in ``root``, fetched and verified as needed.
+    ``offline``: "" to allow downloads, else the reason there are none (for the message)."""
     folder = root / spec.name
     weights = folder / spec.filename
     _fetch_file(spec, folder, spec.filename, spec.sha256, spec.url, offline, progress)
@@ -647,7 +438,8 @@ def _fetch_spec(spec: ModelSpec, root: Path, offline: bool, progress: Progress |
             _write_json(spec, folder / name, content)
         return folder
     if spec.format == "open_clip":
-        _write_open_clip_config(spec, folder)
+        assert spec.open_clip_config is not None
+        _write_json(spec, folder / OPEN_CLIP_CONFIG, spec.open_clip_config)
         return folder
     return weights
 
@@ -658,26 +450,25 @@ def _fetch_file(
     filename: str,
     sha256: str,
     url: str,
-    offline: bool,
+    offline: str,
     progress: Progress | None,
 ) -> Path:
     """One file of an entry in the cache, verified; downloaded if missing or damaged."""
     target = folder / filename
-    if _is_verified(target, sha256):
+    if is_verified(target, sha256):
         return target
     folder = target.parent  # a file in a sub-folder (timm_vision/config.json)
     if offline:
-        reason = f"offline mode (${ENV_OFFLINE} is set)" if _offline_default() else "offline mode"
-        raise DownloadError(_manual_instructions(spec, target, reason, url, sha256))
+        raise DownloadError(_manual_instructions(spec, target, offline, url, sha256))
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(_manual_instructions(spec, target, str(exc), url, sha256)) from exc
     # One downloader per file: an API process and a worker starting together must not
     # both fetch a gigabyte. Whoever waited re-checks: the other one may have finished.
-    with _exclusive(folder / f".{target.name}.lock"):
-        if not _is_verified(target, sha256):
-            _remove_stale_parts(target)
+    with exclusive(folder / f".{target.name}.lock"):
+        if not is_verified(target, sha256):
+            remove_stale_parts(target)
             try:
                 download(url, sha256, target, progress=progress)
             except DownloadError as exc:
@@ -685,35 +476,6 @@ def _fetch_file(
                     _manual_instructions(spec, target, str(exc), url, sha256)
                 ) from exc
     return target
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An advisory inter-process lock (POSIX flock); a no-op where flock is unavailable."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: downloads stay atomic, only not de-duplicated
-        yield
-        return
-    try:
-        fh = open(lock_path, "a+b")  # noqa: SIM115 - held for the duration of the with-block
-    except OSError as exc:
-        log.debug("cannot create lock %s (%s); downloading without it", lock_path, exc)
-        yield
-        return
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        yield
-    finally:
-        fh.close()  # releases the lock
-
-
-def _remove_stale_parts(weights: Path) -> None:
-    """Temporary files of downloads killed mid-way (we hold the lock, so nobody is writing)."""
-    for part in weights.parent.glob(f".{weights.name}.*.part"):
-        with contextlib.suppress(OSError):
-            part.unlink()
-            log.info("removed %s, left by an interrupted download", part)
 
 
 def _manual_instructions(
@@ -726,7 +488,7 @@ def _manual_instructions(
     url = url or spec.url
     sha256 = spec.sha256 if sha256 is None else sha256
     main = weights.name == spec.filename
-    what = f"{_fmt_size(spec.size)}, " if main else ""
+    what = f"{fmt_size(spec.size)}, " if main else ""
     sha = f"sha256 {sha256}" if sha256 else "check it against the hash huggingface.co lists for it"
     if spec.format == "hub":
         repo = spec.aliases[0] if spec.aliases else spec.name
@@ -750,41 +512,7 @@ def _write_json(spec: ModelSpec, path: Path, content: Any) -> None:
     try:
         if path.is_file() and path.read_text(encoding="utf-8") == wanted:
             return
-        _atomic_text(path, wanted)
-    except OSError as exc:
-        raise DownloadError(f"model {spec.name}: cannot write {path}: {exc}") from exc
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _write_open_clip_config(spec: ModelSpec, folder: Path) -> None:
-    assert spec.open_clip_config is not None
-    wanted = json.dumps(_plain(spec.open_clip_config), indent=2, sort_keys=True)
-    path = folder / OPEN_CLIP_CONFIG
-    try:
-        if path.is_file() and path.read_text(encoding="utf-8") == wanted:
-            return
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{OPEN_CLIP_CONFIG}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(wanted)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_text(path, wanted)
     except OSError as exc:
         raise DownloadError(f"model {spec.name}: cannot write {path}: {exc}") from exc
 
@@ -797,19 +525,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def check_spec(spec: str | os.PathLike[str]) -> None:
+def _offline_reason(offline: bool | None) -> str:
+    """Why there are no downloads ("" when there are); ``None``: the environment decides."""
+    if offline is None:
+        return f"offline mode (${ENV_OFFLINE} is set)" if ModelEnvironment.read().offline else ""
+    return "offline mode" if offline else ""
+
+
+def check_spec(
+    spec: str | os.PathLike[str],
+    offline: bool | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> None:
     """Raise ModelError (or DownloadError, offline) if ``spec`` cannot name a model: neither an
     existing file or folder nor a registry name, or a registry name that is not in the cache while
-    ``CLIPSEARCH_OFFLINE`` is set. Cheap: loads nothing, downloads nothing. For commands that queue
-    work for a worker, so that they fail before queueing instead of the job failing later."""
+    offline (``offline``; default ``$CLIPSEARCH_OFFLINE``). Cheap: loads nothing, downloads
+    nothing. For commands that queue work for a worker, so that they fail before queueing instead
+    of the job failing later."""
     text = os.fspath(spec).strip()
     if not text or "\x00" in text:
         raise ModelError(f"invalid model name or path {spec!r}")
     if text in MODELS:
-        if _offline_default():
-            resolve(text, offline=True)  # raises with where to get the files
+        if _offline_reason(offline):
+            resolve(text, cache_dir=cache_dir, offline=offline)  # raises: where to get the files
         return
-    resolve(text, offline=True)  # a path: raises ModelError naming it when it does not exist
+    resolve(text, cache_dir=cache_dir, offline=True)  # a path: ModelError naming it if missing
 
 
 def resolve(
@@ -824,21 +564,23 @@ def resolve(
       (``openai-jit``) or folder (``open_clip``) in the cache, fetched if missing or damaged;
     - otherwise a path (``~`` expanded) to an existing checkpoint file or folder.
 
-    ``offline`` (default: ``$CLIPSEARCH_OFFLINE``) never touches the network: a missing file
-    raises :class:`DownloadError` saying where to get it and where to put it. ``progress(done,
-    total)`` is called while a download streams (for a CLI progress bar).
+    ``cache_dir`` (default: ``$CLIPSEARCH_CACHE`` or ``~/.cache/clipsearch``) is where registry
+    entries go. ``offline`` (default: ``$CLIPSEARCH_OFFLINE``) never touches the network: a
+    missing file raises :class:`DownloadError` saying where to get it and where to put it.
+    ``progress(done, total)`` is called while a download streams (for a CLI progress bar).
     """
-    if offline is None:
-        offline = _offline_default()
-    root = Path(cache_dir).expanduser() if cache_dir is not None else _cache_root()
+    why_offline = _offline_reason(offline)
+    root = (
+        Path(cache_dir).expanduser() if cache_dir is not None else ModelEnvironment.read().cache_dir
+    )
     if isinstance(spec, ModelSpec):
-        return _fetch_spec(spec, root, offline, progress)
+        return _fetch_spec(spec, root, why_offline, progress)
     if isinstance(spec, str):
         text = spec.strip()
         if not text or "\x00" in text:
             raise ModelError(f"invalid model name or path {spec!r}")
         if text in MODELS:
-            return _fetch_spec(MODELS[text], root, offline, progress)
+            return _fetch_spec(MODELS[text], root, why_offline, progress)
         spec = text
     elif not isinstance(spec, os.PathLike):
         raise ModelError(f"a model is named by a string or a path, got {type(spec).__name__}")
