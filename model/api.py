@@ -10,11 +10,15 @@ from typing import Any
 
 import torch
 
+from clipsearch.model import families, registry
 from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.checkpoints import load_checkpoint
 from clipsearch.model.clip import CLIP, CLIPConfig
+from clipsearch.model.environment import ENV_ALLOW_JIT, ModelEnvironment
 from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.files import OPEN_CLIP_CONFIG
 
-ENV_ALLOW_JIT = "CLIPSEARCH_ALLOW_JIT"
+__all__ = ["ENV_ALLOW_JIT", "build", "load"]
 log = logging.getLogger(__name__)
 
 
@@ -47,12 +51,12 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
-def _resolve_spec(spec: str | Path) -> Path:
+def _resolve_spec(
+    spec: str | Path, cache_dir: str | os.PathLike[str] | None, offline: bool | None
+) -> Path:
     """A registry name -> its (downloaded, verified) local path; otherwise an existing path."""
-    from clipsearch.model import registry
-
     if isinstance(spec, str) and spec.strip() in registry.MODELS:
-        return Path(registry.resolve(spec.strip()))
+        return Path(registry.resolve(spec.strip(), cache_dir=cache_dir, offline=offline))
     try:
         path = Path(spec).expanduser()
         if path.exists():
@@ -66,7 +70,12 @@ def _resolve_spec(spec: str | Path) -> Path:
 
 
 def load(
-    spec: str | Path, device: str | torch.device | None = None, allow_jit: bool | None = None
+    spec: str | Path,
+    device: str | torch.device | None = None,
+    allow_jit: bool | None = None,
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    offline: bool | None = None,
 ) -> CLIP | EmbeddingModel:
     """Load a model in eval mode from a registry name (``"ViT-B-32"``, ...) or a checkpoint path.
 
@@ -78,23 +87,21 @@ def load(
     TorchScript archives other than OpenAI's released files run code when opened and are
     refused unless ``allow_jit=True`` (default: ``$CLIPSEARCH_ALLOW_JIT`` is ``1``, which is how
     the CLI, the API and the workers are told). ``device`` defaults to CUDA when available.
+    ``cache_dir`` and ``offline`` are handed to the registry for a registry name (defaults:
+    ``$CLIPSEARCH_CACHE``, ``$CLIPSEARCH_OFFLINE``; see model.environment).
     Raises :class:`CheckpointError` (or :class:`DownloadError` from the registry) with a
     message naming the file and what was expected.
     """
-    from clipsearch.model.checkpoints import load_checkpoint
-
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
         raise CheckpointError(f"expected a model name or checkpoint path, got {spec!r}")
-    if allow_jit is None:
-        allow_jit = os.environ.get(ENV_ALLOW_JIT, "").strip().lower() in ("1", "true", "yes")
+    if allow_jit is None:  # the Python API's door: the environment decides
+        allow_jit = ModelEnvironment.read().allow_jit
     target = _resolve_device(device)
-    path = _resolve_spec(spec)
+    path = _resolve_spec(spec, cache_dir, offline)
     family = _family_of(path)
     if family is not None:
-        from clipsearch.model import families
-
         try:
-            if (path / families.OPEN_CLIP_CONFIG).is_file():
+            if (path / OPEN_CLIP_CONFIG).is_file():
                 other = families.load_open_clip_folder(path)
             else:
                 other = families.load_our_folder(path)
@@ -125,9 +132,7 @@ def _family_of(path: Path) -> str | None:
     """The family of a checkpoint folder other than standard CLIP, or None."""
     if not path.is_dir():
         return None
-    from clipsearch.model.families import folder_family
-
-    return folder_family(path)
+    return families.folder_family(path)
 
 
 def _describe(config: CLIPConfig) -> str:

@@ -7,29 +7,34 @@ processes), ``encode_image``/``encode_text`` (unnormalised features, as the refe
 them), the batched ``embed_pixels``/``embed_texts``/``embed_images`` helpers (L2-normalised
 float32 numpy arrays), and ``score``: a relevance that means the same across models.
 
-A family subclasses it and defines the towers, ``encode_*``, ``embed_dim``, ``image_size``,
-``context_length`` and ``_make_tokenizer``.
+A family subclasses :class:`TwoTowerModel` (CLIP subclasses :class:`EmbeddingModel` directly):
+it builds ``visual`` and ``text`` from ``self.config``; the shared properties (``embed_dim``,
+``image_size``, ``context_length``), ``encode_image``/``encode_text`` and the tokenizer come from
+the base class and the family's class attributes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from clipsearch.model.errors import ModelError
+from clipsearch.model.hub_tokenizer import HubTokenizer
+from clipsearch.model.preprocess import Preprocess, load_image
+from clipsearch.model.quantize import check_precision, compact_text_tower
+from clipsearch.model.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 # The normalisation OpenAI's models were trained with (RGB, after scaling to [0, 1]).
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -50,6 +55,8 @@ class EmbeddingModel(nn.Module):
     # softmax over a batch, so its cosines have no absolute meaning) or "sigmoid" (SigLIP: the
     # probability that the pair matches, sigmoid(exp(logit_scale) * cos + logit_bias)).
     score_kind = "cosine"
+    # Whether model.quantize can build an int8 / float16 text tower for it (CLIP's text tower).
+    has_compact_text_path = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -112,8 +119,6 @@ class EmbeddingModel(nn.Module):
         resize mode and filter. A plain picklable object: hand this, not the model, to worker
         processes."""
         if self._preprocessor is None:
-            from clipsearch.model.preprocess import Preprocess
-
             self._preprocessor = Preprocess(
                 self.image_size,
                 mean=tuple(self.preprocess_cfg["mean"]),
@@ -219,14 +224,10 @@ class EmbeddingModel(nn.Module):
         models have no compact path and get :meth:`embed_texts`, with a log line saying so.
         Same output contract: texts -> float32 [N, E], L2-normalised.
         """
-        from clipsearch.model.quantize import check_precision, compact_text_tower
-
         precision = check_precision(precision)
         if precision == "exact":
             return self.embed_texts
-        from clipsearch.model.clip import CLIP
-
-        if not isinstance(self, CLIP) or self.device.type != "cpu":
+        if not self.has_compact_text_path or self.device.type != "cpu":
             log.warning(
                 "no %s text path for %s (%s on %s): queries use the exact float path",
                 precision,
@@ -236,7 +237,7 @@ class EmbeddingModel(nn.Module):
             )
             return self.embed_texts
         try:
-            return compact_text_tower(self, precision).embed_texts
+            return compact_text_tower(cast(Any, self), precision).embed_texts
         except (ModelError, RuntimeError) as exc:  # no quantized engine in this torch build
             log.warning(
                 "%s text path unavailable (%s): queries use the exact float path", precision, exc
@@ -251,9 +252,7 @@ class EmbeddingModel(nn.Module):
         A path that cannot be read as an image raises :class:`ModelError` naming it.
         """
         check_batch_size(batch_size)
-        from PIL import Image as PILImage
-
-        if isinstance(images, (str, Path, PILImage.Image)):
+        if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         images = list(images)
         if not images:
@@ -265,18 +264,100 @@ class EmbeddingModel(nn.Module):
         return np.concatenate(out)
 
     def _pixels_of(self, item: Any) -> torch.Tensor:
-        from PIL import Image as PILImage
-
-        if isinstance(item, PILImage.Image):
+        if isinstance(item, Image.Image):
             return self.preprocess(item)
         if isinstance(item, (str, Path)):
-            from clipsearch.model.preprocess import load_image
-
             try:
                 image = load_image(item)
             except ModelError:
                 raise
-            except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
                 raise ModelError(f"cannot read image {str(item)!r}: {exc}") from exc
             return self.preprocess(image)
         raise ModelError(f"embed_images expects PIL images or paths, got {type(item).__name__}")
+
+
+@functools.lru_cache(maxsize=1)
+def default_tokenizer() -> Tokenizer:
+    """The packaged BPE tokenizer (OpenAI's), built once per process and shared by every model."""
+    return Tokenizer()
+
+
+class TwoTowerModel(EmbeddingModel):
+    """A family beside CLIP: an image tower ``visual`` and a text tower ``text`` built from
+    ``self.config``, a dataclass with ``embed_dim``, ``vision.image_size`` and
+    ``context_length``. What differs between families is said by class attributes."""
+
+    config_class: ClassVar[type]  # the config dataclass its __init__ takes
+    mean: ClassVar[tuple[float, ...]] = OPENAI_MEAN  # the normalisation it was trained with
+    std: ClassVar[tuple[float, ...]] = OPENAI_STD
+    default_resize_mode: ClassVar[str] = "shortest"  # model.preprocess.RESIZE_MODES
+    default_interpolation: ClassVar[str] = "bicubic"  # model.preprocess.INTERPOLATIONS
+    tokenizer_kind: ClassVar[str] = "hub"  # "hub": tokenizer_dir's tokenizer.json; "clip-bpe"
+    # Token ids encode_text takes: "any" [N, L]; "at_most" [N, <= context_length]; "exact"
+    # [N, context_length] (a tower read at the last position needs the padded length)
+    token_length: ClassVar[str] = "any"
+
+    config: Any  # the family's config dataclass (config_class)
+    visual: nn.Module
+    text: nn.Module
+
+    def __init__(self, config: Any, tokenizer_dir: str | Path | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, self.config_class):
+            raise ModelError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, "
+                f"got {type(config).__name__}"
+            )
+        self.config = config
+        self.tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
+        self.preprocess_cfg = {"mean": self.mean, "std": self.std}
+        self.resize_mode = self.default_resize_mode
+        self.interpolation = self.default_interpolation
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.config.embed_dim)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.config.vision.image_size)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.config.context_length)
+
+    def _tokenizer_options(self) -> dict[str, Any]:
+        """Keyword arguments of the family's HubTokenizer beyond the folder."""
+        return {"clean": self.config.text_clean}
+
+    def _make_tokenizer(self) -> Any:
+        if self.tokenizer_kind == "clip-bpe":
+            return default_tokenizer()
+        if self.tokenizer_dir is None:
+            raise ModelError(
+                f"this {self.family} model has no tokenizer: load it from its hub folder "
+                "(tokenizer.json beside the weights), or set model.tokenizer"
+            )
+        return HubTokenizer(self.tokenizer_dir, **self._tokenizer_options())
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, 3, R, R] normalised pixels -> [N, E] unnormalised image features."""
+        self._check_pixels(pixels)
+        return self.visual(pixels.to(device=self.device, dtype=self.dtype))  # type: ignore[no-any-return]
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[N, L] token ids -> [N, E] unnormalised text features."""
+        n = self.context_length
+        if tokens.ndim != 2:
+            raise ModelError(f"expected token ids of shape [N, L], got {list(tokens.shape)}")
+        if self.token_length == "exact" and tokens.shape[1] != n:
+            raise ModelError(
+                f"expected token ids of shape [N, {n}] ({self.family} reads the last position "
+                f"of the padded text), got {list(tokens.shape)}"
+            )
+        if self.token_length == "at_most" and tokens.shape[1] > n:
+            raise ModelError(f"expected token ids of shape [N, <= {n}], got {list(tokens.shape)}")
+        if tokens.shape[0] == 0:
+            return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
+        return self.text(tokens.to(self.device))  # type: ignore[no-any-return]

@@ -12,7 +12,6 @@ Shapes below: N batch, L sequence length, D width, H heads, R image side, C chan
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections import OrderedDict
@@ -25,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipsearch.model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel, check_batch_size
+from clipsearch.model.base import (
+    OPENAI_MEAN,
+    OPENAI_STD,
+    EmbeddingModel,
+    check_batch_size,
+    default_tokenizer,
+)
 from clipsearch.model.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -41,7 +46,7 @@ Activation = Callable[[], nn.Module]
 # --------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(owner: str, name: str, value: Any) -> None:
+def check_positive_int(owner: str, name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ModelError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
@@ -60,14 +65,14 @@ class VisionConfig:
     def __post_init__(self) -> None:
         if isinstance(self.layers, list):
             self.layers = tuple(self.layers)  # type: ignore[assignment]
-        _check_positive_int("vision", "image_size", self.image_size)
-        _check_positive_int("vision", "width", self.width)
-        _check_positive_int("vision", "heads", self.heads)
+        check_positive_int("vision", "image_size", self.image_size)
+        check_positive_int("vision", "width", self.width)
+        check_positive_int("vision", "heads", self.heads)
         if isinstance(self.layers, tuple):
             if len(self.layers) != 4:
                 raise ModelError(f"vision.layers of a ResNet needs 4 stages, got {self.layers!r}")
             for n in self.layers:
-                _check_positive_int("vision", "layers[i]", n)
+                check_positive_int("vision", "layers[i]", n)
             if self.image_size % 32:
                 raise ModelError(
                     f"a ResNet image_size must be a multiple of 32, got {self.image_size}"
@@ -77,8 +82,8 @@ class VisionConfig:
                     f"vision.heads={self.heads} does not divide the attention pool width {self.width * 32}"
                 )
         else:
-            _check_positive_int("vision", "layers", self.layers)
-            _check_positive_int("vision", "patch_size", self.patch_size)
+            check_positive_int("vision", "layers", self.layers)
+            check_positive_int("vision", "patch_size", self.patch_size)
             assert self.patch_size is not None
             if self.image_size % self.patch_size:
                 raise ModelError(
@@ -107,7 +112,7 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         for name in ("context_length", "vocab_size", "width", "heads", "layers"):
-            _check_positive_int("text", name, getattr(self, name))
+            check_positive_int("text", name, getattr(self, name))
         if self.width % self.heads:
             raise ModelError(f"text.heads={self.heads} does not divide width={self.width}")
         if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0):
@@ -124,7 +129,7 @@ class CLIPConfig:
     quick_gelu: bool = True  # OpenAI's x*sigmoid(1.702x); False: exact GELU (many OpenCLIP models)
 
     def __post_init__(self) -> None:
-        _check_positive_int("config", "embed_dim", self.embed_dim)
+        check_positive_int("config", "embed_dim", self.embed_dim)
         if not isinstance(self.quick_gelu, bool):
             raise ModelError(f"config.quick_gelu must be true or false, got {self.quick_gelu!r}")
 
@@ -139,8 +144,8 @@ class CLIPConfig:
         """Build from :meth:`to_dict` output; unknown or mistyped keys raise :class:`ModelError`."""
         if not isinstance(data, dict):
             raise ModelError(f"a CLIP config must be a JSON object, got {type(data).__name__}")
-        vision = _dataclass_from(VisionConfig, data.get("vision", {}), "vision")
-        text = _dataclass_from(TextConfig, data.get("text", {}), "text")
+        vision = dataclass_from(VisionConfig, data.get("vision", {}), "vision")
+        text = dataclass_from(TextConfig, data.get("text", {}), "text")
         rest = {k: v for k, v in data.items() if k not in ("vision", "text")}
         unknown = set(rest) - {"embed_dim", "quick_gelu"}
         if unknown:
@@ -148,7 +153,7 @@ class CLIPConfig:
         return cls(vision=vision, text=text, **rest)
 
 
-def _dataclass_from(kind: type, data: Any, where: str) -> Any:
+def dataclass_from(kind: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ModelError(f"config.{where} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in fields(kind)}
@@ -462,12 +467,7 @@ class ModifiedResNet(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
-def _default_tokenizer() -> Any:
-    """The packaged BPE tokenizer, built once per process and shared by every model."""
-    from clipsearch.model.tokenizer import Tokenizer
-
-    return Tokenizer()
+_default_tokenizer = default_tokenizer  # the name it had here
 
 
 class CLIP(EmbeddingModel):
@@ -477,6 +477,8 @@ class CLIP(EmbeddingModel):
     helpers batch, run under inference mode (bf16 autocast on CUDA) and return L2-normalised
     float32 numpy arrays.
     """
+
+    has_compact_text_path = True  # model.quantize.compact_text_tower
 
     def __init__(self, config: CLIPConfig) -> None:
         super().__init__()
@@ -567,7 +569,7 @@ class CLIP(EmbeddingModel):
 
     def _make_tokenizer(self) -> Any:
         """The packaged BPE tokenizer (model.tokenizer.Tokenizer), shared by every CLIP."""
-        return _default_tokenizer()
+        return default_tokenizer()
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
         """Texts -> LongTensor [N, context_length] (start id, BPE ids, end id, zero padding)."""

@@ -26,9 +26,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from clipsearch.model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel
-from clipsearch.model.clip import QuickGELU, VisionConfig, VisionTransformer, _check_positive_int
+from clipsearch.model import hub_config as hub
+from clipsearch.model.base import TwoTowerModel
+from clipsearch.model.clip import (
+    QuickGELU,
+    VisionConfig,
+    VisionTransformer,
+    check_positive_int,
+    dataclass_from,
+)
 from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.family_registry import Family, register
 
 POOLERS = ("mean_pooler", "cls_pooler")
 PROJECTIONS = ("mlp", "linear")
@@ -38,7 +46,7 @@ _SHAPE_CONFIGS = ("xlm-roberta", "roberta")
 
 def _transformers() -> Any:
     try:
-        import transformers
+        import transformers  # optional (the multilingual extra), and slow to import
     except ImportError as exc:
         raise ModelError(
             "this model's text tower is a Hugging Face transformers model; install the extra: "
@@ -61,8 +69,8 @@ class HFTextCLIPConfig:
     context_length: int = 77  # tokens per text
 
     def __post_init__(self) -> None:
-        _check_positive_int("config", "embed_dim", self.embed_dim)
-        _check_positive_int("config", "context_length", self.context_length)
+        check_positive_int("config", "embed_dim", self.embed_dim)
+        check_positive_int("config", "context_length", self.context_length)
         if self.vision.is_resnet:
             raise ModelError("a ResNet image tower with a Hugging Face text tower is not supported")
         if self.pooler not in POOLERS:
@@ -86,11 +94,9 @@ class HFTextCLIPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HFTextCLIPConfig:
-        from clipsearch.model.clip import _dataclass_from
-
         if not isinstance(data, dict):
             raise ModelError(f"an HF-text config must be a JSON object, got {type(data).__name__}")
-        vision = _dataclass_from(VisionConfig, data.get("vision", {}), "vision")
+        vision = dataclass_from(VisionConfig, data.get("vision", {}), "vision")
         rest = {k: v for k, v in data.items() if k != "vision"}
         known = {"embed_dim", "quick_gelu", "hf_config", "pooler", "proj", "text_clean"}
         unknown = set(rest) - known - {"context_length"}
@@ -125,18 +131,14 @@ def build_text_model(hf_config: Mapping[str, Any]) -> nn.Module:
         raise CheckpointError(f"cannot build the transformers text tower: {exc}") from exc
 
 
-class HFTextCLIP(EmbeddingModel):
+class HFTextCLIP(TwoTowerModel):
     """CLIP ViT + transformers text tower; the surface is :class:`~model.base.EmbeddingModel`'s."""
 
     family = "hf-text"
+    config_class = HFTextCLIPConfig
 
     def __init__(self, config: HFTextCLIPConfig, tokenizer_dir: str | Path | None = None) -> None:
-        super().__init__()
-        if not isinstance(config, HFTextCLIPConfig):
-            raise ModelError(f"HFTextCLIP needs an HFTextCLIPConfig, got {type(config).__name__}")
-        self.config = config
-        self.tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
-        self.preprocess_cfg = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
+        super().__init__(config, tokenizer_dir)
         v = config.vision
         assert v.patch_size is not None and isinstance(v.layers, int)
         act = QuickGELU if config.quick_gelu else nn.GELU
@@ -152,36 +154,6 @@ class HFTextCLIP(EmbeddingModel):
         )
         self.text = HFTextEncoder(config)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.context_length
-
-    def _make_tokenizer(self) -> Any:
-        from clipsearch.model.hub_tokenizer import HubTokenizer
-
-        if self.tokenizer_dir is None:
-            raise ModelError("this model has no tokenizer folder; set model.tokenizer")
-        return HubTokenizer(self.tokenizer_dir, clean=self.config.text_clean)
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        self._check_pixels(pixels)
-        return self.visual(pixels.to(device=self.device, dtype=self.dtype))
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 2:
-            raise ModelError(f"expected token ids of shape [N, L], got {list(tokens.shape)}")
-        if tokens.shape[0] == 0:
-            return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
-        return self.text(tokens.to(self.device))
 
 
 class HFTextEncoder(nn.Module):
@@ -223,18 +195,16 @@ class HFTextEncoder(nn.Module):
 
 def _shape_config(model_type: str, state: Mapping[str, Any], source: str) -> dict[str, Any]:
     """A RoBERTa-family transformers config from the weights' shapes (XLM-R base/large)."""
-    from clipsearch.model.checkpoints import _count_indices, _shape
-
     prefix = "text.transformer."
-    vocab, hidden = _shape(state, prefix + "embeddings.word_embeddings.weight", source)
-    positions = _shape(state, prefix + "embeddings.position_embeddings.weight", source)[0]
-    types = _shape(state, prefix + "embeddings.token_type_embeddings.weight", source)[0]
-    inter = _shape(state, prefix + "encoder.layer.0.intermediate.dense.weight", source)[0]
+    vocab, hidden = hub.shape(state, prefix + "embeddings.word_embeddings.weight", source)
+    positions = hub.shape(state, prefix + "embeddings.position_embeddings.weight", source)[0]
+    types = hub.shape(state, prefix + "embeddings.token_type_embeddings.weight", source)[0]
+    inter = hub.shape(state, prefix + "encoder.layer.0.intermediate.dense.weight", source)[0]
     return {
         "model_type": model_type,
         "vocab_size": vocab,
         "hidden_size": hidden,
-        "num_hidden_layers": _count_indices(state, prefix + "encoder.layer."),
+        "num_hidden_layers": hub.count_indices(state, prefix + "encoder.layer."),
         "num_attention_heads": max(1, hidden // 64),
         "intermediate_size": inter,
         "max_position_embeddings": positions,
@@ -252,42 +222,29 @@ def infer_config(
 ) -> HFTextCLIPConfig:
     """The architecture of an open_clip CustomTextCLIP with an HF text tower: the vision tower
     from shapes, the text tower from its transformers config (or shapes), projection from keys."""
-    import json
-
-    from clipsearch.model.checkpoints import _count_indices, _shape
-    from clipsearch.model.families import _model_cfg
-
-    model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
+    model_cfg, vision_cfg, text_cfg = hub.model_cfg(data, source)
     # Image tower: as CLIP's, from shapes; heads from head_width.
     if "visual.proj" not in state:
         raise CheckpointError(f"{source}: expected a CLIP ViT image tower (no 'visual.proj')")
-    width, _, patch, _ = _shape(state, "visual.conv1.weight", source)
-    positions = _shape(state, "visual.positional_embedding", source)[0]
+    width, _, patch, _ = hub.shape(state, "visual.conv1.weight", source)
+    positions = hub.shape(state, "visual.positional_embedding", source)[0]
     grid = round((positions - 1) ** 0.5)
     if grid * grid != positions - 1:
         raise CheckpointError(f"{source}: visual.positional_embedding is not a square grid + 1")
     head_width = vision_cfg.get("head_width", 64)
-    hidden = _shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)[0]
-    embed_dim = _shape(state, "visual.proj", source)[1]
+    hidden = hub.shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)[0]
+    embed_dim = hub.shape(state, "visual.proj", source)[1]
     # Text tower.
     name = text_cfg.get("hf_model_name")
-    if not isinstance(name, str) or not name:
-        raise CheckpointError(f"{source}: text_cfg.hf_model_name must name a transformers model")
-    hf_dir = (folder / name).resolve()
-    if (hf_dir / "config.json").is_file():
-        try:
-            hf_config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{hf_dir / 'config.json'}: not readable JSON: {exc}") from exc
-    else:
+
+    def from_shapes() -> dict[str, Any] | None:
+        assert isinstance(name, str)
         model_type = next((t for t in _SHAPE_CONFIGS if name.lower().startswith(t)), None)
-        if model_type is None:
-            raise CheckpointError(
-                f"{source}: the text tower {name!r} needs its transformers config.json: put the "
-                f"model's config.json in a folder beside the weights and set hf_model_name to it "
-                f"(known without one: {', '.join(_SHAPE_CONFIGS)} models)"
-            )
-        hf_config = _shape_config(model_type, state, source)
+        return None if model_type is None else _shape_config(model_type, state, source)
+
+    hf_config = hub.hf_text_config(
+        folder, name, source, from_shapes, f"{', '.join(_SHAPE_CONFIGS)} models"
+    )
     if "text.proj.0.weight" in state:
         proj = "mlp"
     elif "text.proj.weight" in state:
@@ -299,7 +256,7 @@ def infer_config(
         vision = VisionConfig(
             image_size=grid * patch,
             width=width,
-            layers=_count_indices(state, "visual.transformer.resblocks."),
+            layers=hub.count_indices(state, "visual.transformer.resblocks."),
             patch_size=patch,
             heads=width // int(head_width),
             mlp_ratio=hidden / width,
@@ -316,3 +273,25 @@ def infer_config(
         )
     except (ModelError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{source}: unsupported HF-text CLIP: {exc}") from exc
+
+
+def _recognises(
+    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+) -> bool:
+    return arch is None and bool(text_cfg.get("hf_model_name"))
+
+
+def _same_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return state  # open_clip's names are ours
+
+
+FAMILY = register(
+    Family(
+        model=HFTextCLIP,
+        recognises=_recognises,
+        convert_state=_same_names,
+        infer_config=infer_config,
+        description="CLIP ViTs with a Hugging Face text tower (text_cfg.hf_model_name)",
+        build_on_meta=False,
+    )
+)

@@ -23,15 +23,21 @@ blocks are named as :class:`~model.clip.Transformer` names them (renamed from ti
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from clipsearch.model.base import EmbeddingModel
-from clipsearch.model.clip import LayerNorm, Transformer, _check_positive_int, _dataclass_from
+from clipsearch.model import hub_config as hub
+from clipsearch.model import siglip
+from clipsearch.model.base import TwoTowerModel
+from clipsearch.model.clip import LayerNorm, Transformer, check_positive_int, dataclass_from
 from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.family_registry import Family, register
+from clipsearch.model.reparam import fold_bn
 from clipsearch.model.towers import TextTowerConfig, TextTransformer
 
 MOBILECLIP_MEAN = (0.0, 0.0, 0.0)
@@ -54,7 +60,7 @@ class MCiViTConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "width", "layers", "heads", "mlp_dim", "stem_channels"):
-            _check_positive_int("vision", name, getattr(self, name))
+            check_positive_int("vision", name, getattr(self, name))
         if self.width % self.heads:
             raise ModelError(f"vision.heads={self.heads} does not divide width={self.width}")
         if self.image_size < PATCH:
@@ -74,7 +80,11 @@ class MobileCLIPViTConfig:
     text: TextTowerConfig = field(default_factory=lambda: TextTowerConfig(mlp_dim=2048))
 
     def __post_init__(self) -> None:
-        _check_positive_int("config", "embed_dim", self.embed_dim)
+        check_positive_int("config", "embed_dim", self.embed_dim)
+
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,8 +95,8 @@ class MobileCLIPViTConfig:
             raise ModelError(
                 f"a MobileCLIP-B config must be a JSON object, got {type(data).__name__}"
             )
-        vision = _dataclass_from(MCiViTConfig, data.get("vision", {}), "vision")
-        text = _dataclass_from(TextTowerConfig, data.get("text", {}), "text")
+        vision = dataclass_from(MCiViTConfig, data.get("vision", {}), "vision")
+        text = dataclass_from(TextTowerConfig, data.get("text", {}), "text")
         unknown = set(data) - {"embed_dim", "vision", "text"}
         if unknown:
             raise ModelError(f"unknown MobileCLIP-B config keys: {sorted(unknown)}")
@@ -111,8 +121,6 @@ class StemConv(nn.Module):
 
     def fold(self) -> None:
         """BatchNorm (running statistics) folded into the convolution: one biased conv."""
-        from clipsearch.model.mobileclip import fold_bn
-
         if self.bn is None:
             return
         conv = self.conv
@@ -168,41 +176,27 @@ class MCiViT(nn.Module):
         self.cfg.folded = True
 
 
-class MobileCLIPViT(EmbeddingModel):
+class MobileCLIPViT(TwoTowerModel):
     """MobileCLIP-B / MobileCLIP2-B; the surface is :class:`~model.base.EmbeddingModel`'s."""
 
     family = "mobileclip-vit"
+    config_class = MobileCLIPViTConfig
+    mean = MOBILECLIP_MEAN
+    std = MOBILECLIP_STD
+    default_interpolation = "bilinear"
+    tokenizer_kind = "clip-bpe"
+    token_length = "at_most"
 
-    def __init__(self, config: MobileCLIPViTConfig) -> None:
-        super().__init__()
-        if not isinstance(config, MobileCLIPViTConfig):
-            raise ModelError(
-                f"MobileCLIPViT needs a MobileCLIPViTConfig, got {type(config).__name__}"
-            )
-        self.config = config
-        self.preprocess_cfg = {"mean": MOBILECLIP_MEAN, "std": MOBILECLIP_STD}
-        self.resize_mode = "shortest"
-        self.interpolation = "bilinear"
+    config: MobileCLIPViTConfig
+    visual: MCiViT
+
+    def __init__(
+        self, config: MobileCLIPViTConfig, tokenizer_dir: str | Path | None = None
+    ) -> None:
+        super().__init__(config, tokenizer_dir)
         self.visual = MCiViT(config.vision, config.embed_dim)
         self.text = TextTransformer(config.text, config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.text.context_length
-
-    def _make_tokenizer(self) -> Any:
-        from clipsearch.model.clip import _default_tokenizer
-
-        return _default_tokenizer()
 
     def fold(self) -> MobileCLIPViT:
         """Fold the stem's BatchNorms for inference (in place; returns self)."""
@@ -210,19 +204,6 @@ class MobileCLIPViT(EmbeddingModel):
             self.visual.fold()
         self.__dict__.pop("_clipsearch_fingerprint", None)  # the weights changed form
         return self
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        self._check_pixels(pixels)
-        return self.visual(pixels.to(device=self.device, dtype=self.dtype))  # type: ignore[no-any-return]
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.ndim != 2 or tokens.shape[1] > self.context_length:
-            raise ModelError(
-                f"expected token ids of shape [N, <= {self.context_length}], got {list(tokens.shape)}"
-            )
-        if tokens.shape[0] == 0:
-            return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
-        return self.text(tokens.to(self.device))  # type: ignore[no-any-return]
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,48 +214,43 @@ class MobileCLIPViT(EmbeddingModel):
 def from_open_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """open_clip's names (timm's under ``visual.trunk.``) -> :class:`MobileCLIPViT`'s: the
     blocks renamed as SigLIP's are, the rest moved from ``visual.trunk.`` to ``visual.``."""
-    from clipsearch.model.siglip import from_open_clip_state as siglip_names
-
-    out = siglip_names(state)  # visual.trunk.blocks.N.* -> visual.transformer.resblocks.N.*
+    out = siglip.from_open_clip_state(
+        state
+    )  # visual.trunk.blocks.N.* -> visual.transformer.resblocks.N.*
     prefix = "visual.trunk."
     return {
         ("visual." + k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in out.items()
     }
 
 
-def infer_config(data: Any, folder: Any, state: dict[str, Any], source: str) -> MobileCLIPViTConfig:
+def infer_config(
+    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+) -> MobileCLIPViTConfig:
     """The architecture from the weights' shapes; the config's image size and text options."""
-    from clipsearch.model.checkpoints import _count_indices, _shape
-    from clipsearch.model.families import (
-        _image_size,
-        _int,
-        _model_cfg,
-        text_tower_config,
-        timm_tower,
-    )
-
-    model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
-    _, args = timm_tower(vision_cfg, folder, source)
+    model_cfg, vision_cfg, text_cfg = hub.model_cfg(data, source)
+    _, args = hub.timm_tower(vision_cfg, folder, source)
     stem = "visual.patch_embed.backbone."
-    c, _, k0, _ = _shape(state, stem + "0.conv.weight", source)
-    width, _, k2, _ = _shape(state, stem + "2.conv.weight", source)
+    c, _, k0, _ = hub.shape(state, stem + "0.conv.weight", source)
+    width, _, k2, _ = hub.shape(state, stem + "2.conv.weight", source)
     if (k0, k2) != (4, 2):
         raise CheckpointError(f"{source}: expected the MCi stem's 4x4 and 2x2 convolutions")
-    positions = _shape(state, "visual.pos_embed", source)[1]
+    positions = hub.shape(state, "visual.pos_embed", source)[1]
     grid = round(positions**0.5)
     if grid * grid != positions:
         raise CheckpointError(f"{source}: visual.pos_embed has {positions} positions, not a grid")
-    image_size = _image_size(vision_cfg, args, source) or grid * PATCH
+    image_size = hub.image_size(vision_cfg, args, source) or grid * PATCH
     if image_size // PATCH != grid:
         raise CheckpointError(
             f"{source}: image_size {image_size} gives a {image_size // PATCH}-grid, but the "
             f"position embeddings are for a {grid}-grid"
         )
-    layers = _count_indices(state, "visual.transformer.resblocks.")
-    mlp_dim = _shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)[0]
+    layers = hub.count_indices(state, "visual.transformer.resblocks.")
+    mlp_dim = hub.shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)[0]
     heads = args.get("num_heads", max(1, width // 64))
-    text, embed_dim = text_tower_config(state, text_cfg, bool(model_cfg.get("quick_gelu")), source)
-    head = _shape(state, "visual.head.weight", source)[0]
+    text, embed_dim = hub.text_tower_config(
+        state, text_cfg, bool(model_cfg.get("quick_gelu")), source
+    )
+    head = hub.shape(state, "visual.head.weight", source)[0]
     if head != embed_dim:
         raise CheckpointError(
             f"{source}: the image head projects to {head}, the text tower to {embed_dim}"
@@ -284,10 +260,28 @@ def infer_config(data: Any, folder: Any, state: dict[str, Any], source: str) -> 
             image_size=image_size,
             width=width,
             layers=layers,
-            heads=_int(heads, "num_heads", source),
+            heads=hub.positive_int(heads, "num_heads", source),
             mlp_dim=mlp_dim,
             stem_channels=c,
         )
         return MobileCLIPViTConfig(embed_dim=embed_dim, vision=vision, text=text)
     except ModelError as exc:
         raise CheckpointError(f"{source}: not an MCi ViT this loader supports: {exc}") from exc
+
+
+def _recognises(
+    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+) -> bool:
+    return arch is not None and arch.startswith("vit_") and "_mci_" in arch
+
+
+FAMILY = register(
+    Family(
+        model=MobileCLIPViT,
+        recognises=_recognises,
+        convert_state=from_open_clip_state,
+        infer_config=infer_config,
+        description="the MobileCLIP-B ViT (vit_base_mci_224)",
+        fold=MobileCLIPViT.fold,
+    )
+)

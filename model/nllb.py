@@ -25,8 +25,6 @@ As open_clip builds it:
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,19 +32,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from clipsearch.model.base import EmbeddingModel, check_batch_size
-from clipsearch.model.clip import _check_positive_int, _dataclass_from
+from clipsearch.model import hub_config as hub
+from clipsearch.model import siglip
+from clipsearch.model.base import check_batch_size
+from clipsearch.model.clip import check_positive_int, dataclass_from
 from clipsearch.model.errors import CheckpointError, ModelError
-from clipsearch.model.hf_text import HFTextEncoder, hf_width
-from clipsearch.model.siglip import (
-    SIGLIP_MEAN,
-    SIGLIP_STD,
-    SigLIPVisionConfig,
-    SigLIPVisionTransformer,
-    SigmoidScoring,
-)
+from clipsearch.model.family_registry import Family, register
+from clipsearch.model.hf_text import POOLERS, PROJECTIONS, HFTextEncoder, hf_width
+from clipsearch.model.siglip import SigLIPVisionConfig, SigLIPVisionTransformer, SigmoidScoring
 
 # Hub names of text towers whose transformers config is rebuilt from the weights' shapes.
 _SHAPE_NAMES = ("facebook/nllb-200", "nllb-200", "facebook/m2m100", "m2m100")
@@ -68,10 +62,8 @@ class NLLBSigLIPConfig:
     language: str | None = None  # FLORES-200 code put first; None: the folder's (eng_Latn)
 
     def __post_init__(self) -> None:
-        from clipsearch.model.hf_text import POOLERS, PROJECTIONS
-
-        _check_positive_int("config", "embed_dim", self.embed_dim)
-        _check_positive_int("config", "context_length", self.context_length)
+        check_positive_int("config", "embed_dim", self.embed_dim)
+        check_positive_int("config", "context_length", self.context_length)
         if self.embed_dim != self.vision.width:
             raise ModelError(
                 f"an NLLB-SigLIP image feature is its tower's width ({self.vision.width}); "
@@ -101,7 +93,7 @@ class NLLBSigLIPConfig:
             raise ModelError(
                 f"an NLLB-SigLIP config must be a JSON object, got {type(data).__name__}"
             )
-        vision = _dataclass_from(SigLIPVisionConfig, data.get("vision", {}), "vision")
+        vision = dataclass_from(SigLIPVisionConfig, data.get("vision", {}), "vision")
         rest = {k: v for k, v in data.items() if k != "vision"}
         known = {"embed_dim", "hf_config", "pooler", "proj", "text_clean", "context_length"}
         unknown = set(rest) - known - {"language"}
@@ -110,49 +102,20 @@ class NLLBSigLIPConfig:
         return cls(vision=vision, **rest)
 
 
-class NLLBSigLIP(SigmoidScoring, EmbeddingModel):
+class NLLBSigLIP(SigmoidScoring):
     """SigLIP ViT + NLLB text encoder; the surface is :class:`~model.base.EmbeddingModel`'s."""
 
     family = "nllb-siglip"
+    config_class = NLLBSigLIPConfig
 
     def __init__(self, config: NLLBSigLIPConfig, tokenizer_dir: str | Path | None = None) -> None:
-        super().__init__()
-        if not isinstance(config, NLLBSigLIPConfig):
-            raise ModelError(f"NLLBSigLIP needs an NLLBSigLIPConfig, got {type(config).__name__}")
-        self.config = config
-        self.tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
-        self.preprocess_cfg = {"mean": SIGLIP_MEAN, "std": SIGLIP_STD}
-        self.resize_mode = "squash"
-        self.interpolation = "bicubic"
+        super().__init__(config, tokenizer_dir)
         self.visual = SigLIPVisionTransformer(config.vision)
         self.text = HFTextEncoder(config)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+        self._init_logits()
 
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.context_length
-
-    def _make_tokenizer(self) -> Any:
-        from clipsearch.model.hub_tokenizer import HubTokenizer
-
-        if self.tokenizer_dir is None:
-            raise ModelError(
-                "this NLLB-SigLIP model has no tokenizer: load it from its hub folder "
-                "(tokenizer.json and tokenizer_config.json beside the weights), or set "
-                "model.tokenizer"
-            )
-        return HubTokenizer(
-            self.tokenizer_dir, clean=self.config.text_clean, language=self.config.language
-        )
+    def _tokenizer_options(self) -> dict[str, Any]:
+        return {"clean": self.config.text_clean, "language": self.config.language}
 
     # -- the query language --------------------------------------------------------------------
 
@@ -193,19 +156,6 @@ class NLLBSigLIP(SigmoidScoring, EmbeddingModel):
                 out.append(self._normalised(self.encode_text(tokens[start : start + batch_size])))
         return np.concatenate(out)
 
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[N, 3, R, R] normalised pixels -> [N, E] unnormalised image features."""
-        self._check_pixels(pixels)
-        return self.visual(pixels.to(device=self.device, dtype=self.dtype))
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[N, L] token ids ([lang] ... </s> <pad>...) -> [N, E] unnormalised text features."""
-        if tokens.ndim != 2:
-            raise ModelError(f"expected token ids of shape [N, L], got {list(tokens.shape)}")
-        if tokens.shape[0] == 0:
-            return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
-        return self.text(tokens.to(self.device))  # type: ignore[no-any-return]
-
 
 # --------------------------------------------------------------------------------------------
 # From an OpenCLIP hub folder
@@ -216,14 +166,12 @@ def nllb_shape_config(state: Mapping[str, Any], source: str) -> dict[str, Any]:
     """NLLB-200's M2M100 transformers config from the encoder's shapes (the distilled 600M and
     1.3B models, the dense 3.3B): width, layers and FFN from the tensors, heads width // 64, and
     what NLLB-200 fixes (sinusoidal positions for 1024 tokens, scaled embeddings, ReLU)."""
-    from clipsearch.model.checkpoints import _count_indices, _shape
-
     prefix = "text.transformer."
-    vocab, width = _shape(state, prefix + "embed_tokens.weight", source)
-    layers = _count_indices(state, prefix + "layers.")
+    vocab, width = hub.shape(state, prefix + "embed_tokens.weight", source)
+    layers = hub.count_indices(state, prefix + "layers.")
     if layers == 0:
         raise CheckpointError(f"{source}: no NLLB encoder layers ({prefix}layers.N)")
-    ffn = _shape(state, prefix + "layers.0.fc1.weight", source)[0]
+    ffn = hub.shape(state, prefix + "layers.0.fc1.weight", source)[0]
     heads = max(1, width // 64)
     return {
         "model_type": "m2m_100",
@@ -255,34 +203,21 @@ def infer_config(
     """The architecture of an open_clip NLLB-SigLIP: the SigLIP tower from shapes (timm's keys
     renamed by :func:`model.siglip.from_open_clip_state`), the text tower from its transformers
     config (or shapes), the projection from the keys."""
-    from clipsearch.model.checkpoints import _shape
-    from clipsearch.model.families import _model_cfg, siglip_vision_config
-
-    model_cfg, vision_cfg, text_cfg = _model_cfg(data, source)
-    vision = siglip_vision_config(vision_cfg, folder, state, source)
+    model_cfg, vision_cfg, text_cfg = hub.model_cfg(data, source)
+    vision = siglip.vision_config(vision_cfg, folder, state, source)
     name = text_cfg.get("hf_model_name")
-    if not isinstance(name, str) or not name:
-        raise CheckpointError(f"{source}: text_cfg.hf_model_name must name a transformers model")
-    hf_dir = (folder / name).resolve()
-    if (hf_dir / "config.json").is_file():
-        try:
-            hf_config = json.loads((hf_dir / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{hf_dir / 'config.json'}: not readable JSON: {exc}") from exc
-    elif name.lower().startswith(_SHAPE_NAMES):
-        hf_config = nllb_shape_config(state, source)
-    else:
-        raise CheckpointError(
-            f"{source}: the text tower {name!r} needs its transformers config.json: put the "
-            f"model's config.json in a folder beside the weights and set hf_model_name to it "
-            f"(known without one: facebook/nllb-200-* models)"
-        )
+
+    def from_shapes() -> dict[str, Any] | None:
+        known = isinstance(name, str) and name.lower().startswith(_SHAPE_NAMES)
+        return nllb_shape_config(state, source) if known else None
+
+    hf_config = hub.hf_text_config(folder, name, source, from_shapes, "facebook/nllb-200-* models")
     if "text.proj.weight" in state:
         proj = "linear"
-        embed_dim = _shape(state, "text.proj.weight", source)[0]
+        embed_dim = hub.shape(state, "text.proj.weight", source)[0]
     elif "text.proj.0.weight" in state:
         proj = "mlp"
-        embed_dim = _shape(state, "text.proj.2.weight", source)[0]
+        embed_dim = hub.shape(state, "text.proj.2.weight", source)[0]
     else:
         raise CheckpointError(f"{source}: no text projection (text.proj.*) in the weights")
     clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
@@ -298,3 +233,24 @@ def infer_config(
         )
     except (ModelError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{source}: unsupported NLLB-SigLIP: {exc}") from exc
+
+
+def _recognises(
+    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+) -> bool:
+    if arch is None or "siglip" not in arch or not text_cfg.get("hf_model_name"):
+        return False
+    siglip.check_map_pool(arch, vision_cfg, source)
+    return True
+
+
+FAMILY = register(
+    Family(
+        model=NLLBSigLIP,
+        recognises=_recognises,
+        convert_state=siglip.from_open_clip_state,
+        infer_config=infer_config,
+        description="SigLIP ViTs with a Hugging Face (NLLB) text tower",
+        build_on_meta=False,
+    )
+)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clipsearch.model.base import EmbeddingModel
-from clipsearch.model.clip import LayerNorm, Transformer, _check_positive_int, _dataclass_from
-from clipsearch.model.errors import ModelError
+from clipsearch.model import hub_config as hub
+from clipsearch.model.base import TwoTowerModel
+from clipsearch.model.clip import LayerNorm, Transformer, check_positive_int, dataclass_from
+from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.family_registry import Family, register
 from clipsearch.model.towers import TextTowerConfig, TextTransformer, activation
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -60,7 +63,7 @@ class SigLIPVisionConfig:
 
     def __post_init__(self) -> None:
         for name in ("image_size", "patch_size", "width", "layers", "heads", "mlp_dim"):
-            _check_positive_int("vision", name, getattr(self, name))
+            check_positive_int("vision", name, getattr(self, name))
         if self.width % self.heads:
             raise ModelError(f"vision.heads={self.heads} does not divide width={self.width}")
         if self.image_size < self.patch_size:
@@ -99,12 +102,16 @@ class SigLIPConfig:
     text_clean: str = "canonicalize"  # open_clip's tokenizer_kwargs.clean
 
     def __post_init__(self) -> None:
-        _check_positive_int("config", "embed_dim", self.embed_dim)
+        check_positive_int("config", "embed_dim", self.embed_dim)
         if self.embed_dim != self.vision.width:
             raise ModelError(
                 f"a SigLIP image feature is its tower's width ({self.vision.width}); "
                 f"embed_dim={self.embed_dim} differs"
             )
+
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,8 +120,8 @@ class SigLIPConfig:
     def from_dict(cls, data: dict[str, Any]) -> SigLIPConfig:
         if not isinstance(data, dict):
             raise ModelError(f"a SigLIP config must be a JSON object, got {type(data).__name__}")
-        vision = _dataclass_from(SigLIPVisionConfig, data.get("vision", {}), "vision")
-        text = _dataclass_from(TextTowerConfig, data.get("text", {}), "text")
+        vision = dataclass_from(SigLIPVisionConfig, data.get("vision", {}), "vision")
+        text = dataclass_from(TextTowerConfig, data.get("text", {}), "text")
         rest = {k: v for k, v in data.items() if k not in ("vision", "text")}
         unknown = set(rest) - {"embed_dim", "text_clean"}
         if unknown:
@@ -184,19 +191,21 @@ class SigLIPVisionTransformer(nn.Module):
         return self.attn_pool(self.norm(x))  # [N, D]
 
 
-class SigmoidScoring:
+class SigmoidScoring(TwoTowerModel):
     """Pair logits and match probabilities from ``logit_scale`` and ``logit_bias``: what every
-    sigmoid-trained model (SigLIP, NLLB-SigLIP) shares."""
+    sigmoid-trained model (SigLIP, NLLB-SigLIP) shares, with SigLIP's preprocessing (the whole
+    image squashed to R x R, bicubic, mean = std = 0.5)."""
 
     score_kind = "sigmoid"
+    mean = SIGLIP_MEAN
+    std = SIGLIP_STD
+    default_resize_mode = "squash"
     logit_scale: nn.Parameter
     logit_bias: nn.Parameter
 
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _init_logits(self) -> None:
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
 
     def forward(self, pixels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """Pair logits [N_img, N_txt]: exp(logit_scale) * cos + logit_bias (sigmoid -> probability)."""
@@ -212,62 +221,18 @@ class SigmoidScoring:
         return torch.sigmoid(values * scale + bias).numpy().astype(np.float32, copy=False)
 
 
-class SigLIP(SigmoidScoring, EmbeddingModel):
+class SigLIP(SigmoidScoring):
     """SigLIP / SigLIP 2; the public surface is :class:`~model.base.EmbeddingModel`'s."""
 
     family = "siglip"
+    config_class = SigLIPConfig
+    token_length = "exact"  # read at the last position: texts padded to context_length
 
     def __init__(self, config: SigLIPConfig, tokenizer_dir: str | Path | None = None) -> None:
-        super().__init__()
-        if not isinstance(config, SigLIPConfig):
-            raise ModelError(f"SigLIP needs a SigLIPConfig, got {type(config).__name__}")
-        self.config = config
-        self.tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir is not None else None
-        self.preprocess_cfg = {"mean": SIGLIP_MEAN, "std": SIGLIP_STD}
-        self.resize_mode = "squash"
-        self.interpolation = "bicubic"
+        super().__init__(config, tokenizer_dir)
         self.visual = SigLIPVisionTransformer(config.vision)
         self.text = TextTransformer(config.text, config.embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
-
-    @property
-    def embed_dim(self) -> int:
-        return self.config.embed_dim
-
-    @property
-    def image_size(self) -> int:
-        return self.config.vision.image_size
-
-    @property
-    def context_length(self) -> int:
-        return self.config.text.context_length
-
-    def _make_tokenizer(self) -> Any:
-        from clipsearch.model.hub_tokenizer import HubTokenizer
-
-        if self.tokenizer_dir is None:
-            raise ModelError(
-                "this SigLIP model has no tokenizer: load it from its hub folder (tokenizer.json "
-                "beside the weights), or set model.tokenizer"
-            )
-        return HubTokenizer(self.tokenizer_dir, clean=self.config.text_clean)
-
-    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """[N, 3, R, R] normalised pixels -> [N, E] unnormalised image features."""
-        self._check_pixels(pixels)
-        return self.visual(pixels.to(device=self.device, dtype=self.dtype))
-
-    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[N, context_length] token ids -> [N, E] unnormalised text features."""
-        if tokens.ndim != 2 or tokens.shape[1] != self.context_length:
-            raise ModelError(
-                f"expected token ids of shape [N, {self.context_length}] (SigLIP reads the last "
-                f"position of the padded text), got {list(tokens.shape)}"
-            )
-        if tokens.shape[0] == 0:
-            return torch.zeros(0, self.embed_dim, dtype=self.dtype, device=self.device)
-        return self.text(tokens.to(self.device))
+        self._init_logits()
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,3 +281,87 @@ def vision_heads(width: int) -> int:
     """The head count of timm's SigLIP ViTs of this width (not in a state dict): B 768 -> 12,
     L 1024 -> 16, SO400M 1152 -> 16, g-opt 1536 -> 16; otherwise width // 64."""
     return {768: 12, 1024: 16, 1152: 16, 1536: 16}.get(width, max(1, width // 64))
+
+
+# --------------------------------------------------------------------------------------------
+# From an OpenCLIP hub folder
+# --------------------------------------------------------------------------------------------
+
+
+def check_map_pool(arch: str, vision_cfg: Mapping[str, Any], source: str) -> None:
+    """Refuse a SigLIP tower pooled by global average: only the attention-pool head is built."""
+    if "_gap_" in arch or vision_cfg.get("timm_pool", "map") not in ("map", None, ""):
+        raise CheckpointError(
+            f"{source}: {arch} with global average pooling is not supported; SigLIP "
+            "towers with the attention-pool ('map') head are"
+        )
+
+
+def _recognises(
+    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+) -> bool:
+    if arch is None or "siglip" not in arch or text_cfg.get("hf_model_name"):
+        return False  # beside a Hugging Face text tower: NLLB-SigLIP (model.nllb)
+    check_map_pool(arch, vision_cfg, source)
+    return True
+
+
+def vision_config(
+    vision_cfg: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+) -> SigLIPVisionConfig:
+    """timm's SigLIP ViT (renamed to our keys) from shapes + config."""
+    _, args = hub.timm_tower(vision_cfg, folder, source)
+    width, _, patch, _ = hub.shape(state, "visual.patch_embed.weight", source)
+    positions = hub.shape(state, "visual.pos_embed", source)[1]
+    grid = round(positions**0.5)
+    if grid * grid != positions:
+        raise CheckpointError(f"{source}: visual.pos_embed has {positions} positions, not a grid")
+    image_size = hub.image_size(vision_cfg, args, source) or grid * patch
+    if image_size // patch != grid:
+        raise CheckpointError(
+            f"{source}: image_size {image_size} with patch {patch} gives a {image_size // patch}"
+            f"-grid, but the position embeddings are for a {grid}-grid"
+        )
+    layers = hub.count_indices(state, "visual.transformer.resblocks.")
+    mlp_dim = hub.shape(state, "visual.transformer.resblocks.0.mlp.c_fc.weight", source)[0]
+    heads = args.get("num_heads", vision_heads(width))
+    try:
+        return SigLIPVisionConfig(
+            image_size=image_size,
+            patch_size=patch,
+            width=width,
+            layers=layers,
+            heads=hub.positive_int(heads, "num_heads", source),
+            mlp_dim=mlp_dim,
+        )
+    except ModelError as exc:
+        raise CheckpointError(
+            f"{source}: not a SigLIP image tower this loader supports: {exc}"
+        ) from exc
+
+
+def infer_config(
+    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+) -> SigLIPConfig:
+    """The architecture of an open_clip SigLIP (keys renamed by :func:`from_open_clip_state`):
+    shapes, plus the config's head counts, image size, activation and text cleaning."""
+    model_cfg, vision_cfg, text_cfg = hub.model_cfg(data, source)
+    vision = vision_config(vision_cfg, folder, state, source)
+    quick_gelu = bool(model_cfg.get("quick_gelu", False))
+    text, embed_dim = hub.text_tower_config(state, text_cfg, quick_gelu, source)
+    clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
+    try:
+        return SigLIPConfig(embed_dim=embed_dim, vision=vision, text=text, text_clean=clean)
+    except ModelError as exc:
+        raise CheckpointError(f"{source}: not a SigLIP this loader supports: {exc}") from exc
+
+
+FAMILY = register(
+    Family(
+        model=SigLIP,
+        recognises=_recognises,
+        convert_state=from_open_clip_state,
+        infer_config=infer_config,
+        description="SigLIP ViTs (vit_*_siglip_*)",
+    )
+)

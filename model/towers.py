@@ -22,7 +22,7 @@ from clipsearch.model.clip import (
     QuickGELU,
     ResidualAttentionBlock,
     Transformer,
-    _check_positive_int,
+    check_positive_int,
 )
 from clipsearch.model.errors import ModelError
 
@@ -58,7 +58,7 @@ class TextTowerConfig:
 
     def __post_init__(self) -> None:
         for name in ("context_length", "vocab_size", "width", "heads", "layers", "mlp_dim"):
-            _check_positive_int("text", name, getattr(self, name))
+            check_positive_int("text", name, getattr(self, name))
         if self.width % self.heads:
             raise ModelError(f"text.heads={self.heads} does not divide width={self.width}")
         if self.pool not in TEXT_POOLS:
