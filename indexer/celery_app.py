@@ -19,8 +19,9 @@ import re
 from pathlib import Path
 
 from celery import Celery
+from kombu import Queue
 
-from .errors import IndexerError
+from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,31 @@ TASK_EMBED = "clipsearch.embed_batch"
 TASK_REINDEX = "clipsearch.reindex"
 TASK_RESUME = "clipsearch.resume_job"
 TASK_OCR = "clipsearch.ocr_images"
+TASK_DUPLICATES = "clipsearch.find_duplicates"
+
+#: Index builds and library-wide scans go to their own queue, so a worker consuming only the
+#: embedding queue (``clipsearch worker --queues embed``) keeps ingesting while a long build runs
+#: elsewhere. A worker started without --queues consumes both.
+BUILD_TASKS = (TASK_REINDEX, TASK_DUPLICATES)
+
+#: What every clipsearch task shares: acknowledged after it ran (work must not be lost), and
+#: retried with exponential backoff and full jitter while the catalog or the vector store is down
+#: (2, 4, 8 ... s, at most 5 min apart, each a random share of that, so workers waiting on a
+#: recovering database do not all come back at once); after the last retry the job stays
+#: unfinished in the catalog and the next worker start resumes it.
+RETRY_BACKOFF_S = 2
+RETRY_BACKOFF_MAX_S = 300
+RETRIES = 60
+TASK_OPTIONS: dict[str, object] = {
+    "bind": True,
+    "acks_late": True,
+    "ignore_result": True,
+    "autoretry_for": (CatalogUnavailable, StoreUnavailable),
+    "retry_backoff": RETRY_BACKOFF_S,
+    "retry_backoff_max": RETRY_BACKOFF_MAX_S,
+    "retry_jitter": True,
+    "max_retries": RETRIES,
+}
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 
@@ -41,8 +67,17 @@ def default_broker_url(data_dir: Path) -> str:
 
 
 def queue_name(queue_prefix: str = "") -> str:
-    """The one queue every clipsearch task goes to, namespaced by ``queue_prefix``."""
+    """The queue of ingestion and embedding tasks, namespaced by ``queue_prefix``."""
     return f"{queue_prefix}clipsearch"
+
+
+def build_queue_name(queue_prefix: str = "") -> str:
+    """The queue of index builds and library-wide scans (:data:`BUILD_TASKS`)."""
+    return f"{queue_prefix}clipsearch.builds"
+
+
+#: ``--queues`` names a worker may be given, and the queue each stands for.
+QUEUE_KINDS = {"embed": queue_name, "builds": build_queue_name}
 
 
 def is_embedded_broker(broker_url: str) -> bool:
@@ -86,7 +121,10 @@ def make_celery(
         # failing a submission while the worker holds it.
         transport_options = {"connect_args": {"timeout": 30}}
 
+    builds = build_queue_name(queue_prefix)
     app.conf.update(
+        task_queues=(Queue(queue, routing_key=queue), Queue(builds, routing_key=builds)),
+        task_routes={name: {"queue": builds, "routing_key": builds} for name in BUILD_TASKS},
         task_default_queue=queue,
         task_default_exchange=queue,
         task_default_routing_key=queue,
@@ -104,7 +142,9 @@ def make_celery(
         broker_transport_options=transport_options,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        # task events for `celery events`, Flower and celery-exporter
+        worker_send_task_events=True,
+        task_send_sent_event=True,
         worker_enable_remote_control=not is_embedded_broker(broker_url),
         enable_utc=True,
         timezone="UTC",

@@ -37,11 +37,11 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from . import catalog
 from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
-from .errors import IndexerError
+from .celery_app import TASK_DUPLICATES, TASK_OPTIONS
+from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-TASK_DUPLICATES = "clipsearch.find_duplicates"
 
 #: Cosine similarity at or above which two different files may be the same picture (with the
 #: hash check below). Model-dependent; not measured with real weights (none can be fetched here).
@@ -667,14 +667,12 @@ def register_tasks(app: Any) -> dict[str, Any]:
     from .jobs import context_of as _ctx
     from .jobs import fail_job
 
-    @app.task(name=TASK_DUPLICATES, bind=True, acks_late=True, ignore_result=True)
+    @app.task(name=TASK_DUPLICATES, **TASK_OPTIONS)
     def find_duplicates_task(self: Any, job_id: int) -> None:
-        from .errors import CatalogUnavailable
-
         try:
             run_duplicates(_ctx(app), job_id)
-        except CatalogUnavailable as exc:
-            raise self.retry(exc=exc, countdown=10, max_retries=60) from exc
+        except (CatalogUnavailable, StoreUnavailable):
+            raise  # retried by Celery with backoff and jitter (TASK_OPTIONS)
         except Exception as exc:
             log.exception("duplicates job %s failed", job_id)
             fail_job(_ctx(app), job_id, exc)

@@ -16,9 +16,11 @@ from typing import Any
 from celery import Celery
 
 from .celery_app import (
+    RETRIES,
     TASK_EMBED,
     TASK_INGEST,
     TASK_OCR,
+    TASK_OPTIONS,
     TASK_REINDEX,
     TASK_RESUME,
 )
@@ -30,10 +32,7 @@ from .runs import run_embed_batch, run_ingest, run_resume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CATALOG_RETRIES", "CATALOG_RETRY_S", "register_tasks"]
-
-CATALOG_RETRY_S = 10
-CATALOG_RETRIES = 60
+__all__ = ["register_tasks"]
 
 
 def register_tasks(app: Celery) -> dict[str, Any]:
@@ -43,12 +42,13 @@ def register_tasks(app: Celery) -> dict[str, Any]:
         try:
             return fn()
         except (CatalogUnavailable, StoreUnavailable) as exc:
-            # Nothing can be recorded while the catalog is down: try again later. If retries run
-            # out, the job stays unfinished in the catalog and the next worker start resumes it.
-            log.warning("job %s: %s; retrying in %d s", job_id, exc, CATALOG_RETRY_S)
-            raise task.retry(
-                exc=exc, countdown=CATALOG_RETRY_S, max_retries=CATALOG_RETRIES
-            ) from exc
+            # Nothing can be recorded while the catalog is down: Celery retries the task later
+            # (TASK_OPTIONS: backoff with jitter). If retries run out, the job stays unfinished
+            # in the catalog and the next worker start resumes it.
+            log.warning(
+                "job %s: %s; retry %d of %d", job_id, exc, task.request.retries + 1, RETRIES
+            )
+            raise
         except Exception as exc:
             # A failure a user must act on (folder gone, model missing, a bug): the job fails
             # with it instead of staying "running" for ever.
@@ -59,25 +59,25 @@ def register_tasks(app: Celery) -> dict[str, Any]:
             fail_job(_ctx(app), job_id, exc)
             return None
 
-    @app.task(name=TASK_INGEST, bind=True, acks_late=True, ignore_result=True)
+    @app.task(name=TASK_INGEST, **TASK_OPTIONS)  # type: ignore[call-overload]
     def ingest_folder(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_ingest(_ctx(app), app, job_id))
 
-    @app.task(name=TASK_EMBED, bind=True, acks_late=True, ignore_result=True)
+    @app.task(name=TASK_EMBED, **TASK_OPTIONS)  # type: ignore[call-overload]
     def embed_batch(self: Any, job_id: int, image_ids: list[int]) -> None:
         guarded(self, job_id, lambda: run_embed_batch(_ctx(app), job_id, image_ids, app))
 
-    @app.task(name=TASK_REINDEX, bind=True, acks_late=True, ignore_result=True)
+    @app.task(name=TASK_REINDEX, **TASK_OPTIONS)  # type: ignore[call-overload]
     def reindex(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_reindex(_ctx(app), job_id))
 
-    @app.task(name=TASK_OCR, bind=True, acks_late=True, ignore_result=True)
+    @app.task(name=TASK_OCR, **TASK_OPTIONS)  # type: ignore[call-overload]
     def ocr_images(self: Any, job_id: int) -> None:
         from .ocr_job import run_ocr
 
         guarded(self, job_id, lambda: run_ocr(_ctx(app), job_id))
 
-    @app.task(name=TASK_RESUME, bind=True, acks_late=True, ignore_result=True)
+    @app.task(name=TASK_RESUME, **TASK_OPTIONS)  # type: ignore[call-overload]
     def resume_job(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_resume(_ctx(app), app, job_id))
 
