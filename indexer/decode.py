@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from clipsearch.indexer import safe_files
 from clipsearch.indexer.errors import IndexerError
@@ -52,6 +52,18 @@ ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "
 MAX_FILE_BYTES = 1 << 30  # 1 GiB: no photo is larger; refusing protects worker memory
 THUMB_QUALITY = 82
 OCR_DRAFT_SIDE = 1600  # with OCR, JPEGs are decoded at a scale keeping this long side (or full)
+#: Pages or frames a file may have. Counting stops one past it (never ``n_frames``, which walks
+#: every page of a TIFF, quadratically): a file with more is refused, whatever its size.
+MAX_FRAMES = 1000
+#: Bytes of pixels one decode may hold at once: the decoded image in Pillow's storage for its mode
+#: and bit depth (1 byte a pixel for L and P, 2 for 16-bit grey, 4 for RGB, RGBA, 32-bit and
+#: float), plus a full-size working copy when the mode must be converted before it can be reduced
+#: (palette, 1-bit, 16-bit). An 81-megapixel RGBA PNG is 324 MB; 16-bit grey at the same size, 486.
+MAX_DECODE_BYTES = 384 << 20
+#: Pillow's bytes per pixel for each mode (its storage, not the file's).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+#: Modes ``Image.reduce`` works on in place of a full-size conversion.
+_REDUCIBLE = ("L", "LA", "La", "PA", "RGB", "RGBA", "RGBa", "RGBX", "I", "F", "CMYK", "YCbCr")
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 0x9003
 _DATETIME_DIGITIZED = 0x9004
@@ -291,6 +303,146 @@ def _write_thumbnail(rgb: Image.Image, thumb_dir: Path, key: str, thumb_size: in
                 os.unlink(tmp_name)
 
 
+def pixel_bytes(mode: str, width: int, height: int) -> int:
+    """The bytes of pixels decoding a ``mode`` image of ``width`` x ``height`` holds at once
+    (see :data:`MAX_DECODE_BYTES`)."""
+    n = int(width) * int(height)
+    cost = n * _MODE_BYTES.get(mode, 4)
+    if mode not in _REDUCIBLE:  # converted at full size before it can be reduced
+        cost += n * 4
+    return cost
+
+
+def frame_count(img: Image.Image, cap: int = MAX_FRAMES) -> int:
+    """How many frames or pages ``img`` has, counted up to ``cap + 1`` and no further.
+
+    A count the header declares (WebP, APNG, MPO) is taken as it is; TIFF pages are counted by
+    seeking at most ``cap + 1`` of them (``n_frames`` would walk all of them, quadratically: a
+    490,000-page file took hours); a GIF's frames can only be counted by decoding them, and only
+    its first is ever read, so it counts as 1. The image is left on its first frame."""
+    known = getattr(img, "_n_frames", None)
+    if isinstance(known, int) and known > 0:
+        return min(known, cap + 1)
+    if img.format != "TIFF":
+        return 1
+    n = 1
+    try:
+        for i in range(1, cap + 1):
+            img.seek(i)
+            n = i + 1
+    except EOFError:
+        pass
+    finally:
+        img.seek(0)
+    return n
+
+
+class TooCostly(IndexerError):
+    """The image would take more pages, pixels or memory to decode than its budget allows.
+    ``problem``: ``too_many_pixels`` or ``too_many_frames``."""
+
+    def __init__(self, message: str, problem: str) -> None:
+        super().__init__(message)
+        self.problem = problem
+
+
+def check_budget(
+    img: Image.Image,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+    max_frames: int = MAX_FRAMES,
+    what: str = "decoded",
+) -> None:
+    """Refuse, from the header and before any pixel is decoded, an image over its budget of
+    pixels (``max_pixels``, default Pillow's limit), pixel memory for its mode (``max_bytes``,
+    default :data:`MAX_DECODE_BYTES`) or frames (``max_frames``). Raises :class:`TooCostly`.
+    Call it after ``draft`` (a JPEG's budget is that of the scale it will be decoded at)."""
+    limit = int(max_pixels or Image.MAX_IMAGE_PIXELS or 89_478_485)
+    budget = int(max_bytes or MAX_DECODE_BYTES)
+    w, h = img.size
+    if w * h > limit:
+        raise TooCostly(_too_many(w, h, limit).replace("decoded", what), "too_many_pixels")
+    cost = pixel_bytes(img.mode, w, h)
+    if cost > budget:
+        raise TooCostly(
+            f"too much memory: {w}x{h} in mode {img.mode} takes {cost / 2**20:,.0f} MiB to "
+            f"decode, above the limit of {budget / 2**20:,.0f} MiB (a possible decompression "
+            f"bomb); the file was not {what}",
+            "too_many_pixels",
+        )
+    frames = frame_count(img, max_frames)
+    if frames > max_frames:
+        raise TooCostly(
+            f"too many pages or frames: more than {max_frames:,} (a photo has a handful); the "
+            f"file was not {what}",
+            "too_many_frames",
+        )
+
+
+def _load(img: Image.Image) -> Image.Image:
+    img.load()
+    return img
+
+
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orient(img: Image.Image, orientation: int) -> Image.Image:
+    """``img`` as displayed for the EXIF ``orientation`` read from its header (a reduced image
+    no longer carries its EXIF), as ``ImageOps.exif_transpose`` turns it."""
+    method = _TRANSPOSE.get(orientation)
+    return img if method is None else img.transpose(method)
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    """``img.reduce(factor)``; with an alpha channel, strip by strip (Pillow reduces those through
+    a full-size premultiplied copy: 324 MB more for an 81-megapixel RGBA picture)."""
+    if img.mode not in ("LA", "RGBA"):
+        return img.reduce(factor)
+    w, h = img.size
+    out = Image.new(img.mode, (-(-w // factor), -(-h // factor)))
+    step = factor * max(1, (8 << 20) // max(1, 4 * w * factor))  # strips of about 8 MB
+    for top in range(0, h, step):
+        strip = img.crop((0, top, w, min(top + step, h)))
+        out.paste(strip.reduce(factor), (0, top // factor))
+    return out
+
+
+def load_reduced(img: Image.Image, short_side: int, long_side: int) -> Image.Image:
+    """Load ``img`` (its first frame) and reduce it in its own mode by the largest whole factor
+    that keeps at least twice ``short_side`` on its short side and twice ``long_side`` on its
+    long side (Pillow's ``reducing_gap`` of 2: the final resize still antialiases), so nothing
+    after the decode works on all the pixels of a huge picture. Palette, 1-bit and 16-bit images
+    are converted first (16-bit grey to 8 bits, scaled by 65535 as :func:`_to_rgb` does)."""
+    img.load()
+    sixteen = img.mode.startswith("I;16")
+    if sixteen:
+        img = img.convert("I")  # reduced, then scaled to 8 bits below
+    elif img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode not in _REDUCIBLE:
+        img = img.convert("RGBA" if "A" in img.mode else "RGB")
+    w, h = img.size
+    short, long_ = (w, h) if w <= h else (h, w)
+    factor = min(short // max(1, 2 * short_side), long_ // max(1, 2 * long_side))
+    if factor >= 2:
+        img = _reduce(img, factor)
+    if sixteen and img.mode == "I":
+        arr = np.asarray(img, dtype=np.float32) * (255.0 / 65535.0)
+        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "L")
+    return img
+
+
 def decode_file(
     path: str | os.PathLike[str],
     image_size: int,
@@ -304,11 +456,15 @@ def decode_file(
     roots: Sequence[str] | None = None,
     expect: tuple[int, int] | None = None,
     text: Any = None,
+    max_bytes: int | None = None,
 ) -> DecodeResult:
     """Decode one file; see the module docstring. ``preprocess`` defaults to
     ``model.preprocess.Preprocess(image_size)``; pass ``model.preprocessor`` to use a checkpoint's
     own mean/std. ``thumb_dir=None`` writes no thumbnail. ``max_pixels`` defaults to Pillow's
-    ``Image.MAX_IMAGE_PIXELS``. ``roots``: the file must resolve inside them (a link out is
+    ``Image.MAX_IMAGE_PIXELS``; ``max_bytes`` (default :data:`MAX_DECODE_BYTES`) bounds the
+    pixel memory for the image's mode and bit depth, and a file of more than :data:`MAX_FRAMES`
+    pages is refused; ``draft`` also reduces a big image in its own mode right after decoding
+    (:func:`load_reduced`). ``roots``: the file must resolve inside them (a link out is
     refused); ``expect``: the (size, mtime_ns) the scan saw, else the file is reported changed.
     Either way the file is opened with no link followed after its path was resolved.
     ``text`` (an :class:`indexer.ocr.OcrConfig`): also read the captions beside and inside the
@@ -384,17 +540,21 @@ def decode_file(
         if orientation in (5, 6, 7, 8):
             w, h = h, w
         meta.update(width=w, height=h, format=fmt, taken_at=taken_at)
+        # What the model, the thumbnail and OCR need: the short side >= the model input, the
+        # long side >= the thumbnail (and OCR_DRAFT_SIDE with OCR: text must stay legible).
+        short = image_size
+        long_ = max(image_size, thumb_size if thumb_dir is not None else 0)
+        if ocr_on:
+            long_ = max(long_, OCR_DRAFT_SIDE)
         try:
             if draft and img.format in ("JPEG", "MPO"):
-                # Smallest DCT scale keeping the short side >= the model input and the long
-                # side >= the thumbnail (in stored orientation, before EXIF rotation).
-                short = image_size
-                long_ = max(image_size, thumb_size if thumb_dir is not None else 0)
-                if ocr_on:  # text must stay legible: decode at least OCR_DRAFT_SIDE px
-                    long_ = max(long_, OCR_DRAFT_SIDE)
+                # Smallest DCT scale that still covers it (in stored orientation).
                 sw, sh = img.size
                 img.draft("RGB", (long_, short) if sw >= sh else (short, long_))
-            img.load()
+            check_budget(img, limit, max_bytes)
+            pixels_in: Image.Image = load_reduced(img, short, long_) if draft else _load(img)
+        except TooCostly as exc:
+            return _fail(spath, exc.problem, str(exc), **meta)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             return _fail(spath, "too_many_pixels", _bomb_reason(str(exc), limit), **meta)
         except OSError as exc:
@@ -418,7 +578,7 @@ def decode_file(
             )
 
         try:
-            shown: Image.Image = ImageOps.exif_transpose(img) if orientation != 1 else img
+            shown = _orient(pixels_in, orientation)
             rgb = _to_rgb(shown)
         except Exception as exc:
             return _fail(
@@ -480,12 +640,15 @@ def render_preview(
     max_side: int = PREVIEW_SIDE,
     max_pixels: int | None = None,
     quality: int = PREVIEW_QUALITY,
+    max_bytes: int | None = None,
 ) -> bytes:
     """A JPEG of the image in the open binary file ``fh``: its first frame, EXIF orientation
     applied, transparency flattened onto white, the longest side at most ``max_side`` (never
     enlarged). Only the formats of :data:`ALLOWED_FORMATS` are opened, and the pixel count is
-    checked from the header before decoding (``max_pixels``, default Pillow's limit), so a
-    decompression bomb is refused, not decoded. Raises :class:`PreviewError`."""
+    checked from the header before decoding (``max_pixels``, default Pillow's limit; with the
+    pixel memory ``max_bytes`` and the page count, :func:`check_budget`), so a decompression bomb
+    is refused, not decoded; a big picture is reduced in its own mode right after decoding.
+    Raises :class:`PreviewError`."""
     limit = int(max_pixels or Image.MAX_IMAGE_PIXELS or 89_478_485)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -498,8 +661,11 @@ def render_preview(
                 raise PreviewError(_too_many(w, h, limit).replace("decoded", "shown"))
             if img.format in ("JPEG", "MPO"):  # decode at the smallest DCT scale that suffices
                 img.draft("RGB", (max_side, max_side))
-            img.load()
-            rgb = _to_rgb(ImageOps.exif_transpose(img))
+            check_budget(img, limit, max_bytes, what="shown")
+            orientation, _taken = _exif_info(img)
+            rgb = _to_rgb(_orient(load_reduced(img, max_side // 2, max_side // 2), orientation))
+        except TooCostly as exc:
+            raise PreviewError(str(exc)) from None
         except PreviewError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
