@@ -10,12 +10,14 @@ install:
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	npm ci --no-audit --no-fund
 
 test:
 	$(BIN)/python -m pytest -q
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/mypy tests/service/svc_testlib.py
+	npx --no-install tsc --noEmit -p tsconfig.json
 
 demo:
 	$(BIN)/clipsearch demo
