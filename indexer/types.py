@@ -131,6 +131,29 @@ class SearchFilters:
     date_to: dt.datetime | None = None
     formats: tuple[str, ...] | None = None  # Pillow format names: "JPEG", "PNG", ...
 
+    def __post_init__(self) -> None:
+        # checked before any store sees them: a control character or NUL is no folder or format
+        # a catalog holds, and a store's filter expression must never be built from one
+        if self.folder is not None:
+            bad = control_character(self.folder)
+            if bad is not None:
+                raise IndexerError(f"the folder filter contains a control character ({bad})")
+        for name in self.formats or ():
+            if not (0 < len(name) <= 16 and name.replace("-", "").replace("_", "").isalnum()):
+                raise IndexerError(
+                    f"the format filter {name[:20]!r} is not a format name (JPEG, PNG, WEBP, "
+                    "GIF, BMP, TIFF, ...)"
+                )
+
+
+def control_character(text: str) -> str | None:
+    """The first control character (C0, DEL or C1; NUL included) in ``text`` as ``U+XXXX``,
+    or None when there is none."""
+    for ch in text:
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
+            return f"U+{ord(ch):04X}"
+    return None
+
 
 @dataclass(frozen=True)
 class FileInfo:

@@ -114,8 +114,14 @@ def _error_status(exc: BaseException) -> tuple[int, str] | None:
             cls = getattr(ie, name, None)
             if cls is not None and isinstance(exc, cls):
                 if name == "StoreUnavailable":
+                    # The cause names the store's URI, a collection or a filter expression:
+                    # for the log only (it may hold server paths and addresses).
                     log.warning("vector store unavailable: %s", msg)
-                    return status, msg
+                    return status, (
+                        "the vector store is unavailable; check that it is running and reachable "
+                        "(the server log has the cause), or run `clipsearch reindex` if its "
+                        "collection is gone. Searches resume by themselves once it answers"
+                    )
                 if status == 503:
                     # The cause names the database's host, port and user: for the log only.
                     log.warning("catalog unavailable: %s", msg)
@@ -189,6 +195,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
     for cls in _mapped_exception_classes():
         app.add_exception_handler(cls, _mapped)
+
+    async def _too_deep(request: Request, exc: Exception) -> JSONResponse:
+        # a JSON or form value nested thousands deep: the client's input, not a server fault
+        log.info("%s %s: input nested too deeply", request.method, request.url.path)
+        return _json_error(400, "a value in the request is nested too deeply: send it flat")
+
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # a bug: JSON that says where to look, never a plain-text page (the error is logged)
+        return _json_error(500, "internal error; the server log has the details")
+
+    app.add_exception_handler(RecursionError, _too_deep)
+    app.add_exception_handler(Exception, _unexpected)
 
 
 def _mapped_exception_classes() -> list[type[Exception]]:
@@ -364,13 +382,19 @@ class HeadAsGetMiddleware:
 
 
 class BodyTimeoutMiddleware:
-    """A request's whole body must arrive within ``timeout_s`` of its headers; a client that
-    trickles it (a byte every few seconds) gets 408 and its connection closed, instead of
-    holding a slot forever. (Slow headers are dropped by the server protocol: service.serve.)"""
+    """A request's body must arrive in time: all of it within ``timeout_s`` of its headers, and
+    once ``grace_s`` has passed, at ``min_rate`` bytes per second on average at least (the rate
+    floor: a body sent a byte at a time, or one that never comes, is dropped after ``grace_s``,
+    not ``timeout_s``). Too slow: 408 and the connection closed, instead of a slot held. (Slow
+    headers are dropped by the server protocol: service.serve.)"""
 
-    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+    def __init__(
+        self, app: ASGIApp, timeout_s: float, min_rate: float = 0.0, grace_s: float = 5.0
+    ) -> None:
         self.app = app
         self.timeout_s = timeout_s
+        self.min_rate = min_rate
+        self.grace_s = grace_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -379,7 +403,9 @@ class BodyTimeoutMiddleware:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout_s
+        start = loop.time()
+        deadline = start + self.timeout_s
+        received = 0
         # A request that declares no body (no Content-Length or 0, not chunked) has it all: the
         # next read is a response waiting for a disconnect, maybe long after the deadline (a
         # slow handler), and must not turn into a 408 in the middle of the response.
@@ -387,15 +413,24 @@ class BodyTimeoutMiddleware:
         length = headers.get(b"content-length", b"0").strip()
         body_done = b"transfer-encoding" not in headers and length in (b"", b"0")
         detail = (
-            f"the request body did not arrive within {self.timeout_s:g} s; send it at once "
-            "(or raise CLIPSEARCH_BODY_TIMEOUT_S for slow links)"
+            f"the request body did not arrive in time (all of it within {self.timeout_s:g} s, at "
+            f"{self.min_rate:g} bytes/s at least after the first {self.grace_s:g} s); send it at "
+            "once (or raise CLIPSEARCH_BODY_TIMEOUT_S or lower CLIPSEARCH_BODY_MIN_RATE for slow "
+            "links)"
         )
 
+        def due() -> float:
+            """When the body is too late: the overall deadline, or when what arrived so far
+            falls under the rate floor."""
+            if self.min_rate <= 0:
+                return deadline
+            return min(deadline, start + self.grace_s + received / self.min_rate)
+
         async def timed() -> Message:
-            nonlocal body_done
+            nonlocal body_done, received
             if body_done:
                 return await receive()  # after the body: only the disconnect is left to wait for
-            remaining = deadline - loop.time()
+            remaining = due() - loop.time()
             try:
                 if remaining <= 0:
                     raise TimeoutError
@@ -403,11 +438,66 @@ class BodyTimeoutMiddleware:
             except TimeoutError:
                 log.info("request body too slow on %s: dropped", scope.get("path"))
                 raise HTTPException(408, detail=detail, headers={"Connection": "close"}) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message
 
         await self.app(scope, timed, send)
+
+
+class ConcurrencyMiddleware:
+    """Requests in progress: at most ``limit`` in all (503 beyond), and with an API token set,
+    at most ``share`` of them from one client address without the token or a session, so that
+    an unauthenticated client (slow bodies, slow searches) cannot take every slot. Behind a
+    reverse proxy every client has the proxy's address: the share is then theirs together."""
+
+    def __init__(self, app: ASGIApp, limit: int, share: float) -> None:
+        self.app = app
+        self.limit = limit
+        self.per_client = max(1, int(limit * share))
+        self.in_flight = 0
+        self.anonymous: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            await _json_error(
+                503,
+                f"the server is busy ({self.limit} requests in progress, "
+                "CLIPSEARCH_MAX_CONNECTIONS): retry in a moment",
+                {"Retry-After": "1", "Connection": "close"},
+            )(scope, receive, send)
+            return
+        from .auth import is_authorised
+
+        client = scope.get("client")
+        address = str(client[0]) if client else "?"
+        anonymous = not is_authorised(Request(scope))
+        if anonymous and self.anonymous.get(address, 0) >= self.per_client:
+            await _json_error(
+                503,
+                f"too many requests in progress from {address} without the API token (at most "
+                f"{self.per_client}); wait for them, or send the token",
+                {"Retry-After": "1", "Connection": "close"},
+            )(scope, receive, send)
+            return
+        self.in_flight += 1
+        if anonymous:
+            self.anonymous[address] = self.anonymous.get(address, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            if anonymous:
+                left = self.anonymous.get(address, 1) - 1
+                if left > 0:
+                    self.anonymous[address] = left
+                else:
+                    self.anonymous.pop(address, None)
 
 
 GALLERY_CSP = (
@@ -536,6 +626,12 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         openapi_url="/openapi.json",
     )
     app.state.service = state
+    from .auth import Revocations
+
+    # signed-out sessions stay signed out, across restarts (service.auth)
+    app.state.revoked_sessions = Revocations(
+        Path(settings.data_dir).expanduser() / "revoked-sessions.json"
+    )
     install_error_handlers(app)
     for router in (
         search_router,
@@ -576,6 +672,16 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         upload_limit=settings.max_upload_bytes,
         json_limit=settings.max_json_bytes,
     )
-    app.add_middleware(BodyTimeoutMiddleware, timeout_s=settings.body_timeout_s)
+    app.add_middleware(
+        BodyTimeoutMiddleware,
+        timeout_s=settings.body_timeout_s,
+        min_rate=settings.body_min_rate,
+        grace_s=settings.header_timeout_s,
+    )
+    app.add_middleware(
+        ConcurrencyMiddleware,
+        limit=settings.max_connections,
+        share=settings.unauthenticated_share,
+    )
     app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.effective_allowed_hosts)
     return app

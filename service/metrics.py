@@ -1,6 +1,9 @@
 """Prometheus metrics, one ``CollectorRegistry`` per app (test apps never collide).
 
 - ``clipsearch_http_request_duration_seconds{method,route,status}``: latency by route template.
+  Every label comes from a closed set, whatever a client sends: the method is one of
+  :data:`METHODS` or ``other``, the route a template of the app's routes (``/`` for the gallery,
+  ``unmatched`` for any other path under /api), the status a number the app answered with.
 - ``clipsearch_searches_total{kind}``: searches served (text, image, similar).
 - ``clipsearch_query_cache_{hits,misses}_total``, ``clipsearch_text_batches_total``: the encoder.
 - From the catalog at scrape time: ``clipsearch_images{state}``, ``clipsearch_jobs_queue_depth``
@@ -24,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -182,6 +186,7 @@ class LatencyMiddleware:
             template = getattr(route, "path", None) or (
                 "/" if not scope.get("path", "").startswith("/api") else "unmatched"
             )
+            method = scope.get("method", "")
             self.metrics.request_latency.labels(
-                scope.get("method", ""), template, str(status)
+                method if method in METHODS else "other", template, str(status)
             ).observe(time.perf_counter() - start)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ErrorOut(BaseModel):
@@ -38,6 +38,27 @@ class SearchFiltersIn(BaseModel):
         max_length=16,
         description="Only these formats (JPEG, PNG, WEBP, GIF, BMP, TIFF, ...).",
     )
+
+    @field_validator("folder")
+    @classmethod
+    def _folder_text(cls, value: str | None) -> str | None:
+        from clipsearch.indexer.types import control_character
+
+        bad = control_character(value) if value is not None else None
+        if bad is not None:
+            raise ValueError(f"the folder filter contains a control character ({bad})")
+        return value
+
+    @field_validator("formats")
+    @classmethod
+    def _format_names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or ():
+            name = name.strip()
+            if name and not (len(name) <= 16 and name.replace("-", "").replace("_", "").isalnum()):
+                raise ValueError(
+                    f"{name[:20]!r} is not a format name: give JPEG, PNG, WEBP, GIF, BMP, TIFF, ..."
+                )
+        return value
 
 
 class TermIn(BaseModel):

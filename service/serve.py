@@ -106,13 +106,60 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
     return handle
 
 
-def guarded_protocol(header_timeout_s: float) -> type:
-    """uvicorn's h11 protocol, closing a connection whose request headers have not all arrived
-    ``header_timeout_s`` after it opened (or after its previous response). uvicorn alone waits
-    for slow headers forever: a few hundred connections sending half a request would hold the
-    server. Bodies are bounded in the app (service.app.BodyTimeoutMiddleware)."""
+_BUSY_BODY = (
+    b'{"detail":"the server is at its connection limit (CLIPSEARCH_MAX_CONNECTIONS) and every '
+    b'connection is working on a request: retry in a moment"}'
+)
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(_BUSY_BODY) + _BUSY_BODY
+)
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int | None = None) -> type:
+    """uvicorn's h11 protocol with two guards against clients that hold connections and do
+    nothing (uvicorn alone counts them against its limit until they time out, so a hundred idle
+    sockets refused everybody else):
+
+    - a connection whose request headers have not all arrived ``header_timeout_s`` after it
+      opened (or after its previous response) is closed;
+    - beyond ``max_connections`` open connections, a new one closes the connection that has been
+      idle longest (waiting for its headers, or kept alive after a response): idle connections
+      are shed before working ones. Only when every other connection is working on a request
+      does the new one get a 503.
+
+    Request bodies are bounded in the app (service.app.BodyTimeoutMiddleware), requests in
+    progress by service.app.ConcurrencyMiddleware."""
+    import time
+
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    idle: dict[Any, None] = {}  # idle connections of this server, the longest idle first
+    last_warning = [0.0]
+
+    def shed_for(newcomer: Any) -> bool:
+        """Make room for ``newcomer`` beyond the limit; False when nothing could be shed."""
+        if max_connections is None:
+            return True
+        open_ = sum(1 for c in newcomer.connections if not c.transport.is_closing())
+        shed = 0
+        while open_ > max_connections:
+            victim = next((c for c in idle if c is not newcomer), None)
+            if victim is None:
+                return False
+            idle.pop(victim, None)
+            victim._disarm()
+            victim.transport.close()
+            open_ -= 1
+            shed += 1
+        if shed and time.monotonic() - last_warning[0] > 10:
+            last_warning[0] = time.monotonic()
+            log.warning(
+                "%d connections open (CLIPSEARCH_MAX_CONNECTIONS): closing the longest idle ones",
+                max_connections,
+            )
+        return True
 
     class GuardedH11Protocol(H11Protocol):
         _header_timer: Any = None
@@ -120,14 +167,18 @@ def guarded_protocol(header_timeout_s: float) -> type:
         def _arm(self) -> None:
             self._disarm()
             self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+            idle.pop(self, None)
+            idle[self] = None  # the newest idle last
 
         def _disarm(self) -> None:
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
+            idle.pop(self, None)
 
         def _headers_too_slow(self) -> None:
             self._header_timer = None
+            idle.pop(self, None)
             if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
                 log.info(
                     "request headers not complete after %.0f s: connection closed", header_timeout_s
@@ -137,11 +188,16 @@ def guarded_protocol(header_timeout_s: float) -> type:
         def connection_made(self, transport: Any) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
+            if not shed_for(self):
+                self._disarm()
+                log.warning("connection limit reached with every connection busy: 503")
+                transport.write(BUSY_RESPONSE)
+                transport.close()
 
         def handle_events(self) -> None:
             super().handle_events()
             if self.conn.their_state is not h11.IDLE:
-                self._disarm()  # the headers are in
+                self._disarm()  # the headers are in: a working connection
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -156,8 +212,9 @@ def guarded_protocol(header_timeout_s: float) -> type:
 
 
 def uvicorn_config(settings: Settings, app: Any) -> Any:
-    """The uvicorn settings that bound what clients can hold: connections, header and body
-    timeouts (the body one is in the app), idle keep-alive, header size."""
+    """The uvicorn settings that bound what clients can hold: connections (idle ones shed
+    first), header and body timeouts (the body one is in the app), idle keep-alive, header
+    size. Requests in progress are limited in the app (service.app.ConcurrencyMiddleware)."""
     import uvicorn
 
     return uvicorn.Config(
@@ -168,17 +225,22 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
-        http=guarded_protocol(settings.header_timeout_s),
-        limit_concurrency=settings.max_connections,
+        http=guarded_protocol(settings.header_timeout_s, settings.max_connections),
+        limit_concurrency=None,  # uvicorn's counts idle connections: see guarded_protocol
         timeout_keep_alive=int(max(1, settings.keepalive_timeout_s)),
         h11_max_incomplete_event_size=16 * 1024,
         server_header=False,
+        backlog=2048,
     )
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything slow starts, so a port already in use is
-    reported at once (naming the port and --port) instead of after the model has loaded."""
+    """The server's socket, bound before anything slow starts, so a port already in use is
+    reported at once (naming the port and --port) instead of after the model has loaded.
+
+    Bound, not yet listening: while the model loads and the worker starts, a client's connection
+    is refused at once instead of waiting unanswered in the kernel's queue. uvicorn makes it
+    listen (asyncio's ``create_server``) once the app's start-up is done and it can answer."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -190,7 +252,6 @@ def listen(host: str, port: int) -> socket.socket:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
-        sock.listen(2048)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
@@ -283,7 +344,16 @@ def run(settings: Settings, library: Any = None) -> None:
             file=sys.stderr,
             flush=True,
         )
-        uvicorn.Server(uvicorn_config(settings, app)).run(sockets=[sock])
+        try:
+            uvicorn.Server(uvicorn_config(settings, app)).run(sockets=[sock])
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            # another program started listening on the port while this one was starting
+            raise ServeError(
+                f"port {settings.port} on {settings.host} was taken while clipsearch started "
+                "(another program listens on it now): stop it, or choose another port with --port N"
+            ) from None
     finally:
         handle.stop()
         sock.close()

@@ -210,13 +210,34 @@ class Settings(LibrarySettings):
 
     # connections (uvicorn and the app)
     max_connections: int = Field(
-        default=100, gt=0, le=100_000, description="Open connections before new requests get 503."
+        default=100,
+        gt=0,
+        le=100_000,
+        description="Open connections and requests in progress. Beyond it, a new connection "
+        "closes the longest idle one (waiting for its headers or keep-alive) and only when none "
+        "is idle gets 503; requests in progress beyond it get 503.",
     )
     header_timeout_s: float = Field(
-        default=10.0, gt=0, le=600, description="A request's headers must arrive within this."
+        default=5.0, gt=0, le=600, description="A request's headers must arrive within this."
     )
     body_timeout_s: float = Field(
         default=60.0, gt=0, le=3600, description="A request's body must arrive within this."
+    )
+    # the body rate floor: after header_timeout_s, a body must have kept up this average rate
+    body_min_rate: int = Field(
+        default=4096,
+        ge=0,
+        description="Bytes per second a request body must average once header_timeout_s has "
+        "passed since its headers (0: no floor); a trickling client gets 408.",
+    )
+    # the share of max_connections one address may hold with requests that carry no token
+    unauthenticated_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="With an API token set: the share of max_connections one client address "
+        "may hold with requests in progress that carry neither the token nor a session; beyond "
+        "it they get 503.",
     )
     keepalive_timeout_s: float = Field(
         default=5.0, gt=0, le=600, description="Idle keep-alive connections are closed after this."
@@ -274,10 +295,14 @@ class Settings(LibrarySettings):
         raw = value.get_secret_value()
         if raw == "":
             return None
-        if len(raw) < MIN_TOKEN_LENGTH or raw.strip() != raw or any(c.isspace() for c in raw):
+        from .auth import TOKEN_HOWTO, weak_token_reason
+
+        reason = weak_token_reason(raw)
+        if reason is not None:
             raise ValueError(
-                f"CLIPSEARCH_API_TOKEN must be at least {MIN_TOKEN_LENGTH} characters without "
-                "spaces; generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                f"CLIPSEARCH_API_TOKEN is too easy to guess ({reason}): it must be at least "
+                f"{MIN_TOKEN_LENGTH} characters, random, without spaces; generate one with: "
+                f"{TOKEN_HOWTO}"
             )
         return value
 

@@ -234,6 +234,11 @@ def parse_form_terms(
 
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise HTTPException(
+            422,
+            detail='terms is nested too deeply: give a flat JSON list like [{"text": "at night"}]',
+        ) from None
     except ValueError as exc:
         raise HTTPException(
             422, detail=f'terms must be a JSON list like [{{"text": "at night"}}]: {exc}'

@@ -181,7 +181,15 @@ async def filter_params(
         raise HTTPException(422, detail="a format name is at most 16 characters (e.g. JPEG)")
     if not (folder or date_from or date_to or format):
         return None
-    return SearchFiltersIn(folder=folder, date_from=date_from, date_to=date_to, formats=format)
+    from pydantic import ValidationError
+
+    try:
+        return SearchFiltersIn(folder=folder, date_from=date_from, date_to=date_to, formats=format)
+    except ValidationError as exc:  # a control character in folder, a format that is no name
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+        raise HTTPException(422, detail=f"{where or 'filters'}: {msg}") from None
 
 
 FiltersDep = Annotated[SearchFiltersIn | None, Depends(filter_params)]

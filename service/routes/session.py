@@ -7,7 +7,14 @@ import time
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 
-from ..auth import SESSION_COOKIE, csrf_for, make_session, session_valid, token_matches
+from ..auth import (
+    SESSION_COOKIE,
+    csrf_for,
+    make_session,
+    revocations,
+    session_valid,
+    token_matches,
+)
 from ..deps import SettingsDep
 from .common import ERRORS
 
@@ -40,7 +47,7 @@ def get_session(request: Request, settings: SettingsDep) -> SessionOut:
     """Whether a token is needed and whether this browser is signed in (with its CSRF value)."""
     token = settings.token
     cookie = request.cookies.get(SESSION_COOKIE)
-    signed_in = token is not None and session_valid(token, cookie)
+    signed_in = token is not None and session_valid(token, cookie, revoked=revocations(request))
     return SessionOut(
         token_required=token is not None,
         public_read=settings.public_read,
@@ -88,8 +95,14 @@ def sign_in(
 
 
 @router.delete("/session", operation_id="sign_out", status_code=204, response_class=Response)
-def sign_out() -> Response:
-    """Forget this browser's session cookie."""
+def sign_out(request: Request, settings: SettingsDep) -> Response:
+    """End this browser's session: the cookie is revoked on the server (a copy of it stops
+    working too) and deleted in the browser."""
+    token = settings.token
+    cookie = request.cookies.get(SESSION_COOKIE)
+    revoked = revocations(request)
+    if token is not None and revoked is not None and session_valid(token, cookie, revoked=revoked):
+        revoked.revoke(cookie or "")
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from clipsearch.service.settings import Settings, is_loopback
 
-TOKEN = "t" * 24
+TOKEN = "Qm7vX2pLr9ZkT4wNc8YhB3sd"
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +34,34 @@ def test_loopback_hosts(host: str) -> None:
     assert is_loopback(host)
 
 
-@pytest.mark.parametrize("token", ["short", "has a space in it ok", " leadingspace-longtoken"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "short",
+        "has a space in it ok",
+        " leadingspace-longtoken",
+        "a" * 16,
+        "0123456789abcdef",
+        "password12345678",
+        "qwertyuiopasdfghjkl",
+        "abcabcabcabcabcabc",
+    ],
+)
 def test_weak_tokens_are_refused(token: str, tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match="at least 16 characters"):
+    with pytest.raises(ValidationError, match="at least 16 characters") as refused:
         Settings(api_token=token, data_dir=tmp_path)
+    # the message says how to make a good one
+    assert "secrets.token_urlsafe(32)" in str(refused.value)
+
+
+def test_generated_and_test_tokens_are_accepted(tmp_path: Path) -> None:
+    import secrets
+
+    for _ in range(200):
+        token = secrets.token_urlsafe(32)
+        assert Settings(api_token=token, data_dir=tmp_path).token == token
+    for token in ("s3cret-token-for-tests-0123456789", "attack-test-token-0123456789abcdef"):
+        assert Settings(api_token=token, data_dir=tmp_path).token == token
 
 
 def test_environment_and_lists(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -66,7 +90,7 @@ def test_defaults_are_safe(tmp_path: Path) -> None:
     assert s.api_token is None
     assert s.max_upload_bytes == 20 * 1024 * 1024
     assert s.effective_allowed_roots == []
-    assert "t" * 24 not in repr(Settings(api_token=TOKEN, data_dir=tmp_path))  # never logged
+    assert TOKEN not in repr(Settings(api_token=TOKEN, data_dir=tmp_path))  # never logged
 
 
 @pytest.mark.parametrize(
