@@ -1,7 +1,8 @@
 """clipsearch: web layer. The gallery is static files (no build step) served by the service at ``/``.
 
-``STATIC_DIR`` is the folder to mount; it holds ``index.html``, ``app.js``, ``style.css`` and
-``favicon.svg``. The page talks only to the REST API documented in docs/ARCHITECTURE.md.
+``STATIC_DIR`` is the folder to mount; it holds ``index.html``, ``app.js`` (the entry module; the
+others are in ``js/``), ``style.css`` and ``favicon.svg``. The page talks only to the REST API
+documented in docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
+// @ts-check
 // The sign-in page: exchanges the API token for the server's session cookie (HttpOnly,
-// SameSite=Strict), then opens the gallery. No inline script: the pages' CSP forbids it.
+// SameSite=Strict), then opens the gallery. No inline script: the pages' CSP forbids it. It
+// stands alone: the gallery's modules are served only after signing in.
 
-const form = document.getElementById('signin-form');
-const input = document.getElementById('signin-token');
-const error = document.getElementById('signin-error');
+const form = /** @type {HTMLFormElement} */ (document.getElementById('signin-form'));
+const input = /** @type {HTMLInputElement} */ (document.getElementById('signin-token'));
+const error = /** @type {HTMLElement} */ (document.getElementById('signin-error'));
 
+/** @param {string} message */
 function showError(message) {
   error.textContent = message;
   error.hidden = false;
@@ -43,3 +46,5 @@ form.addEventListener('submit', async (event) => {
 });
 
 input.focus();
+
+export {}; // a module (the page loads it with type="module")

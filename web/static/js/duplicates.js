@@ -1,3 +1,4 @@
+// @ts-check
 // The "Duplicates" view: groups of the same picture in several places (GET /api/duplicates),
 // each member with why it is there, and "Keep this one" / "Remove" through the remove API
 // (DELETE /api/images/{id}: remembered, undone from the Removed view). Similar shots (bursts)
@@ -5,9 +6,35 @@
 // ingest; when photos changed since, the view asks for a new pass (POST /api/duplicates/scan)
 // and reloads when it is done. Everything from the API is shown as text.
 
+import { ApiError, api, messageOf } from './api.js';
+import { byId, h } from './dom.js';
+import { baseName, formatBytes, safeUrl } from './util.js';
+
+/**
+ * @typedef {object} Member
+ * @property {import('./util.js').Item} image
+ * @property {string} [reason] why it is in the group
+ */
+/**
+ * A group of the same picture (GET /api/duplicates).
+ * @typedef {object} Group
+ * @property {number | string} id
+ * @property {string} kind exact | near | similar
+ * @property {number} [min_similarity]
+ * @property {Member[]} members
+ */
+/**
+ * @typedef {object} GroupsPage
+ * @property {Group[]} items
+ * @property {unknown} [next_after]
+ * @property {boolean} [stale] photos changed since the last pass
+ * @property {{ state?: string, message?: string } | null} [job] the last pass
+ */
+
 const PAGE = 20;
 const POLL_MS = 1500;
 
+/** @type {Record<string, string>} */
 const KIND_LABEL = {
   exact: 'Exact copies',
   near: 'Same picture',
@@ -15,47 +42,61 @@ const KIND_LABEL = {
 };
 
 /**
- * Wire the view. `deps`: `api(path, opts)`, `h(tag, props, ...)`, `safeUrl(url)`,
- * `baseName(path)`, `formatBytes(n)`, and `onRemoved(ids, names)` called after images were removed
- * (the gallery drops them from the grid and refreshes its counts).
+ * Wire the view. `onRemoved(ids, names)` is called after images were removed (the gallery drops
+ * them from the grid and refreshes its counts).
+ * @param {(ids: (number | string)[], names: string[]) => void} onRemoved
  */
-export function initDuplicatesView(deps) {
-  const { api, h, safeUrl, baseName, formatBytes, onRemoved } = deps;
-  const $ = (id) => document.getElementById(id);
-  const dialog = $('duplicates-view');
-  const list = $('duplicates-list');
-  const empty = $('duplicates-empty');
-  const error = $('duplicates-error');
-  const status = $('duplicates-status');
-  const more = $('duplicates-more');
-  const rescan = $('duplicates-scan');
-  const tabs = [...dialog.querySelectorAll('[data-dup-kind]')];
+export function initDuplicatesView(onRemoved) {
+  const dialog = byId('duplicates-view', HTMLDialogElement);
+  const list = byId('duplicates-list', HTMLElement);
+  const empty = byId('duplicates-empty', HTMLElement);
+  const error = byId('duplicates-error', HTMLElement);
+  const status = byId('duplicates-status', HTMLElement);
+  const more = byId('duplicates-more', HTMLButtonElement);
+  const rescan = byId('duplicates-scan', HTMLButtonElement);
+  const tabs = /** @type {HTMLElement[]} */ ([...dialog.querySelectorAll('[data-dup-kind]')]);
   let kind = 'duplicates';
+  /** @type {unknown} */
   let nextAfter = null;
-  let poll = null;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let poll;
   let loading = 0;
 
+  /** @param {string} message */
   const showError = (message) => {
     error.textContent = message;
     error.hidden = !message;
   };
 
+  /** @param {unknown} path */
   const folderOf = (path) => {
     const text = String(path ?? '');
     const cut = text.lastIndexOf('/');
     return cut > 0 ? text.slice(0, cut) : text;
   };
 
+  /**
+   * @param {HTMLElement} groupEl
+   * @param {(number | string)[]} ids
+   */
   function dropMembers(groupEl, ids) {
     for (const id of ids) groupEl.querySelector(`li[data-image-id="${CSS.escape(String(id))}"]`)?.remove();
     const left = groupEl.querySelectorAll('li[data-image-id]').length;
     if (left < 2) groupEl.remove();
-    else groupEl.querySelector('.dup-size').textContent = `${left} images`;
+    else {
+      const size = groupEl.querySelector('.dup-size');
+      if (size) size.textContent = `${left} images`;
+    }
     empty.hidden = list.children.length > 0;
   }
 
+  /**
+   * @param {HTMLElement} groupEl
+   * @param {Member[]} members
+   */
   async function remove(groupEl, members) {
     const names = members.map((m) => baseName(m.image.path));
+    /** @type {(number | string)[]} */
     const removed = [];
     showError('');
     for (const m of members) {
@@ -63,8 +104,8 @@ export function initDuplicatesView(deps) {
         await api(`/api/images/${encodeURIComponent(String(m.image.id))}`, { method: 'DELETE' });
         removed.push(m.image.id);
       } catch (err) {
-        if (err.status !== 404) {
-          showError(`Could not remove ${baseName(m.image.path)}: ${err.message}`);
+        if (!(err instanceof ApiError) || err.status !== 404) {
+          showError(`Could not remove ${baseName(m.image.path)}: ${messageOf(err)}`);
           break;
         }
         removed.push(m.image.id); // already gone
@@ -77,6 +118,11 @@ export function initDuplicatesView(deps) {
       : status.textContent;
   }
 
+  /**
+   * @param {Group} group
+   * @param {Member} m
+   * @param {HTMLElement} groupEl
+   */
   function memberRow(group, m, groupEl) {
     const img = m.image;
     const name = baseName(img.path);
@@ -116,6 +162,7 @@ export function initDuplicatesView(deps) {
     );
   }
 
+  /** @param {Group} group */
   function groupRow(group) {
     const el = h('li', { class: `dup-group ${group.kind}`, 'data-group-id': String(group.id), 'data-kind': group.kind });
     const head = h(
@@ -131,6 +178,7 @@ export function initDuplicatesView(deps) {
     return el;
   }
 
+  /** @param {GroupsPage} page */
   function showJob(page) {
     const job = page.job;
     const running = job && (job.state === 'queued' || job.state === 'running');
@@ -148,15 +196,21 @@ export function initDuplicatesView(deps) {
     poll = setTimeout(async () => {
       if (!dialog.open) return;
       try {
+        /** @type {GroupsPage} */
         const page = await api(`/api/duplicates?limit=1&kind=${encodeURIComponent(kind)}`, { ask: false });
         if (showJob(page)) follow();
         else load(true, false);
       } catch (err) {
-        showError(err.message);
+        showError(messageOf(err));
       }
     }, POLL_MS);
   }
 
+  /**
+   * Ask for a new pass (`full`: every image again); `ask`: a 401 asks for the token.
+   * @param {boolean} full
+   * @param {boolean} ask
+   */
   async function scan(full, ask) {
     showError('');
     try {
@@ -165,10 +219,14 @@ export function initDuplicatesView(deps) {
       rescan.disabled = true;
       follow();
     } catch (err) {
-      if (ask) showError(err.message);
+      if (ask) showError(messageOf(err));
     }
   }
 
+  /**
+   * @param {boolean} reset from the first page
+   * @param {boolean} [autoScan] start a pass when the groups are stale
+   */
   async function load(reset, autoScan = true) {
     const ticket = ++loading;
     if (reset) nextAfter = null;
@@ -177,6 +235,7 @@ export function initDuplicatesView(deps) {
     try {
       const params = new URLSearchParams({ limit: String(PAGE), kind });
       if (nextAfter !== null) params.set('after', String(nextAfter));
+      /** @type {GroupsPage} */
       const page = await api(`/api/duplicates?${params}`);
       if (ticket !== loading) return; // a newer load (another tab) won
       if (reset) list.replaceChildren();
@@ -189,22 +248,22 @@ export function initDuplicatesView(deps) {
       if (running) follow();
       else if (reset && autoScan && (page.stale || !page.job)) scan(false, false); // silently, if allowed
     } catch (err) {
-      showError(err.message);
+      showError(messageOf(err));
     }
   }
 
   for (const tab of tabs) {
     tab.addEventListener('click', () => {
-      kind = tab.dataset.dupKind;
+      kind = tab.dataset.dupKind || 'duplicates';
       for (const t of tabs) t.setAttribute('aria-pressed', String(t === tab));
       load(true);
     });
   }
-  $('duplicates-toggle').addEventListener('click', () => {
+  byId('duplicates-toggle', HTMLButtonElement).addEventListener('click', () => {
     dialog.showModal();
     load(true);
   });
-  $('duplicates-close').addEventListener('click', () => dialog.close());
+  byId('duplicates-close', HTMLButtonElement).addEventListener('click', () => dialog.close());
   dialog.addEventListener('close', () => clearTimeout(poll));
   more.addEventListener('click', () => load(false));
   rescan.addEventListener('click', () => scan(false, true));

@@ -1,24 +1,38 @@
+// @ts-check
 // The "Removed" view: images the user removed from the library (GET /api/removed), each with
 // the thumbnail it had and a Restore button (POST /api/removed/{id}/restore). Scans skip a
 // removed file (by path, and by content wherever a copy appears) until it is restored.
 // Everything from the API is shown as text; thumbnails only from same-origin URLs.
 
+import { api, messageOf } from './api.js';
+import { byId, h } from './dom.js';
+import { baseName, formatDate, safeUrl } from './util.js';
+
+/**
+ * A removed image (GET /api/removed).
+ * @typedef {object} Removed
+ * @property {number | string} id
+ * @property {string} path
+ * @property {string} [thumbnail_url]
+ * @property {boolean} [in_trash]
+ * @property {string} [removed_at]
+ */
+
 const PAGE = 50;
 
 /**
- * Wire the view. `deps` gives what the gallery shares: `api(path, opts)`, `h(tag, props, ...)`,
- * `safeUrl(url)`, `baseName(path)`, `formatDate(value)` and `onRestored(names)`, called after a
- * restore was queued (the gallery shows a status and follows the ingest job).
+ * Wire the view. `onRestored(names, jobs)` is called after a restore was queued (the gallery
+ * shows a status and follows the ingest jobs).
+ * @param {(names: string[], jobs: import('./jobs.js').Job[]) => void} onRestored
  */
-export function initRemovedView(deps) {
-  const { api, h, safeUrl, baseName, formatDate, onRestored } = deps;
-  const $ = (id) => document.getElementById(id);
-  const dialog = $('removed-view');
-  const list = $('removed-list');
-  const empty = $('removed-empty');
-  const error = $('removed-error');
-  const more = $('removed-more');
-  const count = $('removed-count');
+export function initRemovedView(onRestored) {
+  const dialog = byId('removed-view', HTMLDialogElement);
+  const list = byId('removed-list', HTMLElement);
+  const empty = byId('removed-empty', HTMLElement);
+  const error = byId('removed-error', HTMLElement);
+  const more = byId('removed-more', HTMLButtonElement);
+  const count = byId('removed-count', HTMLElement);
+  /** @type {unknown} */
   let nextBefore = null;
 
   function showCount() {
@@ -26,11 +40,13 @@ export function initRemovedView(deps) {
     count.textContent = nextBefore === null ? String(n) : `${n}+`;
   }
 
+  /** @param {string} message */
   function showError(message) {
     error.textContent = message;
     error.hidden = !message;
   }
 
+  /** @param {Removed} item */
   function row(item) {
     const name = baseName(item.path);
     const thumb = safeUrl(item.thumbnail_url);
@@ -40,6 +56,7 @@ export function initRemovedView(deps) {
       restore.disabled = true;
       showError('');
       try {
+        /** @type {{ restored?: Removed[], jobs?: import('./jobs.js').Job[] }} */
         const result = await api(`/api/removed/${encodeURIComponent(String(item.id))}/restore`, {
           method: 'POST',
         });
@@ -52,7 +69,7 @@ export function initRemovedView(deps) {
         onRestored(names, result.jobs || []);
       } catch (err) {
         restore.disabled = false;
-        showError(err.message);
+        showError(messageOf(err));
       }
     });
     const details = [
@@ -75,6 +92,7 @@ export function initRemovedView(deps) {
     );
   }
 
+  /** @param {boolean} reset */
   async function load(reset) {
     if (reset) {
       list.replaceChildren();
@@ -85,6 +103,7 @@ export function initRemovedView(deps) {
     try {
       const params = new URLSearchParams({ limit: String(PAGE) });
       if (nextBefore !== null) params.set('before', String(nextBefore));
+      /** @type {{ items: Removed[], next_before?: unknown }} */
       const page = await api(`/api/removed?${params}`);
       list.append(...page.items.map(row));
       nextBefore = page.next_before ?? null;
@@ -92,15 +111,15 @@ export function initRemovedView(deps) {
       more.hidden = nextBefore === null;
       empty.hidden = list.children.length > 0;
     } catch (err) {
-      showError(err.message);
+      showError(messageOf(err));
     }
   }
 
-  $('removed-toggle').addEventListener('click', () => {
+  byId('removed-toggle', HTMLButtonElement).addEventListener('click', () => {
     dialog.showModal();
     load(true);
   });
-  $('removed-close').addEventListener('click', () => dialog.close());
+  byId('removed-close', HTMLButtonElement).addEventListener('click', () => dialog.close());
   more.addEventListener('click', () => load(false));
   dialog.addEventListener('click', (event) => {
     if (event.target === dialog) dialog.close(); // a click on the backdrop

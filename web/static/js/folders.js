@@ -1,7 +1,21 @@
+// @ts-check
 // Watched folders in the ingest panel (GET/POST/DELETE /api/folders): folders the library keeps
 // up to date by itself. A folder added with "Keep watching" checked is ingested now and its new,
 // changed, moved or deleted files are picked up within seconds afterwards.
 
+import { ApiError, api, messageOf } from './api.js';
+import { byId, h } from './dom.js';
+
+/**
+ * A watched folder (GET /api/folders).
+ * @typedef {object} Folder
+ * @property {number | string} id
+ * @property {string} path
+ * @property {string} [state] watching | scanning | missing | idle
+ * @property {import('./jobs.js').Job | null} [last_job]
+ */
+
+/** @type {Record<string, string>} */
 const STATE_TEXT = {
   watching: 'watching',
   scanning: 'scanning…',
@@ -10,16 +24,16 @@ const STATE_TEXT = {
 };
 
 /**
- * `deps`: `api(path, opts)`, `h(tag, props, ...)`, `onJob(job)` for a job the gallery follows.
- * Returns `{ refresh, add(path, recursive) }`.
+ * Wire the list. `onJob(job)` is called with the ingest job of a folder just added (the gallery
+ * follows it). Returns `{ refresh, add(path, recursive) }`.
+ * @param {(job: import('./jobs.js').Job) => void} onJob
  */
-export function initFolders(deps) {
-  const { api, h, onJob } = deps;
-  const list = document.getElementById('folders');
-  const empty = document.getElementById('folders-empty');
-  const error = document.getElementById('folders-error');
-  const hint = document.getElementById('ingest-hint');
-  const submit = document.getElementById('ingest-submit');
+export function initFolders(onJob) {
+  const list = byId('folders', HTMLElement);
+  const empty = byId('folders-empty', HTMLElement);
+  const error = byId('folders-error', HTMLElement);
+  const hint = byId('ingest-hint', HTMLElement);
+  const submit = byId('ingest-submit', HTMLButtonElement);
   let generation = 0;
 
   // Which folders may be added, said before anyone types one (GET /api/folders/allowed)
@@ -30,6 +44,7 @@ export function initFolders(deps) {
     } catch {
       return; // not signed in yet, or an older server: the static hint stays
     }
+    /** @type {string[]} */
     const roots = Array.isArray(allowed?.roots) ? allowed.roots.map(String) : [];
     const text = String(allowed?.hint ?? '');
     hint.dataset.roots = String(roots.length);
@@ -43,9 +58,10 @@ export function initFolders(deps) {
       hint.replaceChildren(text ? text.charAt(0).toUpperCase() + text.slice(1) + '.' : 'No folder may be added from here.');
     }
     hint.classList.toggle('form-error', roots.length === 0);
-    if (submit) submit.disabled = roots.length === 0;
+    submit.disabled = roots.length === 0;
   }
 
+  /** @param {Folder} folder */
   function row(folder) {
     const stop = h('button', { type: 'button', class: 'chip-clear', text: '×' });
     stop.setAttribute('aria-label', `Stop watching ${folder.path}`);
@@ -57,7 +73,7 @@ export function initFolders(deps) {
         await refresh();
       } catch (err) {
         stop.disabled = false;
-        error.textContent = err.message;
+        error.textContent = messageOf(err);
         error.hidden = false;
       }
     });
@@ -75,6 +91,7 @@ export function initFolders(deps) {
     explainRoots();
     const mine = ++generation;
     try {
+      /** @type {Folder[]} */
       const folders = await api('/api/folders', { ask: false });
       if (mine !== generation) return;
       list.replaceChildren(...folders.map(row));
@@ -82,13 +99,20 @@ export function initFolders(deps) {
       error.hidden = true;
     } catch (err) {
       if (mine !== generation) return;
-      if (err.status === 401) return; // not signed in yet: the jobs list asks for the token
-      error.textContent = err.message;
+      if (err instanceof ApiError && err.status === 401) return; // not signed in yet: the jobs list asks for the token
+      error.textContent = messageOf(err);
       error.hidden = false;
     }
   }
 
+  /**
+   * Watch a folder (and ingest it now).
+   * @param {string} path
+   * @param {boolean} recursive
+   * @returns {Promise<Folder>}
+   */
   async function add(path, recursive) {
+    /** @type {Folder} */
     const folder = await api('/api/folders', { method: 'POST', json: { path, recursive } });
     if (folder && folder.last_job) onJob(folder.last_job);
     await refresh();

@@ -1,6 +1,11 @@
+// @ts-check
 // Words in pictures: why a search result matched (its badge on the tile) and the text read in a
 // picture (the detail view). Talks only to the REST API through the `api` function it is given.
 
+/** @typedef {import('./util.js').Item} Item */
+/** @typedef {import('./api.js').Api} Api */
+
+/** @type {Record<string, string>} */
 const LABELS = {
   text: 'text in picture',
   filename: 'file name',
@@ -8,14 +13,21 @@ const LABELS = {
   folder: 'folder',
 };
 
-// The keyword reasons of a hit (everything but "semantic"), e.g. ["text in picture", "file name"].
+/**
+ * The keyword reasons of a hit (everything but "semantic"), e.g. ["text in picture", "file name"].
+ * @param {Item | null | undefined} item
+ * @returns {string[]}
+ */
 export function matchReasons(item) {
-  const match = Array.isArray(item && item.match) ? item.match : [];
+  const match = item && Array.isArray(item.match) ? item.match : [];
   return match.filter((m) => m !== 'semantic').map((m) => LABELS[m] || String(m));
 }
 
-// A short line for a tile and its accessible label: 'text in picture: "receipt"'; '' when the
-// hit was found by its picture alone.
+/**
+ * A short line for a tile and its accessible label: 'text in picture: "receipt"'; '' when the
+ * hit was found by its picture alone.
+ * @param {Item} item
+ */
 export function matchSummary(item) {
   const reasons = matchReasons(item);
   if (!reasons.length) return '';
@@ -23,7 +35,10 @@ export function matchSummary(item) {
   return reasons.join(' + ') + (words.length ? `: "${words.join('", "')}"` : '');
 }
 
-// The badge a tile carries when a keyword matched (null otherwise).
+/**
+ * The badge a tile carries when a keyword matched (null otherwise).
+ * @param {Item} item
+ */
 export function matchBadge(item) {
   const summary = matchSummary(item);
   if (!summary) return null;
@@ -38,6 +53,11 @@ export function matchBadge(item) {
   return badge;
 }
 
+/**
+ * @param {string} tag
+ * @param {string | null} cls
+ * @param {string} [text]
+ */
 function el(tag, cls, text) {
   const node = document.createElement(tag);
   if (cls) node.className = cls;
@@ -45,17 +65,25 @@ function el(tag, cls, text) {
   return node;
 }
 
+/** @type {Record<string, string>} */
 const STATE_NOTES = {
   failed: 'Text could not be read',
   skipped: 'Too small to hold readable text',
 };
 
-// Fill `box` with what was read in and beside a picture: the recognised text (with the query's
-// matched words marked), the caption, and why there is none. `current()` says whether the
-// detail view still shows this item (answers arriving late are dropped).
+/**
+ * Fill `box` with what was read in and beside a picture: the recognised text (with the query's
+ * matched words marked), the caption, and why there is none. `current()` says whether the
+ * detail view still shows this item (answers arriving late are dropped).
+ * @param {Api} api
+ * @param {Item} item
+ * @param {HTMLElement} box
+ * @param {() => boolean} current
+ */
 export async function showDetailText(api, item, box, current) {
   box.replaceChildren();
   box.hidden = true;
+  /** @type {{ text?: string, caption?: string, ocr_state?: string | null, ocr_error?: string }} */
   let info;
   try {
     info = await api(`/api/images/${encodeURIComponent(String(item.id))}/text`);

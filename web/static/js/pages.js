@@ -1,0 +1,120 @@
+// @ts-check
+// One page of the current view, as the API gives it: browsing (keyset cursors), a text search,
+// "more like this" (with or without words) and a search by an uploaded image. The relevance cut
+// is the server's: `min_relevance` is sent only when the user chose one, and the cut the answer
+// says it applied is passed on (the header and the slider show it).
+
+import { api } from './api.js';
+import { langParam } from './lang.js';
+import { state } from './store.js';
+import { appliedCut, idPath, queryString } from './util.js';
+import { filtersBody, filtersParams } from './url.js';
+
+/** @typedef {import('./store.js').Page} Page */
+/** @typedef {import('./util.js').Item} Item */
+
+export const PAGE = 40; // tiles per request (infinite scroll)
+const IMAGE_OFFSET_MAX = 2000; // an image search stops paging here (each page re-sends the upload)
+
+/**
+ * What a search answer adds to its results: how many the cut left out, the cut, the time.
+ * @param {any} data
+ * @returns {Pick<Page, 'hidden' | 'hiddenMore' | 'cut' | 'tookMs'>}
+ */
+function searchFacts(data) {
+  return {
+    hidden: data?.hidden,
+    hiddenMore: Boolean(data?.hidden_more),
+    cut: appliedCut(data),
+    tookMs: typeof data?.took_ms === 'number' ? data.took_ms : undefined,
+  };
+}
+
+/**
+ * @param {any} data
+ * @returns {Item[]}
+ */
+const resultsOf = (data) => (Array.isArray(data?.results) ? data.results : []);
+
+/**
+ * The next page of the current view.
+ * @param {AbortSignal} signal
+ * @returns {Promise<Page>}
+ */
+export async function fetchPage(signal) {
+  const { query, filters, offset } = state;
+  const min = state.cutOverride; // null: the server's default cut
+  const sort = state.sort !== 'relevance' ? state.sort : null;
+  if (query.mode === 'browse') {
+    // keyset paging: each page starts after the last id (or capture date) seen: a range read
+    const byDate = sort !== null;
+    const cursor = byDate ? { after_key: state.browseKey } : { after: state.browseAfter };
+    const params = filtersParams(filters, queryString({ ...cursor, limit: PAGE, sort }));
+    const data = await api(`/api/images?${params}`, { signal });
+    /** @type {Item[]} */
+    const items = Array.isArray(data?.items) ? data.items : [];
+    const after = data?.next_after ?? null;
+    const afterKey = data?.next_after_key ?? null;
+    return {
+      items,
+      consumed: items.length,
+      done: items.length === 0 || (byDate ? afterKey === null : after === null),
+      total: typeof data?.total === 'number' ? data.total : null,
+      after,
+      afterKey,
+    };
+  }
+  const lang = langParam(state.lang, state.langs);
+  const langBody = lang ? { lang } : {};
+  const cutBody = min !== null ? { min_relevance: min } : {};
+  if (query.mode === 'text') {
+    const body = filtersBody(filters);
+    const data = body
+      ? await api('/api/search', {
+          method: 'POST',
+          json: { text: query.q, k: PAGE, offset, ...cutBody, sort: sort ?? 'relevance', filters: body, ...langBody },
+          signal,
+        })
+      : await api(`/api/search?${queryString({ q: query.q, k: PAGE, offset, min_relevance: min, sort, lang })}`, { signal });
+    const results = resultsOf(data);
+    return { items: results, consumed: results.length, done: results.length < PAGE, ...searchFacts(data) };
+  }
+  if (query.mode === 'similar') {
+    const data = query.likeText
+      ? // "... but with text": the image and the words as two terms of one query
+        await api('/api/search', {
+          method: 'POST',
+          json: {
+            terms: [{ image_id: Number(query.likeId) }, { text: query.likeText }],
+            k: PAGE,
+            offset,
+            ...cutBody,
+            sort: sort ?? 'relevance',
+            filters: filtersBody(filters),
+            ...langBody,
+          },
+          signal,
+        })
+      : await api(`/api/images/${idPath(query.likeId)}/similar?${filtersParams(filters, queryString({ k: PAGE, offset, min_relevance: min, sort }))}`, {
+          signal,
+        });
+    const results = resultsOf(data);
+    // the API leaves the image itself out (an older server did not)
+    const kept = results.filter((r) => String(r.id) !== query.likeId);
+    return { items: kept, consumed: results.length, done: results.length < PAGE, ...searchFacts(data) };
+  }
+  // image: the upload goes with every page (the API keeps no state between requests)
+  const file = query.imageFile;
+  if (!file) return { items: [], consumed: 0, done: true };
+  const form = new FormData();
+  form.append('file', file, file.name || 'image');
+  const params = filtersParams(filters, queryString({ k: PAGE, offset, min_relevance: min, sort }));
+  const data = await api(`/api/search/image?${params}`, { method: 'POST', form, signal });
+  const results = resultsOf(data);
+  return {
+    ...searchFacts(data),
+    items: results,
+    consumed: results.length,
+    done: results.length < PAGE || offset + results.length >= IMAGE_OFFSET_MAX,
+  };
+}
