@@ -3,13 +3,14 @@
 ``register(subparsers)`` adds the three commands to the ``clipsearch`` CLI (service/cli.py).
 For several processes or GPUs, launch this module with torchrun (same flags)::
 
-    torchrun --nproc_per_node 2 -m model.finetune.cli finetune --model ViT-B-32 --data pairs.csv --out run/
+    torchrun --nproc_per_node 2 -m clipsearch.model.finetune.cli finetune --model ViT-B-32 --data pairs.csv --out run/
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -18,7 +19,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clipsearch.model.api import build, load
+from clipsearch.model.checkpoints import save_pretrained
+from clipsearch.model.clip import CLIP
+from clipsearch.model.errors import ModelError
 from clipsearch.model.finetune import FinetuneError
+from clipsearch.model.finetune.data import load_pairs
+from clipsearch.model.finetune.evaluate import (
+    DEFAULT_TEMPLATES,
+    evaluate_pairs,
+    zero_shot_accuracy,
+)
+from clipsearch.model.finetune.train import TrainConfig, init_distributed, train, world
+from clipsearch.model.finetune.wise import wise_ft, write_wise
 
 logger = logging.getLogger(__name__)
 
@@ -249,12 +262,6 @@ def _format_metrics(label: str, m: dict[str, Any]) -> str:
 def _evaluate(
     model: Any, val: Sequence[Any], zero_shot: str | None, templates: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    from clipsearch.model.finetune.evaluate import (
-        DEFAULT_TEMPLATES,
-        evaluate_pairs,
-        zero_shot_accuracy,
-    )
-
     out: dict[str, Any] = {}
     if val:
         out.update(evaluate_pairs(model, list(val)))
@@ -266,13 +273,8 @@ def _evaluate(
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from clipsearch.model.api import build, load
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.finetune.data import load_pairs
-    from clipsearch.model.finetune.train import TrainConfig, init_distributed_from_env, train, world
-    from clipsearch.model.finetune.wise import wise_ft
-
-    init_distributed_from_env()
+    # torchrun describes the process group in the environment: read here, at the edge
+    init_distributed(int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_RANK", "0")))
     rank, size = world()
     out = Path(args.out).expanduser()
     if rank == 0:
@@ -304,8 +306,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         device=args.device,
     )
     start = load(args.model, device="cpu")
-    from clipsearch.model.clip import CLIP
-
     if args.from_scratch:
         if not isinstance(start, CLIP):
             raise FinetuneError(
@@ -332,8 +332,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if rank == 0 and not args.resume:
         before = _evaluate(start, val_pairs, args.zero_shot)
         _echo(_format_metrics("before", before))
-    import copy
-
     model = copy.deepcopy(start)
     result = train(
         model,
@@ -377,9 +375,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from clipsearch.model.api import load
-    from clipsearch.model.finetune.data import load_pairs
-
     if not args.data and not args.zero_shot:
         raise FinetuneError(
             "give --data (image/caption pairs) and/or --zero-shot (folder per class)"
@@ -400,8 +395,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_wise(args: argparse.Namespace) -> int:
-    from clipsearch.model.finetune.wise import write_wise
-
     folder = write_wise(args.start, args.finetuned, args.alpha, args.out)
     print(f"wrote {folder}")
     return 0
@@ -409,9 +402,7 @@ def cmd_wise(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``python -m model.finetune.cli`` (and torchrun)."""
-    from clipsearch.model.errors import ModelError
-
-    parser = argparse.ArgumentParser(prog="python -m model.finetune.cli")
+    parser = argparse.ArgumentParser(prog="python -m clipsearch.model.finetune.cli")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

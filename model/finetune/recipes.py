@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from clipsearch.model.api import build
 from clipsearch.model.finetune.data import Pair, encode_pairs, load_pairs
 from clipsearch.model.finetune.evaluate import attribute_accuracy, evaluate_pairs
 from clipsearch.model.finetune.synthetic import SyntheticConfig, read_manifest, write_folder
@@ -88,8 +90,6 @@ def train_from_scratch(
     width: int = 64,
 ) -> tuple[Any, dict[str, float], dict[str, float], TrainResult]:
     """Train a small CLIP on colour x shape; returns (model, val recall before, after, result)."""
-    from clipsearch.model.api import build
-
     work = Path(workdir)
     train_pairs = synthetic_pairs(BASE_SET, n_train, work / "base-train")
     val_cfg = SyntheticConfig(**{**BASE_SET.__dict__, "seed": BASE_SET.seed + 1000})
@@ -117,8 +117,6 @@ def skill_transfer(
     counting set), ``count_t2i_r1`` (full-caption recall there) and ``old_t2i_r1`` (recall on
     the one-object colour x shape set the base learned).
     """
-    import copy
-
     work = Path(workdir)
     ft_pairs = synthetic_pairs(COUNT_SET, n_train, work / "count-train")
     count_val_cfg = SyntheticConfig(**{**COUNT_SET.__dict__, "seed": COUNT_SET.seed + 1000})

@@ -7,6 +7,7 @@ most of what fine-tuning taught (Wortsman et al., "Robust fine-tuning of zero-sh
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -15,6 +16,8 @@ from typing import Any, cast
 
 import torch
 
+from clipsearch.model.api import load
+from clipsearch.model.checkpoints import save_pretrained
 from clipsearch.model.finetune import FinetuneError
 
 logger = logging.getLogger(__name__)
@@ -47,8 +50,6 @@ def interpolate_state_dicts(
 
 def wise_ft(start: Any, finetuned: Any, alpha: float) -> Any:
     """A new model (a copy of ``finetuned``'s structure) with the interpolated weights, in eval mode."""
-    import copy
-
     state = interpolate_state_dicts(
         {k: v.detach().cpu() for k, v in start.state_dict().items()},
         {k: v.detach().cpu() for k, v in finetuned.state_dict().items()},
@@ -67,9 +68,6 @@ def write_wise(
     out: str | os.PathLike[str],
 ) -> Path:
     """Load both models (any spec ``model.load`` takes), interpolate at ``alpha``, save our format to ``out``."""
-    from clipsearch.model.api import load
-    from clipsearch.model.checkpoints import save_pretrained
-
     start = load(str(start_spec), device="cpu")
     finetuned = load(str(finetuned_spec), device="cpu")
     families = (getattr(start, "family", "clip"), getattr(finetuned, "family", "clip"))
