@@ -26,7 +26,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from clipsearch.model.errors import ModelError
-from clipsearch.model.preprocess import _BOX_RESIZE_ASPECT, OPENAI_MEAN, OPENAI_STD
+from clipsearch.model.preprocess import (
+    _BOX_RESIZE_ASPECT,
+    OPENAI_MEAN,
+    OPENAI_STD,
+    Preprocess,
+    load_image,
+)
 
 _ORIENTATION = 0x0112
 
@@ -42,8 +48,6 @@ class DevicePreprocess:
         resize_mode: str = "shortest",
         interpolation: str = "bicubic",
     ) -> None:
-        from clipsearch.model.preprocess import Preprocess
-
         # the CPU transform's own checks (size, mean/std, resize mode, filter), one set of rules
         Preprocess(image_size, mean, std, resize_mode, interpolation)
         self.image_size = image_size
@@ -140,15 +144,13 @@ def nvjpeg_available(device: torch.device | str) -> bool:
     if torch.device(device).type != "cuda" or not torch.cuda.is_available():
         return False
     try:
-        from torchvision.io import decode_jpeg  # noqa: F401
+        from torchvision.io import decode_jpeg  # noqa: F401  # optional: the gpu extra
     except Exception:
         return False
     return True
 
 
 def _host_decode(data: bytes, pin: bool) -> torch.Tensor:
-    from clipsearch.model.preprocess import load_image
-
     rgb = load_image(io.BytesIO(data))  # bomb guard and EXIF orientation as on the CPU path
     arr = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
     t = torch.from_numpy(arr)
@@ -172,7 +174,7 @@ def decode_on_device(
     out: list[torch.Tensor | None] = [None] * len(datas)
     jpeg_at = [i for i, d in enumerate(datas) if use_nvjpeg and d[:3] == b"\xff\xd8\xff"]
     if jpeg_at:
-        from torchvision.io import ImageReadMode, decode_jpeg
+        from torchvision.io import ImageReadMode, decode_jpeg  # optional: the gpu extra
 
         encoded = [torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in jpeg_at]
         try:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from clipsearch.model.base import OPENAI_MEAN, OPENAI_STD
+from clipsearch.model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.files import read_json
 from clipsearch.model.preprocess import INTERPOLATIONS, RESIZE_MODES
 from clipsearch.model.towers import TextTowerConfig
-
-if TYPE_CHECKING:
-    from clipsearch.model.base import EmbeddingModel
 
 PreprocessCfg = dict[str, tuple[float, ...]]
 

@@ -35,6 +35,7 @@ from typing import Any
 import ftfy
 import regex
 import torch
+from tokenizers import Tokenizer as _Tokenizer
 
 from clipsearch.model.errors import CheckpointError, ModelError
 
@@ -91,13 +92,6 @@ class HubTokenizer:
     def __init__(
         self, folder: str | Path, clean: str = "whitespace", language: str | None = None
     ) -> None:
-        try:
-            from tokenizers import Tokenizer as _Tokenizer
-        except ImportError as exc:  # pragma: no cover - a core dependency
-            raise ModelError(
-                "reading this model's tokenizer needs the 'tokenizers' package: "
-                "pip install tokenizers"
-            ) from exc
         if clean not in CLEAN_MODES:
             raise ModelError(f"unknown text cleaning {clean!r}; expected one of {CLEAN_MODES}")
         folder = Path(folder)
