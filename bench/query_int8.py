@@ -8,7 +8,7 @@ and open_clip, on the same weights in the same process -> bench/results/query_in
 2. Drift of int8 vs exact on >= 500 varied queries: cosine (min, 0.1 % quantile, mean); top-1
    agreement (the int8 embedding's nearest exact embedding among all queries is its own);
    recall@10 of int8 against exact top-10 in a library of the model's own text embeddings.
-   Models: ViT-B/32 random; the three shrunk parity checkpoints (../shared/data/parity, random
+   Models: ViT-B/32 random; the three shrunk parity checkpoints (tests/fixtures/parity, random
    weights in the formats users bring); a small CLIP *trained* here from scratch on the
    synthetic shapes set (model.finetune.recipes), the one whose embeddings mean something,
    where text->image recall@1 is compared too.
@@ -64,7 +64,7 @@ TYPICAL = [
     "a black cat sleeping on a sofa next to a window",
     "city skyline at night",
 ]
-PARITY = REPO.parent / "shared" / "data" / "parity"
+PARITY = REPO / "tests" / "fixtures" / "parity"  # made by tests/fixtures/make_parity_fixtures.py
 
 # Words for varied queries: subjects, attributes, places, actions, styles.
 _SUBJECTS = [

@@ -1,5 +1,8 @@
 """Fixtures shared by every test package: the reference data, and the real services.
 
+The reference data lives in the repository (tests/fixtures/, made by
+tests/fixtures/make_parity_fixtures.py); nothing is read from outside the repository.
+
 PostgreSQL and Redis are the real servers on 127.0.0.1 (CI's .ci/run makes sure they answer).
 Each test that claims one gets an isolated space of its own (a fresh database, a fresh Redis
 database number and queue prefix), so tests and parallel sessions never see each other's data.
@@ -21,7 +24,24 @@ import pytest
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("CLIPSEARCH_SHARED", REPO.parent / "shared"))
+FIXTURES = REPO / "tests" / "fixtures"
+MAKE_FIXTURES = "tests/fixtures/make_parity_fixtures.py"
+# What the parity tests read; each is committed, and the script above regenerates it.
+_FIXTURE_FILES = [
+    "parity/texts.json",
+    "parity/tokens.safetensors",
+    *(f"parity/images/img{i}.{'jpg' if i in (1, 5) else 'png'}" for i in range(6)),
+    *(
+        f"parity/{case}/{file}"
+        for case in ("openai_vit_jit", "openai_rn_state_dict", "open_clip_vit_gelu")
+        for file in ("case.json", "expected.safetensors")
+    ),
+    *(
+        f"parity-zoo/{case}/{file}"
+        for case in ("siglip", "siglip2", "mobileclip", "multilingual")
+        for file in ("case.json", "expected.safetensors", "open_clip_model.safetensors")
+    ),
+]
 PG_ADMIN_URL = os.environ.get(
     "CLIPSEARCH_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
@@ -29,19 +49,27 @@ REDIS_HOST = os.environ.get("CLIPSEARCH_TEST_REDIS_HOST", "127.0.0.1")
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data: the BPE file and the CLIP parity fixtures."""
-    path = SHARED / "data"
-    if not path.is_dir():
+def fixture_data() -> Path:
+    """tests/fixtures: the CLIP parity references (parity/: texts, images, three checkpoint
+    formats) and the CLIP-family ones (parity-zoo/), all in the repository."""
+    missing = [name for name in _FIXTURE_FILES if not (FIXTURES / name).is_file()]
+    if missing:
         pytest.fail(
-            f"reference data not found at {path}; set CLIPSEARCH_SHARED to the shared/ folder"
+            f"test fixtures missing under {FIXTURES}: {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}. They are committed with the repository; "
+            f"regenerate them with {MAKE_FIXTURES} (its docstring says how: it runs in a "
+            "separate venv with open_clip)"
         )
-    return path
+    return FIXTURES
 
 
 @pytest.fixture(scope="session")
-def bpe_path(shared_data: Path) -> Path:
-    return shared_data / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+def bpe_path() -> Path:
+    """CLIP's BPE merges as the package ships them (model/assets)."""
+    path = REPO / "model" / "assets" / "bpe_simple_vocab_16e6.txt.gz"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: it is part of the package (model/assets)")
+    return path
 
 
 @pytest.fixture()

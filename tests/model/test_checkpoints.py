@@ -145,8 +145,8 @@ def test_saving_onto_a_file_is_refused(tmp_path: Path) -> None:
 # -- hash-gated TorchScript -------------------------------------------------------------------------
 
 
-def test_unknown_torchscript_is_refused_unless_allowed(shared_data: Path) -> None:
-    path = shared_data / "parity" / "openai_vit_jit" / "model.pt"
+def test_unknown_torchscript_is_refused_unless_allowed(fixture_data: Path) -> None:
+    path = fixture_data / "parity" / "openai_vit_jit" / "model.pt"
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     assert str(path) in str(err.value) and "allow_jit" in str(err.value)
@@ -155,11 +155,11 @@ def test_unknown_torchscript_is_refused_unless_allowed(shared_data: Path) -> Non
 
 
 def test_torchscript_with_a_published_openai_hash_opens_without_allow_jit(
-    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    fixture_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import clipsearch.model.checkpoints as checkpoints
 
-    path = shared_data / "parity" / "openai_vit_jit" / "model.pt"
+    path = fixture_data / "parity" / "openai_vit_jit" / "model.pt"
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     monkeypatch.setitem(checkpoints.OPENAI_SHA256, sha, "ViT-test")
     state, config, _ = load_checkpoint(path)
@@ -167,12 +167,12 @@ def test_torchscript_with_a_published_openai_hash_opens_without_allow_jit(
 
 
 def test_the_cli_opt_in_for_torchscript_is_the_environment_variable(
-    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    fixture_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`clipsearch embed/serve/worker` load through model.load: CLIPSEARCH_ALLOW_JIT=1 opts in."""
     from clipsearch import model
 
-    path = shared_data / "parity" / "openai_vit_jit" / "model.pt"
+    path = fixture_data / "parity" / "openai_vit_jit" / "model.pt"
     monkeypatch.delenv("CLIPSEARCH_ALLOW_JIT", raising=False)
     with pytest.raises(CheckpointError, match="CLIPSEARCH_ALLOW_JIT=1"):
         model.load(path, device="cpu")
@@ -223,18 +223,18 @@ def test_empty_and_garbage_files(tmp_path: Path) -> None:
         "open_clip_vit_gelu/open_clip_model.safetensors",
     ],
 )
-def test_truncated_checkpoints(shared_data: Path, tmp_path: Path, source: str) -> None:
-    data = (shared_data / "parity" / source).read_bytes()
+def test_truncated_checkpoints(fixture_data: Path, tmp_path: Path, source: str) -> None:
+    data = (fixture_data / "parity" / source).read_bytes()
     cut = tmp_path / Path(source).name
     cut.write_bytes(data[: len(data) // 2])
     _fail(cut, allow_jit=True)
 
 
 def test_a_truncated_open_clip_folder_names_the_weights_file(
-    shared_data: Path, tmp_path: Path
+    fixture_data: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "oc"
-    shutil.copytree(shared_data / "parity" / "open_clip_vit_gelu", folder)
+    shutil.copytree(fixture_data / "parity" / "open_clip_vit_gelu", folder)
     weights = folder / "open_clip_model.safetensors"
     weights.chmod(0o644)
     weights.write_bytes(weights.read_bytes()[:1000])
@@ -256,9 +256,9 @@ def test_unknown_architecture(tmp_path: Path) -> None:
     _fail(hf, "Hugging Face")
 
 
-def test_mismatched_keys_are_listed(shared_data: Path, tmp_path: Path) -> None:
+def test_mismatched_keys_are_listed(fixture_data: Path, tmp_path: Path) -> None:
     state = torch.load(
-        shared_data / "parity" / "openai_rn_state_dict" / "model.pt", weights_only=True
+        fixture_data / "parity" / "openai_rn_state_dict" / "model.pt", weights_only=True
     )
     del state["visual.attnpool.k_proj.bias"]
     state["visual.extra.weight"] = torch.zeros(3)
@@ -281,8 +281,8 @@ def test_folder_without_a_known_layout(tmp_path: Path) -> None:
     _fail(tmp_path, "open_clip_config.json", "config.json")
 
 
-def test_open_clip_folder_problems(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "parity" / "open_clip_vit_gelu"
+def test_open_clip_folder_problems(fixture_data: Path, tmp_path: Path) -> None:
+    src = fixture_data / "parity" / "open_clip_vit_gelu"
     folder = tmp_path / "oc"
     folder.mkdir()
     (folder / "open_clip_config.json").write_text("{not json")
@@ -293,11 +293,12 @@ def test_open_clip_folder_problems(shared_data: Path, tmp_path: Path) -> None:
     _fail(folder, "no weights")
 
     shutil.copy(src / "open_clip_model.safetensors", folder / "open_clip_model.safetensors")
-    config["model_cfg"]["text_cfg"]["width"] = 192  # contradicts the weights (96 wide)
+    width = config["model_cfg"]["text_cfg"]["width"]
+    config["model_cfg"]["text_cfg"]["width"] = 2 * width  # contradicts the weights
     (folder / "open_clip_config.json").write_text(json.dumps(config))
-    _fail(folder, "wrong shape", "positional_embedding [77, 96] (expected [77, 192])")
+    _fail(folder, "wrong shape", f"positional_embedding [77, {width}] (expected [77, {2 * width}])")
 
-    config["model_cfg"]["text_cfg"]["width"] = 96
+    config["model_cfg"]["text_cfg"]["width"] = width
     config["model_cfg"]["vision_cfg"]["timm_model_name"] = "vit_base_patch16_224"
     (folder / "open_clip_config.json").write_text(json.dumps(config))
     _fail(folder, "timm_model_name")
@@ -342,13 +343,13 @@ def test_a_registry_name_goes_through_the_registry(
 
 
 def test_a_registry_name_loads_from_a_verified_cache(
-    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fixture_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A registry entry whose cached file verifies is loaded by name, TorchScript included
     (its hash is the published one), without allow_jit."""
     from clipsearch.model import registry
 
-    jit = shared_data / "parity" / "openai_vit_jit" / "model.pt"
+    jit = fixture_data / "parity" / "openai_vit_jit" / "model.pt"
     sha = hashlib.sha256(jit.read_bytes()).hexdigest()
     cache = tmp_path / "cache"
     monkeypatch.setenv("CLIPSEARCH_CACHE", str(cache))

@@ -205,12 +205,12 @@ def test_embed_input_errors() -> None:
         model.embed_images([b"bytes"])  # type: ignore[list-item]
 
 
-def test_embed_images_takes_paths_and_pil_images(shared_data: Path) -> None:
+def test_embed_images_takes_paths_and_pil_images(fixture_data: Path) -> None:
     from PIL import Image
 
     model = tiny_model(seed=6)
     paths = [
-        shared_data / "parity" / "images" / name for name in ("img0.png", "img1.jpg", "img5.jpg")
+        fixture_data / "parity" / "images" / name for name in ("img0.png", "img1.jpg", "img5.jpg")
     ]
     from_paths = model.embed_images([str(paths[0]), paths[1], paths[2]], batch_size=2)
     opened = []

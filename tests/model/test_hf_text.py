@@ -19,12 +19,12 @@ from clipsearch.model.hf_text import HFTextCLIP, HFTextCLIPConfig, build_text_mo
 from clipsearch.model.testing import assert_same_embeddings
 
 
-def _zoo(shared_data: Path) -> Path:
-    return shared_data / "parity-zoo" / "multilingual"
+def _zoo(fixture_data: Path) -> Path:
+    return fixture_data / "parity-zoo" / "multilingual"
 
 
-def test_text_in_any_script_is_embedded_and_pad_tokens_do_not_count(shared_data: Path) -> None:
-    model = load(_zoo(shared_data), device="cpu")
+def test_text_in_any_script_is_embedded_and_pad_tokens_do_not_count(fixture_data: Path) -> None:
+    model = load(_zoo(fixture_data), device="cpu")
     assert isinstance(model, HFTextCLIP) and model.family == "hf-text"
     tokens = model.tokenize(["一只在海滩上的狗", "café crème"])
     assert tokens[:, 0].tolist() == [0, 0] and (tokens == 1).any()  # <s> ... </s> <pad>...
@@ -38,8 +38,8 @@ def test_text_in_any_script_is_embedded_and_pad_tokens_do_not_count(shared_data:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
 
 
-def test_our_format_round_trips(shared_data: Path, tmp_path: Path) -> None:
-    model = load(_zoo(shared_data), device="cpu")
+def test_our_format_round_trips(fixture_data: Path, tmp_path: Path) -> None:
+    model = load(_zoo(fixture_data), device="cpu")
     out = save_pretrained(model, tmp_path / "saved")
     again = load(out, device="cpu")
     assert isinstance(again, HFTextCLIP) and again.config == model.config
@@ -105,10 +105,10 @@ def test_released_configuration_is_inferred_from_shapes(name: str) -> None:
 
 
 def test_unknown_text_tower_without_its_config_is_a_clear_error(
-    shared_data: Path, tmp_path: Path
+    fixture_data: Path, tmp_path: Path
 ) -> None:
     folder = tmp_path / "m"
-    shutil.copytree(_zoo(shared_data), folder)
+    shutil.copytree(_zoo(fixture_data), folder)
     cfg = json.loads((folder / "open_clip_config.json").read_text())
     cfg["model_cfg"]["text_cfg"]["hf_model_name"] = "some-org/some-bert"
     (folder / "open_clip_config.json").write_text(json.dumps(cfg))
@@ -119,8 +119,8 @@ def test_unknown_text_tower_without_its_config_is_a_clear_error(
 
 
 def test_without_transformers_the_error_names_the_extra(
-    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+    fixture_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers -> ImportError
     with pytest.raises(ModelError, match=r"clipsearch\[multilingual\]"):
-        load(_zoo(shared_data), device="cpu")
+        load(_zoo(fixture_data), device="cpu")

@@ -29,8 +29,8 @@ from clipsearch.model.towers import TextTowerConfig
 _BRANCHY = (MobileOneBlock, LargeKernelConv, RepMixer, RepCPE)
 
 
-def _zoo(shared_data: Path) -> Path:
-    return shared_data / "parity-zoo" / "mobileclip"
+def _zoo(fixture_data: Path) -> Path:
+    return fixture_data / "parity-zoo" / "mobileclip"
 
 
 def _branches(model: torch.nn.Module) -> int:
@@ -38,10 +38,10 @@ def _branches(model: torch.nn.Module) -> int:
     return sum(1 for m in model.modules() if isinstance(m, _BRANCHY) and m.reparam_conv is None)
 
 
-def test_both_forms_match_the_reference_and_each_other(shared_data: Path) -> None:
-    expected = load_file(_zoo(shared_data) / "expected.safetensors")
-    branchy = load_open_clip_folder(_zoo(shared_data), fold=False).eval()
-    folded = load(_zoo(shared_data), device="cpu")  # what users get: folded for inference
+def test_both_forms_match_the_reference_and_each_other(fixture_data: Path) -> None:
+    expected = load_file(_zoo(fixture_data) / "expected.safetensors")
+    branchy = load_open_clip_folder(_zoo(fixture_data), fold=False).eval()
+    folded = load(_zoo(fixture_data), device="cpu")  # what users get: folded for inference
     assert isinstance(branchy, MobileCLIP) and isinstance(folded, MobileCLIP)
     assert _branches(branchy) == 20 and not branchy.is_folded
     assert _branches(folded) == 0 and folded.is_folded
@@ -91,12 +91,12 @@ def test_folding_a_random_tower_keeps_its_features(norm: str) -> None:
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
-def test_our_format_keeps_the_folded_form(shared_data: Path, tmp_path: Path) -> None:
-    model = load(_zoo(shared_data), device="cpu")
+def test_our_format_keeps_the_folded_form(fixture_data: Path, tmp_path: Path) -> None:
+    model = load(_zoo(fixture_data), device="cpu")
     out = save_pretrained(model, tmp_path / "saved")
     again = load(out, device="cpu")
     assert isinstance(again, MobileCLIP) and again.is_folded and again.config == model.config
-    pixels = load_file(_zoo(shared_data) / "expected.safetensors")["pixels"]
+    pixels = load_file(_zoo(fixture_data) / "expected.safetensors")["pixels"]
     assert_same_embeddings(again.embed_pixels(pixels), model.embed_pixels(pixels))
     assert_same_embeddings(again.embed_texts(["a dog"]), model.embed_texts(["a dog"]))
 

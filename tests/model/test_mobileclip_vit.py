@@ -32,17 +32,17 @@ def _expected() -> dict[str, torch.Tensor]:
     return load_file(CASE / "expected.safetensors")
 
 
-def _texts(shared_data: Path) -> list[str]:
-    return json.loads((shared_data / "parity-zoo" / "texts.json").read_text(encoding="utf-8"))
+def _texts(fixture_data: Path) -> list[str]:
+    return json.loads((fixture_data / "parity" / "texts.json").read_text(encoding="utf-8"))
 
 
-def _images(shared_data: Path) -> list:
+def _images(fixture_data: Path) -> list:
     from PIL import Image
 
     case = json.loads((CASE / "case.json").read_text(encoding="utf-8"))
     images = []
     for name in case["images"]:
-        with Image.open(shared_data / "parity-zoo" / "images" / name) as img:
+        with Image.open(fixture_data / "parity" / "images" / name) as img:
             img.load()
             images.append(img)
     return images
@@ -57,11 +57,11 @@ def test_load_recognises_the_family_and_folds_the_stem() -> None:
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in unfolded.modules()) == 2
 
 
-def test_tokens_and_pixels_are_the_reference(shared_data: Path) -> None:
+def test_tokens_and_pixels_are_the_reference(fixture_data: Path) -> None:
     model = load(CASE, device="cpu")
     expected = _expected()
-    assert torch.equal(model.tokenize(_texts(shared_data)), expected["tokens"])
-    pixels = torch.stack([model.preprocess(img) for img in _images(shared_data)])
+    assert torch.equal(model.tokenize(_texts(fixture_data)), expected["tokens"])
+    pixels = torch.stack([model.preprocess(img) for img in _images(fixture_data)])
     torch.testing.assert_close(pixels, expected["pixels"], rtol=0, atol=1e-4)
 
 
@@ -78,11 +78,11 @@ def test_features_match_the_reference_in_both_forms(fold: bool) -> None:
     assert abs(scale.item() - expected["logit_scale"].item()) <= 1e-4
 
 
-def test_end_to_end_from_raw_images_and_texts(shared_data: Path) -> None:
+def test_end_to_end_from_raw_images_and_texts(fixture_data: Path) -> None:
     model = load(CASE, device="cpu")
     expected = _expected()
-    got_images = torch.from_numpy(model.embed_images(_images(shared_data), batch_size=4))
-    got_texts = torch.from_numpy(model.embed_texts(_texts(shared_data), batch_size=4))
+    got_images = torch.from_numpy(model.embed_images(_images(fixture_data), batch_size=4))
+    got_texts = torch.from_numpy(model.embed_texts(_texts(fixture_data), batch_size=4))
     for got, want in (
         (got_images, expected["image_features"]),
         (got_texts, expected["text_features"]),

@@ -40,13 +40,13 @@ def _texts() -> list[str]:
     return json.loads((CASE / "texts.json").read_text(encoding="utf-8"))
 
 
-def _images(shared_data: Path) -> list:
+def _images(fixture_data: Path) -> list:
     from PIL import Image
 
     case = json.loads((CASE / "case.json").read_text(encoding="utf-8"))
     images = []
     for name in case["images"]:
-        with Image.open(shared_data / "parity-zoo" / "images" / name) as img:
+        with Image.open(fixture_data / "parity" / "images" / name) as img:
             img.load()
             images.append(img)
     return images
@@ -85,9 +85,9 @@ def test_an_unknown_language_code_is_a_clear_error() -> None:
         HubTokenizer(CASE, language="french")
 
 
-def test_preprocessing_matches_the_reference_pixels(shared_data: Path) -> None:
+def test_preprocessing_matches_the_reference_pixels(fixture_data: Path) -> None:
     model = _model()
-    pixels = torch.stack([model.preprocess(img) for img in _images(shared_data)])
+    pixels = torch.stack([model.preprocess(img) for img in _images(fixture_data)])
     torch.testing.assert_close(pixels, _expected()["pixels"], rtol=0, atol=1e-4)
 
 
@@ -108,10 +108,10 @@ def test_features_and_logit_parameters_match_the_reference() -> None:
     assert abs(bias.item() - expected["logit_bias"].item()) <= 1e-4
 
 
-def test_end_to_end_from_raw_images_and_texts(shared_data: Path) -> None:
+def test_end_to_end_from_raw_images_and_texts(fixture_data: Path) -> None:
     model = _model()
     expected = _expected()
-    got_images = torch.from_numpy(model.embed_images(_images(shared_data), batch_size=4))
+    got_images = torch.from_numpy(model.embed_images(_images(fixture_data), batch_size=4))
     got_texts = torch.from_numpy(model.embed_texts(_texts(), batch_size=4))
     for got, want in (
         (got_images, expected["image_features"]),

@@ -1,4 +1,4 @@
-"""Parity with the reference outputs in ../shared/data/parity: each checkpoint loaded as a user
+"""Parity with the reference outputs in tests/fixtures/parity: each checkpoint loaded as a user
 would bring it reproduces open_clip's image features, text features and logit_scale."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from clipsearch.model import CLIP, load
 CASES = ["openai_vit_jit", "openai_rn_state_dict", "open_clip_vit_gelu"]
 
 
-def _case(shared_data: Path, name: str) -> tuple[dict, Path]:
-    folder = shared_data / "parity" / name
+def _case(fixture_data: Path, name: str) -> tuple[dict, Path]:
+    folder = fixture_data / "parity" / name
     return json.loads((folder / "case.json").read_text()), folder
 
 
@@ -38,16 +38,16 @@ def _load_uncached(case: dict, folder: Path) -> CLIP:
     return load(folder / case["checkpoint"], device="cpu", allow_jit=case["format"] == "openai-jit")
 
 
-def test_every_case_in_the_fixture_folder_is_covered(shared_data: Path) -> None:
-    found = sorted(p.parent.name for p in (shared_data / "parity").glob("*/case.json"))
+def test_every_case_in_the_fixture_folder_is_covered(fixture_data: Path) -> None:
+    found = sorted(p.parent.name for p in (fixture_data / "parity").glob("*/case.json"))
     assert found == sorted(CASES)
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_features_and_logit_scale_match_the_reference(shared_data: Path, name: str) -> None:
-    case, folder = _case(shared_data, name)
+def test_features_and_logit_scale_match_the_reference(fixture_data: Path, name: str) -> None:
+    case, folder = _case(fixture_data, name)
     expected = load_file(folder / "expected.safetensors")
-    tokens = load_file(shared_data / "parity" / "tokens.safetensors")["tokens"]
+    tokens = load_file(fixture_data / "parity" / "tokens.safetensors")["tokens"]
     model = _load_case(case, folder)
 
     with torch.inference_mode():
@@ -62,8 +62,8 @@ def test_features_and_logit_scale_match_the_reference(shared_data: Path, name: s
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_architecture_matches_the_case_description(shared_data: Path, name: str) -> None:
-    case, folder = _case(shared_data, name)
+def test_architecture_matches_the_case_description(fixture_data: Path, name: str) -> None:
+    case, folder = _case(fixture_data, name)
     config = _load_case(case, folder).config
     vision, text = case["vision_cfg"], case["text_cfg"]
     assert config.embed_dim == case["embed_dim"]
@@ -86,8 +86,8 @@ def test_architecture_matches_the_case_description(shared_data: Path, name: str)
     )
 
 
-def test_embed_helpers_agree_with_the_reference_after_normalisation(shared_data: Path) -> None:
-    case, folder = _case(shared_data, "openai_rn_state_dict")
+def test_embed_helpers_agree_with_the_reference_after_normalisation(fixture_data: Path) -> None:
+    case, folder = _case(fixture_data, "openai_rn_state_dict")
     expected = load_file(folder / "expected.safetensors")
     model = _load_case(case, folder)
     got = torch.from_numpy(model.embed_pixels(expected["pixels"], batch_size=4))
@@ -96,19 +96,19 @@ def test_embed_helpers_agree_with_the_reference_after_normalisation(shared_data:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_end_to_end_from_raw_images_and_texts(shared_data: Path, name: str) -> None:
+def test_end_to_end_from_raw_images_and_texts(fixture_data: Path, name: str) -> None:
     """The user's path: raw strings through model.tokenize, raw image files through
     model.preprocess, the embed_* helpers; against the reference features, normalised."""
     from PIL import Image
 
-    case, folder = _case(shared_data, name)
+    case, folder = _case(fixture_data, name)
     expected = load_file(folder / "expected.safetensors")
-    texts = json.loads((shared_data / "parity" / "texts.json").read_text(encoding="utf-8"))
+    texts = json.loads((fixture_data / "parity" / "texts.json").read_text(encoding="utf-8"))
     model = _load_case(case, folder)
 
     images = []
     for filename in case["images"]:
-        with Image.open(shared_data / "parity" / "images" / filename) as img:
+        with Image.open(fixture_data / "parity" / "images" / filename) as img:
             img.load()
             images.append(img)
     got_images = torch.from_numpy(model.embed_images(images, batch_size=4))

@@ -25,14 +25,14 @@ CASES = ["openai_vit_jit", "openai_rn_state_dict", "open_clip_vit_gelu"]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_reference_pixels(shared_data: Path, case: str) -> None:
-    folder = shared_data / "parity" / case
+def test_reference_pixels(fixture_data: Path, case: str) -> None:
+    folder = fixture_data / "parity" / case
     spec = json.loads((folder / "case.json").read_text())
     expected = load_file(str(folder / "expected.safetensors"))["pixels"]
     prep = Preprocess(spec["vision_cfg"]["image_size"])
     assert len(spec["images"]) == expected.shape[0]
     for i, name in enumerate(spec["images"]):
-        with Image.open(shared_data / "parity" / "images" / name) as img:
+        with Image.open(fixture_data / "parity" / "images" / name) as img:
             got = prep(img)
         assert got.shape == expected[i].shape
         assert got.dtype == torch.float32

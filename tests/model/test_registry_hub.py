@@ -20,7 +20,9 @@ from clipsearch.model import registry
 from clipsearch.model.errors import DownloadError
 from clipsearch.model.registry import MODELS, ModelSpec, resolve
 
-ZOO = Path(__file__).resolve().parents[3] / "shared" / "data" / "parity-zoo"
+ZOO = Path(__file__).resolve().parents[1] / "fixtures" / "parity-zoo"
+# fixture_data fails with the regenerating script named if tests/fixtures lacks a file
+pytestmark = pytest.mark.usefixtures("fixture_data")
 LFS = (".safetensors", ".bin")
 
 

@@ -15,8 +15,8 @@ END = 49407
 
 
 @pytest.fixture(scope="module")
-def tokens(shared_data: Path) -> torch.Tensor:
-    return load_file(shared_data / "parity" / "tokens.safetensors")["tokens"]
+def tokens(fixture_data: Path) -> torch.Tensor:
+    return load_file(fixture_data / "parity" / "tokens.safetensors")["tokens"]
 
 
 def _positions_seen(model, tokens: torch.Tensor, **kwargs) -> tuple[torch.Tensor, int]:

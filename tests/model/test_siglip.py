@@ -20,20 +20,18 @@ from clipsearch.model.testing import assert_features_match, assert_same_embeddin
 from clipsearch.model.towers import TextTowerConfig
 
 
-def _zoo(shared_data: Path, name: str) -> Path:
-    return shared_data / "parity-zoo" / name
+def _zoo(fixture_data: Path, name: str) -> Path:
+    return fixture_data / "parity-zoo" / name
 
 
-def test_score_is_the_sigmoid_match_probability(shared_data: Path) -> None:
-    model = load(_zoo(shared_data, "siglip"), device="cpu")
+def test_score_is_the_sigmoid_match_probability(fixture_data: Path) -> None:
+    model = load(_zoo(fixture_data, "siglip"), device="cpu")
     assert isinstance(model, SigLIP) and model.score_kind == "sigmoid"
-    expected = load_file(_zoo(shared_data, "siglip") / "expected.safetensors")
+    expected = load_file(_zoo(fixture_data, "siglip") / "expected.safetensors")
     with torch.inference_mode():
         logits = model(expected["pixels"][:2], expected["tokens"][:3])  # [2, 3]
     image = model.embed_pixels(expected["pixels"][:2])
-    text = model.embed_texts(
-        json.loads((shared_data / "parity-zoo" / "texts.json").read_text())[:3]
-    )
+    text = model.embed_texts(json.loads((fixture_data / "parity" / "texts.json").read_text())[:3])
     cosine = image @ text.T
     probs = model.score(cosine)
     assert probs.dtype == np.float32 and probs.shape == (2, 3)
@@ -51,12 +49,12 @@ def test_clip_score_is_left_as_the_cosine() -> None:
     np.testing.assert_array_equal(model.score(cosine), cosine)
 
 
-def test_exact_gelu_in_siglip2_text_tower_misses_the_bound(shared_data: Path) -> None:
+def test_exact_gelu_in_siglip2_text_tower_misses_the_bound(fixture_data: Path) -> None:
     """The 5e-5 bound is what tells tanh-GELU from exact GELU: the same weights with exact GELU
     fail it, so the parity test would catch a loader that dropped act_kwargs."""
-    model = load(_zoo(shared_data, "siglip2"), device="cpu")
+    model = load(_zoo(fixture_data, "siglip2"), device="cpu")
     assert isinstance(model, SigLIP) and model.config.text.act == "gelu_tanh"
-    expected = load_file(_zoo(shared_data, "siglip2") / "expected.safetensors")
+    expected = load_file(_zoo(fixture_data, "siglip2") / "expected.safetensors")
     cfg = model.config.to_dict()
     cfg["text"]["act"] = "gelu"
     wrong = SigLIP(SigLIPConfig.from_dict(cfg))
@@ -67,8 +65,8 @@ def test_exact_gelu_in_siglip2_text_tower_misses_the_bound(shared_data: Path) ->
         assert_features_match(text, expected["text_features"])
 
 
-def test_our_format_round_trips_with_its_tokenizer(shared_data: Path, tmp_path: Path) -> None:
-    model = load(_zoo(shared_data, "siglip2"), device="cpu")
+def test_our_format_round_trips_with_its_tokenizer(fixture_data: Path, tmp_path: Path) -> None:
+    model = load(_zoo(fixture_data, "siglip2"), device="cpu")
     out = save_pretrained(model, tmp_path / "saved")
     assert (out / "tokenizer.json").is_file()
     again = load(out, device="cpu")
@@ -77,7 +75,7 @@ def test_our_format_round_trips_with_its_tokenizer(shared_data: Path, tmp_path: 
     assert (again.resize_mode, again.interpolation) == ("squash", "bicubic")
     texts = ["a photo of a dog", "UPPER lower"]
     assert_same_embeddings(again.embed_texts(texts), model.embed_texts(texts))
-    pixels = load_file(_zoo(shared_data, "siglip2") / "expected.safetensors")["pixels"]
+    pixels = load_file(_zoo(fixture_data, "siglip2") / "expected.safetensors")["pixels"]
     assert_same_embeddings(again.embed_pixels(pixels), model.embed_pixels(pixels))
 
 
@@ -178,14 +176,14 @@ def test_released_configuration_is_inferred_from_shapes(name: str) -> None:
 # -- broken folders -------------------------------------------------------------------------
 
 
-def _copy_case(shared_data: Path, tmp_path: Path, name: str = "siglip") -> Path:
+def _copy_case(fixture_data: Path, tmp_path: Path, name: str = "siglip") -> Path:
     dst = tmp_path / name
-    shutil.copytree(_zoo(shared_data, name), dst)
+    shutil.copytree(_zoo(fixture_data, name), dst)
     return dst
 
 
-def test_missing_tokenizer_is_a_clear_error(shared_data: Path, tmp_path: Path) -> None:
-    folder = _copy_case(shared_data, tmp_path)
+def test_missing_tokenizer_is_a_clear_error(fixture_data: Path, tmp_path: Path) -> None:
+    folder = _copy_case(fixture_data, tmp_path)
     (folder / "tokenizer.json").unlink()
     model = load(folder, device="cpu")  # the weights are fine
     with pytest.raises(CheckpointError, match=r"no tokenizer\.json"):
@@ -193,11 +191,11 @@ def test_missing_tokenizer_is_a_clear_error(shared_data: Path, tmp_path: Path) -
 
 
 def test_weights_of_another_shape_are_refused_naming_the_tensor(
-    shared_data: Path, tmp_path: Path
+    fixture_data: Path, tmp_path: Path
 ) -> None:
     from safetensors.torch import save_file
 
-    folder = _copy_case(shared_data, tmp_path)
+    folder = _copy_case(fixture_data, tmp_path)
     state = load_file(folder / "open_clip_model.safetensors")
     del state["visual.trunk.attn_pool.latent"]
     state["visual.trunk.cls_token"] = torch.zeros(1, 1, 64)
@@ -207,8 +205,8 @@ def test_weights_of_another_shape_are_refused_naming_the_tensor(
     assert "visual.trunk.cls_token" in str(err.value)
 
 
-def test_unknown_timm_tower_is_refused(shared_data: Path, tmp_path: Path) -> None:
-    folder = _copy_case(shared_data, tmp_path)
+def test_unknown_timm_tower_is_refused(fixture_data: Path, tmp_path: Path) -> None:
+    folder = _copy_case(fixture_data, tmp_path)
     cfg = json.loads((folder / "timm_vision" / "config.json").read_text())
     cfg["architecture"] = "convnext_base"
     (folder / "timm_vision" / "config.json").write_text(json.dumps(cfg))
@@ -216,15 +214,15 @@ def test_unknown_timm_tower_is_refused(shared_data: Path, tmp_path: Path) -> Non
         load(folder, device="cpu")
 
 
-def test_folder_without_weights_is_refused(shared_data: Path, tmp_path: Path) -> None:
-    folder = _copy_case(shared_data, tmp_path)
+def test_folder_without_weights_is_refused(fixture_data: Path, tmp_path: Path) -> None:
+    folder = _copy_case(fixture_data, tmp_path)
     (folder / "open_clip_model.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"no weights"):
         load(folder, device="cpu")
 
 
-def test_a_huge_text_is_cut_with_the_end_token_kept(shared_data: Path) -> None:
-    model = load(_zoo(shared_data, "siglip2"), device="cpu")
+def test_a_huge_text_is_cut_with_the_end_token_kept(fixture_data: Path) -> None:
+    model = load(_zoo(fixture_data, "siglip2"), device="cpu")
     tokens = model.tokenize(["a dog " * 200_000])  # 1.2 MB of text
     assert tokens.shape == (1, 64)
     assert tokens[0, -1].item() == 1  # <eos> last, no <pad> (0) anywhere
@@ -232,11 +230,11 @@ def test_a_huge_text_is_cut_with_the_end_token_kept(shared_data: Path) -> None:
 
 
 def test_an_nllb_config_over_siglip_weights_is_a_clear_error(
-    shared_data: Path, tmp_path: Path
+    fixture_data: Path, tmp_path: Path
 ) -> None:
     """A config naming an NLLB text tower (NLLB-SigLIP, model.nllb) beside a SigLIP text tower's
     weights: the error names the tensor the NLLB encoder needs."""
-    folder = _copy_case(shared_data, tmp_path)
+    folder = _copy_case(fixture_data, tmp_path)
     cfg = json.loads((folder / "open_clip_config.json").read_text())
     cfg["model_cfg"]["text_cfg"]["hf_model_name"] = "facebook/nllb-200-distilled-600M"
     (folder / "open_clip_config.json").write_text(json.dumps(cfg))
@@ -244,15 +242,15 @@ def test_an_nllb_config_over_siglip_weights_is_a_clear_error(
         load(folder, device="cpu")
 
 
-def test_wise_ft_mixes_a_siglip_only_with_a_siglip(shared_data: Path, tmp_path: Path) -> None:
+def test_wise_ft_mixes_a_siglip_only_with_a_siglip(fixture_data: Path, tmp_path: Path) -> None:
     from clipsearch.model.finetune import FinetuneError
     from clipsearch.model.finetune.wise import write_wise
 
-    folder = _zoo(shared_data, "siglip")
+    folder = _zoo(fixture_data, "siglip")
     same = load(write_wise(folder, folder, 0.5, tmp_path / "out"), device="cpu")
     original = load(folder, device="cpu")
     assert same.family == "siglip"
     texts = ["a red square"]
     np.testing.assert_allclose(same.embed_texts(texts), original.embed_texts(texts), atol=1e-6)
     with pytest.raises(FinetuneError, match=r"siglip model and .* a mobileclip one"):
-        write_wise(folder, _zoo(shared_data, "mobileclip"), 0.5, tmp_path / "mixed")
+        write_wise(folder, _zoo(fixture_data, "mobileclip"), 0.5, tmp_path / "mixed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import random
 import shutil
@@ -22,8 +23,8 @@ def tok(bpe_path: Path) -> Tokenizer:
     return Tokenizer(bpe_path)
 
 
-def test_reference_ids_for_every_parity_text(tok: Tokenizer, shared_data: Path) -> None:
-    parity = shared_data / "parity"
+def test_reference_ids_for_every_parity_text(tok: Tokenizer, fixture_data: Path) -> None:
+    parity = fixture_data / "parity"
     texts = json.loads((parity / "texts.json").read_text(encoding="utf-8"))
     expected = load_file(str(parity / "tokens.safetensors"))["tokens"]
     got = tok(texts)
@@ -33,11 +34,16 @@ def test_reference_ids_for_every_parity_text(tok: Tokenizer, shared_data: Path) 
         assert got[i].tolist() == expected[i].tolist(), f"ids differ for {text!r}"
 
 
-def test_packaged_vocabulary_is_the_verified_file(bpe_path: Path, shared_data: Path) -> None:
+# sha256 of OpenAI's bpe_simple_vocab_16e6.txt.gz, the merges its checkpoints are used with
+OPENAI_BPE_SHA256 = "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a"
+
+
+def test_packaged_vocabulary_is_the_verified_file(bpe_path: Path, fixture_data: Path) -> None:
     packaged = Tokenizer()  # default: model/assets, sha256-checked
-    assert default_bpe_path().read_bytes() == bpe_path.read_bytes()
-    texts = json.loads((shared_data / "parity" / "texts.json").read_text(encoding="utf-8"))
-    expected = load_file(str(shared_data / "parity" / "tokens.safetensors"))["tokens"]
+    for path in (default_bpe_path(), bpe_path):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == OPENAI_BPE_SHA256
+    texts = json.loads((fixture_data / "parity" / "texts.json").read_text(encoding="utf-8"))
+    expected = load_file(str(fixture_data / "parity" / "tokens.safetensors"))["tokens"]
     assert torch.equal(packaged(texts), expected)
 
 

@@ -24,7 +24,9 @@ from clipsearch.model.finetune.train import train
 from clipsearch.model.finetune.wise import write_wise
 
 HERE = Path(__file__).resolve().parent
-ZOO = HERE.parents[3] / "shared" / "data" / "parity-zoo"
+ZOO = HERE.parents[1] / "fixtures" / "parity-zoo"  # tests/fixtures/parity-zoo
+# fixture_data fails with the regenerating script named if tests/fixtures lacks a file
+pytestmark = pytest.mark.usefixtures("fixture_data")
 FIXTURES = HERE.parent / "fixtures"
 CASES = {
     "mobileclip": (ZOO / "mobileclip", ClipLoss),

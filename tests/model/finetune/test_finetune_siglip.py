@@ -21,7 +21,9 @@ from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
 from clipsearch.model.finetune.train import train
 from clipsearch.model.testing import tiny_model
 
-ZOO_SIGLIP = Path(__file__).resolve().parents[4] / "shared" / "data" / "parity-zoo" / "siglip"
+ZOO_SIGLIP = Path(__file__).resolve().parents[2] / "fixtures" / "parity-zoo" / "siglip"
+# fixture_data fails with the regenerating script named if tests/fixtures lacks a file
+pytestmark = pytest.mark.usefixtures("fixture_data")
 
 
 def test_sigmoid_loss_is_the_papers_formula_and_trains_the_bias() -> None:
