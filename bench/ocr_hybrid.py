@@ -285,6 +285,8 @@ def queries(vocab: list[str], rng: np.random.Generator) -> dict[str, str]:
         "one-letter typo": typo,
         "two words": f"{vocab[9_000]} {vocab[40]}",
         "nowhere": "qqqzzzxx",
+        # issue 22: a pathological word (~1,000 trigram terms before the per-query budget)
+        "1,000-letter word": "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), 1000)),
     }
 
 

@@ -54,6 +54,14 @@ MAX_CANDIDATES = 400  # rows read from the index per query word (scored in Pytho
 TYPO_CANDIDATES = 100  # rows sharing the most trigrams with a word nothing contains
 UNRANKED_CAP = 1000  # matches read without ranking; beyond, the database ranks them
 MAX_WORDS = 12  # query words used (a pasted paragraph is cut here)
+#: The cost budget of one keyword query, the same on SQLite and PostgreSQL: a query word is cut
+#: to its first MAX_WORD_CHARS letters (it then matches the words it begins); the index is asked
+#: for at most TERMS_PER_WORD trigrams of each word (its first ones for a substring, spread over
+#: it for a typo; the scoring then checks the whole word), so no statement carries more than
+#: MAX_TERMS trigram terms. A 1,000-letter word was ~1,000 terms: 7 s a query at 100k rows.
+MAX_WORD_CHARS = 32
+TERMS_PER_WORD = 8
+MAX_TERMS = MAX_WORDS * TERMS_PER_WORD
 STOPWORDS = frozenset(
     {"a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "in", "into", "is", "it"}
     | {"its", "of", "on", "or", "the", "this", "to", "with", "photo", "picture", "image"}
@@ -68,15 +76,18 @@ def words_of(text: str | None) -> list[str]:
 
 def query_words(query: str) -> list[str]:
     """The words of a query the keyword index looks for: no stop words, no one-letter words,
-    no "-excluded" terms, at most MAX_WORDS, each once."""
+    no "-excluded" terms, at most MAX_WORDS, each once and cut to MAX_WORD_CHARS letters."""
     kept: list[str] = []
     for raw in query.split():
         if raw.startswith("-"):
             continue
         for w in words_of(raw):
+            w = w[:MAX_WORD_CHARS]
             if len(w) >= 2 and w not in STOPWORDS and w not in kept:
                 kept.append(w)
-    return kept[:MAX_WORDS]
+                if len(kept) == MAX_WORDS:
+                    return kept
+    return kept
 
 
 @dataclass
@@ -177,6 +188,21 @@ def _trigrams(word: str) -> list[str]:
     return list(dict.fromkeys(word[i : i + 3] for i in range(len(word) - 2)))
 
 
+def _substring_key(word: str) -> str:
+    """What the index is asked for a word found inside a longer one: its first
+    TERMS_PER_WORD trigrams (a superset of the rows holding the word; the scoring checks it)."""
+    return word[: TERMS_PER_WORD + 2]
+
+
+def _typo_grams(word: str) -> list[str]:
+    """At most TERMS_PER_WORD of a word's trigrams, spread over it (a typo keeps most)."""
+    grams = _trigrams(word)
+    if len(grams) <= TERMS_PER_WORD:
+        return grams
+    step = len(grams) / TERMS_PER_WORD
+    return list(dict.fromkeys(grams[int(i * step)] for i in range(TERMS_PER_WORD)))
+
+
 _ROW = (
     image_keywords.c.image_id,
     image_keywords.c.name,
@@ -217,10 +243,10 @@ def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> di
 
     exact = [w for w in words if len(w) >= 3]
     if exact:
-        ask(" OR ".join(_fts_phrase(w) for w in exact))
+        ask(" OR ".join(dict.fromkeys(_fts_phrase(_substring_key(w)) for w in exact)))
     for w in words:
         if len(w) >= 4 and not any(_in_row(w, r) for r in rows.values()):
-            grams = _trigrams(w)
+            grams = _typo_grams(w)
             if grams:  # a typo keeps some trigrams: the rows with most of them, scored here
                 ask(" OR ".join(_fts_phrase(g) for g in grams), ranked=True, n=TYPO_CANDIDATES)
     return rows
@@ -255,13 +281,14 @@ def _postgres_candidates(
     for w in words:
         if len(w) >= 3 and not any(_in_row(w, r) for r in rows.values()):
             # inside a word: "ceipt" finds "receipt"
-            like = "%" + w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            key = _substring_key(w)
+            like = "%" + key.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             ask(text.like(sa.literal(like)))
         if len(w) >= 4 and not any(_in_row(w, r) for r in rows.values()):
             # a small typo: pg_trgm word similarity, at a threshold low enough for one edit in
             # a short word; the scoring keeps only words one or two edits away
             session.execute(sa.text("SET LOCAL pg_trgm.word_similarity_threshold = 0.3"))
-            ask(text.op("%>")(sa.literal(w)))  # words %> w: w <% words, indexable
+            ask(text.op("%>")(sa.literal(_substring_key(w))))  # words %> w: indexable
     return rows
 
 
