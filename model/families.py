@@ -89,7 +89,7 @@ def _recognise(data: Mapping[str, Any], folder: Path, source: str) -> Family | N
     if arch is not None:
         raise CheckpointError(
             f"{source}: unsupported timm image tower {arch!r} (vision_cfg.timm_model_name); "
-            "supported: " + ", ".join(f.description for f in registered() if f.description)
+            "supported: " + ", ".join(f.timm_towers for f in registered() if f.timm_towers)
         )
     return None
 

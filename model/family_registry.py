@@ -39,7 +39,8 @@ class Family:
     # (open_clip_config.json content, folder, converted state, source) -> config, from the
     # shapes and what the config adds
     infer_config: Callable[[Mapping[str, Any], Path, Mapping[str, Any], str], Any]
-    description: str = ""  # the image towers it reads, for messages
+    # The timm image towers it reads, for the message that refuses any other ("": none)
+    timm_towers: str = ""
     # Reparameterisation for inference (MobileCLIP's branches folded into single
     # convolutions), applied after loading unless asked not to; None: nothing to fold
     fold: Callable[[Any], Any] | None = None

@@ -291,7 +291,6 @@ FAMILY = register(
         recognises=_recognises,
         convert_state=_same_names,
         infer_config=infer_config,
-        description="CLIP ViTs with a Hugging Face text tower (text_cfg.hf_model_name)",
         build_on_meta=False,
     )
 )

@@ -435,7 +435,7 @@ FAMILY = register(
         recognises=_recognises,
         convert_state=from_open_clip_state,
         infer_config=infer_config,
-        description="MobileCLIP FastViTs (fastvit_mci*)",
+        timm_towers="MobileCLIP FastViTs (fastvit_mci*)",
         fold=MobileCLIP.fold,
     )
 )

@@ -281,7 +281,7 @@ FAMILY = register(
         recognises=_recognises,
         convert_state=from_open_clip_state,
         infer_config=infer_config,
-        description="the MobileCLIP-B ViT (vit_base_mci_224)",
+        timm_towers="the MobileCLIP-B ViT (vit_base_mci_224)",
         fold=MobileCLIPViT.fold,
     )
 )

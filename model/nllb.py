@@ -250,7 +250,6 @@ FAMILY = register(
         recognises=_recognises,
         convert_state=siglip.from_open_clip_state,
         infer_config=infer_config,
-        description="SigLIP ViTs with a Hugging Face (NLLB) text tower",
         build_on_meta=False,
     )
 )

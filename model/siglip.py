@@ -362,6 +362,6 @@ FAMILY = register(
         recognises=_recognises,
         convert_state=from_open_clip_state,
         infer_config=infer_config,
-        description="SigLIP ViTs (vit_*_siglip_*)",
+        timm_towers="SigLIP ViTs (vit_*_siglip_*)",
     )
 )
