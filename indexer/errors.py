@@ -33,6 +33,12 @@ class PathNotAllowed(IndexerError):
     """A path lies outside the folders this installation is allowed to read."""
 
 
+class QueueUnavailable(IndexerError):
+    """A job was recorded but the job queue (the broker) did not take its task: the caller is
+    told, and the job runs when a worker starts (it re-sends unfinished jobs) or the queue
+    answers again."""
+
+
 class StoreUnavailable(IndexerError):
     """The vector store (Milvus) cannot be reached or lacks the library's collection; searches
     get 503, jobs wait and resume. Retrying later, or a re-index, repairs it."""

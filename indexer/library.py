@@ -41,6 +41,7 @@ from .errors import (
     IngestError,
     NotFound,
     PathNotAllowed,
+    QueueUnavailable,
     StoreUnavailable,
 )
 from .freshness import IndexFollower
@@ -210,6 +211,7 @@ class Library:
         self.Session = catalog.session_factory(self.engine)
         self._celery: Any = None
         self._served: _Served | None = None
+        self._index_damage: str | None = None  # why the index files are not served
         self._load_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         # freshness: one thread (started with the first index served) follows the catalog
@@ -391,6 +393,7 @@ class Library:
                 version,
                 exc,
             )
+            self._index_damage = f"the files of index version {version} cannot be loaded"
             return None
         extra = store.metadata.get("extra") or {}
         if extra.get("catalog_version") != version:
@@ -401,7 +404,12 @@ class Library:
                 extra.get("catalog_version"),
                 version,
             )
+            self._index_damage = (
+                f"the index files belong to another version ({extra.get('catalog_version')}, "
+                f"not {version})"
+            )
             return None
+        self._index_damage = None
         return store
 
     def _sync_delta(self, served: _Served) -> int:
@@ -1196,6 +1204,12 @@ class Library:
                 _masked(self.config.broker_url) or "(embedded)",
                 exc,
             )
+            raise QueueUnavailable(
+                f"job {job_id} is recorded, but the job queue did not take it "
+                f"({type(exc).__name__}): it runs when a worker starts (a starting worker re-sends "
+                "unfinished jobs) or once the queue answers and the job is submitted again; check "
+                "the broker (CLIPSEARCH_BROKER_URL) and the free space of the data folder"
+            ) from None
 
     def _record_job(self, kind: str, params: dict[str, Any]) -> JobInfo:
         with self._session() as session:
@@ -1312,6 +1326,8 @@ class Library:
                 # collection emptied by hand) shows here; `clipsearch reindex` repairs it
                 index["catalog_vectors"] = images["ready"]
                 index["missing"] = max(0, images["ready"] - int(index["entities"]))
+            if self._index_damage is not None:  # served exactly from the catalog meanwhile
+                index["damaged"] = self._index_damage
         elif row_info is not None:
             index = {
                 "version": row_info[0],

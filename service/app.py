@@ -94,6 +94,30 @@ def _json_error(status: int, detail: str, headers: dict[str, str] | None = None)
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+DISK_FULL = (
+    "the disk holding the data folder (CLIPSEARCH_DATA_DIR) is full: nothing can be written there "
+    "(catalog, thumbnails, index); free space on it, then retry (/api/health says how much is free)"
+)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A write failed for want of space (ENOSPC, SQLite's 'database or disk is full'), here or
+    in the cause of the error."""
+    import errno
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(seen)
+        if "database or disk is full" in text or "No space left on device" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def _error_status(exc: BaseException) -> tuple[int, str] | None:
     """Map a lower layer's exception to (status, message); None when it is a bug (500)."""
     try:
@@ -101,12 +125,16 @@ def _error_status(exc: BaseException) -> tuple[int, str] | None:
     except ImportError:  # indexer not installed: only model and DB errors are known
         ie = None  # type: ignore[assignment]
     msg = str(exc) or exc.__class__.__name__
+    if _disk_full(exc):
+        log.error("disk full: %s", msg)
+        return 507, DISK_FULL
     if ie is not None:
         table: list[tuple[str, int]] = [
             ("NotFound", 404),
             ("Conflict", 409),
             ("CatalogUnavailable", 503),
             ("StoreUnavailable", 503),
+            ("QueueUnavailable", 503),
             ("PathNotAllowed", 403),
             ("IngestError", 400),
         ]
@@ -122,7 +150,7 @@ def _error_status(exc: BaseException) -> tuple[int, str] | None:
                         "(the server log has the cause), or run `clipsearch reindex` if its "
                         "collection is gone. Searches resume by themselves once it answers"
                     )
-                if status == 503:
+                if name == "CatalogUnavailable":
                     # The cause names the database's host, port and user: for the log only.
                     log.warning("catalog unavailable: %s", msg)
                     msg = (
@@ -202,7 +230,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return _json_error(400, "a value in the request is nested too deeply: send it flat")
 
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # a bug: JSON that says where to look, never a plain-text page (the error is logged)
+        # a bug: JSON that says where to look, never a plain-text page (the error is logged);
+        # a full disk says so
+        if _disk_full(exc):
+            return _json_error(507, DISK_FULL)
         return _json_error(500, "internal error; the server log has the details")
 
     app.add_exception_handler(RecursionError, _too_deep)

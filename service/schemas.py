@@ -396,6 +396,11 @@ class IndexOut(BaseModel):
         default=None, description="catalog vectors the store lacks; `clipsearch reindex` repairs"
     )
     error: str | None = Field(default=None, description="why the store cannot answer, if so")
+    damaged: str | None = Field(
+        default=None,
+        description="why the index files are not served, if so (searches are exact from the "
+        "catalog meanwhile; `clipsearch reindex` rebuilds them)",
+    )
 
 
 class OcrOut(BaseModel):
@@ -406,9 +411,21 @@ class OcrOut(BaseModel):
     error: str | None = Field(default=None, description="why text is not recognised, if so")
 
 
+class HealthProblem(BaseModel):
+    """One part of the service that is not well, and what repairs it."""
+
+    part: str = Field(description="model, index, store, disk, ingestion or jobs")
+    message: str = Field(description="What is wrong and what to do about it.")
+    since: datetime | None = Field(default=None, description="Since when (stalled jobs).")
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "starting", "degraded"] | str = Field(
-        description="ok; starting (model loading); degraded (model unavailable: searches get 503)"
+        description="ok; starting (model loading); degraded (a part is not well: `problems` "
+        "names each)"
+    )
+    problems: list[HealthProblem] = Field(
+        default_factory=list, description="Each part that is not well (empty when status is ok)."
     )
     model: str | None
     device: str | None

@@ -242,6 +242,22 @@ class Settings(LibrarySettings):
     keepalive_timeout_s: float = Field(
         default=5.0, gt=0, le=600, description="Idle keep-alive connections are closed after this."
     )
+    # health: what /api/health reports as degraded
+    disk_free_min_mb: int = Field(
+        default=100,
+        ge=0,
+        description="Below this much free space on the data folder's disk, /api/health reports "
+        "the disk full and ingests are refused with 507 (thumbnails, the index and the catalog "
+        "could not be written).",
+    )
+    # health: a job without progress for this long is reported stalled
+    ingest_stall_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="A queued or running job without progress (or heartbeat) for this long is "
+        "reported as stalled by /api/health (a worker takes it over after "
+        "CLIPSEARCH_STALE_AFTER_S).",
+    )
 
     # serve
     embedded_worker: bool = Field(

@@ -1,16 +1,26 @@
-"""Health and metrics."""
+"""Health and metrics.
+
+``/api/health`` names each part that is not well, with a non-``ok`` status (``degraded``) and a
+problem per part that says what is wrong and what repairs it: the model, the index files (served
+exactly from the catalog meanwhile; ``clipsearch reindex`` rebuilds them), the vector store, the
+disk of the data folder (full: nothing can be written), and ingestion (a job without progress,
+since when).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..auth import ReadAccess, is_authorised
-from ..deps import StateDep
-from ..schemas import HealthOut, ImageCounts, IndexOut, OcrOut
+from ..deps import ServiceState, StateDep
+from ..schemas import HealthOut, HealthProblem, ImageCounts, IndexOut, OcrOut
 from .common import ERRORS
 
 router = APIRouter(tags=["health"], responses=ERRORS)
@@ -23,28 +33,146 @@ def _int(value: Any) -> int:
         return 0
 
 
+def _plain(stats: Any) -> dict[str, Any]:
+    """The library's stats as plain values (a LibraryStats, or the dict older libraries give)."""
+    if hasattr(stats, "as_dict"):
+        return dict(stats.as_dict())
+    return dict(stats) if isinstance(stats, dict) else {}
+
+
+def disk_problem(data_dir: Path, min_free_mb: int, shown: str) -> HealthProblem | None:
+    """The data folder's disk below ``min_free_mb`` MB free (or not there): a problem naming the
+    folder as ``shown``; None when there is room."""
+    where = data_dir
+    while not where.exists() and where.parent != where:  # not made yet: the disk it will be on
+        where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError as exc:
+        return HealthProblem(
+            part="disk", message=f"the data folder {shown} cannot be read ({exc.strerror})"
+        )
+    if free >= min_free_mb * 1024 * 1024:
+        return None
+    return HealthProblem(
+        part="disk",
+        message=f"the disk holding the data folder {shown} is full ({free / 2**20:.1f} MB free, "
+        f"below CLIPSEARCH_DISK_FREE_MIN_MB={min_free_mb}): thumbnails, the index and the "
+        "catalog cannot be written and ingests are refused; free space there",
+    )
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+def stalled_jobs(library: Any, stall_s: float) -> list[HealthProblem]:
+    """Queued or running jobs without progress (nor heartbeat) for ``stall_s`` seconds."""
+    now = datetime.now(timezone.utc)
+    problems = []
+    for job in library.list_jobs(limit=50):
+        if job.state not in ("queued", "running"):
+            continue
+        last = max(
+            (
+                t
+                for t in (
+                    _as_utc(job.heartbeat_at),
+                    _as_utc(job.updated_at),
+                    _as_utc(job.started_at),
+                    _as_utc(job.created_at),
+                )
+                if t is not None
+            ),
+            default=None,
+        )
+        if last is None or (now - last).total_seconds() < stall_s:
+            continue
+        waiting = (
+            "queued and not started: is a worker running (`clipsearch worker`, or serve without "
+            "--no-worker)?"
+            if job.state == "queued"
+            else "running without progress: its worker may be stuck (a full disk?) or gone"
+        )
+        problems.append(
+            HealthProblem(
+                part="ingestion" if job.kind in ("ingest", "reindex", "ocr") else "jobs",
+                message=f"{job.kind} job {job.id} stalled since {last:%Y-%m-%d %H:%M:%S} UTC: "
+                f"{waiting}"
+                + (f" ({job.message})" if getattr(job, "message", None) else "")
+                + "; a worker takes it over after CLIPSEARCH_STALE_AFTER_S without progress",
+                since=last,
+            )
+        )
+    return problems
+
+
+def _problems(state: ServiceState, index: dict[str, Any], authorised: bool) -> list[HealthProblem]:
+    settings = state.settings
+    problems = []
+    if state.model_error:
+        problems.append(HealthProblem(part="model", message=state.model_error))
+    if index.get("damaged"):
+        problems.append(
+            HealthProblem(
+                part="index",
+                message=f"the index is damaged ({index['damaged']}): searches are answered "
+                "exactly from the catalog's vectors meanwhile (slower on a large library); "
+                "`clipsearch reindex` rebuilds the index files from the stored vectors (no "
+                "image is embedded again)",
+            )
+        )
+    if index.get("error"):
+        problems.append(
+            HealthProblem(
+                part="store",
+                message=str(index["error"])
+                if authorised
+                else "the vector store does not answer (the server log has the cause)",
+            )
+        )
+    if _int(index.get("missing")):
+        problems.append(
+            HealthProblem(
+                part="index",
+                message=f"{_int(index.get('missing'))} of the catalog's vectors are missing from "
+                "the vector store: `clipsearch reindex` rebuilds it from the catalog",
+            )
+        )
+    data_dir = Path(settings.data_dir).expanduser()
+    shown = str(data_dir) if authorised else "(CLIPSEARCH_DATA_DIR)"
+    disk = disk_problem(data_dir, settings.disk_free_min_mb, shown)
+    if disk is not None:
+        problems.append(disk)
+    problems += stalled_jobs(state.library, settings.ingest_stall_s)
+    return problems
+
+
 @router.get("/api/health", operation_id="health", response_model=HealthOut)
 async def health(request: Request, state: StateDep) -> HealthOut:
-    """Model, device, image counts and the served index; 503 when the catalog does not answer.
+    """Model, device, image counts and the served index, and each part that is not well
+    (``problems``, status ``degraded``); 503 when the catalog does not answer.
 
-    Open to all (health checks carry no token); a model given as a path is shown by its folder
-    name only, unless the caller holds the token."""
-    stats: dict[str, Any] = await run_in_threadpool(state.library.stats)
+    Open to all (health checks carry no token); a model given as a path, and the data folder,
+    are shown by name only unless the caller holds the token."""
+    stats = _plain(await run_in_threadpool(state.library.stats))
     images = stats.get("images") or {}
     index = stats.get("index") or {}
-    status = (
-        "ok" if state.model_name is not None else ("degraded" if state.model_error else "starting")
-    )
-    if index.get("error") or index.get("missing"):
-        status = "degraded"  # the store cannot answer, or lacks vectors the catalog has
+    authorised = is_authorised(request)
+    problems = await run_in_threadpool(_problems, state, index, authorised)
+    status = "ok" if state.model_name is not None or state.model_error else "starting"
+    if problems:
+        status = "degraded"
     return HealthOut(
         gallery_min_relevance=state.settings.gallery_min_relevance,
         status=status,
+        problems=problems,
         # the model of the index being served: after a re-index to another model it is the new
         # one at once, not only after the next search loads it into the encoder
         model=_shown_model(
-            str(stats.get("model") or state.model_name or state.settings.model),
-            is_authorised(request),
+            str(stats.get("model") or state.model_name or state.settings.model), authorised
         ),
         device=state.model_device or state.settings.device,
         images=ImageCounts(
@@ -62,15 +190,23 @@ async def health(request: Request, state: StateDep) -> HealthOut:
             entities=index.get("entities"),
             catalog_vectors=index.get("catalog_vectors"),
             missing=index.get("missing"),
-            error=index.get("error"),
+            error=(
+                index.get("error")
+                if authorised or not index.get("error")
+                else "the vector store does not answer"
+            ),
+            damaged=index.get("damaged"),
         ),
         ocr=await run_in_threadpool(_ocr_status, state),
     )
 
 
-def _ocr_status(state: Any) -> OcrOut | None:
+def _ocr_status(state: ServiceState) -> OcrOut | None:
     """Whether images get their text read (probed once per process; see indexer.ocr)."""
-    config = getattr(getattr(state.library, "config", None), "ocr", None)
+    library: Any = state.library
+    config = getattr(library, "ocr_config", None) or getattr(
+        getattr(library, "config", None), "ocr", None
+    )
     if config is None:
         return None
     from clipsearch.indexer.ocr import probe

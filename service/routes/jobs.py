@@ -69,8 +69,16 @@ def check_ingest_path(raw: str, roots: list[FsPath]) -> FsPath:
     dependencies=[Depends(require_token)],
 )
 def ingest(body: IngestIn, library: LibraryDep, settings: SettingsDep) -> JobOut:
-    """Queue ingestion of a folder under an allowed root; returns the job to watch."""
+    """Queue ingestion of a folder under an allowed root; returns the job to watch. A job that
+    cannot run is refused with the reason (507: the data folder's disk is full; 503: the job
+    queue did not take it), never queued silently."""
     folder = check_ingest_path(body.path, settings.effective_allowed_roots)
+    from .health import disk_problem
+
+    data_dir = FsPath(settings.data_dir).expanduser()
+    full = disk_problem(data_dir, settings.disk_free_min_mb, str(data_dir))
+    if full is not None:
+        raise HTTPException(507, detail=f"{full.message}; the ingest was not queued")
     return job_out(library.submit_ingest(str(folder), recursive=body.recursive))
 
 

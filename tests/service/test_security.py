@@ -256,9 +256,11 @@ def test_cors_is_off_by_default_and_on_when_configured(make_client, fake_library
 
 
 def test_an_unreachable_brokers_password_is_not_logged(tmp_path: Path, caplog) -> None:
-    """The job is recorded, the failure is logged with the broker URL's password masked."""
+    """The job is recorded, the caller is told it is not queued, the failure is logged with the
+    broker URL's password masked."""
     import logging
 
+    from clipsearch.indexer.errors import QueueUnavailable
     from clipsearch.service.app import build_library
     from clipsearch.service.settings import Settings
 
@@ -272,9 +274,11 @@ def test_an_unreachable_brokers_password_is_not_logged(tmp_path: Path, caplog) -
     )
     lib = build_library(settings)
     try:
-        with caplog.at_level(logging.DEBUG):
-            job = lib.submit_ingest(str(photos))
-        assert job.state == "queued"
+        with caplog.at_level(logging.DEBUG), pytest.raises(QueueUnavailable) as refused:
+            lib.submit_ingest(str(photos))
+        assert "is recorded, but the job queue did not take it" in str(refused.value)
+        assert secret not in str(refused.value)
+        assert [j.state for j in lib.list_jobs()] == ["queued"]  # a starting worker re-sends it
         logged = "\n".join(r.getMessage() for r in caplog.records)
         assert "could not be sent to the broker" in logged
         assert "redis://:**@127.0.0.1:1/0" in logged

@@ -454,3 +454,183 @@ def test_the_port_is_refused_until_the_service_can_answer(tmp_path: Path, model_
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
+
+
+# --- item 10: health names each degraded part --------------------------------------------------------
+
+
+def _wait_jobs_done(server: Server, deadline_s: float = 180.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        jobs = server.get("/api/jobs", headers=AUTH).json()
+        if jobs and all(j["state"] in ("done", "failed") for j in jobs):
+            return jobs
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.3)
+
+
+def _restart(old: Server, model_dir: Path, base: Path) -> Server:
+    """The same data folder served again by a new process (the old one killed -9)."""
+    _stop(old)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env.update(
+        CLIPSEARCH_API_TOKEN=TOKEN,
+        CLIPSEARCH_DEVICE="cpu",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [
+        sys.executable, "-m", "clipsearch.service.cli", "serve", "--host", "127.0.0.1",
+        "--port", str(port), "--images", str(old.photos), "--model", str(model_dir),
+        "--data-dir", str(old.data_dir),
+    ]  # fmt: skip
+    log_path = base / "serve2.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    srv = Server(f"http://127.0.0.1:{port}", port, proc, old.photos, old.data_dir, log_path)
+    deadline = time.monotonic() + START_DEADLINE_S
+    while True:
+        assert proc.poll() is None, srv.log()[-3000:]
+        assert time.monotonic() < deadline, srv.log()[-3000:]
+        with contextlib.suppress(httpx.HTTPError):
+            if srv.get("/api/health").status_code == 200:
+                return srv
+        time.sleep(0.3)
+
+
+def test_health_names_a_damaged_index_and_reindex_repairs_it(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    srv = _start(tmp_path, model_dir)
+    try:
+        r = httpx.post(srv.url + "/api/reindex", json={}, headers=AUTH, timeout=60)
+        assert r.status_code == 202, r.text
+        _wait_jobs_done(srv)
+        deadline = time.monotonic() + 60
+        while not (health := srv.get("/api/health").json())["index"]["version"]:
+            assert time.monotonic() < deadline, health  # the new version is picked up
+            time.sleep(0.3)
+        assert health["status"] == "ok", health
+        # the index files NUL-filled while the server is down (the manifest left as it is)
+        files = [p for p in (srv.data_dir / "index").rglob("*") if p.is_file()]
+        damaged = [p for p in files if p.name != "manifest.json"]
+        assert damaged, files
+        _stop(srv)
+        for p in damaged:
+            p.write_bytes(b"\0" * p.stat().st_size)
+        srv = _restart(srv, model_dir, tmp_path)
+        search = _search(srv)  # loads the index: exact from the catalog
+        assert search.status_code == 200 and search.json()["results"], search.text
+        health = srv.get("/api/health").json()
+        assert health["status"] == "degraded", health
+        parts = {p["part"]: p["message"] for p in health["problems"]}
+        assert "index" in parts and "clipsearch reindex" in parts["index"], health
+        assert health["index"]["damaged"]
+        r = httpx.post(srv.url + "/api/reindex", json={}, headers=AUTH, timeout=60)
+        assert r.status_code == 202, r.text
+        _wait_jobs_done(srv)
+        deadline = time.monotonic() + 60
+        while (health := srv.get("/api/health").json())["status"] != "ok":
+            assert time.monotonic() < deadline, health
+            time.sleep(0.3)
+        assert health["problems"] == [] and not health["index"]["damaged"]
+    finally:
+        _stop(srv)
+
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MB tmpfs (root only; skipped where the machine allows none)."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mnt)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode()[:200]}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_health_names_a_stalled_ingestion_and_a_full_disk(
+    tmp_path: Path, model_dir: Path, small_disk: Path
+) -> None:
+    """No worker (so an ingest never starts) and a data folder on a 16 MB disk: health says
+    since when ingestion is stalled, then that the disk is full and which folder; an ingest
+    posted on the full disk is refused with the reason, not queued silently."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _jpeg(photos / "a.jpg", (200, 30, 30))
+    port = _free_port()
+    data_dir = small_disk / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env.update(
+        CLIPSEARCH_API_TOKEN=TOKEN,
+        CLIPSEARCH_DEVICE="cpu",
+        CLIPSEARCH_ALLOWED_ROOTS=str(photos),
+        CLIPSEARCH_INGEST_STALL_S="1",
+        CLIPSEARCH_DISK_FREE_MIN_MB="2",
+        OMP_NUM_THREADS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    cmd = [
+        sys.executable, "-m", "clipsearch.service.cli", "serve", "--host", "127.0.0.1",
+        "--port", str(port), "--model", str(model_dir), "--data-dir", str(data_dir), "--no-worker",
+    ]  # fmt: skip
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    srv = Server(f"http://127.0.0.1:{port}", port, proc, photos, data_dir, log_path)
+    try:
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            assert proc.poll() is None, srv.log()[-3000:]
+            assert time.monotonic() < deadline, srv.log()[-3000:]
+            with contextlib.suppress(httpx.HTTPError):
+                if srv.get("/api/health").status_code == 200:
+                    break
+            time.sleep(0.3)
+        assert srv.get("/api/health").json()["status"] == "ok"
+        r = httpx.post(
+            srv.url + "/api/ingest", json={"path": str(photos)}, headers=AUTH, timeout=60
+        )
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 60
+        while not (health := srv.get("/api/health").json())["problems"]:
+            assert time.monotonic() < deadline, health
+            time.sleep(0.3)
+        assert health["status"] == "degraded"
+        stalled = [p for p in health["problems"] if p["part"] == "ingestion"]
+        assert stalled and "stalled since" in stalled[0]["message"] and stalled[0]["since"]
+        assert f"job {r.json()['id']}" in stalled[0]["message"]
+
+        # the disk fills up
+        filler = small_disk / "filler"
+        with filler.open("wb") as fh, contextlib.suppress(OSError):
+            while True:
+                fh.write(b"\0" * (1 << 20))
+                fh.flush()
+        health = srv.get("/api/health", headers=AUTH).json()
+        disk = [p for p in health["problems"] if p["part"] == "disk"]
+        assert health["status"] == "degraded" and disk, health
+        assert str(data_dir) in disk[0]["message"] and "full" in disk[0]["message"]
+        anonymous = srv.get("/api/health").json()  # no server path without the token
+        assert str(small_disk) not in json.dumps(anonymous)
+        assert any(p["part"] == "disk" for p in anonymous["problems"])
+        r = httpx.post(
+            srv.url + "/api/ingest", json={"path": str(photos)}, headers=AUTH, timeout=60
+        )
+        assert r.status_code == 507, r.text
+        assert "full" in r.json()["detail"] and "not queued" in r.json()["detail"]
+        filler.unlink()
+        health = srv.get("/api/health", headers=AUTH).json()
+        assert not [p for p in health["problems"] if p["part"] == "disk"], health
+    finally:
+        _stop(srv)
