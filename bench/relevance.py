@@ -5,7 +5,7 @@ as tests/indexer/test_scale.py does; FAISS exact delta) with the tiny test model
 process, interleaved per query:
 
 * ``plain``: ``Library.search(v, k=40)`` (the reference);
-* ``relevance``: the same through ``service.ranking.ranked_page`` (relevance on each hit);
+* ``relevance``: the same through ``indexer.search_service.SearchService`` (relevance on each hit);
 * ``cut``: with ``min_relevance=0.5`` (random queries are meaningless: the cut hides everything,
   and the page counts what it hid with a second, wider search);
 * ``date``: ``sort=date_desc`` over the results above ``min_relevance=0`` (the 1,000-result set).
@@ -32,9 +32,9 @@ from clipsearch.indexer import catalog  # noqa: E402
 from clipsearch.indexer.catalog import Embedding, Image  # noqa: E402
 from clipsearch.indexer.library import Library, LibraryConfig  # noqa: E402
 from clipsearch.indexer.relevance import BackgroundCache, Calibration  # noqa: E402
+from clipsearch.indexer.search_service import SearchQuery, SearchService  # noqa: E402
 from clipsearch.model.checkpoints import save_pretrained  # noqa: E402
 from clipsearch.model.testing import tiny_model  # noqa: E402
-from clipsearch.service.ranking import ranked_page  # noqa: E402
 
 
 def fill(lib: Library, n: int, model_id: int, dim: int) -> None:
@@ -109,6 +109,15 @@ def main() -> None:
         def calibration() -> Calibration:  # what Library.calibration() does
             return cache.get(1, served.model, best, args.images)
 
+        class _Searched:  # the library as the search service reads it, with this calibration
+            search = staticmethod(lib.search)
+            calibration = staticmethod(calibration)
+
+            @staticmethod
+            def has_keywords() -> bool:
+                return False
+
+        service = SearchService(_Searched())
         t0 = time.perf_counter()
         cal = calibration()
         cal_s = time.perf_counter() - t0
@@ -118,27 +127,14 @@ def main() -> None:
             v = rng.normal(size=dim).astype(np.float32)
             v /= np.linalg.norm(v)
 
-            def search(k: int, offset: int, min_score: float | None, v: np.ndarray = v) -> list:
-                return lib.search(v, k=k, offset=offset, min_score=min_score)
+            def page(v: np.ndarray = v, **kw: object) -> object:
+                return service.search(SearchQuery(vector=v, k=40, **kw))  # type: ignore[arg-type]
 
             for name, call in (
                 ("plain", lambda v=v: lib.search(v, k=40)),
-                ("relevance", lambda: ranked_page(search, calibration(), k=40, offset=0)),
-                (
-                    "cut",
-                    lambda: ranked_page(search, calibration(), k=40, offset=0, min_relevance=0.5),
-                ),
-                (
-                    "date",
-                    lambda: ranked_page(
-                        search,
-                        calibration(),
-                        k=40,
-                        offset=0,
-                        min_relevance=0.0,
-                        sort="date_desc",
-                    ),
-                ),
+                ("relevance", lambda: page(min_relevance=0.0)),
+                ("cut", lambda: page(min_relevance=0.5)),
+                ("date", lambda: page(min_relevance=0.0, sort="date_desc")),
             ):
                 t = time.perf_counter()
                 call()

@@ -196,6 +196,16 @@ def _catalogued_signatures(
         return {path: (int(size), int(mtime)) for path, size, mtime in rows}
 
 
+def link_roots(
+    root: str, allowed_roots: Iterable[str | os.PathLike[str]] | None
+) -> list[str | os.PathLike[str]]:
+    """Where a symbolic link met by an ingest's scan may lead, whichever door asked for the
+    ingest (the API, the CLI, a watched folder): inside the allowed roots of a confined library
+    (the API's), else inside the folder being ingested. A link to a file or folder outside is
+    reported and never indexed (its thumbnail would otherwise be served)."""
+    return list(allowed_roots) if allowed_roots is not None else [root]
+
+
 def plan_ingest(
     sessions: sessionmaker[Session],
     job_id: int,
@@ -245,7 +255,7 @@ def plan_ingest(
                 root,
                 recursive=recursive,
                 on_problem=problems,
-                allowed_roots=allowed_roots,
+                allowed_roots=link_roots(root, allowed_roots),
                 known=lambda p, size, mtime: signatures.get(path_to_db(p)) == (size, mtime),
             )
         )

@@ -75,7 +75,8 @@ from .vector_store import (
 
 log = logging.getLogger(__name__)
 
-MAX_K = 1000
+MAX_K = 10_609  # a page as deep as indexer.search_service allows (10,000 + 500 + 109)
+MAX_RANKING = 16_000  # (id, cosine) pairs a hybrid ranking may read (indexer.hybrid)
 _MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integers in the catalog
 MAX_LIST = 1000
 WATCH_HEARTBEAT_S = 10.0  # how often a watcher marks its folders watched in the catalog
@@ -507,7 +508,8 @@ class Library:
         exclude: Sequence[int] | None,
         rows: bool,
     ) -> list[Hit] | list[tuple[int, float]]:
-        k, offset = check_page(k, offset, MAX_K)
+        # a ranking without rows (hybrid) may read as deep as indexer.hybrid.MAX_DEPTH
+        k, offset = check_page(k, offset, MAX_K if rows else MAX_RANKING)
         served = self._ensure_served()
         self._follower.due()  # the follower refreshes soon; this search reads what is served now
         served = self._served or served
@@ -600,14 +602,28 @@ class Library:
         min_score: float | None = None,
         filters: SearchFilters | None = None,
         keywords: tuple[int, list[Any]] | None = None,
+        relevance: Any = None,
+        min_relevance: float | None = None,
     ) -> list[Hit]:
         """A text query through the vectors and/or the keyword index (``mode`` semantic, text,
         hybrid; None: hybrid when the keyword index has content); see :mod:`indexer.hybrid`.
-        ``keywords``: what :meth:`keyword_hits` gave for this query, filters and depth."""
+        ``keywords``: what :meth:`keyword_hits` gave for this query, filters and depth;
+        ``relevance``: the calibrated relevance of cosines; ``min_relevance``: the cut on the
+        relevance each hit shows (indexer.search_service)."""
         from .hybrid import search_text
 
         return search_text(
-            self._sources(), vector, query, mode, k, offset, min_score, filters, keywords
+            self._sources(),
+            vector,
+            query,
+            mode,
+            k,
+            offset,
+            min_score,
+            filters,
+            keywords,
+            relevance=relevance,
+            min_relevance=min_relevance,
         )
 
     def keyword_hits(

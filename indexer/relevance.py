@@ -18,8 +18,8 @@ scoring ``s`` gets::
 so relevance 0.5 is the best match of the luckiest of the 64 meaningless texts (24 noise images
 for image queries): a new meaningless query's best match reaches it about once in 65 (25), and
 each background standard deviation above it moves relevance along the normal curve (0.84 one
-above, 0.98 two above; 0.16 one below). :data:`DEFAULT_MIN_RELEVANCE` (0.5) is the gallery's
-default cut.
+above, 0.98 two above; 0.16 one below). :data:`DEFAULT_MIN_RELEVANCE` (0.5) is the default cut
+of every search, whatever the door (indexer.search_service).
 Text queries are measured against the text background, image queries (uploads, "more like
 this") against the image background; a query mixing text and image terms against a background
 interpolated by the share of its positive weight that image terms carry.

@@ -33,6 +33,8 @@ class Hit:
     # "filename", "caption", "folder"; the image's words that matched the query
     match: tuple[str, ...] = ()
     words: tuple[str, ...] = ()
+    # the ranking key the hit shows (indexer.search_service): calibrated, 0..1; None uncalibrated
+    relevance: float | None = None
 
 
 @dataclass(frozen=True)

@@ -431,55 +431,71 @@ def cmd_unwatch(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """Ask the server that serves this data folder when one runs (service.runfile), else search
+    the library here; both with the domain's search and defaults (service/cli_search.py)."""
     if args.lang == "list":  # the model's query languages, not a search
         from .cli_search import print_languages
 
         return print_languages(_library(_settings(args)).model)
-    if args.k < 1 or args.k > 1000:
-        raise CLIError("-k must be between 1 and 1000")
     if args.min_relevance is not None and not 0.0 <= args.min_relevance <= 1.0:
-        raise CLIError("--min-relevance is between 0 and 1 (0.5: the gallery's default)")
-    if not (args.text or "").strip() and not args.like and not args.unlike:
+        raise CLIError("--min-relevance is between 0 and 1 (0: show every result)")
+    if not (args.text or "").strip() and not (args.like or args.unlike or args.not_):
         raise CLIError("the query is empty: type what you are looking for (or --like ID)")
     settings = _settings(args)
-    lib = _library(settings)
-    from .cli_search import SearchError, run_search
+    from .cli_search import SearchError, ServerGone, ask_server, search_local
+    from .runfile import running_server
 
+    page = None
+    server = running_server(settings.data_dir) if args.server else None
     try:
-        page = run_search(lib, settings, args)  # service/cli_search.py
+        if server is not None:
+            try:
+                page = ask_server(server.url, args)
+            except ServerGone as exc:
+                log.info("the server in the run file did not answer (%s): searching here", exc)
+        if page is None:
+            page = search_local(_library(settings), settings, args)
     except SearchError as exc:
         raise CLIError(str(exc)) from exc
     hits = page.hits
     if args.json:
-        from dataclasses import asdict
-
-        _print_json(
-            [{**asdict(h), "relevance": r} for h, r in zip(hits, page.relevance, strict=True)]
-        )
+        _print_json(hits)
         return 0
     if not hits:
-        hidden = f" ({page.hidden} weaker hidden by --min-relevance)" if page.hidden else ""
-        print("no results (is anything ingested? see `clipsearch status`)" + hidden)
+        if page.hidden:
+            more = "+" if page.hidden_more else ""
+            print(
+                f"no results above relevance {page.min_relevance or 0:.2f} ({page.hidden}{more} "
+                "weaker hidden by --min-relevance; --min-relevance 0 shows them)"
+            )
+        else:
+            print("no results (is anything ingested? see `clipsearch status`)")
         return 0
-    for rank, (hit, rel) in enumerate(zip(hits, page.relevance, strict=True), 1):
+    for rank, hit in enumerate(hits, 1 + args.offset):
         why = _why(hit)
+        rel = hit.get("relevance")
         shown = f"{rel:.2f}" if rel is not None else "   -"
         print(
-            f"{rank:3d}  {hit.score:.4f}  {shown}  #{hit.id}  {hit.path}"
+            f"{rank:3d}  {hit['score']:.4f}  {shown}  #{hit['id']}  {hit['path']}"
             + (f"  [{why}]" if why else "")
         )
     if page.hidden:
-        print(f"({page.hidden}{'+' if page.hidden_more else ''} weaker results hidden)")
+        print(
+            f"({page.hidden}{'+' if page.hidden_more else ''} weaker results hidden below "
+            f"relevance {page.min_relevance:.2f}; --min-relevance 0 shows them)"
+        )
+    if page.has_more and page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}", file=sys.stderr)
     return 0
 
 
-def _why(hit: Any) -> str:
+def _why(hit: dict[str, Any]) -> str:
     """Why a hit matched, for the search listing: "text: receipt, filename" (semantic alone
     says nothing new)."""
-    match = [m for m in (getattr(hit, "match", ()) or ()) if m != "semantic"]
+    match = [m for m in (hit.get("match") or ()) if m != "semantic"]
     if not match:
         return ""
-    words = ", ".join(getattr(hit, "words", ()) or ())
+    words = ", ".join(hit.get("words") or ())
     return " + ".join(match) + (f": {words}" if words else "")
 
 
@@ -527,7 +543,13 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
     g.add_argument("--database-url", help="catalog URL (default SQLite in the data folder)")
     g.add_argument("--broker-url", help="Celery broker URL (default: embedded SQLite broker)")
     if model:
-        g.add_argument("--model", help="model registry name or weights path (default ViT-B-32)")
+        g.add_argument(
+            "--model",
+            help="model registry name or weights path; a library keeps the model that built it "
+            "(`clipsearch reindex --model` switches), this one is used for a new library "
+            "(default: $CLIPSEARCH_MODEL, else ViT-B-32)",
+        )
+
     g.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (default: automatic)")
 
 
@@ -659,7 +681,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="switch to this model (registry name or weights path)",
     )
     _wait_flags(p)
-    _common(p, model=False)
+    _common(p, model=False)  # its own --model: the model to switch to
     p.set_defaults(func=cmd_reindex)
 
     p = sub.add_parser(
@@ -672,7 +694,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="read every image again")
     p.add_argument("--folder", metavar="DIR", help="only images under this folder")
     _wait_flags(p)
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_ocr)
 
     p = sub.add_parser("worker", help="run an embedding worker (Celery) in the foreground")
@@ -705,13 +727,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         action="store_true",
         help="also move the file into the data folder's trash/ (never deleted; restore puts it back)",
     )
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("removed", help="list the images removed from the library")
     p.add_argument("--limit", type=int, default=50, help="how many, newest first (default 50)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_removed)
 
     p = sub.add_parser(
@@ -725,7 +747,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("--image", type=int, metavar="ID", help="restore by the id the image had")
     _wait_flags(p)
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser(
@@ -749,12 +771,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="with --scan: compare every image again")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _wait_flags(p)
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_duplicates)
 
     p = sub.add_parser("folders", help="list the watched folders and their state")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_folders)
 
     p = sub.add_parser(
@@ -767,14 +789,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="DIR", help="the folder to watch")
     p.add_argument("--no-recursive", action="store_true", help="do not include sub-folders")
     _wait_flags(p)
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("unwatch", help="stop watching a folder (its images stay)")
     p.add_argument(
         "folder", metavar="ID|DIR", help="the folder's id (`clipsearch folders`) or path"
     )
-    _common(p, model=False)
+    _common(p)
     p.set_defaults(func=cmd_unwatch)
 
     p = sub.add_parser("search", help='search the library by text ("beach -people")')

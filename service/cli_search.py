@@ -1,80 +1,184 @@
-"""`clipsearch search`: text with "-word" negatives, mixed with library images (``--like ID``,
-``--unlike ID``) and more negative texts (``--not TEXT``), with relevance, a relevance cut and
-a date sort: the CLI form of POST /api/search's terms (service.terms) and service.ranking."""
+"""`clipsearch search`: the same search as the REST API, from the shell.
+
+The query is planned by the domain (indexer.search_terms: text with "-word" negatives, ``--not``
+texts, ``--like``/``--unlike`` library images) and searched by the domain
+(indexer.search_service: relevance, the default cut, the order, paging). When a server serves
+the same data folder (its run file, service.runfile) the CLI asks it, as quick as the API is
+(``CLIPSEARCH_API_TOKEN`` when it needs the token); otherwise it searches the library itself,
+with the query texts embedded at the server's query precision (``query_precision``).
+Both give one :class:`Page` to print.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
-from .query import (
-    DEFAULT_NEGATIVE_WEIGHT,
-    LanguageError,
-    combine,
-    parse_query,
-    query_embedder,
-    query_languages,
-    resolve_language,
-)
-from .ranking import RankedPage, ranked_page
-
 LANG_HINT = "`clipsearch search --lang list` prints the codes the library's model takes"
+HIT_FIELDS: tuple[str, ...] = ("id", "score", "relevance", "path", "width", "height", "format")
+HIT_FIELDS += ("taken_at", "match", "words")
 
 
 class SearchError(ValueError):
     """A search the CLI refuses; the message says what to change."""
 
 
-def run_search(lib: Any, settings: Any, args: argparse.Namespace) -> RankedPage:
-    """The page ``clipsearch search`` prints."""
-    parsed = parse_query(args.text or "")
-    negs = list(dict.fromkeys([*parsed.negative, *(" ".join(n.split()) for n in args.not_ or [])]))
-    negs = [n for n in negs if n]
-    texts = ([parsed.text] if parsed.text else []) + negs
-    weights = ([1.0] if parsed.text else []) + [-DEFAULT_NEGATIVE_WEIGHT] * len(negs)
-    like = [int(i) for i in args.like or []]
-    unlike = [int(i) for i in args.unlike or []]
-    if not texts and not like and not unlike:
-        raise SearchError("the query is empty: type what you are looking for (or --like ID)")
-    if len(texts) + len(like) + len(unlike) > 64:
-        raise SearchError("at most 64 terms per query")
-    vectors: list[np.ndarray] = []
-    if texts:
+class ServerGone(Exception):
+    """The server named by the run file did not answer: search locally instead."""
+
+
+@dataclass
+class Page:
+    """What ``clipsearch search`` prints: hits as plain dicts (HIT_FIELDS) and the paging."""
+
+    hits: list[dict[str, Any]]
+    min_relevance: float | None = None
+    mode: str | None = None
+    hidden: int | None = None
+    hidden_more: bool = False
+    has_more: bool = False
+    next_cursor: str | None = None
+    via: str = "local"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _terms(args: argparse.Namespace) -> tuple[str | None, list[str], list[dict[str, Any]]]:
+    """(text, negative texts, terms) of the flags, as POST /api/search takes them."""
+    text = (args.text or "").strip() or None
+    negative = [" ".join(n.split()) for n in args.not_ or [] if n.strip()]
+    terms: list[dict[str, Any]] = [{"image_id": int(i), "weight": 1.0} for i in args.like or []]
+    terms += [{"image_id": int(i), "weight": -1.0} for i in args.unlike or []]
+    if text is None and negative:
+        from clipsearch.indexer.search_terms import DEFAULT_NEGATIVE_WEIGHT
+
+        terms += [{"text": n, "weight": -DEFAULT_NEGATIVE_WEIGHT} for n in negative]
+        negative = []
+    return text, negative, terms
+
+
+# --- through the running server --------------------------------------------------------------
+
+
+def ask_server(url: str, args: argparse.Namespace, timeout: float = 30.0) -> Page:
+    """The page from the server at ``url`` (POST /api/search); :class:`ServerGone` when it does
+    not answer, :class:`SearchError` with its message when it refuses the query."""
+    text, negative, terms = _terms(args)
+    body: dict[str, Any] = {"k": args.k, "offset": args.offset, "sort": args.sort}
+    if text is not None:
+        body["text"] = text
+    if negative:
+        body["negative"] = negative
+    if terms:
+        body["terms"] = terms
+    for name in ("min_score", "min_relevance", "mode", "lang", "cursor"):
+        value = getattr(args, name, None)
+        if value is not None:
+            body[name] = value
+    headers = {"Content-Type": "application/json"}
+    token = os.environ.get("CLIPSEARCH_API_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        f"{url}/api/search", data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail")
+        except (ValueError, AttributeError):
+            detail = None
+        if exc.code == 401:
+            raise SearchError(
+                f"the server at {url} needs the API token: set CLIPSEARCH_API_TOKEN (or search "
+                "without it: --no-server)"
+            ) from None
+        if 400 <= exc.code < 500:
+            raise SearchError(str(detail or exc)) from None
+        raise ServerGone(f"{url} answered {exc.code}: {detail or exc.reason}") from None
+    except (OSError, ValueError) as exc:  # refused, reset, timed out, not JSON
+        raise ServerGone(f"{url}: {exc}") from None
+    hits = [{k: h.get(k) for k in HIT_FIELDS} for h in data.get("results", [])]
+    return Page(
+        hits,
+        min_relevance=data.get("min_relevance"),
+        mode=data.get("mode") or data.get("query", {}).get("mode"),
+        hidden=data.get("hidden"),
+        hidden_more=bool(data.get("hidden_more")),
+        has_more=bool(data.get("has_more")),
+        next_cursor=data.get("next_cursor"),
+        via=url,
+    )
+
+
+# --- on its own ------------------------------------------------------------------------------
+
+
+def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
+    """The page, searched in this process with the domain's search and the server's defaults."""
+    from clipsearch.indexer.search_service import SearchQuery, SearchService
+    from clipsearch.indexer.search_terms import Term, plan_query
+
+    from .query import query_embedder
+
+    text, negative, raw_terms = _terms(args)
+    plan = plan_query(
+        text,
+        negative,
+        None,
+        [Term(**t) for t in raw_terms],
+        max_chars=settings.max_query_chars,
+        max_negative=settings.max_negative_terms,
+    )
+    service = SearchService(
+        lib,
+        default_min_relevance=settings.gallery_min_relevance,
+        max_k=settings.search_k_max,
+        max_offset=settings.search_offset_max,
+    )
+    service.check_page(args.k, args.offset)
+    vectors: Any = []
+    if plan.texts:
         language = query_language(lib.model, getattr(args, "lang", None))
         embed = query_embedder(lib.model, settings.query_precision)
-        if language is None:
-            vectors += list(embed(texts))
-        else:
-            vectors += list(embed(texts, language=language))  # type: ignore[call-arg]
-    for image_id in like + unlike:
-        vectors.append(lib.image_vector(image_id))  # NotFound: "image 17 does not exist"
-    weights += [1.0] * len(like) + [-1.0] * len(unlike)
-    if len(vectors) == 1 and weights[0] > 0:
-        vector = np.asarray(vectors[0], dtype=np.float32)
-    else:
-        vector = combine(np.stack(vectors), weights)  # QueryError when they cancel out
-    pos_text = sum(w for w in weights[: len(texts)] if w > 0)
-    share = len(like) / (len(like) + pos_text) if like else 0.0
-
-    def search(k: int, offset: int, min_score: float | None) -> list[Any]:
-        if like or unlike or not parsed.text:
-            return lib.search(vector, k=k, offset=offset, min_score=min_score, exclude=like or None)  # type: ignore[no-any-return]
-        return lib.search_text(  # type: ignore[no-any-return]
-            vector, parsed.text, args.mode, k=k, offset=offset, min_score=min_score
+        texts = [t for t, _ in plan.texts]
+        vectors = embed(texts) if language is None else embed(texts, language=language)  # type: ignore[call-arg]
+    images = [lib.image_vector(i) for i, _ in plan.images]  # NotFound: "image 17 does not exist"
+    keyword_text = plan.text if plan.text_only else ""
+    page = service.search(
+        SearchQuery(
+            vector=plan.vector(vectors, images),
+            text=keyword_text,
+            mode=args.mode,
+            exclude=plan.exclude,
+            image_share=plan.image_share(),
+            k=args.k,
+            offset=args.offset,
+            cursor=getattr(args, "cursor", None),
+            min_score=args.min_score,
+            min_relevance=args.min_relevance,
+            sort=args.sort,
         )
-
-    return ranked_page(
-        search,
-        lib.calibration(),
-        k=args.k,
-        offset=0,
-        min_score=args.min_score,
-        min_relevance=args.min_relevance,
-        image_share=share,
-        sort=args.sort,
+    )
+    hits = []
+    for hit in page.hits:
+        d = asdict(hit)
+        hits.append({k: d.get(k) for k in HIT_FIELDS})
+    return Page(
+        hits,
+        min_relevance=page.min_relevance,
+        mode=page.mode,
+        hidden=page.hidden,
+        hidden_more=page.hidden_more,
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 
@@ -82,6 +186,8 @@ def query_language(model: Any, lang: str | None) -> str | None:
     """The code to read the query texts as (None: the model's default); a ``--lang`` the model
     cannot take: a SearchError (an unknown code) or a warning (a model without language codes,
     as the API does: the search runs, read as the model reads every text)."""
+    from .query import LanguageError, resolve_language
+
     try:
         resolved = resolve_language(model, lang, where="--lang", hint=LANG_HINT)
     except LanguageError as exc:
@@ -98,6 +204,8 @@ def query_language(model: Any, lang: str | None) -> str | None:
 
 def print_languages(model: Any) -> int:
     """``clipsearch search --lang list``: the model's query languages, default first."""
+    from .query import query_languages
+
     info = query_languages(model)
     if not info.language_aware:
         print(
@@ -112,7 +220,7 @@ def print_languages(model: Any) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags ``search`` adds for terms, relevance and sorting."""
+    """The flags ``search`` adds for terms, relevance, paging and sorting."""
     p.add_argument(
         "--like",
         type=int,
@@ -135,7 +243,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="R",
-        help="drop results below this calibrated relevance, 0..1 (0.5: the gallery's default)",
+        help="drop results whose relevance (the key they are ordered by) is below R, 0..1 "
+        "(default: the server's cut, 0.5, as in the API and the gallery; 0 shows all)",
+    )
+    p.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
+    p.add_argument(
+        "--cursor", default=None, help="continue after a page: the `next` cursor it printed"
+    )
+    p.add_argument(
+        "--no-server",
+        dest="server",
+        action="store_false",
+        help="search the library in this process even when `clipsearch serve` serves it",
     )
     p.add_argument(
         "--lang",
@@ -149,6 +268,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sort",
         choices=("relevance", "date_desc", "date_asc"),
         default="relevance",
-        help="by relevance, or by capture date among the results above --min-relevance "
-        "(0.5 when not given)",
+        help="by relevance, or by capture date among the results above the cut",
     )

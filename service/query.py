@@ -1,7 +1,7 @@
 """Queries: parsing ("beach -people"), combining weighted texts, and encoding them fast.
 
-- :func:`parse_query` splits a query string into positive text and negative terms.
-- :func:`combine` turns weighted, L2-normalised term embeddings into one query vector.
+- :func:`parse_query` and :func:`combine` (decided once, for every door, in
+  indexer.search_terms) are re-exported here.
 - :class:`EmbeddingCache` is a thread-safe LRU of text embeddings, keyed by model, query
   language and text.
 - :class:`TextEncoder` batches concurrent text queries: requests that arrive within a few
@@ -23,21 +23,35 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
+from clipsearch.indexer.search_terms import (
+    DEFAULT_NEGATIVE_WEIGHT,
+    ParsedQuery,
+    QueryError,
+    combine,
+    parse_query,
+)
+
 log = logging.getLogger(__name__)
 
-DEFAULT_NEGATIVE_WEIGHT = 0.5
-
-# a term: -"quoted phrase", "quoted phrase", -word, word
-_TERM_RE = re.compile(r'(-?)"([^"]*)"|(\S+)')
-
-
-class QueryError(ValueError):
-    """A query that cannot be searched; the message says what to change."""
+__all__ = [
+    "DEFAULT_NEGATIVE_WEIGHT",
+    "EmbeddingCache",
+    "LanguageError",
+    "ParsedQuery",
+    "QueryError",
+    "ResolvedLanguage",
+    "TextEncoder",
+    "combine",
+    "parse_query",
+    "query_embedder",
+    "query_languages",
+    "resolve_language",
+]
 
 
 class LanguageError(QueryError):
@@ -130,54 +144,6 @@ def resolve_language(
             f"FLORES-200 codes such as eng_Latn, fra_Latn, deu_Latn, jpn_Jpan ({hint})"
         )
     return ResolvedLanguage(None if code == info.default else code, code, None)
-
-
-@dataclass(frozen=True)
-class ParsedQuery:
-    """``text``: the positive part (may be empty); ``negative``: texts to steer away from."""
-
-    text: str
-    negative: tuple[str, ...] = field(default_factory=tuple)
-
-
-def parse_query(q: str) -> ParsedQuery:
-    """Split ``q`` into positive text and negative terms.
-
-    ``beach -people`` -> text "beach", negative ("people",). ``-"red car"`` negates a phrase;
-    a lone ``-`` or a word with inner dashes (``t-shirt``) is kept as text.
-    """
-    positive: list[str] = []
-    negative: list[str] = []
-    for match in _TERM_RE.finditer(q):
-        dash, phrase, word = match.group(1), match.group(2), match.group(3)
-        if phrase is not None:
-            phrase = " ".join(phrase.split())
-            if phrase:
-                (negative if dash else positive).append(phrase)
-        elif word is not None:
-            if word.startswith("-") and len(word) > 1 and word[1:].strip("-"):
-                negative.append(word[1:])
-            else:
-                positive.append(word)
-    return ParsedQuery(" ".join(positive), tuple(dict.fromkeys(negative)))
-
-
-def combine(
-    vectors: np.ndarray,
-    weights: Sequence[float],
-) -> np.ndarray:
-    """Weighted sum of rows of ``vectors`` (weights may be negative), L2-normalised.
-
-    Raises :class:`QueryError` when the weights cancel out to a zero vector.
-    """
-    w = np.asarray(weights, dtype=np.float32).reshape(-1, 1)
-    if w.shape[0] != vectors.shape[0]:
-        raise QueryError(f"got {w.shape[0]} weights for {vectors.shape[0]} query terms")
-    out = (w * vectors.astype(np.float32)).sum(axis=0)
-    norm = float(np.linalg.norm(out))
-    if not np.isfinite(norm) or norm < 1e-6:
-        raise QueryError("the query terms cancel out: change the weights or drop a negative term")
-    return (out / norm).astype(np.float32)
 
 
 class EmbeddingCache:
@@ -396,20 +362,3 @@ class TextEncoder:
         for texts, fut in batch:
             if not fut.done():
                 fut.set_result(np.stack([by_text[t] for t in texts]))
-
-
-def with_page_options(
-    query: dict[str, Any],
-    min_score: float | None = None,
-    min_relevance: float | None = None,
-    sort: str = "relevance",
-) -> dict[str, Any]:
-    """``query`` (a search response's echo of what was asked) with the page options that were
-    given: a cut or a sort other than relevance; the defaults are left out."""
-    if min_score is not None:
-        query["min_score"] = min_score
-    if min_relevance is not None:
-        query["min_relevance"] = min_relevance
-    if sort != "relevance":
-        query["sort"] = sort
-    return query

@@ -127,6 +127,11 @@ class SearchIn(BaseModel):
     )
     k: int = Field(default=20, ge=1, description="How many results.")
     offset: int = Field(default=0, ge=0, description="Skip this many results (paging).")
+    cursor: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Continue after a previous page: its `next_cursor` (instead of `offset`).",
+    )
     min_score: float | None = Field(
         default=None,
         ge=-1.0,
@@ -139,12 +144,13 @@ class SearchIn(BaseModel):
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
-        description="Drop results below this calibrated relevance (0.5: the gallery's default).",
+        description="Drop results whose relevance (the key they are ordered by) is below this; "
+        "default: the server's cut (0.5); 0 shows all.",
     )
     sort: Literal["relevance", "date_desc", "date_asc"] = Field(
         default="relevance",
         description="relevance (best first), or by capture date among the results above "
-        "`min_relevance` (0.5 when not given).",
+        "`min_relevance`.",
     )
     mode: Literal["semantic", "text", "hybrid"] | None = Field(
         default=None,
@@ -218,6 +224,22 @@ class SearchResponse(BaseModel):
         "weaker results it left out (at most 100).",
     )
     hidden_more: bool = Field(default=False, description="More than `hidden` were left out.")
+    min_relevance: float = Field(
+        default=0.5,
+        description="The relevance cut applied: the request's, else the server's default (what "
+        "GET /api/health calls gallery_min_relevance); the results are ordered by `relevance` "
+        "and none is below this.",
+    )
+    mode: str | None = Field(
+        default=None, description="The mode that ran: semantic, text or hybrid."
+    )
+    offset: int = Field(default=0, description="Where this page starts in the results.")
+    has_more: bool = Field(default=False, description="Whether another page follows.")
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page (null on the last page).",
+    )
+
 
 
 # --- images -----------------------------------------------------------------------------------

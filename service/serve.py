@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .runfile import remove_run_file, write_run_file
 from .settings import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -344,6 +345,8 @@ def run(settings: Settings, library: Any = None) -> None:
             file=sys.stderr,
             flush=True,
         )
+        # the run file: `clipsearch search` asks this server (service.runfile)
+        run_file = write_run_file(settings.data_dir, settings.host, sock.getsockname()[1])
         try:
             uvicorn.Server(uvicorn_config(settings, app)).run(sockets=[sock])
         except OSError as exc:
@@ -354,6 +357,8 @@ def run(settings: Settings, library: Any = None) -> None:
                 f"port {settings.port} on {settings.host} was taken while clipsearch started "
                 "(another program listens on it now): stop it, or choose another port with --port N"
             ) from None
+        finally:
+            remove_run_file(run_file)
     finally:
         handle.stop()
         sock.close()

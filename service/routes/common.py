@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
-from ..schemas import ErrorOut, ImageOut, JobError, JobOut, SearchHit
+from ..schemas import ErrorOut, ImageOut, JobError, JobOut, RemovedOut, RestoreOut, SearchHit
 
 MAX_ID = 2**63 - 1
 
@@ -99,4 +99,29 @@ def job_out(job: Any) -> JobOut:
         created_at=_get(job, "created_at"),
         updated_at=_get(job, "updated_at"),
         finished_at=_get(job, "finished_at"),
+    )
+
+
+def removed_out(request: Request, info: Any) -> RemovedOut:
+    root = request.scope.get("root_path", "") or ""
+    return RemovedOut(
+        id=info.id,
+        image_id=info.image_id,
+        path=info.path,
+        size=info.size,
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        taken_at=info.taken_at,
+        sha256=info.sha256,
+        in_trash=info.trash_path is not None,
+        removed_at=info.removed_at,
+        thumbnail_url=f"{root}/api/removed/{info.id}/thumbnail" if info.thumbnail else None,
+    )
+
+
+def restore_out(request: Request, result: Any) -> RestoreOut:
+    return RestoreOut(
+        restored=[removed_out(request, r) for r in result.restored],
+        jobs=[job_out(j) for j in result.jobs],
     )

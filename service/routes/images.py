@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import threading
 from pathlib import Path as PathType
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
-from starlette.background import BackgroundTask
 
 from clipsearch.indexer import safe_files
 
 from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
+from ..files import CACHE_FILE, CACHE_THUMB, FILE_HEADERS, serve_file
 from ..schemas import ImageOut, ImagePage, RestoreOut
-from .common import ERRORS, MAX_ID, image_out
-from .search import FiltersDep
+from ..search_params import FiltersDep, to_filters
+from .common import ERRORS, MAX_ID, image_out, restore_out
 
 router = APIRouter(prefix="/api/images", tags=["images"], responses=ERRORS)
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Catalog id of the image.")]
-
-CACHE_THUMB = "private, max-age=86400"
-CACHE_FILE = "private, max-age=3600"
 
 BINARY: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/*": {}}, "description": "The image bytes."},
@@ -79,13 +73,11 @@ def list_images(
     searches' filters (`folder`, `date_from`, `date_to`, `format`). Page with `after` (id order)
     or `after_key` (date orders): each page is a range read on an index, as quick at image
     100,000 as at image 1. `total` counts the library (or `state`), not the filters."""
-    if limit > settings.list_limit_max:
+    if limit > settings.limits.list_limit_max:
         raise HTTPException(
-            422, detail=f"limit must be at most {settings.list_limit_max} (got {limit})"
+            422, detail=f"limit must be at most {settings.limits.list_limit_max} (got {limit})"
         )
     if filters is not None or sort != "id" or after_key is not None:
-        from .search import _filters
-
         if offset:
             raise HTTPException(
                 422, detail="offset does not go with filters or sort: page with after/after_key"
@@ -93,7 +85,7 @@ def list_images(
         items, total, next_after, next_key = library.browse_images(
             limit=limit,
             state=state,
-            filters=_filters(filters),
+            filters=to_filters(filters),
             sort=sort,
             after=after,
             after_key=after_key,
@@ -122,66 +114,6 @@ def get_image(request: Request, library: LibraryDep, id: IdPath) -> ImageOut:
     return image_out(request, library.get_image(id))
 
 
-def _etag(kind: str, image_id: int, st: os.stat_result) -> str:
-    base = f"{kind}:{image_id}:{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
-    return '"' + hashlib.sha256(base.encode()).hexdigest()[:32] + '"'
-
-
-def _not_modified(request: Request, etag: str) -> bool:
-    header = request.headers.get("if-none-match")
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
-    return etag in tags
-
-
-#: On every original and thumbnail: never sniffed into another type, never run as a page (a
-#: file that is also HTML or SVG gets no script, no plugin, no same-origin access).
-FILE_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "default-src 'none'; sandbox",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Referrer-Policy": "no-referrer",
-}
-
-
-def _disposition(kind: str, name: str) -> str:
-    ascii_name = "".join(c if 32 <= ord(c) < 127 and c not in '"\\;' else "_" for c in name)
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
-def _serve(
-    request: Request,
-    opened: Any,
-    kind: str,
-    image_id: int,
-    media_type: str | None,
-    cache: str,
-    name: str | None = None,
-) -> Response:
-    """Stream an already opened and checked file (never re-opened by name). ``media_type`` None:
-    not a recognised image, so only a download (octet-stream, attachment)."""
-    etag = _etag(kind, image_id, opened.st)
-    headers = {"ETag": etag, "Cache-Control": cache, **FILE_HEADERS}
-    if _not_modified(request, etag):
-        opened.close()
-        return Response(status_code=304, headers=headers)
-    if name is not None or media_type is None:
-        shown = name or f"image-{image_id}"
-        headers["Content-Disposition"] = _disposition(
-            "inline" if media_type is not None else "attachment", shown
-        )
-    headers["Content-Length"] = str(opened.size)
-    return StreamingResponse(
-        opened.chunks(),
-        media_type=media_type or "application/octet-stream",
-        headers=headers,
-        background=BackgroundTask(opened.close),
-    )
-
-
 @router.get(
     "/{id}/thumbnail",
     operation_id="image_thumbnail",
@@ -193,7 +125,7 @@ def image_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Respon
     """The thumbnail (about 256 px JPEG), with ETag and Cache-Control; 304 on a matching
     If-None-Match."""
     opened = library.open_thumbnail(id)
-    return _serve(request, opened, "thumb", id, "image/jpeg", CACHE_THUMB)
+    return serve_file(request, opened, "thumb", id, "image/jpeg", CACHE_THUMB)
 
 
 @router.get(
@@ -217,7 +149,7 @@ def image_file(request: Request, library: LibraryDep, id: IdPath) -> Response:
         info = None
     if info is not None and getattr(info, "path", None):
         name = os.path.basename(os.fsencode(str(info.path)).decode("utf-8", "replace"))
-    return _serve(request, opened, "file", id, media_type, CACHE_FILE, name)
+    return serve_file(request, opened, "file", id, media_type, CACHE_FILE, name)
 
 
 #: Previews rendered at once (each may decode a large original): the rest wait their turn.
@@ -266,7 +198,7 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
                 detail=f"image {id} is not a decoded image (it failed or is not processed yet): "
                 "no preview; download the original from its /file URL",
             )
-        sha = getattr(library.get_image(id), "sha256", None) or opened.sha256()
+        sha = library.get_image(id).sha256 or opened.sha256()
         folder = library.data_dir / "previews"
         target = folder / decode.preview_key(sha)
         if not target.is_file():
@@ -296,7 +228,7 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
         cached = safe_files.open_confined(target, [folder], "preview")
     except safe_files.UnsafeFile as exc:
         raise HTTPException(404, detail=f"image {id}: {exc}") from None
-    return _serve(request, cached, "preview", id, "image/jpeg", CACHE_THUMB)
+    return serve_file(request, cached, "preview", id, "image/jpeg", CACHE_THUMB)
 
 
 @router.delete(
@@ -335,6 +267,4 @@ def delete_image(
 )
 def restore_image(request: Request, library: LibraryDep, id: IdPath) -> RestoreOut:
     """Restore a removed image by the id it had: see POST /api/removed/{id}/restore."""
-    from .removed import restore_out
-
     return restore_out(request, library.restore_image(id))

@@ -5,43 +5,19 @@ not add the file again; these routes list the removals and restore them."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep
+from ..files import CACHE_THUMB, serve_file
 from ..schemas import RemovedOut, RemovedPage, RestoreOut
-from .common import ERRORS, MAX_ID, job_out
+from .common import ERRORS, MAX_ID, removed_out, restore_out
 
 router = APIRouter(prefix="/api/removed", tags=["removed"], responses=ERRORS)
 
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Id of the removal.")]
-
-
-def removed_out(request: Request, info: Any) -> RemovedOut:
-    root = request.scope.get("root_path", "") or ""
-    return RemovedOut(
-        id=info.id,
-        image_id=info.image_id,
-        path=info.path,
-        size=info.size,
-        width=info.width,
-        height=info.height,
-        format=info.format,
-        taken_at=info.taken_at,
-        sha256=info.sha256,
-        in_trash=info.trash_path is not None,
-        removed_at=info.removed_at,
-        thumbnail_url=f"{root}/api/removed/{info.id}/thumbnail" if info.thumbnail else None,
-    )
-
-
-def restore_out(request: Request, result: Any) -> RestoreOut:
-    return RestoreOut(
-        restored=[removed_out(request, r) for r in result.restored],
-        jobs=[job_out(j) for j in result.jobs],
-    )
 
 
 @router.get("", operation_id="list_removed", response_model=RemovedPage, dependencies=[ReadAccess])
@@ -80,10 +56,8 @@ def get_removed(request: Request, library: LibraryDep, id: IdPath) -> RemovedOut
 )
 def removed_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Response:
     """The thumbnail the image had (kept while it is removed)."""
-    from .images import CACHE_THUMB, _serve
-
     opened = library.open_removed_thumbnail(id)
-    return _serve(request, opened, "removed-thumb", id, "image/jpeg", CACHE_THUMB)
+    return serve_file(request, opened, "removed-thumb", id, "image/jpeg", CACHE_THUMB)
 
 
 @router.post(

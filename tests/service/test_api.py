@@ -40,8 +40,14 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Itera
     png = sub / "logo.png"
     png.write_bytes(png_bytes((40, 40), (10, 120, 250)))
     files["logo"] = png
+    # the mechanics of the API on every image: this server's default relevance cut is 0 (the
+    # default cut of every door, 0.5, is checked in test_one_search.py)
     settings = Settings(
-        data_dir=base / "data", model=str(tiny_model_dir), allowed_roots=[root], batch_window_ms=0.5
+        data_dir=base / "data",
+        model=str(tiny_model_dir),
+        allowed_roots=[root],
+        batch_window_ms=0.5,
+        gallery_min_relevance=0.0,
     )
     lib = build_library(settings)
     job = ingest_now(lib, root)

@@ -146,7 +146,7 @@ def test_ingest_wait_status_search(tmp_path: Path, tiny_model_dir: Path) -> None
     assert "images: 7 total, 6 ready, 0 pending, 1 failed" in status.stdout
     assert "(ingest): done" in status.stdout
 
-    search = run(["search", "a red square", "-k", "3"], env)
+    search = run(["search", "a red square", "-k", "3", "--min-relevance", "0"], env)
     assert search.returncode == 0, search.stderr
     lines = search.stdout.strip().splitlines()
     assert len(lines) == 3
@@ -384,11 +384,13 @@ def test_the_cli_remembers_the_librarys_model(tmp_path: Path, tiny_model_dir: Pa
     status = run(["status"], plain)
     assert status.returncode == 0, status.stderr
     assert f"model: {tiny_model_dir.resolve()}" in status.stdout
-    search = run(["search", "a red square", "-k", "2"], plain)
+    search = run(["search", "a red square", "-k", "2", "--min-relevance", "0"], plain)
     assert search.returncode == 0, search.stderr
     assert len(search.stdout.strip().splitlines()) == 2
     # another model asked for: said, with how to switch, and the library's model still answers
-    other = run(["search", "a red square", "-k", "2", "--model", "ViT-B-32"], plain)
+    other = run(
+        ["search", "a red square", "-k", "2", "--min-relevance", "0", "--model", "ViT-B-32"], plain
+    )
     assert other.returncode == 0, other.stderr
     assert "this library uses the model" in other.stderr
     assert "clipsearch reindex --model ViT-B-32" in other.stderr

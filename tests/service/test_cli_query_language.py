@@ -60,6 +60,7 @@ def _one_error(proc: subprocess.CompletedProcess[str]) -> str:
 def test_search_lang_on_a_multilingual_library(tmp_path: Path) -> None:
     env = _ingest(tmp_path, NLLB_DIR)
     query = ["search", "un chien sur la plage", "-k", "6", "--mode", "semantic", "--json"]
+    query += ["--min-relevance", "0"]  # every result: the scores are compared
     default = _scores(run(query, env))
     french = _scores(run([*query, "--lang", "fra_Latn"], env))
     english = _scores(run([*query, "--lang", "eng_Latn"], env))
@@ -86,6 +87,7 @@ def test_search_lang_on_a_library_whose_model_takes_none(
 ) -> None:
     env = _ingest(tmp_path, tiny_model_dir)
     query = ["search", "a red square", "-k", "4", "--mode", "semantic", "--json"]
+    query += ["--min-relevance", "0"]
     plain = _scores(run(query, env))
     proc = run([*query, "--lang", "fra_Latn"], env)
     assert _scores(proc) == plain  # searched, as without --lang

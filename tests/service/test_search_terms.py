@@ -63,7 +63,8 @@ def _ids(r: Any) -> list[int]:
 
 
 def test_every_hit_has_a_relevance_that_grows_with_its_score(env: Env) -> None:
-    r = env.client.get("/api/search", params={"q": "a red picture", "k": 11, "mode": "semantic"})
+    params = {"q": "a red picture", "k": 11, "mode": "semantic", "min_relevance": 0}
+    r = env.client.get("/api/search", params=params)
     results = r.json()["results"]
     assert len(results) == 11
     rel = [x["relevance"] for x in results]
@@ -76,7 +77,8 @@ def test_every_hit_has_a_relevance_that_grows_with_its_score(env: Env) -> None:
 
 def test_min_relevance_cuts_a_prefix_and_says_how_many_it_hid(env: Env) -> None:
     full = env.client.get(
-        "/api/search", params={"q": "a red picture", "k": 11, "mode": "semantic"}
+        "/api/search",
+        params={"q": "a red picture", "k": 11, "mode": "semantic", "min_relevance": 0},
     ).json()["results"]
     cut_at = (full[3]["relevance"] + full[4]["relevance"]) / 2
     r = env.client.get(
@@ -151,11 +153,18 @@ def test_an_image_term_pulls_results_toward_that_image(env: Env) -> None:
     red = env.ids["red"]
     neighbours = [int(h.id) for h in lib.search(lib.image_vector(red), k=4, exclude=[red])]
     base = _ids(
-        env.client.post("/api/search", json={"text": "a drawing", "k": 11, "mode": "semantic"})
+        env.client.post(
+            "/api/search",
+            json={"text": "a drawing", "k": 11, "mode": "semantic", "min_relevance": 0},
+        )
     )
     mixed_r = env.client.post(
         "/api/search",
-        json={"terms": [{"text": "a drawing"}, {"image_id": red, "weight": 2}], "k": 11},
+        json={
+            "terms": [{"text": "a drawing"}, {"image_id": red, "weight": 2}],
+            "k": 11,
+            "min_relevance": 0,
+        },
     )
     mixed = _ids(mixed_r)
     assert red not in mixed  # the example itself is left out
@@ -169,9 +178,12 @@ def test_a_negative_text_term_lowers_what_matches_it(env: Env) -> None:
     lib = env.lib
     q = "a bright picture"
     v_red = lib.model.embed_texts(["red"])[0]
-    base = env.client.post("/api/search", json={"terms": [{"text": q}], "k": 11}).json()
+    base = env.client.post(
+        "/api/search", json={"terms": [{"text": q}], "k": 11, "min_relevance": 0}
+    ).json()
     neg = env.client.post(
-        "/api/search", json={"terms": [{"text": q}, {"text": "red", "weight": -1}], "k": 11}
+        "/api/search",
+        json={"terms": [{"text": q}, {"text": "red", "weight": -1}], "k": 11, "min_relevance": 0},
     ).json()
     # the images most like "red" move down the ranking
     vecs = {i: lib.image_vector(i) for i in env.ids.values()}
@@ -183,19 +195,31 @@ def test_a_negative_text_term_lowers_what_matches_it(env: Env) -> None:
 
 def test_terms_and_text_combine_and_match_the_text_search(env: Env) -> None:
     plain = _ids(
-        env.client.get("/api/search", params={"q": "sky -grass", "k": 11, "mode": "semantic"})
+        env.client.get(
+            "/api/search",
+            params={"q": "sky -grass", "k": 11, "mode": "semantic", "min_relevance": 0},
+        )
     )
     same = _ids(
         env.client.post(
             "/api/search",
-            json={"terms": [{"text": "sky"}, {"text": "grass", "weight": -0.5}], "k": 11},
+            json={
+                "terms": [{"text": "sky"}, {"text": "grass", "weight": -0.5}],
+                "k": 11,
+                "min_relevance": 0,
+            },
         )
     )
     assert same == plain
     both = _ids(
         env.client.post(
             "/api/search",
-            json={"text": "sky", "terms": [{"text": "grass", "weight": -0.5}], "k": 11},
+            json={
+                "text": "sky",
+                "terms": [{"text": "grass", "weight": -0.5}],
+                "k": 11,
+                "min_relevance": 0,
+            },
         )
     )
     assert both == plain
@@ -229,13 +253,15 @@ def test_hostile_terms_get_a_clear_4xx(
 def test_an_uploaded_image_joins_text_terms(env: Env) -> None:
     red = png_bytes((48, 48), NAMES["red"])
     alone = env.client.post(
-        "/api/search/image", files={"file": ("q.png", red, "image/png")}, params={"k": 11}
+        "/api/search/image",
+        files={"file": ("q.png", red, "image/png")},
+        params={"k": 11, "min_relevance": 0},
     )
     mixed = env.client.post(
         "/api/search/image",
         files={"file": ("q.png", red, "image/png")},
         data={"terms": '[{"upload": 0, "weight": 1}, {"text": "blue", "weight": -1}]'},
-        params={"k": 11},
+        params={"k": 11, "min_relevance": 0},
     )
     assert mixed.status_code == 200, mixed.text
     terms = mixed.json()["query"]["terms"]
@@ -257,8 +283,12 @@ def test_cli_search_mixes_terms_and_prints_relevance(
 
     common = ["--data-dir", str(env.lib.data_dir), "--model", str(tiny_model_dir)]
     red = env.ids["red"]
+    cut0 = ["--min-relevance", "0"]  # every result, as the API below
     assert (
-        main(["search", "a drawing", "--like", str(red), "--not", "blue", "-k", "5", *common]) == 0
+        main(
+            ["search", "a drawing", "--like", str(red), "--not", "blue", "-k", "5", *cut0, *common]
+        )
+        == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5
@@ -272,6 +302,7 @@ def test_cli_search_mixes_terms_and_prints_relevance(
                     {"image_id": red},
                 ],
                 "k": 5,
+                "min_relevance": 0,
             },
         )
     )
