@@ -10,6 +10,12 @@ turns events into the usual ingest jobs:
   ``debounce_s`` (or ``max_wait_s`` after the first, for a folder that never goes quiet), one
   ingest is queued for the deepest folder that holds every change (a photo added to
   ``2024/june`` re-scans that folder only). A rescan costs a stat per unchanged file.
+* **A file is ingested once it stops changing.** A changed file counts as settled when its
+  size and mtime are the same at two looks ``debounce_s`` apart (or its mtime is that old); a
+  folder whose changed files are still changing is held, even past ``max_wait_s``. A file that
+  changes again after it was queued (still growing) must then stay unchanged twice as long each
+  time (up to ``MAX_SETTLE_FACTOR`` x ``debounce_s``): a file appended to every few seconds is
+  ingested when it stops, not once per event (it was ~1,400 jobs an hour).
 * **Never twice in the queue.** An ingest of the same path that is queued and not started yet is
   not queued again (:meth:`Library.scan_watched_folder`).
 * **A safety net.** Every ``rescan_interval_s`` (and once when the watcher starts, for what
@@ -45,11 +51,21 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 
 
+#: Changed files whose settling is followed per folder (beyond, a change counts as settled).
+MAX_TRACKED_FILES = 2000
+#: A file changed again after it was queued (a download or a recording still being written)
+#: must then stay unchanged twice as long each time, up to this many times ``debounce_s``.
+MAX_SETTLE_FACTOR = 64
+
+
 @dataclass
 class _Pending:
     dirs: set[str] = field(default_factory=set)
     first: float = 0.0
     last: float = 0.0
+    # changed file -> ((size, mtime_ns), when that was first seen), None before its first look
+    files: dict[str, tuple[tuple[int, int], float] | None] = field(default_factory=dict)
+    next_check: float = 0.0
 
 
 class FolderWatcher:
@@ -83,6 +99,8 @@ class FolderWatcher:
         self._ignored = str(library.data_dir)
         self.heartbeat_s = heartbeat_s
         self._next_heartbeat = 0.0
+        # file -> (settle level, when last queued): a file queued and changed again is growing
+        self._growing: dict[str, tuple[int, float]] = {}
 
     # ---- lifecycle
 
@@ -238,14 +256,65 @@ class FolderWatcher:
             pending = self._pending.setdefault(info[0], _Pending(first=now))
             pending.dirs.add(folder)
             pending.last = now
+            if not is_directory and len(pending.files) < MAX_TRACKED_FILES:
+                pending.files[path] = None  # changed: its next look starts over
+            grown = self._growing.get(path)
+            if grown is not None:  # changed again after it was queued: settle for longer
+                level, queued_at = grown
+                if now - queued_at <= self.debounce_s * MAX_SETTLE_FACTOR * 2:
+                    self._growing[path] = (min(level + 1, _max_level()), now)
+                else:
+                    del self._growing[path]
+
+    def _settle_window(self, path: str) -> float:
+        level = self._growing.get(path, (0, 0.0))[0]
+        return self.debounce_s * (2**level)
+
+    def _unsettled(self, pending: _Pending, now: float) -> float | None:
+        """None when every changed file of ``pending`` has stopped changing; else how long to
+        wait before looking again. Records what each file looks like now."""
+        wait: float | None = None
+        wall = time.time()
+        for path, seen in list(pending.files.items()):
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except OSError:  # gone: a deletion is a change to ingest now
+                pending.files.pop(path, None)
+                continue
+            cur = (int(st.st_size), int(st.st_mtime_ns))
+            window = self._settle_window(path)
+            if seen is None or seen[0] != cur:
+                pending.files[path] = (cur, now)
+                if wall - st.st_mtime >= window:  # unchanged for the window already
+                    continue
+                left = window
+            elif now - seen[1] >= window:
+                continue
+            else:
+                left = window - (now - seen[1])
+            wait = left if wait is None else min(wait, left)
+        return wait
 
     def _flush(self, now: float) -> None:
         ready: list[tuple[int, set[str]]] = []
         with self._lock:
             for folder_id, p in list(self._pending.items()):
+                if now < p.next_check:
+                    continue
                 if now - p.last >= self.debounce_s or now - p.first >= self.max_wait_s:
+                    wait = self._unsettled(p, now)
+                    if wait is not None:  # a file still being written: hold the folder
+                        p.next_check = now + max(wait, TICK_S)
+                        continue
                     ready.append((folder_id, p.dirs))
+                    for path in p.files:
+                        level = self._growing.get(path, (0, 0.0))[0]
+                        self._growing[path] = (level, now)
                     del self._pending[folder_id]
+            if len(self._growing) > 4 * MAX_TRACKED_FILES:  # forget the oldest half
+                oldest = sorted(self._growing.items(), key=lambda kv: kv[1][1])
+                for path, _ in oldest[: len(oldest) // 2]:
+                    del self._growing[path]
         if ready:
             with self._folders_lock:
                 roots = {i: r for r, (i, _) in self._folders.items()}
@@ -275,6 +344,10 @@ class FolderWatcher:
         if job is not None:
             what = sub_path or "the whole folder"
             log.info("watched folder %s changed: job %s ingests %s", folder_id, job.id, what)
+
+
+def _max_level() -> int:
+    return max(0, MAX_SETTLE_FACTOR.bit_length() - 1)
 
 
 def _changed_folder(root: str, dirs: set[str]) -> str | None:
