@@ -91,13 +91,18 @@ class IndexStore:
     def _read_manifest(self) -> dict[str, Any]:
         path = self.folder / _MANIFEST
         try:
-            raw = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+            raw = path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            if self.folder.exists() and not self.folder.is_dir():
+                raise IndexStoreError(
+                    f"{self.folder} is not a folder (a file took its place); re-index to rebuild "
+                    "the index files from the catalog"
+                ) from None
             return {"format": FORMAT_VERSION, "versions": []}
         except OSError as exc:
             raise IndexStoreError(f"cannot read the index manifest {path}: {exc}") from exc
         try:
-            data = json.loads(raw)
+            data = json.loads(raw.decode("utf-8"))  # invalid UTF-8 is a ValueError here
             versions = data["versions"]
             if not isinstance(versions, list):
                 raise TypeError("versions is not a list")
@@ -114,10 +119,20 @@ class IndexStore:
         """Saved versions, oldest first."""
         return sorted(int(e["version"]) for e in self._read_manifest()["versions"])
 
+    def _set_aside(self, path: Path, why: str) -> None:
+        """Rename a damaged derived file (or whatever took the folder's place) out of the way,
+        never deleting it: ``<name>.damaged-<UTC time>``."""
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        os.rename(path, aside)
+        log.warning("%s %s; set aside as %s and rebuilt", path, why, aside.name)
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         import fcntl
 
+        if (self.folder.is_symlink() or self.folder.exists()) and not self.folder.is_dir():
+            self._set_aside(self.folder, "is not a folder")  # a file, or a link to none
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a+b") as f:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX)
@@ -132,7 +147,11 @@ class IndexStore:
         """Write `index` as a new version and return it; older versions beyond `keep` are pruned."""
         try:
             with self._locked():
-                manifest = self._read_manifest()
+                try:
+                    manifest = self._read_manifest()
+                except IndexStoreError as exc:  # derived data: rebuilt beside, never a dead end
+                    self._set_aside(self.folder / _MANIFEST, f"is damaged ({exc})")
+                    manifest = {"format": FORMAT_VERSION, "versions": []}
                 known = [int(e["version"]) for e in manifest["versions"]]
                 on_disk = [
                     int(m.group(1)) for p in self.folder.iterdir() if (m := _FILE_RE.match(p.name))
