@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench
+.PHONY: install test lint demo bench lock
 
 install:
 	$(PY) -m venv $(VENV)
@@ -21,3 +21,21 @@ lint:
 
 demo:
 	$(BIN)/clipsearch demo
+
+# The lock files (requirements/*.txt, hashes included) the container images install from:
+# `make lock` after changing dependencies (needs uv: `pipx install uv` or `pip install uv`);
+# `make lock LOCK_FLAGS=--upgrade` moves every pin to the newest release. Where
+# download.pytorch.org is not reachable, give the CPU torch wheel another way:
+# `make lock LOCK_TORCH_CPU="--find-links /opt/wheels"`.
+UV ?= uv
+LOCK_FLAGS ?=
+LOCK_TORCH_CPU ?= --extra-index-url https://download.pytorch.org/whl/cpu
+LOCK := $(UV) pip compile pyproject.toml --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--generate-hashes --index-url https://pypi.org/simple --index-strategy unsafe-best-match \
+	--custom-compile-command "make lock" --quiet $(LOCK_FLAGS)
+
+lock:
+	$(LOCK) --extra server -c requirements/torch-cpu.txt $(LOCK_TORCH_CPU) -o requirements/server-cpu.txt
+	$(LOCK) requirements/cuda.in --extra server --extra gpu -c requirements/torch-cuda.txt \
+		--no-emit-package faiss-cpu -o requirements/server-cuda.txt
+	$(LOCK) --extra dev -c requirements/torch-cpu.txt $(LOCK_TORCH_CPU) -o requirements/dev.txt
