@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,17 +30,11 @@ log = logging.getLogger(__name__)
 MODES = ("auto", "on", "off")
 
 
-def device_decode_mode(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    mode = env.get("CLIPSEARCH_DEVICE_DECODE", "").strip().lower() or "auto"
+def wanted(model: Any, mode: str = "auto") -> bool:
+    """Whether this model's batches take the device path; ``mode`` is the worker's
+    ``device_decode`` setting (CLIPSEARCH_DEVICE_DECODE: auto, on or off)."""
     if mode not in MODES:
         raise IndexerError(f"CLIPSEARCH_DEVICE_DECODE={mode!r}: use auto, on or off")
-    return mode
-
-
-def wanted(model: Any, mode: str | None = None) -> bool:
-    """Whether this model's batches take the device path."""
-    mode = device_decode_mode() if mode is None else mode
     if mode == "off" or not hasattr(model, "preprocessor"):
         return False
     if mode == "on":

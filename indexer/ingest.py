@@ -513,11 +513,14 @@ def process_batch(
     embed_batch_size: int = 64,
     text: Any = None,
     finish: bool = True,
+    device_decode: str = "auto",
 ) -> BatchResult:
     """Decode, embed and commit one batch (module docstring). ``job_id=None`` processes images
     without a job (no progress recorded); a cancelled, failed or deleted job's batch is skipped.
     ``pool`` defaults to in-process decoding. ``text`` (an :class:`indexer.ocr.OcrConfig`):
     also record the words read in each image and its captions in the keyword index.
+    ``device_decode`` (auto, on, off): whether JPEGs are decoded on the model's GPU
+    (indexer.device_embed; the worker's CLIPSEARCH_DEVICE_DECODE).
 
     ``finish=False`` leaves the job running even when this batch was its last: the caller
     writes the batch through to a shared vector store first and then calls
@@ -571,7 +574,8 @@ def process_batch(
     preprocess = getattr(model, "preprocessor", None)
     from clipsearch.indexer import device_embed
 
-    on_device = device_embed.wanted(model)  # JPEG pixels decoded on the model's GPU instead
+    # JPEG pixels decoded on the model's GPU instead
+    on_device = device_embed.wanted(model, device_decode)
     expect = [(int(r.size), int(r.mtime_ns)) for r in work]  # the file the scan saw
     decoded: list[DecodeResult] = decode_many(
         [path_from_db(r.path) for r in work],

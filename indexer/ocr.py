@@ -28,7 +28,6 @@ import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,8 @@ class OcrError(Exception):
 
 @dataclass(frozen=True)
 class OcrConfig:
-    """How ingestion recognises text (CLIPSEARCH_OCR, _TESSERACT, _OCR_LANG, _OCR_TIMEOUT_S)."""
+    """How ingestion recognises text: the ``ocr`` group of the settings tree
+    (indexer.settings.OcrSettings: CLIPSEARCH_OCR, _TESSERACT, _OCR_LANG, _OCR_TIMEOUT_S)."""
 
     mode: str = "auto"  # auto: when tesseract is found; on: the same, missing is a problem; off
     tesseract: str = "tesseract"  # the program: a name looked up on PATH, or a path
@@ -56,46 +56,34 @@ class OcrConfig:
     timeout_s: float = 20.0  # per image; a slower image is recorded as failed, ingestion goes on
 
     def checked(self) -> OcrConfig:
-        mode = (self.mode or "auto").strip().lower()
-        if mode not in OCR_MODES:
-            raise ValueError(f"CLIPSEARCH_OCR={self.mode!r}: use auto, on or off")
-        if not re.fullmatch(r"[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*", self.lang or ""):
-            raise ValueError(
-                f"CLIPSEARCH_OCR_LANG={self.lang!r}: give Tesseract language codes like eng or "
-                "eng+deu"
+        """This config validated as the settings validate it (ValueError naming the setting)."""
+        from pydantic import ValidationError
+
+        from .settings import OcrSettings
+
+        try:
+            settings = OcrSettings.model_validate(
+                {
+                    "mode": self.mode or "auto",
+                    "tesseract": self.tesseract or "tesseract",
+                    "lang": self.lang,
+                    "timeout_s": self.timeout_s,
+                }
             )
-        if not (0 < float(self.timeout_s) <= 600):
-            raise ValueError("CLIPSEARCH_OCR_TIMEOUT_S must be between 0 and 600 seconds")
-        return OcrConfig(mode, self.tesseract or "tesseract", self.lang, float(self.timeout_s))
+        except ValidationError as exc:
+            names = OcrSettings.env_names()
+            raise ValueError(
+                "; ".join(
+                    f"{names.get(str(e['loc'][0]), 'OCR') if e['loc'] else 'OCR'}: "
+                    + str(e["msg"]).removeprefix("Value error, ")
+                    for e in exc.errors()
+                )
+            ) from None
+        return settings.config()
 
     @property
     def enabled(self) -> bool:
         return self.mode != "off"
-
-    def to_env(self) -> dict[str, str]:
-        return {
-            "CLIPSEARCH_OCR": self.mode,
-            "CLIPSEARCH_TESSERACT": self.tesseract,
-            "CLIPSEARCH_OCR_LANG": self.lang,
-            "CLIPSEARCH_OCR_TIMEOUT_S": str(self.timeout_s),
-        }
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> OcrConfig:
-        env = os.environ if env is None else env
-        raw_timeout = env.get("CLIPSEARCH_OCR_TIMEOUT_S", "").strip()
-        try:
-            timeout = float(raw_timeout) if raw_timeout else 20.0
-        except ValueError:
-            raise ValueError(
-                f"CLIPSEARCH_OCR_TIMEOUT_S={raw_timeout!r} is not a number of seconds"
-            ) from None
-        return cls(
-            mode=env.get("CLIPSEARCH_OCR", "").strip() or "auto",
-            tesseract=env.get("CLIPSEARCH_TESSERACT", "").strip() or "tesseract",
-            lang=env.get("CLIPSEARCH_OCR_LANG", "").strip() or "eng",
-            timeout_s=timeout,
-        ).checked()
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ def run_embed_batch(
         embed_batch_size=max(1, ctx.config.batch_size),
         text=ctx.config.ocr,  # captions, and the text inside images when OCR is on
         finish=False,
+        device_decode=ctx.config.device_decode,  # JPEGs decoded on the model's GPU, or not
     )
     # Vectors reach a shared store (Milvus) before the job can be reported done: "done" means
     # every image of the job is searchable from every API replica.

@@ -1,7 +1,8 @@
 """The embedding worker: configuration, the per-process context, recovery on start, and processes.
 
-A worker is ``python -m indexer.worker`` (what ``clipsearch worker`` runs): it reads a
-:class:`WorkerConfig` from ``CLIPSEARCH_*`` environment variables, re-enqueues the unfinished jobs
+A worker is ``python -m clipsearch.indexer.worker`` (or ``clipsearch worker``): it reads the
+settings tree (indexer.settings) from ``CLIPSEARCH_*`` environment variables once, at its start,
+and runs with the :class:`WorkerConfig` built from it; re-enqueues the unfinished jobs
 it finds in the catalog (so a broker that lost its queue, or a worker killed with SIGKILL, loses no
 work), then consumes the clipsearch queue. The model is loaded once per process, lazily, on the
 worker's device, and cached per spec.
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from .celery_app import TASK_RESUME, default_broker_url, is_embedded_broker, mak
 from .context import WorkerContext
 from .errors import IndexerError
 from .ocr import OcrConfig
-from .settings import WorkerSettings
+from .settings import LibrarySettings
 from .vector_store import StoreConfig
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def default_database_url(data_dir: Path) -> str:
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a worker process needs; passed down as environment variables."""
+    """Everything a worker needs, built from the settings tree in one place
+    (:meth:`indexer.settings.LibrarySettings.worker_config`); a worker child process reads the
+    same tree from its environment (:func:`worker_environment` adds what differs)."""
 
     data_dir: Path  # thumbnails, index files, the embedded catalog and broker live here
     model_spec: str  # what model.load() accepts: a registry name or a model folder
@@ -67,7 +70,8 @@ class WorkerConfig:
     )
     ready_file: Path | None = None  # touched once the worker consumes (used by tests and serve)
     index_compression: str | None = None  # IVF codes: None (float32), "sq8", "fp16" or "pq"
-    extra_env: Mapping[str, str] = field(default_factory=dict)
+    device_decode: str = "auto"  # JPEGs decoded on the model's GPU: auto, on, off (device_embed)
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # more variables for its process
     store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
     ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)
 
@@ -79,75 +83,28 @@ class WorkerConfig:
     def resolved_broker_url(self) -> str:
         return self.broker_url or default_broker_url(self.data_dir)
 
-    def to_env(self) -> dict[str, str]:
-        env = {
-            "CLIPSEARCH_DATA_DIR": str(Path(self.data_dir).expanduser().resolve()),
-            "CLIPSEARCH_MODEL": self.model_spec,
-            "CLIPSEARCH_DATABASE_URL": self.resolved_database_url,
-            "CLIPSEARCH_BROKER_URL": self.resolved_broker_url,
-            "CLIPSEARCH_QUEUE_PREFIX": self.queue_prefix,
-            "CLIPSEARCH_WORKER_CONCURRENCY": str(self.concurrency),
-            "CLIPSEARCH_EMBED_BATCH_SIZE": str(self.batch_size),
-            "CLIPSEARCH_DECODE_WORKERS": str(self.decode_workers or ""),
-            "CLIPSEARCH_STALE_AFTER_S": str(self.stale_after_s),
-            "CLIPSEARCH_TEST_EMBED_DELAY_S": str(self.embed_delay_s),
-        }
-        if self.device:
-            env["CLIPSEARCH_DEVICE"] = self.device
-        if self.index_compression:
-            env["CLIPSEARCH_INDEX_COMPRESSION"] = self.index_compression
-        if self.ready_file is not None:
-            env["CLIPSEARCH_WORKER_READY_FILE"] = str(self.ready_file)
-        env.update(store_env(self.store))
-        env.update(self.ocr.to_env())
-        env.update(self.extra_env)
-        return env
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
-        """The config ``CLIPSEARCH_*`` variables give (default: this process's environment),
-        read by the settings model the API uses too (indexer.settings); a bad value is an
-        :class:`IndexerError` naming the variable."""
-        settings = WorkerSettings.from_env(env)
-        return cls(
-            data_dir=settings.data_dir,
-            model_spec=settings.model,
-            database_url=settings.database_url or None,
-            broker_url=settings.broker_url or None,
-            queue_prefix=settings.queue_prefix,
-            device=settings.device or None,
-            concurrency=settings.worker_concurrency,
-            batch_size=settings.embed_batch_size,
-            decode_workers=settings.decode_workers or None,
-            stale_after_s=settings.stale_after_s,
-            embed_delay_s=settings.test_embed_delay_s,
-            ready_file=settings.worker_ready_file,
-            index_compression=settings.index_compression,
-            store=settings.store_config(),
-            ocr=_ocr_from_env(os.environ if env is None else env),
-        )
+def worker_environment(config: WorkerConfig, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables a worker child needs besides ``environ`` (what it inherits) to read
+    ``config`` from the settings tree: only those that differ there, then ``extra_env``."""
+    from .settings import WORKER_FIELDS, LibrarySettings
 
-
-def _ocr_from_env(env: Mapping[str, str]) -> OcrConfig:
-    try:
-        return OcrConfig.from_env(env)
-    except ValueError as exc:
-        raise IndexerError(str(exc)) from None
-
-
-def store_env(store: StoreConfig) -> dict[str, str]:
-    """The Milvus variables (CLIPSEARCH_MILVUS_URI, ...) that pass ``store`` to a worker."""
-    if not store.milvus_uri:
-        return {}
-    env = {
-        "CLIPSEARCH_MILVUS_URI": store.milvus_uri,
-        "CLIPSEARCH_MILVUS_COLLECTION": store.milvus_collection,
-        "CLIPSEARCH_MILVUS_INDEX": store.milvus_index,
-        "CLIPSEARCH_MILVUS_NLIST": str(store.milvus_nlist),
-        "CLIPSEARCH_MILVUS_NPROBE": str(store.milvus_nprobe),
-    }
-    if store.milvus_token:
-        env["CLIPSEARCH_MILVUS_TOKEN"] = store.milvus_token
+    values: dict[str, Any] = {}
+    for field_name, (group, name) in WORKER_FIELDS.items():
+        values.setdefault(group, {})[name] = getattr(config, field_name)
+    worker = values["worker"]
+    worker["decode_workers"] = worker["decode_workers"] or 0
+    catalog = values["catalog"]
+    catalog["data_dir"] = Path(config.data_dir).expanduser().resolve()
+    catalog["database_url"] = config.resolved_database_url
+    catalog["broker_url"] = config.resolved_broker_url
+    for group, typed in (("store", config.store), ("ocr", config.ocr)):
+        # the indexer's dataclass and the settings group share their field names
+        fields = LibrarySettings.model_fields[group].annotation.model_fields  # type: ignore[union-attr]
+        values[group] = {k: v for k, v in asdict(typed).items() if k in fields}
+    settings = LibrarySettings.from_env(environ, **values)
+    env = settings.env_overrides(environ)
+    env.update(config.extra_env)
     return env
 
 
@@ -454,11 +411,18 @@ def start_worker_process(
         (data_dir / "logs").mkdir(exist_ok=True)
         log_path = data_dir / "logs" / "worker.log"
     env = dict(os.environ)
-    env.update(config.to_env())
+    env.update(worker_environment(config, env))
     log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
     try:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "clipsearch.indexer.worker", "--loglevel", loglevel],
+            [
+                sys.executable,
+                "-m",
+                "clipsearch.indexer.worker",
+                "--loglevel",
+                loglevel,
+                "--no-report-unknown",  # the parent's settings were read (and checked) already
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
@@ -476,12 +440,18 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m indexer.worker", description=__doc__)
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument(
+        "--no-report-unknown",
+        dest="report_unknown",
+        action="store_false",
+        help="do not warn about unknown CLIPSEARCH_* variables (a child: its parent did)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = WorkerConfig.from_env()
+        config = LibrarySettings.from_env(report_unknown=args.report_unknown).worker_config()
     except IndexerError as exc:
         log.error("%s", exc)
         return 2

@@ -38,7 +38,7 @@ from .routes import (
     search_router,
     session_router,
 )
-from .settings import Settings
+from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +52,10 @@ def build_library(settings: Settings, confine: bool = True) -> Any:
     ``confine``: the library itself also refuses ingestion outside the allowed roots (the API's
     library); the CLI's ``ingest`` passes False (a local user may ingest any folder they can read).
     """
-    from clipsearch.indexer.library import Library, LibraryConfig
+    from clipsearch.indexer.library import Library
 
-    return Library(
-        LibraryConfig(
-            data_dir=settings.data_dir,
-            database_url=settings.database_url,
-            broker_url=settings.broker_url,
-            model_spec=settings.model,
-            device=settings.device,
-            queue_prefix=settings.queue_prefix,
-            allowed_roots=settings.effective_allowed_roots if confine else None,
-            store=settings.store_config(),
-            ocr=ocr_config(),
-        )
-    )
-
-
-def ocr_config() -> Any:
-    """The OCR settings (CLIPSEARCH_OCR, _TESSERACT, _OCR_LANG, _OCR_TIMEOUT_S; indexer.ocr)."""
-    from clipsearch.indexer.ocr import OcrConfig
-
-    return OcrConfig.from_env()
+    roots = settings.folders.effective_allowed_roots if confine else None
+    return Library(settings.library_config(allowed_roots=roots))
 
 
 def static_dir() -> Path | None:
@@ -563,7 +545,7 @@ class Gallery:
         path = scope.get("path", "/")
         if (
             settings.token is not None
-            and not settings.public_read
+            and not settings.server.public_read
             and path not in PUBLIC_ASSETS
             and not is_authorised(request)
         ):
@@ -601,8 +583,9 @@ def _calibrate_quietly(library: Any) -> None:
 
 
 def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI:
-    """Build the app. ``library`` defaults to the indexer's Library for ``settings``."""
-    settings = settings if settings is not None else Settings()
+    """Build the app. ``settings`` default to this process's (read here: an edge, as under
+    ``uvicorn --factory``); ``library`` to the indexer's Library for them."""
+    settings = settings if settings is not None else load_settings()
     owns_library = library is None
     lib = library if library is not None else build_library(settings)
     holder: dict[str, ServiceState] = {}
@@ -614,15 +597,15 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         settings=settings,
         library=lib,
         metrics=metrics,
-        cache=EmbeddingCache(settings.query_cache_size),
+        cache=EmbeddingCache(settings.search.query_cache_size),
     )
     holder["state"] = state
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        limit_compute_threads(settings.compute_threads)
+        limit_compute_threads(settings.search.compute_threads)
         calibrating: threading.Thread | None = None
-        if settings.preload_model:
+        if settings.serve.preload_model:
             try:
                 encoder = await run_in_threadpool(state.text_encoder)
                 await encoder.aencode(["a photo"])  # warm the encoder's thread and kernels
@@ -661,7 +644,7 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
 
     # signed-out sessions stay signed out, across restarts (service.auth)
     app.state.revoked_sessions = Revocations(
-        Path(settings.data_dir).expanduser() / "revoked-sessions.json"
+        Path(settings.catalog.data_dir).expanduser() / "revoked-sessions.json"
     )
     install_error_handlers(app)
     for router in (
@@ -688,31 +671,31 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
     else:
         log.warning("web/static not found: the gallery is not served, the API is")
 
-    if settings.cors_origins:
+    if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=settings.server.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         )
     app.add_middleware(HeadAsGetMiddleware)
-    app.add_middleware(OriginCheckMiddleware, cors_origins=settings.cors_origins)
+    app.add_middleware(OriginCheckMiddleware, cors_origins=settings.server.cors_origins)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
     app.add_middleware(
         BodyLimitMiddleware,
-        upload_limit=settings.max_upload_bytes,
-        json_limit=settings.max_json_bytes,
+        upload_limit=settings.limits.max_upload_bytes,
+        json_limit=settings.limits.max_json_bytes,
     )
     app.add_middleware(
         BodyTimeoutMiddleware,
-        timeout_s=settings.body_timeout_s,
-        min_rate=settings.body_min_rate,
-        grace_s=settings.header_timeout_s,
+        timeout_s=settings.server.body_timeout_s,
+        min_rate=settings.server.body_min_rate,
+        grace_s=settings.server.header_timeout_s,
     )
     app.add_middleware(
         ConcurrencyMiddleware,
-        limit=settings.max_connections,
-        share=settings.unauthenticated_share,
+        limit=settings.server.max_connections,
+        share=settings.server.unauthenticated_share,
     )
-    app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.effective_allowed_hosts)
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.server.effective_allowed_hosts)
     return app

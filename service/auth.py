@@ -266,7 +266,7 @@ async def require_read(request: Request, creds: BearerDep, cookie: CookieDep) ->
     """Reads: open without a token or with CLIPSEARCH_PUBLIC_READ; else the token or a session."""
     settings = _settings(request)
     token = settings.token
-    if token is None or settings.public_read:
+    if token is None or settings.server.public_read:
         return
     if _bearer_ok(token, creds) or _session_ok(request, token, cookie):
         return

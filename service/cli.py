@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,34 +30,16 @@ class CLIError(Exception):
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    """Settings from the environment, overridden by the flags the user gave."""
-    from pydantic import ValidationError
+    """Settings from the environment, overridden by the flags the user gave (the mapping is
+    service.settings.FLAG_SETTINGS); a bad value is one line naming the variable."""
+    from clipsearch.indexer.settings import SettingsError
 
-    from .settings import Settings
+    from .settings import settings_from_args
 
-    overrides: dict[str, Any] = {}
-    for flag, key in (
-        ("data_dir", "data_dir"),
-        ("database_url", "database_url"),
-        ("broker_url", "broker_url"),
-        ("model", "model"),
-        ("device", "device"),
-        ("host", "host"),
-        ("port", "port"),
-    ):
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides[key] = value
-    overrides.update({k: v for k, v in extra.items() if v is not None})
     try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        msgs = []
-        for err in exc.errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            msgs.append(f"{loc}: {msg}" if loc else msg)
-        raise CLIError("; ".join(msgs)) from exc
+        return settings_from_args(args, **extra)
+    except SettingsError as exc:
+        raise CLIError(str(exc)) from exc
 
 
 def _library(settings: Any) -> Any:
@@ -70,7 +51,7 @@ def _library(settings: Any) -> Any:
     from .app import build_library
 
     lib = build_library(settings, confine=False)
-    if "model" in settings.model_fields_set:
+    if settings.is_set("model"):
         with lib.Session() as session:
             current = library_model_spec(session)
         try:
@@ -174,13 +155,7 @@ def _maybe_worker(settings: Any, wanted: bool) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve import run
 
-    settings = _settings(
-        args,
-        images=args.images or None,
-        allowed_roots=args.allowed_root or None,
-        insecure=True if args.insecure else None,
-        embedded_worker=False if args.no_worker else None,
-    )
+    settings = _settings(args)
     try:
         run(settings)
     except KeyboardInterrupt:  # Ctrl-C is how serve is stopped: not an error
@@ -239,9 +214,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from .serve import worker_config
 
-    settings = _settings(args)
-    extra = {} if args.concurrency is None else {"concurrency": args.concurrency}
-    run_worker(worker_config(settings, **extra), loglevel=args.loglevel)
+    settings = _settings(args)  # --concurrency: worker_concurrency
+    run_worker(worker_config(settings), loglevel=args.loglevel)
     return 0
 
 
@@ -853,8 +827,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.debug:
-        os.environ.setdefault("CLIPSEARCH_DEBUG", "1")
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

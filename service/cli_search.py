@@ -134,20 +134,20 @@ def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
         negative,
         None,
         [Term(**t) for t in raw_terms],
-        max_chars=settings.max_query_chars,
-        max_negative=settings.max_negative_terms,
+        max_chars=settings.limits.max_query_chars,
+        max_negative=settings.limits.max_negative_terms,
     )
     service = SearchService(
         lib,
-        default_min_relevance=settings.gallery_min_relevance,
-        max_k=settings.search_k_max,
-        max_offset=settings.search_offset_max,
+        default_min_relevance=settings.limits.gallery_min_relevance,
+        max_k=settings.limits.search_k_max,
+        max_offset=settings.limits.search_offset_max,
     )
     service.check_page(args.k, args.offset)
     vectors: Any = []
     if plan.texts:
         language = query_language(lib.model, getattr(args, "lang", None))
-        embed = query_embedder(lib.model, settings.query_precision)
+        embed = query_embedder(lib.model, settings.search.query_precision)
         texts = [t for t, _ in plan.texts]
         vectors = embed(texts) if language is None else embed(texts, language=language)  # type: ignore[call-arg]
     images = [lib.image_vector(i) for i, _ in plan.images]  # NotFound: "image 17 does not exist"

@@ -199,7 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = _settings(args)
         lib = _library(settings)
         job = lib.submit_ingest(str(assets.images.resolve()), recursive=True)
-        worker = _maybe_worker(settings, not settings.broker_url)
+        worker = _maybe_worker(settings, not settings.catalog.broker_url)
         try:
             job = _wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
         finally:

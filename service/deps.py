@@ -74,7 +74,7 @@ class ServiceState:
     def ensure_model(self) -> Any:
         """The library's model, loaded if needed (raises ModelError); records name and device."""
         model = self.library.model
-        self.model_name = str(getattr(model, "name", "") or self.settings.model)
+        self.model_name = str(getattr(model, "name", "") or self.settings.models.spec)
         self.model_device = str(getattr(model, "device", "") or "") or None
         return model
 
@@ -91,14 +91,14 @@ class ServiceState:
         with self._lock:
             if self.encoder is None or self._encoder_model is not model:
                 old = self.encoder
-                precision = self.settings.query_precision
+                precision = self.settings.search.query_precision
                 self.encoder = TextEncoder(
                     query_embedder(model, precision),
                     model_name=f"{getattr(model, 'name', '')}#{id(model)}#{precision}",
                     cache=self.cache,
-                    window_ms=self.settings.batch_window_ms,
-                    max_batch=self.settings.batch_max,
-                    on_start=lambda: limit_compute_threads(self.settings.compute_threads),
+                    window_ms=self.settings.search.batch_window_ms,
+                    max_batch=self.settings.search.batch_max,
+                    on_start=lambda: limit_compute_threads(self.settings.search.compute_threads),
                 )
                 self.encoder.start()
                 self._encoder_model = model
@@ -115,16 +115,20 @@ class ServiceState:
                     max_workers=workers,
                     thread_name_prefix=name,
                     initializer=limit_compute_threads,
-                    initargs=(self.settings.compute_threads,),
+                    initargs=(self.settings.search.compute_threads,),
                 )
                 setattr(self, attr, executor)
             return executor
 
     def pool(self) -> ThreadPoolExecutor:
-        return self._executor("executor", self.settings.inference_threads, "clipsearch-infer")
+        return self._executor(
+            "executor", self.settings.search.inference_threads, "clipsearch-infer"
+        )
 
     def search_pool(self) -> ThreadPoolExecutor:
-        return self._executor("search_executor", self.settings.search_threads, "clipsearch-search")
+        return self._executor(
+            "search_executor", self.settings.search.search_threads, "clipsearch-search"
+        )
 
     async def run_search(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a search (index, catalog, ranking) on the search pool: at most
@@ -141,7 +145,7 @@ class ServiceState:
 
     def search(self, vector: Any, **kwargs: Any) -> Any:
         """``library.search`` from a worker thread, with that thread's OpenMP team limited."""
-        limit_compute_threads(self.settings.compute_threads)
+        limit_compute_threads(self.settings.search.compute_threads)
         return self.library.search(vector, **kwargs)
 
     def close(self) -> None:

@@ -23,27 +23,9 @@ class ServeError(Exception):
 
 
 def worker_config(settings: Settings, **overrides: Any) -> Any:
-    """The indexer's WorkerConfig for these settings.
-
-    The worker-only knobs (``CLIPSEARCH_WORKER_CONCURRENCY``, ``CLIPSEARCH_EMBED_BATCH_SIZE``,
-    ``CLIPSEARCH_DECODE_WORKERS``, ``CLIPSEARCH_STALE_AFTER_S``, ...) come from the environment as
-    ``python -m indexer.worker`` reads them; the shared ones from ``settings`` (flags win).
-    """
-    from dataclasses import replace
-
-    from clipsearch.indexer.worker import WorkerConfig
-
-    return replace(
-        WorkerConfig.from_env(),
-        data_dir=settings.data_dir,
-        model_spec=settings.model,
-        database_url=settings.database_url,
-        broker_url=settings.broker_url,
-        queue_prefix=settings.queue_prefix,
-        device=settings.device,
-        store=settings.store_config(),
-        **overrides,
-    )
+    """The indexer's WorkerConfig for these settings (the tree's catalog, models, store, ocr
+    and worker groups; ``overrides`` by WorkerConfig's field names)."""
+    return settings.worker_config(**overrides)
 
 
 def start_embedded_worker(settings: Settings) -> Any:
@@ -76,17 +58,17 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
     """Load the model (fail early, clearly), start the worker, queue the --images folders."""
     from .app import build_library
 
-    for folder in settings.images:
+    for folder in settings.folders.images:
         if not folder.is_dir():
             raise ServeError(f"--images {folder}: no such folder")
     lib = library if library is not None else build_library(settings)
     handle = ServeHandle(library=lib)
-    if settings.preload_model:
+    if settings.serve.preload_model:
         lib.model  # noqa: B018 - raises ModelError with the "how to get the weights" message
-    if settings.embedded_worker:
+    if settings.serve.embedded_worker:
         handle.worker = start_embedded_worker(settings)
     try:
-        for folder in settings.images:
+        for folder in settings.folders.images:
             # kept in the catalog as a watched folder (across restarts); an ingest is queued
             # unless the folder was watched already and matches the catalog (no empty job at
             # every restart)
@@ -97,9 +79,10 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
                 log.info("ingesting %s as job %s", folder, job.id)
             else:
                 log.info("%s: unchanged since its last scan", folder)
-        if settings.watch and hasattr(lib, "start_watcher"):
+        if settings.folders.watch and hasattr(lib, "start_watcher"):
             lib.start_watcher(
-                rescan_interval_s=settings.rescan_interval_s, debounce_s=settings.watch_debounce_s
+                rescan_interval_s=settings.folders.rescan_interval_s,
+                debounce_s=settings.folders.watch_debounce_s,
             )
     except BaseException:
         handle.stop()
@@ -220,15 +203,15 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
 
     return uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=settings.server.host,
+        port=settings.server.port,
         log_level="warning",
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
-        http=guarded_protocol(settings.header_timeout_s, settings.max_connections),
+        http=guarded_protocol(settings.server.header_timeout_s, settings.server.max_connections),
         limit_concurrency=None,  # uvicorn's counts idle connections: see guarded_protocol
-        timeout_keep_alive=int(max(1, settings.keepalive_timeout_s)),
+        timeout_keep_alive=int(max(1, settings.server.keepalive_timeout_s)),
         h11_max_incomplete_event_size=16 * 1024,
         server_header=False,
         backlog=2048,
@@ -306,11 +289,13 @@ def run(settings: Settings, library: Any = None) -> None:
 
     from .app import create_app
 
-    sock = listen(settings.host, settings.port)
+    sock = listen(settings.server.host, settings.server.port)
     lock: DataFolderLock | None = None
     try:
-        if not settings.database_url:
-            lock = DataFolderLock(Path(settings.data_dir).expanduser(), settings.port)
+        if not settings.catalog.database_url:
+            lock = DataFolderLock(
+                Path(settings.catalog.data_dir).expanduser(), settings.server.port
+            )
         handle = prepare(settings, library)
     except BaseException:
         sock.close()
@@ -319,25 +304,27 @@ def run(settings: Settings, library: Any = None) -> None:
         raise
     try:
         app = create_app(settings, library=handle.library)
-        url_host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+        url_host = (
+            settings.server.host if ":" not in settings.server.host else f"[{settings.server.host}]"
+        )
         print(
-            f"clipsearch: serving http://{url_host}:{settings.port}/ "
-            f"(API docs at /docs, model {settings.model}, data in {settings.data_dir})",
+            f"clipsearch: serving http://{url_host}:{settings.server.port}/ "
+            f"(API docs at /docs, model {settings.models.spec}, data in {settings.catalog.data_dir})",
             file=sys.stderr,
             flush=True,
         )
-        if not is_loopback(settings.host) and settings.api_token is None:
+        if not is_loopback(settings.server.host) and settings.server.api_token is None:
             print(
                 "clipsearch: WARNING: listening beyond loopback without an API token (--insecure)",
                 file=sys.stderr,
             )
         print(
             "clipsearch: answering to host names "
-            + ", ".join(settings.effective_allowed_hosts)
+            + ", ".join(settings.server.effective_allowed_hosts)
             + " (CLIPSEARCH_ALLOWED_HOSTS adds others); "
             + (
                 "reads and writes need the API token (sign in at /signin.html)"
-                if settings.token and not settings.public_read
+                if settings.token and not settings.server.public_read
                 else "reads are open, writes need the API token"
                 if settings.token
                 else "no API token: anyone who can connect may read and change the library"
@@ -346,7 +333,9 @@ def run(settings: Settings, library: Any = None) -> None:
             flush=True,
         )
         # the run file: `clipsearch search` asks this server (service.runfile)
-        run_file = write_run_file(settings.data_dir, settings.host, sock.getsockname()[1])
+        run_file = write_run_file(
+            settings.catalog.data_dir, settings.server.host, sock.getsockname()[1]
+        )
         try:
             uvicorn.Server(uvicorn_config(settings, app)).run(sockets=[sock])
         except OSError as exc:
@@ -354,7 +343,7 @@ def run(settings: Settings, library: Any = None) -> None:
                 raise
             # another program started listening on the port while this one was starting
             raise ServeError(
-                f"port {settings.port} on {settings.host} was taken while clipsearch started "
+                f"port {settings.server.port} on {settings.server.host} was taken while clipsearch started "
                 "(another program listens on it now): stop it, or choose another port with --port N"
             ) from None
         finally:

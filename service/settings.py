@@ -1,8 +1,12 @@
-"""Service settings: one ``Settings`` object, read from ``CLIPSEARCH_*`` variables and CLI flags.
+"""Service settings: the one settings tree, read from ``CLIPSEARCH_*`` variables and CLI flags.
 
-Nothing here runs at import time: ``Settings()`` is built by the CLI (or a test) and handed to
-``service.app.create_app``. Validators refuse values that would expose a library to the network
-by accident (a non-loopback address without a token) or that make no sense (limits <= 0).
+:class:`Settings` is clipsearch.indexer.settings.LibrarySettings (the library's groups, which the
+workers read the same way) with the service's groups: ``server``, ``folders``, ``limits``,
+``search``, ``serve``. It is read once at each edge: :func:`load_settings` at the API's start and
+:func:`settings_from_args` for each CLI command (flags mapped onto settings there, in
+:data:`FLAG_SETTINGS`); below the edges the typed groups are passed down. Nothing here runs at
+import time. Validators refuse values that would expose a library to the network by accident (a
+non-loopback address without a token) or that make no sense (limits <= 0).
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from clipsearch.indexer.settings import LibrarySettings
+from clipsearch.indexer.settings import LibrarySettings, SettingsGroup
 
 MIN_TOKEN_LENGTH = 16
 _LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"}
@@ -72,18 +76,8 @@ def _split_list(value: Any, paths: bool = True) -> Any:
     return value
 
 
-class Settings(LibrarySettings):
-    """Every knob of ``clipsearch serve`` and the API; env var = ``CLIPSEARCH_`` + upper-case name.
-
-    The library's own (data folder, catalog, broker, model, device, vector store) come from
-    :class:`indexer.settings.LibrarySettings`, the base the workers' settings share."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="CLIPSEARCH_", extra="ignore", validate_default=True, env_file=None
-    )
-
-    # where things live, the model, the device and the vector store: LibrarySettings (the
-    # fields the workers read the same way)
+class ServerSettings(SettingsGroup):
+    """Where the API listens, who may use it, and how long clients may hold a connection."""
 
     # network
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
@@ -112,102 +106,6 @@ class Settings(LibrarySettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS; empty (default) = CORS off."
     )
-
-    # what may be ingested
-    images: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="Folders `serve` ingests at start."
-    )
-    allowed_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list,
-        description="Folders under which POST /api/ingest and /api/folders may read, besides "
-        "the `images` folders.",
-    )
-
-    # watched folders
-    watch: bool = Field(
-        default=True,
-        description="`serve` watches the library's watched folders (the --images folders and "
-        "those added through the API, CLI or gallery) and ingests what changes; in a deployment "
-        "with several API replicas, turn it on in one of them only.",
-    )
-    rescan_interval_s: float = Field(
-        default=3600.0,
-        ge=0,
-        description="Seconds between full re-scans of each watched folder, the safety net for "
-        "drives that deliver no change events (0: only events).",
-    )
-    watch_debounce_s: float = Field(
-        default=2.0,
-        gt=0,
-        le=600,
-        description="Quiet seconds after a folder's last change before its ingest is queued.",
-    )
-
-    # limits
-    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="Largest upload.")
-    max_upload_pixels: int = Field(
-        default=12_000_000,
-        gt=0,
-        description="Most pixels decoded for a search-by-image upload (JPEGs count at the reduced "
-        "size they are decoded at: 1/2 to 1/8 of each side).",
-    )
-    upload_decode_slots: int = Field(
-        default=2, gt=0, le=64, description="Uploads decoded at once; the others wait."
-    )
-    upload_queue: int = Field(
-        default=8, ge=0, le=1024, description="Uploads that may wait for a slot; beyond: 503."
-    )
-    max_json_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest JSON body.")
-    search_k_max: int = Field(default=500, gt=0, description="Largest k a search may ask for.")
-    search_offset_max: int = Field(default=10_000, ge=0, description="Largest search offset.")
-    gallery_min_relevance: float = Field(
-        default=0.5,
-        ge=0.0,
-        le=1.0,
-        description="The gallery's default relevance cut (its slider starts here; 0: none).",
-    )
-    list_limit_max: int = Field(default=500, gt=0, description="Largest page of GET /api/images.")
-    max_query_chars: int = Field(default=1000, gt=0, description="Longest query text.")
-    max_negative_terms: int = Field(default=16, ge=0, description="Most negative texts per query.")
-
-    # query embedding
-    query_cache_size: int = Field(default=4096, ge=0, description="Cached query embeddings (LRU).")
-    batch_window_ms: float = Field(
-        default=0.0,
-        ge=0,
-        le=1000,
-        description="How long the text encoder waits for more queries before encoding one. 0: "
-        "none; queries that arrive while a batch is encoded form the next batch.",
-    )
-    batch_max: int = Field(default=32, gt=0, description="Most texts encoded in one batch.")
-    query_precision: Literal["exact", "int8", "fp16"] = Field(
-        default="int8",
-        description="How the API and `clipsearch search` encode query texts on a CPU: int8 (the "
-        "text tower's Linear weights in int8, several times faster, embeddings within a measured "
-        "drift of exact, see BENCHMARKS.md), fp16 (float16 weights, nearly exact, faster than "
-        "exact), exact (the float model, bit for bit). GPU models and non-CLIP families always "
-        "use exact. Images are always embedded exactly.",
-    )
-    compute_threads: int = Field(
-        default=1,
-        ge=0,
-        le=256,
-        description="torch and FAISS (OpenMP) threads per request in the API process (0: their "
-        "defaults). One is fastest for single queries on a shared CPU: concurrency comes from "
-        "batching and concurrent requests, not from thread teams spinning against each other.",
-    )
-    search_threads: int = Field(
-        default=2,
-        ge=1,
-        le=64,
-        description="Searches run at once in the API process; more wait their turn. A search is "
-        "mostly Python holding the GIL, so more threads than cores hand it around and serve "
-        "fewer queries per second, not more.",
-    )
-    inference_threads: int = Field(
-        default=2, gt=0, le=64, description="Threads for image decoding/encoding of queries."
-    )
-
     # connections (uvicorn and the app)
     max_connections: int = Field(
         default=100,
@@ -259,17 +157,6 @@ class Settings(LibrarySettings):
         "CLIPSEARCH_STALE_AFTER_S).",
     )
 
-    # serve
-    embedded_worker: bool = Field(
-        default=True, description="`serve` starts a Celery worker process beside the API."
-    )
-    preload_model: bool = Field(default=True, description="Load the model before taking requests.")
-
-    @field_validator("images", "allowed_roots", mode="before")
-    @classmethod
-    def _path_lists(cls, value: Any) -> Any:
-        return _split_list(value, paths=True)
-
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _origin_list(cls, value: Any) -> Any:
@@ -291,16 +178,6 @@ class Settings(LibrarySettings):
             if ":" in host and not host.startswith("["):
                 host = f"[{host}]"  # an IPv6 address as it appears in a Host header
             out.append(host)
-        return out
-
-    @field_validator("images", "allowed_roots", mode="after")
-    @classmethod
-    def _paths(cls, value: list[Path]) -> list[Path]:
-        out = []
-        for path in value:
-            if "\x00" in str(path):
-                raise ValueError("a folder path contains a NUL byte")
-            out.append(Path(path).expanduser().resolve())
         return out
 
     @field_validator("api_token", mode="after")
@@ -331,7 +208,7 @@ class Settings(LibrarySettings):
         return value
 
     @model_validator(mode="after")
-    def _safe(self) -> Settings:
+    def _safe(self) -> ServerSettings:
         if not is_loopback(self.host) and self.api_token is None and not self.insecure:
             raise ValueError(
                 f"refusing to listen on {self.host!r} (reachable from other machines) without an "
@@ -343,13 +220,6 @@ class Settings(LibrarySettings):
                 "list the origins explicitly"
             )
         return self
-
-    @property
-    def effective_allowed_roots(self) -> list[Path]:
-        """Where ingestion through the API may read: the images folders and the allowed_roots
-        (`serve --images A --allowed-root B` serves and ingests A, and lets the API add B)."""
-        roots = list(self.allowed_roots)
-        return roots + [p for p in self.images if p not in roots]
 
     @property
     def effective_allowed_hosts(self) -> list[str]:
@@ -368,3 +238,215 @@ class Settings(LibrarySettings):
     @property
     def token(self) -> str | None:
         return self.api_token.get_secret_value() if self.api_token is not None else None
+
+
+class FoldersSettings(SettingsGroup):
+    """The folders `serve` ingests and watches, and those the API may read under."""
+
+    # what may be ingested
+    images: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="Folders `serve` ingests at start."
+    )
+    allowed_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders under which POST /api/ingest and /api/folders may read, besides "
+        "the `images` folders.",
+    )
+    # watched folders
+    watch: bool = Field(
+        default=True,
+        description="`serve` watches the library's watched folders (the --images folders and "
+        "those added through the API, CLI or gallery) and ingests what changes; in a deployment "
+        "with several API replicas, turn it on in one of them only.",
+    )
+    rescan_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Seconds between full re-scans of each watched folder, the safety net for "
+        "drives that deliver no change events (0: only events).",
+    )
+    watch_debounce_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=600,
+        description="Quiet seconds after a folder's last change before its ingest is queued.",
+    )
+
+    @field_validator("images", "allowed_roots", mode="before")
+    @classmethod
+    def _path_lists(cls, value: Any) -> Any:
+        return _split_list(value, paths=True)
+
+    @field_validator("images", "allowed_roots", mode="after")
+    @classmethod
+    def _paths(cls, value: list[Path]) -> list[Path]:
+        out = []
+        for path in value:
+            if "\x00" in str(path):
+                raise ValueError("a folder path contains a NUL byte")
+            out.append(Path(path).expanduser().resolve())
+        return out
+
+    @property
+    def effective_allowed_roots(self) -> list[Path]:
+        """Where ingestion through the API may read: the images folders and the allowed_roots
+        (`serve --images A --allowed-root B` serves and ingests A, and lets the API add B)."""
+        roots = list(self.allowed_roots)
+        return roots + [p for p in self.images if p not in roots]
+
+
+class LimitsSettings(SettingsGroup):
+    """The largest requests, pages and queries the API takes."""
+
+    # limits
+    max_upload_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="Largest upload.")
+    max_upload_pixels: int = Field(
+        default=12_000_000,
+        gt=0,
+        description="Most pixels decoded for a search-by-image upload (JPEGs count at the reduced "
+        "size they are decoded at: 1/2 to 1/8 of each side).",
+    )
+    upload_decode_slots: int = Field(
+        default=2, gt=0, le=64, description="Uploads decoded at once; the others wait."
+    )
+    upload_queue: int = Field(
+        default=8, ge=0, le=1024, description="Uploads that may wait for a slot; beyond: 503."
+    )
+    max_json_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest JSON body.")
+    search_k_max: int = Field(default=500, gt=0, description="Largest k a search may ask for.")
+    search_offset_max: int = Field(default=10_000, ge=0, description="Largest search offset.")
+    gallery_min_relevance: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="The gallery's default relevance cut (its slider starts here; 0: none).",
+    )
+    list_limit_max: int = Field(default=500, gt=0, description="Largest page of GET /api/images.")
+    max_query_chars: int = Field(default=1000, gt=0, description="Longest query text.")
+    max_negative_terms: int = Field(default=16, ge=0, description="Most negative texts per query.")
+
+
+class SearchSettings(SettingsGroup):
+    """How queries are embedded and searched in the API process."""
+
+    # query embedding
+    query_cache_size: int = Field(default=4096, ge=0, description="Cached query embeddings (LRU).")
+    batch_window_ms: float = Field(
+        default=0.0,
+        ge=0,
+        le=1000,
+        description="How long the text encoder waits for more queries before encoding one. 0: "
+        "none; queries that arrive while a batch is encoded form the next batch.",
+    )
+    batch_max: int = Field(default=32, gt=0, description="Most texts encoded in one batch.")
+    query_precision: Literal["exact", "int8", "fp16"] = Field(
+        default="int8",
+        description="How the API and `clipsearch search` encode query texts on a CPU: int8 (the "
+        "text tower's Linear weights in int8, several times faster, embeddings within a measured "
+        "drift of exact, see BENCHMARKS.md), fp16 (float16 weights, nearly exact, faster than "
+        "exact), exact (the float model, bit for bit). GPU models and non-CLIP families always "
+        "use exact. Images are always embedded exactly.",
+    )
+    compute_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="torch and FAISS (OpenMP) threads per request in the API process (0: their "
+        "defaults). One is fastest for single queries on a shared CPU: concurrency comes from "
+        "batching and concurrent requests, not from thread teams spinning against each other.",
+    )
+    search_threads: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Searches run at once in the API process; more wait their turn. A search is "
+        "mostly Python holding the GIL, so more threads than cores hand it around and serve "
+        "fewer queries per second, not more.",
+    )
+    inference_threads: int = Field(
+        default=2, gt=0, le=64, description="Threads for image decoding/encoding of queries."
+    )
+
+
+class ServeSettings(SettingsGroup):
+    """What `clipsearch serve` starts beside the API."""
+
+    # serve
+    embedded_worker: bool = Field(
+        default=True, description="`serve` starts a Celery worker process beside the API."
+    )
+    preload_model: bool = Field(default=True, description="Load the model before taking requests.")
+
+
+class Settings(LibrarySettings):
+    """Every knob of ``clipsearch serve``, the API, the CLI and the workers: one tree of groups.
+
+    The library's groups (``catalog``, ``models``, ``store``, ``ocr``, ``worker``) come from
+    :class:`clipsearch.indexer.settings.LibrarySettings`, which the worker processes read the
+    same way; the service adds ``server``, ``folders``, ``limits``, ``search`` and ``serve``.
+    Every variable keeps its flat name (``CLIPSEARCH_PORT`` is ``server.port``); see the
+    module docstring of indexer.settings for the reading rules."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    folders: FoldersSettings = Field(default_factory=FoldersSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+
+    @property
+    def effective_allowed_roots(self) -> list[Path]:
+        """Where ingestion through the API may read (FoldersSettings.effective_allowed_roots)."""
+        return self.folders.effective_allowed_roots
+
+    @property
+    def token(self) -> str | None:
+        """The API token, if one is set."""
+        return self.server.token
+
+
+#: The CLI's flags (argparse destinations) -> the flat setting each sets: the one place flags
+#: meet settings. A switch sets True (or False: the ``no_`` ones) when given.
+FLAG_SETTINGS: dict[str, str] = {
+    "data_dir": "data_dir",
+    "database_url": "database_url",
+    "broker_url": "broker_url",
+    "model": "model",
+    "device": "device",
+    "host": "host",
+    "port": "port",
+    "images": "images",
+    "allowed_root": "allowed_roots",
+    "insecure": "insecure",
+    "no_worker": "embedded_worker",
+    "concurrency": "worker_concurrency",
+}
+
+
+def load_settings(*, report_unknown: bool = True, **overrides: Any) -> Settings:
+    """The settings of this process, read once at an edge (the API's start, a CLI command):
+    the ``CLIPSEARCH_*`` variables with ``overrides`` winning (flat names or groups). Unknown
+    ``CLIPSEARCH_*`` variables are logged with the closest known name; a bad value raises
+    :class:`~clipsearch.indexer.settings.SettingsError` naming the variable."""
+    return Settings.from_env(report_unknown=report_unknown, **overrides)
+
+
+def flag_overrides(args: Any, **extra: Any) -> dict[str, Any]:
+    """The settings a command's flags override (:data:`FLAG_SETTINGS`), for the flags given
+    (not None, not an unset switch, not an empty list), and ``extra`` (flat names; None: not
+    given)."""
+    overrides: dict[str, Any] = {}
+    for dest, name in FLAG_SETTINGS.items():
+        value = getattr(args, dest, None)
+        if value is None or value is False or value == []:
+            continue
+        if dest.startswith("no_") and value is True:
+            value = False  # --no-worker: embedded_worker=False
+        overrides[name] = value
+    overrides.update({k: v for k, v in extra.items() if v is not None})
+    return overrides
+
+
+def settings_from_args(args: Any, **extra: Any) -> Settings:
+    """The settings of a CLI command: the environment, with the flags the user gave winning
+    (:func:`flag_overrides`). The one place flags meet settings."""
+    return load_settings(**flag_overrides(args, **extra))

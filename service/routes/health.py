@@ -141,12 +141,12 @@ def _problems(state: ServiceState, index: dict[str, Any], authorised: bool) -> l
                 "the vector store: `clipsearch reindex` rebuilds it from the catalog",
             )
         )
-    data_dir = Path(settings.data_dir).expanduser()
+    data_dir = Path(settings.catalog.data_dir).expanduser()
     shown = str(data_dir) if authorised else "(CLIPSEARCH_DATA_DIR)"
-    disk = disk_problem(data_dir, settings.disk_free_min_mb, shown)
+    disk = disk_problem(data_dir, settings.server.disk_free_min_mb, shown)
     if disk is not None:
         problems.append(disk)
-    problems += stalled_jobs(state.library, settings.ingest_stall_s)
+    problems += stalled_jobs(state.library, settings.server.ingest_stall_s)
     return problems
 
 
@@ -166,15 +166,15 @@ async def health(request: Request, state: StateDep) -> HealthOut:
     if problems:
         status = "degraded"
     return HealthOut(
-        gallery_min_relevance=state.settings.gallery_min_relevance,
+        gallery_min_relevance=state.settings.limits.gallery_min_relevance,
         status=status,
         problems=problems,
         # the model of the index being served: after a re-index to another model it is the new
         # one at once, not only after the next search loads it into the encoder
         model=_shown_model(
-            str(stats.get("model") or state.model_name or state.settings.model), authorised
+            str(stats.get("model") or state.model_name or state.settings.models.spec), authorised
         ),
-        device=state.model_device or state.settings.device,
+        device=state.model_device or state.settings.models.device,
         images=ImageCounts(
             total=_int(images.get("total")),
             ready=_int(images.get("ready")),

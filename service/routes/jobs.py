@@ -75,8 +75,8 @@ def ingest(body: IngestIn, library: LibraryDep, settings: SettingsDep) -> JobOut
     folder = check_ingest_path(body.path, settings.effective_allowed_roots)
     from .health import disk_problem
 
-    data_dir = FsPath(settings.data_dir).expanduser()
-    full = disk_problem(data_dir, settings.disk_free_min_mb, str(data_dir))
+    data_dir = FsPath(settings.catalog.data_dir).expanduser()
+    full = disk_problem(data_dir, settings.server.disk_free_min_mb, str(data_dir))
     if full is not None:
         raise HTTPException(507, detail=f"{full.message}; the ingest was not queued")
     return job_out(library.submit_ingest(str(folder), recursive=body.recursive))
@@ -96,7 +96,9 @@ def reindex(library: LibraryDep, settings: SettingsDep, body: ReindexIn | None =
     """
     model = (body.model if body is not None else None) or None
     if model is not None:
-        model = check_model_spec(model, [settings.data_dir, *settings.effective_allowed_roots])
+        model = check_model_spec(
+            model, [settings.catalog.data_dir, *settings.effective_allowed_roots]
+        )
     return job_out(library.submit_reindex(model))
 
 

@@ -50,7 +50,7 @@ def get_session(request: Request, settings: SettingsDep) -> SessionOut:
     signed_in = token is not None and session_valid(token, cookie, revoked=revocations(request))
     return SessionOut(
         token_required=token is not None,
-        public_read=settings.public_read,
+        public_read=settings.server.public_read,
         signed_in=signed_in,
         csrf=csrf_for(token, cookie) if signed_in and token and cookie else None,
         expires_at=_expires(cookie) if signed_in and cookie else None,
@@ -73,7 +73,7 @@ def sign_in(
             detail="that is not the server's token: paste the value of CLIPSEARCH_API_TOKEN",
             headers={"WWW-Authenticate": 'Bearer realm="clipsearch"'},
         )
-    max_age = int(settings.session_hours * 3600)
+    max_age = int(settings.server.session_hours * 3600)
     value = make_session(token, max_age)
     response.set_cookie(
         SESSION_COOKIE,
@@ -87,7 +87,7 @@ def sign_in(
     )
     return SessionOut(
         token_required=True,
-        public_read=settings.public_read,
+        public_read=settings.server.public_read,
         signed_in=True,
         csrf=csrf_for(token, value),
         expires_at=int(time.time()) + max_age,

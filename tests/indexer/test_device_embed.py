@@ -53,7 +53,7 @@ def _library(folder: Path) -> list[Path]:
 
 
 def _ingest(
-    tmp: Path, name: str, model: Any, folder: Path
+    tmp: Path, name: str, model: Any, folder: Path, device_decode: str
 ) -> tuple[Any, dict[str, np.ndarray], dict]:
     sessions = session_factory(init_db(f"sqlite:///{tmp / (name + '.db')}"))
     with sessions() as s:
@@ -62,7 +62,16 @@ def _ingest(
     thumbs = tmp / f"thumbs-{name}"
     plan = plan_ingest(sessions, job_id, model_id=model_id, batch_size=4, thumb_dir=thumbs)
     for batch in plan.batches:
-        process_batch(sessions, model, job_id, batch, thumbs, model_id=model_id, embed_batch_size=3)
+        process_batch(
+            sessions,
+            model,
+            job_id,
+            batch,
+            thumbs,
+            model_id=model_id,
+            embed_batch_size=3,
+            device_decode=device_decode,
+        )
     with sessions() as s:
         vecs = {
             r.sha256: np.frombuffer(r.vector, dtype=np.float32)
@@ -89,11 +98,9 @@ def test_device_path_ingests_the_same_library_with_the_same_vectors(
 ) -> None:
     folder = tmp_path / "photos"
     _library(folder)
-    monkeypatch.setenv("CLIPSEARCH_DEVICE_DECODE", "off")
-    cpu_job, cpu_vecs, cpu_images = _ingest(tmp_path, "cpu", model, folder)
-    monkeypatch.setenv("CLIPSEARCH_DEVICE_DECODE", "on")
-    assert device_embed.wanted(model)
-    dev_job, dev_vecs, dev_images = _ingest(tmp_path, "dev", model, folder)
+    cpu_job, cpu_vecs, cpu_images = _ingest(tmp_path, "cpu", model, folder, "off")
+    assert device_embed.wanted(model, "on")
+    dev_job, dev_vecs, dev_images = _ingest(tmp_path, "dev", model, folder, "on")
 
     assert (dev_job.done, dev_job.failed) == (cpu_job.done, cpu_job.failed) == (12, 1)
     # same rows: states, content hashes, displayed sizes, a thumbnail for every ready image
@@ -114,7 +121,6 @@ def test_a_jpeg_replaced_between_the_two_reads_is_reported_not_mixed_up(
     folder.mkdir()
     target = write_image(folder / "x.jpg", seed=3, size=(320, 240))
     write_image(folder / "y.jpg", seed=4, size=(320, 240))
-    monkeypatch.setenv("CLIPSEARCH_DEVICE_DECODE", "on")
     real_read = device_embed._read_file
 
     def swap_then_read(path: str, *a: Any) -> Any:
@@ -123,7 +129,7 @@ def test_a_jpeg_replaced_between_the_two_reads_is_reported_not_mixed_up(
         return real_read(path, *a)
 
     monkeypatch.setattr(device_embed, "_read_file", swap_then_read)
-    job, vecs, images = _ingest(tmp_path, "swap", model, folder)
+    job, vecs, images = _ingest(tmp_path, "swap", model, folder, "on")
     assert images["y.jpg"][0] == "ready"
     state, sha = images["x.jpg"][:2]
     assert state == "failed"
@@ -132,8 +138,14 @@ def test_a_jpeg_replaced_between_the_two_reads_is_reported_not_mixed_up(
 
 
 def test_a_bad_setting_says_what_to_use(monkeypatch: pytest.MonkeyPatch, model: Any) -> None:
-    monkeypatch.setenv("CLIPSEARCH_DEVICE_DECODE", "gpu-please")
+    from clipsearch.indexer.settings import LibrarySettings
+
+    with pytest.raises(
+        IndexerError, match="CLIPSEARCH_DEVICE_DECODE: Input should be 'auto', 'on'"
+    ):
+        LibrarySettings.from_env({"CLIPSEARCH_DEVICE_DECODE": "gpu-please"})
     with pytest.raises(IndexerError, match="use auto, on or off"):
-        device_embed.wanted(model)
-    monkeypatch.setenv("CLIPSEARCH_DEVICE_DECODE", "auto")
-    assert not device_embed.wanted(model)  # a CPU model: nvJPEG is for CUDA devices only
+        device_embed.wanted(model, "gpu-please")
+    config = LibrarySettings.from_env({"CLIPSEARCH_DEVICE_DECODE": " AUTO "}).worker_config()
+    assert config.device_decode == "auto"
+    assert not device_embed.wanted(model, config.device_decode)  # nvJPEG: CUDA devices only

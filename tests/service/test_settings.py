@@ -112,20 +112,20 @@ def test_the_worker_reads_the_library_settings_as_the_api_does(
 ) -> None:
     """One settings model for both: same data folder default, same model, same store."""
     from clipsearch.indexer.errors import IndexerError
-    from clipsearch.indexer.worker import WorkerConfig
+    from clipsearch.indexer.settings import LibrarySettings
 
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     api = Settings()
-    worker = WorkerConfig.from_env({})
-    assert worker.data_dir == api.data_dir == (tmp_path / "xdg" / "clipsearch").resolve()
-    assert worker.model_spec == api.model
+    worker = LibrarySettings.from_env({}).worker_config()
+    assert worker.data_dir == api.catalog.data_dir == (tmp_path / "xdg" / "clipsearch").resolve()
+    assert worker.model_spec == api.models.spec
     monkeypatch.setenv("CLIPSEARCH_MODEL", "ViT-L-14")
     monkeypatch.setenv("CLIPSEARCH_MILVUS_URI", "http://milvus:19530")
     monkeypatch.setenv("CLIPSEARCH_EMBED_BATCH_SIZE", " 8 ")
-    monkeypatch.setenv("CLIPSEARCH_DECODE_WORKERS", "")  # empty: unset, as to_env writes it
-    api, worker = Settings(), WorkerConfig.from_env()
-    assert worker.model_spec == api.model == "ViT-L-14"
-    assert worker.store == api.store_config() and worker.store.kind == "milvus"
+    monkeypatch.setenv("CLIPSEARCH_DECODE_WORKERS", "")  # empty: unset
+    api, worker = Settings(), LibrarySettings.from_env().worker_config()
+    assert worker.model_spec == api.models.spec == "ViT-L-14"
+    assert worker.store == api.store.config() and worker.store.kind == "milvus"
     assert (worker.batch_size, worker.decode_workers) == (8, None)
     with pytest.raises(IndexerError, match="CLIPSEARCH_EMBED_BATCH_SIZE"):
-        WorkerConfig.from_env({"CLIPSEARCH_EMBED_BATCH_SIZE": "0"})
+        LibrarySettings.from_env({"CLIPSEARCH_EMBED_BATCH_SIZE": "0"})
