@@ -421,7 +421,6 @@ def start_worker_process(
                 "clipsearch.indexer.worker",
                 "--loglevel",
                 loglevel,
-                "--no-report-unknown",  # the parent's settings were read (and checked) already
             ],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -435,23 +434,24 @@ def start_worker_process(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m indexer.worker [--loglevel LEVEL]``: run a worker configured from the environment."""
+    """``python -m clipsearch.indexer.worker [--loglevel LEVEL]``: run a worker configured from
+    the environment (the library's groups of the settings tree, read once here).
+
+    Unknown ``CLIPSEARCH_*`` variables are reported by the edge that reads the whole tree
+    (``clipsearch worker``, ``clipsearch serve``, the API): this module knows only the library's
+    groups, and a child of ``serve`` inherits the API's variables, which are no typos."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m indexer.worker", description=__doc__)
-    parser.add_argument("--loglevel", default="INFO")
-    parser.add_argument(
-        "--no-report-unknown",
-        dest="report_unknown",
-        action="store_false",
-        help="do not warn about unknown CLIPSEARCH_* variables (a child: its parent did)",
+    parser = argparse.ArgumentParser(
+        prog="python -m clipsearch.indexer.worker", description=__doc__
     )
+    parser.add_argument("--loglevel", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        config = LibrarySettings.from_env(report_unknown=args.report_unknown).worker_config()
+        config = LibrarySettings.from_env().worker_config()
     except IndexerError as exc:
         log.error("%s", exc)
         return 2
