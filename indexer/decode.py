@@ -443,6 +443,38 @@ def load_reduced(img: Image.Image, short_side: int, long_side: int) -> Image.Ima
     return img
 
 
+def clean_temp_files(folder: str | os.PathLike[str], older_than_s: float = 600.0) -> int:
+    """Remove the temporary files (``.tmp-*``) a killed writer left in a thumbnail or preview
+    folder (``<folder>/ab/.tmp-....jpg``), if older than ``older_than_s`` (a live worker may be
+    writing one now). No link is followed. Returns how many were removed."""
+    import time
+
+    removed = 0
+    cutoff = time.time() - older_than_s
+    try:
+        shards = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for shard in shards:
+        if not shard.is_dir(follow_symlinks=False):
+            continue
+        try:
+            entries = list(os.scandir(shard.path))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(".tmp-"):
+                continue
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    if removed:
+        log.info("removed %d temporary file(s) left in %s by a stopped writer", removed, folder)
+    return removed
+
+
 def decode_file(
     path: str | os.PathLike[str],
     image_size: int,
@@ -741,6 +773,9 @@ def default_workers() -> int:
 
 
 def _worker_init() -> None:
+    from clipsearch.indexer import pool_guard
+
+    pool_guard.die_with_parent()  # SIGKILL when the forkserver (or spawning owner) dies
     with contextlib.suppress(Exception):
         import torch
 
@@ -777,6 +812,12 @@ class DecodePool:
                 ctx = multiprocessing.get_context(
                     "forkserver" if "forkserver" in methods else "spawn"
                 )
+                if ctx.get_start_method() == "forkserver":
+                    # the forkserver ends with this process, however it ends (pool_guard)
+                    from clipsearch.indexer import pool_guard
+
+                    os.environ[pool_guard.OWNER_ENV] = str(os.getpid())
+                    ctx.set_forkserver_preload(["__main__", "clipsearch.indexer.pool_guard"])  # type: ignore[attr-defined]
                 self._executor = ProcessPoolExecutor(
                     self.workers, mp_context=ctx, initializer=_worker_init
                 )

@@ -110,13 +110,14 @@ def worker_environment(config: WorkerConfig, environ: Mapping[str, str]) -> dict
 
 def create_worker_app(config: WorkerConfig) -> Celery:
     """The Celery app with clipsearch's tasks registered and a :class:`WorkerContext` attached."""
-    from . import duplicates
+    from . import duplicates, tag_jobs
     from .tasks import register_tasks
 
     app = make_celery(config.resolved_broker_url, queue_prefix=config.queue_prefix)
     app.clipsearch = WorkerContext(config)  # type: ignore[attr-defined]
     register_tasks(app)
     duplicates.register_tasks(app)
+    tag_jobs.register_tasks(app)
     return app
 
 
@@ -287,6 +288,10 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
 
     if is_embedded_broker(app.conf.broker_url or ""):
         _prune_embedded_broker(app)
+    from .decode import clean_temp_files
+
+    for derived in ("thumbnails", "previews"):  # half-written files of a killed worker
+        clean_temp_files(Path(config.data_dir) / derived)
     try:
         # Create or upgrade the schema (serialised with the API's own init_db by a lock): a worker
         # may start first on an empty database, or run a newer release than the API.
