@@ -12,11 +12,11 @@ Both give one :class:`Page` to print.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -84,27 +84,30 @@ def ask_server(url: str, args: argparse.Namespace, timeout: float = 30.0) -> Pag
     token = os.environ.get("CLIPSEARCH_API_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(
-        f"{url}/api/search", data=json.dumps(body).encode(), headers=headers, method="POST"
-    )
+    parsed = urllib.parse.urlsplit(url)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = json.loads(response.read())
-    except urllib.error.HTTPError as exc:
+        conn = http.client.HTTPConnection(
+            parsed.hostname or "127.0.0.1", parsed.port, timeout=timeout
+        )
         try:
-            detail = json.loads(exc.read()).get("detail")
-        except (ValueError, AttributeError):
-            detail = None
-        if exc.code == 401:
-            raise SearchError(
-                f"the server at {url} needs the API token: set CLIPSEARCH_API_TOKEN (or search "
-                "without it: --no-server)"
-            ) from None
-        if 400 <= exc.code < 500:
-            raise SearchError(str(detail or exc)) from None
-        raise ServerGone(f"{url} answered {exc.code}: {detail or exc.reason}") from None
-    except (OSError, ValueError) as exc:  # refused, reset, timed out, not JSON
+            conn.request("POST", "/api/search", body=json.dumps(body), headers=headers)
+            response = conn.getresponse()
+            status, raw = response.status, response.read()
+        finally:
+            conn.close()
+        data = json.loads(raw) if raw else {}
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, reset, not JSON
         raise ServerGone(f"{url}: {exc}") from None
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if status == 401:
+        raise SearchError(
+            f"the server at {url} needs the API token: set CLIPSEARCH_API_TOKEN (or search "
+            "without it: --no-server)"
+        )
+    if 400 <= status < 500:
+        raise SearchError(str(detail or f"the server refused the search ({status})"))
+    if status != 200:
+        raise ServerGone(f"{url} answered {status}: {detail}")
     hits = [{k: h.get(k) for k in HIT_FIELDS} for h in data.get("results", [])]
     return Page(
         hits,
@@ -134,20 +137,20 @@ def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
         negative,
         None,
         [Term(**t) for t in raw_terms],
-        max_chars=settings.limits.max_query_chars,
-        max_negative=settings.limits.max_negative_terms,
+        max_chars=settings.max_query_chars,
+        max_negative=settings.max_negative_terms,
     )
     service = SearchService(
         lib,
-        default_min_relevance=settings.limits.gallery_min_relevance,
-        max_k=settings.limits.search_k_max,
-        max_offset=settings.limits.search_offset_max,
+        default_min_relevance=settings.gallery_min_relevance,
+        max_k=settings.search_k_max,
+        max_offset=settings.search_offset_max,
     )
     service.check_page(args.k, args.offset)
     vectors: Any = []
     if plan.texts:
         language = query_language(lib.model, getattr(args, "lang", None))
-        embed = query_embedder(lib.model, settings.search.query_precision)
+        embed = query_embedder(lib.model, settings.query_precision)
         texts = [t for t, _ in plan.texts]
         vectors = embed(texts) if language is None else embed(texts, language=language)  # type: ignore[call-arg]
     images = [lib.image_vector(i) for i, _ in plan.images]  # NotFound: "image 17 does not exist"

@@ -107,12 +107,14 @@ def test_the_test_queries_are_not_the_background() -> None:
 
 def test_nonsense_finds_nothing_above_the_default_threshold(demo: Demo) -> None:
     for q in NONSENSE:
-        raw = demo.search(q, k=20)["results"]
-        assert len(raw) == 20  # without a threshold every query has "results" ...
+        raw = demo.search(q, k=20, min_relevance=0)["results"]
+        assert len(raw) == 20  # without a cut every query has "results" ...
         cut = demo.search(q, k=20, min_relevance=DEFAULT_MIN_RELEVANCE)
         assert cut["results"] == [], (q, raw[0])  # ... with it, a meaningless one has none
         assert cut["hidden"] == 100 and cut["hidden_more"] is True  # "100+ weaker results"
         assert max(x["relevance"] for x in raw) < DEFAULT_MIN_RELEVANCE
+        default = demo.search(q, k=20)  # the default cut is that cut, for every door
+        assert default["results"] == [] and default["min_relevance"] == DEFAULT_MIN_RELEVANCE
 
 
 def test_documented_examples_keep_their_correct_results(demo: Demo) -> None:
@@ -120,7 +122,7 @@ def test_documented_examples_keep_their_correct_results(demo: Demo) -> None:
     among them. (Right pictures further down can fall below it: "three yellow triangles" keeps 1
     of the 4 in its top 10 with this small model; they score 0.45 to 0.57.)"""
     for q, wanted in WANTED.items():
-        raw = demo.search(q, k=10)["results"]
+        raw = demo.search(q, k=10, min_relevance=0)["results"]
         shown = demo.search(q, k=100, min_relevance=DEFAULT_MIN_RELEVANCE)["results"]
         shown_ids = {x["id"] for x in shown}
         correct_top = [x["id"] for x in raw if demo.correct(x["id"], wanted)]
@@ -140,10 +142,14 @@ def test_an_image_term_moves_results_toward_that_image(demo: Demo) -> None:
         i for i, a in demo.attrs.items() if a.get("colour") == "blue" and a.get("shape") == "square"
     )
     neighbours = [h.id for h in lib.search(lib.image_vector(example), k=10, exclude=[example])]
-    text_only = [x["id"] for x in demo.search("a red circle", k=200)["results"]]
+    text_only = [x["id"] for x in demo.search("a red circle", k=200, min_relevance=0)["results"]]
     r = demo.client.post(
         "/api/search",
-        json={"terms": [{"text": "a red circle"}, {"image_id": example}], "k": 200},
+        json={
+            "terms": [{"text": "a red circle"}, {"image_id": example}],
+            "k": 200,
+            "min_relevance": 0,
+        },
     )
     assert r.status_code == 200, r.text
     mixed = [x["id"] for x in r.json()["results"]]
@@ -152,10 +158,16 @@ def test_an_image_term_moves_results_toward_that_image(demo: Demo) -> None:
 
 
 def test_a_negative_text_term_lowers_the_images_it_matches(demo: Demo) -> None:
-    plain = demo.client.post("/api/search", json={"terms": [{"text": "circles"}], "k": 40})
+    plain = demo.client.post(
+        "/api/search", json={"terms": [{"text": "circles"}], "k": 40, "min_relevance": 0}
+    )
     minus = demo.client.post(
         "/api/search",
-        json={"terms": [{"text": "circles"}, {"text": "red", "weight": -1}], "k": 40},
+        json={
+            "terms": [{"text": "circles"}, {"text": "red", "weight": -1}],
+            "k": 40,
+            "min_relevance": 0,
+        },
     )
     assert plain.status_code == minus.status_code == 200
     red = {"colour": "red"}
