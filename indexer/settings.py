@@ -73,10 +73,11 @@ NESTED = "__"  # CLIPSEARCH_<GROUP>__<FIELD>
 DEFAULT_MODEL = "ViT-B-32"  # the model of a new library (a library's catalog names its own)
 COMPRESSIONS = ("sq8", "fp16", "pq")  # IVF codes besides float32 (CLIPSEARCH_INDEX_COMPRESSION)
 
-#: Variables with the prefix that are not settings: read by the test suite only (deploy/README.md).
+#: Variables with the prefix that are not settings: read by the test suite only (deploy/README.md),
+#: and POOL_OWNER, the pid the decode pool's forkserver watches (indexer.pool_guard).
 NOT_SETTINGS = frozenset(
     ENV_PREFIX + name
-    for name in ("SHARED", "TEST_PG", "TEST_REDIS_HOST", "CHROMIUM", "SCREENSHOTS")
+    for name in ("SHARED", "TEST_PG", "TEST_REDIS_HOST", "CHROMIUM", "SCREENSHOTS", "POOL_OWNER")
 )
 
 # LibrarySettings.from_env(environ): that mapping instead of this process's environment
