@@ -341,4 +341,8 @@ def run_reindex(ctx: WorkerContext, job_id: int) -> int | None:
         if job is not None and job.state not in jobs.FINAL_STATES:
             job.params = {**(job.params or {}), "index_version": version, "model": spec}
             jobs.finish(session, job, "done")
+    if switching:  # the tags follow the model searches use now (indexer.tag_jobs)
+        from .tag_jobs import retag
+
+        retag(ctx, model, model_id)
     return version

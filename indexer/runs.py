@@ -112,6 +112,9 @@ def run_embed_batch(
     # every image of the job is searchable from every API replica.
     store_write(ctx, model_id, result.ready_ids, result.failed_ids)
     result.job_finished = ingest.finish_batch_job(ctx.Session, job_id, model_id)
+    from .tag_jobs import after_batch  # zero-shot tags for the new pictures (indexer.tag_jobs)
+
+    after_batch(ctx, app, model_id, result.ready_ids, result.job_finished)
     if result.job_finished and app is not None:
         maybe_auto_reindex(ctx, app)
         from . import duplicates
@@ -184,6 +187,10 @@ def run_resume(ctx: WorkerContext, app: Celery | None, job_id: int) -> None:
         from .duplicates import run_duplicates
 
         run_duplicates(ctx, job_id)
+    elif kind == "tags":
+        from .tag_jobs import run_tags
+
+        run_tags(ctx, job_id)
     else:
         with ctx.session() as session:
             job = session.get(Job, job_id)

@@ -1,0 +1,158 @@
+"""When does a picture get a tag: calibrated decisions, vector math only.
+
+A fixed cosine means nothing across models, libraries and tags: "food" may score 0.28 on every
+plate and "documents" 0.22 on every page, and a random model scores everything alike. So each
+tag's threshold is chosen from this library's score distribution for a target precision:
+
+1. **What no match looks like.** The background queries the relevance calibration uses
+   (:func:`indexer.relevance.background_texts`: strings of random letters) are turned into
+   *meaningless tags* through the same template ensemble as a real tag, and scored against the
+   library. Each one's scores are standardised by their own median and MAD; pooled, they are the
+   shape of a "nothing here" score distribution in this library with this model (:class:`Null`).
+2. **One tag.** The tag's own scores over the library are standardised the same way (the bulk of
+   a library does not show the tag). Going down from the top, after ``c`` images with a
+   standardised score at least ``z``, the background predicts ``N * P_null(Z >= z)`` of them by
+   chance, so the precision is about ``1 - N * P_null(Z >= z) / c`` (Benjamini-Hochberg's
+   estimate). The threshold is the lowest score whose estimated precision is still at least the
+   target (:data:`TARGET_PRECISION`), and never below the best match a meaningless tag finds
+   (:attr:`Null.floor`): a model that cannot tell the tag from noise assigns (almost) nothing.
+3. **Groups.** Tags of one group exclude each other ("indoor" / "outdoor"): a picture takes only
+   the group's best tag by raw cosine (the paper's zero-shot classification), and only when it
+   beats the runner-up by :data:`MARGIN_SCALES` of the tag's spread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+#: The precision a tag's threshold is chosen for (estimated against the background).
+TARGET_PRECISION = 0.9
+#: A group's winner must beat the runner-up by this many robust standard deviations of its own
+#: scores over the library.
+MARGIN_SCALES = 0.25
+#: The smallest spread a score distribution is given (cosine units).
+MIN_SCALE = 1e-4
+#: Library vectors a calibration reads at most (a uniform sample beyond).
+CALIBRATION_SAMPLE = 50_000
+#: Meaningless tags the background is made of (each through the tag's template ensemble).
+BACKGROUND_TAGS = 16
+_MAD_TO_SD = 1.4826
+
+
+def robust(scores: np.ndarray) -> tuple[float, float]:
+    """Median and MAD-based standard deviation of a score column (at least :data:`MIN_SCALE`)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return 0.0, 1.0
+    loc = float(np.median(s))
+    scale = _MAD_TO_SD * float(np.median(np.abs(s - loc)))
+    return loc, max(scale, MIN_SCALE)
+
+
+@dataclass(frozen=True)
+class Null:
+    """Each meaningless tag's standardised scores over the library (sorted rows), and the
+    highest best match any of them finds."""
+
+    z: np.ndarray  # float64 [B, n], each row ascending
+    floor: float
+
+    @classmethod
+    def of(cls, background_scores: np.ndarray) -> Null:
+        """From the scores ``[n images, B meaningless tags]``."""
+        b = np.asarray(background_scores, dtype=np.float64)
+        if b.size == 0:
+            return cls(np.zeros((0, 0)), math.inf)
+        rows = []
+        for j in range(b.shape[1]):
+            loc, scale = robust(b[:, j])
+            rows.append(np.sort((b[:, j] - loc) / scale))
+        return cls(np.stack(rows), float(b.max()))
+
+    def tail(self, z: np.ndarray) -> np.ndarray:
+        """P(Z >= z) of a typical meaningless tag: the median over the background's tags (a
+        meaningless string that happens to point at something the library holds is one of
+        them, not the rule)."""
+        zz = np.asarray(z, dtype=np.float64)
+        if self.z.size == 0:
+            return np.ones_like(zz)
+        n = self.z.shape[1]
+        tails = [1.0 - np.searchsorted(row, zz, side="left") / n for row in self.z]
+        return np.median(np.stack(tails), axis=0)
+
+
+@dataclass(frozen=True)
+class TagThreshold:
+    """A tag's calibrated decision rule for one model and library."""
+
+    threshold: float  # the raw cosine an image needs (inf: the tag assigns nothing)
+    location: float  # median score over the library
+    scale: float  # robust standard deviation of the scores over the library
+    precision: float  # the precision estimated at the threshold (0 when it assigns nothing)
+    expected: int  # images of the calibration sample at or above the threshold
+
+    def margin(self) -> float:
+        return MARGIN_SCALES * self.scale
+
+
+NOTHING = TagThreshold(math.inf, 0.0, 1.0, 0.0, 0)
+
+
+def calibrate_tag(
+    scores: np.ndarray, null: Null, target_precision: float = TARGET_PRECISION
+) -> TagThreshold:
+    """The threshold of one tag from its scores over the library (or a sample of it)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return NOTHING
+    loc, scale = robust(s)
+    desc = np.sort(s)[::-1]
+    z = (desc - loc) / scale
+    counts = np.arange(1, desc.size + 1, dtype=np.float64)
+    precision = 1.0 - s.size * null.tail(z) / counts
+    ok = np.flatnonzero((precision >= target_precision) & (z > 0))
+    if ok.size == 0:
+        return TagThreshold(math.inf, loc, scale, 0.0, 0)
+    last = int(ok[-1])  # the most images whose estimated precision still meets the target
+    return TagThreshold(float(desc[last]), loc, scale, float(precision[last]), last + 1)
+
+
+def calibrate(
+    scores: np.ndarray, null: Null | Sequence[Null], target_precision: float = TARGET_PRECISION
+) -> list[TagThreshold]:
+    """:func:`calibrate_tag` for each column of ``scores [n, K]`` (one null, or one per tag)."""
+    nulls = [null] * scores.shape[1] if isinstance(null, Null) else list(null)
+    return [calibrate_tag(scores[:, k], nulls[k], target_precision) for k in range(scores.shape[1])]
+
+
+def decide(
+    scores: np.ndarray,
+    thresholds: Sequence[float],
+    margins: Sequence[float],
+    groups: Sequence[str | None],
+) -> np.ndarray:
+    """Which tags each picture gets: bool ``[n, K]`` from raw scores ``[n, K]``. A tag needs its
+    threshold; within a group only the best tag may be kept, by at least its margin."""
+    s = np.asarray(scores, dtype=np.float32)
+    keep = s >= np.asarray(thresholds, dtype=np.float32)[None, :]
+    by_group: dict[str, list[int]] = {}
+    for k, g in enumerate(groups):
+        if g:
+            by_group.setdefault(g, []).append(k)
+    for cols in by_group.values():
+        if len(cols) < 2:
+            continue
+        sub = s[:, cols]
+        order = np.argsort(-sub, axis=1)
+        best, second = order[:, 0], order[:, 1]
+        rows = np.arange(s.shape[0])
+        gap = sub[rows, best] - sub[rows, second]
+        need = np.asarray(margins, dtype=np.float32)[np.asarray(cols)][best]
+        winner = np.zeros_like(sub, dtype=bool)
+        winner[rows, best] = gap >= need
+        keep[:, cols] &= winner
+    return keep
