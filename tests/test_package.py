@@ -7,6 +7,7 @@ package of the same name would clash with. A wheel built from the repository wor
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -72,10 +73,20 @@ def test_a_wheel_installed_in_a_fresh_venv_serves_a_search(tmp_path: Path) -> No
     from clipsearch.model.checkpoints import save_pretrained
     from clipsearch.model.testing import tiny_model
 
+    # from a copy: setuptools writes its build/ folder into the tree it builds
+    source = tmp_path / "source"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "node_modules", "build", "dist", "data", "__pycache__", "*.egg-info"
+        ),
+        symlinks=True,
+    )
     wheels = tmp_path / "wheels"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(REPO)],
+         "-w", str(wheels), str(source)],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr[-3000:]
