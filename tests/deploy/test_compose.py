@@ -47,7 +47,7 @@ def test_every_dockerfile_and_what_it_copies_exists(compose: dict) -> None:
         dockerfile = REPO / build["context"] / build["dockerfile"]
         assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
         for line in dockerfile.read_text().splitlines():
-            if line.startswith("COPY "):
+            if line.startswith("COPY ") and "--from=" not in line:  # not another stage's
                 for src in shlex.split(line)[1:-1]:
                     assert (REPO / build["context"] / src).exists(), (
                         f"{dockerfile.name}: COPY {src}"
@@ -84,7 +84,12 @@ def test_every_command_is_one_the_cli_accepts(compose: dict) -> None:
 def test_every_clipsearch_setting_in_compose_is_read_by_the_code(compose: dict) -> None:
     from clipsearch.service.settings import Settings
 
-    fields = {f"CLIPSEARCH_{name.upper()}" for name in Settings.model_fields}
+    table = getattr(Settings, "env_table", None)  # the settings tree: every flat variable
+    fields = (
+        {name for name in table() if "__" not in name}
+        if table is not None
+        else {f"CLIPSEARCH_{name.upper()}" for name in Settings.model_fields}
+    )
     read_elsewhere = {"CLIPSEARCH_CACHE"}  # model/registry.py: where weights are cached
     registry_src = (REPO / "model" / "registry.py").read_text()
     assert "CLIPSEARCH_CACHE" in registry_src
@@ -96,23 +101,22 @@ def test_every_clipsearch_setting_in_compose_is_read_by_the_code(compose: dict) 
     assert not unknown, f"compose sets variables the code never reads: {unknown}"
 
 
-@pytest.mark.parametrize(
-    ("status", "healthy"), [("ok", True), ("starting", False), ("degraded", False)]
-)
-def test_api_healthcheck_passes_only_when_the_service_is_ok(
-    compose: dict, status: str, healthy: bool
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_api_healthcheck_passes_only_when_the_service_is_ready(
+    compose: dict, status: int, healthy: bool
 ) -> None:
-    """The api container's healthcheck, run against a stand-in /api/health on 127.0.0.1."""
+    """The api container's healthcheck, run against a stand-in /api/health/ready on 127.0.0.1
+    (503: a part is not ready)."""
     import http.server
     import subprocess
     import sys
     import threading
 
-    body = json.dumps({"status": status}).encode()
+    body = json.dumps({"status": "ready" if status == 200 else "not ready"}).encode()
 
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200 if self.path == "/api/health" else 404)
+            self.send_response(status if self.path == "/api/health/ready" else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(body)
@@ -150,3 +154,21 @@ def test_milvus_profile_is_pinned_healthy_and_wired_to_api_and_workers(compose: 
     for name in ("api", "worker-gpu", "worker-cpu"):
         assert "CLIPSEARCH_MILVUS_URI" in services[name]["environment"], name
     assert services["milvus"]["expose"] == ["19530"]
+
+
+def test_images_are_pinned_and_workers_skip_the_http_check(compose: dict) -> None:
+    for name, service in compose["services"].items():
+        image = service["image"]
+        tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+        assert tag and tag not in ("latest", "16", "7", "2"), f"{name}: pin {image} to a release"
+    for name in ("worker-gpu", "worker-cpu"):  # no HTTP server in a worker
+        assert compose["services"][name]["healthcheck"] == {"disable": True}, name
+
+
+def test_env_example_lists_every_variable_compose_reads() -> None:
+    """.env.example (copied to .env) names each ${VAR} of the compose file, and only those."""
+    used = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE.read_text()))
+    example = (REPO / ".env.example").read_text()
+    listed = set(re.findall(r"^([A-Z_]+)=", example, flags=re.M))
+    assert used == listed, (sorted(used - listed), sorted(listed - used))
+    assert "/.env" in (REPO / ".gitignore").read_text().splitlines(), "keep .env out of git"
