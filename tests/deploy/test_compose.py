@@ -23,7 +23,7 @@ def compose() -> dict:
 
 def test_compose_file_matches_the_compose_specification(compose: dict) -> None:
     schema = json.loads((REPO / "deploy" / "schema" / "compose-spec.json").read_text())
-    validator = jsonschema.Draft201909Validator(schema)
+    validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
 
@@ -34,7 +34,7 @@ def test_schema_check_catches_a_broken_compose_file(compose: dict) -> None:
     broken = json.loads(json.dumps(compose))
     broken["services"]["api"]["helthcheck"] = broken["services"]["api"].pop("healthcheck")
     broken["services"]["redis"]["ports"] = "6379"
-    messages = [e.message for e in jsonschema.Draft201909Validator(schema).iter_errors(broken)]
+    messages = [e.message for e in jsonschema.Draft7Validator(schema).iter_errors(broken)]
     assert any("helthcheck" in m for m in messages)
     assert len(messages) >= 2
 
