@@ -1,6 +1,7 @@
 // @ts-check
 // One page of the current view, as the API gives it: browsing (keyset cursors), a text search,
-// "more like this" (with or without words) and a search by an uploaded image. The relevance cut
+// "more like this" (with or without words) and a search by an uploaded image; a search's next
+// page starts at the last one's `next_cursor` (an offset where none is given). The relevance cut
 // is the server's: `min_relevance` is sent only when the user chose one, and the cut the answer
 // says it applied is passed on (the header and the slider show it).
 
@@ -17,12 +18,22 @@ export const PAGE = 40; // tiles per request (infinite scroll)
 const IMAGE_OFFSET_MAX = 2000; // an image search stops paging here (each page re-sends the upload)
 
 /**
- * What a search answer adds to its results: how many the cut left out, the cut, the time.
+ * A search answer as a page: its results (`keep` leaves some out of the grid), whether more
+ * follow and where they start, how many the cut left out, the cut it applied, the time.
  * @param {any} data
- * @returns {Pick<Page, 'hidden' | 'hiddenMore' | 'cut' | 'tookMs'>}
+ * @param {(item: Item) => boolean} [keep]
+ * @returns {Page}
  */
-function searchFacts(data) {
+function searchPage(data, keep = () => true) {
+  /** @type {Item[]} */
+  const results = Array.isArray(data?.results) ? data.results : [];
+  // `has_more` where the server says it (an older one did not: a short page was the last)
+  const more = typeof data?.has_more === 'boolean' ? data.has_more : results.length >= PAGE;
   return {
+    items: results.filter(keep),
+    consumed: results.length,
+    done: !more,
+    cursor: typeof data?.next_cursor === 'string' && data.next_cursor ? data.next_cursor : null,
     hidden: data?.hidden,
     hiddenMore: Boolean(data?.hidden_more),
     cut: appliedCut(data),
@@ -31,25 +42,19 @@ function searchFacts(data) {
 }
 
 /**
- * @param {any} data
- * @returns {Item[]}
- */
-const resultsOf = (data) => (Array.isArray(data?.results) ? data.results : []);
-
-/**
  * The next page of the current view.
  * @param {AbortSignal} signal
  * @returns {Promise<Page>}
  */
 export async function fetchPage(signal) {
-  const { query, filters, offset } = state;
+  const { query, filters, offset, cursor } = state;
   const min = state.cutOverride; // null: the server's default cut
   const sort = state.sort !== 'relevance' ? state.sort : null;
   if (query.mode === 'browse') {
     // keyset paging: each page starts after the last id (or capture date) seen: a range read
     const byDate = sort !== null;
-    const cursor = byDate ? { after_key: state.browseKey } : { after: state.browseAfter };
-    const params = filtersParams(filters, queryString({ ...cursor, limit: PAGE, sort }));
+    const keyset = byDate ? { after_key: state.browseKey } : { after: state.browseAfter };
+    const params = filtersParams(filters, queryString({ ...keyset, limit: PAGE, sort }));
     const data = await api(`/api/images?${params}`, { signal });
     /** @type {Item[]} */
     const items = Array.isArray(data?.items) ? data.items : [];
@@ -67,17 +72,18 @@ export async function fetchPage(signal) {
   const lang = langParam(state.lang, state.langs);
   const langBody = lang ? { lang } : {};
   const cutBody = min !== null ? { min_relevance: min } : {};
+  // the next page starts after the last one's cursor (as deep as the first); else at an offset
+  const at = cursor ? { cursor } : { offset };
   if (query.mode === 'text') {
     const body = filtersBody(filters);
     const data = body
       ? await api('/api/search', {
           method: 'POST',
-          json: { text: query.q, k: PAGE, offset, ...cutBody, sort: sort ?? 'relevance', filters: body, ...langBody },
+          json: { text: query.q, k: PAGE, ...at, ...cutBody, sort: sort ?? 'relevance', filters: body, ...langBody },
           signal,
         })
-      : await api(`/api/search?${queryString({ q: query.q, k: PAGE, offset, min_relevance: min, sort, lang })}`, { signal });
-    const results = resultsOf(data);
-    return { items: results, consumed: results.length, done: results.length < PAGE, ...searchFacts(data) };
+      : await api(`/api/search?${queryString({ q: query.q, k: PAGE, ...at, min_relevance: min, sort, lang })}`, { signal });
+    return searchPage(data);
   }
   if (query.mode === 'similar') {
     const data = query.likeText
@@ -87,7 +93,7 @@ export async function fetchPage(signal) {
           json: {
             terms: [{ image_id: Number(query.likeId) }, { text: query.likeText }],
             k: PAGE,
-            offset,
+            ...at,
             ...cutBody,
             sort: sort ?? 'relevance',
             filters: filtersBody(filters),
@@ -95,26 +101,19 @@ export async function fetchPage(signal) {
           },
           signal,
         })
-      : await api(`/api/images/${idPath(query.likeId)}/similar?${filtersParams(filters, queryString({ k: PAGE, offset, min_relevance: min, sort }))}`, {
+      : await api(`/api/images/${idPath(query.likeId)}/similar?${filtersParams(filters, queryString({ k: PAGE, ...at, min_relevance: min, sort }))}`, {
           signal,
         });
-    const results = resultsOf(data);
     // the API leaves the image itself out (an older server did not)
-    const kept = results.filter((r) => String(r.id) !== query.likeId);
-    return { items: kept, consumed: results.length, done: results.length < PAGE, ...searchFacts(data) };
+    return searchPage(data, (r) => String(r.id) !== query.likeId);
   }
   // image: the upload goes with every page (the API keeps no state between requests)
   const file = query.imageFile;
   if (!file) return { items: [], consumed: 0, done: true };
   const form = new FormData();
   form.append('file', file, file.name || 'image');
-  const params = filtersParams(filters, queryString({ k: PAGE, offset, min_relevance: min, sort }));
+  const params = filtersParams(filters, queryString({ k: PAGE, ...at, min_relevance: min, sort }));
   const data = await api(`/api/search/image?${params}`, { method: 'POST', form, signal });
-  const results = resultsOf(data);
-  return {
-    ...searchFacts(data),
-    items: results,
-    consumed: results.length,
-    done: results.length < PAGE || offset + results.length >= IMAGE_OFFSET_MAX,
-  };
+  const page = searchPage(data);
+  return { ...page, done: page.done || offset + page.consumed >= IMAGE_OFFSET_MAX };
 }

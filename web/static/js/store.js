@@ -54,6 +54,7 @@ import { clamp } from './util.js';
  * @property {number | null} [cut] a search: the relevance cut its answer says it applied
  * @property {unknown} [after] browsing: the next page's cursor (`next_after`)
  * @property {unknown} [afterKey] browsing by date: the next page's cursor (`next_after_key`)
+ * @property {string | null} [cursor] a search: the next page's cursor (`next_cursor`)
  */
 
 /** @typedef {'query' | 'cut' | 'sort' | 'lang' | 'langs' | 'filters' | 'results' | 'detail' | 'library'} Change */
@@ -84,6 +85,7 @@ const mutable = {
   offset: 0,
   browseAfter: /** @type {unknown} */ (null), // browse mode: the `next_after` cursor
   browseKey: /** @type {unknown} */ (null), // browse by date: the `next_after_key` cursor
+  cursor: /** @type {string | null} */ (null), // a search: the `next_cursor` of the last page
   done: false,
   loading: false,
   failed: false,
@@ -223,6 +225,7 @@ export function startRun() {
     offset: 0,
     browseAfter: null,
     browseKey: null,
+    cursor: null,
     hidden: null,
     hiddenMore: false,
     done: false,
@@ -263,6 +266,7 @@ export function addPage(page) {
   if (page.total !== undefined) mutable.total = page.total;
   if ('after' in page) mutable.browseAfter = page.after ?? null;
   if ('afterKey' in page) mutable.browseKey = page.afterKey ?? null;
+  if ('cursor' in page) mutable.cursor = page.cursor ?? null;
   if (typeof page.hidden === 'number') {
     mutable.hidden = page.hidden;
     mutable.hiddenMore = Boolean(page.hiddenMore);

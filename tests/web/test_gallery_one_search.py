@@ -1,0 +1,69 @@
+"""The gallery's side of "one search behind every door" (issue 21): the page shows the same ids,
+in the same order and under the same cut, as the API answers to the same query; it asks for no
+cut of its own and pages with the server's `next_cursor`, down to the last result."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, quote, urlparse
+
+import pytest
+from playwright.sync_api import expect
+from test_gallery import PAGE_SIZE, tiles, wait_for_grid
+
+pytestmark = pytest.mark.browser
+
+QUERY = "a photo"
+
+
+def _api_pages(server: Any, **params: Any) -> list[dict[str, Any]]:
+    """Every page of a search, following `next_cursor` as any client would."""
+    pages: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        wanted = {**params, "k": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
+        page = server.api("/api/search", **wanted).json()
+        pages.append(page)
+        cursor = page.get("next_cursor")
+        if not page.get("has_more") or not cursor:
+            return pages
+
+
+def test_the_gallery_shows_what_the_api_answers_page_after_page(
+    page: Any, live_server: Any
+) -> None:
+    pages = _api_pages(live_server, q=QUERY)
+    want = [hit["id"] for p in pages for hit in p["results"]]
+    cut = pages[0]["min_relevance"]  # the server's one default cut, echoed
+    assert len(pages) >= 2, "the library should hold more than one page for this query"
+
+    asked: list[dict[str, list[str]]] = []
+    page.on(
+        "request",
+        lambda r: (
+            asked.append(parse_qs(urlparse(r.url).query))
+            if urlparse(r.url).path == "/api/search"
+            else None
+        ),
+    )
+    page.goto(f"/?q={quote(QUERY)}")
+    wait_for_grid(page)
+    page.locator("#sentinel").scroll_into_view_if_needed()  # infinite scroll to the end
+    expect(tiles(page)).to_have_count(len(want))
+    expect(page.locator("#load-more")).to_be_hidden()
+    assert [int(t.get_attribute("data-id") or 0) for t in tiles(page).all()] == want
+    # each tile shows the relevance it is ordered by, as the API gives it
+    first = pages[0]["results"][0]
+    label = tiles(page).first.get_attribute("aria-label") or ""
+    assert label.endswith(f", relevance {first['relevance']:.2f}")
+    expected = "any" if cut == 0 else f"{cut:.2f}"
+    expect(page.locator("#min-score-value")).to_have_text(expected)
+    expect(page.locator("#status")).to_have_text(re.compile(rf"^{len(want)} results for “{QUERY}”"))
+
+    # the gallery asked for no cut, and the second page started at the first one's cursor
+    assert len(asked) == len(pages)
+    assert all("min_relevance" not in a for a in asked)
+    assert "cursor" not in asked[0]
+    assert asked[1]["cursor"] == [pages[0]["next_cursor"]]
+    assert "offset" not in asked[1]
