@@ -270,7 +270,7 @@ def _probes(lib: Library) -> dict[str, Callable[[], Any]]:
     """What a user does, as calls on one library: search by text and by image, browse deep."""
     model = lib.model
     counter = iter(range(10**9))
-    total = lib.stats()["images"]["total"]
+    total = lib.stats().images.total
     with lib.Session() as s:
         ids = list(s.scalars(sa.select(Image.id).where(Image.state == "ready").limit(50)))
         deep = int(
@@ -410,7 +410,7 @@ def run_one(
         wait_index(lib)  # the automatic rebuild a big ingest queues
         res["worker_peak_rss_mb"] = rss_mb(worker.pid, "VmHWM")
         lib.refresh_index()
-        res["index"] = lib.stats()["index"]
+        res["index"] = lib.stats().as_dict()["index"]
         some_id = lib.list_images(limit=1, state="ready")[0][0].id
         res["at_1k"], res["at_full"] = compare_views(small, lib)
         print(f"[{kind}] 1k: {res['at_1k']}\n[{kind}] full: {res['at_full']}", flush=True)
@@ -559,7 +559,7 @@ def main() -> None:
             model_dir = save_pretrained(tiny_model(seed=0), Path(tmp) / "tiny-model")
             for d in args.rss:
                 with Library(LibraryConfig(data_dir=d, model_spec=str(model_dir))) as lib:
-                    n = lib.stats()["images"]["total"]
+                    n = lib.stats().images.total
                 print(f"{d}: {n} images, peak RSS {serving_rss(d, model_dir):.0f} MB", flush=True)
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -1,9 +1,11 @@
-"""A worker process's state, shared by the job functions (indexer.runs, indexer.reindex) and the
-worker that runs them (indexer.worker): configuration, catalog sessions, the decoder pool and the
-model cache; and which model and index folder a library uses.
+"""The shared contexts: :class:`CatalogContext`, what a library's services (indexer.serving,
+images, removals, folders, job_queue, stats) share, and :class:`WorkerContext`, a worker
+process's state shared by the job functions (indexer.runs, indexer.reindex) and the worker that
+runs them (indexer.worker): configuration, catalog sessions, the decoder pool and the model
+cache; and which model and index folder a library uses.
 
 It sits below them, so imports go one way: catalog <- vector_store <- context <- jobs <- ingest
-<- reindex <- runs <- tasks <- worker.
+<- reindex <- runs <- tasks <- worker, and context <- serving <- images <- removals <- library.
 """
 
 from __future__ import annotations
@@ -11,25 +13,86 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from . import catalog
 from .catalog import Embedding, ModelRecord
-from .errors import IndexerError
+from .errors import IndexerError, NotFound
 from .vector_store import active_index_row
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_LIST",
+    "MAX_ROW_ID",
+    "CatalogContext",
     "WorkerContext",
     "active_model_spec",
+    "as_id",
     "index_dir",
     "library_model_spec",
     "normalise_spec",
 ]
+
+
+MAX_LIST = 1000  # the longest page a listing returns
+MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integers in the catalog
+
+
+def as_id(value: Any, what: str = "image") -> int:
+    """A catalog id given by a caller, checked: NotFound unless a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise NotFound(f"{what} id {value!r} is not an integer")
+    if value < 1 or value > 2**63 - 1:
+        raise NotFound(f"{what} {value} does not exist")
+    return int(value)
+
+
+class CatalogContext:
+    """What a library's services share: the data folder, the catalog's engine and sessions, and
+    the folders files may be read from (``roots``; None: any folder). One per Library; each
+    service can also be built over one alone (tests, tools)."""
+
+    def __init__(self, data_dir: Path, engine: Engine, roots: Sequence[Path] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.engine = engine
+        self.Session: sessionmaker[Session] = catalog.session_factory(engine)
+        self.roots: list[Path] | None = (
+            None if roots is None else [Path(r).expanduser().resolve() for r in roots]
+        )
+
+    @classmethod
+    def open(
+        cls, data_dir: Path, database_url: str | None = None, roots: Sequence[Path] | None = None
+    ) -> CatalogContext:
+        """The context of the library in ``data_dir`` (created if new), its catalog migrated."""
+        folder = Path(data_dir).expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        engine = catalog.init_db(database_url or catalog.default_database_url(folder))
+        return cls(folder, engine, roots)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        with self.Session() as session:
+            yield session
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.data_dir / "thumbnails"
+
+    @property
+    def trash_dir(self) -> Path:
+        return self.data_dir / "trash"
+
+    def dispose(self) -> None:
+        self.engine.dispose()
 
 
 def normalise_spec(spec: str) -> str:
@@ -76,8 +139,6 @@ class WorkerContext:
     """Per-process state of a worker: config, catalog sessions, and the model cache."""
 
     def __init__(self, config: Any) -> None:  # an indexer.worker.WorkerConfig
-        from . import catalog
-
         self.config = config
         self.data_dir = Path(config.data_dir).expanduser().resolve()
         self.engine = catalog.make_engine(config.resolved_database_url)

@@ -1,16 +1,17 @@
-"""What the service may ask of a library: :class:`LibraryFacade`, the typed surface of
+"""What the service may ask of a library: one Protocol per library service, and
+:class:`LibraryFacade`, their sum with the search members, the typed surface of
 :class:`indexer.library.Library` that service/ depends on.
 
-The service types its library with this Protocol, the real Library is checked against it (in
-indexer/library.py) and so is the service tests' stand-in, so neither side can drift from the
-other without mypy saying so. Members the service only probes with ``getattr`` (``calibration``,
-``refresh_index``, ``config``) are optional and not part of it.
+Each service class is checked against its Protocol (at the end of its module: indexer.serving,
+images, removals, folders, job_queue, stats), the real Library against :class:`LibraryFacade`
+(in indexer/library.py) and so is the service tests' stand-in, so no side can drift from the
+other without mypy saying so.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -25,10 +26,109 @@ from .types import (
     SearchFilters,
 )
 
-__all__ = ["LibraryFacade"]
+if TYPE_CHECKING:
+    from .ocr import OcrConfig
+    from .relevance import Calibration
+    from .stats import LibraryStats
+
+__all__ = [
+    "FoldersApi",
+    "ImagesApi",
+    "IndexApi",
+    "JobsApi",
+    "LibraryFacade",
+    "RemovalsApi",
+    "StatsApi",
+]
 
 
-class LibraryFacade(Protocol):
+class IndexApi(Protocol):
+    """Index and freshness (indexer.serving.IndexService)."""
+
+    @property
+    def model(self) -> Any: ...
+
+    @property
+    def model_spec(self) -> str: ...
+
+    def refresh_index(self) -> int: ...
+
+
+class ImagesApi(Protocol):
+    """Images and files (indexer.images.ImageService)."""
+
+    def get_image(self, image_id: int) -> ImageInfo: ...
+
+    def list_images(
+        self, offset: int = 0, limit: int = 50, state: str | None = None, after: int | None = None
+    ) -> tuple[list[ImageInfo], int]: ...
+
+    def browse_images(
+        self,
+        limit: int = 50,
+        state: str | None = None,
+        filters: SearchFilters | None = None,
+        sort: str = "id",
+        after: int | None = None,
+        after_key: str | None = None,
+    ) -> tuple[list[ImageInfo], int, int | None, str | None]: ...
+
+    def image_vector(self, image_id: int) -> np.ndarray: ...
+
+    def open_thumbnail(self, image_id: int) -> OpenedFile: ...
+
+    def open_file(self, image_id: int) -> tuple[OpenedFile, str | None]: ...
+
+
+class RemovalsApi(Protocol):
+    """Removing and restoring (indexer.removals.RemovalService)."""
+
+    def delete_image(self, image_id: int, from_disk: bool = False) -> RemovedInfo: ...
+
+    def list_removed(self, limit: int = 50, before: int | None = None) -> list[RemovedInfo]: ...
+
+    def get_removed(self, removed_id: int) -> RemovedInfo: ...
+
+    def open_removed_thumbnail(self, removed_id: int) -> OpenedFile: ...
+
+    def restore(self, removed_id: int) -> RestoreResult: ...
+
+    def restore_image(self, image_id: int) -> RestoreResult: ...
+
+
+class FoldersApi(Protocol):
+    """Watched folders (indexer.folders.FolderService)."""
+
+    def add_watched_folder(self, path: str, recursive: bool = True) -> FolderInfo: ...
+
+    def list_watched_folders(self) -> list[FolderInfo]: ...
+
+    def remove_watched_folder(self, folder_id: int) -> FolderInfo: ...
+
+    def scan_watched_folder(
+        self, folder_id: int, sub_path: str | None = None
+    ) -> JobInfo | None: ...
+
+
+class JobsApi(Protocol):
+    """Submitting and reading jobs (indexer.job_queue.JobService)."""
+
+    def submit_ingest(self, path: str, recursive: bool = True) -> JobInfo: ...
+
+    def submit_reindex(self, model_spec: str | None = None) -> JobInfo: ...
+
+    def get_job(self, job_id: int) -> JobInfo: ...
+
+    def list_jobs(self, limit: int = 50, before: int | None = None) -> list[JobInfo]: ...
+
+
+class StatsApi(Protocol):
+    """Stats (indexer.stats.StatsService)."""
+
+    def stats(self) -> LibraryStats: ...
+
+
+class LibraryFacade(ImagesApi, RemovalsApi, FoldersApi, JobsApi, StatsApi, Protocol):
     """The library as the service sees it (see indexer.library.Library for each member)."""
 
     @property
@@ -36,6 +136,11 @@ class LibraryFacade(Protocol):
 
     @property
     def data_dir(self) -> Path: ...
+
+    @property
+    def ocr_config(self) -> OcrConfig | None:
+        """How images get their text read (None: this library reads none)."""
+        ...
 
     # search
     def search(
@@ -65,66 +170,12 @@ class LibraryFacade(Protocol):
 
     def has_keywords(self) -> bool: ...
 
+    def keywords_known(self) -> bool: ...
+
+    def calibration(self) -> Calibration | None: ...
+
     def image_text(self, image_id: int) -> dict[str, Any]: ...
 
-    # images
-    def get_image(self, image_id: int) -> ImageInfo: ...
-
-    def list_images(
-        self, offset: int = 0, limit: int = 50, state: str | None = None, after: int | None = None
-    ) -> tuple[list[ImageInfo], int]: ...
-
-    def browse_images(
-        self,
-        limit: int = 50,
-        state: str | None = None,
-        filters: SearchFilters | None = None,
-        sort: str = "id",
-        after: int | None = None,
-        after_key: str | None = None,
-    ) -> tuple[list[ImageInfo], int, int | None, str | None]: ...
-
-    def image_vector(self, image_id: int) -> np.ndarray: ...
-
-    def open_thumbnail(self, image_id: int) -> OpenedFile: ...
-
-    def open_file(self, image_id: int) -> tuple[OpenedFile, str | None]: ...
-
-    # removing and restoring
-    def delete_image(self, image_id: int, from_disk: bool = False) -> RemovedInfo: ...
-
-    def list_removed(self, limit: int = 50, before: int | None = None) -> list[RemovedInfo]: ...
-
-    def get_removed(self, removed_id: int) -> RemovedInfo: ...
-
-    def open_removed_thumbnail(self, removed_id: int) -> OpenedFile: ...
-
-    def restore(self, removed_id: int) -> RestoreResult: ...
-
-    def restore_image(self, image_id: int) -> RestoreResult: ...
-
-    # watched folders
-    def add_watched_folder(self, path: str, recursive: bool = True) -> FolderInfo: ...
-
-    def list_watched_folders(self) -> list[FolderInfo]: ...
-
-    def remove_watched_folder(self, folder_id: int) -> FolderInfo: ...
-
-    def scan_watched_folder(
-        self, folder_id: int, sub_path: str | None = None
-    ) -> JobInfo | None: ...
-
-    # jobs
-    def submit_ingest(self, path: str, recursive: bool = True) -> JobInfo: ...
-
-    def submit_reindex(self, model_spec: str | None = None) -> JobInfo: ...
-
     def submit_ocr(self, force: bool = False, folder: str | None = None) -> JobInfo: ...
-
-    def get_job(self, job_id: int) -> JobInfo: ...
-
-    def list_jobs(self, limit: int = 50, before: int | None = None) -> list[JobInfo]: ...
-
-    def stats(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...

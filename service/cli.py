@@ -227,26 +227,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         from dataclasses import asdict
 
-        _print_json({"stats": stats, "jobs": [asdict(j) for j in jobs]})
+        _print_json({"stats": stats.as_dict(), "jobs": [asdict(j) for j in jobs]})
         return 0
-    images = stats.get("images", {})
-    index = stats.get("index", {}) or {}
+    images, index = stats.images, stats.index
     print(f"data folder: {settings.data_dir}")
-    print(f"model: {stats.get('model')}")
+    print(f"model: {stats.model}")
     print(
-        "images: {total} total, {ready} ready, {pending} pending, {failed} failed".format(
-            total=images.get("total", 0),
-            ready=images.get("ready", 0),
-            pending=images.get("pending", 0),
-            failed=images.get("failed", 0),
-        )
+        f"images: {images.total} total, {images.ready} ready, {images.pending} pending, "
+        f"{images.failed} failed"
     )
-    if index.get("version") is None:
-        print(f"index: none built yet ({index.get('delta', 0)} vectors searchable exactly)")
+    if index.version is None:
+        print(f"index: none built yet ({index.delta} vectors searchable exactly)")
     else:
         print(
-            f"index: version {index.get('version')}, {index.get('kind')}, "
-            f"{index.get('size', 0)} vectors + {index.get('delta', 0)} in the delta"
+            f"index: version {index.version}, {index.kind}, "
+            f"{index.size} vectors + {index.delta} in the delta"
         )
     if not jobs:
         print("jobs: none")

@@ -25,6 +25,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clipsearch.indexer.facade import LibraryFacade
+
 log = logging.getLogger(__name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -44,7 +46,9 @@ def _as_utc(value: Any) -> datetime | None:
 class LibraryCollector(Collector):
     """Reads the catalog when Prometheus scrapes; a catalog outage shows as catalog_up 0."""
 
-    def __init__(self, get_library: Callable[[], Any], get_encoder: Callable[[], Any]) -> None:
+    def __init__(
+        self, get_library: Callable[[], LibraryFacade | None], get_encoder: Callable[[], Any]
+    ) -> None:
         self._get_library = get_library
         self._get_encoder = get_encoder
 
@@ -86,44 +90,38 @@ class LibraryCollector(Collector):
         up.add_metric([], 1)
         yield up
 
-        images = stats.get("images", {}) if isinstance(stats, dict) else {}
+        images = stats.images
         g = GaugeMetricFamily(
             "clipsearch_images", "Images in the catalog by state.", labels=["state"]
         )
-        for state in ("ready", "failed", "pending"):
-            g.add_metric([state], float(images.get(state, 0) or 0))
+        for state, count in (
+            ("ready", images.ready),
+            ("failed", images.failed),
+            ("pending", images.pending),
+        ):
+            g.add_metric([state], float(count))
         yield g
         yield GaugeMetricFamily(
             "clipsearch_images_pending",
             "Images waiting to be embedded.",
-            value=float(images.get("pending", 0) or 0),
+            value=float(images.pending),
         )
-        index = stats.get("index", {}) if isinstance(stats, dict) else {}
         yield GaugeMetricFamily(
             "clipsearch_index_size",
             "Vectors in the served index (including the delta).",
-            value=float((index or {}).get("size", 0) or 0)
-            + float((index or {}).get("delta", 0) or 0),
+            value=float(stats.index.size + stats.index.delta),
         )
 
-        depth = 0
         rate = 0.0
         now = _utcnow()
         for job in jobs:
-            state = getattr(job, "state", "")
-            if state in ("queued", "running"):
-                depth += 1
-            if state == "running" and getattr(job, "kind", "") in ("ingest", "reindex"):
-                started = _as_utc(getattr(job, "started_at", None)) or _as_utc(
-                    getattr(job, "created_at", None)
-                )
-                processed = (getattr(job, "done", 0) or 0) + (getattr(job, "failed", 0) or 0)
+            if job.state == "running" and job.kind in ("ingest", "reindex"):
+                started = _as_utc(job.started_at) or _as_utc(job.created_at)
                 if started is not None:
                     elapsed = max((now - started).total_seconds(), 1e-3)
-                    rate += processed / elapsed
-        counted = stats.get("jobs") if isinstance(stats, dict) else None
-        if isinstance(counted, dict):  # exact, not limited to the recent jobs listed
-            depth = int(counted.get("queued", 0) or 0) + int(counted.get("running", 0) or 0)
+                    rate += (job.done + job.failed) / elapsed
+        # exact, not limited to the recent jobs listed
+        depth = stats.jobs.queued + stats.jobs.running
         yield GaugeMetricFamily(
             "clipsearch_jobs_queue_depth", "Jobs queued or running.", value=float(depth)
         )

@@ -77,7 +77,7 @@ def _kill9_and_recover(lib: Library, photos: Path, cfg: object) -> None:
     assert embeddings == distinct == N_IMAGES  # exactly once each
     # And every one of them is searchable.
     lib.refresh_index()
-    assert lib.stats()["index"]["delta"] == N_IMAGES
+    assert lib.stats().index.delta == N_IMAGES
 
 
 def test_kill9_mid_job_with_redis_broker(

@@ -122,18 +122,18 @@ def test_new_images_are_searchable_before_any_rebuild(
     make_images(tmp_path / "photos", 6, seed=5)
     env.ingest(tmp_path / "photos")
     env.reindex()
-    version = env.lib.stats()["index"]["version"]
+    version = env.lib.stats().index.version
     assert version is not None
     env.lib.refresh_index()
     new_paths = make_images(tmp_path / "more", 4, seed=6)
     env.ingest(tmp_path / "more")
     env.lib.refresh_index()
     stats = env.lib.stats()
-    assert stats["index"]["version"] == version  # no rebuild happened
+    assert stats.index.version == version  # no rebuild happened
     if env.store.kind == "faiss":
-        assert stats["index"]["delta"] == 4  # the exact delta beside the built index
+        assert stats.index.delta == 4  # the exact delta beside the built index
     else:
-        assert stats["index"]["entities"] == 10  # written to the collection as batches commit
+        assert stats.index.entities == 10  # written to the collection as batches commit
     ids = env.ids_by_name()
     for path, vec in zip(new_paths, _image_vectors(env.lib, tiny_dir, new_paths), strict=True):
         assert env.lib.search(vec, k=1)[0].id == ids[path.name]
@@ -204,11 +204,11 @@ def test_rebuild_after_deleting_index_files_gives_identical_results(
         # serving partial results, and health names the repair.
         from clipsearch.indexer import milvus_store
 
-        collection = env.lib.stats()["index"]["collection"]
+        collection = env.lib.stats().index.collection
         milvus_store.client(env.store).drop_collection(collection)
         with pytest.raises(StoreUnavailable, match="reindex"):
             env.lib.search(queries[0], k=10)
-        assert "reindex" in env.lib.stats()["index"]["error"]
+        assert "reindex" in env.lib.stats().index.error
 
     env.reindex()
     env.lib.refresh_index()
@@ -217,7 +217,7 @@ def test_rebuild_after_deleting_index_files_gives_identical_results(
     if env.store.kind == "faiss":
         assert (env.lib.data_dir / "index" / "manifest.json").is_file()
     else:
-        assert env.lib.stats()["index"]["entities"] == 30
+        assert env.lib.stats().index.entities == 30
     # Nothing was embedded again.
     assert env.count_embeddings() == embeddings
     with env.lib.Session() as s:
@@ -232,18 +232,18 @@ def test_reindex_with_a_new_model_switches_only_when_complete(
     env.reindex()
     env.lib.refresh_index()
     assert env.lib.model_spec == str(tiny_dir.resolve())
-    old_version = env.lib.stats()["index"]["version"]
+    old_version = env.lib.stats().index.version
 
     job = env.lib.submit_reindex(str(tiny_dir_b))
     # Recorded but not run yet: searches keep the old model and index.
     env.lib.refresh_index()
     assert env.lib.model_spec == str(tiny_dir.resolve())
-    assert env.lib.stats()["index"]["version"] == old_version
+    assert env.lib.stats().index.version == old_version
     run_reindex(env.ctx, job.id)
     assert env.lib.get_job(job.id).state == "done"
     env.lib.refresh_index()
     assert env.lib.model_spec == str(tiny_dir_b.resolve())
-    assert env.lib.stats()["index"]["version"] > old_version
+    assert env.lib.stats().index.version > old_version
     # Both models' vectors are in the catalog (the old ones allow switching back without re-embedding).
     assert env.count_embeddings() == 20
     ids = env.ids_by_name()
@@ -302,7 +302,7 @@ def test_stats_count_images_by_state(env: Env, tmp_path: Path) -> None:
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\0" * 40)
     env.ingest(tmp_path / "photos")
     stats = env.lib.stats()
-    assert stats["images"] == {"pending": 0, "ready": 5, "failed": 1, "total": 6}
+    assert vars(stats.images) == {"pending": 0, "ready": 5, "failed": 1, "total": 6}
     with env.lib.Session() as s:
         states = dict(
             s.execute(sa.select(Image.state, sa.func.count()).group_by(Image.state)).all()
@@ -318,7 +318,7 @@ def test_searches_never_fail_while_versions_swap(env: Env, tmp_path: Path) -> No
     env.ingest(tmp_path / "photos")
     env.reindex()
     env.lib.refresh_index()
-    first = env.lib.stats()["index"]["version"]
+    first = env.lib.stats().index.version
     query = env.lib.image_vector(env.ids_by_name()["img_10_0001.jpg"])
     errors: list[BaseException] = []
     answers: list[int] = []
@@ -350,7 +350,7 @@ def test_searches_never_fail_while_versions_swap(env: Env, tmp_path: Path) -> No
             t.join(30)
     assert errors == []
     assert answers and set(answers) == {5}
-    assert env.lib.stats()["index"]["version"] == first + 3
+    assert env.lib.stats().index.version == first + 3
 
 
 def test_a_finished_ingest_queues_a_rebuild_when_the_delta_grows_large(
@@ -370,7 +370,7 @@ def test_a_finished_ingest_queues_a_rebuild_when_the_delta_grows_large(
     auto = [j for j in env.lib.list_jobs() if j.kind == "reindex"]
     assert len(auto) == 1 and auto[0].state == "queued" and auto[0].params == {"auto": True}
     run_reindex(env.ctx, auto[0].id)
-    assert env.lib.stats()["index"]["size"] == 8
+    assert env.lib.stats().index.size == 8
     make_images(tmp_path / "b", 3, seed=14)
     ingest_with_app(tmp_path / "b")  # 3 unindexed: below the threshold, no rebuild
     assert len([j for j in env.lib.list_jobs() if j.kind == "reindex"]) == 1
@@ -424,7 +424,7 @@ def test_a_removed_image_stays_out_of_rescans_moves_copies_and_restarts_until_re
     removed = env.lib.delete_image(victim)
     assert removed.image_id == victim and removed.path.endswith(paths[2].name)
     assert [r.id for r in env.lib.list_removed()] == [removed.id]
-    assert env.lib.stats()["images"]["total"] == 5
+    assert env.lib.stats().images.total == 5
     assert thumb.exists()  # kept for the Removed view; the vector too (a restore re-embeds nothing)
     assert env.count_embeddings() == embeddings
     # The file is still on disk; it was copied to another folder and a second copy moved away.

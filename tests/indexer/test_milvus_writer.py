@@ -64,7 +64,7 @@ def test_one_api_process_repairs_milvus_and_another_takes_over_when_it_stops(
     assert (wrote_a["rows"], wrote_b["rows"]) == (40, 0)
     for lib in (a, b):  # both replicas find them: they read the one collection
         assert lib.search(a.image_vector(first[7]), k=1)[0].id == first[7]
-    assert b.stats()["index"]["entities"] == 40
+    assert b.stats().index.entities == 40
 
     # more missed writes: still only the holder writes them, once
     second = fill(a, 10, 40, rng, served.model_id, dim)
@@ -91,4 +91,4 @@ def test_one_api_process_repairs_milvus_and_another_takes_over_when_it_stops(
     assert a.refresh_index() == 3
     assert wrote_a["rows"] == 53
     assert a.search(a.image_vector(fourth[0]), k=1)[0].id == fourth[0]
-    assert a.stats()["index"]["entities"] == 58
+    assert a.stats().index.entities == 58

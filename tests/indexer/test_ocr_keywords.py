@@ -234,7 +234,7 @@ def test_missing_tesseract_is_reported_and_a_later_ocr_job_reads_without_embeddi
     photos = make_library_folder(tmp_path, plain=2)
     env.ingest(photos)  # no Tesseract: ingestion finishes, every image is searchable
     ids = env.ids_by_name()
-    assert env.lib.stats()["images"]["ready"] == len(ids)
+    assert env.lib.stats().images.ready == len(ids)
     assert env.lib.image_text(ids["sign_a.jpg"])["ocr_state"] is None  # left for a later job
     assert env.lib.image_text(ids["IMG_2041.jpg"])["caption"]  # captions need no Tesseract
     assert _ask(env.lib, "zorblax", "text") == []

@@ -236,7 +236,7 @@ def test_browse_jobs_stats_and_search_pages_use_indexes(
     assert [i.id for i in page] == ids[8001:8051]
     assert [i.id for i in ready] == ids[8001:8051]
     assert [i.id for i in first] == ids[:50]
-    assert total == ready_total == N and stats["images"]["total"] == N
+    assert total == ready_total == N and stats.images.total == N
     assert [j.id for j in older] == sorted((j.id for j in older), reverse=True)
     assert older[0].id < jobs[-1].id
     assert hits[0].id == ids[1234]

@@ -98,8 +98,8 @@ def _ingest_reindex_search(
         assert [d for _, d in seen] == sorted(d for _, d in seen)  # progress only moves forward
         lib.refresh_index()
         stats = lib.stats()
-        assert stats["index"]["version"] == 1
-        assert stats["index"]["size"] == 16 and stats["index"]["delta"] == 0
+        assert stats.index.version == 1
+        assert stats.index.size == 16 and stats.index.delta == 0
         assert (lib.data_dir / "index" / "manifest.json").is_file()
         for path in paths[4:8]:
             vec = lib.image_vector(ids[path.name])
@@ -211,20 +211,13 @@ def test_index_compression_setting_is_read_and_checked() -> None:
     """CLIPSEARCH_INDEX_COMPRESSION chooses the IVF codes; a typo is a clear error, not a
     silently uncompressed index."""
     from clipsearch.indexer.errors import IndexerError
-    from clipsearch.indexer.settings import LibrarySettings
-    from clipsearch.indexer.worker import worker_environment
+    from clipsearch.indexer.worker import WorkerConfig
 
-    def read(env: dict[str, str]) -> str | None:
-        return LibrarySettings.from_env(env).worker_config().index_compression
-
-    assert read({}) is None
-    assert read({"CLIPSEARCH_INDEX_COMPRESSION": "none"}) is None
-    assert read({"CLIPSEARCH_INDEX_COMPRESSION": " SQ8 "}) == "sq8"
-    # What `serve` hands to the worker process it starts keeps the choice: nothing to add when
-    # the environment carries it, the variable when it does not.
-    cfg = LibrarySettings.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "sq8"}).worker_config()
-    carried = {"CLIPSEARCH_INDEX_COMPRESSION": "sq8"}
-    assert "CLIPSEARCH_INDEX_COMPRESSION" not in worker_environment(cfg, carried)
-    assert read(worker_environment(cfg, {})) == "sq8"
+    assert WorkerConfig.from_env({}).index_compression is None
+    assert WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "none"}).index_compression is None
+    cfg = WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": " SQ8 "})
+    assert cfg.index_compression == "sq8"
+    # What `serve` hands to the worker process it starts keeps the choice.
+    assert WorkerConfig.from_env(cfg.to_env()).index_compression == "sq8"
     with pytest.raises(IndexerError, match="sq8"):
-        read({"CLIPSEARCH_INDEX_COMPRESSION": "sq4"})
+        WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "sq4"})

@@ -68,6 +68,16 @@ class FakeLibrary:
     def has_keywords(self) -> bool:
         return False  # no keyword index: text queries run semantic, as on a real empty index
 
+    def keywords_known(self) -> bool:
+        return False
+
+    def calibration(self):
+        return None  # no relevance calibration: hits show no relevance, nothing is cut by it
+
+    @property
+    def ocr_config(self):
+        return None  # this stand-in reads no text in images
+
     def search(
         self, vector: np.ndarray, k: int = 20, offset: int = 0, min_score=None, filters=None
     ):
@@ -171,8 +181,10 @@ class FakeLibrary:
 
         raise NotFound(f"no job with id {job_id}")
 
-    def stats(self) -> dict:
-        return {"images": {"total": 0, "ready": 0, "failed": 0, "pending": 0}, "index": {}}
+    def stats(self):
+        from clipsearch.indexer.stats import LibraryStats
+
+        return LibraryStats()  # an empty library, no index yet
 
     def mutations(self) -> list[tuple[str, Any]]:
         return [c for c in self.calls if c[0] != "search"]

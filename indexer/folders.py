@@ -1,0 +1,198 @@
+"""Watched folders: the folders a library keeps up to date (remembered in the catalog across
+restarts), each scan of one queued as an ingest, and the watcher that follows them in the
+serving process (:class:`indexer.watch.FolderWatcher`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from . import catalog
+from .catalog import Job
+from .context import MAX_LIST, CatalogContext, as_id
+from .errors import NotFound
+from .job_queue import JobService
+from .types import FolderInfo, JobInfo
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WATCH_HEARTBEAT_S", "FolderService"]
+
+WATCH_HEARTBEAT_S = 10.0  # how often a watcher marks its folders watched in the catalog
+
+
+class FolderService:
+    """The watched folders of one library, and its watcher when this process runs one."""
+
+    def __init__(self, ctx: CatalogContext, jobs: JobService) -> None:
+        self.ctx = ctx
+        self.jobs = jobs
+        self.watcher: Any = None  # a running indexer.watch.FolderWatcher (set by start_watcher)
+
+    # what a FolderWatcher reads of the library it follows
+    @property
+    def Session(self) -> sessionmaker[Session]:
+        return self.ctx.Session
+
+    @property
+    def data_dir(self) -> Path:
+        return self.ctx.data_dir
+
+    def add_watched_folder(
+        self, path: str, recursive: bool = True, if_changed: bool = False
+    ) -> FolderInfo:
+        """Keep a folder up to date: remembered in the catalog (across restarts), watched by
+        the serving process's watcher, re-scanned periodically; an ingest is queued now. Adding
+        a folder already watched queues a re-scan of it (``if_changed``: only if it differs
+        from the catalog, as ``serve --images`` does at each start)."""
+        folder = self.jobs.check_ingest_path(path)
+        db_path = catalog.path_to_db(folder)
+        with self.ctx.session() as session:
+            row = session.scalar(
+                sa.select(catalog.WatchedFolder).where(catalog.WatchedFolder.path == db_path)
+            )
+            known = row is not None
+            if row is None:
+                row = catalog.WatchedFolder(path=db_path, recursive=bool(recursive))
+                session.add(row)
+                try:
+                    session.commit()
+                except sa.exc.IntegrityError:  # added at the same moment by another process
+                    session.rollback()
+            found = session.execute(
+                sa.select(catalog.WatchedFolder.id, catalog.WatchedFolder.recursive).where(
+                    catalog.WatchedFolder.path == db_path
+                )
+            ).first()
+        assert found is not None
+        folder_id = int(found[0])
+        if self.watcher is not None:  # watched before its ingest scans it: nothing falls between
+            self.watcher.watch_now(folder_id, catalog.path_from_db(db_path), bool(found[1]))
+        self.scan_watched_folder(folder_id, if_changed=if_changed and known)
+        return self.get_watched_folder(folder_id)
+
+    def remove_watched_folder(self, folder_id: int) -> FolderInfo:
+        """Stop watching a folder (its images stay in the library)."""
+        info = self.get_watched_folder(folder_id)
+        with self.ctx.session() as session:
+            session.execute(
+                sa.delete(catalog.WatchedFolder).where(catalog.WatchedFolder.id == info.id)
+            )
+            session.commit()
+        return info
+
+    def scan_watched_folder(
+        self, folder_id: int, sub_path: str | None = None, if_changed: bool = False
+    ) -> JobInfo | None:
+        """Queue an ingest of a watched folder (or of ``sub_path`` inside it, what changed),
+        unless an ingest of that path is queued and not started yet (or, ``if_changed``, the
+        folder matches the catalog: see :func:`indexer.watch.folder_changes`). Returns the job
+        queued."""
+        with self.ctx.session() as session:
+            row = session.get(catalog.WatchedFolder, as_id(folder_id, "folder"))
+            if row is None:
+                raise NotFound(f"folder {folder_id} is not watched")
+            root, recursive = catalog.path_from_db(row.path), row.recursive
+        target = sub_path or root
+        db_target = catalog.path_to_db(os.path.abspath(target))
+        with self.ctx.session() as session:  # queued jobs: an index read on the job state
+            for params in session.scalars(
+                sa.select(Job.params).where(Job.state == "queued", Job.kind == "ingest")
+            ):
+                if isinstance(params, dict) and params.get("path") == db_target:
+                    return None
+        job = None
+        if if_changed:
+            from .watch import folder_changes
+
+            why = folder_changes(
+                self.ctx.Session, target, recursive or target != root, self.ctx.roots
+            )
+            log.info("watched folder %s: %s", target, why or "unchanged, no ingest queued")
+        if not if_changed or why is not None:
+            job = self.jobs.submit_ingest(target, recursive=recursive or target != root)
+        with self.ctx.session() as session:
+            session.execute(
+                sa.update(catalog.WatchedFolder)
+                .where(catalog.WatchedFolder.id == folder_id)
+                .values(
+                    last_scan_at=catalog.utcnow(),
+                    **({"last_job_id": job.id} if job is not None else {}),
+                )
+            )
+            session.commit()
+        return job
+
+    def get_watched_folder(self, folder_id: int) -> FolderInfo:
+        with self.ctx.session() as session:
+            row = session.get(catalog.WatchedFolder, as_id(folder_id, "folder"))
+            if row is None:
+                raise NotFound(f"folder {folder_id} is not watched")
+            return _folder_info(session, row)
+
+    def list_watched_folders(self) -> list[FolderInfo]:
+        """The watched folders, in the order they were added, with their state."""
+        with self.ctx.session() as session:
+            rows = session.scalars(
+                sa.select(catalog.WatchedFolder).order_by(catalog.WatchedFolder.id).limit(MAX_LIST)
+            ).all()
+            return [_folder_info(session, r) for r in rows]
+
+    # ---- the watcher
+
+    def start_watcher(self, rescan_interval_s: float = 3600.0, debounce_s: float = 2.0) -> Any:
+        """Watch the catalog's watched folders in this process (stopped by :meth:`stop_watcher`)."""
+        from .watch import FolderWatcher
+
+        if self.watcher is None:
+            self.watcher = FolderWatcher(
+                self,
+                rescan_interval_s=rescan_interval_s,
+                debounce_s=debounce_s,
+                heartbeat_s=WATCH_HEARTBEAT_S,
+            )
+            self.watcher.start()
+        return self.watcher
+
+    def stop_watcher(self) -> None:
+        if self.watcher is not None:
+            with contextlib.suppress(Exception):
+                self.watcher.stop()
+            self.watcher = None
+
+
+def _folder_info(session: Session, row: catalog.WatchedFolder) -> FolderInfo:
+    job = session.get(Job, row.last_job_id) if row.last_job_id else None
+    last = catalog.job_info(job) if job is not None else None
+    if not os.path.isdir(catalog.path_from_db(row.path)):
+        state = "missing"
+    elif last is not None and last.state in ("queued", "running"):
+        state = "scanning"
+    elif (
+        row.watched_at is not None
+        and (catalog.utcnow() - row.watched_at).total_seconds() < 3 * WATCH_HEARTBEAT_S
+    ):
+        state = "watching"  # a watcher (in this process or another) said so recently
+    else:
+        state = "idle"
+    return FolderInfo(
+        id=row.id,
+        path=row.path,
+        recursive=row.recursive,
+        state=state,
+        created_at=row.created_at,
+        last_scan_at=row.last_scan_at,
+        last_job=last,
+    )
+
+
+if TYPE_CHECKING:  # the service's view of it (indexer.facade) is this class's
+    from .facade import FoldersApi
+
+    _folders_is_a_folders_api: type[FoldersApi] = FolderService
