@@ -68,6 +68,8 @@ OPERATIONS = [
     ("POST", "/api/ingest"),
     ("POST", "/api/reindex"),
     ("GET", "/api/health"),
+    ("GET", "/api/health/live"),
+    ("GET", "/api/health/ready"),
     ("GET", "/api/session"),
     ("POST", "/api/session"),
     ("DELETE", "/api/session"),
