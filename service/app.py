@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,6 @@ from starlette._utils import parse_host_header
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from clipsearch.indexer.facade import LibraryFacade
 
 from .deps import ServiceState, limit_compute_threads
 from .metrics import LatencyMiddleware, Metrics
@@ -515,6 +513,101 @@ class ConcurrencyMiddleware:
                     self.anonymous.pop(address, None)
 
 
+def _public_read(settings: Any) -> bool:
+    return bool(settings.server.public_read)
+
+
+class PublicPathsMiddleware:
+    """Public reads (CLIPSEARCH_PUBLIC_READ) show no absolute server path: for a caller without
+    the token, every JSON answer under /api has the paths under the served folders (and the data
+    folder) rewritten to the folder's name and what follows (``/srv/photos/2024/a.jpg`` becomes
+    ``photos/2024/a.jpg``), and a ``path``, ``folder`` or ``root`` value under none of them to its
+    last component. A ``folder`` filter given that way is read back to the server's path."""
+
+    KEYS = frozenset({"path", "folder", "root", "roots", "paths", "data_dir", "file"})
+
+    def __init__(self, app: ASGIApp, roots: list[Path]) -> None:
+        self.app = app
+        # the longest first: a folder inside another is shown by its own name
+        self.roots = sorted({str(r).rstrip("/") or "/" for r in roots}, key=len, reverse=True)
+
+    def shown(self, text: str) -> str:
+        for r in self.roots:
+            if text == r or text.startswith(r + "/"):
+                return (Path(r).name or "root") + text[len(r) :]
+        return text
+
+    def _rewrite(self, value: Any, key: str | None = None) -> Any:
+        if isinstance(value, str):
+            out = self.shown(value)
+            if out == value and key in self.KEYS and value.startswith("/"):
+                out = value.rstrip("/").rsplit("/", 1)[-1]
+            return out
+        if isinstance(value, list):
+            return [self._rewrite(v, key) for v in value]
+        if isinstance(value, dict):
+            return {k: self._rewrite(v, k) for k, v in value.items()}
+        return value
+
+    def _server_folder(self, shown: str) -> str:
+        head, _, rest = shown.partition("/")
+        for r in self.roots:
+            if head == (Path(r).name or "root"):
+                return r + ("/" + rest if rest else "")
+        return shown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        from .auth import is_authorised
+
+        request = Request(scope)
+        settings = request.app.state.service.settings
+        if settings.token is None or not _public_read(settings) or is_authorised(request):
+            await self.app(scope, receive, send)
+            return
+        from urllib.parse import parse_qsl, urlencode
+
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if any(k == "folder" for k, _ in query):
+            fixed = [(k, self._server_folder(v) if k == "folder" else v) for k, v in query]
+            scope = {**scope, "query_string": urlencode(fixed).encode("latin-1")}
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def rewriting(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers") or [])
+                if headers.get(b"content-type", b"").startswith(b"application/json"):
+                    start = message
+                    return
+                await send(message)
+                return
+            if message["type"] == "http.response.body" and start is not None:
+                chunks.append(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                body = b"".join(chunks)
+                with suppress(ValueError):  # not JSON after all: as it is
+                    body = json.dumps(
+                        self._rewrite(json.loads(body)), ensure_ascii=False, separators=(",", ":")
+                    ).encode()
+                headers = [
+                    (k, v)
+                    for k, v in start.get("headers") or []
+                    if k not in (b"content-length", b"etag")
+                ]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewriting)
+
+
 GALLERY_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -569,11 +662,14 @@ class Gallery:
         await self.static(scope, receive, with_headers)
 
 
-def _calibrate_quietly(library: LibraryFacade) -> None:
+def _calibrate_quietly(library: Any) -> None:
     """Measure the served index's relevance calibration; a failure (no index yet, the store
     unreachable) is left for the first search to report."""
+    calibration = getattr(library, "calibration", None)
+    if not callable(calibration):
+        return
     try:
-        library.calibration()
+        calibration()
     except Exception as exc:
         log.info("relevance calibration at start-up skipped: %s", exc)
 
@@ -677,6 +773,10 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-CSRF-Token"],
         )
+    app.add_middleware(
+        PublicPathsMiddleware,
+        roots=[*settings.effective_allowed_roots, Path(settings.catalog.data_dir).expanduser()],
+    )
     app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(OriginCheckMiddleware, cors_origins=settings.server.cors_origins)
     app.add_middleware(LatencyMiddleware, metrics=metrics)

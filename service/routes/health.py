@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..auth import ReadAccess, is_authorised
+from ..auth import PrivateReadAccess, is_authorised
 from ..deps import ServiceState, StateDep
 from ..schemas import HealthOut, HealthProblem, ImageCounts, IndexOut, OcrOut
 from .common import ERRORS
@@ -220,7 +220,11 @@ def _shown_model(model: str, authorised: bool) -> str:
     return os.path.basename(model.rstrip("/\\")) or "custom model"
 
 
-@router.get("/metrics", operation_id="metrics", include_in_schema=False, dependencies=[ReadAccess])
+@router.get(
+    "/metrics", operation_id="metrics", include_in_schema=False, dependencies=[PrivateReadAccess]
+)
 async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics: they describe the server, so they need the token even when
+    CLIPSEARCH_PUBLIC_READ opens the photos (give Prometheus the token: `authorization`)."""
     body = await run_in_threadpool(state.metrics.render)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -634,3 +634,53 @@ def test_health_names_a_stalled_ingestion_and_a_full_disk(
         assert not [p for p in health["problems"] if p["part"] == "disk"], health
     finally:
         _stop(srv)
+
+
+# --- item 7: public reads show no server path --------------------------------------------------------
+
+
+def test_public_reads_show_no_absolute_server_path(tmp_path: Path, model_dir: Path) -> None:
+    base = tmp_path / "public-base"
+    base.mkdir()
+    srv = _start(base, model_dir, CLIPSEARCH_PUBLIC_READ="true")
+    try:
+        secret_prefixes = (str(base), str(srv.photos), str(srv.data_dir), str(model_dir))
+        page = httpx.get(srv.url + "/api/images", headers=AUTH, timeout=60)
+        assert page.status_code == 200, page.text
+        img = page.json()["items"][0]
+        assert img["path"].startswith(str(srv.photos))  # the token holder sees the real path
+        deadline = time.monotonic() + 60
+        while not _search(srv).json()["results"]:  # the served index has caught up
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        anonymous = {
+            "search": _get_json(srv, "/api/search", q="red", min_relevance="0"),
+            "images": _get_json(srv, "/api/images"),
+            "image": _get_json(srv, f"/api/images/{img['id']}"),
+            "duplicates": _get_json(srv, "/api/duplicates"),
+            "similar": _get_json(srv, f"/api/images/{img['id']}/similar", min_relevance="0"),
+            "health": _get_json(srv, "/api/health"),
+        }
+        for name, (status, text) in anonymous.items():
+            assert status == 200, (name, text[:300])
+            for prefix in secret_prefixes:
+                assert prefix not in text, (name, prefix, text[:500])
+        search = json.loads(anonymous["search"][1])
+        assert search["results"] and all(
+            r["path"].startswith("photos/album/") for r in search["results"]
+        ), search["results"][:2]
+        # the folder as shown is a filter that works
+        status, text = _get_json(
+            srv, "/api/search", q="red", min_relevance="0", folder="photos/album"
+        )
+        assert status == 200 and json.loads(text)["results"], text[:300]
+        # metrics describe the server: the token even with public reads
+        assert httpx.get(srv.url + "/metrics", timeout=30).status_code == 401
+        assert httpx.get(srv.url + "/metrics", headers=AUTH, timeout=30).status_code == 200
+    finally:
+        _stop(srv)
+
+
+def _get_json(server: Server, path: str, **params: str) -> tuple[int, str]:
+    r = httpx.get(server.url + path, params=params, timeout=60)
+    return r.status_code, r.text
