@@ -24,6 +24,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clipsearch.indexer.facade import LibraryFacade
+
 from .deps import ServiceState, limit_compute_threads
 from .metrics import LatencyMiddleware, Metrics
 from .query import EmbeddingCache, QueryError
@@ -662,14 +664,11 @@ class Gallery:
         await self.static(scope, receive, with_headers)
 
 
-def _calibrate_quietly(library: Any) -> None:
+def _calibrate_quietly(library: LibraryFacade) -> None:
     """Measure the served index's relevance calibration; a failure (no index yet, the store
     unreachable) is left for the first search to report."""
-    calibration = getattr(library, "calibration", None)
-    if not callable(calibration):
-        return
     try:
-        calibration()
+        library.calibration()
     except Exception as exc:
         log.info("relevance calibration at start-up skipped: %s", exc)
 
