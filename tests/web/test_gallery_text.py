@@ -68,7 +68,8 @@ def text_server(tmp_path_factory: pytest.TempPathFactory, start_serve: Any) -> I
         return text.get("ocr_state") == "done"
 
     def all_searchable(url: str) -> bool:  # the served index follows the catalog within seconds
-        params: dict[str, Any] = {"q": "a photo", "k": 50, "mode": "semantic"}
+        # every image, whatever the server's default cut
+        params: dict[str, Any] = {"q": "a photo", "k": 50, "mode": "semantic", "min_relevance": 0}
         r = httpx.get(f"{url}/api/search", params=params, headers=headers)
         return len(r.json().get("results", [])) == 8
 

@@ -103,8 +103,18 @@ const mutable = {
 
 /** @typedef {typeof mutable} State */
 
+/**
+ * The state as the views see it: nothing in it can be assigned or pushed to from outside.
+ * @typedef {Readonly<Omit<State, 'items' | 'seen' | 'query' | 'filters'>> & {
+ *   readonly items: readonly Item[],
+ *   readonly seen: ReadonlySet<string>,
+ *   readonly query: Readonly<Query>,
+ *   readonly filters: Readonly<Filters>,
+ * }} ReadState
+ */
+
 /** Read it anywhere; change it only through the actions of this module. */
-export const state = /** @type {Readonly<State>} */ (mutable);
+export const state = /** @type {ReadState} */ (mutable);
 
 /** @type {Set<(change: Change) => void>} */
 const listeners = new Set();
