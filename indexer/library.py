@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 MAX_K = 10_609  # a page as deep as indexer.search_service allows (10,000 + 500 + 109)
 MAX_RANKING = 16_000  # (id, cosine) pairs a hybrid ranking may read (indexer.hybrid)
+CALIBRATION_FILE = "relevance.json"  # the last relevance calibration (indexer.relevance)
 
 
 #: How long Library.has_keywords trusts having seen keyword rows (seconds).
@@ -409,7 +410,8 @@ class Library:
         served = self._ensure_served()
         served = self._served or served
         if self._relevance is None:
-            self._relevance = BackgroundCache()
+            # kept in the data folder for the library's other processes (`clipsearch search`)
+            self._relevance = BackgroundCache(store=self.data_dir / CALIBRATION_FILE)
         checked_at, size = self._relevance_size
         now = time.monotonic()
         if now - checked_at > 60.0 or size == 0:
@@ -423,7 +425,8 @@ class Library:
                 out.append(hits[0].score if hits else float("nan"))
             return out
 
-        return self._relevance.get(id(served), served.model, best, size)
+        identity = f"{served.spec}@{served.catalog_version}"  # the model, the index version
+        return self._relevance.get(id(served), served.model, best, size, identity)
 
     def _store_filters(self, filters: SearchFilters) -> StoreFilters:
         folder = None

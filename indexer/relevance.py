@@ -36,14 +36,18 @@ For a given query relevance only grows with the raw score, so a ``min_relevance`
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
 import random
 import string
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
@@ -115,6 +119,16 @@ class NullFit:
             n=int(values.size),
             mean=float(values.mean()),
         )
+
+
+def _fit(data: dict[str, Any]) -> NullFit:
+    """A NullFit as BackgroundCache keeps it in its store."""
+    return NullFit(
+        top=float(data["top"]),
+        spread=float(data["spread"]),
+        n=int(data["n"]),
+        mean=float(data["mean"]),
+    )
 
 
 def _mix(a: NullFit, b: NullFit, share: float) -> tuple[float, float]:
@@ -219,12 +233,19 @@ def embed_backgrounds(model: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 class BackgroundCache:
-    """Per model: the background embeddings; per served index: the calibration (thread-safe)."""
+    """Per model: the background embeddings; per served index: the calibration (thread-safe).
 
-    def __init__(self) -> None:
+    ``store``: a file that keeps the last calibration for other processes of the same library
+    (a ``clipsearch search`` on its own reads what the server measured instead of embedding the
+    background again): used when it names the same index (``identity``: the model and the index
+    version) and is not stale; written after each measurement."""
+
+    def __init__(self, store: Path | None = None) -> None:
         self._lock = threading.Lock()
         self._embedded: tuple[int, tuple[np.ndarray, np.ndarray]] | None = None
         self._calibration: tuple[int, Calibration] | None = None
+        self._store = store
+        self._identity: str | None = None
 
     def get(
         self,
@@ -232,11 +253,19 @@ class BackgroundCache:
         model: Any,
         best_scores: Callable[[np.ndarray], Sequence[float]],
         library_size: int,
+        identity: str | None = None,
     ) -> Calibration:
         """The calibration of served index ``key`` (an identity). Measured now when there is none
         yet, or the model changed; when it is stale, or the index was rebuilt for the same model
         (a new ``key``: about the same images), measured again in a background thread while the
-        old one keeps answering (a search never waits for a re-measure)."""
+        old one keeps answering (a search never waits for a re-measure). ``identity``: what the
+        stored calibration must name to be used (none: the store is not read)."""
+        self._identity = identity
+        if self._calibration is None and identity is not None:
+            kept = self._read(identity, library_size)
+            if kept is not None:
+                self._calibration = (key, kept)
+                return kept
         current = self._calibration
         embedded = self._embedded
         same_model = embedded is not None and embedded[0] == id(model)
@@ -283,4 +312,46 @@ class BackgroundCache:
                 cal.image.spread,
             )
             self._calibration = (key, cal)
+            self._write(cal)
             return cal
+
+    def _read(self, identity: str, library_size: int) -> Calibration | None:
+        if self._store is None:
+            return None
+        try:
+            data = json.loads(self._store.read_text())
+            if data.get("identity") != identity:
+                return None
+            age = time.time() - float(data["measured_at"])
+            sigmoid = data.get("sigmoid")
+            cal = Calibration(
+                text=_fit(data["text"]),
+                image=_fit(data["image"]),
+                sigmoid=(float(sigmoid[0]), float(sigmoid[1])) if sigmoid else None,
+                library_size=int(data["library_size"]),
+                made_at=time.monotonic() - max(0.0, age),
+            )
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return None
+        return None if cal.stale(library_size) else cal
+
+    def _write(self, cal: Calibration) -> None:
+        if self._store is None or self._identity is None:
+            return
+        fit = ("top", "spread", "n", "mean")
+        data = {
+            "identity": self._identity,
+            "measured_at": time.time() - (time.monotonic() - cal.made_at),
+            "text": {k: getattr(cal.text, k) for k in fit},
+            "image": {k: getattr(cal.image, k) for k in fit},
+            "sigmoid": list(cal.sigmoid) if cal.sigmoid is not None else None,
+            "library_size": cal.library_size,
+        }
+        tmp = self._store.with_name(f".{self._store.name}.{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(data))
+            os.replace(tmp, self._store)
+        except OSError as exc:  # a read-only data folder: each process measures its own
+            log.debug("relevance calibration not kept in %s: %s", self._store, exc)
+            with contextlib.suppress(OSError):
+                tmp.unlink()

@@ -260,3 +260,21 @@ def test_the_cli_ingest_refuses_a_link_out_of_its_folder(
         assert "outside" in job.errors[0]["reason"]
     finally:
         lib.close()
+
+
+def test_the_calibration_is_kept_for_the_librarys_other_processes(env: Env) -> None:
+    """What the server measured, a `clipsearch search` on its own reads instead of embedding the
+    relevance background again (the same model and index version, not stale)."""
+    from clipsearch.indexer.relevance import BackgroundCache
+
+    cal = env.lib.calibration()
+    path = Path(env.settings.data_dir) / "relevance.json"
+    identity = json.loads(path.read_text())["identity"]
+
+    def never(vectors: Any) -> list[float]:
+        raise AssertionError("measured again")
+
+    kept = BackgroundCache(store=path).get(1, object(), never, cal.library_size, identity)
+    assert (kept.text, kept.image, kept.sigmoid) == (cal.text, cal.image, cal.sigmoid)
+    assert BackgroundCache(store=path)._read("another model@1", cal.library_size) is None
+    assert BackgroundCache(store=path)._read(identity, cal.library_size * 2) is None  # stale
