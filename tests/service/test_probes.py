@@ -1,8 +1,9 @@
 """``/api/health/live`` and ``/api/health/ready`` (issue 23), on real ``clipsearch serve``
 processes: live answers whatever the catalog does; ready names the catalog or the broker when
 PostgreSQL or Redis goes away (cut by a TCP relay the test owns) and is 200 again when it comes
-back, and 200 on a healthy embedded library. One in-process test: a hung check is waited for a
-bounded time, and not started twice.
+back; the index named when its files went away while the server was down, until a reindex; 200
+on a healthy embedded library. One in-process test: a hung check is waited for a bounded time,
+and not started twice.
 
 Every wait is bounded; nothing is asserted about how fast anything is.
 """
@@ -269,6 +270,61 @@ def test_ready_on_a_healthy_embedded_library(tmp_path: Path, model_dir: Path) ->
         }
         _assert_live(srv)
         assert not list(srv.data_dir.glob(".ready-*"))  # the write probe leaves nothing behind
+    finally:
+        _stop(srv)
+
+
+def _wait_jobs_done(srv: Server, deadline_s: float = START_DEADLINE_S) -> None:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        assert srv.proc.poll() is None, srv.log()[-3000:]
+        assert time.monotonic() < deadline, srv.log()[-3000:]
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            jobs = srv.get("/api/jobs", headers=AUTH).json()
+            if jobs and all(j["state"] in ("done", "failed") for j in jobs):
+                return
+        time.sleep(0.3)
+
+
+def _reindex(srv: Server) -> None:
+    r = httpx.post(srv.url + "/api/reindex", json={}, headers=AUTH, timeout=60)
+    assert r.status_code == 202, r.text
+    _wait_jobs_done(srv)
+
+
+@pytest.mark.slow
+def test_ready_names_index_files_gone_until_a_reindex(tmp_path: Path, model_dir: Path) -> None:
+    """The index files deleted while the server is down: the next server lives and serves
+    (exactly, from the catalog) but is not ready, naming the index and the repair; after
+    `reindex` it is ready again."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, colour in enumerate([(200, 30, 30), (30, 200, 40), (30, 40, 220)]):
+        _jpeg(photos / f"p{i}.jpg", colour)
+    srv = _serve(tmp_path, model_dir, "--images", str(photos))
+    try:
+        _wait_jobs_done(srv)
+        _reindex(srv)
+        deadline = time.monotonic() + FLIP_DEADLINE_S
+        while not srv.get("/api/health").json()["index"]["version"]:
+            assert time.monotonic() < deadline, srv.log()[-3000:]
+            time.sleep(0.3)
+        assert _wait_ready(srv, 200).json()["parts"]["index"] == "ok"
+        _stop(srv)
+        files = [p for p in (srv.data_dir / "index").rglob("*") if p.is_file()]
+        assert files
+        for f in files:
+            f.unlink()
+        srv = _serve(tmp_path, model_dir, "--images", str(photos))
+        deadline = time.monotonic() + START_DEADLINE_S
+        while "model" in (body := _wait_ready(srv, 503, START_DEADLINE_S).json())["failing"]:
+            assert time.monotonic() < deadline, body  # still loading the model: not yet
+            time.sleep(0.3)
+        assert body["failing"] == ["index"], body
+        assert "clipsearch reindex" in body["parts"]["index"], body
+        _assert_live(srv)
+        _reindex(srv)
+        assert _wait_ready(srv, 200).json()["failing"] == []
     finally:
         _stop(srv)
 
