@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import sqlalchemy as sa
 
-from . import catalog, safe_files
+from . import catalog, file_moves, safe_files
 from .context import MAX_LIST, MAX_ROW_ID, CatalogContext, as_id
 from .errors import Conflict, IndexerError, NotFound
 from .images import ImageService
@@ -71,8 +71,14 @@ class RemovalService:
                 if from_disk:
                     source = catalog.path_from_db(row.path)
                     target = self.ctx.trash_dir / str(removed.id) / os.path.basename(source)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    _move(source, str(target))
+                    file_moves.move_confined(  # by descriptors: no swapped link redirects it
+                        source,
+                        self.images.serving_roots(),
+                        target,
+                        [self.ctx.trash_dir],
+                        expect=None if opened is None else (opened.st.st_dev, opened.st.st_ino),
+                        create_target_folder=self.ctx.trash_dir,
+                    )
                     moved = (source, str(target))
                     removed.trash_path = catalog.path_to_db(target)
                 keys = catalog.delete_images(session, [image_id])
@@ -80,8 +86,10 @@ class RemovalService:
                 info = catalog.removed_info(removed)
         except BaseException:
             if moved is not None:  # the catalog did not record it: put the file back
-                with contextlib.suppress(OSError):
-                    _move(moved[1], moved[0])
+                with contextlib.suppress(OSError, IndexerError):
+                    file_moves.move_confined(
+                        moved[1], [self.ctx.trash_dir], moved[0], self.images.serving_roots()
+                    )
             raise
         catalog.remove_thumbnails(self.ctx.thumbnails_dir, keys)
         self.index.forget([image_id])
@@ -150,20 +158,32 @@ class RemovalService:
                                 f"cannot restore {target}: another file is there now; move it "
                                 "away first"
                             )
-                        _move(source, target)
+                        file_moves.move_confined(  # by descriptors, never replacing a file
+                            source,
+                            [self.ctx.trash_dir],
+                            target,
+                            self.images.serving_roots(refresh=True),
+                        )
                         moved_back.append((target, source))
                     session.delete(r)
                 session.commit()
             except BaseException:
                 for target, source in moved_back:
-                    with contextlib.suppress(OSError):
-                        _move(target, source)
+                    with contextlib.suppress(OSError, IndexerError):
+                        file_moves.move_confined(
+                            target, self.images.serving_roots(), source, [self.ctx.trash_dir]
+                        )
                 raise
         for info in infos:
             if info.trash_path:
                 with contextlib.suppress(OSError):
                     os.rmdir(os.path.dirname(catalog.path_from_db(info.trash_path)))
-        jobs = [self.jobs.submit_ingest(folder, recursive=False) for folder in folders]
+        jobs = []
+        for folder in folders:  # restored already: a folder that cannot be queued now is logged
+            try:
+                jobs.append(self.jobs.submit_ingest(folder, recursive=False))
+            except IndexerError as exc:
+                log.warning("restored into %s, but its ingest was not queued: %s", folder, exc)
         log.info("restored %d removed image(s) of removal %s", len(infos), removed_id)
         return RestoreResult(restored=infos, jobs=jobs)
 
@@ -172,22 +192,6 @@ class RemovalService:
         with self.ctx.session() as session:
             key = catalog.get_removed(session, as_id(removed_id, "removed")).thumbnail
         return self.images.open_thumbnail_key(key, f"removed image {removed_id}")
-
-
-def _move(source: str, target: str) -> None:
-    """Move a file (a rename; across file systems a copy, then the source removed). Refuses to
-    replace an existing target."""
-    if os.path.lexists(target):
-        raise Conflict(f"{target} exists already; nothing was moved")
-    try:
-        os.rename(source, target)
-    except OSError as exc:
-        import errno
-        import shutil
-
-        if exc.errno != errno.EXDEV:
-            raise IndexerError(f"could not move {source} to {target}: {exc.strerror}") from None
-        shutil.move(source, target)
 
 
 if TYPE_CHECKING:  # the service's view of it (indexer.facade) is this class's
