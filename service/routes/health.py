@@ -18,26 +18,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from clipsearch.indexer.facade import LibraryFacade
+from clipsearch.indexer.stats import IndexStats
+
 from ..auth import PrivateReadAccess, is_authorised
 from ..deps import ServiceState, StateDep
 from ..schemas import HealthOut, HealthProblem, ImageCounts, IndexOut, OcrOut
 from .common import ERRORS
 
 router = APIRouter(tags=["health"], responses=ERRORS)
-
-
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _plain(stats: Any) -> dict[str, Any]:
-    """The library's stats as plain values (a LibraryStats, or the dict older libraries give)."""
-    if hasattr(stats, "as_dict"):
-        return dict(stats.as_dict())
-    return dict(stats) if isinstance(stats, dict) else {}
 
 
 def disk_problem(data_dir: Path, min_free_mb: int, shown: str) -> HealthProblem | None:
@@ -68,7 +57,7 @@ def _as_utc(value: Any) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-def stalled_jobs(library: Any, stall_s: float) -> list[HealthProblem]:
+def stalled_jobs(library: LibraryFacade, stall_s: float) -> list[HealthProblem]:
     """Queued or running jobs without progress (nor heartbeat) for ``stall_s`` seconds."""
     now = datetime.now(timezone.utc)
     problems = []
@@ -101,7 +90,7 @@ def stalled_jobs(library: Any, stall_s: float) -> list[HealthProblem]:
                 part="ingestion" if job.kind in ("ingest", "reindex", "ocr") else "jobs",
                 message=f"{job.kind} job {job.id} stalled since {last:%Y-%m-%d %H:%M:%S} UTC: "
                 f"{waiting}"
-                + (f" ({job.message})" if getattr(job, "message", None) else "")
+                + (f" ({job.message})" if job.message else "")
                 + "; a worker takes it over after CLIPSEARCH_STALE_AFTER_S without progress",
                 since=last,
             )
@@ -109,35 +98,35 @@ def stalled_jobs(library: Any, stall_s: float) -> list[HealthProblem]:
     return problems
 
 
-def _problems(state: ServiceState, index: dict[str, Any], authorised: bool) -> list[HealthProblem]:
+def _problems(state: ServiceState, index: IndexStats, authorised: bool) -> list[HealthProblem]:
     settings = state.settings
     problems = []
     if state.model_error:
         problems.append(HealthProblem(part="model", message=state.model_error))
-    if index.get("damaged"):
+    if index.damaged:
         problems.append(
             HealthProblem(
                 part="index",
-                message=f"the index is damaged ({index['damaged']}): searches are answered "
+                message=f"the index is damaged ({index.damaged}): searches are answered "
                 "exactly from the catalog's vectors meanwhile (slower on a large library); "
                 "`clipsearch reindex` rebuilds the index files from the stored vectors (no "
                 "image is embedded again)",
             )
         )
-    if index.get("error"):
+    if index.error:
         problems.append(
             HealthProblem(
                 part="store",
-                message=str(index["error"])
+                message=index.error
                 if authorised
                 else "the vector store does not answer (the server log has the cause)",
             )
         )
-    if _int(index.get("missing")):
+    if index.missing:
         problems.append(
             HealthProblem(
                 part="index",
-                message=f"{_int(index.get('missing'))} of the catalog's vectors are missing from "
+                message=f"{index.missing} of the catalog's vectors are missing from "
                 "the vector store: `clipsearch reindex` rebuilds it from the catalog",
             )
         )
@@ -157,9 +146,8 @@ async def health(request: Request, state: StateDep) -> HealthOut:
 
     Open to all (health checks carry no token); a model given as a path, and the data folder,
     are shown by name only unless the caller holds the token."""
-    stats = _plain(await run_in_threadpool(state.library.stats))
-    images = stats.get("images") or {}
-    index = stats.get("index") or {}
+    stats = await run_in_threadpool(state.library.stats)
+    images, index = stats.images, stats.index
     authorised = is_authorised(request)
     problems = await run_in_threadpool(_problems, state, index, authorised)
     status = "ok" if state.model_name is not None or state.model_error else "starting"
@@ -172,30 +160,25 @@ async def health(request: Request, state: StateDep) -> HealthOut:
         # the model of the index being served: after a re-index to another model it is the new
         # one at once, not only after the next search loads it into the encoder
         model=_shown_model(
-            str(stats.get("model") or state.model_name or state.settings.models.spec), authorised
+            str(stats.model or state.model_name or state.settings.models.spec), authorised
         ),
         device=state.model_device or state.settings.models.device,
         images=ImageCounts(
-            total=_int(images.get("total")),
-            ready=_int(images.get("ready")),
-            failed=_int(images.get("failed")),
-            pending=_int(images.get("pending")),
+            total=images.total, ready=images.ready, failed=images.failed, pending=images.pending
         ),
         index=IndexOut(
-            version=index.get("version"),
-            kind=index.get("kind"),
-            size=_int(index.get("size")),
-            delta=_int(index.get("delta")),
-            store=index.get("store"),
-            entities=index.get("entities"),
-            catalog_vectors=index.get("catalog_vectors"),
-            missing=index.get("missing"),
+            version=index.version,
+            kind=index.kind,
+            size=index.size,
+            delta=index.delta,
+            store=index.store,
+            entities=index.entities,
+            catalog_vectors=index.catalog_vectors,
+            missing=index.missing,
             error=(
-                index.get("error")
-                if authorised or not index.get("error")
-                else "the vector store does not answer"
+                index.error if authorised or not index.error else "the vector store does not answer"
             ),
-            damaged=index.get("damaged"),
+            damaged=index.damaged,
         ),
         ocr=await run_in_threadpool(_ocr_status, state),
     )
@@ -203,10 +186,7 @@ async def health(request: Request, state: StateDep) -> HealthOut:
 
 def _ocr_status(state: ServiceState) -> OcrOut | None:
     """Whether images get their text read (probed once per process; see indexer.ocr)."""
-    library: Any = state.library
-    config = getattr(library, "ocr_config", None) or getattr(
-        getattr(library, "config", None), "ocr", None
-    )
+    config = state.library.ocr_config
     if config is None:
         return None
     from clipsearch.indexer.ocr import probe
