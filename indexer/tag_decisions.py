@@ -41,6 +41,7 @@ CALIBRATION_SAMPLE = 50_000
 #: Meaningless tags the background is made of (each through the tag's template ensemble).
 BACKGROUND_TAGS = 16
 _MAD_TO_SD = 1.4826
+TAIL_QUANTILE = 0.5  # which meaningless tag's tail is "typical": the median one
 
 
 def robust(scores: np.ndarray) -> tuple[float, float]:
@@ -82,7 +83,7 @@ class Null:
             return np.ones_like(zz)
         n = self.z.shape[1]
         tails = [1.0 - np.searchsorted(row, zz, side="left") / n for row in self.z]
-        return np.median(np.stack(tails), axis=0)
+        return np.quantile(np.stack(tails), TAIL_QUANTILE, axis=0)
 
 
 @dataclass(frozen=True)

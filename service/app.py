@@ -40,6 +40,7 @@ from .routes import (
     search_router,
     session_router,
 )
+from .routes.tags import router as tags_router
 from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -746,6 +747,7 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         images_router,
         removed_router,
         duplicates_router,
+        tags_router,
         folders_router,
         jobs_router,
         ocr_router,

@@ -550,6 +550,7 @@ OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
         "clipsearch.service.demo",
         "offline demo: train a small CLIP on a synthetic set and serve it",
     ),
+    "tags": ("clipsearch.service.cli_tags", "zero-shot tags: list, add, remove, run, show"),
 }
 
 
