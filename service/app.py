@@ -582,8 +582,8 @@ class PublicPathsMiddleware:
         async def rewriting(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
-                headers = dict(message.get("headers") or [])
-                if headers.get(b"content-type", b"").startswith(b"application/json"):
+                kind = dict(message.get("headers") or []).get(b"content-type", b"")
+                if kind.startswith(b"application/json"):
                     start = message
                     return
                 await send(message)
