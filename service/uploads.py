@@ -49,9 +49,13 @@ def decode_upload(data: bytes, max_pixels: int) -> Any:
                     f"may have at most {max_pixels} pixels (JPEGs count at 1/8 of each side): "
                     "send a smaller image (a few hundred pixels is plenty for searching)",
                 )
-            img.load()
-            if getattr(img, "n_frames", 1) > 1:
-                img.seek(0)
+            from clipsearch.indexer.decode import TooCostly, check_budget
+
+            try:  # memory for its mode and bit depth; pages counted with a cap, never n_frames
+                check_budget(img, max_pixels)
+            except TooCostly as exc:
+                raise HTTPException(413, detail=str(exc)) from None
+            img.load()  # the first frame only
             if max(img.size) > 2 * QUERY_SIDE:
                 factor = max(1, max(img.size) // QUERY_SIDE)
                 img = img.reduce(factor) if img.mode in ("RGB", "L", "RGBA", "P") else img

@@ -16,8 +16,11 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 #: What one decode of the 81-megapixel PNG may add to the decoding process's peak RSS. The
 #: pixel budget (indexer.decode.MAX_DECODE_BYTES) is 384 MiB; the measured figure is in
@@ -160,3 +163,36 @@ def test_a_huge_sixteen_bit_picture_is_refused_by_its_bytes_not_its_pixels(tmp_p
     assert got.ok is False and got.problem == "too_many_pixels"
     assert "MiB" in str(got.reason) and "I;16" in str(got.reason)
     assert decode.pixel_bytes("RGB", 9400, 9400) < decode.MAX_DECODE_BYTES
+
+
+def test_the_upload_route_refuses_a_490000_page_tiff_at_once(
+    many_pages: Path, tmp_path: Path
+) -> None:
+    """On the API's own image-search route (it used to call ``n_frames``: still decoding after
+    18 minutes, both decode slots taken)."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    if str(REPO / "tests" / "service") not in sys.path:
+        sys.path.append(str(REPO / "tests" / "service"))
+    from svc_testlib import FakeLibrary
+
+    from clipsearch.service.app import create_app
+    from clipsearch.service.settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", max_upload_bytes=64 << 20)
+    answer: dict[str, Any] = {}
+    app = create_app(settings, library=FakeLibrary())
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+
+        def post() -> None:
+            data = many_pages.read_bytes()
+            r = client.post("/api/search/image", files={"file": ("p.tif", data, "image/tiff")})
+            answer.update(status=r.status_code, detail=r.json().get("detail"))
+
+        poster = threading.Thread(target=post, daemon=True)
+        poster.start()
+        poster.join(DEADLINE_S)
+        assert answer, f"no answer within {DEADLINE_S} s"
+    assert answer["status"] == 413 and "too many pages" in str(answer["detail"]), answer
