@@ -245,3 +245,36 @@ def test_library_remove_and_restore_race_folder_link_swaps(tmp_path: Path, tiny_
         assert sorted(env.ids_by_name()) == sorted(content)
     finally:
         env.close()
+
+
+def test_a_move_across_file_systems_copies_by_descriptor_and_never_replaces(
+    tmp_path: Path,
+) -> None:
+    """The trash on another file system than the photos (here /dev/shm, a tmpfs): the file is
+    copied through descriptors with its times, then unlinked; moved back the same way."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second file system to move across")
+    import tempfile
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"photo" * 1000)
+    os.utime(photos / "a.jpg", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    with tempfile.TemporaryDirectory(dir=shm) as other:
+        trash = Path(other) / "trash"
+        moved = file_moves.move_confined(
+            photos / "a.jpg", [photos], trash / "1" / "a.jpg", [trash], create_target_folder=trash
+        )
+        assert moved.copied and not (photos / "a.jpg").exists()
+        assert (trash / "1" / "a.jpg").read_bytes() == b"photo" * 1000
+        assert (trash / "1" / "a.jpg").stat().st_mtime_ns == 1_600_000_000_000_000_000
+        (photos / "a.jpg").write_bytes(b"someone else")
+        with pytest.raises(file_moves.MoveRefused) as info:
+            file_moves.move_confined(trash / "1" / "a.jpg", [trash], photos / "a.jpg", [photos])
+        assert info.value.reason == "exists"
+        assert (photos / "a.jpg").read_bytes() == b"someone else"
+        (photos / "a.jpg").unlink()
+        file_moves.move_confined(trash / "1" / "a.jpg", [trash], photos / "a.jpg", [photos])
+        assert (photos / "a.jpg").read_bytes() == b"photo" * 1000
+        assert not (trash / "1" / "a.jpg").exists()
