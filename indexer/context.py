@@ -165,7 +165,13 @@ class WorkerContext:
                 from clipsearch import model as clip_model
 
                 log.info("loading model %s on %s", spec, self.config.device or "auto")
-                cached = clip_model.load(spec, device=self.config.device)
+                cached = clip_model.load(
+                    spec,
+                    device=self.config.device,
+                    allow_jit=self.config.allow_jit,  # None: the model layer's default
+                    cache_dir=self.config.cache_dir,
+                    offline=self.config.offline,
+                )
                 # Keep at most two (the active one and a re-index target).
                 while len(self._models) >= 2:
                     self._models.pop(next(iter(self._models)))

@@ -167,8 +167,9 @@ class ModelSettings(SettingsGroup):
     device: str | None = Field(
         default=None, description="torch device (cpu, cuda, cuda:1); default auto."
     )
-    cache: Path | None = Field(
+    cache_dir: Path | None = Field(
         default=None,
+        json_schema_extra=env("CACHE"),
         description="Folder downloads go to; default ~/.cache/clipsearch.",
     )
     offline: bool = Field(default=False, description="Never download weights.")
@@ -180,6 +181,12 @@ class ModelSettings(SettingsGroup):
     @classmethod
     def _device(cls, value: str | None) -> str | None:
         return value or None
+
+    def load_options(self) -> dict[str, Any]:
+        """What ``clipsearch.model.load`` (and ``registry.resolve``/``check_spec``) take from
+        this group: ``cache_dir``, ``offline``, ``allow_jit`` (load's keyword arguments)."""
+        cache = (self.cache_dir or Path("~/.cache/clipsearch")).expanduser()
+        return {"cache_dir": cache, "offline": self.offline, "allow_jit": self.allow_jit}
 
 
 class StoreSettings(SettingsGroup):
@@ -559,6 +566,9 @@ WORKER_FIELDS: dict[str, tuple[str, str]] = {
     "embed_delay_s": ("worker", "test_embed_delay_s"),
     "ready_file": ("worker", "ready_file"),
     "index_compression": ("worker", "index_compression"),
+    "cache_dir": ("models", "cache_dir"),
+    "offline": ("models", "offline"),
+    "allow_jit": ("models", "allow_jit"),
 }
 
 

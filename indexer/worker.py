@@ -71,6 +71,10 @@ class WorkerConfig:
     ready_file: Path | None = None  # touched once the worker consumes (used by tests and serve)
     index_compression: str | None = None  # IVF codes: None (float32), "sq8", "fp16" or "pq"
     device_decode: str = "auto"  # JPEGs decoded on the model's GPU: auto, on, off (device_embed)
+    # model.load's cache_dir, offline and allow_jit; None: the model layer's own default
+    cache_dir: Path | None = None
+    offline: bool | None = None
+    allow_jit: bool | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)  # more variables for its process
     store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
     ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)
@@ -91,7 +95,10 @@ def worker_environment(config: WorkerConfig, environ: Mapping[str, str]) -> dict
 
     values: dict[str, Any] = {}
     for field_name, (group, name) in WORKER_FIELDS.items():
-        values.setdefault(group, {})[name] = getattr(config, field_name)
+        value = getattr(config, field_name)
+        if value is None and field_name in ("cache_dir", "offline", "allow_jit"):
+            continue  # the model layer's default: the child finds the same one
+        values.setdefault(group, {})[name] = value
     worker = values["worker"]
     worker["decode_workers"] = worker["decode_workers"] or 0
     catalog = values["catalog"]

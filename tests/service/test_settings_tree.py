@@ -175,6 +175,8 @@ def test_the_worker_process_reads_what_the_api_read(
     monkeypatch.setenv("CLIPSEARCH_DEVICE_DECODE", "off")
     monkeypatch.setenv("CLIPSEARCH_MILVUS_URI", "http://milvus:19530")
     monkeypatch.setenv("CLIPSEARCH_MILVUS_TOKEN", "user:secret")
+    monkeypatch.setenv("CLIPSEARCH_CACHE", str(tmp_path / "models"))
+    monkeypatch.setenv("CLIPSEARCH_OFFLINE", "yes")
 
     api = load_settings()
     config = api.worker_config()
@@ -189,6 +191,12 @@ def test_the_worker_process_reads_what_the_api_read(
         expected[key] = seen[key]  # None here: the same default, resolved for the child
     assert seen == expected
     assert seen["store"]["milvus_token"] == "user:secret"  # type: ignore[index]
+    # what the worker's model.load is given: the download folder, offline, no foreign TorchScript
+    assert (seen["cache_dir"], seen["offline"], seen["allow_jit"]) == (
+        str(tmp_path / "models"),
+        True,
+        False,
+    )
 
     # a flag (serve --model ViT-B-16 --data-dir ...) is passed as its variable, and wins
     parser = build_parser()
