@@ -38,6 +38,7 @@ from .celery_app import default_broker_url
 from .context import CatalogContext
 from .context import as_id as _as_id
 from .errors import Conflict, IndexerError
+from .filtering import filter_conditions, store_filters
 from .folders import FolderService
 from .freshness import IndexFollower
 from .images import ImageService
@@ -429,18 +430,7 @@ class Library:
         return self._relevance.get(id(served), served.model, best, size, identity)
 
     def _store_filters(self, filters: SearchFilters) -> StoreFilters:
-        folder = None
-        if filters.folder:
-            text = str(filters.folder)
-            if "\x00" in text:
-                raise IndexerError("the folder filter contains a NUL character")
-            folder = catalog.path_to_db(os.path.abspath(os.path.expanduser(text)))
-        return StoreFilters(
-            folder=folder,
-            date_from=_naive(filters.date_from) if filters.date_from is not None else None,
-            date_to=_naive(filters.date_to) if filters.date_to is not None else None,
-            formats=tuple(_formats(filters.formats or ())),
-        )
+        return store_filters(filters)  # indexer.filtering: the one reading of the filters
 
     def _hit_rows(self, ids: list[int], filters: SearchFilters | None) -> dict[int, Any]:
         """The ready rows of these ids that pass the filters, by id: only the columns a hit
@@ -464,22 +454,7 @@ class Library:
             return {int(i) for i in session.scalars(stmt, {"ids": ids})}
 
     def _filter_conditions(self, filters: SearchFilters) -> list[Any]:
-        conds: list[Any] = []
-        if filters.folder:
-            folder = str(filters.folder)
-            if "\x00" in folder:
-                raise IndexerError("the folder filter contains a NUL character")
-            resolved = os.path.abspath(os.path.expanduser(folder))
-            conds.append(catalog.under_folder(Image.folder, catalog.path_to_db(resolved)))
-        if filters.date_from is not None:
-            conds.append(Image.taken_at >= _naive(filters.date_from))
-        if filters.date_to is not None:
-            conds.append(Image.taken_at <= _naive(filters.date_to))
-        if filters.formats:
-            formats = _formats(filters.formats)
-            if formats:
-                conds.append(Image.format.in_(formats))
-        return conds
+        return filter_conditions(filters)  # the same conditions browse_images applies
 
     # ---- images and files (indexer.images)
 
@@ -641,20 +616,6 @@ class Library:
     def stats(self) -> LibraryStats:
         """Counts by state, the served index, unfinished jobs. Cheap: loads no model."""
         return self.statistics.stats()
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _formats(values: Any) -> list[str]:
-    formats = [str(f).upper().strip() for f in values if str(f).strip()]
-    return ["JPEG" if f == "JPG" else f for f in formats]
-
-
-def _naive(value: Any) -> Any:
-    """taken_at is camera wall-clock time (naive): compare with the caller's wall-clock value."""
-    return value.replace(tzinfo=None) if getattr(value, "tzinfo", None) is not None else value
 
 
 if TYPE_CHECKING:  # the service's view of a library (indexer.facade) is this class's
