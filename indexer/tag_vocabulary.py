@@ -173,6 +173,8 @@ def check_spec(spec: TagSpec) -> TagSpec:
         raise ValueError(f"a tag name is 1 to {MAX_NAME} characters, got {spec.name!r}")
     if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in name):
         raise ValueError("a tag name cannot contain control characters")
+    if name.isdigit():
+        raise ValueError(f"a tag name cannot be only digits ({name!r} reads as a tag id)")
     descriptions = tuple(" ".join(str(d).split()) for d in spec.descriptions) or (name,)
     if len(descriptions) > MAX_DESCRIPTIONS or not all(
         0 < len(d) <= MAX_DESCRIPTION for d in descriptions
@@ -183,8 +185,10 @@ def check_spec(spec: TagSpec) -> TagSpec:
     if any(ord(ch) < 0x20 for d in descriptions for ch in d):
         raise ValueError("a tag description cannot contain control characters")
     group = " ".join(str(spec.group).split()) if spec.group else None
-    if group is not None and (not group or len(group) > MAX_NAME):
-        raise ValueError(f"a tag group is 1 to {MAX_NAME} characters")
+    if group is not None and (
+        not group or len(group) > MAX_NAME or any(ord(ch) < 0x20 for ch in group)
+    ):
+        raise ValueError(f"a tag group is 1 to {MAX_NAME} characters, no control characters")
     if spec.templates not in TEMPLATE_SETS:
         raise ValueError(
             f"unknown template set {spec.templates!r}: use one of {', '.join(TEMPLATE_SETS)}"

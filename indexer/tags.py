@@ -227,8 +227,10 @@ def list_tags(session: Session) -> list[TagInfo]:
 def find_tag(session: Session, tag: int | str) -> Tag:
     """A tag by id or by name, or NotFound."""
     ensure_vocabulary(session)
-    if isinstance(tag, int) or (isinstance(tag, str) and tag.isdigit()):
-        row = session.get(Tag, int(tag))
+    if isinstance(tag, str) and tag.isascii() and tag.isdigit() and len(tag) <= 18:
+        tag = int(tag)  # an id given as text (a door's path)
+    if isinstance(tag, int):
+        row = session.get(Tag, tag) if 0 < tag < 2**63 else None
     else:
         row = session.scalar(sa.select(Tag).where(Tag.name == " ".join(str(tag).split())))
     if row is None:

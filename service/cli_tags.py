@@ -17,10 +17,6 @@ from clipsearch.indexer.errors import IndexerError
 from clipsearch.indexer.tag_vocabulary import DEFAULT_TEMPLATES, TEMPLATE_SETS
 
 
-def _key(tag: str) -> int | str:
-    return int(tag) if tag.isdigit() else tag
-
-
 def _threshold(t: Any) -> str:
     if t.threshold is None:
         return "not run yet" if t.precision is None else "assigns nothing"
@@ -56,11 +52,11 @@ def cmd_tags(args: argparse.Namespace) -> int:
                 print(f"added tag {info.id} {info.name!r}: `clipsearch tags run` assigns it")
                 return 0
             if args.action == "remove":
-                info = domain.delete_tag(session, _key(args.name))
+                info = domain.delete_tag(session, args.name)
                 print(f"removed tag {info.id} {info.name!r} ({info.assigned} pictures had it)")
                 return 0
             if args.action == "show":
-                tag = domain.get_tag(session, _key(args.name))
+                tag = domain.get_tag(session, args.name)
                 for image_id, state in ((args.confirm, "confirmed"), (args.reject, "rejected")):
                     if image_id is not None:
                         domain.set_assignment(session, tag.id, image_id, state)

@@ -102,10 +102,6 @@ def _sessions(library: Any) -> Any:
     return library.Session
 
 
-def _key(tag: str) -> int | str:
-    return int(tag) if tag.isdigit() else tag
-
-
 def tag_out(info: Any) -> TagOut:
     return TagOut(
         id=info.id,
@@ -168,7 +164,7 @@ def run_tags(library: LibraryDep, body: RunIn | None = None) -> JobOut:
 )
 def get_tag(library: LibraryDep, tag: TagKey) -> TagOut:
     with _sessions(library)() as session:
-        return tag_out(domain.get_tag(session, _key(tag)))
+        return tag_out(domain.get_tag(session, tag))
 
 
 @router.patch(
@@ -193,7 +189,7 @@ def update_tag(library: LibraryDep, tag: TagKey, body: TagPatch) -> TagOut:
     if "target_precision" in given:
         kwargs["target_precision"] = body.target_precision
     with _sessions(library)() as session:
-        return tag_out(domain.update_tag(session, _key(tag), **kwargs))
+        return tag_out(domain.update_tag(session, tag, **kwargs))
 
 
 @router.delete(
@@ -205,7 +201,7 @@ def update_tag(library: LibraryDep, tag: TagKey, body: TagPatch) -> TagOut:
 def delete_tag(library: LibraryDep, tag: TagKey) -> TagOut:
     """Delete a tag and its assignments. Returns what it was."""
     with _sessions(library)() as session:
-        return tag_out(domain.delete_tag(session, _key(tag)))
+        return tag_out(domain.delete_tag(session, tag))
 
 
 @router.get(
@@ -225,7 +221,7 @@ def list_tag_images(
 ) -> TagImagesPage:
     """The pictures with a tag, in id order (rejected ones never)."""
     with _sessions(library)() as session:
-        info = domain.get_tag(session, _key(tag))
+        info = domain.get_tag(session, tag)
         items, next_after = domain.images_page(session, info.id, after, limit)
     return TagImagesPage(
         tag=tag_out(info),
@@ -238,7 +234,7 @@ def list_tag_images(
 
 
 @router.put(
-    "/api/tags/{tag}/images/{image_id}",
+    "/api/tags/{tag}/images/{id}",
     operation_id="decide_tag",
     response_model=ImageTagOut,
     dependencies=[Depends(require_token)],
@@ -246,30 +242,30 @@ def list_tag_images(
 def decide_tag(
     library: LibraryDep,
     tag: TagKey,
-    image_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    id: Annotated[int, Path(ge=1, le=MAX_ID, description="The picture's id.")],
     body: DecisionIn,
 ) -> ImageTagOut:
     """Confirm or reject a tag on a picture; a rejection is never overridden by a later run."""
     with _sessions(library)() as session:
-        out = domain.set_assignment(session, _key(tag), image_id, body.state)
+        out = domain.set_assignment(session, tag, id, body.state)
     return ImageTagOut(
         tag_id=out.tag_id, name=out.name, group=out.group, score=out.score, state=out.state
     )
 
 
 @router.get(
-    "/api/images/{image_id}/tags",
+    "/api/images/{id}/tags",
     operation_id="list_image_tags",
     response_model=list[ImageTagOut],
     dependencies=[ReadAccess],
 )
 def list_image_tags(
-    library: LibraryDep, image_id: Annotated[int, Path(ge=1, le=MAX_ID)]
+    library: LibraryDep, id: Annotated[int, Path(ge=1, le=MAX_ID, description="The picture's id.")]
 ) -> list[ImageTagOut]:
     """A picture's tags, with the ones a person rejected (state `rejected`)."""
     with _sessions(library)() as session:
-        library.get_image(image_id)  # 404 for a picture the library does not have
+        library.get_image(id)  # 404 for a picture the library does not have
         return [
             ImageTagOut(tag_id=t.tag_id, name=t.name, group=t.group, score=t.score, state=t.state)
-            for t in domain.image_tags(session, image_id)
+            for t in domain.image_tags(session, id)
         ]
