@@ -80,6 +80,7 @@ class SearchLibrary(Protocol):
         offset: int = 0,
         min_score: float | None = None,
         filters: SearchFilters | None = None,
+        exclude: Sequence[int] | None = None,
     ) -> list[Hit]: ...
 
     def search_text(
@@ -92,9 +93,15 @@ class SearchLibrary(Protocol):
         min_score: float | None = None,
         filters: SearchFilters | None = None,
         keywords: tuple[int, list[Any]] | None = None,
+        relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
+        min_relevance: float | None = None,
     ) -> list[Hit]: ...
 
     def has_keywords(self) -> bool: ...
+
+    # optional: ``calibration()`` (indexer.relevance), ``keyword_hits(text, k, offset, filters)``
+    # and ``keywords_known()``; a library without them searches uncalibrated, reads no keyword
+    # side ahead and asks has_keywords
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,7 @@ class SearchService:
 
     def __init__(
         self,
-        library: Any,
+        library: SearchLibrary | Any,
         *,
         default_min_relevance: float = DEFAULT_MIN_RELEVANCE,
         max_k: int = MAX_K,
