@@ -10,6 +10,7 @@ from typing import Any
 from . import catalog
 from .catalog import Image
 from .errors import IndexerError
+from .tags import tagged_ids_condition
 from .types import SearchFilters
 from .vector_store import StoreFilters
 
@@ -29,6 +30,8 @@ def filter_conditions(filters: SearchFilters) -> list[Any]:
         kept = formats(filters.formats)
         if kept:
             conds.append(Image.format.in_(kept))
+    if filters.tag is not None:  # the pictures with the tag: a range read on its key
+        conds.append(tagged_ids_condition(filters.tag, Image.id))
     return conds
 
 

@@ -417,12 +417,18 @@ def tag_page_statement(tag_id: int, after: int | None, limit: int) -> Any:
     return stmt
 
 
-def tagged_ids_condition(tag: int, column: Any) -> Any:
-    """A SQL condition keeping the pictures (``column``: an image id column) that have a tag."""
-    return column.in_(
-        sa.select(TagAssignment.image_id).where(
-            TagAssignment.tag_id == int(tag), TagAssignment.state != "rejected"
+def tagged_ids_condition(tag: int | str, column: Any) -> Any:
+    """A SQL condition keeping the pictures (``column``: an image id column) that have a tag,
+    given by id (digits) or by name (the search and browse filter ``tag=``)."""
+    text = str(tag).strip()
+    if text.isascii() and text.isdigit() and len(text) <= 18:
+        which: Any = TagAssignment.tag_id == int(text)
+    else:
+        which = TagAssignment.tag_id.in_(
+            sa.select(Tag.id).where(Tag.name == " ".join(text.split()))
         )
+    return column.in_(
+        sa.select(TagAssignment.image_id).where(which, TagAssignment.state != "rejected")
     )
 
 

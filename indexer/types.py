@@ -132,8 +132,13 @@ class SearchFilters:
     date_from: dt.datetime | None = None
     date_to: dt.datetime | None = None
     formats: tuple[str, ...] | None = None  # Pillow format names: "JPEG", "PNG", ...
+    tag: str | None = None  # only pictures with this tag (its name or id; indexer.tags)
 
     def __post_init__(self) -> None:
+        if self.tag is not None and (
+            not 0 < len(self.tag) <= 64 or control_character(self.tag) is not None
+        ):
+            raise IndexerError("the tag filter is a tag's name or id (1 to 64 characters)")
         # checked before any store sees them: a control character or NUL is no folder or format
         # a catalog holds, and a store's filter expression must never be built from one
         if self.folder is not None:

@@ -38,6 +38,9 @@ class SearchFiltersIn(BaseModel):
         max_length=16,
         description="Only these formats (JPEG, PNG, WEBP, GIF, BMP, TIFF, ...).",
     )
+    tag: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Only pictures with this tag."
+    )
 
     @field_validator("folder")
     @classmethod

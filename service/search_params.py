@@ -83,11 +83,12 @@ def to_filters(f: SearchFiltersIn | None) -> SearchFilters | None:
     date_to = _day_bound(f.date_to, end=True)
     if date_from and date_to and date_from > date_to:
         raise HTTPException(422, detail="filters.date_from is after filters.date_to")
-    if not (f.folder or formats or date_from or date_to):
+    if not (f.folder or formats or date_from or date_to or f.tag):
         return None
     return SearchFilters(
-        folder=f.folder or None, date_from=date_from, date_to=date_to, formats=formats
-    )
+        folder=f.folder or None, date_from=date_from, date_to=date_to, formats=formats,
+        tag=f.tag or None,
+    )  # fmt: skip
 
 
 async def filter_params(
@@ -101,18 +102,24 @@ async def filter_params(
         list[str] | None,
         Query(description="Only these formats (repeatable: JPEG, PNG, WEBP, GIF, BMP, TIFF)."),
     ] = None,
+    tag: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="Only pictures with this tag (name or id)."),
+    ] = None,
 ) -> SearchFiltersIn | None:
     """The search filters as query parameters (GET search, search by image, more like this)."""
     if format is not None and len(format) > 16:
         raise HTTPException(422, detail="at most 16 format parameters")
     if format is not None and any(len(x) > 16 for x in format):
         raise HTTPException(422, detail="a format name is at most 16 characters (e.g. JPEG)")
-    if not (folder or date_from or date_to or format):
+    if not (folder or date_from or date_to or format or tag):
         return None
     from pydantic import ValidationError
 
     try:
-        return SearchFiltersIn(folder=folder, date_from=date_from, date_to=date_to, formats=format)
+        return SearchFiltersIn(
+            folder=folder, date_from=date_from, date_to=date_to, formats=format, tag=tag
+        )
     except ValidationError as exc:  # a control character in folder, a format that is no name
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))

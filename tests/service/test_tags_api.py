@@ -94,6 +94,17 @@ def test_tags_routes_define_run_page_and_decide(env: Env) -> None:
     assert [i["image"]["id"] for i in page2["items"]] == [ids[3], ids[4]]
     assert c.get("/api/tags/circles/images", params={"limit": 201}).status_code == 422
 
+    # tag= in browse and search: only the tag's pictures (by name or id), rejected never
+    browsed = c.get("/api/images", params={"tag": "circles", "limit": 50}).json()["items"]
+    assert [i["id"] for i in browsed] == [ids[0], ids[2], ids[3], ids[4]]
+    by_id = c.get("/api/images", params={"tag": str(tag["id"]), "limit": 50}).json()["items"]
+    assert [i["id"] for i in by_id] == [ids[0], ids[2], ids[3], ids[4]]
+    found = c.get(
+        "/api/search", params={"q": "a shape", "tag": "circles", "min_relevance": 0, "k": 20}
+    ).json()["results"]
+    assert found and {h["id"] for h in found} <= {ids[0], ids[2], ids[3], ids[4]}
+    assert c.get("/api/images", params={"tag": "no such tag"}).json()["items"] == []
+
     mine = c.get(f"/api/images/{ids[1]}/tags").json()
     assert [(t["name"], t["state"]) for t in mine] == [("circles", "rejected")]
     assert c.get("/api/images/999999/tags").status_code == 404
