@@ -3,13 +3,21 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint demo bench lock
+.PHONY: install install-locked test lint demo bench lock
 
 install:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
+	npm ci --no-audit --no-fund
+
+# The same environment from the lock file (requirements/dev.txt: every version and hash pinned).
+install-locked:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements/dev.txt
+	$(BIN)/pip install -q --no-deps -e .
 	npm ci --no-audit --no-fund
 
 test:
