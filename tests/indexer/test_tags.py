@@ -320,3 +320,33 @@ def test_the_tags_job_runs_on_a_real_ingest_with_an_untrained_model(
         assert run.assigned <= 0.02 * run.images * run.tags, run.per_tag
     finally:
         env.close()
+
+
+def test_a_model_switch_re_tags(tmp_path: Path, tiny_dir: Path) -> None:
+    from clipsearch.model.checkpoints import save_pretrained
+    from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
+    from clipsearch.model.testing import tiny_model
+
+    other = save_pretrained(tiny_model(seed=1), tmp_path / "other-model")
+    folder = tmp_path / "pictures"
+    write_folder(SyntheticConfig(image_size=32), 12, folder)
+    env = Env(tmp_path / "data", tiny_dir, None)
+    try:
+        env.ingest(folder)
+        job = tags.submit(env.lib)
+        tag_jobs.run_tags(env.ctx, job.id)
+        with env.lib.Session() as s:
+            first = tags.library_model_id(s)
+            before = {int(v.model_id) for v in s.scalars(sa.select(tags.TagVector))}
+        assert before == {first}
+        env.reindex(str(other))
+        with env.lib.Session() as s:
+            now = tags.library_model_id(s)
+            vectors = list(
+                s.scalars(sa.select(tags.TagVector).where(tags.TagVector.model_id == now))
+            )
+        assert now != first
+        assert len(vectors) == len(STARTER_VOCABULARY)  # every tag embedded and calibrated again
+        assert all(v.library_size == 12 for v in vectors)
+    finally:
+        env.close()
