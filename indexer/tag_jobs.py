@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import catalog
-from .catalog import Job
+from .catalog import Job, ModelRecord
 from .celery_app import TASK_OPTIONS, TASK_TAGS
 from .context import active_model_spec
 from .errors import CatalogUnavailable, StoreUnavailable
@@ -48,7 +48,6 @@ from .tags import Tag, TagAssignment, TagVector, ensure_vocabulary, record_job, 
 log = logging.getLogger(__name__)
 
 _MARK_MODEL = "tags_model"
-_CHUNK = 20_000
 _INSERT = 5_000
 
 __all__ = ["TagRun", "after_batch", "register_tasks", "retag", "run_tags", "tag_library"]
@@ -68,13 +67,6 @@ def _lock(session: Session) -> None:
     """One writer of the assignments at a time (SQLite's write lock does it there)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(7342190553)"))
-
-
-def _scores(vectors: np.ndarray, tag_vectors: np.ndarray) -> np.ndarray:
-    out = np.empty((len(vectors), len(tag_vectors)), dtype=np.float32)
-    for start in range(0, len(vectors), _CHUNK):
-        out[start : start + _CHUNK] = vectors[start : start + _CHUNK] @ tag_vectors.T
-    return out
 
 
 def background_nulls(
@@ -106,17 +98,13 @@ def tag_library(
             int(v.tag_id): v
             for v in session.scalars(sa.select(TagVector).where(TagVector.model_id == model_id))
         }
-        ids, vectors = catalog.load_vectors(session, model_id)
+        dim = int(session.scalar(sa.select(ModelRecord.dim).where(ModelRecord.id == model_id)) or 0)
+        expected = catalog.state_counts(session).get("ready", 0)
         session.expunge_all()
-    run = TagRun(tags=len(tags), images=len(ids))
+    run = TagRun(tags=len(tags))
     if not tags:
         return run
-    dim = vectors.shape[1] if vectors.ndim == 2 and vectors.shape[1] else None
-    need = [
-        t
-        for t in tags
-        if int(t.id) not in stored or (dim is not None and len(stored[int(t.id)].vector) != 4 * dim)
-    ]
+    need = [t for t in tags if int(t.id) not in stored or len(stored[int(t.id)].vector) != 4 * dim]
     fresh = embed_tags(model, [(t.descriptions, TEMPLATE_SETS[t.templates]) for t in need])
     run.embedded = len(need)
     by_id = {int(t.id): fresh[i] for i, t in enumerate(need)}
@@ -125,15 +113,26 @@ def tag_library(
             by_id[int(t.id)] = catalog.bytes_to_vector(stored[int(t.id)].vector)
     T = np.stack([by_id[int(t.id)] for t in tags]).astype(np.float32)
     if on_progress:
-        on_progress(0, len(ids))
-    S = _scores(vectors, T) if len(ids) else np.zeros((0, len(tags)), np.float32)
-    rng = np.random.default_rng(0)
-    pick = (
-        np.sort(rng.choice(len(ids), CALIBRATION_SAMPLE, replace=False))
-        if len(ids) > CALIBRATION_SAMPLE
-        else np.arange(len(ids))
-    )
-    nulls = background_nulls(model, vectors[pick], [t.templates for t in tags])
+        on_progress(0, expected)
+    # one pass over the stored vectors in chunks: the scores [N, K] are kept, the vectors only
+    # for an evenly spaced calibration sample (memory follows N x tags, not N x D)
+    step = max(1, -(-expected // CALIBRATION_SAMPLE))
+    id_parts, score_parts, sample_parts, pick_parts = [], [], [], []
+    seen = 0
+    with Session_() as session:
+        for chunk_ids, chunk in catalog.iter_vectors(session, model_id):
+            id_parts.append(chunk_ids)
+            score_parts.append(chunk @ T.T)
+            rows = np.flatnonzero((seen + np.arange(len(chunk_ids))) % step == 0)
+            sample_parts.append(chunk[rows])
+            pick_parts.append(rows + seen)
+            seen += len(chunk_ids)
+    ids = np.concatenate(id_parts) if id_parts else np.zeros(0, np.int64)
+    S = np.concatenate(score_parts) if score_parts else np.zeros((0, len(tags)), np.float32)
+    sample = np.concatenate(sample_parts) if sample_parts else np.zeros((0, dim), np.float32)
+    pick = np.concatenate(pick_parts) if pick_parts else np.zeros(0, np.int64)
+    run.images = len(ids)
+    nulls = background_nulls(model, sample, [t.templates for t in tags])
     thresholds: list[TagThreshold] = [
         calibrate_tag(S[pick, k], nulls[t.templates], t.target_precision or TARGET_PRECISION)
         for k, t in enumerate(tags)
