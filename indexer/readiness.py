@@ -18,6 +18,7 @@ import contextlib
 import functools
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -94,7 +95,9 @@ def check_index(library: Any) -> None:
 
 def check_data(library: Any) -> None:
     folder = library.data_dir
-    probe = os.path.join(folder, f".ready-{os.getpid()}")
+    # one name per process and host: API replicas sharing the folder (each pid 7 in its own
+    # container, say) never remove each other's probe, and a crash leaves one file, not many
+    probe = os.path.join(folder, f".ready-{socket.gethostname()}-{os.getpid()}")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
