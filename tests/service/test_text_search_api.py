@@ -105,7 +105,10 @@ def test_modes_match_reasons_text_and_the_ocr_job(
             assert r["results"][0]["id"] == ids["wombat_party.png"]
             assert "filename" in r["results"][0]["match"]
             # the vectors alone: every hit is semantic, none carries words
-            r = client.get("/api/search", params={"q": "zorblax", "mode": "semantic", "k": 20})
+            r = client.get(
+                "/api/search",
+                params={"q": "zorblax", "mode": "semantic", "k": 20, "min_relevance": 0},
+            )
             assert r.status_code == 200
             assert all(h["match"] == ["semantic"] and h["words"] == [] for h in r.json()["results"])
             assert len(r.json()["results"]) == len(ids)
