@@ -40,6 +40,7 @@ from .routes import (
     search_router,
     session_router,
 )
+from .routes.probes import router as probes_router
 from .routes.tags import router as tags_router
 from .settings import Settings, load_settings
 
@@ -752,6 +753,7 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         jobs_router,
         ocr_router,
         health_router,
+        probes_router,
         session_router,
     ):
         app.include_router(router)
