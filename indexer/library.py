@@ -24,7 +24,6 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from . import catalog, safe_files
 from .catalog import Image
-from .celery_app import default_broker_url
+from .configs import LibraryConfig, OcrConfig
 from .context import CatalogContext
 from .context import as_id as _as_id
 from .errors import Conflict, IndexerError
@@ -43,10 +42,8 @@ from .folders import FolderService
 from .freshness import IndexFollower
 from .images import ImageService
 from .job_queue import EmbeddedWorkers, JobService, wait_for_job
-from .ocr import OcrConfig
 from .removals import RemovalService
 from .serving import IndexService, Served
-from .settings import DEFAULT_MODEL
 from .stats import LibraryStats, StatsService
 from .types import (
     FolderInfo,
@@ -58,7 +55,7 @@ from .types import (
     SearchFilters,
     check_page,
 )
-from .vector_store import StoreConfig, StoreFilters, selective_ids
+from .vector_store import StoreFilters, selective_ids
 
 log = logging.getLogger(__name__)
 
@@ -69,59 +66,6 @@ CALIBRATION_FILE = "relevance.json"  # the last relevance calibration (indexer.r
 
 #: How long Library.has_keywords trusts having seen keyword rows (seconds).
 KEYWORDS_YES_S = 60.0
-
-
-@dataclass(frozen=True)
-class LibraryConfig:
-    """How to reach a library. Only ``data_dir`` is required; the rest default to embedded."""
-
-    data_dir: Path  # thumbnails, index files, the embedded catalog and broker
-    database_url: str | None = None  # None: SQLite at <data_dir>/catalog.db
-    broker_url: str | None = None  # None: the embedded SQLite broker at <data_dir>/broker.sqlite
-    model_spec: str = DEFAULT_MODEL  # the model of a new library (the catalog's model wins)
-    device: str | None = None  # None: CUDA when available, else CPU
-    queue_prefix: str = ""  # namespaces the queue on a shared broker
-    allowed_roots: Sequence[Path] | None = None  # folders ingest may read; None: any folder
-    refresh_interval_s: float = (
-        2.0  # how often the index follows the catalog (new vectors, versions)
-    )
-    batch_size: int = 32  # images per embedding batch (workers started by this library)
-    worker_concurrency: int = 1
-    extra_worker_env: dict[str, str] = field(default_factory=dict)
-    store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
-    ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)
-
-    @property
-    def resolved_data_dir(self) -> Path:
-        return Path(self.data_dir).expanduser().resolve()
-
-    @property
-    def resolved_database_url(self) -> str:
-        return self.database_url or catalog.default_database_url(self.resolved_data_dir)
-
-    @property
-    def resolved_broker_url(self) -> str:
-        return self.broker_url or default_broker_url(self.resolved_data_dir)
-
-    def worker_config(self, **overrides: Any) -> Any:
-        """The :class:`~indexer.worker.WorkerConfig` for a worker serving this library."""
-        from .worker import WorkerConfig
-
-        values: dict[str, Any] = {
-            "data_dir": self.resolved_data_dir,
-            "model_spec": self.model_spec,
-            "database_url": self.resolved_database_url,
-            "broker_url": self.resolved_broker_url,
-            "queue_prefix": self.queue_prefix,
-            "device": self.device,
-            "concurrency": self.worker_concurrency,
-            "batch_size": self.batch_size,
-            "extra_env": dict(self.extra_worker_env),
-            "store": self.store,
-            "ocr": self.ocr,
-        }
-        values.update(overrides)
-        return WorkerConfig(**values)
 
 
 class Library:

@@ -31,6 +31,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from .configs import OcrConfig
+
 OCR_MODES = ("auto", "on", "off")
 MIN_CONFIDENCE = 40.0  # Tesseract's per-word confidence (0..100) below which a word is dropped
 MIN_SIDE = 100  # images smaller than this on their long side hold no readable text
@@ -43,47 +45,6 @@ _WORD = re.compile(r"[^\W_]", re.UNICODE)
 
 class OcrError(Exception):
     """Tesseract could not be run or failed on an image (the message says why)."""
-
-
-@dataclass(frozen=True)
-class OcrConfig:
-    """How ingestion recognises text: the ``ocr`` group of the settings tree
-    (indexer.settings.OcrSettings: CLIPSEARCH_OCR, _TESSERACT, _OCR_LANG, _OCR_TIMEOUT_S)."""
-
-    mode: str = "auto"  # auto: when tesseract is found; on: the same, missing is a problem; off
-    tesseract: str = "tesseract"  # the program: a name looked up on PATH, or a path
-    lang: str = "eng"  # Tesseract language codes joined by '+', e.g. "eng+deu"
-    timeout_s: float = 20.0  # per image; a slower image is recorded as failed, ingestion goes on
-
-    def checked(self) -> OcrConfig:
-        """This config validated as the settings validate it (ValueError naming the setting)."""
-        from pydantic import ValidationError
-
-        from .settings import OcrSettings
-
-        try:
-            settings = OcrSettings.model_validate(
-                {
-                    "mode": self.mode or "auto",
-                    "tesseract": self.tesseract or "tesseract",
-                    "lang": self.lang,
-                    "timeout_s": self.timeout_s,
-                }
-            )
-        except ValidationError as exc:
-            names = OcrSettings.env_names()
-            raise ValueError(
-                "; ".join(
-                    f"{names.get(str(e['loc'][0]), 'OCR') if e['loc'] else 'OCR'}: "
-                    + str(e["msg"]).removeprefix("Value error, ")
-                    for e in exc.errors()
-                )
-            ) from None
-        return settings.config()
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
 
 
 @dataclass(frozen=True)

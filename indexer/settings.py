@@ -39,13 +39,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .configs import DEFAULT_MODEL, LibraryConfig, OcrConfig, StoreConfig, WorkerConfig
 from .errors import IndexerError
-
-if TYPE_CHECKING:
-    from .library import LibraryConfig
-    from .ocr import OcrConfig
-    from .vector_store import StoreConfig
-    from .worker import WorkerConfig
 
 __all__ = [
     "COMPRESSIONS",
@@ -70,7 +65,6 @@ log = logging.getLogger(__name__)
 
 ENV_PREFIX = "CLIPSEARCH_"
 NESTED = "__"  # CLIPSEARCH_<GROUP>__<FIELD>
-DEFAULT_MODEL = "ViT-B-32"  # the model of a new library (a library's catalog names its own)
 COMPRESSIONS = ("sq8", "fp16", "pq")  # IVF codes besides float32 (CLIPSEARCH_INDEX_COMPRESSION)
 
 #: Variables with the prefix that are not settings: read by the test suite only (deploy/README.md),
@@ -226,8 +220,6 @@ class StoreSettings(SettingsGroup):
 
     def config(self) -> StoreConfig:
         """The indexer's :class:`~indexer.vector_store.StoreConfig` (IndexerError if wrong)."""
-        from .vector_store import StoreConfig
-
         token = self.milvus_token.get_secret_value() if self.milvus_token else None
         return StoreConfig(
             milvus_uri=(self.milvus_uri or "").strip() or None,
@@ -272,8 +264,6 @@ class OcrSettings(SettingsGroup):
 
     def config(self) -> OcrConfig:
         """The indexer's :class:`~indexer.ocr.OcrConfig`."""
-        from .ocr import OcrConfig
-
         return OcrConfig(self.mode, self.tesseract, self.lang, float(self.timeout_s))
 
 
@@ -518,8 +508,6 @@ class LibrarySettings(BaseSettings):
     def library_config(self, allowed_roots: Sequence[Path] | None = None) -> LibraryConfig:
         """The :class:`~indexer.library.LibraryConfig` of these settings (``allowed_roots``:
         the folders its ingestion may read; None: any)."""
-        from .library import LibraryConfig
-
         return LibraryConfig(
             data_dir=self.catalog.data_dir,
             database_url=self.catalog.database_url,
@@ -538,8 +526,6 @@ class LibrarySettings(BaseSettings):
         """The :class:`~indexer.worker.WorkerConfig` of these settings; ``overrides`` by its
         field names (``concurrency=4``)."""
         from dataclasses import replace
-
-        from .worker import WorkerConfig
 
         values: dict[str, Any] = {}
         for field, (group, name) in WORKER_FIELDS.items():

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IndexerError
+from .configs import INDEX_TYPES, StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,47 +53,6 @@ __all__ = [
 _KEY_CHUNK = 50  # ids per IN (...) read by primary key
 
 #: Milvus index types clipsearch configures (all of the FAISS/Knowhere family).
-INDEX_TYPES = ("AUTO", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW")
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """Which vector store a library uses, and how. Without ``milvus_uri``: embedded FAISS."""
-
-    milvus_uri: str | None = None  # http://host:19530; None: the embedded FAISS index
-    milvus_token: str | None = None  # "user:password" or an API key, when Milvus asks for one
-    milvus_collection: str = "clipsearch"  # the alias; collections are <this>_v<version>_m<model>
-    milvus_index: str = "AUTO"  # AUTO: FLAT below flat_threshold vectors, else IVF_FLAT
-    milvus_nlist: int = 0  # 0: by the number of vectors (as for FAISS)
-    milvus_nprobe: int = 0  # 0: tuned at build time to recall_target
-    milvus_timeout_s: float = 10.0
-    recall_target: float = 0.95
-
-    @property
-    def kind(self) -> str:
-        return "milvus" if self.milvus_uri else "faiss"
-
-    def checked(self) -> StoreConfig:
-        """This config, or IndexerError naming the setting that is wrong."""
-        index = (self.milvus_index or "AUTO").upper()
-        if index not in INDEX_TYPES:
-            raise IndexerError(
-                f"CLIPSEARCH_MILVUS_INDEX={self.milvus_index!r}: use one of {', '.join(INDEX_TYPES)}"
-            )
-        name = self.milvus_collection
-        if not name or len(name) > 24 or not name.replace("_", "").isalnum() or name[0].isdigit():
-            raise IndexerError(
-                f"CLIPSEARCH_MILVUS_COLLECTION={name!r}: use 1-24 letters, digits or _, not "
-                "starting with a digit"
-            )
-        if self.milvus_nlist < 0 or self.milvus_nprobe < 0:
-            raise IndexerError("CLIPSEARCH_MILVUS_NLIST and CLIPSEARCH_MILVUS_NPROBE must be >= 0")
-        if self.milvus_uri and not self.milvus_uri.startswith(("http://", "https://", "tcp://")):
-            raise IndexerError(
-                f"CLIPSEARCH_MILVUS_URI={self.milvus_uri!r}: give http://host:19530 (Milvus "
-                "Standalone or Distributed)"
-            )
-        return self
 
 
 @dataclass(frozen=True)

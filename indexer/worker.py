@@ -23,19 +23,18 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from .celery_app import TASK_RESUME, default_broker_url, is_embedded_broker, make_celery
+from .celery_app import TASK_RESUME, is_embedded_broker, make_celery
+from .configs import WorkerConfig
 from .context import WorkerContext
 from .errors import IndexerError
-from .ocr import OcrConfig
 from .settings import LibrarySettings
-from .vector_store import StoreConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,47 +44,6 @@ def default_database_url(data_dir: Path) -> str:
     from .catalog import default_database_url as catalog_default
 
     return catalog_default(Path(data_dir).expanduser())
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Everything a worker needs, built from the settings tree in one place
-    (:meth:`indexer.settings.LibrarySettings.worker_config`); a worker child process reads the
-    same tree from its environment (:func:`worker_environment` adds what differs)."""
-
-    data_dir: Path  # thumbnails, index files, the embedded catalog and broker live here
-    model_spec: str  # what model.load() accepts: a registry name or a model folder
-    database_url: str | None = None  # None: SQLite in data_dir
-    broker_url: str | None = None  # None: the embedded SQLite broker in data_dir
-    queue_prefix: str = ""  # namespaces the queue (and Redis keys) on a shared broker
-    device: str | None = None  # None: CUDA when available, else CPU
-    concurrency: int = (
-        1  # tasks at once (threads sharing one model); 1 runs them in the main thread
-    )
-    batch_size: int = 32  # images per embed_batch task
-    decode_workers: int | None = None  # decoder processes; None: one per core, 1: in-process
-    stale_after_s: float = 120.0  # a job this long without progress is taken over on start
-    embed_delay_s: float = (
-        0.0  # test-only: sleep before each batch (makes kill -9 tests deterministic)
-    )
-    ready_file: Path | None = None  # touched once the worker consumes (used by tests and serve)
-    index_compression: str | None = None  # IVF codes: None (float32), "sq8", "fp16" or "pq"
-    device_decode: str = "auto"  # JPEGs decoded on the model's GPU: auto, on, off (device_embed)
-    # model.load's cache_dir, offline and allow_jit; None: the model layer's own default
-    cache_dir: Path | None = None
-    offline: bool | None = None
-    allow_jit: bool | None = None
-    extra_env: Mapping[str, str] = field(default_factory=dict)  # more variables for its process
-    store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
-    ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)
-
-    @property
-    def resolved_database_url(self) -> str:
-        return self.database_url or default_database_url(self.data_dir)
-
-    @property
-    def resolved_broker_url(self) -> str:
-        return self.broker_url or default_broker_url(self.data_dir)
 
 
 def worker_environment(config: WorkerConfig, environ: Mapping[str, str]) -> dict[str, str]:

@@ -224,7 +224,7 @@ def _ctx_with(env: Env, ocr: OcrConfig) -> WorkerContext:
 def test_missing_tesseract_is_reported_and_a_later_ocr_job_reads_without_embedding(
     env: Env, tmp_path: Path
 ) -> None:
-    missing = OcrConfig(tesseract=str(tmp_path / "no" / "tesseract")).checked()
+    missing = OcrConfig(tesseract=str(tmp_path / "no" / "tesseract"))
     status = probe(missing)
     assert not status.available and "Tesseract was not found" in (status.error or "")
     assert "clipsearch ocr" in (status.error or "")
@@ -266,7 +266,7 @@ def test_missing_tesseract_is_reported_and_a_later_ocr_job_reads_without_embeddi
 
 def test_a_stuck_tesseract_fails_that_image_only(env: Env, tmp_path: Path) -> None:
     fake = _fake_tesseract(tmp_path / "tesseract", sleep_s=30)
-    stuck = OcrConfig(tesseract=str(fake), timeout_s=0.5).checked()
+    stuck = OcrConfig(tesseract=str(fake), timeout_s=0.5)
     env.ctx.dispose()
     env.ctx = _ctx_with(env, stuck)
     photos = tmp_path / "few"
