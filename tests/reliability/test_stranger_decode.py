@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: What one decode of the 81-megapixel PNG may add to the decoding process's peak RSS. The

@@ -24,6 +24,8 @@ if str(REPO / "tests" / "indexer") not in sys.path:
 
 from workerutil import Env, make_images  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 from clipsearch.indexer import catalog, keywords
 from clipsearch.indexer.catalog import Image, init_db, session_factory
 
+pytestmark = pytest.mark.slow
+
 ROWS = 20_000
 
 

@@ -32,6 +32,8 @@ from clipsearch.indexer import file_moves  # noqa: E402
 from clipsearch.indexer.errors import Conflict, IndexerError  # noqa: E402
 from clipsearch.indexer.tasks import run_embed_batch, run_ingest  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 MIN_SWAPS = 2000
 
 

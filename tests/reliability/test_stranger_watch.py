@@ -27,6 +27,8 @@ from workerutil import make_images, wait_for  # noqa: E402
 from clipsearch.indexer.library import Library, LibraryConfig  # noqa: E402
 from clipsearch.indexer.watch import FolderWatcher  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 DEBOUNCE_S = 0.5
 
 

@@ -27,6 +27,8 @@ from workerutil import make_images, wait_for, worker_config, worker_log  # noqa:
 from clipsearch.indexer.library import Library, LibraryConfig  # noqa: E402
 from clipsearch.indexer.worker import start_worker_process  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
