@@ -401,8 +401,9 @@ class ApiProcess(_Api):
 
 
 def search_ids(api: _Api, n: int, q: str = "a photo") -> list[int]:
-    """Ids of a text search for ``n`` results (the whole library when it has at most ``n``)."""
-    r = api.get("/api/search", q=q, k=n)
+    """Ids of a text search for ``n`` results (the whole library when it has at most ``n``: no
+    relevance cut)."""
+    r = api.get("/api/search", q=q, k=n, min_relevance=0)
     assert r.status_code == 200, (r.status_code, r.text)
     return [int(hit["id"]) for hit in r.json()["results"]]
 

@@ -308,7 +308,7 @@ class Site:
             time.sleep(0.1)
 
     def search_ids(self, q: str = "a photo") -> set[int]:
-        r = self.client.get("/api/search", params={"q": q, "k": 500})
+        r = self.client.get("/api/search", params={"q": q, "k": 500, "min_relevance": 0})
         assert r.status_code == 200, r.text
         return {h["id"] for h in r.json()["results"]}
 

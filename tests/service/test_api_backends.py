@@ -66,7 +66,7 @@ def _flows(client: TestClient, files: dict[str, Path]) -> None:
     by_name = {Path(i["path"]).stem: i["id"] for i in page["items"]}
     assert set(by_name) == set(files)
 
-    r = client.get("/api/search", params={"q": "a dark photo -bright", "k": 4})
+    r = client.get("/api/search", params={"q": "a dark photo -bright", "k": 4, "min_relevance": 0})
     assert r.status_code == 200 and len(r.json()["results"]) == 4
 
     data = files["black"].read_bytes()
@@ -88,7 +88,8 @@ def _flows(client: TestClient, files: dict[str, Path]) -> None:
     assert client.delete(f"/api/images/{by_name['white']}").status_code == 401
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.delete(f"/api/images/{by_name['white']}", headers=auth).status_code == 204
-    after = client.get("/api/search", params={"q": "white", "k": 50}).json()["results"]
+    every = {"q": "white", "k": 50, "min_relevance": 0}
+    after = client.get("/api/search", params=every).json()["results"]
     assert by_name["white"] not in {h["id"] for h in after}
     assert len(after) == len(files) - 1
 
