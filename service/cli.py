@@ -410,12 +410,20 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise CLIError("--min-relevance is between 0 and 1 (0: show every result)")
     if not (args.text or "").strip() and not (args.like or args.unlike or args.not_):
         raise CLIError("the query is empty: type what you are looking for (or --like ID)")
-    settings = _settings(args)
     from .cli_search import SearchError, ServerGone, ask_server, search_local
     from .runfile import running_server
 
     page = None
-    server = running_server(settings.data_dir) if args.server else None
+    settings = None
+    server = None
+    if args.server:
+        # --data-dir wins over every setting: its server is found without reading them (the
+        # settings' imports are most of what this command costs when a server answers)
+        if args.data_dir:
+            server = running_server(args.data_dir)
+        else:
+            settings = _settings(args)
+            server = running_server(settings.data_dir)
     try:
         if server is not None:
             try:
@@ -423,6 +431,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             except ServerGone as exc:
                 log.info("the server in the run file did not answer (%s): searching here", exc)
         if page is None:
+            settings = settings if settings is not None else _settings(args)
             page = search_local(_library(settings), settings, args)
     except SearchError as exc:
         raise CLIError(str(exc)) from exc
@@ -483,8 +492,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
             raise CLIError(f"--image {path}: no such file")
     from clipsearch import model as clip_model
 
-    m = clip_model.load(args.model, device=args.device)
-    out: dict[str, Any] = {"model": str(getattr(m, "name", args.model)), "dim": int(m.embed_dim)}
+    # the parser names no default: reading it would import the settings for every command
+    from clipsearch.indexer.settings import DEFAULT_MODEL
+
+    spec = args.model or DEFAULT_MODEL
+    m = clip_model.load(spec, device=args.device)
+    out: dict[str, Any] = {"model": str(getattr(m, "name", spec)), "dim": int(m.embed_dim)}
     if args.text:
         vecs = m.embed_texts(args.text)
         out["texts"] = [
@@ -518,7 +531,6 @@ def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
             "(`clipsearch reindex --model` switches), this one is used for a new library "
             "(default: $CLIPSEARCH_MODEL, else ViT-B-32)",
         )
-
     g.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (default: automatic)")
 
 
@@ -789,8 +801,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_search)
 
-    from clipsearch.indexer.settings import DEFAULT_MODEL
-
     p = sub.add_parser(
         "embed",
         help="print normalised CLIP embeddings of texts and images as JSON",
@@ -798,7 +808,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         '{"model", "dim", "texts": [{"text", "embedding"}], "images": [{"path", "embedding"}]}.',
     )
     p.add_argument(
-        "--model", default=DEFAULT_MODEL, metavar="SPEC", help="registry name or weights path"
+        "--model", metavar="SPEC", help="registry name or weights path (default ViT-B-32)"
     )
     p.add_argument("--text", action="append", metavar="T", help="a text to embed (repeatable)")
     p.add_argument(
