@@ -127,8 +127,9 @@ def write_report(facts: dict[str, Any], res: dict[str, Any], path: Path) -> str:
         f"{p50(res['cli_local_cpu_s']):.1f} s | {len(res['cli_local_s'])} |",
         "",
         f"The CLI asking the server gives the API's ids in the API's order: {res['same_ids']}. "
-        "What the CLI adds to the API is its process: Python's start and the imports of the "
-        "command line and the settings (no torch, no FAISS). On its own it imports torch and "
+        "What the CLI adds to the API is its process: Python's start and the command line's "
+        "imports (the data folder given by --data-dir, the run file is read without importing "
+        "the settings; no torch, no FAISS). On its own it imports torch and "
         "loads the whole model before its one search; the relevance calibration the server "
         "measured is read from the data folder (relevance.json) instead of embedding the "
         "background again (which took 63 s wall, 16.8 s CPU per search on this box before).",
