@@ -61,12 +61,6 @@ TASK_OPTIONS: dict[str, object] = {
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 
 
-def default_broker_url(data_dir: Path) -> str:
-    """The embedded broker: a SQLite file under ``data_dir`` (created on first use)."""
-    path = Path(data_dir).expanduser().resolve() / "broker.sqlite"
-    return f"sqla+sqlite:///{path}"
-
-
 def queue_name(queue_prefix: str = "") -> str:
     """The queue of ingestion and embedding tasks, namespaced by ``queue_prefix``."""
     return f"{queue_prefix}clipsearch"

@@ -8,13 +8,12 @@ those imports the settings back)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import default_database_url
-from .celery_app import default_broker_url
 from .errors import IndexerError
 
 __all__ = [
@@ -24,9 +23,23 @@ __all__ = [
     "OcrConfig",
     "StoreConfig",
     "WorkerConfig",
+    "default_broker_url",
+    "default_database_url",
 ]
 
 DEFAULT_MODEL = "ViT-B-32"  # the model of a new library (a library's catalog names its own)
+
+
+def default_database_url(data_dir: str | os.PathLike[str]) -> str:
+    """The embedded catalog: a SQLite file in the data folder."""
+    return f"sqlite:///{Path(data_dir).resolve() / 'catalog.db'}"
+
+
+def default_broker_url(data_dir: str | os.PathLike[str]) -> str:
+    """The embedded broker: a SQLite file in the data folder (created on first use)."""
+    path = Path(data_dir).expanduser().resolve() / "broker.sqlite"
+    return f"sqla+sqlite:///{path}"
+
 
 #: Milvus index types CLIPSEARCH_MILVUS_INDEX accepts (AUTO: FLAT when small, else IVF_FLAT).
 INDEX_TYPES = ("AUTO", "FLAT", "IVF_FLAT", "IVF_SQ8", "IVF_PQ", "HNSW")

@@ -37,6 +37,7 @@ every name below):
 
 from __future__ import annotations
 
+from ..configs import default_database_url
 from .changes import (
     TOMBSTONE_KEEP_DAYS,
     Changes,
@@ -74,7 +75,6 @@ from .engine import (
     SQLITE_BUSY_TIMEOUT_MS,
     SQLITE_POOL_SIZE,
     alembic_config,
-    default_database_url,
     init_db,
     make_engine,
     schema_revision,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,6 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[1] / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
-
-
-def default_database_url(data_dir: str | os.PathLike[str]) -> str:
-    return f"sqlite:///{Path(data_dir).resolve() / 'catalog.db'}"
 
 
 def _is_unavailable(exc: BaseException) -> bool:
