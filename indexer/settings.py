@@ -71,7 +71,7 @@ COMPRESSIONS = ("sq8", "fp16", "pq")  # IVF codes besides float32 (CLIPSEARCH_IN
 #: and POOL_OWNER, the pid the decode pool's forkserver watches (indexer.pool_guard).
 NOT_SETTINGS = frozenset(
     ENV_PREFIX + name
-    for name in ("SHARED", "TEST_PG", "TEST_REDIS_HOST", "CHROMIUM", "SCREENSHOTS", "POOL_OWNER")
+    for name in ("TEST_PG", "TEST_REDIS_HOST", "CHROMIUM", "SCREENSHOTS", "POOL_OWNER")
 )
 
 # LibrarySettings.from_env(environ): that mapping instead of this process's environment

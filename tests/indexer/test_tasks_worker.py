@@ -211,13 +211,20 @@ def test_index_compression_setting_is_read_and_checked() -> None:
     """CLIPSEARCH_INDEX_COMPRESSION chooses the IVF codes; a typo is a clear error, not a
     silently uncompressed index."""
     from clipsearch.indexer.errors import IndexerError
-    from clipsearch.indexer.worker import WorkerConfig
+    from clipsearch.indexer.settings import LibrarySettings
+    from clipsearch.indexer.worker import worker_environment
 
-    assert WorkerConfig.from_env({}).index_compression is None
-    assert WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "none"}).index_compression is None
-    cfg = WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": " SQ8 "})
-    assert cfg.index_compression == "sq8"
-    # What `serve` hands to the worker process it starts keeps the choice.
-    assert WorkerConfig.from_env(cfg.to_env()).index_compression == "sq8"
+    def read(env: dict[str, str]) -> str | None:
+        return LibrarySettings.from_env(env).worker_config().index_compression
+
+    assert read({}) is None
+    assert read({"CLIPSEARCH_INDEX_COMPRESSION": "none"}) is None
+    assert read({"CLIPSEARCH_INDEX_COMPRESSION": " SQ8 "}) == "sq8"
+    # What `serve` hands to the worker process it starts keeps the choice: nothing to add when
+    # the environment carries it, the variable when it does not.
+    cfg = LibrarySettings.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "sq8"}).worker_config()
+    carried = {"CLIPSEARCH_INDEX_COMPRESSION": "sq8"}
+    assert "CLIPSEARCH_INDEX_COMPRESSION" not in worker_environment(cfg, carried)
+    assert read(worker_environment(cfg, {})) == "sq8"
     with pytest.raises(IndexerError, match="sq8"):
-        WorkerConfig.from_env({"CLIPSEARCH_INDEX_COMPRESSION": "sq4"})
+        read({"CLIPSEARCH_INDEX_COMPRESSION": "sq4"})
