@@ -8,145 +8,47 @@ no traceback unless ``--debug``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_common import (
+    EXIT_USAGE,
+    CLIError,
+    catalog_path,
+    folder_line,
+)
+from .cli_common import (
+    cli_settings as _settings,
+)
+from .cli_common import (
+    common_flags as _common,
+)
+from .cli_common import (
+    follow_job as _follow_job,
+)
+from .cli_common import (
+    job_line as _job_line,
+)
+from .cli_common import (
+    open_library as _library,
+)
+from .cli_common import (
+    print_json as _print_json,
+)
+from .cli_common import (
+    user_errors as _user_errors,
+)
+from .cli_common import (
+    wait_flags as _wait_flags,
+)
+
 log = logging.getLogger(__name__)
-
-EXIT_USAGE = 2
-JOB_POLL_S = 0.5
-
-
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def _settings(args: argparse.Namespace, **extra: Any) -> Any:
-    """Settings from the environment, overridden by the flags the user gave (the mapping is
-    service.settings.FLAG_SETTINGS); a bad value is one line naming the variable."""
-    from clipsearch.indexer.settings import SettingsError
-
-    from .settings import settings_from_args
-
-    try:
-        return settings_from_args(args, **extra)
-    except SettingsError as exc:
-        raise CLIError(str(exc)) from exc
-
-
-def _library(settings: Any) -> Any:
-    """The library of the settings' data folder. Its catalog's model wins over the configured
-    one; a different model asked for explicitly (``--model``, ``CLIPSEARCH_MODEL``) is named,
-    with how to switch to it, instead of being used silently."""
-    from clipsearch.indexer.context import library_model_spec, normalise_spec
-
-    from .app import build_library
-
-    lib = build_library(settings, confine=False)
-    if settings.is_set("model"):
-        with lib.Session() as session:
-            current = library_model_spec(session)
-        try:
-            wanted = normalise_spec(settings.model)
-        except Exception:  # an empty name: the settings refuse it elsewhere
-            wanted = settings.model
-        if current is not None and current != wanted:
-            print(
-                f"clipsearch: this library uses the model {current} (searches and ingests use "
-                f"it); to switch to {settings.model}, run `clipsearch reindex --model "
-                f"{settings.model}` (searches keep the old model until the new index is complete)",
-                file=sys.stderr,
-            )
-    return lib
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types shown as one line. Only layers already imported can have raised theirs,
-    so nothing is imported here (importing the model layer would load torch: seconds)."""
-    errors: list[type[BaseException]] = [
-        CLIError,
-        FileNotFoundError,
-        NotADirectoryError,
-        PermissionError,
-    ]
-    for module, name in (
-        ("clipsearch.indexer.errors", "IndexerError"),
-        ("clipsearch.model.errors", "ModelError"),
-        ("clipsearch.service.query", "QueryError"),
-        ("clipsearch.service.serve", "ServeError"),
-    ):
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            errors.append(cls)
-    return tuple(errors)
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
-
-
-def _job_line(job: Any) -> str:
-    total = "?" if job.total is None else str(job.total)
-    return (
-        f"job {job.id} ({job.kind}): {job.state}, {job.done} done, {job.failed} failed of {total}"
-    )
-
-
-def _wait_for_job(lib: Any, job_id: int, quiet: bool = False, timeout: float | None = None) -> Any:
-    """Poll the catalog until the job finishes, with a progress bar on a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console(stderr=True)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    job = lib.get_job(job_id)
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[failed]} failed"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, disable=quiet, transient=False) as progress:
-        task = progress.add_task(f"{job.kind} #{job.id}", total=job.total, failed=0)
-        while job.state not in ("done", "failed", "cancelled"):
-            if deadline is not None and time.monotonic() > deadline:
-                raise CLIError(
-                    f"job {job.id} did not finish in {timeout:.0f} s (state {job.state})"
-                )
-            time.sleep(JOB_POLL_S)  # polling the catalog for progress, not synchronisation
-            job = lib.get_job(job_id)
-            progress.update(
-                task, total=job.total, completed=job.done + job.failed, failed=job.failed
-            )
-        progress.update(task, total=job.total, completed=job.done + job.failed, failed=job.failed)
-    return job
-
-
-def _report_job(job: Any) -> int:
-    print(_job_line(job))
-    if getattr(job, "message", None):
-        print(f"  why: {job.message}")
-    for err in (job.errors or [])[:10]:
-        print(f"  failed: {err.get('path', '?')}: {err.get('reason', '')}")
-    return 0 if job.state == "done" else 1
-
-
-def _maybe_worker(settings: Any, wanted: bool) -> Any:
-    """Start a worker for the duration of a --wait command on the embedded broker."""
-    if not wanted:
-        return None
-    from .serve import start_embedded_worker
-
-    return start_embedded_worker(settings)
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -185,21 +87,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     check_spec(lib.model_spec)  # a model that cannot be loaded fails here, not in the worker
     job = lib.submit_ingest(str(folder.resolve()), recursive=not args.no_recursive)
     return _follow_job(args, settings, lib, job)
-
-
-def _follow_job(args: argparse.Namespace, settings: Any, lib: Any, job: Any) -> int:
-    """After a submit: print the job, or with --wait follow it to the end (starting a worker for
-    the wait on the embedded broker unless --no-worker) and report how it ended."""
-    if not args.wait:
-        print(f"{_job_line(job)}; watch it with `clipsearch status`")
-        return 0
-    worker = _maybe_worker(settings, args.worker and not settings.broker_url)
-    try:
-        job = _wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
-    finally:
-        if worker is not None:
-            worker.stop()
-    return _report_job(job)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -339,19 +226,6 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     return 0
 
 
-def catalog_path(text: str) -> str:
-    from clipsearch.indexer.catalog import path_from_db
-
-    return path_from_db(text).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _folder_line(f: Any) -> str:
-    job = f.last_job
-    last = f"; last job {job.id}: {job.state}" if job is not None else ""
-    sub = "" if f.recursive else " (not sub-folders)"
-    return f"{f.id:4d}  {f.state:9s} {f.path}{sub}{last}"
-
-
 def cmd_folders(args: argparse.Namespace) -> int:
     lib = _library(_settings(args))
     folders = lib.list_watched_folders()
@@ -363,7 +237,7 @@ def cmd_folders(args: argparse.Namespace) -> int:
     if not folders:
         print("no watched folders (add one with `clipsearch watch DIR`)")
     for f in folders:
-        print(_folder_line(f))
+        print(folder_line(f))
     return 0
 
 
@@ -515,36 +389,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 # --- parser -----------------------------------------------------------------------------------
-
-
-def _common(p: argparse.ArgumentParser, model: bool = True) -> None:
-    g = p.add_argument_group("library (default from CLIPSEARCH_* variables)")
-    g.add_argument(
-        "--data-dir", help="data folder (catalog, thumbnails, index); $CLIPSEARCH_DATA_DIR"
-    )
-    g.add_argument("--database-url", help="catalog URL (default SQLite in the data folder)")
-    g.add_argument("--broker-url", help="Celery broker URL (default: embedded SQLite broker)")
-    if model:
-        g.add_argument(
-            "--model",
-            help="model registry name or weights path; a library keeps the model that built it "
-            "(`clipsearch reindex --model` switches), this one is used for a new library "
-            "(default: $CLIPSEARCH_MODEL, else ViT-B-32)",
-        )
-    g.add_argument("--device", help="torch device: cpu, cuda, cuda:1 (default: automatic)")
-
-
-def _wait_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wait", action="store_true", help="wait for the job, with a progress bar")
-    p.add_argument(
-        "--no-worker",
-        dest="worker",
-        action="store_false",
-        help="with --wait on the embedded broker, do not start a worker for the wait "
-        "(use when `clipsearch serve` or `clipsearch worker` is already running)",
-    )
-    p.add_argument("--timeout", type=float, default=None, help="give up waiting after SECONDS")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {

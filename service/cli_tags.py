@@ -24,16 +24,23 @@ def _threshold(t: Any) -> str:
 
 
 def cmd_tags(args: argparse.Namespace) -> int:
-    from .cli import CLIError, _follow_job, _library, _print_json, _settings, catalog_path
+    from .cli_common import (
+        CLIError,
+        catalog_path,
+        cli_settings,
+        follow_job,
+        open_library,
+        print_json,
+    )
 
-    settings = _settings(args)
-    lib = _library(settings)
+    settings = cli_settings(args)
+    lib = open_library(settings)
     try:
         with lib.Session() as session:
             if args.action == "list":
                 found = domain.list_tags(session)
                 if args.json:
-                    _print_json([asdict(t) for t in found])
+                    print_json([asdict(t) for t in found])
                     return 0
                 for t in found:
                     group = f" [{t.group}]" if t.group else ""
@@ -64,7 +71,7 @@ def cmd_tags(args: argparse.Namespace) -> int:
                 tag = domain.get_tag(session, tag.id)
                 items, next_after = domain.images_page(session, tag.id, args.after, args.limit)
                 if args.json:
-                    _print_json(
+                    print_json(
                         {
                             "tag": asdict(tag),
                             "items": [asdict(i) for i in items],
@@ -83,12 +90,12 @@ def cmd_tags(args: argparse.Namespace) -> int:
     except IndexerError as exc:
         raise CLIError(str(exc)) from exc
     job = domain.submit(lib, full=True)  # run
-    return _follow_job(args, settings, lib, job)
+    return follow_job(args, settings, lib, job)
 
 
 def register(subparsers: Any) -> None:
     """Add ``tags`` to the ``clipsearch`` sub-commands."""
-    from .cli import _common, _wait_flags
+    from .cli_common import common_flags, wait_flags
 
     p = subparsers.add_parser(
         "tags",
@@ -115,13 +122,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--after", type=int, help="show: the picture id printed after 'more:'")
     p.add_argument("--limit", type=int, default=50, help="show: pictures per page (default 50)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _wait_flags(p)
-    _common(p)
+    wait_flags(p)
+    common_flags(p)
     p.set_defaults(func=_checked)
 
 
 def _checked(args: argparse.Namespace) -> int:
-    from .cli import CLIError
+    from .cli_common import CLIError
 
     if args.action in ("add", "remove", "show") and not args.name:
         raise CLIError(f"`clipsearch tags {args.action}` needs a tag name")

@@ -157,7 +157,14 @@ def _default_demo_dir() -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .cli import CLIError, _library, _maybe_worker, _report_job, _settings, _wait_for_job
+    from .cli_common import (
+        CLIError,
+        cli_settings,
+        maybe_worker,
+        open_library,
+        report_job,
+        wait_for_job,
+    )
 
     if args.data_dir is not None and "\0" in str(args.data_dir):
         raise CLIError("the data folder name contains a NUL byte")
@@ -196,16 +203,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
         flush=True,
     )
     if args.no_serve:
-        settings = _settings(args)
-        lib = _library(settings)
+        settings = cli_settings(args)
+        lib = open_library(settings)
         job = lib.submit_ingest(str(assets.images.resolve()), recursive=True)
-        worker = _maybe_worker(settings, not settings.catalog.broker_url)
+        worker = maybe_worker(settings, not settings.catalog.broker_url)
         try:
-            job = _wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
+            job = wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
         finally:
             if worker is not None:
                 worker.stop()
-        rc = _report_job(job)
+        rc = report_job(job)
         if rc == 0:
             lib.refresh_index()
             for query in DEMO_QUERIES[:2]:
@@ -216,7 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return rc
     from .serve import run
 
-    settings = _settings(args, images=[assets.images.resolve()])
+    settings = cli_settings(args, images=[assets.images.resolve()])
     run(settings)
     return 0
 

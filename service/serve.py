@@ -112,8 +112,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int | None = None
       are shed before working ones. Only when every other connection is working on a request
       does the new one get a 503.
 
-    Request bodies are bounded in the app (service.app.BodyTimeoutMiddleware), requests in
-    progress by service.app.ConcurrencyMiddleware."""
+    Request bodies are bounded in the app (service.middleware.BodyTimeoutMiddleware), requests in
+    progress by service.middleware.ConcurrencyMiddleware."""
     import time
 
     import h11
@@ -198,7 +198,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int | None = None
 def uvicorn_config(settings: Settings, app: Any) -> Any:
     """The uvicorn settings that bound what clients can hold: connections (idle ones shed
     first), header and body timeouts (the body one is in the app), idle keep-alive, header
-    size. Requests in progress are limited in the app (service.app.ConcurrencyMiddleware)."""
+    size. Requests in progress are limited in the app (service.middleware.ConcurrencyMiddleware)."""
     import uvicorn
 
     return uvicorn.Config(

@@ -1,4 +1,4 @@
-"""The body deadline (service.app.BodyTimeoutMiddleware) drops a request whose body trickles,
+"""The body deadline (service.middleware.BodyTimeoutMiddleware) drops a request whose body trickles,
 never a bodiless request whose handler is merely slow (its response listens for the client
 going away after the deadline)."""
 
