@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clipsearch.indexer import catalog
-from clipsearch.indexer.celery_app import default_broker_url
+from clipsearch.indexer.configs import default_broker_url
 from clipsearch.indexer.context import CatalogContext
 from clipsearch.indexer.errors import Conflict, NotFound, PathNotAllowed
 from clipsearch.indexer.folders import FolderService

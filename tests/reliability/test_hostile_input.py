@@ -41,8 +41,9 @@ SCRIPT = REPO / ".venv" / "bin" / "clipsearch"
 CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "clipsearch.service.cli"]
 IS_ROOT = os.geteuid() == 0
 # the real defaults: the default-limit cases run against what a user gets
-UPLOAD_LIMIT = Settings.model_fields["max_upload_bytes"].default
-PIXEL_LIMIT = Settings.model_fields["max_upload_pixels"].default
+_LIMITS = Settings.model_fields["limits"].annotation.model_fields  # type: ignore[union-attr]
+UPLOAD_LIMIT = _LIMITS["max_upload_bytes"].default
+PIXEL_LIMIT = _LIMITS["max_upload_pixels"].default
 INGEST_TIMEOUT_S = 150.0
 
 # --- files ------------------------------------------------------------------------------------
