@@ -135,7 +135,13 @@ class JobService:
         if not text or "\x00" in text or len(text) > 4096:
             raise IngestError("the ingest path is empty, too long or contains a NUL character")
         folder = Path(os.path.abspath(os.path.expanduser(text)))
-        resolved = folder.resolve()
+        try:
+            resolved = folder.resolve()
+        except OSError:  # a link in it vanished while it was resolved (swapped meanwhile)
+            raise IngestError(
+                f"{folder} changed while it was being resolved (a link swapped meanwhile); "
+                "try again"
+            ) from None
         roots = self.ctx.roots
         if roots is not None and not any(
             resolved == root or root in resolved.parents for root in roots
