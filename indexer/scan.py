@@ -49,6 +49,9 @@ OUTSIDE_ROOTS = (
     "symbolic link pointing outside the folders this server may read: not followed "
     "(add its target to the allowed folders to index it)"
 )
+#: A link whose target is missing (an unmounted drive, a share offline) is not "outside": nothing
+#: can be read through it, and the images catalogued under it are kept until it is back.
+DANGLING_LINK = "symbolic link to something that is not there (a drive or share offline?)"
 
 
 def _heif_available() -> bool:
@@ -193,7 +196,8 @@ def scan_folder(
             if confine is not None and entry.is_symlink():
                 target = os.path.realpath(entry.path)
                 if not any(_is_within(target, r) for r in confine):
-                    report(ScanProblem(entry.path, OUTSIDE_ROOTS))
+                    gone = not os.path.lexists(target)
+                    report(ScanProblem(entry.path, DANGLING_LINK if gone else OUTSIDE_ROOTS))
                     continue
             try:
                 est = entry.stat(follow_symlinks=True)
