@@ -389,7 +389,7 @@ def test_migrating_an_existing_catalog_numbers_its_rows_and_never_reuses_ids(db_
             {"p": json.dumps({"max_image_id": 9}), "t": now, "a": True},
         )
     catalog.init_db(db_url, engine=engine)
-    versions = Path(catalog.__file__).parent / "migrations" / "versions"
+    versions = Path(catalog.MIGRATIONS_DIR) / "versions"
     newest = max(p.name[:4] for p in versions.glob("[0-9][0-9][0-9][0-9]_*.py"))
     assert catalog.schema_revision(engine) == newest > "0001"  # upgraded all the way
     sessions = catalog.session_factory(engine)
