@@ -76,7 +76,7 @@ def test_one_api_process_repairs_milvus_and_another_takes_over_when_it_stops(
     third = fill(a, 5, 50, rng, served.model_id, dim)
     assert b.refresh_index() == 0  # the lease is still a's
     now = vector_store._clock()
-    monkeypatch.setattr(vector_store, "_clock", lambda: now + b._lease_ttl_s + 1)
+    monkeypatch.setattr(vector_store, "_clock", lambda: now + b.index._lease_ttl_s + 1)
     assert b.refresh_index() == 5
     assert (wrote_a["rows"], wrote_b["rows"]) == (50, 5)
     assert a.refresh_index() == 0  # a, back, finds the lease taken: it writes nothing
