@@ -49,9 +49,6 @@ OUTSIDE_ROOTS = (
     "symbolic link pointing outside the folders this server may read: not followed "
     "(add its target to the allowed folders to index it)"
 )
-#: A link whose target is missing (an unmounted drive, a share offline) is not "outside": nothing
-#: can be read through it, and the images catalogued under it are kept until it is back.
-DANGLING_LINK = "symbolic link to something that is not there (a drive or share offline?)"
 
 
 def _heif_available() -> bool:
@@ -193,16 +190,22 @@ def scan_folder(
         for entry in entries:
             if is_skipped_name(entry.name):
                 continue
+            outside = False
             if confine is not None and entry.is_symlink():
                 target = os.path.realpath(entry.path)
-                if not any(_is_within(target, r) for r in confine):
-                    gone = not os.path.lexists(target)
-                    report(ScanProblem(entry.path, DANGLING_LINK if gone else OUTSIDE_ROOTS))
+                # a link to nothing (a drive or share offline) is not "outside": it is reported
+                # as a broken link below, and the images catalogued under it are kept
+                outside = not any(_is_within(target, r) for r in confine)
+                if outside and os.path.lexists(target):
+                    report(ScanProblem(entry.path, OUTSIDE_ROOTS))
                     continue
             try:
                 est = entry.stat(follow_symlinks=True)
             except OSError as exc:
                 report(ScanProblem(entry.path, _describe(exc)))
+                continue
+            if outside:  # its target appeared since: still a link out of the roots
+                report(ScanProblem(entry.path, OUTSIDE_ROOTS))
                 continue
             if stat.S_ISDIR(est.st_mode):
                 if not recursive:
