@@ -132,8 +132,14 @@ def _error_status(exc: BaseException) -> tuple[int, str] | None:
                     # The cause names the store's URI, a collection or a filter expression:
                     # for the log only (it may hold server paths and addresses).
                     log.warning("vector store unavailable: %s", msg)
+                    # which kind of store (not where it is) helps the reader find it
+                    store = (
+                        "the vector store (Milvus)"
+                        if "milvus" in msg.lower()
+                        else "the vector store"
+                    )
                     return status, (
-                        "the vector store is unavailable; check that it is running and reachable "
+                        f"{store} is unavailable; check that it is running and reachable "
                         "(the server log has the cause), or run `clipsearch reindex` if its "
                         "collection is gone. Searches resume by themselves once it answers"
                     )
