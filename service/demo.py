@@ -177,7 +177,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         assets = prepare_demo(
             data_dir,
-            images=args.images,
+            images=args.demo_images,
             steps=args.steps,
             retrain=args.retrain,
             progress=not args.quiet,
@@ -242,7 +242,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--device", help="device for serving (training runs on the CPU)")
     p.add_argument(
-        "--images", type=int, default=DEMO_IMAGES, help=f"synthetic images (default {DEMO_IMAGES})"
+        "--images",
+        dest="demo_images",  # not the settings' `images` folders (service.settings.FLAG_SETTINGS)
+        type=int,
+        default=DEMO_IMAGES,
+        help=f"synthetic images (default {DEMO_IMAGES})",
     )
     p.add_argument(
         "--steps", type=int, default=DEMO_STEPS, help=f"training steps (default {DEMO_STEPS})"
