@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import re
 import signal
 import time
 import uuid
@@ -227,7 +228,8 @@ def test_redis_restarted_mid_job(
       worker reconnects and carries on.
     - ``redis-volatile``: no persistence, the restart loses every queued message. The catalog
       still holds the job: once it shows no progress for ``stale_after_s`` the idle worker takes
-      it over. An ingest submitted while Redis is down is recorded (202) and runs the same way.
+      it over. An ingest submitted while Redis is down is recorded, answered 503 saying the queue did
+      not take it, and runs the same way once the broker is back.
     """
     redis = RedisServer(tmp_path / "redis", persistent=persistent)
     redis.start()
@@ -271,9 +273,13 @@ def test_redis_restarted_mid_job(
                     late_id = None
                     if not persistent:
                         # A user submits another folder while the broker is down.
+                        # It is recorded, and the answer says the queue did not take it (503
+                        # naming the job) instead of a 202 that looks queued.
                         late = api.post("/api/ingest", json={"path": str(tmp_path / "late")})
-                        assert late.status_code == 202, late.text
-                        late_id = late.json()["id"]
+                        assert late.status_code == 503, late.text
+                        recorded = re.search(r"job (\d+) is recorded", late.json()["detail"])
+                        assert recorded, late.text
+                        late_id = int(recorded.group(1))
                     # The worker notices in its consumer loop ("Connection to broker lost") or,
                     # when the kill lands as it acknowledges a finished batch, there first
                     # ("Couldn't ack ... ConnectionError"); either way it must carry on below.
