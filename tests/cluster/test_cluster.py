@@ -81,7 +81,7 @@ def _similar_ids(api: Member, image_id: int, n: int) -> list[int]:
     while len(ids) < n - 1:
         r = httpx.get(
             f"{api.url}/api/images/{image_id}/similar",
-            params={"k": 500, "offset": len(ids)},
+            params={"k": 500, "offset": len(ids), "min_relevance": 0},  # every other image
             headers=AUTH,
             timeout=30,
         )

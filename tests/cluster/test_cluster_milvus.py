@@ -65,9 +65,9 @@ def _similar_ids(api: Member, image_id: int, n: int) -> list[int]:
     while len(ids) < n - 1:
         got = [
             hit["id"]
-            for hit in _get(api, f"/api/images/{image_id}/similar", k=500, offset=len(ids))[
-                "results"
-            ]
+            for hit in _get(
+                api, f"/api/images/{image_id}/similar", k=500, offset=len(ids), min_relevance=0
+            )["results"]
         ]
         if not got:
             break
