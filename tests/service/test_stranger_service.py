@@ -104,7 +104,12 @@ def _start(base: Path, model_dir: Path, **env_extra: str) -> Server:
                 health = srv.get("/api/health").json()
                 done = bool(jobs) and all(j["state"] in ("done", "failed") for j in jobs)
                 if done and health["images"]["pending"] == 0 and health["images"]["ready"] >= 4:
-                    return srv
+                    # and the served index has followed the catalog (within its refresh)
+                    found = srv.get(
+                        "/api/search", params={"q": "red", "min_relevance": "0"}, headers=AUTH
+                    ).json()
+                    if len(found.get("results", [])) >= 4:
+                        return srv
             time.sleep(0.3)
     except BaseException:
         _stop(srv)
@@ -168,24 +173,34 @@ class Crowd:
         self.opened += 1
         return s
 
-    def _keep(self) -> None:
-        while not self._stop.wait(1.0):
-            for i, s in enumerate(self.socks):
-                try:
-                    gone = s.recv(4096) == b""
-                except BlockingIOError:
-                    gone = False
-                except OSError:
-                    gone = True
-                if gone and not self._stop.is_set():
-                    s.close()
-                    self.closed_by_server += 1
+    def _sweep(self, reopen: bool) -> None:
+        """Count the sockets the server closed (reopening each, as an attacker would)."""
+        for i, s in enumerate(self.socks):
+            if s.fileno() < 0:
+                continue  # closed by us in an earlier sweep and not reopened
+            try:
+                gone = s.recv(4096) == b""
+            except BlockingIOError:
+                gone = False
+            except OSError:
+                gone = True
+            if gone:
+                s.close()
+                self.closed_by_server += 1
+                if reopen:
                     with contextlib.suppress(OSError):
                         self.socks[i] = self._open(i)
+
+    def _keep(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sweep(reopen=True)
 
     def close(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+        # a last look: what the server closed since the thread's last sweep counts too (the
+        # normal client's searches may all have answered within the first second)
+        self._sweep(reopen=False)
         for s in self.socks:
             s.close()
 
