@@ -90,6 +90,8 @@ def test_a_link_with_the_default_cut_sends_none(page: Any, live_server: Any) -> 
     page.goto(f"/?q={quote(QUERY)}&min=0.30")
     wait_for_grid(page)
     expect(page.locator("#min-score-value")).to_have_text("0.30")
+    # the search has answered (the header shows the cut it echoed) before its request is read
+    expect(page.locator("#status")).to_contain_text("relevance ≥ 0.30")
     assert asked and all("min_relevance" not in a for a in asked)
     expect(page).not_to_have_url(re.compile("min="))  # the default is no choice
 
