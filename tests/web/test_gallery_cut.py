@@ -20,6 +20,7 @@ from test_gallery import tiles, wait_for_grid
 pytestmark = pytest.mark.browser
 
 QUERY = "a bright picture"
+SEARCH = re.compile(r".*/api/search(\?.*)?$")
 DEFAULT = 0.3
 
 
@@ -56,7 +57,8 @@ def test_the_cut_shown_is_the_servers_and_is_sent_only_when_chosen(
     page: Any, live_server: Any
 ) -> None:
     asked = _a_server_with_a_default_cut(page)
-    page.goto(f"/?q={quote(QUERY)}")
+    with page.expect_response(SEARCH):  # the search has been asked and answered
+        page.goto(f"/?q={quote(QUERY)}")
     wait_for_grid(page)
     # the server's cut, in the slider and the header; the gallery asked for none
     expect(page.locator("#min-score-value")).to_have_text("0.30")
@@ -87,7 +89,8 @@ def test_the_cut_shown_is_the_servers_and_is_sent_only_when_chosen(
 
 def test_a_link_with_the_default_cut_sends_none(page: Any, live_server: Any) -> None:
     asked = _a_server_with_a_default_cut(page)
-    page.goto(f"/?q={quote(QUERY)}&min=0.30")
+    with page.expect_response(SEARCH):  # the search has been asked and answered
+        page.goto(f"/?q={quote(QUERY)}&min=0.30")
     wait_for_grid(page)
     expect(page.locator("#min-score-value")).to_have_text("0.30")
     # the search has answered (the header shows the cut it echoed) before its request is read
@@ -96,7 +99,8 @@ def test_a_link_with_the_default_cut_sends_none(page: Any, live_server: Any) -> 
     expect(page).not_to_have_url(re.compile("min="))  # the default is no choice
 
     # a link's own cut is the user's: sent, and shown as the server echoes it
-    page.goto(f"/?q={quote(QUERY)}&min=0.05")
+    with page.expect_response(SEARCH):  # the search has been asked and answered
+        page.goto(f"/?q={quote(QUERY)}&min=0.05")
     wait_for_grid(page)
     expect(page.locator("#min-score-value")).to_have_text("0.05")
     expect(page.locator("#status")).to_contain_text("relevance ≥ 0.05")
