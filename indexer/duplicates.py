@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from . import catalog
 from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
 from .celery_app import TASK_DUPLICATES, TASK_OPTIONS
-from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
+from .errors import IndexerError
 
 log = logging.getLogger(__name__)
 
@@ -664,18 +664,11 @@ def maybe_queue(ctx: Any, app: Any) -> int | None:
 
 def register_tasks(app: Any) -> dict[str, Any]:
     """Register the duplicates task on a worker app (see indexer.worker.create_worker_app)."""
-    from .jobs import context_of as _ctx
-    from .jobs import fail_job
+    from .jobs import context_of, run_guarded
 
     @app.task(name=TASK_DUPLICATES, **TASK_OPTIONS)
     def find_duplicates_task(self: Any, job_id: int) -> None:
-        try:
-            run_duplicates(_ctx(app), job_id)
-        except (CatalogUnavailable, StoreUnavailable):
-            raise  # retried by Celery with backoff and jitter (TASK_OPTIONS)
-        except Exception as exc:
-            log.exception("duplicates job %s failed", job_id)
-            fail_job(_ctx(app), job_id, exc)
+        run_guarded(app, self, job_id, lambda: run_duplicates(context_of(app), job_id))
 
     return {"find_duplicates": find_duplicates_task}
 

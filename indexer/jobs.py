@@ -14,15 +14,16 @@ import contextlib
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from . import catalog
 from .catalog import Job
+from .celery_app import RETRIES
 from .context import WorkerContext
-from .errors import IndexerError, NotFound
+from .errors import CatalogUnavailable, IndexerError, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +215,26 @@ def keep_alive(ctx: WorkerContext, job_id: int | None, every_s: float = 20.0) ->
     finally:
         stop.set()
         thread.join(5)
+
+
+def run_guarded(app: Any, task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
+    """Run a task's work for ``job_id`` the way every clipsearch task does: a catalog or vector
+    store that is down is raised for Celery to retry (celery_app.TASK_OPTIONS); any other error
+    fails the job with its message."""
+    try:
+        return fn()
+    except (CatalogUnavailable, StoreUnavailable) as exc:
+        # Nothing can be recorded while the catalog is down: Celery retries the task later
+        # (TASK_OPTIONS: backoff with jitter). If retries run out, the job stays unfinished
+        # in the catalog and the next worker start resumes it.
+        log.warning("job %s: %s; retry %d of %d", job_id, exc, task.request.retries + 1, RETRIES)
+        raise
+    except Exception as exc:
+        # A failure a user must act on (folder gone, model missing, a bug): the job fails
+        # with it instead of staying "running" for ever.
+        if isinstance(exc, IndexerError):
+            log.error("job %s failed: %s", job_id, exc)
+        else:
+            log.exception("job %s failed unexpectedly", job_id)
+        fail_job(context_of(app), job_id, exc)
+        return None

@@ -30,7 +30,7 @@ from .catalog import Job, ModelRecord
 from .celery_app import TASK_OPTIONS, TASK_TAGS
 from .context import active_model_spec
 from .errors import CatalogUnavailable, StoreUnavailable
-from .jobs import FINAL_STATES, context_of, fail_job, finish, load_job, mark_running
+from .jobs import FINAL_STATES, context_of, finish, load_job, mark_running, run_guarded
 from .relevance import REFRESH_GROWTH, background_texts
 from .tag_decisions import (
     BACKGROUND_TAGS,
@@ -357,12 +357,6 @@ def register_tasks(app: Any) -> dict[str, Any]:
 
     @app.task(name=TASK_TAGS, **TASK_OPTIONS)
     def tag_images_task(self: Any, job_id: int) -> None:
-        try:
-            run_tags(context_of(app), job_id)
-        except (CatalogUnavailable, StoreUnavailable):
-            raise  # retried by Celery with backoff and jitter (TASK_OPTIONS)
-        except Exception as exc:
-            log.exception("tags job %s failed", job_id)
-            fail_job(context_of(app), job_id, exc)
+        run_guarded(app, self, job_id, lambda: run_tags(context_of(app), job_id))
 
     return {"tag_images": tag_images_task}

@@ -16,7 +16,6 @@ from typing import Any
 from celery import Celery
 
 from .celery_app import (
-    RETRIES,
     TASK_EMBED,
     TASK_INGEST,
     TASK_OCR,
@@ -24,9 +23,8 @@ from .celery_app import (
     TASK_REINDEX,
     TASK_RESUME,
 )
-from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
 from .jobs import context_of as _ctx
-from .jobs import fail_job
+from .jobs import run_guarded
 from .reindex import run_reindex
 from .runs import run_embed_batch, run_ingest, run_resume
 
@@ -39,25 +37,7 @@ def register_tasks(app: Celery) -> dict[str, Any]:
     """Register clipsearch's tasks on ``app`` (carrying a WorkerContext as ``app.clipsearch``)."""
 
     def guarded(task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except (CatalogUnavailable, StoreUnavailable) as exc:
-            # Nothing can be recorded while the catalog is down: Celery retries the task later
-            # (TASK_OPTIONS: backoff with jitter). If retries run out, the job stays unfinished
-            # in the catalog and the next worker start resumes it.
-            log.warning(
-                "job %s: %s; retry %d of %d", job_id, exc, task.request.retries + 1, RETRIES
-            )
-            raise
-        except Exception as exc:
-            # A failure a user must act on (folder gone, model missing, a bug): the job fails
-            # with it instead of staying "running" for ever.
-            if isinstance(exc, IndexerError):
-                log.error("job %s failed: %s", job_id, exc)
-            else:
-                log.exception("job %s failed unexpectedly", job_id)
-            fail_job(_ctx(app), job_id, exc)
-            return None
+        return run_guarded(app, task, job_id, fn)
 
     @app.task(name=TASK_INGEST, **TASK_OPTIONS)  # type: ignore[call-overload]
     def ingest_folder(self: Any, job_id: int) -> None:
