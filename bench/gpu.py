@@ -10,7 +10,7 @@ Sections (each prints rows as it finishes, so a failure later still leaves the e
 2. image embedding end to end from JPEG files on disk, 640x480 and 12 MP: the GPU decode path
    (file read on host threads, nvJPEG decode, resize/crop/normalise on the device:
    model/device_preprocess.py) against the CPU decode pool ingestion uses today
-   (indexer/decode.py, every core), both feeding the same bf16 model; plus the cosine between
+   (indexer/decode_pool.py, every core), both feeding the same bf16 model; plus the cosine between
    the two paths' embeddings of the same files; then the 12-MP folder through the real ingestion
    pipeline (catalog, decode pool with thumbnails, embedding, commits) with
    ``CLIPSEARCH_DEVICE_DECODE`` off and on;
@@ -229,7 +229,7 @@ def end_to_end_cpu_decode(
     model: Any, paths: list[Path], device: torch.device, batch: int, bf16: bool, workers: int
 ) -> tuple[float, np.ndarray]:
     """Files -> embeddings through the CPU decode pool ingestion uses (no thumbnails written)."""
-    from clipsearch.indexer.decode import DecodePool, decode_many
+    from clipsearch.indexer.decode_pool import DecodePool, decode_many
 
     size = int(model.image_size)
     out = []

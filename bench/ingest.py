@@ -36,7 +36,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 
 from clipsearch.indexer.catalog import create_job, ensure_model, init_db, session_factory  # noqa: E402
-from clipsearch.indexer.decode import DecodePool, decode_file, decode_many, default_workers  # noqa: E402
+from clipsearch.indexer.decode import decode_file  # noqa: E402
+from clipsearch.indexer.decode_pool import DecodePool, decode_many, default_workers  # noqa: E402
 from clipsearch.indexer.ingest import job_progress, plan_ingest, process_batch  # noqa: E402
 from clipsearch.model.api import build  # noqa: E402
 from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig  # noqa: E402

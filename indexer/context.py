@@ -151,7 +151,7 @@ class WorkerContext:
         """The process's decoder pool (started on first use, sized by ``decode_workers``)."""
         with self._lock:
             if self._pool is None:
-                from .decode import DecodePool
+                from .decode_pool import DecodePool
 
                 self._pool = DecodePool(self.config.decode_workers)
             return self._pool

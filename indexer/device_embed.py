@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch.indexer.decode import DecodePool, DecodeResult, _read_file, decode_many
+from clipsearch.indexer.decode import DecodeResult, read_file
+from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.indexer.errors import IndexerError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def embed_decoded(
         if d.format != "JPEG":
             host.append(i)
             continue
-        data = _read_file(d.path, roots, expect.get(d.path))
+        data = read_file(d.path, roots, expect.get(d.path))
         if isinstance(data, DecodeResult) or hashlib.sha256(data).hexdigest() != d.sha256:
             host.append(i)  # changed since the pool read it: the pool decides (and reports)
             continue

@@ -53,7 +53,8 @@ from clipsearch.indexer.catalog import (
     utcnow,
     vector_to_bytes,
 )
-from clipsearch.indexer.decode import DecodePool, DecodeResult, decode_many, retry_on_rescan
+from clipsearch.indexer.decode import DecodeResult, retry_on_rescan
+from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.indexer.errors import IndexerError, IngestError
 from clipsearch.indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
 from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem

@@ -57,7 +57,7 @@ def count_todo(session: Any, params: dict[str, Any]) -> int:
 
 def run_ocr(ctx: WorkerContext, job_id: int) -> int:
     """Run an OCR job (module docstring); returns the images it read."""
-    from .decode import decode_many
+    from .decode_pool import decode_many
     from .jobs import FINAL_STATES
     from .jobs import add_errors as _add_errors
     from .jobs import finish as _finish

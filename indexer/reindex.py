@@ -72,7 +72,7 @@ def embed_missing(
     reported, skipped, and its id added to ``skip``: the next scan of its folder brings the catalog
     up to date.
     """
-    from .decode import decode_many
+    from .decode_pool import decode_many
 
     skip = skip if skip is not None else set()
     stored = 0

@@ -30,7 +30,7 @@ def decode_upload(data: bytes, max_pixels: int) -> Any:
     48-megapixel phone JPEG is decoded at 1/8. The result is reduced to about QUERY_SIDE px."""
     from PIL import Image, UnidentifiedImageError
 
-    import clipsearch.indexer.decode  # noqa: F401 - registers the HEIC opener when pillow-heif is installed
+    import clipsearch.indexer.decode_limits  # noqa: F401 - registers the HEIC opener when pillow-heif is installed
 
     Image.init()
     formats = tuple(f for f in UPLOAD_FORMATS if f in Image.OPEN)
@@ -49,7 +49,7 @@ def decode_upload(data: bytes, max_pixels: int) -> Any:
                     f"may have at most {max_pixels} pixels (JPEGs count at 1/8 of each side): "
                     "send a smaller image (a few hundred pixels is plenty for searching)",
                 )
-            from clipsearch.indexer.decode import TooCostly, check_budget
+            from clipsearch.indexer.decode_limits import TooCostly, check_budget
 
             try:  # memory for its mode and bit depth; pages counted with a cap, never n_frames
                 check_budget(img, max_pixels)

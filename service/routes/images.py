@@ -15,7 +15,7 @@ from clipsearch.indexer import safe_files
 from ..auth import ReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..files import CACHE_FILE, CACHE_THUMB, FILE_HEADERS, serve_file
-from ..schemas import ImageOut, ImagePage, RestoreOut
+from ..schemas import ImageOut, ImagePage, MonthOut, RestoreOut, TimelineOut
 from ..search_params import FiltersDep, to_filters
 from .common import ERRORS, MAX_ID, image_out, restore_out
 
@@ -108,6 +108,38 @@ def list_images(
     )
 
 
+@router.get(
+    "/timeline",
+    operation_id="image_timeline",
+    response_model=TimelineOut,
+    dependencies=[ReadAccess],
+)
+def image_timeline(
+    library: LibraryDep,
+    filters: FiltersDep = None,
+    sort: Annotated[
+        Literal["date_desc", "date_asc"], Query(description="Newest or oldest month first.")
+    ] = "date_desc",
+    state: Annotated[
+        Literal["pending", "ready", "failed"] | None,
+        Query(description="Only images in this state."),
+    ] = None,
+) -> TimelineOut:
+    """The months that hold pictures (narrowed by the searches' filters), each with the
+    `after_key` that starts a `GET /api/images?sort=...` page there: what the gallery's date
+    scrubber jumps with. One index seek per month: it never reads the whole library."""
+    found = library.timeline(state=state, filters=to_filters(filters), sort=sort)
+    return TimelineOut(
+        months=[
+            MonthOut(month=f"{m.year:04d}-{m.month:02d}", after_key=m.after_key)
+            for m in found.months
+        ],
+        undated=found.undated,
+        undated_after_key=found.undated_after_key,
+        more=found.more,
+    )
+
+
 @router.get("/{id}", operation_id="get_image", response_model=ImageOut, dependencies=[ReadAccess])
 def get_image(request: Request, library: LibraryDep, id: IdPath) -> ImageOut:
     """One image's metadata and state (with the failure reason when it could not be read)."""
@@ -162,12 +194,12 @@ _PREVIEW_KEYS = tuple(threading.Lock() for _ in range(64))
 def _store_preview(folder: PathType, target: PathType, data: bytes) -> None:
     """Cache a rendered preview, only inside the previews folder: a folder under it swapped for
     a link out of it is not written through. Raises OSError."""
-    from clipsearch.indexer import decode
+    from clipsearch.indexer import decode_preview
 
     target.parent.mkdir(parents=True, exist_ok=True)
     if not safe_files.is_within(os.path.realpath(target.parent), os.path.realpath(folder)):
         raise PermissionError(errno.EACCES, "the previews folder leads out of itself")
-    decode.store_derived(target, data)
+    decode_preview.store_derived(target, data)
 
 
 @router.get(
@@ -188,7 +220,7 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
     content (cached in the data folder's `previews/`, keyed by sha256) from the original opened
     and checked as `/file` does (no link followed, inside the served folders, still the file
     catalogued); a decompression bomb is refused (422), not decoded."""
-    from clipsearch.indexer import decode
+    from clipsearch.indexer import decode_preview
 
     opened, media_type = library.open_file(id)
     try:
@@ -200,7 +232,7 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
             )
         sha = library.get_image(id).sha256 or opened.sha256()
         folder = library.data_dir / "previews"
-        target = folder / decode.preview_key(sha)
+        target = folder / decode_preview.preview_key(sha)
         if not target.is_file():
             with _PREVIEW_KEYS[hash(sha) % len(_PREVIEW_KEYS)]:
                 if not target.is_file():  # rendered meanwhile by another request
@@ -214,8 +246,8 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
                         )
                     with _PREVIEW_SLOTS, os.fdopen(os.dup(opened.fd), "rb") as fh:
                         try:
-                            data = decode.render_preview(fh)
-                        except decode.PreviewError as exc:
+                            data = decode_preview.render_preview(fh)
+                        except decode_preview.PreviewError as exc:
                             raise HTTPException(422, detail=f"image {id}: {exc}") from None
                     try:
                         _store_preview(folder, target, data)

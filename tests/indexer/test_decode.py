@@ -13,7 +13,8 @@ from indexer_testfiles import bad_corpus, make_exif, write_image  # type: ignore
 from PIL import Image
 
 from clipsearch.indexer import decode
-from clipsearch.indexer.decode import DecodePool, decode_file, decode_many
+from clipsearch.indexer.decode import decode_file
+from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.model.preprocess import Preprocess
 
 R = 32

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from clipsearch.indexer import safe_files
-from clipsearch.indexer.decode import decode_file, decode_many
+from clipsearch.indexer.decode import decode_file
+from clipsearch.indexer.decode_pool import decode_many
 
 
 def _jpeg(path: Path, colour: tuple[int, int, int]) -> Path:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 
 #: What one decode of the 81-megapixel PNG may add to the decoding process's peak RSS. The
-#: pixel budget (indexer.decode.MAX_DECODE_BYTES) is 384 MiB; the measured figure is in
+#: pixel budget (indexer.decode_limits.MAX_DECODE_BYTES) is 384 MiB; the measured figure is in
 #: BENCHMARKS.md ("Decoding hostile files"); before the fix it was 1,008 MB (decode) and
 #: 1,317 MB (preview).
 MEMORY_BOUND_MB = 700
@@ -72,7 +72,7 @@ def make_zero_png(path: Path, width: int, height: int, colour: int = 6, depth: i
 _CHILD = r"""
 import io, json, sys, time
 from PIL import Image
-from clipsearch.indexer import decode
+from clipsearch.indexer import decode, decode_limits, decode_preview
 from clipsearch.model.preprocess import Preprocess  # torch, imported before the baseline
 
 def hwm():
@@ -82,7 +82,7 @@ def hwm():
 
 what, path, small, thumbs = sys.argv[1:5]
 decode.decode_file(small, 224, thumbs)  # warm: lazy imports and allocations in the baseline
-decode.render_preview(open(small, "rb"))
+decode_preview.render_preview(open(small, "rb"))
 base = hwm()
 t = time.monotonic()
 out = {}
@@ -91,15 +91,15 @@ if what == "decode":
     out.update(ok=r.ok, problem=r.problem, reason=r.reason)
 elif what == "preview":
     try:
-        out.update(ok=True, size=len(decode.render_preview(open(path, "rb"))))
-    except decode.PreviewError as exc:
+        out.update(ok=True, size=len(decode_preview.render_preview(open(path, "rb"))))
+    except decode_preview.PreviewError as exc:
         out.update(ok=False, reason=str(exc))
 else:  # the upload check: the header, the budget, the pages counted with a cap
     img = Image.open(io.BytesIO(open(path, "rb").read()))
     try:
-        decode.check_budget(img, 20_000_000)
+        decode_limits.check_budget(img, 20_000_000)
         out.update(ok=True)
-    except decode.TooCostly as exc:
+    except decode_limits.TooCostly as exc:
         out.update(ok=False, problem=exc.problem, reason=str(exc))
 out.update(seconds=time.monotonic() - t, base_mb=base, peak_mb=hwm())
 out["added_mb"] = out["peak_mb"] - base
@@ -158,13 +158,13 @@ def test_a_huge_sixteen_bit_picture_is_refused_by_its_bytes_not_its_pixels(tmp_p
     """Under the pixel limit, over the byte budget: 16-bit grey is converted at full size before
     it is reduced (2 + 4 bytes a pixel), so 88 megapixels of it are refused from the header,
     while the same size in 8-bit RGB (4 bytes a pixel) is within it."""
-    from clipsearch.indexer import decode
+    from clipsearch.indexer import decode, decode_limits
 
     png = make_zero_png(tmp_path / "grey16.png", 9400, 9400, colour=0, depth=16)
     got = decode.decode_file(png, 224, None)
     assert got.ok is False and got.problem == "too_many_pixels"
     assert "MiB" in str(got.reason) and "I;16" in str(got.reason)
-    assert decode.pixel_bytes("RGB", 9400, 9400) < decode.MAX_DECODE_BYTES
+    assert decode_limits.pixel_bytes("RGB", 9400, 9400) < decode_limits.MAX_DECODE_BYTES
 
 
 def test_the_upload_route_refuses_a_490000_page_tiff_at_once(

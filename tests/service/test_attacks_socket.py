@@ -32,6 +32,7 @@ import httpx
 import pytest
 from PIL import Image
 from svc_testlib import BLUE, GREEN, RED, YELLOW, two_colour
+from testkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "attack-test-token-0123456789abcdef"
@@ -81,12 +82,6 @@ def _jpeg(path: Path, colour: tuple[int, int, int], size: tuple[int, int] = (64,
     img.save(path, "JPEG", quality=90)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _gif_with_html() -> bytes:
     """A valid GIF with an HTML page after its trailer: an image to the decoder, a page to a
     browser that sniffs."""
@@ -123,7 +118,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     two_colour((600, 400), YELLOW, YELLOW).save(outside / "secret.tif", "TIFF")
     model_dir = save_pretrained(tiny_model(seed=0), base / "tiny-model")
     data_dir = base / "data"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(
         CLIPSEARCH_API_TOKEN=TOKEN,
@@ -528,7 +523,7 @@ def _preview(server: Server, image_id: int, **headers: str) -> httpx.Response:
 
 
 def _preview_cache(server: Server, sha: str) -> Path:
-    from clipsearch.indexer.decode import preview_key
+    from clipsearch.indexer.decode_preview import preview_key
 
     return server.data_dir / "previews" / preview_key(sha)
 

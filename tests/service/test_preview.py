@@ -132,7 +132,7 @@ def test_a_bomb_gets_a_reason_and_a_swapped_file_no_preview(
 
 
 def test_a_preview_is_refused_from_the_header_above_the_pixel_limit(tmp_path: Path) -> None:
-    from clipsearch.indexer.decode import PreviewError, render_preview
+    from clipsearch.indexer.decode_preview import PreviewError, render_preview
 
     path = tmp_path / "wide.png"
     two_colour((2000, 1500)).save(path)
