@@ -12,11 +12,15 @@ next page. Orders:
 
 The folder and format filters are checked on the rows the index walk reads: a page costs the rows
 read until it is full (cheap unless the filter keeps a small share of a big library).
+
+``months(session, state, conditions, sort)``: the timeline's months (what the gallery's date
+scrubber lists) and the cursor that starts a page at each, one index seek per month.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -95,3 +99,89 @@ def browse(
         tail = rows[-1]
         next_key = encode_cursor(tail.taken_at, tail.id)
     return rows, None, next_key
+
+
+@dataclass(frozen=True)
+class Month:
+    """A month the timeline holds (``year``, ``month``) and the cursor that starts a page there
+    (``after_key`` for :func:`browse` in the same order; None: from the start)."""
+
+    year: int
+    month: int
+    after_key: str | None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The months that hold pictures, newest first for ``date_desc`` (oldest first for
+    ``date_asc``), whether undated pictures follow them, and where the undated part starts."""
+
+    months: list[Month]
+    undated: bool
+    undated_after_key: str | None
+    more: bool  # more months than ``limit``
+
+
+MONTHS_MAX = 1200  # a century of months: the scrubber lists at most this many
+
+
+def _month_start(year: int, month: int) -> dt.datetime:
+    return dt.datetime(year, month, 1)
+
+
+def _next_month(year: int, month: int) -> dt.datetime:
+    return dt.datetime(year + month // 12, month % 12 + 1, 1)
+
+
+def months(
+    session: Any, *, state: str | None, conditions: list[Any], sort: str, limit: int = MONTHS_MAX
+) -> Timeline:
+    """The months of the library in ``sort`` order, found without reading the library: each month
+    is one seek on ``ix_images_taken_at_id`` (the newest picture before the month found last), so
+    the cost grows with the number of months, never with the number of pictures. The folder and
+    format filters are checked on the rows each seek reads, as in :func:`browse`."""
+    if sort not in ("date_desc", "date_asc"):
+        raise IndexerError(
+            f"the timeline goes by date: sort must be date_desc or date_asc, not {sort!r}"
+        )
+    if not 1 <= limit <= MONTHS_MAX:
+        raise IndexerError(f"limit must be between 1 and {MONTHS_MAX} (got {limit})")
+    where = list(conditions)
+    if state is not None:
+        where.append(Image.state == state)
+    desc = sort == "date_desc"
+    found: list[Month] = []
+    bound: dt.datetime | None = None
+    more = False
+    while True:
+        stmt = sa.select(Image.taken_at).where(Image.taken_at.is_not(None), *where)
+        if bound is not None:
+            stmt = stmt.where(Image.taken_at < bound if desc else Image.taken_at >= bound)
+        order = Image.taken_at.desc() if desc else Image.taken_at
+        taken = session.scalar(stmt.order_by(order).limit(1))
+        if taken is None:
+            break
+        if len(found) == limit:
+            more = True
+            break
+        year, month = taken.year, taken.month
+        if desc:  # a page starts after (first instant of the next month, id 0)
+            key = None if not found else encode_cursor(_next_month(year, month), 0)
+            bound = _month_start(year, month)
+        else:  # ascending: after (first instant of the month, id 0), ids start at 1
+            key = None if not found else encode_cursor(_month_start(year, month), 0)
+            bound = _next_month(year, month)
+        found.append(Month(year, month, key))
+    undated_row = session.scalar(
+        sa.select(Image.id)
+        .where(Image.taken_at.is_(None), *where)
+        .order_by(Image.taken_at, Image.id)
+        .limit(1)
+    )
+    undated = undated_row is not None
+    return Timeline(
+        months=found,
+        undated=undated,
+        undated_after_key=("_0" if found else None) if undated else None,
+        more=more,
+    )

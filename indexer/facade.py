@@ -27,6 +27,7 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from .browse import Timeline
     from .ocr import OcrConfig
     from .relevance import Calibration
     from .stats import LibraryStats
@@ -72,6 +73,14 @@ class ImagesApi(Protocol):
         after: int | None = None,
         after_key: str | None = None,
     ) -> tuple[list[ImageInfo], int, int | None, str | None]: ...
+
+    def timeline(
+        self,
+        state: str | None = None,
+        filters: SearchFilters | None = None,
+        sort: str = "date_desc",
+        limit: int = 1200,
+    ) -> Timeline: ...
 
     def image_vector(self, image_id: int) -> np.ndarray: ...
 

@@ -17,6 +17,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from . import catalog, safe_files
+from .browse import Timeline
 from .catalog import Image, Job
 from .context import MAX_LIST, MAX_ROW_ID, CatalogContext, as_id
 from .errors import IndexerError, NotFound
@@ -107,6 +108,22 @@ class ImageService:
                 after_key=after_key,
             )
             return [catalog.image_info(r) for r in rows], int(total), next_after, next_key
+
+    def timeline(
+        self,
+        state: str | None = None,
+        filters: SearchFilters | None = None,
+        sort: str = "date_desc",
+        limit: int = 1200,
+    ) -> Timeline:
+        """The months that hold pictures (with the filters), in ``sort`` order, each with the
+        cursor that starts a browse page there (:func:`indexer.browse.months`)."""
+        from .browse import months
+
+        _check_state(state)
+        conditions = filter_conditions(filters) if filters is not None else []
+        with self.ctx.session() as session:
+            return months(session, state=state, conditions=conditions, sort=sort, limit=limit)
 
     def image_vector(self, image_id: int) -> np.ndarray:
         """The served model's vector of one image (for "more like this"); NotFound if none."""

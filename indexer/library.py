@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from . import catalog, safe_files
+from .browse import Timeline
 from .catalog import Image
 from .configs import LibraryConfig, OcrConfig
 from .context import CatalogContext
@@ -426,6 +427,16 @@ class Library:
     ) -> tuple[list[ImageInfo], int, int | None, str | None]:
         """See :meth:`indexer.images.ImageService.browse_images`."""
         return self.images.browse_images(limit, state, filters, sort, after, after_key)
+
+    def timeline(
+        self,
+        state: str | None = None,
+        filters: SearchFilters | None = None,
+        sort: str = "date_desc",
+        limit: int = 1200,
+    ) -> Timeline:
+        """See :meth:`indexer.images.ImageService.timeline`."""
+        return self.images.timeline(state, filters, sort, limit)
 
     def image_vector(self, image_id: int) -> np.ndarray:
         return self.images.image_vector(image_id)

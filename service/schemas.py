@@ -280,6 +280,23 @@ class ImagePage(BaseModel):
     )
 
 
+class MonthOut(BaseModel):
+    month: str = Field(description="The month, `YYYY-MM`.")
+    after_key: str | None = Field(
+        description="Pass as `after_key` to `GET /api/images` (same `sort` and filters) for the "
+        "page that starts at this month; null: the first page."
+    )
+
+
+class TimelineOut(BaseModel):
+    months: list[MonthOut]
+    undated: bool = Field(description="Pictures without a capture date follow the months.")
+    undated_after_key: str | None = Field(
+        default=None, description="The `after_key` of the page where the undated pictures start."
+    )
+    more: bool = Field(default=False, description="More months than were listed.")
+
+
 # --- jobs -------------------------------------------------------------------------------------
 
 

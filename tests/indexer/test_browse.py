@@ -123,3 +123,47 @@ def test_date_pages_read_an_index_not_the_library(
         )
     assert len(stmts) >= 5
     assert plan_problems(lib.engine, stmts, max_rows=200) == []
+
+
+def test_the_timeline_lists_each_month_once_and_its_cursor_starts_a_page_there(
+    big_library: tuple[Library, list[int]],  # noqa: F811
+) -> None:
+    lib, ids = big_library
+    taken = _date(lib, ids)
+    for sort, desc in (("date_desc", True), ("date_asc", False)):
+        order = _expected(taken, desc=desc)
+        wanted = sorted({(t.year, t.month) for t in taken.values() if t is not None}, reverse=desc)
+        found = lib.timeline(sort=sort)
+        assert [(m.year, m.month) for m in found.months] == wanted and len(wanted) >= 6
+        assert found.undated and not found.more
+        for month in found.months:
+            page, _, _, _ = lib.browse_images(limit=5, sort=sort, after_key=month.after_key)
+            first = page[0].id
+            assert (taken[first].year, taken[first].month) == (month.year, month.month)
+            before = order[order.index(first) - 1] if order.index(first) else None
+            if before is not None:  # the picture before the jump is from another month
+                assert (taken[before].year, taken[before].month) != (month.year, month.month)
+        page, *_ = lib.browse_images(limit=5, sort=sort, after_key=found.undated_after_key)
+        assert [i.id for i in page] == sorted(i for i, t in taken.items() if t is None)[:5]
+    # a date range narrows the months; a format nothing has leaves none
+    since = BASE + dt.timedelta(days=100)
+    narrowed = lib.timeline(sort="date_desc", filters=SearchFilters(date_from=since))
+    assert (
+        narrowed.months[-1].year * 12 + narrowed.months[-1].month == since.year * 12 + since.month
+    )
+    assert narrowed.undated is False  # a date filter leaves the undated out, as browsing does
+    assert lib.timeline(filters=SearchFilters(formats=("PNG",))).months == []
+    with pytest.raises(IndexerError, match="sort"):
+        lib.timeline(sort="id")
+
+
+def test_the_timeline_seeks_an_index_per_month_never_reads_the_library(
+    big_library: tuple[Library, list[int]],  # noqa: F811
+) -> None:
+    lib, ids = big_library
+    _date(lib, ids)
+    with captured(lib.engine) as stmts:
+        lib.timeline(sort="date_desc")
+        lib.timeline(sort="date_asc", state="ready")
+    assert len(stmts) >= 10  # one seek per month, and one for the undated
+    assert plan_problems(lib.engine, stmts, max_rows=200) == []
