@@ -22,6 +22,7 @@ from celery import Celery
 from kombu import Queue
 
 from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
+from .logs import install_task_request_ids
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,8 @@ def make_celery(
         db_path = Path(broker_url[len("sqla+sqlite:///") :])
         db_path.parent.mkdir(parents=True, exist_ok=True)
 
+    # the request id of the API call that sends a task travels with it (indexer.logs)
+    install_task_request_ids()
     app = Celery("clipsearch", broker=broker_url, backend=result_backend, set_as_current=False)
     queue = queue_name(queue_prefix)
     transport_options: dict[str, object] = {}

@@ -128,6 +128,9 @@ class WorkerConfig:
     cache_dir: Path | None = None
     offline: bool | None = None
     allow_jit: bool | None = None
+    metrics_port: int = 0  # its Prometheus metrics on this port; 0: none
+    log_level: str | None = None  # None: INFO (indexer.logs)
+    log_format: str = "text"  # text or json (indexer.logs)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # more variables for its process
     store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
     ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)

@@ -49,6 +49,7 @@ __all__ = [
     "NOT_SETTINGS",
     "CatalogSettings",
     "LibrarySettings",
+    "LogSettings",
     "ModelSettings",
     "OcrSettings",
     "SettingsError",
@@ -291,6 +292,14 @@ class WorkerSettings(SettingsGroup):
     index_compression: str | None = Field(
         default=None, description="IVF codes: none (float32), sq8, fp16 or pq."
     )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        json_schema_extra=env("WORKER_METRICS_PORT"),
+        description="Port the worker serves its Prometheus metrics on (/metrics, all "
+        "interfaces); 0: none.",
+    )
     test_embed_delay_s: float = Field(
         default=0.0, ge=0, description="Test-only: sleep before each batch (kill -9 tests)."
     )
@@ -316,6 +325,38 @@ class WorkerSettings(SettingsGroup):
         if text not in COMPRESSIONS:
             raise ValueError(f"{text!r}: use none, sq8, fp16 or pq")
         return text
+
+
+class LogSettings(SettingsGroup):
+    """How every process logs (indexer.logs): the API, the workers and the CLI alike."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] | None = Field(
+        default=None,
+        json_schema_extra=env("LOG_LEVEL"),
+        description="Least level logged; default INFO for serve and worker, WARNING for the "
+        "other commands (-v lowers it).",
+    )
+    format: Literal["text", "json"] = Field(
+        default="text",
+        json_schema_extra=env("LOG_FORMAT"),
+        description="text (one readable line) or json (one object per line with timestamp, "
+        "level, logger, message, request_id; access log on).",
+    )
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _case(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 # --- the tree ----------------------------------------------------------------------------------
@@ -371,6 +412,7 @@ class LibrarySettings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     ocr: OcrSettings = Field(default_factory=OcrSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    logs: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -555,6 +597,9 @@ WORKER_FIELDS: dict[str, tuple[str, str]] = {
     "cache_dir": ("models", "cache_dir"),
     "offline": ("models", "offline"),
     "allow_jit": ("models", "allow_jit"),
+    "metrics_port": ("worker", "metrics_port"),
+    "log_level": ("logs", "level"),
+    "log_format": ("logs", "format"),
 }
 
 

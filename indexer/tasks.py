@@ -44,8 +44,9 @@ def register_tasks(app: Celery) -> dict[str, Any]:
         guarded(self, job_id, lambda: run_ingest(_ctx(app), app, job_id))
 
     @app.task(name=TASK_EMBED, **TASK_OPTIONS)  # type: ignore[call-overload]
-    def embed_batch(self: Any, job_id: int, image_ids: list[int]) -> None:
-        guarded(self, job_id, lambda: run_embed_batch(_ctx(app), job_id, image_ids, app))
+    def embed_batch(self: Any, job_id: int, image_ids: list[int]) -> Any:
+        # the batch's outcome goes to task_postrun's receivers (indexer.worker_metrics)
+        return guarded(self, job_id, lambda: run_embed_batch(_ctx(app), job_id, image_ids, app))
 
     @app.task(name=TASK_REINDEX, **TASK_OPTIONS)  # type: ignore[call-overload]
     def reindex(self: Any, job_id: int) -> None:

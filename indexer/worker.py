@@ -35,6 +35,7 @@ from .configs import WorkerConfig
 from .context import WorkerContext
 from .errors import IndexerError
 from .settings import LibrarySettings
+from .worker_metrics import start_worker_metrics
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def worker_environment(config: WorkerConfig, environ: Mapping[str, str]) -> dict
 
 def create_worker_app(config: WorkerConfig) -> Celery:
     """The Celery app with clipsearch's tasks registered and a :class:`WorkerContext` attached."""
-    from . import duplicates, tag_jobs
+    from . import album_jobs, duplicates, tag_jobs
     from .tasks import register_tasks
 
     app = make_celery(config.resolved_broker_url, queue_prefix=config.queue_prefix)
@@ -83,6 +84,7 @@ def create_worker_app(config: WorkerConfig) -> Celery:
     register_tasks(app)
     duplicates.register_tasks(app)
     tag_jobs.register_tasks(app)
+    album_jobs.register_tasks(app)
     return app
 
 
@@ -244,6 +246,10 @@ def _prune_embedded_broker(app: Celery) -> None:
         log.warning("could not prune the embedded broker %s: %s", path, exc)
 
 
+def _keep_logging(**_: Any) -> None:
+    """A ``setup_logging`` receiver: its presence tells Celery to leave logging as it is."""
+
+
 def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
     """Run a worker in this process until it is told to stop (SIGTERM/SIGINT): blocking."""
     from celery import signals
@@ -275,6 +281,9 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
             path.write_text(f"{os.getpid()}\n")
 
     signals.worker_ready.connect(on_ready, weak=False)
+    # logging is configured by this process's edge (indexer.logs): Celery must not redo it
+    signals.setup_logging.connect(_keep_logging, weak=False, dispatch_uid="clipsearch-logs")
+    start_worker_metrics(app, config.metrics_port)
     # Threads, not prefork: forking a process that imported torch (or holds a CUDA context) is
     # unsafe, and one model in memory serves every thread. Decoding runs in its own process pool.
     pool = "solo" if config.concurrency == 1 else "threads"
@@ -360,12 +369,13 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 def start_worker_process(
     config: WorkerConfig,
     log_path: Path | None = None,
-    loglevel: str = "INFO",
+    loglevel: str | None = None,
     die_with_parent: bool = False,
 ) -> WorkerProcess:
     """Start ``python -m indexer.worker`` with ``config`` in its environment.
 
-    The child's output goes to ``log_path`` (default: ``<data_dir>/logs/worker.log``). Call
+    The child logs to ``log_path`` (default: ``<data_dir>/logs/worker.log``), rotated by size
+    (indexer.logs); what it prints before its logging is set up is appended there too. Call
     :meth:`WorkerProcess.wait_ready` to wait until it consumes, :meth:`WorkerProcess.stop` to
     stop it cleanly. With ``die_with_parent`` (Linux) it also stops when this process dies.
     """
@@ -389,8 +399,9 @@ def start_worker_process(
                 sys.executable,
                 "-m",
                 "clipsearch.indexer.worker",
-                "--loglevel",
-                loglevel,
+                *(["--loglevel", loglevel] if loglevel else []),
+                "--log-file",
+                str(log_path),
             ],
             env=env,
             stdin=subprocess.DEVNULL,
@@ -415,17 +426,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m clipsearch.indexer.worker", description=__doc__
     )
-    parser.add_argument("--loglevel", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    parser.add_argument("--loglevel", default=None, help="default: CLIPSEARCH_LOG_LEVEL, INFO")
+    parser.add_argument(
+        "--log-file", type=Path, default=None, help="log there, rotated by size (default: stdout)"
     )
+    args = parser.parse_args(argv)
+    from .logs import configure_logging
+
     try:
         config = LibrarySettings.from_env().worker_config()
     except IndexerError as exc:
+        configure_logging("INFO", stream=sys.stdout, file=args.log_file)
         log.error("%s", exc)
         return 2
-    run_worker(config, loglevel=args.loglevel)
+    level = (args.loglevel or config.log_level or "INFO").upper()
+    fmt = "json" if config.log_format == "json" else "text"
+    configure_logging(level, fmt, stream=sys.stdout, file=args.log_file)
+    run_worker(config, loglevel=level)
     return 0
 
 

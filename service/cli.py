@@ -102,7 +102,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .serve import worker_config
 
     settings = _settings(args)  # --concurrency: worker_concurrency
-    run_worker(worker_config(settings), loglevel=args.loglevel)
+    run_worker(worker_config(settings), loglevel=args.loglevel or settings.logs.level or "INFO")
     return 0
 
 
@@ -407,6 +407,10 @@ OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
         "offline demo: train a small CLIP on a synthetic set and serve it",
     ),
     "tags": ("clipsearch.service.cli_tags", "zero-shot tags: list, add, remove, run, show"),
+    "albums": (
+        "clipsearch.service.cli_albums",
+        "albums: hand-picked, or smart ones that fill themselves from a saved search",
+    ),
 }
 
 
@@ -530,7 +534,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=None,
         help="tasks at once, threads sharing one model (default $CLIPSEARCH_WORKER_CONCURRENCY or 1)",
     )
-    p.add_argument("--loglevel", default="INFO", help="log level (default INFO)")
+    p.add_argument("--loglevel", help="log level (default $CLIPSEARCH_LOG_LEVEL or INFO)")
     _common(p)
     p.set_defaults(func=cmd_worker)
 
@@ -675,8 +679,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from clipsearch.indexer.logs import configure_from_env
+
+    serving = args.func in (cmd_serve, cmd_worker)  # logs on stdout, INFO
+    configure_from_env(serving, args.verbose, getattr(args, "loglevel", None))
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

@@ -385,3 +385,59 @@ class PublicPathsMiddleware:
             await send(message)
 
         await self.app(scope, receive, rewriting)
+
+
+class RequestIdMiddleware:
+    """The request id (indexer.logs): an incoming ``X-Request-ID`` when it is acceptable (up to
+    128 letters, digits and ``._:-``), else a new one; set for the request's log lines and the
+    Celery tasks it sends, and returned in the response's ``X-Request-ID``. With ``access_log``
+    one line per request goes to the ``clipsearch.access`` logger (method, path without the
+    query, status, duration, client), carrying the id."""
+
+    def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
+        self.app = app
+        self.access_log = access_log
+        self.log = logging.getLogger("clipsearch.access")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from time import perf_counter
+
+        from clipsearch.indexer.logs import clean_request_id, new_request_id, request_id
+
+        given = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
+        rid = clean_request_id(given) or new_request_id()
+        token = request_id.set(rid)
+        start = perf_counter()
+        status = 500
+
+        async def with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", rid.encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, with_id)
+        finally:
+            if self.access_log:
+                client = scope.get("client")
+                self.log.info(
+                    "%s %s %d",
+                    scope.get("method", ""),
+                    scope.get("path", ""),
+                    status,
+                    extra={
+                        "method": scope.get("method", ""),
+                        "path": scope.get("path", ""),
+                        "status": status,
+                        "duration_ms": round((perf_counter() - start) * 1000, 2),
+                        "client": client[0] if client else None,
+                    },
+                )
+            request_id.reset(token)

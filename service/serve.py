@@ -205,8 +205,9 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         app,
         host=settings.server.host,
         port=settings.server.port,
-        log_level="warning",
-        access_log=False,
+        log_config=None,  # the edge's logging (indexer.logs) stands; uvicorn's loggers join it
+        log_level=None,
+        access_log=False,  # the app's access log carries the request id (RequestIdMiddleware)
         lifespan="on",
         timeout_graceful_shutdown=10,
         http=guarded_protocol(settings.server.header_timeout_s, settings.server.max_connections),
