@@ -191,6 +191,10 @@ def run_resume(ctx: WorkerContext, app: Celery | None, job_id: int) -> None:
         from .tag_jobs import run_tags
 
         run_tags(ctx, job_id)
+    elif kind == "albums":
+        from .album_jobs import run_albums
+
+        run_albums(ctx, job_id)
     else:
         with ctx.session() as session:
             job = session.get(Job, job_id)

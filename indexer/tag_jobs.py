@@ -10,7 +10,7 @@
   batch's pictures with the stored thresholds at once, and when the ingest is finished queues a
   full run if the calibration is missing or the library changed size by a quarter since.
 * :func:`retag` (called by a re-index that switched models, indexer.reindex): the same full run
-  with the new model, so the tags follow the model searches use.
+  with the new model, so the tags (and the smart albums) follow the model searches use.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import catalog
+from .album_jobs import after_batch as albums_after_batch
+from .album_jobs import refresh_albums
 from .catalog import Job, ModelRecord
 from .celery_app import TASK_OPTIONS, TASK_TAGS
 from .context import active_model_spec
@@ -300,6 +302,12 @@ def after_batch(
     the ingest: the next run tags what was missed."""
     try:
         tag_images(ctx.Session, model_id, image_ids)
+    except (CatalogUnavailable, StoreUnavailable):
+        raise
+    except Exception:
+        log.exception("tagging the new pictures failed; the next tags run assigns them")
+    albums_after_batch(ctx, model_id, image_ids)  # then the smart albums they match (tags too)
+    try:
         if job_finished and app is not None:
             with ctx.session() as session:
                 due = needs_run(session, model_id)
@@ -315,12 +323,19 @@ def after_batch(
 def retag(ctx: Any, model: Any, model_id: int) -> TagRun | None:
     """After a model switch: the tags follow the new model (a full run, logged on failure)."""
     try:
-        return tag_library(ctx.Session, model, model_id)
+        run = tag_library(ctx.Session, model, model_id)
     except (CatalogUnavailable, StoreUnavailable):
         raise
     except Exception:
         log.exception("re-tagging with the new model failed; `clipsearch tags run` retries")
-        return None
+        run = None
+    try:  # the smart albums follow the model too (indexer.album_jobs)
+        refresh_albums(ctx.Session, model, model_id)
+    except (CatalogUnavailable, StoreUnavailable):
+        raise
+    except Exception:
+        log.exception("recomputing the albums with the new model failed; refresh them")
+    return run
 
 
 def run_tags(ctx: Any, job_id: int) -> TagRun | None:

@@ -34,6 +34,7 @@ from .middleware import (
     HostCheckMiddleware,
     OriginCheckMiddleware,
     PublicPathsMiddleware,
+    RequestIdMiddleware,
     json_error,
 )
 from .query import EmbeddingCache, QueryError
@@ -48,6 +49,8 @@ from .routes import (
     search_router,
     session_router,
 )
+from .routes.accounts import router as accounts_router
+from .routes.albums import router as albums_router
 from .routes.probes import router as probes_router
 from .routes.tags import router as tags_router
 from .settings import Settings, load_settings
@@ -55,16 +58,21 @@ from .settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 
-def build_library(settings: Settings, confine: bool = True) -> Any:
+def build_library(settings: Settings, confine: bool = True, image_tower: str = "now") -> Any:
     """The indexer's Library for these settings (imported here: the service layer's only door).
 
     ``confine``: the library itself also refuses ingestion outside the allowed roots (the API's
     library); the CLI's ``ingest`` passes False (a local user may ingest any folder they can read).
+    ``image_tower="on_demand"``: the served model reads its image tower on first use only (the
+    CLI's search embeds query texts; model.lazy_tower).
     """
+    import dataclasses
+
     from clipsearch.indexer.library import Library
 
     roots = settings.folders.effective_allowed_roots if confine else None
-    return Library(settings.library_config(allowed_roots=roots))
+    config = settings.library_config(allowed_roots=roots)
+    return Library(dataclasses.replace(config, image_tower=image_tower))
 
 
 def static_dir() -> Path | None:
@@ -322,6 +330,24 @@ def _calibrate_quietly(library: LibraryFacade) -> None:
         log.info("relevance calibration at start-up skipped: %s", exc)
 
 
+def _accounts(settings: Settings, library: Any) -> tuple[Any, Any]:
+    """The accounts of the library's catalog and the sign-in rate limits (service.auth); no
+    accounts for a library without a catalog engine (a stand-in in tests)."""
+    from sqlalchemy.engine import Engine
+
+    from clipsearch.indexer.accounts import Accounts, SignInGuard
+
+    server = settings.server
+    guard = SignInGuard(server.signin_limit_account, server.signin_limit_address)
+    engine = getattr(library, "engine", None)
+    if not isinstance(engine, Engine):
+        return None, guard
+    accounts = Accounts(
+        engine, idle_s=server.session_idle_minutes * 60, max_s=server.session_hours * 3600
+    )
+    return accounts, guard
+
+
 # --- factory ----------------------------------------------------------------------------------
 
 
@@ -389,6 +415,8 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
     app.state.revoked_sessions = Revocations(
         Path(settings.catalog.data_dir).expanduser() / "revoked-sessions.json"
     )
+    # accounts, their sessions and keys, kept in the library's catalog (indexer.accounts)
+    app.state.accounts, app.state.signin_guard = _accounts(settings, lib)
     install_error_handlers(app)
     for router in (
         search_router,
@@ -396,12 +424,14 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         removed_router,
         duplicates_router,
         tags_router,
+        albums_router,
         folders_router,
         jobs_router,
         ocr_router,
         health_router,
         probes_router,
         session_router,
+        accounts_router,
     ):
         app.include_router(router)
 
@@ -447,4 +477,6 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         share=settings.server.unauthenticated_share,
     )
     app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.server.effective_allowed_hosts)
+    # outermost: every answer, refusals included, carries its request id (indexer.logs)
+    app.add_middleware(RequestIdMiddleware, access_log=settings.logs.format == "json")
     return app

@@ -306,7 +306,9 @@ def cmd_search(args: argparse.Namespace) -> int:
                 log.info("the server in the run file did not answer (%s): searching here", exc)
         if page is None:
             settings = settings if settings is not None else _settings(args)
-            page = search_local(_library(settings), settings, args)
+            # only the text tower: the image tower is read if the relevance background must be
+            # measured here (no calibration saved in the data folder yet)
+            page = search_local(_library(settings, image_tower="on_demand"), settings, args)
     except SearchError as exc:
         raise CLIError(str(exc)) from exc
     hits = page.hits

@@ -1,9 +1,10 @@
 """Albums (indexer.albums): hand-picked albums and smart albums that fill themselves.
 
 * ``albums``: a name (unique), its kind (``manual``: hand-picked; ``smart``: a saved search
-  query, stored as JSON, whose matches are recomputed as pictures arrive or leave), how many
-  pictures it shows (kept by the album job and by people's changes, so listing albums never
-  counts members), and when its members were last computed.
+  query, stored as JSON, whose matches are recomputed as pictures arrive or leave), and for a
+  smart album what the last computation used: the model, the query's vector and the cosine a
+  picture needs (the query's relevance cut, calibrated on the library), so a newly embedded
+  picture is judged at once without encoding the query again.
 * ``album_members``: per (album, picture) the state: ``auto`` (a match of the smart album's
   query, kept by the job), ``pinned`` (put there by a person: always shown, whatever the query
   says; every picture of a hand-picked album is pinned) or ``excluded`` (taken out by a person:
@@ -34,7 +35,11 @@ def upgrade() -> None:
         sa.Column("name", sa.String(128), nullable=False, unique=True),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("query", sa.JSON, nullable=True),
-        sa.Column("size", sa.Integer, nullable=False, server_default="0"),
+        sa.Column(
+            "model_id", sa.Integer, sa.ForeignKey("models.id", ondelete="SET NULL"), nullable=True
+        ),
+        sa.Column("vector", sa.LargeBinary, nullable=True),
+        sa.Column("min_score", sa.Float, nullable=True),
         sa.Column("computed_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
