@@ -409,10 +409,7 @@ OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
         "offline demo: train a small CLIP on a synthetic set and serve it",
     ),
     "tags": ("clipsearch.service.cli_tags", "zero-shot tags: list, add, remove, run, show"),
-    "albums": (
-        "clipsearch.service.cli_albums",
-        "albums: hand-picked, or smart ones that fill themselves from a saved search",
-    ),
+    "albums": ("clipsearch.service.cli_albums", "albums: hand-picked, or smart (a saved search)"),
 }
 
 
