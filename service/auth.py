@@ -1,17 +1,26 @@
-"""Who may read and who may change the library.
+"""Who is calling and what they may do.
 
-With ``CLIPSEARCH_API_TOKEN`` set, every read (API, originals, thumbnails, the gallery) needs
-either the token (``Authorization: Bearer <token>``) or a session cookie the gallery's sign-in
-page got for it; ``CLIPSEARCH_PUBLIC_READ=true`` opens reads. Writes (ingest, reindex, delete)
-always need the token or the cookie, and a cookie only counts on a write that also carries the
-session's CSRF value in ``X-CSRF-Token`` (a header no other site can make a browser send).
+Callers are **principals** (indexer.accounts.Principal) with a role: ``viewer`` < ``editor`` <
+``admin``. They are told by, in this order: ``Authorization: Bearer <credential>`` (an API key
+``csk_...`` of an account, its scopes narrowing its owner's role, or the server's
+``CLIPSEARCH_API_TOKEN``, which acts as an admin key, so a single-token setup keeps working
+unchanged); then the session cookie (a server-side account session from POST /api/session with a
+name and password, or a cookie signed with the token from the gallery's token sign-in). A server
+with neither a token nor any account is open, as before. ``CLIPSEARCH_PUBLIC_READ=true`` lets
+callers without credentials search and view.
 
-The session cookie is ``<expires>.<nonce>.<hmac>``: HMAC-SHA256 under a key derived from the token
-(changing the token signs everybody out; API replicas with one token accept each other's cookies),
-HttpOnly, SameSite=Strict, Secure on HTTPS. Signing out revokes the cookie on the server: its
-nonce is kept (in memory and in ``revoked-sessions.json`` in the data folder, until the cookie
-would have expired), so a copy of the cookie stops working too. The schemes are declared with
-FastAPI's security classes, so /docs shows an "Authorize" button.
+Every route declares one role dependency (:data:`ViewerAccess`, :data:`EditorAccess`,
+:data:`AdminAccess`); no credentials read 401, too small a role 403 naming the role needed. A
+change made with a session cookie also needs the session's CSRF value in ``X-CSRF-Token`` (a
+header no other site can make a browser send). Per-picture routes also declare
+:data:`VisibleImage`: a viewer gets 404 for a picture outside the folders shared with them.
+
+The token's session cookie is ``<expires>.<nonce>.<hmac>``: HMAC-SHA256 under a key derived from
+the token, HttpOnly, SameSite=Strict, Secure on HTTPS; signing out revokes it on the server (its
+nonce kept in ``revoked-sessions.json`` until it would have expired). An account's session cookie
+is a random secret whose SHA-256 the catalog keeps (idle and absolute expiry, ended on sign-out and
+on a password change). The schemes are declared with FastAPI's security classes, so /docs shows
+an "Authorize" button.
 
 A token must be hard to guess: :func:`weak_token_reason` refuses short ones and obvious ones
 (one character repeated, a run like ``0123456789abcdef`` or ``qwertyuiop...``).
@@ -29,11 +38,18 @@ import os
 import secrets
 import threading
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from pathlib import Path as FsPath
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from clipsearch.indexer.accounts import KEY_PREFIX, Accounts, Principal, role_at_least
+from clipsearch.indexer.sharing import EVERYTHING, Visibility, image_visible, visibility
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +62,16 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="clipsearch"'}
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
-    scheme_name="token",
-    description="The server's CLIPSEARCH_API_TOKEN, sent as `Authorization: Bearer <token>`.",
+    scheme_name="key",
+    description="An API key (`clipsearch keys create`, POST /api/keys), or the server's "
+    "CLIPSEARCH_API_TOKEN (an admin key), sent as `Authorization: Bearer <key>`.",
 )
 cookie_scheme = APIKeyCookie(
     name=SESSION_COOKIE,
     auto_error=False,
     scheme_name="session",
-    description="The gallery's session cookie (POST /api/session with the token sets it).",
+    description="The gallery's session cookie (POST /api/session with a name and password, or "
+    "the token, sets it); changes made with it also need its X-CSRF-Token header.",
 )
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
@@ -161,7 +179,7 @@ class Revocations:
     restart does not bring a signed-out cookie back. API replicas sharing one data folder read
     each other's sign-outs when the file changes."""
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: FsPath | None = None) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._nonces: dict[str, int] = {}
@@ -227,9 +245,17 @@ def csrf_for(token: str, session: str) -> str:
 
 # --- who is calling ---------------------------------------------------------------------------
 
+ROLE_HOWTO = {
+    "viewer": "search and browse",
+    "editor": "add folders, ingest, remove and restore pictures, tag and make albums",
+    "admin": "manage users, keys, sharing, settings, models and re-indexing",
+}
+UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
-def _settings(request: Request):  # type: ignore[no-untyped-def]
-    return request.app.state.service.settings
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.service.settings
+    return settings
 
 
 def revocations(request: Request) -> Revocations | None:
@@ -238,71 +264,177 @@ def revocations(request: Request) -> Revocations | None:
     return found if isinstance(found, Revocations) else None
 
 
-def _session_ok(request: Request, token: str, cookie: str | None) -> bool:
-    return session_valid(token, cookie, revoked=revocations(request))
+def accounts_of(request: Request) -> Accounts | None:
+    """The app's accounts (None when its library has no catalog engine: a stand-in library)."""
+    found: Any = getattr(request.app.state, "accounts", None)
+    return found if isinstance(found, Accounts) else None
 
 
-def _bearer_ok(token: str, creds: HTTPAuthorizationCredentials | None) -> bool:
-    return (
-        creds is not None
-        and creds.scheme.lower() == "bearer"
-        and token_matches(token, creds.credentials)
-    )
+TOKEN_ADMIN = "token"  # the name the server's own API token acts under (audit, /api/session)
+
+
+def _token_principal(via: str, csrf: str | None = None) -> Principal:
+    return Principal(TOKEN_ADMIN, "admin", via, csrf=csrf)
+
+
+def _resolve(request: Request) -> Principal | None:
+    settings = _settings(request)
+    token = settings.token
+    accounts = accounts_of(request)
+    header = request.headers.get("authorization") or ""
+    scheme, _, supplied = header.partition(" ")
+    supplied = supplied.strip()
+    if scheme.lower() == "bearer" and supplied:
+        if token is not None and token_matches(token, supplied):
+            return _token_principal("token")
+        if accounts is not None and supplied.startswith(KEY_PREFIX):
+            return accounts.key_principal(supplied)
+        return None
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        if "." in cookie:  # a session the server's token signed (gallery sign-in by token)
+            if token is not None and session_valid(token, cookie, revoked=revocations(request)):
+                return _token_principal("session", csrf_for(token, cookie))
+        elif accounts is not None:
+            found = accounts.session_principal(cookie)
+            if found is not None:
+                return found
+    if token is None and (accounts is None or not accounts.has_users()):
+        return Principal("anonymous", "admin", "open")  # no token, no accounts: open as before
+    return None
+
+
+def principal(request: Request) -> Principal | None:
+    """Who is calling (the token, an API key, a session cookie, or an open server), read once
+    per request; None for a caller with no valid credentials on a server that asks for them."""
+    state = request.scope.setdefault("state", {})
+    if "clipsearch_principal" not in state:
+        state["clipsearch_principal"] = _resolve(request)
+    found: Principal | None = state["clipsearch_principal"]
+    return found
 
 
 def is_authorised(request: Request) -> bool:
-    """The caller holds the token (header or valid session cookie), or no token is set."""
-    token = _settings(request).token
-    if token is None:
-        return True
-    header = request.headers.get("authorization") or ""
-    scheme, _, supplied = header.partition(" ")
-    if scheme.lower() == "bearer" and token_matches(token, supplied.strip()):
-        return True
-    return _session_ok(request, token, request.cookies.get(SESSION_COOKIE))
+    """The caller holds valid credentials (token, key, session), or the server is open."""
+    return principal(request) is not None
 
 
-async def require_read(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
-    """Reads: open without a token or with CLIPSEARCH_PUBLIC_READ; else the token or a session."""
-    settings = _settings(request)
-    token = settings.token
-    if token is None or settings.server.public_read:
-        return
-    if _bearer_ok(token, creds) or _session_ok(request, token, cookie):
-        return
-    check_bearer(token, request.headers.get("authorization"))  # raises with the right message
-    raise HTTPException(  # pragma: no cover - check_bearer always raises here
-        status.HTTP_401_UNAUTHORIZED, detail="sign in first", headers=_CHALLENGE
+def _refuse_anonymous(request: Request) -> HTTPException:
+    header = request.headers.get("authorization")
+    if header:
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="invalid credentials: send a valid API key (or the server's "
+            "CLIPSEARCH_API_TOKEN) as 'Authorization: Bearer <key>'; a revoked or expired key, "
+            "or one of a disabled account, no longer works",
+            headers=_CHALLENGE,
+        )
+    if request.cookies.get(SESSION_COOKIE):
+        return HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="your session has ended (signed out, idle too long, or expired): sign in again",
+            headers=_CHALLENGE,
+        )
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail="sign in first: send 'Authorization: Bearer <API key>' or sign in to the gallery "
+        "at /signin.html",
+        headers=_CHALLENGE,
     )
 
 
-async def require_private_read(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
-    """Reads that show server paths and settings (jobs): need the token even with public reads."""
-    token = _settings(request).token
-    if token is None or _bearer_ok(token, creds) or _session_ok(request, token, cookie):
-        return
-    check_bearer(token, request.headers.get("authorization"))
-
-
-async def require_token(request: Request, creds: BearerDep, cookie: CookieDep) -> None:
-    """Writes: the token in the header, or a session cookie with its CSRF header."""
-    token = _settings(request).token
-    if token is None:
-        return
-    if _bearer_ok(token, creds):
-        return
-    if _session_ok(request, token, cookie) and cookie is not None:
-        sent = request.headers.get(CSRF_HEADER) or ""
-        if hmac.compare_digest(sent.encode(), csrf_for(token, cookie).encode()):
-            return
+def _check(request: Request, wanted: str) -> Principal:
+    found = principal(request)
+    if found is None:
+        raise _refuse_anonymous(request)
+    if not role_at_least(found.role, wanted):
         raise HTTPException(
             status.HTTP_403_FORBIDDEN,
-            detail=f"a change made with the session cookie needs its {CSRF_HEADER} header "
-            "(GET /api/session gives it); reload the gallery",
+            detail=f"this needs the {wanted} role (to {ROLE_HOWTO[wanted]}); you are signed in "
+            f"as {found.name} with the {found.role} role"
+            + (" (the key's scopes narrow it)" if found.via == "key" else "")
+            + ": ask an admin",
         )
-    check_bearer(token, request.headers.get("authorization"))
+    if request.method in UNSAFE and found.csrf is not None:
+        sent = request.headers.get(CSRF_HEADER) or ""
+        if not hmac.compare_digest(sent.encode(), found.csrf.encode()):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"a change made with the session cookie needs its {CSRF_HEADER} header "
+                "(GET /api/session gives it); reload the gallery",
+            )
+    return found
 
 
-ReadAccess = Depends(require_read)
-PrivateReadAccess = Depends(require_private_read)
-WriteAccess = Depends(require_token)
+def _public(request: Request) -> Principal | None:
+    """A caller without credentials on a server with CLIPSEARCH_PUBLIC_READ: a viewer of all."""
+    if principal(request) is None and _settings(request).server.public_read:
+        return Principal("public", "viewer", "open")
+    return None
+
+
+async def require_viewer(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
+    """Search, browse and read: any account (a viewer sees the folders shared with them), a key
+    with the read scope, the token; anyone with CLIPSEARCH_PUBLIC_READ."""
+    return _public(request) or _check(request, "viewer")
+
+
+async def require_signed_in(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
+    """Reads about oneself (account, sessions, keys): any valid credentials, never public."""
+    return _check(request, "viewer")
+
+
+async def require_editor(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
+    """Changes to the library (folders, ingest, remove and restore, tags, albums) and the reads
+    that show server paths (jobs, folders): editors and admins, keys with the write scope."""
+    return _check(request, "editor")
+
+
+async def require_admin(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
+    """Users, keys of others, sharing, settings, models, re-indexing, the audit trail."""
+    return _check(request, "admin")
+
+
+ViewerAccess = Depends(require_viewer)
+SignedInAccess = Depends(require_signed_in)
+EditorAccess = Depends(require_editor)
+AdminAccess = Depends(require_admin)
+# the names the routes used before accounts (same checks)
+require_read = require_viewer
+require_private_read = require_editor
+require_token = require_editor
+ReadAccess = ViewerAccess
+PrivateReadAccess = EditorAccess
+WriteAccess = EditorAccess
+ViewerDep = Annotated[Principal, Depends(require_viewer)]
+SignedInDep = Annotated[Principal, Depends(require_signed_in)]
+EditorDep = Annotated[Principal, Depends(require_editor)]
+AdminDep = Annotated[Principal, Depends(require_admin)]
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def visibility_of(request: Request, who: Principal) -> Visibility:
+    """What ``who`` may see of the library (indexer.sharing): everything from an editor up."""
+    accounts = accounts_of(request)
+    if accounts is None:
+        return EVERYTHING
+    return visibility(accounts.engine, who)
+
+
+async def require_visible_image(
+    request: Request, who: ViewerDep, id: Annotated[int, Path(ge=1, le=2**63 - 1)]
+) -> None:
+    """Per-picture routes: a viewer gets 404 for a picture outside the folders shared with them
+    (as for an id that does not exist: it does not tell that the picture is there)."""
+    seen = visibility_of(request, who)
+    accounts = accounts_of(request)
+    if seen.everything or accounts is None:
+        return
+    if not await run_in_threadpool(image_visible, accounts.engine, id, seen):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no image with id {id}")
+
+
+VisibleImage = Depends(require_visible_image)

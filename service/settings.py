@@ -100,6 +100,22 @@ class ServerSettings(SettingsGroup):
     session_hours: float = Field(
         default=168.0, gt=0, le=24 * 366, description="How long a gallery sign-in lasts."
     )
+    # accounts (indexer.accounts, service.auth)
+    session_idle_minutes: float = Field(
+        default=120.0,
+        gt=0,
+        le=24 * 60 * 31,
+        description="An account's sign-in ends after this long without a request.",
+    )
+    signin_limit_account: str = Field(
+        default="5/minute",
+        description="Failed sign-ins allowed per account name (a `limits` rate such as 5/minute); "
+        "beyond it the account's sign-ins get 429 for the rest of the window.",
+    )
+    signin_limit_address: str = Field(
+        default="20/minute",
+        description="Failed sign-ins allowed per client address (a `limits` rate); beyond it 429.",
+    )
     insecure: bool = Field(
         default=False, description="Allow a non-loopback host without an API token."
     )
@@ -179,6 +195,19 @@ class ServerSettings(SettingsGroup):
                 host = f"[{host}]"  # an IPv6 address as it appears in a Host header
             out.append(host)
         return out
+
+    @field_validator("signin_limit_account", "signin_limit_address", mode="after")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate: write it as COUNT/PERIOD, e.g. 5/minute or 20/hour"
+            ) from exc
+        return value
 
     @field_validator("api_token", mode="after")
     @classmethod
@@ -311,6 +340,27 @@ class LimitsSettings(SettingsGroup):
     )
     upload_queue: int = Field(
         default=8, ge=0, le=1024, description="Uploads that may wait for a slot; beyond: 503."
+    )
+    upload_decode_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="Longest a search upload may take to decode, in its own process; past it the "
+        "process is killed and the search answers 422.",
+    )
+    preview_decode_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Longest a preview may take to render, in its own process; past it the "
+        "process is killed and the preview answers 422.",
+    )
+    decode_memory_mb: int = Field(
+        default=1024,
+        ge=0,
+        le=1 << 20,
+        description="Memory (address space, MiB) a process decoding an upload or a preview may "
+        "add to its own; beyond, the decode is refused (413 or 422). 0: no limit.",
     )
     max_json_bytes: int = Field(default=1024 * 1024, gt=0, description="Largest JSON body.")
     search_k_max: int = Field(default=500, gt=0, description="Largest k a search may ask for.")

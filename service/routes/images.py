@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import errno
 import os
 import threading
-from pathlib import Path as PathType
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 
 from clipsearch.indexer import safe_files
 
-from ..auth import ReadAccess, require_token
+from ..auth import ReadAccess, VisibleImage, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..files import CACHE_FILE, CACHE_THUMB, FILE_HEADERS, serve_file
 from ..schemas import ImageOut, ImagePage, MonthOut, RestoreOut, TimelineOut
@@ -140,7 +138,12 @@ def image_timeline(
     )
 
 
-@router.get("/{id}", operation_id="get_image", response_model=ImageOut, dependencies=[ReadAccess])
+@router.get(
+    "/{id}",
+    operation_id="get_image",
+    response_model=ImageOut,
+    dependencies=[ReadAccess, VisibleImage],
+)
 def get_image(request: Request, library: LibraryDep, id: IdPath) -> ImageOut:
     """One image's metadata and state (with the failure reason when it could not be read)."""
     return image_out(request, library.get_image(id))
@@ -151,7 +154,7 @@ def get_image(request: Request, library: LibraryDep, id: IdPath) -> ImageOut:
     operation_id="image_thumbnail",
     response_class=Response,
     responses=BINARY,
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, VisibleImage],
 )
 def image_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Response:
     """The thumbnail (about 256 px JPEG), with ETag and Cache-Control; 304 on a matching
@@ -165,7 +168,7 @@ def image_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Respon
     operation_id="image_file",
     response_class=Response,
     responses=BINARY,
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, VisibleImage],
 )
 def image_file(request: Request, library: LibraryDep, id: IdPath) -> Response:
     """The original file, by catalog id only; with ETag and Cache-Control. Served inline only
@@ -184,22 +187,12 @@ def image_file(request: Request, library: LibraryDep, id: IdPath) -> Response:
     return serve_file(request, opened, "file", id, media_type, CACHE_FILE, name)
 
 
-#: Previews rendered at once (each may decode a large original): the rest wait their turn.
+#: Previews rendered at once (each in a decoder process that may decode a large original): the
+#: rest wait their turn.
 _PREVIEW_SLOTS = threading.BoundedSemaphore(2)
 #: One rendering of a preview at a time: the other requests for it wait, then read the cache
 #: (striped by key: two previews that share a lock only take turns).
 _PREVIEW_KEYS = tuple(threading.Lock() for _ in range(64))
-
-
-def _store_preview(folder: PathType, target: PathType, data: bytes) -> None:
-    """Cache a rendered preview, only inside the previews folder: a folder under it swapped for
-    a link out of it is not written through. Raises OSError."""
-    from clipsearch.indexer import decode_preview
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not safe_files.is_within(os.path.realpath(target.parent), os.path.realpath(folder)):
-        raise PermissionError(errno.EACCES, "the previews folder leads out of itself")
-    decode_preview.store_derived(target, data)
 
 
 @router.get(
@@ -211,16 +204,24 @@ def _store_preview(folder: PathType, target: PathType, data: bytes) -> None:
         304: {"description": "Not modified"},
         422: {"description": "The file cannot be rendered (the reason is in `detail`)."},
     },
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, VisibleImage],
 )
-def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response:
+def image_preview(
+    request: Request, library: LibraryDep, settings: SettingsDep, id: IdPath
+) -> Response:
     """A browser-displayable rendition of the original: a JPEG, its longest side at most 2048
     px, EXIF orientation applied. What the gallery shows for formats browsers cannot display
     (TIFF, HEIC) and for very large originals; `/file` stays the original. Rendered once per
     content (cached in the data folder's `previews/`, keyed by sha256) from the original opened
     and checked as `/file` does (no link followed, inside the served folders, still the file
-    catalogued); a decompression bomb is refused (422), not decoded."""
+    catalogued); a decompression bomb is refused (422), not decoded. It is rendered in a decoder
+    process of its own, killed past `CLIPSEARCH_PREVIEW_DECODE_SECONDS` and bounded by
+    `CLIPSEARCH_DECODE_MEMORY_MB` (422 naming the limit), which writes it into the cache; the
+    API process only streams the cached file."""
     from clipsearch.indexer import decode_preview
+    from clipsearch.indexer.decode_isolated import DecodeRefused, render_preview_isolated
+
+    from ..uploads import isolation_limits
 
     opened, media_type = library.open_file(id)
     try:
@@ -244,14 +245,14 @@ def image_preview(request: Request, library: LibraryDep, id: IdPath) -> Response
                             detail=f"image {id}: the file changed on disk since it was scanned; "
                             "no preview until its folder is ingested again",
                         )
-                    with _PREVIEW_SLOTS, os.fdopen(os.dup(opened.fd), "rb") as fh:
+                    limits = isolation_limits(settings, settings.limits.preview_decode_seconds)
+                    key = decode_preview.preview_key(sha)
+                    with _PREVIEW_SLOTS:
                         try:
-                            data = decode_preview.render_preview(fh)
-                        except decode_preview.PreviewError as exc:
+                            data = render_preview_isolated(opened.fd, folder, key, limits)
+                        except DecodeRefused as exc:
                             raise HTTPException(422, detail=f"image {id}: {exc}") from None
-                    try:
-                        _store_preview(folder, target, data)
-                    except OSError:  # a full or read-only data folder: still show it
+                    if data is not None:  # a full or read-only data folder: still show it
                         headers = {"Cache-Control": "no-store", **FILE_HEADERS}
                         return Response(data, media_type="image/jpeg", headers=headers)
     finally:

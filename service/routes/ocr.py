@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..auth import ReadAccess, require_token
+from ..auth import ReadAccess, VisibleImage, require_token
 from ..deps import LibraryDep
 from ..schemas import JobOut
 from .common import ERRORS, MAX_ID, job_out
@@ -50,7 +50,7 @@ class OcrIn(BaseModel):
     "/images/{id}/text",
     operation_id="image_text",
     response_model=ImageTextOut,
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, VisibleImage],
 )
 async def image_text(
     library: LibraryDep,

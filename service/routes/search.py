@@ -19,8 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from clipsearch.indexer.errors import Conflict
 from clipsearch.indexer.search_service import SearchPage, SearchQuery, SearchService
 from clipsearch.indexer.search_terms import InvalidQuery, QueryPlan, Term, plan_query
+from clipsearch.indexer.timing import timed
 
-from ..auth import ReadAccess
+from ..auth import ReadAccess, VisibleImage
 from ..deps import ServiceState, StateDep, limit_compute_threads
 from ..query import LanguageError, ResolvedLanguage, check_language_code, query_languages
 from ..query import resolve_language as resolve_lang
@@ -134,7 +135,9 @@ async def _search(
             text_vectors: Any = []
             if plan.texts:
                 encoder, language = await encoder_for(state, lang)
-                text_vectors = await encoder.aencode([t for t, _ in plan.texts], language.language)
+                with timed("encode"):
+                    texts = [t for t, _ in plan.texts]
+                    text_vectors = await encoder.aencode(texts, language.language)
             image_vectors = [
                 await run_in_threadpool(state.library.image_vector, i) for i, _ in plan.images
             ]
@@ -392,10 +395,11 @@ async def search_image(
             check_language_code(lang)
     async with upload_gate(state).slot():
         data = await read_upload(file, s.limits.max_upload_bytes)
-        img = await state.run(decode_upload, data, s.limits.max_upload_pixels)
+        img = await decode_upload(state, data)
         del data
     model = await state.run(state.ensure_model)
-    vector = (await state.run(model.embed_images, [img]))[0]
+    with timed("encode"):
+        vector = (await state.run(model.embed_images, [img]))[0]
     name = file.filename or "upload"
     if terms is not None:
         body = parse_form_terms(terms, k, offset, min_score, min_relevance, sort, filters)
@@ -421,7 +425,12 @@ async def search_image(
         )
 
 
-@router.get("/images/{id}/similar", operation_id="similar_images", response_model=SearchResponse)
+@router.get(
+    "/images/{id}/similar",
+    operation_id="similar_images",
+    response_model=SearchResponse,
+    dependencies=[VisibleImage],
+)
 async def similar_images(
     request: Request,
     state: StateDep,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from clipsearch.indexer import tags as domain
 from clipsearch.indexer.tag_vocabulary import TEMPLATE_SETS
 
-from ..auth import ReadAccess, require_token
+from ..auth import ReadAccess, VisibleImage, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
@@ -257,7 +257,7 @@ def decide_tag(
     "/api/images/{id}/tags",
     operation_id="list_image_tags",
     response_model=list[ImageTagOut],
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, VisibleImage],
 )
 def list_image_tags(
     library: LibraryDep, id: Annotated[int, Path(ge=1, le=MAX_ID, description="The picture's id.")]
