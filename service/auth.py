@@ -337,8 +337,8 @@ def _refuse_anonymous(request: Request) -> HTTPException:
         )
     return HTTPException(
         status.HTTP_401_UNAUTHORIZED,
-        detail="sign in first: send 'Authorization: Bearer <API key>' or sign in to the gallery "
-        "at /signin.html",
+        detail="sign in first: send 'Authorization: Bearer <API key or CLIPSEARCH_API_TOKEN>', "
+        "or sign in to the gallery at /signin.html",
         headers=_CHALLENGE,
     )
 
