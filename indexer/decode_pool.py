@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.context import ForkServerContext, SpawnContext
 from typing import Any
 
 from PIL import Image
@@ -39,17 +40,20 @@ def _worker_init() -> None:
         torch.set_num_threads(1)
 
 
-def process_context() -> multiprocessing.context.BaseContext:
+def process_context() -> ForkServerContext | SpawnContext:
     """How decoder processes are started: the forkserver where available (spawn otherwise),
     never a fork of a process holding threads, locks or a CUDA context. The forkserver ends with
-    this process, however it ends (:mod:`indexer.pool_guard`)."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        from clipsearch.indexer import pool_guard
+    this process, however it ends (:mod:`indexer.pool_guard`), and has this package's decoding
+    modules imported, so a decoder forked from it is ready at once."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from clipsearch.indexer import pool_guard
 
-        os.environ[pool_guard.OWNER_ENV] = str(os.getpid())
-        ctx.set_forkserver_preload(["__main__", "clipsearch.indexer.pool_guard"])  # type: ignore[attr-defined]
+    ctx = multiprocessing.get_context("forkserver")
+    os.environ[pool_guard.OWNER_ENV] = str(os.getpid())
+    ctx.set_forkserver_preload(
+        ["__main__", "clipsearch.indexer.pool_guard", "clipsearch.indexer.decode_isolated"]
+    )
     return ctx
 
 

@@ -5,6 +5,7 @@ not (tens of megapixels) load as they are. Rendered under the decode budget
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import tempfile
@@ -14,6 +15,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from clipsearch.indexer import safe_files
 from clipsearch.indexer.decode_frames import exif_info, load_reduced, orient, to_rgb
 from clipsearch.indexer.decode_limits import (
     TooCostly,
@@ -103,3 +105,12 @@ def store_derived(target: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
+
+
+def store_preview(folder: Path, target: Path, data: bytes) -> None:
+    """Cache a rendered preview, only inside the previews ``folder``: a folder under it swapped
+    for a link out of it is not written through. Raises OSError."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not safe_files.is_within(os.path.realpath(target.parent), os.path.realpath(folder)):
+        raise PermissionError(errno.EACCES, "the previews folder leads out of itself")
+    store_derived(target, data)

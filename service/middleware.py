@@ -346,12 +346,11 @@ class PublicPathsMiddleware:
         if settings.token is None or not _public_read(settings) or is_authorised(request):
             await self.app(scope, receive, send)
             return
-        from urllib.parse import parse_qsl, urlencode
+        from .search_params import FOLDER_READER
 
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
-        if any(k == "folder" for k, _ in query):
-            fixed = [(k, self._server_folder(v) if k == "folder" else v) for k, v in query]
-            scope = {**scope, "query_string": urlencode(fixed).encode("latin-1")}
+        # a folder filter given by name, in the query or a body, is read back where every filter
+        # is read (search_params.to_filters)
+        reading = FOLDER_READER.set(self._server_folder)
         start: Message | None = None
         chunks: list[bytes] = []
 
@@ -384,7 +383,10 @@ class PublicPathsMiddleware:
                 return
             await send(message)
 
-        await self.app(scope, receive, rewriting)
+        try:
+            await self.app(scope, receive, rewriting)
+        finally:
+            FOLDER_READER.reset(reading)
 
 
 class RequestIdMiddleware:

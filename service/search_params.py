@@ -4,6 +4,8 @@ image routes (no router imports another)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import date, datetime
 from datetime import time as dtime
 from typing import Annotated
@@ -69,6 +71,30 @@ def _day_bound(value: datetime | date | None, end: bool) -> datetime | None:
     return value
 
 
+#: How a folder filter is read for this request's caller: set (by
+#: ``middleware.PublicPathsMiddleware``) for a caller without the token in public-read mode, who
+#: sees folders by name (``photos/2024``), never by the server's path; None: as given.
+FOLDER_READER: ContextVar[Callable[[str], str] | None] = ContextVar(
+    "clipsearch_folder_reader", default=None
+)
+
+
+def _read_folder(folder: str) -> str:
+    """The folder filter as the catalog knows it: a name as shown read back to the server's path
+    for a caller who sees names (whether in the query, a JSON body or a form); an absolute server
+    path from such a caller is refused (400), as it is never shown to them."""
+    reader = FOLDER_READER.get()
+    if reader is None:
+        return folder
+    if folder.startswith("/"):
+        raise HTTPException(
+            400,
+            detail="give the folder filter as it is shown (for example photos/2024): server "
+            "paths are only for callers with the API token",
+        )
+    return reader(folder)
+
+
 def to_filters(f: SearchFiltersIn | None) -> SearchFilters | None:
     """The library's filters of the request's (None when they select everything); 4xx for
     filters no image can pass (a NUL in the folder, a reversed date range)."""
@@ -86,7 +112,7 @@ def to_filters(f: SearchFiltersIn | None) -> SearchFilters | None:
     if not (f.folder or formats or date_from or date_to or f.tag):
         return None
     return SearchFilters(
-        folder=f.folder or None, date_from=date_from, date_to=date_to, formats=formats,
+        folder=_read_folder(f.folder) if f.folder else None, date_from=date_from, date_to=date_to, formats=formats,
         tag=f.tag or None,
     )  # fmt: skip
 

@@ -1,79 +1,52 @@
-"""Search by an uploaded image: reading the upload within its byte limit, decoding it at the
+"""Search by an uploaded image: reading the upload within its byte limit, decoding it in a
+process of its own (killed on a deadline, its memory bounded: indexer.decode_isolated) at the
 smallest size that serves the model, and a gate that bounds how many decode at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import HTTPException, UploadFile
 
+from clipsearch.indexer.decode_isolated import DecodeRefused, IsolationLimits, decode_query_image
+
 from .deps import ServiceState
+from .settings import Settings
 
 UPLOAD_CHUNK = 256 * 1024
 
 
-UPLOAD_FORMATS = ("JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF")
-QUERY_SIDE = 448  # decoded size kept for a query image: the model needs 224 px
+#: HTTP status for each way a decode is refused (indexer.decode_isolated.DecodeRefused.problem).
+_STATUS = {"too_costly": 413, "memory": 413, "not_image": 415, "corrupt": 400}
 
 
-def decode_upload(data: bytes, max_pixels: int) -> Any:
-    """Decode a query image at the smallest size that serves the model.
+def isolation_limits(settings: Settings, deadline_s: float) -> IsolationLimits:
+    """The limits of one isolated decode from the settings (read here, at the edge)."""
+    return IsolationLimits(deadline_s, settings.limits.decode_memory_mb << 20)
 
-    JPEGs are decoded in draft mode (DCT scaling: 1/2 to 1/8 of each side, for a fraction of the
-    time and memory); ``max_pixels`` bounds the pixels actually decoded, so a 7000x7000 PNG (which
-    cannot be decoded smaller) is refused from its header, before any pixel is decoded, while a
-    48-megapixel phone JPEG is decoded at 1/8. The result is reduced to about QUERY_SIDE px."""
-    from PIL import Image, UnidentifiedImageError
 
-    import clipsearch.indexer.decode_limits  # noqa: F401 - registers the HEIC opener when pillow-heif is installed
+def refused_http(exc: DecodeRefused) -> HTTPException:
+    """The answer for a refused decode: 413 over a budget or the memory limit, 415 not an image,
+    400 corrupt, 422 past the deadline or a crashed decoder; the message names the limit."""
+    return HTTPException(_STATUS.get(exc.problem, 422), detail=str(exc))
 
-    Image.init()
-    formats = tuple(f for f in UPLOAD_FORMATS if f in Image.OPEN)
+
+async def decode_upload(state: ServiceState, data: bytes) -> Any:
+    """Decode a search upload in a decoder process of its own (indexer.decode_isolated), killed
+    past ``limits.upload_decode_seconds``, its memory bounded by ``limits.decode_memory_mb``;
+    the wait runs on a thread of its own, so searches keep their pools meanwhile. An RGB
+    picture of about 448 px, or an HTTPException that says why not."""
+    limits = state.settings.limits
+    isolation = isolation_limits(state.settings, limits.upload_decode_seconds)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img: Any = Image.open(io.BytesIO(data), formats=formats)
-            width, height = img.size
-            if img.format in ("JPEG", "MPO"):
-                img.draft("RGB", (QUERY_SIDE, QUERY_SIDE))  # never below the requested size
-            dw, dh = img.size  # what will be decoded
-            if dw * dh > max_pixels:
-                raise HTTPException(
-                    413,
-                    detail=f"image is {width}x{height} = {width * height} pixels; a search image "
-                    f"may have at most {max_pixels} pixels (JPEGs count at 1/8 of each side): "
-                    "send a smaller image (a few hundred pixels is plenty for searching)",
-                )
-            from clipsearch.indexer.decode_limits import TooCostly, check_budget
-
-            try:  # memory for its mode and bit depth; pages counted with a cap, never n_frames
-                check_budget(img, max_pixels)
-            except TooCostly as exc:
-                raise HTTPException(413, detail=str(exc)) from None
-            img.load()  # the first frame only
-            if max(img.size) > 2 * QUERY_SIDE:
-                factor = max(1, max(img.size) // QUERY_SIDE)
-                img = img.reduce(factor) if img.mode in ("RGB", "L", "RGBA", "P") else img
-            return img.convert("RGB")
-    except HTTPException:
-        raise
-    except UnidentifiedImageError as exc:
-        raise HTTPException(
-            415,
-            detail="the upload is not an image this server can read (JPEG, PNG, WebP, GIF, BMP, "
-            "TIFF, HEIC)",
-        ) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise HTTPException(413, detail=f"image has too many pixels (limit {max_pixels})") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise HTTPException(
-            400, detail=f"the image could not be decoded (truncated or corrupt file?): {exc}"
-        ) from exc
+        return await asyncio.to_thread(
+            decode_query_image, data, limits.max_upload_pixels, isolation
+        )
+    except DecodeRefused as exc:
+        raise refused_http(exc) from None
 
 
 class DecodeGate:

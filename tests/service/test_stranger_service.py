@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import os
 import random
@@ -651,6 +652,106 @@ def test_health_names_a_stalled_ingestion_and_a_full_disk(
         _stop(srv)
 
 
+# --- item 3 and 5: uploads and previews decoded in a process of their own ------------------------
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    """``VmRSS`` or ``VmHWM`` (the peak) of process ``pid``, from /proc, in kB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def _api_pid(srv: Server) -> int:
+    """The process that answers on the port: ``serve`` itself (the embedded worker runs apart)."""
+    return srv.proc.pid
+
+
+def test_a_slow_upload_is_stopped_at_its_deadline_while_searches_answer(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    """An upload that takes far longer to decode than the deadline (88 megapixels of grey:
+    about 1.6 s to decode on this machine, the deadline set to 0.05 s) is stopped, its decoder
+    process killed, and answered 422 naming the limit; three of them at once while another client
+    searches, and every search answers with results."""
+    base = tmp_path / "slow-upload"
+    base.mkdir()
+    slow = base / "slow.png"
+    Image.new("L", (9400, 9400)).save(slow, "PNG")
+    srv = _start(
+        base,
+        model_dir,
+        CLIPSEARCH_UPLOAD_DECODE_SECONDS="0.05",
+        CLIPSEARCH_MAX_UPLOAD_PIXELS="89000000",
+    )
+    try:
+        data = slow.read_bytes()
+        answers: list[tuple[int, str]] = []
+
+        def upload() -> None:
+            r = httpx.post(
+                srv.url + "/api/search/image",
+                files={"file": ("slow.png", data, "image/png")},
+                headers=AUTH,
+                timeout=120,
+            )
+            answers.append((r.status_code, r.text))
+
+        uploads = [threading.Thread(target=upload) for _ in range(3)]
+        for t in uploads:
+            t.start()
+        searches = [_search(srv, q) for q in ("red", "green", "blue", "yellow") * 3]
+        for t in uploads:
+            t.join(timeout=120)
+        assert all(r.status_code == 200 and r.json()["results"] for r in searches), [
+            (r.status_code, r.text[:200]) for r in searches
+        ]
+        assert len(answers) == 3, answers
+        for status, text in answers:
+            assert status == 422, text[:300]
+            assert "longer than the limit of 0.05 s" in json.loads(text)["detail"], text[:300]
+        assert srv.proc.poll() is None, srv.log()[-2000:]
+    finally:
+        _stop(srv)
+
+
+def test_a_preview_of_81_megapixels_is_rendered_outside_the_api_process(server: Server) -> None:
+    """The 81-megapixel all-zero RGBA PNG (issue 22: four previews at once took the API process
+    to 4.8 GB) is rendered by a decoder process into the previews cache and streamed from there:
+    the API process's peak memory grows by far less than the picture's 324 MB of pixels (the
+    figure measured is in BENCHMARKS.md, bench/preview_memory.py)."""
+    folder = server.photos / "big"
+    folder.mkdir(exist_ok=True)
+    Image.new("RGBA", (9000, 9000)).save(folder / "zeros81.png", "PNG")
+    r = httpx.post(server.url + "/api/ingest", json={"path": str(folder)}, headers=AUTH, timeout=60)
+    assert r.status_code in (200, 202), r.text[:300]
+    image_id = None
+    deadline = time.monotonic() + 180
+    while image_id is None:
+        assert time.monotonic() < deadline, "the 81 MP picture was not ingested"
+        page = server.get("/api/images", params={"limit": 100}, headers=AUTH).json()
+        found = [i for i in page["items"] if i["path"].endswith("zeros81.png")]
+        if found and found[0]["state"] == "ready":
+            image_id = found[0]["id"]
+        time.sleep(0.5)
+    pid = _api_pid(server)
+    before = _rss_kb(pid, "VmHWM")
+    answers = []
+    for _ in range(2):  # rendered once, then read from the cache
+        p = server.get(f"/api/images/{image_id}/preview", headers=AUTH)
+        answers.append(p)
+    added_mb = (_rss_kb(pid, "VmHWM") - before) / 1024
+    for p in answers:
+        assert p.status_code == 200, p.text[:300]
+        assert p.headers["content-type"] == "image/jpeg"
+        with Image.open(io.BytesIO(p.content)) as shown:
+            assert max(shown.size) == 2048
+    cached = list((server.data_dir / "previews").rglob("*.jpg"))
+    assert cached, "the preview was not written into the cache"
+    assert added_mb < 100, f"the API process grew by {added_mb:.0f} MB rendering the preview"
+
+
 # --- item 7: public reads show no server path --------------------------------------------------------
 
 
@@ -689,6 +790,28 @@ def test_public_reads_show_no_absolute_server_path(tmp_path: Path, model_dir: Pa
             srv, "/api/search", q="red", min_relevance="0", folder="photos/album"
         )
         assert status == 200 and json.loads(text)["results"], text[:300]
+        # the same rule for a folder given in a JSON body: read back by its shown name, and a
+        # server path (never shown to this caller) refused, as in the query
+        album = {"text": "red", "min_relevance": 0, "filters": {"folder": "photos/album"}}
+        r = httpx.post(srv.url + "/api/search", json=album, timeout=60)
+        assert r.status_code == 200 and r.json()["results"], r.text[:300]
+        assert all(h["path"].startswith("photos/album/") for h in r.json()["results"])
+        absolute = {**album, "filters": {"folder": str(srv.photos / "album")}}
+        for given in (
+            httpx.post(srv.url + "/api/search", json=absolute, timeout=60),
+            httpx.get(
+                srv.url + "/api/search",
+                params={"q": "red", "min_relevance": "0", "folder": str(srv.photos / "album")},
+                timeout=60,
+            ),
+        ):
+            assert given.status_code == 400, given.text[:300]
+            assert "as it is shown" in given.json()["detail"], given.text[:300]
+            for prefix in secret_prefixes:
+                assert prefix not in given.text, given.text[:300]
+        # the token holder still filters by the server's path, in a body as in the query
+        r = httpx.post(srv.url + "/api/search", json=absolute, headers=AUTH, timeout=60)
+        assert r.status_code == 200 and r.json()["results"], r.text[:300]
         # metrics describe the server: the token even with public reads
         assert httpx.get(srv.url + "/metrics", timeout=30).status_code == 401
         assert httpx.get(srv.url + "/metrics", headers=AUTH, timeout=30).status_code == 200
