@@ -45,8 +45,14 @@ BATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 3
 
 def add_standard_collectors(registry: CollectorRegistry) -> None:
     """What every clipsearch process exports besides its own: ``clipsearch_build_info`` and the
-    process (CPU, memory, open files), platform (Python) and GC collectors."""
+    process (CPU, memory, open files), platform (Python) and GC collectors. The ``_created``
+    series of counters and histograms are left out (process-wide): in the text format they
+    appear as gauges beside each counter, which Prometheus does not need to ``rate()``."""
     from importlib.metadata import PackageNotFoundError, version
+
+    from prometheus_client import disable_created_metrics
+
+    disable_created_metrics()
 
     try:
         release = version("clipsearch")
@@ -56,6 +62,16 @@ def add_standard_collectors(registry: CollectorRegistry) -> None:
     info.info({"version": release, "python": ".".join(map(str, sys.version_info[:3]))})
     for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         registry.register(collector)
+
+
+def _waiting(channel: Any, queue: str) -> int:
+    """Messages waiting in ``queue``. kombu's virtual transports (Redis, the embedded SQL one)
+    count them with their ``_size``; their passive ``queue_declare`` misses a Redis queue under
+    a key prefix. AMQP brokers answer the passive declare."""
+    size = getattr(channel, "_size", None)
+    if callable(size):
+        return int(size(queue))
+    return int(channel.queue_declare(queue=queue, passive=True).message_count)
 
 
 class _QueueCollector(Collector):
@@ -79,8 +95,7 @@ class _QueueCollector(Collector):
                 conn.ensure_connection(max_retries=1, timeout=2)
                 channel = conn.default_channel
                 for queue in self.app.conf.task_queues or ():
-                    declared = channel.queue_declare(queue=queue.name, passive=True)
-                    family.add_metric([queue.name], float(declared.message_count))
+                    family.add_metric([queue.name], float(_waiting(channel, queue.name)))
         except Exception as exc:  # the scrape must not fail because the broker is away
             log.warning("metrics: broker queue lengths unavailable: %s", exc)
         yield family

@@ -1,15 +1,22 @@
 """Prometheus metrics, one ``CollectorRegistry`` per app (test apps never collide).
 
+Names follow Prometheus' conventions (docs/operations.md#metrics lists them): a unit suffix
+(``_seconds``, ``_bytes``), ``_total`` on counters, which count from the process's start and are
+read with ``rate()``; gauges say what is true now. Besides its own, the page carries
+``clipsearch_build_info`` and the process, platform and GC collectors
+(indexer.worker_metrics.add_standard_collectors, which each worker's page carries too).
+
 - ``clipsearch_http_request_duration_seconds{method,route,status}``: latency by route template.
   Every label comes from a closed set, whatever a client sends: the method is one of
   :data:`METHODS` or ``other``, the route a template of the app's routes (``/`` for the gallery,
   ``unmatched`` for any other path under /api), the status a number the app answered with.
+- ``clipsearch_search_stage_duration_seconds{stage}``: the stages of a search
+  (indexer.timing: encode, vector_search, keyword_search, catalog).
 - ``clipsearch_searches_total{kind}``: searches served (text, image, similar).
 - ``clipsearch_query_cache_{hits,misses}_total``, ``clipsearch_text_batches_total``: the encoder.
-- From the catalog at scrape time: ``clipsearch_images{state}``, ``clipsearch_jobs_queue_depth``
-  (queued + running jobs), ``clipsearch_images_pending``, ``clipsearch_ingest_images_per_second``
-  (processed images per second over the running ingest jobs), ``clipsearch_index_size``,
-  ``clipsearch_catalog_up``.
+- From the catalog at scrape time: ``clipsearch_catalog_up``, ``clipsearch_images{state}``,
+  ``clipsearch_jobs{state}`` (queued, running), ``clipsearch_index_vectors`` (the served index),
+  ``clipsearch_index_size_bytes`` (its files, FAISS).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -25,22 +32,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clipsearch.indexer.context import index_dir
 from clipsearch.indexer.facade import LibraryFacade
+from clipsearch.indexer.timing import STAGES, add_observer
+from clipsearch.indexer.worker_metrics import add_standard_collectors
 
 log = logging.getLogger(__name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _as_utc(value: Any) -> datetime | None:
-    if not isinstance(value, datetime):
-        return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
 class LibraryCollector(Collector):
@@ -81,7 +81,6 @@ class LibraryCollector(Collector):
             return
         try:
             stats = library.stats()
-            jobs = library.list_jobs(limit=200)
         except Exception as exc:  # the scrape must not fail because the DB is down
             log.warning("metrics: catalog unavailable: %s", exc)
             up.add_metric([], 0)
@@ -102,34 +101,36 @@ class LibraryCollector(Collector):
             g.add_metric([state], float(count))
         yield g
         yield GaugeMetricFamily(
-            "clipsearch_images_pending",
-            "Images waiting to be embedded.",
-            value=float(images.pending),
-        )
-        yield GaugeMetricFamily(
-            "clipsearch_index_size",
-            "Vectors in the served index (including the delta).",
+            "clipsearch_index_vectors",
+            "Vectors in the served index (including those added since its build).",
             value=float(stats.index.size + stats.index.delta),
         )
+        size = self._index_bytes(library, stats.index.store)
+        if size is not None:
+            yield GaugeMetricFamily(
+                "clipsearch_index_size_bytes",
+                "The FAISS index files on disk (every version kept).",
+                value=float(size),
+            )
 
-        rate = 0.0
-        now = _utcnow()
-        for job in jobs:
-            if job.state == "running" and job.kind in ("ingest", "reindex"):
-                started = _as_utc(job.started_at) or _as_utc(job.created_at)
-                if started is not None:
-                    elapsed = max((now - started).total_seconds(), 1e-3)
-                    rate += (job.done + job.failed) / elapsed
-        # exact, not limited to the recent jobs listed
-        depth = stats.jobs.queued + stats.jobs.running
-        yield GaugeMetricFamily(
-            "clipsearch_jobs_queue_depth", "Jobs queued or running.", value=float(depth)
+        jobs_by_state = GaugeMetricFamily(
+            "clipsearch_jobs", "Jobs queued or running, by state.", labels=["state"]
         )
-        yield GaugeMetricFamily(
-            "clipsearch_ingest_images_per_second",
-            "Images processed per second, summed over running ingest/reindex jobs.",
-            value=rate,
-        )
+        jobs_by_state.add_metric(["queued"], float(stats.jobs.queued))
+        jobs_by_state.add_metric(["running"], float(stats.jobs.running))
+        yield jobs_by_state
+
+    @staticmethod
+    def _index_bytes(library: LibraryFacade, store: str | None) -> int | None:
+        """The size of the FAISS index folder (None: Milvus, or no data folder known)."""
+        data_dir = getattr(getattr(library, "config", None), "data_dir", None)
+        if store == "milvus" or data_dir is None:
+            return None
+        try:
+            files = index_dir(Path(data_dir).expanduser()).rglob("*")
+            return sum(f.stat().st_size for f in files if f.is_file())
+        except OSError:
+            return None
 
 
 class Metrics:
@@ -151,7 +152,22 @@ class Metrics:
         self.searches = Counter(
             "clipsearch_searches", "Searches served, by kind.", ["kind"], registry=self.registry
         )
+        self.stages = Histogram(
+            "clipsearch_search_stage_duration_seconds",
+            "The stages of a search: encode, vector_search, keyword_search, catalog.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        for stage in STAGES:  # every stage on the page from the start, at zero
+            self.stages.labels(stage)
+        add_observer(self.observe_stage)
+        add_standard_collectors(self.registry)
         self.registry.register(LibraryCollector(get_library, get_encoder))
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        if stage in STAGES:
+            self.stages.labels(stage).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -309,8 +309,20 @@ def test_metrics_count_searches_and_latency(env: Env) -> None:
         in text
     )
     assert re.search(r'^clipsearch_images\{state="ready"\} [1-9]', text, re.M)
-    assert re.search(r"^clipsearch_jobs_queue_depth \S+$", text, re.M)
-    assert re.search(r"^clipsearch_ingest_images_per_second \S+$", text, re.M)
+    assert re.search(r'^clipsearch_jobs\{state="queued"\} \S+$', text, re.M)
+    assert re.search(r"^clipsearch_index_vectors [1-9]", text, re.M)
+    # the search's stages were timed
+    assert re.search(
+        r'^clipsearch_search_stage_duration_seconds_count\{stage="encode"\} [1-9]', text, re.M
+    )
+    assert re.search(
+        r'^clipsearch_search_stage_duration_seconds_count\{stage="vector_search"\} [1-9]',
+        text,
+        re.M,
+    )
+    assert re.search(
+        r'^clipsearch_search_stage_duration_seconds_count\{stage="catalog"\} [1-9]', text, re.M
+    )
     assert "clipsearch_catalog_up 1.0" in text
 
 
