@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import catalog
 from .catalog import Job
 from .context import MAX_LIST, CatalogContext, as_id
-from .errors import NotFound
+from .errors import NotFound, PathNotAllowed
 from .job_queue import JobService
+from .safe_files import is_within, resolve_roots
+from .scan import has_image_extension
 from .types import FolderInfo, JobInfo
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WATCH_HEARTBEAT_S", "FolderService"]
+__all__ = ["WATCH_HEARTBEAT_S", "FolderEntry", "FolderListing", "FolderService", "browse_folders"]
 
 WATCH_HEARTBEAT_S = 10.0  # how often a watcher marks its folders watched in the catalog
 
@@ -196,3 +200,103 @@ if TYPE_CHECKING:  # the service's view of it (indexer.facade) is this class's
     from .facade import FoldersApi
 
     _folders_is_a_folders_api: type[FoldersApi] = FolderService
+
+
+# ---- the folder browser: what a person may pick from, without typing a server path
+
+BROWSE_ENTRIES_MAX = 500  # sub-folders listed per folder
+BROWSE_READ_MAX = 20_000  # directory entries read per request (counting pictures included)
+
+
+@dataclass(frozen=True)
+class FolderEntry:
+    """A folder the browser lists: its name, its path, and how many pictures it holds directly
+    (None when counting was cut short: a very large folder)."""
+
+    name: str
+    path: str
+    images: int | None
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """One folder under an allowed root (``path`` None: the roots themselves), its pictures, and
+    its sub-folders; ``parent`` is None at a root: nothing above a root is ever listed."""
+
+    path: str | None
+    parent: str | None
+    images: int | None
+    folders: list[FolderEntry]
+    truncated: bool
+
+
+class _Budget:
+    def __init__(self, entries: int) -> None:
+        self.left = entries
+
+
+def _scan_folder(real: str, budget: _Budget) -> tuple[list[tuple[str, str]], int | None]:
+    """(sub-folders as (name, path), pictures directly inside) of ``real``: links are not
+    followed (a link to a folder is not listed: it could lead out of the root), hidden entries
+    are left out, and only names are read."""
+    subdirs: list[tuple[str, str]] = []
+    images = 0
+    try:
+        with os.scandir(real) as entries:
+            for entry in entries:
+                budget.left -= 1
+                if budget.left < 0:
+                    return subdirs, None
+                if entry.name.startswith(".") or entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    subdirs.append((entry.name, os.path.join(real, entry.name)))
+                elif entry.is_file(follow_symlinks=False) and has_image_extension(entry.name):
+                    images += 1
+    except OSError:
+        return subdirs, None  # unreadable: listed, not counted
+    return subdirs, images
+
+
+def browse_folders(
+    roots: Sequence[str | os.PathLike[str]], path: str | None = None
+) -> FolderListing:
+    """The allowed roots (``path`` None), or the sub-folders of ``path``, which must resolve
+    (links included) to a folder inside one of ``roots``; each with its count of pictures.
+
+    Raises :class:`PathNotAllowed` for a path outside the roots (or no roots at all) and
+    :class:`NotFound` for a folder under a root that does not exist."""
+    real_roots = resolve_roots(roots)
+    if not real_roots:
+        raise PathNotAllowed("no folder may be added from here: the server has no allowed roots")
+    budget = _Budget(BROWSE_READ_MAX)
+    if path is None:
+        listed = [(r, r) for r in real_roots]
+        here_images: int | None = None
+        parent = None
+    else:
+        if "\x00" in path or not os.path.isabs(path):
+            raise PathNotAllowed(
+                f"path {path[:200]!r} must be an absolute path under an allowed root"
+            )
+        real = os.path.realpath(path)
+        root = next((r for r in real_roots if is_within(real, r)), None)
+        if root is None:
+            raise PathNotAllowed(f"path {path[:200]!r} is outside the allowed roots")
+        if not os.path.isdir(real):
+            raise NotFound(f"no folder {path[:200]!r} under the allowed roots")
+        listed, here_images = _scan_folder(real, budget)
+        listed.sort(key=lambda item: item[0].lower())
+        parent = None if real == root else os.path.dirname(real)
+    truncated = len(listed) > BROWSE_ENTRIES_MAX
+    folders = []
+    for name, sub in listed[:BROWSE_ENTRIES_MAX]:
+        _, count = _scan_folder(sub, budget) if budget.left > 0 else ([], None)
+        folders.append(FolderEntry(name=name, path=sub, images=count))
+    return FolderListing(
+        path=None if path is None else os.path.realpath(path),
+        parent=parent,
+        images=here_images,
+        folders=folders,
+        truncated=truncated or budget.left < 0,
+    )

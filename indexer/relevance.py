@@ -65,6 +65,17 @@ REFRESH_AFTER_S = 3600.0  # ... or when the calibration is older than this
 
 _NORMAL = NormalDist()
 
+# How well a result matches, in words (the gallery's "looks like what you described: strong"):
+# strong from two background deviations above the luckiest meaningless query, fair from one.
+BANDS = (("strong", 0.977), ("fair", 0.84), ("weak", 0.0))
+
+
+def relevance_band(relevance: float | None) -> str | None:
+    """``"strong"``, ``"fair"`` or ``"weak"`` for a calibrated relevance; None without one."""
+    if relevance is None or relevance != relevance:  # NaN: no calibrated relevance
+        return None
+    return next(name for name, floor in BANDS if relevance >= floor)
+
 
 def background_texts(n: int = BACKGROUND_TEXTS, seed: int = BACKGROUND_SEED) -> list[str]:
     """``n`` meaningless queries: one to four "words" of two to nine random letters."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
 
 
 class ErrorOut(BaseModel):
@@ -214,6 +214,16 @@ class SearchHit(BaseModel):
         default_factory=list, description="The image's words that matched the query's words."
     )
 
+    def _band(self) -> str | None:
+        from clipsearch.indexer.relevance import relevance_band
+
+        return relevance_band(self.relevance)
+
+    band = computed_field(
+        description="How well its picture matches, in words: strong, fair or weak (from "
+        "`relevance`; indexer.relevance.BANDS); null without a relevance.",
+    )(property(_band))
+
 
 class SearchResponse(BaseModel):
     query: dict[str, Any] = Field(
@@ -278,6 +288,24 @@ class ImagePage(BaseModel):
         default=None,
         description="Date orders: pass as `after_key` for the next page; null on the last page.",
     )
+
+
+class FolderEntryOut(BaseModel):
+    name: str
+    path: str
+    images: int | None = Field(
+        description="Pictures directly inside it (by name); null when not counted (very large)."
+    )
+
+
+class FolderBrowseOut(BaseModel):
+    path: str | None = Field(description="The folder listed; null: the allowed roots.")
+    parent: str | None = Field(
+        description="The folder above it; null at an allowed root (nothing above is listed)."
+    )
+    images: int | None = Field(default=None, description="Pictures directly inside it.")
+    folders: list[FolderEntryOut]
+    truncated: bool = Field(default=False, description="Not every sub-folder was listed.")
 
 
 class MonthOut(BaseModel):

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
+
+from clipsearch.indexer.folders import browse_folders
 
 from ..auth import PrivateReadAccess, require_token
 from ..deps import LibraryDep, SettingsDep
-from ..schemas import AllowedFoldersOut, FolderIn, FolderOut, JobOut
+from ..schemas import (
+    AllowedFoldersOut,
+    FolderBrowseOut,
+    FolderEntryOut,
+    FolderIn,
+    FolderOut,
+    JobOut,
+)
 from .common import ERRORS, MAX_ID, job_out
 from .jobs import check_ingest_path
 
@@ -59,6 +68,39 @@ def allowed_folders(settings: SettingsDep) -> AllowedFoldersOut:
         "--images DIR` or `--allowed-root DIR`, or set CLIPSEARCH_ALLOWED_ROOTS"
     )
     return AllowedFoldersOut(roots=roots, hint=hint)
+
+
+@router.get(
+    "/browse",
+    operation_id="browse_folders",
+    response_model=FolderBrowseOut,
+    dependencies=[PrivateReadAccess],
+)
+def browse(
+    settings: SettingsDep,
+    path: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="A folder under an allowed root; left out: the allowed roots themselves.",
+        ),
+    ] = None,
+) -> FolderBrowseOut:
+    """The folders a folder may be picked from, without typing a server path: the allowed roots,
+    or the sub-folders of one folder under them, each with how many pictures it holds. Only
+    folder names and counts: no file name, nothing above a root (403), no link followed out."""
+    if path is not None:
+        path = str(check_ingest_path(path, settings.effective_allowed_roots))
+    listing = browse_folders(settings.effective_allowed_roots, path)
+    return FolderBrowseOut(
+        path=listing.path,
+        parent=listing.parent,
+        images=listing.images,
+        folders=[
+            FolderEntryOut(name=f.name, path=f.path, images=f.images) for f in listing.folders
+        ],
+        truncated=listing.truncated,
+    )
 
 
 @router.post(
