@@ -50,7 +50,8 @@ def _query(args: argparse.Namespace) -> domain.SavedQuery | None:
 def _line(a: Any) -> str:
     kind = "smart" if a.kind == "smart" else "hand-picked"
     state = "" if a.kind == "manual" or a.computed_at else ", not computed yet"
-    extra = f", {a.pinned} pinned, {a.excluded} excluded" if a.pinned or a.excluded else ""
+    parts = [f"{n} {what}" for n, what in ((a.pinned, "pinned"), (a.excluded, "excluded")) if n]
+    extra = "".join(f", {p}" for p in parts) if a.kind == "smart" else ""
     return f"{a.id:4d}  {a.name} ({kind}{state}): {a.size} pictures{extra}"
 
 
