@@ -33,6 +33,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from clipsearch.indexer.decode_frames import to_rgb
 from clipsearch.indexer.decode_limits import TooCostly, check_budget, open_formats
 from clipsearch.indexer.decode_preview import PreviewError, render_preview, store_preview
 from clipsearch.indexer.errors import IndexerError
@@ -78,7 +79,8 @@ def _query_image(data: bytes, max_pixels: int) -> Image.Image:
 
     JPEGs are decoded in draft mode (DCT scaling: 1/2 to 1/8 of each side); ``max_pixels``
     bounds the pixels actually decoded, so a 7000x7000 PNG is refused from its header while a
-    48-megapixel phone JPEG is decoded at 1/8. The result is reduced to about QUERY_SIDE px."""
+    48-megapixel phone JPEG is decoded at 1/8. The result is reduced to about QUERY_SIDE px and
+    made RGB as ingestion makes it (:func:`decode_frames.to_rgb`: transparency onto white)."""
     formats = tuple(f for f in UPLOAD_FORMATS if f in open_formats())
     try:
         with warnings.catch_warnings():
@@ -103,8 +105,7 @@ def _query_image(data: bytes, max_pixels: int) -> Image.Image:
             if max(img.size) > 2 * QUERY_SIDE:
                 factor = max(1, max(img.size) // QUERY_SIDE)
                 img = img.reduce(factor) if img.mode in ("RGB", "L", "RGBA", "P") else img
-            rgb: Image.Image = img.convert("RGB")
-            return rgb
+            return to_rgb(img)  # transparency onto white, as the library's pictures are
     except DecodeRefused:
         raise
     except UnidentifiedImageError:

@@ -297,9 +297,14 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
         "--without-mingle",
     ]
     sweeper.start()
+    from .broker_watch import BrokerRestartWatch
+
+    broker_watch = BrokerRestartWatch(app)  # a Redis restarted empty: re-send at once
+    broker_watch.start()
     try:
         app.worker_main(argv)
     finally:
+        broker_watch.stop()
         sweeper.stop()
         signals.worker_ready.disconnect(on_ready)
         app.clipsearch.dispose()  # type: ignore[attr-defined]

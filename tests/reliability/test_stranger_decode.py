@@ -198,3 +198,82 @@ def test_the_upload_route_refuses_a_490000_page_tiff_at_once(
         poster.join(DEADLINE_S)
         assert answer, f"no answer within {DEADLINE_S} s"
     assert answer["status"] == 413 and "too many pages" in str(answer["detail"]), answer
+
+
+# --- uploads and previews in a decoder process killed on a deadline (indexer.decode_isolated) --
+
+
+def _forkserver_children() -> list[int]:
+    """The live processes the decode pool's forkserver has started (its decoders)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    if not pid:
+        return []
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_an_upload_past_its_deadline_is_stopped_and_its_decoder_gone(tmp_path: Path) -> None:
+    """88 megapixels of grey (86 KB of PNG, about 1.6 s to decode here) against a 0.05 s
+    deadline: refused as ``timeout`` with the limit named, and no decoder process is left; the
+    same upload with room to decode is decoded (the deadline stopped it, not the file)."""
+    from clipsearch.indexer.decode_isolated import DecodeRefused, IsolationLimits
+    from clipsearch.indexer.decode_isolated import decode_query_image as decode
+
+    data = make_zero_png(tmp_path / "grey.png", 9400, 9400, colour=0).read_bytes()
+    with pytest.raises(DecodeRefused) as refused:
+        decode(data, 89_000_000, IsolationLimits(deadline_s=0.05, memory_bytes=0))
+    assert refused.value.problem == "timeout"
+    assert "longer than the limit of 0.05 s" in str(refused.value)
+    assert _forkserver_children() == []
+    img = decode(data, 89_000_000, IsolationLimits(deadline_s=DEADLINE_S, memory_bytes=0))
+    assert img.mode == "RGB" and max(img.size) <= 2 * 448
+    assert _forkserver_children() == []
+
+
+def test_an_upload_over_the_memory_limit_is_refused_naming_it(tmp_path: Path) -> None:
+    """The 81-megapixel RGBA picture (324 MB of pixels, within the pixel and byte budgets) in a
+    decoder allowed 128 MiB more: ``memory``, the limit named; allowed 1 GiB: decoded."""
+    from clipsearch.indexer.decode_isolated import DecodeRefused, IsolationLimits
+    from clipsearch.indexer.decode_isolated import decode_query_image as decode
+
+    data = make_zero_png(tmp_path / "zeros.png", 9000, 9000).read_bytes()
+    with pytest.raises(DecodeRefused) as refused:
+        decode(data, 89_000_000, IsolationLimits(deadline_s=DEADLINE_S, memory_bytes=128 << 20))
+    assert refused.value.problem == "memory"
+    assert "limit of 128 MiB" in str(refused.value)
+    img = decode(data, 89_000_000, IsolationLimits(deadline_s=DEADLINE_S, memory_bytes=1 << 30))
+    assert img.mode == "RGB" and img.getpixel((0, 0)) == (255, 255, 255)  # flattened onto white
+
+
+def test_a_preview_is_written_into_the_cache_by_the_decoder(tmp_path: Path) -> None:
+    """The decoder renders the open file it is handed (never re-opened by name: the name is gone
+    before it starts) into the previews folder; a shard of that folder swapped for a link out of
+    it is not written through: the preview comes back to the caller instead."""
+    import os
+
+    from PIL import Image
+
+    from clipsearch.indexer.decode_isolated import IsolationLimits, render_preview_isolated
+
+    src = tmp_path / "big.png"
+    Image.new("RGB", (3000, 1000), (10, 120, 240)).save(src)
+    folder = tmp_path / "previews"
+    limits = IsolationLimits(deadline_s=DEADLINE_S, memory_bytes=1 << 30)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        src.unlink()
+        assert render_preview_isolated(fd, folder, "ab/abc-2048.jpg", limits) is None
+        with Image.open(folder / "ab" / "abc-2048.jpg") as shown:
+            assert shown.format == "JPEG" and shown.size == (2048, 683)
+        outside = tmp_path / "outside"
+        outside.mkdir()
+        (folder / "cd").symlink_to(outside)
+        data = render_preview_isolated(fd, folder, "cd/cde-2048.jpg", limits)
+    finally:
+        os.close(fd)
+    assert data is not None and data[:2] == b"\xff\xd8"
+    assert list(outside.iterdir()) == []
