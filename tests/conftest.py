@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testkit import free_port
 
 # gRPC (pymilvus) loaded in this process must not hook fork(): the tests spawn worker and server
 # processes, and gRPC's fork handlers have aborted such a child before its exec (SIGABRT after an
@@ -61,6 +62,15 @@ def fixture_data() -> Path:
             "separate venv with open_clip)"
         )
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny CLIP (seed 0) saved once per test session in our folder format: what
+    `--model PATH` takes. Read-only: a test that changes a model saves its own."""
+    from testkit import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture(scope="session")
@@ -137,9 +147,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     if exe is None:
         pytest.fail("milvus-lite is not installed: pip install -e '.[dev]'")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     folder = tmp_path_factory.mktemp("milvus")
     log = (folder / "server.log").open("wb")
     proc = subprocess.Popen(

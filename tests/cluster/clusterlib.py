@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
+from testkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 _SCRIPT = REPO / ".venv" / "bin" / "clipsearch"
@@ -31,12 +31,6 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "clipsearch
 TOKEN = "cluster-test-token-0123456789abcdef"
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

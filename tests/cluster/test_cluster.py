@@ -39,14 +39,6 @@ BATCH = 16
 STALE_AFTER_S = 6  # how long a job may show no progress before an idle worker takes it over
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 def _job(api: Member, job_id: int) -> dict[str, Any]:
     r = httpx.get(f"{api.url}/api/jobs/{job_id}", headers=AUTH, timeout=10)
     assert r.status_code == 200, r.text
@@ -132,14 +124,14 @@ def _served_everything(api: Member, n: int) -> dict[str, Any] | None:
 
 
 def test_two_workers_two_apis_survive_kill9_and_hot_swap(
-    tmp_path: Path, pg_url: str, redis_url: str, tiny_dir: Path
+    tmp_path: Path, pg_url: str, redis_url: str, tiny_model_dir: Path
 ) -> None:
     photos = tmp_path / "photos"
     first = photos / "first"
     paths = make_images(first, N_IMAGES, seed=1)
     cluster = Cluster(
         data_dir=tmp_path / "data",
-        model_dir=tiny_dir,
+        model_dir=tiny_model_dir,
         database_url=pg_url,
         broker_url=redis_url,
         allowed_root=photos,

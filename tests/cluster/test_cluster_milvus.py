@@ -41,14 +41,6 @@ BATCH = 16
 STALE_AFTER_S = 6
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model-milvus"))
-
-
 def _get(api: Member, path: str, **params: Any) -> Any:
     r = httpx.get(f"{api.url}{path}", params=params, headers=AUTH, timeout=30)
     assert r.status_code == 200, r.text
@@ -120,7 +112,7 @@ def _serving(api: Member, n: int) -> dict[str, Any] | None:
 
 
 def test_milvus_cluster_survives_kill9_serves_every_replica_and_repairs_a_dropped_collection(
-    tmp_path: Path, pg_url: str, redis_url: str, tiny_dir: Path, milvus_server: str
+    tmp_path: Path, pg_url: str, redis_url: str, tiny_model_dir: Path, milvus_server: str
 ) -> None:
     photos = tmp_path / "photos"
     first = photos / "first"
@@ -128,7 +120,7 @@ def test_milvus_cluster_survives_kill9_serves_every_replica_and_repairs_a_droppe
     alias = f"cl{uuid.uuid4().hex[:10]}"
     cluster = Cluster(
         data_dir=tmp_path / "data",
-        model_dir=tiny_dir,
+        model_dir=tiny_model_dir,
         database_url=pg_url,
         broker_url=redis_url,
         allowed_root=photos,

@@ -30,14 +30,6 @@ def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
         engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 @pytest.fixture(
     params=[
         "sqlite",
@@ -46,11 +38,11 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.param("postgres+milvus", marks=[pytest.mark.postgres, pytest.mark.milvus]),
     ]
 )
-def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Env:
+def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) -> Env:
     """A library on each catalog backend, with the embedded FAISS store and with Milvus."""
     db, _, store_kind = request.param.partition("+")
     url = None if db == "sqlite" else request.getfixturevalue("pg_url")
     store = request.getfixturevalue("milvus_store") if store_kind == "milvus" else None
-    e = Env(tmp_path / "data", tiny_dir, url, store)
+    e = Env(tmp_path / "data", tiny_model_dir, url, store)
     yield e
     e.close()

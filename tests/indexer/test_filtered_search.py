@@ -62,11 +62,11 @@ def test_an_allow_list_of_one_id_in_an_ivf_index_returns_it_at_nprobe_1() -> Non
         pytest.param("sqlite+milvus", marks=pytest.mark.milvus),
     ]
 )
-def big_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Iterator[Env]:
+def big_env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) -> Iterator[Env]:
     db, _, store_kind = request.param.partition("+")
     url = None if db == "sqlite" else request.getfixturevalue("pg_url")
     store = request.getfixturevalue("milvus_store") if store_kind == "milvus" else None
-    env = Env(tmp_path / "data", tiny_dir, url, store)
+    env = Env(tmp_path / "data", tiny_model_dir, url, store)
     yield env
     env.close()
 

@@ -26,14 +26,6 @@ N_IMAGES = 200
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
-@pytest.fixture(scope="module")
 def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
     make_images(folder, N_IMAGES, seed=21, size=32)
@@ -81,19 +73,19 @@ def _kill9_and_recover(lib: Library, photos: Path, cfg: object) -> None:
 
 
 def test_kill9_mid_job_with_redis_broker(
-    tmp_path: Path, redis_url: str, tiny_dir: Path, photos: Path
+    tmp_path: Path, redis_url: str, tiny_model_dir: Path, photos: Path
 ) -> None:
     lib = Library(
         LibraryConfig(
             data_dir=tmp_path / "data",
             broker_url=redis_url,
             queue_prefix="k-",
-            model_spec=str(tiny_dir),
+            model_spec=str(tiny_model_dir),
             device="cpu",
         )
     )
     cfg = worker_config(
-        tmp_path / "data", str(tiny_dir), lib.database_url, redis_url,
+        tmp_path / "data", str(tiny_model_dir), lib.database_url, redis_url,
         batch_size=5, embed_delay_s=0.05, queue_prefix="k-",
     )  # fmt: skip
     try:
@@ -102,10 +94,14 @@ def test_kill9_mid_job_with_redis_broker(
         lib.close()
 
 
-def test_kill9_mid_job_with_embedded_broker(tmp_path: Path, tiny_dir: Path, photos: Path) -> None:
+def test_kill9_mid_job_with_embedded_broker(
+    tmp_path: Path, tiny_model_dir: Path, photos: Path
+) -> None:
     """The SQLite broker marks a delivered message invisible: SIGKILL orphans it for good, and
     only the catalog-driven recovery on worker start can finish the job."""
-    lib = Library(LibraryConfig(data_dir=tmp_path / "data", model_spec=str(tiny_dir), device="cpu"))
+    lib = Library(
+        LibraryConfig(data_dir=tmp_path / "data", model_spec=str(tiny_model_dir), device="cpu")
+    )
     cfg = lib.config.worker_config(
         device="cpu",
         batch_size=5,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from testkit import save_tiny_model
 from workerutil import Env, make_images
 
 from clipsearch.indexer import catalog
@@ -33,10 +34,7 @@ from clipsearch.indexer.types import SearchFilters
 
 @pytest.fixture(scope="module")
 def tiny_dir_b(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=1), tmp_path_factory.mktemp("tiny-model-b"))
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model-b"), seed=1)
 
 
 def _image_vectors(lib: Library, model_dir: Path, paths: list[Path]) -> np.ndarray:
@@ -48,13 +46,13 @@ def _image_vectors(lib: Library, model_dir: Path, paths: list[Path]) -> np.ndarr
 
 
 def test_search_finds_each_image_by_its_own_vector(
-    env: Env, tmp_path: Path, tiny_dir: Path
+    env: Env, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     paths = make_images(tmp_path / "photos", 12, seed=1)
     env.ingest(tmp_path / "photos")
     ids = env.ids_by_name()
     assert len(ids) == 12
-    vectors = _image_vectors(env.lib, tiny_dir, paths)
+    vectors = _image_vectors(env.lib, tiny_model_dir, paths)
     for path, vec in zip(paths, vectors, strict=True):
         hits = env.lib.search(vec, k=3)
         assert hits[0].id == ids[path.name]
@@ -66,7 +64,7 @@ def test_search_finds_each_image_by_its_own_vector(
     assert env.lib.search(env.lib.image_vector(some), k=1)[0].id == some
 
 
-def test_pagination_min_score_and_filters(env: Env, tmp_path: Path, tiny_dir: Path) -> None:
+def test_pagination_min_score_and_filters(env: Env, tmp_path: Path, tiny_model_dir: Path) -> None:
     make_images(tmp_path / "photos" / "a", 6, seed=2)
     make_images(tmp_path / "photos" / "b", 6, seed=3, fmt="PNG")
     env.ingest(tmp_path / "photos")
@@ -117,7 +115,7 @@ def test_delete_removes_from_results_catalog_and_thumbnail(env: Env, tmp_path: P
 
 
 def test_new_images_are_searchable_before_any_rebuild(
-    env: Env, tmp_path: Path, tiny_dir: Path
+    env: Env, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     make_images(tmp_path / "photos", 6, seed=5)
     env.ingest(tmp_path / "photos")
@@ -135,12 +133,14 @@ def test_new_images_are_searchable_before_any_rebuild(
     else:
         assert stats.index.entities == 10  # written to the collection as batches commit
     ids = env.ids_by_name()
-    for path, vec in zip(new_paths, _image_vectors(env.lib, tiny_dir, new_paths), strict=True):
+    for path, vec in zip(
+        new_paths, _image_vectors(env.lib, tiny_model_dir, new_paths), strict=True
+    ):
         assert env.lib.search(vec, k=1)[0].id == ids[path.name]
 
 
 def test_a_library_follows_the_catalog_on_its_own_and_stops_when_closed(
-    env: Env, tmp_path: Path, tiny_dir: Path
+    env: Env, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     """Images another process ingests become searchable without anyone calling refresh_index,
     through one follower thread per library, which close() stops."""
@@ -157,7 +157,7 @@ def test_a_library_follows_the_catalog_on_its_own_and_stops_when_closed(
         new_paths = make_images(tmp_path / "more", 2, seed=16)
         env.ingest(tmp_path / "more")  # the in-process worker commits; nobody refreshes
         target = env.ids_by_name()[new_paths[0].name]
-        (vec,) = _image_vectors(follower, tiny_dir, new_paths[:1])
+        (vec,) = _image_vectors(follower, tiny_model_dir, new_paths[:1])
         deadline = time.monotonic() + 60
         found: list[int] = []
         while target not in found and time.monotonic() < deadline:
@@ -225,19 +225,19 @@ def test_rebuild_after_deleting_index_files_gives_identical_results(
 
 
 def test_reindex_with_a_new_model_switches_only_when_complete(
-    env: Env, tmp_path: Path, tiny_dir: Path, tiny_dir_b: Path
+    env: Env, tmp_path: Path, tiny_model_dir: Path, tiny_dir_b: Path
 ) -> None:
     paths = make_images(tmp_path / "photos", 10, seed=8)
     env.ingest(tmp_path / "photos")
     env.reindex()
     env.lib.refresh_index()
-    assert env.lib.model_spec == str(tiny_dir.resolve())
+    assert env.lib.model_spec == str(tiny_model_dir.resolve())
     old_version = env.lib.stats().index.version
 
     job = env.lib.submit_reindex(str(tiny_dir_b))
     # Recorded but not run yet: searches keep the old model and index.
     env.lib.refresh_index()
-    assert env.lib.model_spec == str(tiny_dir.resolve())
+    assert env.lib.model_spec == str(tiny_model_dir.resolve())
     assert env.lib.stats().index.version == old_version
     run_reindex(env.ctx, job.id)
     assert env.lib.get_job(job.id).state == "done"
@@ -410,7 +410,7 @@ def test_recovery_picks_unfinished_jobs_and_with_live_workers_only_stale_ones(en
 
 
 def test_a_removed_image_stays_out_of_rescans_moves_copies_and_restarts_until_restored(
-    env: Env, tmp_path: Path, tiny_dir: Path
+    env: Env, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     photos = tmp_path / "photos"
     paths = make_images(photos, 6, seed=21)

@@ -21,10 +21,10 @@ pytestmark = pytest.mark.milvus
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def replicas(
-    request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path, milvus_store: Any
+    request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path, milvus_store: Any
 ) -> Iterator[tuple[Env, Library]]:
     url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    env = Env(tmp_path / "data", tiny_dir, url, milvus_store)
+    env = Env(tmp_path / "data", tiny_model_dir, url, milvus_store)
     other = Library(env.lib.config)
     try:
         yield env, other

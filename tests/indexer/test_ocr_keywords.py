@@ -94,9 +94,9 @@ def make_library_folder(root: Path, plain: int = 12) -> Path:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Any:
+def env(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) -> Any:
     url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
-    e = Env(tmp_path / "data", tiny_dir, url)
+    e = Env(tmp_path / "data", tiny_model_dir, url)
     yield e
     e.close()
 
@@ -312,7 +312,7 @@ def test_the_keyword_side_read_ahead_gives_the_same_page(env: Env, tmp_path: Pat
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def word_library(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path) -> Any:
+def word_library(request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path) -> Any:
     from test_scale import analyze, fill
 
     url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
@@ -320,7 +320,7 @@ def word_library(request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path)
         LibraryConfig(
             data_dir=tmp_path / "data",
             database_url=url,
-            model_spec=str(tiny_dir),
+            model_spec=str(tiny_model_dir),
             device="cpu",
             refresh_interval_s=3600,
         )

@@ -141,14 +141,14 @@ def analyze(engine: Engine) -> None:
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def big_library(
-    request: pytest.FixtureRequest, tmp_path: Path, tiny_dir: Path
+    request: pytest.FixtureRequest, tmp_path: Path, tiny_model_dir: Path
 ) -> Iterator[tuple[Library, list[int]]]:
     url = None if request.param == "sqlite" else request.getfixturevalue("pg_url")
     lib = Library(
         LibraryConfig(
             data_dir=tmp_path / "data",
             database_url=url,
-            model_spec=str(tiny_dir),
+            model_spec=str(tiny_model_dir),
             device="cpu",
             refresh_interval_s=3600,  # refreshed explicitly
         )
@@ -314,7 +314,7 @@ def test_a_scan_of_the_library_is_caught(big_library: tuple[Library, list[int]])
 
 
 def test_delete_ingest_restart_keeps_every_image_with_its_own_vector(
-    env: Env, tmp_path: Path, tiny_dir: Path
+    env: Env, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     from clipsearch import model as clip_model
 
@@ -335,7 +335,7 @@ def test_delete_ingest_restart_keeps_every_image_with_its_own_vector(
     assert set(after) == {p.name for p in paths[:-1] + added}
     assert min(after[p.name] for p in added) > before[victim.name]  # never a deleted image's id
 
-    m = clip_model.load(str(tiny_dir), device="cpu")
+    m = clip_model.load(str(tiny_model_dir), device="cpu")
     files = paths[:-1] + added
     vectors = m.embed_images([str(p) for p in files])
 

@@ -302,13 +302,13 @@ def test_a_page_of_a_tag_reads_keys_only(tmp_path: Path) -> None:
 
 
 def test_the_tags_job_runs_on_a_real_ingest_with_an_untrained_model(
-    tmp_path: Path, tiny_dir: Path
+    tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
 
     folder = tmp_path / "pictures"
     write_folder(SyntheticConfig(image_size=32), 40, folder)
-    env = Env(tmp_path / "data", tiny_dir, None)
+    env = Env(tmp_path / "data", tiny_model_dir, None)
     try:
         env.ingest(folder)
         job = tags.submit(env.lib)
@@ -322,7 +322,7 @@ def test_the_tags_job_runs_on_a_real_ingest_with_an_untrained_model(
         env.close()
 
 
-def test_a_model_switch_re_tags(tmp_path: Path, tiny_dir: Path) -> None:
+def test_a_model_switch_re_tags(tmp_path: Path, tiny_model_dir: Path) -> None:
     from clipsearch.model.checkpoints import save_pretrained
     from clipsearch.model.finetune.synthetic import SyntheticConfig, write_folder
     from clipsearch.model.testing import tiny_model
@@ -330,7 +330,7 @@ def test_a_model_switch_re_tags(tmp_path: Path, tiny_dir: Path) -> None:
     other = save_pretrained(tiny_model(seed=1), tmp_path / "other-model")
     folder = tmp_path / "pictures"
     write_folder(SyntheticConfig(image_size=32), 12, folder)
-    env = Env(tmp_path / "data", tiny_dir, None)
+    env = Env(tmp_path / "data", tiny_model_dir, None)
     try:
         env.ingest(folder)
         job = tags.submit(env.lib)

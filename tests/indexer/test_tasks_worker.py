@@ -25,14 +25,6 @@ from clipsearch.indexer.worker import WorkerProcess
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 def _library(
     data_dir: Path, model_dir: Path, database_url: str | None, broker_url: str | None, prefix: str
 ) -> Library:
@@ -114,10 +106,10 @@ def _ingest_reindex_search(
     assert lib.get_job(job.id).done == 16
 
 
-def test_real_worker_redis_sqlite(tmp_path: Path, redis_url: str, tiny_dir: Path) -> None:
-    lib = _library(tmp_path / "data", tiny_dir, None, redis_url, "t-")
+def test_real_worker_redis_sqlite(tmp_path: Path, redis_url: str, tiny_model_dir: Path) -> None:
+    lib = _library(tmp_path / "data", tiny_model_dir, None, redis_url, "t-")
     cfg = worker_config(
-        tmp_path / "data", str(tiny_dir), lib.database_url, redis_url, queue_prefix="t-"
+        tmp_path / "data", str(tiny_model_dir), lib.database_url, redis_url, queue_prefix="t-"
     )
     try:
         _ingest_reindex_search(lib, tmp_path, lambda: running_worker(cfg))
@@ -127,10 +119,12 @@ def test_real_worker_redis_sqlite(tmp_path: Path, redis_url: str, tiny_dir: Path
 
 @pytest.mark.postgres
 def test_real_worker_redis_postgres(
-    tmp_path: Path, redis_url: str, pg_url: str, tiny_dir: Path
+    tmp_path: Path, redis_url: str, pg_url: str, tiny_model_dir: Path
 ) -> None:
-    lib = _library(tmp_path / "data", tiny_dir, pg_url, redis_url, "t-")
-    cfg = worker_config(tmp_path / "data", str(tiny_dir), pg_url, redis_url, queue_prefix="t-")
+    lib = _library(tmp_path / "data", tiny_model_dir, pg_url, redis_url, "t-")
+    cfg = worker_config(
+        tmp_path / "data", str(tiny_model_dir), pg_url, redis_url, queue_prefix="t-"
+    )
     cfg = dataclasses.replace(cfg, concurrency=2)  # two tasks at once, one model (threads pool)
     try:
         _ingest_reindex_search(lib, tmp_path, lambda: running_worker(cfg))
@@ -138,10 +132,10 @@ def test_real_worker_redis_postgres(
         lib.close()
 
 
-def test_real_worker_embedded_sqlite_broker(tmp_path: Path, tiny_dir: Path) -> None:
+def test_real_worker_embedded_sqlite_broker(tmp_path: Path, tiny_model_dir: Path) -> None:
     """No Redis: the broker is a SQLite file in the data folder, and the worker is the child
     process `clipsearch serve` starts with Library.start_embedded_worker()."""
-    lib = _library(tmp_path / "data", tiny_dir, None, None, "")
+    lib = _library(tmp_path / "data", tiny_model_dir, None, None, "")
     started: list[WorkerProcess] = []
 
     @contextlib.contextmanager
@@ -168,13 +162,13 @@ def test_real_worker_embedded_sqlite_broker(tmp_path: Path, tiny_dir: Path) -> N
 
 
 def test_broker_losing_its_queue_loses_no_job(
-    tmp_path: Path, redis_url: str, tiny_dir: Path
+    tmp_path: Path, redis_url: str, tiny_model_dir: Path
 ) -> None:
     """FLUSHDB mid-job throws away every queued batch; the catalog still knows the job."""
-    lib = _library(tmp_path / "data", tiny_dir, None, redis_url, "f-")
+    lib = _library(tmp_path / "data", tiny_model_dir, None, redis_url, "f-")
     make_images(tmp_path / "photos", 60, seed=12)
     cfg = worker_config(
-        tmp_path / "data", str(tiny_dir), lib.database_url, redis_url,
+        tmp_path / "data", str(tiny_model_dir), lib.database_url, redis_url,
         batch_size=4, embed_delay_s=0.1, queue_prefix="f-",
     )  # fmt: skip
     client = redis.Redis.from_url(redis_url)

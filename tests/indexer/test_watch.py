@@ -21,13 +21,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def lib(tmp_path: Path, tiny_dir: Path, db_url: str) -> Iterator[Library]:
+def lib(tmp_path: Path, tiny_model_dir: Path, db_url: str) -> Iterator[Library]:
     library = Library(
         LibraryConfig(
             data_dir=tmp_path / "data",
             database_url=db_url,
             queue_prefix=f"w{tmp_path.name[-8:]}-",
-            model_spec=str(tiny_dir),
+            model_spec=str(tiny_model_dir),
             device="cpu",
             refresh_interval_s=0.0,
         )
@@ -42,12 +42,12 @@ def _names(lib: Library) -> set[str]:
 
 
 def test_new_moved_and_deleted_files_are_picked_up_without_an_ingest_call(
-    lib: Library, tmp_path: Path, tiny_dir: Path
+    lib: Library, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     photos = tmp_path / "photos"
     paths = make_images(photos, 3, seed=31)
     cfg = worker_config(
-        lib.data_dir, str(tiny_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
+        lib.data_dir, str(tiny_model_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
     )
     with running_worker(cfg) as worker:
         folder = lib.add_watched_folder(str(photos))
@@ -82,7 +82,7 @@ def test_new_moved_and_deleted_files_are_picked_up_without_an_ingest_call(
 
 
 def test_a_folder_added_while_serving_is_watched_before_its_first_ingest_scans_it(
-    lib: Library, tmp_path: Path, tiny_dir: Path
+    lib: Library, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     """A photo copied in just after the folder's first ingest has scanned it arrives by an
     event. (The watcher here reloads the catalog's list once an hour: only the folder added
@@ -93,7 +93,7 @@ def test_a_folder_added_while_serving_is_watched_before_its_first_ingest_scans_i
     lib.watcher = watcher
     watcher.start()
     cfg = worker_config(
-        lib.data_dir, str(tiny_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
+        lib.data_dir, str(tiny_model_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
     )
     with running_worker(cfg) as worker:
         lib.add_watched_folder(str(photos))
@@ -111,12 +111,12 @@ class _NoEvents(FolderWatcher):
 
 
 def test_the_periodic_rescan_picks_up_changes_where_no_event_arrives(
-    lib: Library, tmp_path: Path, tiny_dir: Path
+    lib: Library, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     share = tmp_path / "share"
     make_images(share, 2, seed=33)
     cfg = worker_config(
-        lib.data_dir, str(tiny_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
+        lib.data_dir, str(tiny_model_dir), lib.database_url, queue_prefix=lib.config.queue_prefix
     )
     with running_worker(cfg) as worker:
         lib.add_watched_folder(str(share))

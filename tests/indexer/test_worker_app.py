@@ -26,15 +26,15 @@ def _celery(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 
 def test_celery_inspect_reaches_a_running_worker(
-    tmp_path: Path, tiny_dir: Path, redis_url: str
+    tmp_path: Path, tiny_model_dir: Path, redis_url: str
 ) -> None:
-    config = worker_config(tmp_path / "data", str(tiny_dir), broker_url=redis_url)
+    config = worker_config(tmp_path / "data", str(tiny_model_dir), broker_url=redis_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(
         CLIPSEARCH_DATA_DIR=str(tmp_path / "data"),
         CLIPSEARCH_BROKER_URL=redis_url,
         CLIPSEARCH_QUEUE_PREFIX=config.queue_prefix,
-        CLIPSEARCH_MODEL=str(tiny_dir),
+        CLIPSEARCH_MODEL=str(tiny_model_dir),
     )
     with running_worker(config) as worker:
         ping = _celery(env, "inspect", "ping", "--timeout", "10")

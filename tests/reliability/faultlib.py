@@ -38,6 +38,7 @@ _INDEXER_TESTS = str(REPO / "tests" / "indexer")
 if _INDEXER_TESTS not in sys.path:
     sys.path.append(_INDEXER_TESTS)
 
+from testkit import free_port  # noqa: E402
 from workerutil import make_images, wait_for, worker_config, worker_log  # noqa: E402
 
 from clipsearch.indexer.worker import WorkerConfig, WorkerProcess, start_worker_process  # noqa: E402
@@ -63,12 +64,6 @@ __all__ = [
 ]
 
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def record(fault: str, **figures: Any) -> dict[str, Any]:

@@ -45,14 +45,6 @@ from faultlib import (
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 def _prefix() -> str:
     return f"rel{uuid.uuid4().hex[:8]}-"
 
@@ -87,14 +79,14 @@ def _assert_each_image_once(api: ApiThread, files: list[Path], truth: dict) -> d
 N_KILL = 80
 
 
-def test_worker_sigkilled_mid_job(tmp_path: Path, tiny_dir: Path) -> None:
+def test_worker_sigkilled_mid_job(tmp_path: Path, tiny_model_dir: Path) -> None:
     """The default single-machine setup (SQLite catalog, embedded broker): POST /api/ingest, the
     worker dies with SIGKILL mid-way, a new worker starts; the job completes, nothing lost."""
     photos = tmp_path / "photos"
     files = make_images(photos, N_KILL, seed=11, size=32)
     with ApiThread(
         data_dir=tmp_path / "data",
-        model=str(tiny_dir),
+        model=str(tiny_model_dir),
         device="cpu",
         allowed_roots=[tmp_path],
         queue_prefix=_prefix(),
@@ -158,7 +150,7 @@ N_TWICE = 80
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_same_folder_ingested_twice_at_once(
-    tmp_path: Path, tiny_dir: Path, pg_url: str, redis_url: str
+    tmp_path: Path, tiny_model_dir: Path, pg_url: str, redis_url: str
 ) -> None:
     """Two POST /api/ingest of one folder at the same moment (a double click, two tabs), with a
     worker running two tasks at once: no image twice, no vector twice, both jobs finish."""
@@ -166,7 +158,7 @@ def test_same_folder_ingested_twice_at_once(
     files = make_images(photos, N_TWICE, seed=66, size=32)
     with ApiThread(
         data_dir=tmp_path / "data",
-        model=str(tiny_dir),
+        model=str(tiny_model_dir),
         device="cpu",
         database_url=pg_url,
         broker_url=redis_url,
@@ -219,7 +211,7 @@ STALE_AFTER_S = 4.0  # the volatile case: how long a job may show no progress be
 @pytest.mark.postgres
 @pytest.mark.parametrize("persistent", [True, False], ids=["redis-aof", "redis-volatile"])
 def test_redis_restarted_mid_job(
-    tmp_path: Path, tiny_dir: Path, pg_url: str, persistent: bool
+    tmp_path: Path, tiny_model_dir: Path, pg_url: str, persistent: bool
 ) -> None:
     """Our own redis-server is the broker; it is SIGKILLed mid-job and started again on the same
     port while the worker stays up.
@@ -239,7 +231,7 @@ def test_redis_restarted_mid_job(
     try:
         with ApiThread(
             data_dir=tmp_path / "data",
-            model=str(tiny_dir),
+            model=str(tiny_model_dir),
             device="cpu",
             database_url=pg_url,
             broker_url=redis.url,
@@ -333,7 +325,7 @@ N_DB = 40
 
 @pytest.mark.postgres
 def test_database_outage_answers_503_then_recovers(
-    tmp_path: Path, tiny_dir: Path, pg_url: str
+    tmp_path: Path, tiny_model_dir: Path, pg_url: str
 ) -> None:
     """The API reaches PostgreSQL through a TCP proxy we control. First every server connection
     of the API is terminated (a failover, an admin's pg_terminate_backend): the next requests must
@@ -351,7 +343,7 @@ def test_database_outage_answers_503_then_recovers(
     try:
         with ApiThread(
             data_dir=tmp_path / "data",
-            model=str(tiny_dir),
+            model=str(tiny_model_dir),
             device="cpu",
             database_url=via_proxy(pg_url, proxy),
             allowed_roots=[tmp_path],
@@ -477,7 +469,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_serve_killed_during_reindex(tmp_path: Path, tiny_dir: Path, tuned_dir: Path) -> None:
+def test_serve_killed_during_reindex(tmp_path: Path, tiny_model_dir: Path, tuned_dir: Path) -> None:
     """`clipsearch serve` (API + embedded worker, SQLite, embedded broker: the one-command setup)
     gets SIGKILL, with its worker, while a re-index to a new model runs, and is started again. Searches work before
     the kill and right after the restart; the re-index completes; the new model's index is the
@@ -488,7 +480,7 @@ def test_serve_killed_during_reindex(tmp_path: Path, tiny_dir: Path, tuned_dir: 
     api = ApiProcess(
         {
             "CLIPSEARCH_DATA_DIR": str(data),
-            "CLIPSEARCH_MODEL": str(tiny_dir),
+            "CLIPSEARCH_MODEL": str(tiny_model_dir),
             "CLIPSEARCH_DEVICE": "cpu",
             "CLIPSEARCH_ALLOWED_ROOTS": str(tmp_path),
             "CLIPSEARCH_EMBED_BATCH_SIZE": "5",
@@ -586,7 +578,7 @@ N_DISK = 40
 FULL_AT = {3, 11, 12, 30}  # the thumbnail writes (1st, 2nd, ...) that find the disk full
 
 
-def test_disk_full_writing_thumbnails(tmp_path: Path, tiny_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_disk_full_writing_thumbnails(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """write() of some thumbnails fails with ENOSPC (the data disk is full for a moment). Those
     images are failed with a reason that says so and what to do; the job goes on and every other
     image is ready, with its thumbnail, searchable. No half-written file is left behind. Doing
@@ -597,7 +589,7 @@ def test_disk_full_writing_thumbnails(tmp_path: Path, tiny_dir: Path, monkeypatc
     files = make_images(photos, N_DISK, seed=55, size=32)
     data = tmp_path / "data"
     with ApiThread(
-        data_dir=data, model=str(tiny_dir), device="cpu", allowed_roots=[tmp_path]
+        data_dir=data, model=str(tiny_model_dir), device="cpu", allowed_roots=[tmp_path]
     ) as api:
         lib = api.app.state.service.library
         disk = FullDisk(FULL_AT)

@@ -27,14 +27,6 @@ from workerutil import Env, make_images  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 def _invalid_utf8(index: Path) -> None:
     manifest = index / "manifest.json"
     raw = bytearray(manifest.read_bytes())
@@ -49,11 +41,11 @@ def _file_for_folder(index: Path) -> None:
 
 @pytest.mark.parametrize("damage", [_invalid_utf8, _file_for_folder])
 def test_damaged_index_files_are_served_exactly_and_rebuilt_by_reindex(
-    damage: Any, tmp_path: Path, tiny_dir: Path
+    damage: Any, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     photos = tmp_path / "photos"
     make_images(photos, 12, seed=4)
-    env = Env(tmp_path / "data", tiny_dir, None)
+    env = Env(tmp_path / "data", tiny_model_dir, None)
     try:
         env.ingest(photos)
         env.reindex()
@@ -68,7 +60,7 @@ def test_damaged_index_files_are_served_exactly_and_rebuilt_by_reindex(
         env.close()
 
     damage(index)
-    env = Env(tmp_path / "data", tiny_dir, None)  # a fresh start on the damaged files
+    env = Env(tmp_path / "data", tiny_model_dir, None)  # a fresh start on the damaged files
     try:
         got = [h.id for h in env.lib.search(np.asarray(vec), k=5)]
         assert got == expected  # exact search from the catalog's vectors
@@ -87,7 +79,9 @@ def test_damaged_index_files_are_served_exactly_and_rebuilt_by_reindex(
     finally:
         env.close()
 
-    env = Env(tmp_path / "data", tiny_dir, None)  # and the next start serves the rebuilt files
+    env = Env(
+        tmp_path / "data", tiny_model_dir, None
+    )  # and the next start serves the rebuilt files
     try:
         assert [h.id for h in env.lib.search(np.asarray(vec), k=5)] == expected
         assert env.lib.stats().index.damaged is None

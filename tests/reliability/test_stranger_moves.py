@@ -37,14 +37,6 @@ pytestmark = pytest.mark.slow
 MIN_SWAPS = 2000
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 def _swapper(album: str, outside_album: str, stop: Any, swaps: Any, pace: float) -> None:
     """Swap ``album`` (a folder) with a link to ``outside_album`` until ``stop`` is set."""
     hidden = album + ".real"
@@ -194,14 +186,16 @@ def test_move_refuses_links_existing_targets_and_other_files(tmp_path: Path) -> 
     assert (trash / "7" / "a.jpg").read_bytes() == b"a" and moved.ino == st.st_ino
 
 
-def test_library_remove_and_restore_race_folder_link_swaps(tmp_path: Path, tiny_dir: Path) -> None:
+def test_library_remove_and_restore_race_folder_link_swaps(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     photos = tmp_path / "photos"
     album = photos / "album"
     paths = make_images(album, 24, seed=7)
     content = {p.name: p.read_bytes() for p in paths}
     outside = _outside(tmp_path, list(content))
     before = _snapshot(outside.parent)
-    env = Env(tmp_path / "data", tiny_dir, None)
+    env = Env(tmp_path / "data", tiny_model_dir, None)
     try:
         env.ingest(photos)
         ids = env.ids_by_name()

@@ -46,23 +46,15 @@ class _Recording(FolderWatcher):
         super()._queue(folder_id, sub_path, if_changed)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 @pytest.fixture()
-def watched(tmp_path: Path, tiny_dir: Path) -> Iterator[tuple[_Recording, Path]]:
+def watched(tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[_Recording, Path]]:
     photos = tmp_path / "photos"
     make_images(photos, 1, seed=5)
     growing = photos / "recording.jpg"
     lib = Library(
         LibraryConfig(
             data_dir=tmp_path / "data",
-            model_spec=str(tiny_dir),
+            model_spec=str(tiny_model_dir),
             device="cpu",
             refresh_interval_s=3600,
         )

@@ -30,14 +30,6 @@ from clipsearch.indexer.worker import start_worker_process  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    return save_pretrained(tiny_model(seed=0), tmp_path_factory.mktemp("tiny-model"))
-
-
 def _alive(pid: int) -> bool:
     """Running (a zombie waiting for its parent to reap it counts as gone)."""
     try:
@@ -68,19 +60,19 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
-def test_kill_9_of_a_worker_leaves_no_decoder_behind(tmp_path: Path, tiny_dir: Path) -> None:
+def test_kill_9_of_a_worker_leaves_no_decoder_behind(tmp_path: Path, tiny_model_dir: Path) -> None:
     photos = tmp_path / "photos"
     make_images(photos, 12, seed=11)
     lib = Library(
         LibraryConfig(
             data_dir=tmp_path / "data",
-            model_spec=str(tiny_dir),
+            model_spec=str(tiny_model_dir),
             device="cpu",
             refresh_interval_s=3600,
         )
     )
     cfg = dataclasses.replace(
-        worker_config(lib.data_dir, str(tiny_dir), lib.database_url), decode_workers=2
+        worker_config(lib.data_dir, str(tiny_model_dir), lib.database_url), decode_workers=2
     )
     cfg = dataclasses.replace(cfg, queue_prefix=lib.config.queue_prefix)
     worker = start_worker_process(cfg, log_path=tmp_path / "worker.log", loglevel="INFO")

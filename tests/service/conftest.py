@@ -14,17 +14,6 @@ from clipsearch.service.app import create_app
 from clipsearch.service.settings import Settings
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny CLIP saved in our folder format: what `--model PATH` takes."""
-    from clipsearch.model.checkpoints import save_pretrained
-    from clipsearch.model.testing import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny-clip")
-    save_pretrained(tiny_model(seed=0), folder)
-    return folder
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _test_client_host() -> Iterator[None]:
     """TestClient sends ``Host: testserver``: accept it (with the loopback names) in these tests

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from svc_testlib import write_images
+from testkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / ".venv" / "bin" / "clipsearch"
@@ -155,12 +155,6 @@ def test_ingest_wait_status_search(tmp_path: Path, tiny_model_dir: Path) -> None
         assert str(photos) in line
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _poll(fn, timeout: float, what: str):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     last: object = None
@@ -181,7 +175,7 @@ def served(
 ) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
     photos = tmp_path / "photos"
     write_images(photos)
-    port = _free_port()
+    port = free_port()
     env = _env(tmp_path / "data", tiny_model_dir)
     proc = subprocess.Popen(
         [*CLI, "serve", "--images", str(photos), "--port", str(port)],
@@ -273,7 +267,7 @@ def test_a_removed_image_stays_gone_after_restarting_serve_until_restored(
     photos = tmp_path / "photos"
     write_images(photos)
     env = _env(tmp_path / "data", tiny_model_dir)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
 
     def ingested(n_jobs: int) -> list | None:
@@ -325,7 +319,7 @@ def test_serve_watches_its_folders_and_those_added_through_the_api_and_cli(
     more = tmp_path / "more"
     more.mkdir()
     env = _env(tmp_path / "data", tiny_model_dir, CLIPSEARCH_WATCH_DEBOUNCE_S="0.3")
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
 
     def ready_paths() -> set[str]:

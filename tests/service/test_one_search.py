@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from svc_testlib import ingest_now, write_images
+from testkit import free_port
 
 from clipsearch.indexer import catalog
 from clipsearch.indexer.relevance import DEFAULT_MIN_RELEVANCE
@@ -30,12 +30,6 @@ from clipsearch.service.settings import Settings
 
 N_FILLED = 2000
 MODES = ("semantic", "text", "hybrid")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _fill(lib: Any, n: int, word: str, seed: int = 0) -> None:
@@ -122,7 +116,7 @@ def server(env: Env) -> Iterator[str]:
     serve` records itself: what the CLI finds and asks."""
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(env.settings, library=env.lib), host="127.0.0.1", port=port, log_level="error"
     )

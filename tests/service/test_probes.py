@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from testkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "probes-test-token-7d2e9a41c05b3f"
@@ -115,14 +116,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(base: Path, model_dir: Path, *args: str, **env_extra: str) -> Server:
-    port = _free_port()
+    port = free_port()
     data_dir = base / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(

@@ -15,7 +15,6 @@ import functools
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from testkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("CLIPSEARCH_CHROMIUM", "/usr/bin/chromium")
@@ -213,12 +213,6 @@ def make_library(root: Path) -> Library:
     )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _poll(what: str, check: Any, deadline: float, log_path: Path, proc: subprocess.Popen) -> Any:
     """Call ``check()`` until it returns something truthy; fail with the server log on timeout."""
     last: Any = None
@@ -267,7 +261,7 @@ def _start_serve(
     exits or a deadline passed fails the test with the log's tail. On the way out the server and
     its process group are stopped.
     """
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     full_env.update(env)

@@ -4,13 +4,13 @@ and GradCache chunks give the gradients of one big batch."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from testkit import free_port
 
 from clipsearch.model.finetune.loss import ClipLoss
 from clipsearch.model.finetune.train import (
@@ -61,12 +61,6 @@ def _assert_close(got: torch.Tensor, ref: torch.Tensor, what: str) -> None:
     assert err <= 1e-5 * scale + 1e-8, f"{what}: max error {err:.3g} for values up to {scale:.3g}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _worker(rank: int, world: int, port: int, chunks: int, out: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -92,7 +86,7 @@ def _worker(rank: int, world: int, port: int, chunks: int, out: str) -> None:
 @pytest.mark.parametrize("chunks", [1, 2])
 def test_two_gloo_ranks_match_one_process_on_the_global_batch(tmp_path: Path, chunks: int) -> None:
     ref_loss, ref_grads = _single(chunks=1)
-    mp.spawn(_worker, args=(2, _free_port(), chunks, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), chunks, str(tmp_path)), nprocs=2, join=True)
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         # Every rank sees the loss of the whole global batch, not of its half.
