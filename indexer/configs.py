@@ -163,6 +163,9 @@ class LibraryConfig:
     extra_worker_env: dict[str, str] = field(default_factory=dict)
     store: StoreConfig = field(default_factory=StoreConfig)  # FAISS files, or Milvus
     ocr: OcrConfig = field(default_factory=OcrConfig)  # text inside images (indexer.ocr)
+    # When the served model reads its image tower: "now", or "on_demand" (model.lazy_tower) for a
+    # process that embeds only query texts (`clipsearch search` on its own); a door's choice.
+    image_tower: str = "now"
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -46,6 +46,7 @@ from .job_queue import EmbeddedWorkers, JobService, wait_for_job
 from .removals import RemovalService
 from .serving import IndexService, Served
 from .stats import LibraryStats, StatsService
+from .timing import timed
 from .types import (
     FolderInfo,
     Hit,
@@ -87,7 +88,12 @@ class Library:
         self.engine = self.ctx.engine
         self.Session = self.ctx.Session
         self.index = IndexService(
-            self.ctx, config.model_spec, config.device, config.store, config.refresh_interval_s
+            self.ctx,
+            config.model_spec,
+            config.device,
+            config.store,
+            config.refresh_interval_s,
+            image_tower=config.image_tower,
         )
         self.jobs = JobService(
             self.ctx, config.resolved_broker_url, config.queue_prefix, config.broker_url
@@ -222,15 +228,17 @@ class Library:
         margin = need if rows else need // 4
         fetch = min(max(need + margin, 32), max(total, 1), store.max_fetch)
         while True:
-            scores, ids = store.search(
-                q, fetch, filters=store_filters, exclude=exclude, allow=allow
-            )
+            with timed("vector_search"):
+                scores, ids = store.search(
+                    q, fetch, filters=store_filters, exclude=exclude, allow=allow
+                )
             valid = ids >= 0
             ids_l = [int(i) for i in ids[valid]]
             scores_l = [float(s) for s in scores[valid]]
             # The catalog has the last word (state and filters by primary key): an id the store
             # still holds after a delete it missed is never shown.
-            found = self._hit_rows(ids_l, filters) if rows else self._ready_ids(ids_l, filters)
+            with timed("catalog"):
+                found = self._hit_rows(ids_l, filters) if rows else self._ready_ids(ids_l, filters)
             hits: list[Any] = []
             below = False
             for image_id, score in zip(ids_l, scores_l, strict=True):

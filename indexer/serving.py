@@ -74,8 +74,10 @@ class IndexService:
         device: str | None = None,
         store: StoreConfig | None = None,
         refresh_interval_s: float = 2.0,
+        image_tower: str = "now",
     ) -> None:
         self.ctx = ctx
+        self.image_tower = image_tower  # model.load's choice: "now" or "on_demand"
         self.default_spec = model_spec  # the model of a new library (the catalog's model wins)
         self.device = device
         self.store_config = store if store is not None else StoreConfig()
@@ -136,7 +138,7 @@ class IndexService:
     def _load_model(self, spec: str) -> Any:
         from clipsearch import model as clip_model
 
-        return clip_model.load(spec, device=self.device)
+        return clip_model.load(spec, device=self.device, image_tower=self.image_tower)
 
     @property
     def _milvus(self) -> bool:

@@ -17,8 +17,14 @@ from clipsearch.model.clip import CLIP, CLIPConfig
 from clipsearch.model.environment import ENV_ALLOW_JIT, ModelEnvironment
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.files import OPEN_CLIP_CONFIG
+from clipsearch.model.fingerprint import remember_fingerprint, state_fingerprint
+from clipsearch.model.lazy_tower import LazyTower
+from clipsearch.model.meta_init import on_meta
 
-__all__ = ["ENV_ALLOW_JIT", "build", "load"]
+__all__ = ["ENV_ALLOW_JIT", "IMAGE_TOWER_CHOICES", "build", "load"]
+#: When ``load`` reads the image tower: with the model, or on first use (model.lazy_tower).
+IMAGE_TOWER_CHOICES = ("now", "on_demand")
+_VISUAL = "visual."
 log = logging.getLogger(__name__)
 
 
@@ -76,6 +82,7 @@ def load(
     *,
     cache_dir: str | os.PathLike[str] | None = None,
     offline: bool | None = None,
+    image_tower: str = "now",
 ) -> CLIP | EmbeddingModel:
     """Load a model in eval mode from a registry name (``"ViT-B-32"``, ...) or a checkpoint path.
 
@@ -89,11 +96,16 @@ def load(
     the CLI, the API and the workers are told). ``device`` defaults to CUDA when available.
     ``cache_dir`` and ``offline`` are handed to the registry for a registry name (defaults:
     ``$CLIPSEARCH_CACHE``, ``$CLIPSEARCH_OFFLINE``; see model.environment).
+    ``image_tower="on_demand"`` (a standard CLIP; other families load whole) keeps the image
+    tower out of memory until an image is embedded (model.lazy_tower): what a process that
+    embeds only query texts needs, such as ``clipsearch search`` on its own.
     Raises :class:`CheckpointError` (or :class:`DownloadError` from the registry) with a
     message naming the file and what was expected.
     """
     if not isinstance(spec, (str, Path)) or not str(spec).strip():
         raise CheckpointError(f"expected a model name or checkpoint path, got {spec!r}")
+    if image_tower not in IMAGE_TOWER_CHOICES:
+        raise ModelError(f"image_tower must be one of {IMAGE_TOWER_CHOICES}, got {image_tower!r}")
     if allow_jit is None:  # the Python API's door: the environment decides
         allow_jit = ModelEnvironment.read().allow_jit
     target = _resolve_device(device)
@@ -113,19 +125,38 @@ def load(
         log.info("loaded %s (%s family) on %s", spec, family, target)
         return other.to(target).eval()
     state, config, preprocess_cfg = load_checkpoint(path, allow_jit=allow_jit)
-    with torch.device("meta"):
+    on_demand = image_tower == "on_demand"
+    if on_demand:  # drop the image tower's tensors now; LazyTower reads them when needed
+        digest = state_fingerprint(state, config.embed_dim)  # the whole model's identity
+        state = {k: v for k, v in state.items() if not k.startswith(_VISUAL)}
+    with on_meta():
         model = CLIP(config)
     try:
-        model.load_state_dict(state, strict=True, assign=True)
+        missing, _ = model.load_state_dict(state, strict=not on_demand, assign=True)
     except RuntimeError as exc:  # check_state_dict makes this unreachable for our formats
         raise CheckpointError(
             f"{path}: weights do not fit the inferred architecture: {exc}"
         ) from exc
+    if on_demand:
+        assert all(k.startswith(_VISUAL) for k in missing), missing  # checked by load_checkpoint
+        model.visual = LazyTower(model, lambda: _read_image_tower(path, allow_jit, config))  # type: ignore[assignment]
+        remember_fingerprint(model, digest)
     model.use_channels_last()
     model.preprocess_cfg = preprocess_cfg
     model.name = str(spec)
     log.info("loaded %s (%s) on %s", spec, _describe(config), target)
     return model.to(target).eval()
+
+
+def _read_image_tower(path: Path, allow_jit: bool, config: CLIPConfig) -> torch.nn.Module:
+    """The image tower of the checkpoint at ``path`` (LazyTower's loader): read again, on CPU."""
+    state, _, _ = load_checkpoint(path, allow_jit=allow_jit)
+    with on_meta():
+        tower = CLIP(config).visual
+    visual = {k[len(_VISUAL) :]: v for k, v in state.items() if k.startswith(_VISUAL)}
+    tower.load_state_dict(visual, strict=True, assign=True)
+    log.info("read the image tower of %s on first use", path)
+    return tower.eval()
 
 
 def _family_of(path: Path) -> str | None:

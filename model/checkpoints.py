@@ -53,6 +53,7 @@ from clipsearch.model.files import (
     save_folder,
 )
 from clipsearch.model.hub_config import PreprocessCfg, count_indices, preprocess_cfg, shape
+from clipsearch.model.meta_init import on_meta
 
 # File reading and writing live in model.files, the shared config pieces in model.hub_config;
 # their names stay importable from here.
@@ -171,7 +172,7 @@ def infer_config(state_dict: Mapping[str, Any], source: str = "state dict") -> C
 
 def check_state_dict(state_dict: StateDict, config: CLIPConfig, source: str) -> None:
     """Raise CheckpointError unless ``state_dict`` has exactly the keys and shapes of ``config``."""
-    with torch.device("meta"):
+    with on_meta():
         expected = CLIP(config).state_dict()
     compare_state_dict(expected, state_dict, source, "the CLIP architecture they describe")
 

@@ -32,6 +32,7 @@ from clipsearch.model.base import (
     default_tokenizer,
 )
 from clipsearch.model.errors import ModelError
+from clipsearch.model.lazy_tower import LazyTower
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,16 @@ def dataclass_from(kind: type, data: Any, where: str) -> Any:
 # --------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------
+
+
+def _scaled_randn(scale: float, *shape: int, divide: bool = False) -> torch.Tensor:
+    """``scale * randn(shape)`` (``randn / scale`` with ``divide``); on the meta device (a
+    checkpoint's weights are assigned next) only the shape: arithmetic on meta tensors imports
+    TorchDynamo, seconds of a CLI's start."""
+    t = torch.randn(*shape)
+    if t.is_meta:
+        return t
+    return t.div_(scale) if divide else t.mul_(scale)
 
 
 class QuickGELU(nn.Module):
@@ -327,12 +338,12 @@ class VisionTransformer(nn.Module):
         grid = image_size // patch_size
         scale = width**-0.5
         self.conv1 = nn.Conv2d(3, width, kernel_size=patch_size, stride=patch_size, bias=False)
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
+        self.class_embedding = nn.Parameter(_scaled_randn(scale, width))
+        self.positional_embedding = nn.Parameter(_scaled_randn(scale, grid * grid + 1, width))
         self.ln_pre = LayerNorm(width)
         self.transformer = Transformer(width, layers, heads, mlp_ratio, act)
         self.ln_post = LayerNorm(width)
-        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
+        self.proj = nn.Parameter(_scaled_randn(scale, width, output_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [N, 3, R, R] -> [N, E]
         x = self.conv1(x)  # [N, D, G, G]
@@ -393,7 +404,7 @@ class AttentionPool2d(nn.Module):
         super().__init__()
         self.heads = heads
         self.positional_embedding = nn.Parameter(
-            torch.randn(spatial_dim * spatial_dim + 1, embed_dim) / embed_dim**0.5
+            _scaled_randn(embed_dim**0.5, spatial_dim * spatial_dim + 1, embed_dim, divide=True)
         )
         self.k_proj = nn.Linear(embed_dim, embed_dim)
         self.q_proj = nn.Linear(embed_dim, embed_dim)
@@ -549,7 +560,10 @@ class CLIP(EmbeddingModel):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.visual.conv1.weight.dtype
+        visual = self.visual
+        if isinstance(visual, LazyTower) and not visual.loaded:  # not read yet: the text tower's
+            return self.token_embedding.weight.dtype
+        return visual.conv1.weight.dtype
 
     @property
     def device(self) -> torch.device:

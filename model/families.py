@@ -26,8 +26,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
-import torch
-
 from clipsearch.model import hf_text, mobileclip, mobileclip_vit, nllb, siglip
 from clipsearch.model import hub_config as hub
 from clipsearch.model.base import EmbeddingModel
@@ -46,6 +44,7 @@ from clipsearch.model.files import (
     read_json,
     save_folder,
 )
+from clipsearch.model.meta_init import on_meta
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def _assemble(
         compare_state_dict(expected, state, source, what)
         model.load_state_dict(state, strict=True)
         return model
-    with torch.device("meta"):
+    with on_meta():
         model = family.build(config, tokenizer_dir)
     compare_state_dict(model.state_dict(), state, source, what)
     model.load_state_dict(state, strict=True, assign=True)

@@ -37,6 +37,7 @@ from clipsearch.model.base import TwoTowerModel
 from clipsearch.model.clip import LayerNorm, Transformer, check_positive_int, dataclass_from
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.family_registry import Family, register
+from clipsearch.model.fingerprint import FINGERPRINT_ATTR
 from clipsearch.model.reparam import fold_bn
 from clipsearch.model.towers import TextTowerConfig, TextTransformer
 
@@ -202,7 +203,7 @@ class MobileCLIPViT(TwoTowerModel):
         """Fold the stem's BatchNorms for inference (in place; returns self)."""
         with torch.no_grad():
             self.visual.fold()
-        self.__dict__.pop("_clipsearch_fingerprint", None)  # the weights changed form
+        self.__dict__.pop(FINGERPRINT_ATTR, None)  # the weights changed form
         return self
 
 

@@ -30,15 +30,16 @@ def cli_settings(args: argparse.Namespace, **extra: Any) -> Any:
         raise CLIError(str(exc)) from exc
 
 
-def open_library(settings: Any) -> Any:
+def open_library(settings: Any, image_tower: str = "now") -> Any:
     """The library of the settings' data folder. Its catalog's model wins over the configured
     one; a different model asked for explicitly (``--model``, ``CLIPSEARCH_MODEL``) is named,
-    with how to switch to it, instead of being used silently."""
+    with how to switch to it, instead of being used silently. ``image_tower="on_demand"``: a
+    command that embeds only texts keeps the image tower out of memory until it is needed."""
     from clipsearch.indexer.context import library_model_spec, normalise_spec
 
     from .app import build_library
 
-    lib = build_library(settings, confine=False)
+    lib = build_library(settings, confine=False, image_tower=image_tower)
     if settings.is_set("model"):
         with lib.Session() as session:
             current = library_model_spec(session)

@@ -4,8 +4,6 @@ plain dataclasses of indexer.types.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -15,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from clipsearch.indexer.errors import IndexerError, NotFound
 from clipsearch.indexer.types import Hit, ImageInfo, JobInfo
+from clipsearch.model.fingerprint import model_fingerprint
 
 from .codecs import bytes_to_vector, pack_vectors
 from .schema import Embedding, Image, ImageCount, Job, ModelRecord
@@ -24,30 +23,6 @@ JOB_ERROR_SAMPLE = 50  # at most this many {path, reason} pairs are kept per job
 
 # --------------------------------------------------------------------------------------------
 # Models
-
-
-def model_fingerprint(model: Any) -> str:
-    """sha256 over the model's parameter names, shapes and bytes (cached on the model object).
-    Two models with the same weights share embeddings; a fine-tuned model gets its own."""
-    cached = getattr(model, "_clipsearch_fingerprint", None)
-    if isinstance(cached, str):
-        return cached
-    import torch
-
-    h = hashlib.sha256()
-    h.update(str(getattr(model, "embed_dim", "")).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        if t.dtype == torch.bfloat16:
-            t = t.to(torch.float32)
-        h.update(t.numpy().tobytes())
-    digest = h.hexdigest()
-    with contextlib.suppress(AttributeError, TypeError):
-        object.__setattr__(model, "_clipsearch_fingerprint", digest)
-    return digest
 
 
 def get_or_create_model(session: Session, name: str, fingerprint: str, dim: int) -> ModelRecord:
