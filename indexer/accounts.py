@@ -48,26 +48,35 @@ NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 LAST_USE_EVERY_S = 60.0  # a session's or key's last use is written at most this often
 
 meta = sa.MetaData()
+# the tables of migration 0010, declared as it made them (tests/indexer/test_migrations_match_models)
 users = sa.Table(
     "users",
     meta,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", sa.String(64)),
-    sa.Column("role", sa.String(16)),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
     sa.Column("password_hash", sa.String(256)),
-    sa.Column("oidc_subject", sa.String(255)),
-    sa.Column("disabled", sa.Boolean),
-    sa.Column("created_at", UTCDateTime),
+    sa.Column("oidc_subject", sa.String(255), unique=True),
+    sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("password_changed_at", UTCDateTime),
+    sa.CheckConstraint("role IN ('admin', 'editor', 'viewer')", name="ck_users_role"),
+    sqlite_autoincrement=True,
 )
 user_sessions = sa.Table(
     "user_sessions",
     meta,
     sa.Column("id", sa.String(64), primary_key=True),
-    sa.Column("user_id", sa.Integer),
-    sa.Column("created_at", UTCDateTime),
-    sa.Column("last_seen_at", UTCDateTime),
-    sa.Column("expires_at", UTCDateTime),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_seen_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("address", sa.String(64)),
     sa.Column("user_agent", sa.String(200)),
 )
@@ -75,15 +84,22 @@ api_keys = sa.Table(
     "api_keys",
     meta,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("user_id", sa.Integer),
-    sa.Column("name", sa.String(64)),
-    sa.Column("prefix", sa.String(16)),
-    sa.Column("key_hash", sa.String(64)),
-    sa.Column("scopes", sa.String(32)),
-    sa.Column("created_at", UTCDateTime),
+    sa.Column(
+        "user_id",
+        sa.Integer,
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("scopes", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime),
     sa.Column("last_used_at", UTCDateTime),
     sa.Column("revoked_at", UTCDateTime),
+    sqlite_autoincrement=True,
 )
 
 

@@ -42,13 +42,15 @@ audit = sa.Table(
     "audit",
     meta,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("at", UTCDateTime),
-    sa.Column("actor", sa.String(64)),
-    sa.Column("action", sa.String(32)),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
     sa.Column("target", sa.Text),
     sa.Column("address", sa.String(64)),
-    sa.Column("outcome", sa.String(16)),
-)
+    sa.Column("outcome", sa.String(16), nullable=False, server_default="ok"),
+    sa.Index("ix_audit_actor_id", "actor", "id"),
+    sqlite_autoincrement=True,
+)  # as migration 0010 made it
 
 
 @dataclass(frozen=True)

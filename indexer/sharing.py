@@ -26,13 +26,15 @@ from .catalog import Image, UTCDateTime, utcnow
 from .errors import IndexerError, NotFound
 
 meta = sa.MetaData()
-folder_shares = sa.Table(
+folder_shares = sa.Table(  # as migration 0010 made it
     "folder_shares",
     meta,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("folder", sa.Text),
-    sa.Column("user_id", sa.Integer),
-    sa.Column("created_at", UTCDateTime),
+    sa.Column("folder", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Integer, sa.ForeignKey(users.c.id, ondelete="CASCADE"), index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("folder", "user_id", name="uq_folder_shares_folder_user"),
+    sqlite_autoincrement=True,
 )
 EVERYONE = "*"
 

@@ -124,11 +124,15 @@ class RemovedImage(Base):
     content, until it is restored. Keeps its embedding and thumbnail for the Removed view."""
 
     __tablename__ = "removed_images"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    # one row per path: a unique index, as migration 0003 made it
+    __table_args__ = (
+        sa.Index("ux_removed_images_path", "path", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     image_id: Mapped[int] = mapped_column(sa.BigInteger, index=True)
-    path: Mapped[str] = mapped_column(sa.Text, unique=True)
+    path: Mapped[str] = mapped_column(sa.Text)
     folder: Mapped[str] = mapped_column(sa.Text)
     size: Mapped[int] = mapped_column(sa.BigInteger, index=True)
     mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
@@ -147,10 +151,14 @@ class WatchedFolder(Base):
     re-scanned periodically by :mod:`indexer.watch`."""
 
     __tablename__ = "watched_folders"
-    __table_args__ = ({"sqlite_autoincrement": True},)
+    # one row per folder: a unique index, as migration 0004 made it
+    __table_args__ = (
+        sa.Index("ux_watched_folders_path", "path", unique=True),
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    path: Mapped[str] = mapped_column(sa.Text, unique=True)  # catalog text form (path_to_db)
+    path: Mapped[str] = mapped_column(sa.Text)  # catalog text form (path_to_db)
     recursive: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_scan_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
