@@ -129,6 +129,7 @@ class WorkerConfig:
     offline: bool | None = None
     allow_jit: bool | None = None
     metrics_port: int = 0  # its Prometheus metrics on this port; 0: none
+    auto_migrate: bool = True  # upgrade the catalog's schema at start; False: check it only
     log_level: str | None = None  # None: INFO (indexer.logs)
     log_format: str = "text"  # text or json (indexer.logs)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # more variables for its process
@@ -154,6 +155,7 @@ class LibraryConfig:
     model_spec: str = DEFAULT_MODEL  # the model of a new library (the catalog's model wins)
     device: str | None = None  # None: CUDA when available, else CPU
     queue_prefix: str = ""  # namespaces the queue on a shared broker
+    auto_migrate: bool = True  # upgrade the catalog's schema on open; False: check it only
     allowed_roots: Sequence[Path] | None = None  # folders ingest may read; None: any folder
     refresh_interval_s: float = (
         2.0  # how often the index follows the catalog (new vectors, versions)

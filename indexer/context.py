@@ -70,12 +70,18 @@ class CatalogContext:
 
     @classmethod
     def open(
-        cls, data_dir: Path, database_url: str | None = None, roots: Sequence[Path] | None = None
+        cls,
+        data_dir: Path,
+        database_url: str | None = None,
+        roots: Sequence[Path] | None = None,
+        migrate: bool = True,
     ) -> CatalogContext:
-        """The context of the library in ``data_dir`` (created if new), its catalog migrated."""
+        """The context of the library in ``data_dir`` (created if new), its catalog migrated
+        (``migrate``), or checked to be at the newest schema (SchemaNotCurrent if not)."""
         folder = Path(data_dir).expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
-        engine = catalog.init_db(database_url or catalog.default_database_url(folder))
+        url = database_url or catalog.default_database_url(folder)
+        engine = catalog.init_db(url, migrate=migrate)
         return cls(folder, engine, roots)
 
     @contextlib.contextmanager

@@ -81,7 +81,10 @@ class Library:
     def __init__(self, config: LibraryConfig) -> None:
         self.config = config
         self.ctx = CatalogContext.open(
-            config.resolved_data_dir, config.resolved_database_url, config.allowed_roots
+            config.resolved_data_dir,
+            config.resolved_database_url,
+            config.allowed_roots,
+            migrate=config.auto_migrate,
         )
         self.data_dir = self.ctx.data_dir
         self.database_url = config.resolved_database_url

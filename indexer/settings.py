@@ -136,6 +136,11 @@ class CatalogSettings(SettingsGroup):
     queue_prefix: str = Field(
         default="", description="Namespace of the Celery queue on a shared broker."
     )
+    auto_migrate: bool = Field(
+        default=True,
+        description="Upgrade the catalog's schema when a process starts; false: only "
+        "`clipsearch migrate` does, and a process finding an older schema stops saying so.",
+    )
 
     @field_validator("data_dir", mode="after")
     @classmethod
@@ -557,6 +562,7 @@ class LibrarySettings(BaseSettings):
             model_spec=self.models.spec,
             device=self.models.device,
             queue_prefix=self.catalog.queue_prefix,
+            auto_migrate=self.catalog.auto_migrate,
             allowed_roots=allowed_roots,
             batch_size=self.worker.embed_batch_size,
             worker_concurrency=self.worker.concurrency,
@@ -584,6 +590,7 @@ WORKER_FIELDS: dict[str, tuple[str, str]] = {
     "database_url": ("catalog", "database_url"),
     "broker_url": ("catalog", "broker_url"),
     "queue_prefix": ("catalog", "queue_prefix"),
+    "auto_migrate": ("catalog", "auto_migrate"),
     "model_spec": ("models", "spec"),
     "device": ("models", "device"),
     "concurrency": ("worker", "concurrency"),

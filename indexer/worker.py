@@ -76,13 +76,13 @@ def worker_environment(config: WorkerConfig, environ: Mapping[str, str]) -> dict
 
 def create_worker_app(config: WorkerConfig) -> Celery:
     """The Celery app with clipsearch's tasks registered and a :class:`WorkerContext` attached."""
-    from . import album_jobs, duplicates, tag_jobs
+    from . import album_jobs, duplicate_jobs, tag_jobs
     from .tasks import register_tasks
 
     app = make_celery(config.resolved_broker_url, queue_prefix=config.queue_prefix)
     app.clipsearch = WorkerContext(config)  # type: ignore[attr-defined]
     register_tasks(app)
-    duplicates.register_tasks(app)
+    duplicate_jobs.register_tasks(app)
     tag_jobs.register_tasks(app)
     album_jobs.register_tasks(app)
     return app
@@ -268,8 +268,15 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
         # may start first on an empty database, or run a newer release than the API.
         from . import catalog
 
-        catalog.init_db(config.resolved_database_url, engine=app.clipsearch.engine)  # type: ignore[attr-defined]
+        catalog.init_db(
+            config.resolved_database_url,
+            engine=app.clipsearch.engine,  # type: ignore[attr-defined]
+            migrate=config.auto_migrate,
+        )
         recover_unfinished_jobs(app)
+    except catalog.SchemaNotCurrent:
+        app.clipsearch.dispose()  # type: ignore[attr-defined]
+        raise  # this release cannot run on that schema: `clipsearch migrate` first
     except IndexerError as exc:  # the catalog is down: consume anyway, tasks retry on their own
         log.error("could not look for unfinished jobs: %s", exc)
     sweeper = _StaleJobSweeper(app)
@@ -447,7 +454,11 @@ def main(argv: list[str] | None = None) -> int:
     level = (args.loglevel or config.log_level or "INFO").upper()
     fmt = "json" if config.log_format == "json" else "text"
     configure_logging(level, fmt, stream=sys.stdout, file=args.log_file)
-    run_worker(config, loglevel=level)
+    try:
+        run_worker(config, loglevel=level)
+    except IndexerError as exc:  # a schema this release cannot run on, said once
+        log.error("%s", exc)
+        return 2
     return 0
 
 

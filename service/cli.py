@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from clipsearch.indexer.logs import configure_from_env
+
 from .cli_common import (
     EXIT_USAGE,
     CLIError,
@@ -99,10 +101,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from clipsearch.indexer.worker import run_worker
 
-    from .serve import worker_config
-
     settings = _settings(args)  # --concurrency: worker_concurrency
-    run_worker(worker_config(settings), loglevel=args.loglevel or settings.logs.level or "INFO")
+    run_worker(settings.worker_config(), loglevel=args.loglevel or settings.logs.level or "INFO")
     return 0
 
 
@@ -410,6 +410,7 @@ OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "tags": ("clipsearch.service.cli_tags", "zero-shot tags: list, add, remove, run, show"),
     "albums": ("clipsearch.service.cli_albums", "albums: hand-picked, or smart (a saved search)"),
+    "migrate": ("clipsearch.service.cli_migrate", "upgrade the catalog's schema (one step)"),
 }
 
 
@@ -678,8 +679,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from clipsearch.indexer.logs import configure_from_env
-
     serving = args.func in (cmd_serve, cmd_worker)  # logs on stdout, INFO
     configure_from_env(serving, args.verbose, getattr(args, "loglevel", None))
     try:

@@ -17,7 +17,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from clipsearch.indexer.errors import CatalogUnavailable
+from clipsearch.indexer.errors import CatalogUnavailable, IndexerError
 
 log = logging.getLogger(__name__)
 
@@ -156,11 +156,42 @@ def _migration_lock(engine: Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
-def init_db(url: str, engine: Engine | None = None) -> Engine:
-    """Create or upgrade the catalog schema to the newest migration; returns the engine."""
+class SchemaNotCurrent(IndexerError):
+    """The catalog's schema is not the one this release needs, and this process may not
+    upgrade it (``CLIPSEARCH_AUTO_MIGRATE=false``): ``clipsearch migrate`` does."""
+
+
+def head_revision() -> str:
+    """The newest migration this release ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    if head is None:  # pragma: no cover - the package ships its migrations
+        raise IndexerError(f"no migrations found in {MIGRATIONS_DIR}")
+    return head
+
+
+def init_db(url: str, engine: Engine | None = None, migrate: bool = True) -> Engine:
+    """Create or upgrade the catalog schema to the newest migration; returns the engine.
+    With ``migrate`` False the schema is only checked: :class:`SchemaNotCurrent` when it is
+    not the newest (``clipsearch migrate`` is then the one step that upgrades it)."""
     from alembic import command
 
     engine = engine or make_engine(url)
+    if not migrate:
+        try:
+            current, head = schema_revision(engine), head_revision()
+        except sa.exc.SQLAlchemyError as exc:
+            raise CatalogUnavailable(
+                f"could not read the catalog's schema ({exc.__class__.__name__}: {str(exc)[:200]})"
+            ) from exc
+        if current != head:
+            shown = engine.url.render_as_string(hide_password=True)
+            raise SchemaNotCurrent(
+                f"the catalog at {shown} is at schema {current or '(none)'}, this release needs "
+                f"{head}: run `clipsearch migrate` (or set CLIPSEARCH_AUTO_MIGRATE=true)"
+            )
+        return engine
     cfg = alembic_config(url)
     try:
         with _migration_lock(engine) as conn:
