@@ -7,6 +7,8 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
+
 from . import catalog
 from .catalog import Image
 from .errors import IndexerError
@@ -14,7 +16,7 @@ from .tags import tagged_ids_condition
 from .types import SearchFilters
 from .vector_store import StoreFilters
 
-__all__ = ["filter_conditions", "formats", "naive", "store_filters"]
+__all__ = ["filter_conditions", "formats", "naive", "store_filters", "within_condition"]
 
 
 def filter_conditions(filters: SearchFilters) -> list[Any]:
@@ -32,7 +34,16 @@ def filter_conditions(filters: SearchFilters) -> list[Any]:
             conds.append(Image.format.in_(kept))
     if filters.tag is not None:  # the pictures with the tag: a range read on its key
         conds.append(tagged_ids_condition(filters.tag, Image.id))
+    if filters.within is not None:  # a viewer's shared folders (indexer.sharing)
+        conds.append(within_condition(filters.within))
     return conds
+
+
+def within_condition(folders: tuple[str, ...], column: Any = Image.folder) -> Any:
+    """Pictures under any of ``folders`` (catalog text form); none when there are none."""
+    if not folders:
+        return sa.false()
+    return sa.or_(*(catalog.under_folder(column, f) for f in folders))
 
 
 def store_filters(filters: SearchFilters) -> StoreFilters:
@@ -42,6 +53,7 @@ def store_filters(filters: SearchFilters) -> StoreFilters:
         date_from=naive(filters.date_from) if filters.date_from is not None else None,
         date_to=naive(filters.date_to) if filters.date_to is not None else None,
         formats=tuple(formats(filters.formats or ())),
+        within=filters.within,
     )
 
 

@@ -86,6 +86,18 @@ def _quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+def _within(folders: tuple[str, ...]) -> str:
+    """Under any of ``folders`` (a viewer's shared folders); none of them: no vector at all."""
+    if not folders:
+        return "id < 0"
+    each = []
+    for folder in folders:
+        folder = folder.rstrip("/") or "/"
+        prefix = folder if folder.endswith("/") else folder + "/"
+        each.append(f"folder == {_quote(folder)} or folder like {_quote(prefix + '%')}")
+    return "(" + " or ".join(each) + ")"
+
+
 def _unavailable(config: StoreConfig, exc: BaseException, collection: str | None) -> IndexerError:
     code = getattr(exc, "code", None)
     message = getattr(exc, "message", None) or str(exc)
@@ -211,6 +223,8 @@ class MilvusStore(VectorStore):
                 parts.append(f"taken_at <= {_micros(filters.date_to)} and taken_at > {NO_TIME}")
             if filters.formats:
                 parts.append(f"format in [{', '.join(_quote(f) for f in filters.formats)}]")
+            if filters.within is not None:  # a viewer's shared folders (indexer.sharing)
+                parts.append(_within(filters.within))
         if exclude:
             parts.append(f"id not in [{', '.join(str(int(i)) for i in exclude)}]")
         return " and ".join(parts)

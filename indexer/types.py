@@ -133,6 +133,9 @@ class SearchFilters:
     date_to: dt.datetime | None = None
     formats: tuple[str, ...] | None = None  # Pillow format names: "JPEG", "PNG", ...
     tag: str | None = None  # only pictures with this tag (its name or id; indexer.tags)
+    # only pictures under these folders (catalog text form): the folders shared with a viewer
+    # (indexer.sharing); None: no such restriction, () : nothing
+    within: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tag is not None and (

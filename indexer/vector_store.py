@@ -63,10 +63,14 @@ class StoreFilters:
     date_from: dt.datetime | None = None
     date_to: dt.datetime | None = None
     formats: tuple[str, ...] = ()
+    within: tuple[str, ...] | None = None  # a viewer's shared folders (indexer.sharing)
 
     @property
     def empty(self) -> bool:
-        return not (self.folder or self.date_from or self.date_to or self.formats)
+        return (
+            not (self.folder or self.date_from or self.date_to or self.formats)
+            and self.within is None
+        )
 
 
 @dataclass
@@ -270,18 +274,43 @@ SELECTIVE_LIMIT = 20_000
 
 
 def selective_ids(session: Any, filters: StoreFilters, limit: int = SELECTIVE_LIMIT) -> Any:
-    """The ready images under ``filters.folder`` (sorted ids) when there are at most ``limit``
-    of them, else None. One range read on the folder index, stopped after ``limit + 1`` rows
-    (never the library); the other filters are left to the catalog's check of each hit. None
-    too where text does not sort byte-wise (a PostgreSQL database with a language collation:
-    the range would not be the folder's), so the caller over-fetches instead."""
+    """The ready images under ``filters.folder`` and under any of ``filters.within`` (a viewer's
+    shared folders; sorted ids) when there are at most ``limit`` of them, else None. One range
+    read on the folder index per folder, stopped after ``limit + 1`` rows (never the library);
+    the other filters are left to the catalog's check of each hit. None too where text does not
+    sort byte-wise (a PostgreSQL database with a language collation: the range would not be the
+    folder's), so the caller over-fetches instead."""
+    if not (filters.folder or filters.within is not None) or not _bytewise_text(session):
+        return None
+    found: set[int] | None = None
+    if filters.folder:
+        rows = _folder_ids(session, filters.folder, limit)
+        found = set(rows) if rows is not None else None
+    if filters.within is not None:
+        union: set[int] | None = set()
+        for folder in filters.within:
+            assert union is not None
+            rows = _folder_ids(session, folder, limit - len(union))
+            if rows is None:
+                union = None
+                break
+            union |= set(rows)
+        if union is not None:
+            found = union if found is None else found & union
+    if found is None:
+        return None
+    return np.sort(np.fromiter(found, np.int64, len(found)))
+
+
+def _folder_ids(session: Any, folder: str, limit: int) -> list[int] | None:
+    """The ready image ids under ``folder``, or None when there are more than ``limit``."""
     import sqlalchemy as sa
 
     from . import catalog
 
-    if not filters.folder or not _bytewise_text(session):
+    if limit <= 0:
         return None
-    folder = filters.folder.rstrip("/") or "/"
+    folder = folder.rstrip("/") or "/"
     prefix = folder if folder.endswith("/") else folder + "/"
     upper = prefix[:-1] + chr(ord("/") + 1)  # every text starting with the prefix sorts below
     column = catalog.Image.folder
@@ -294,7 +323,7 @@ def selective_ids(session: Any, filters: StoreFilters, limit: int = SELECTIVE_LI
     ).all()
     if len(rows) > limit:
         return None
-    return np.sort(np.fromiter((int(r) for r in rows), np.int64, len(rows)))
+    return [int(r) for r in rows]
 
 
 _BYTEWISE = {"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"}

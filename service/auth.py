@@ -38,6 +38,7 @@ import os
 import secrets
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -343,6 +344,22 @@ def _refuse_anonymous(request: Request) -> HTTPException:
     )
 
 
+#: What this request's caller may see of the library (indexer.sharing): set by the role
+#: dependencies, read where the request's search filters are made (search_params.to_filters), so
+#: the catalog and vector store queries carry a viewer's folders. Unset: everything (the CLI).
+SEEN: ContextVar[Visibility] = ContextVar("clipsearch_seen", default=EVERYTHING)
+
+
+def visible_folders() -> tuple[str, ...] | None:
+    """The folders this request's caller may see (catalog text form); None: everything."""
+    seen = SEEN.get()
+    return None if seen.everything else seen.folders
+
+
+def _see(request: Request, who: Principal) -> None:
+    SEEN.set(visibility_of(request, who))
+
+
 def _check(request: Request, wanted: str) -> Principal:
     found = principal(request)
     if found is None:
@@ -376,7 +393,9 @@ def _public(request: Request) -> Principal | None:
 async def require_viewer(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
     """Search, browse and read: any account (a viewer sees the folders shared with them), a key
     with the read scope, the token; anyone with CLIPSEARCH_PUBLIC_READ."""
-    return _public(request) or _check(request, "viewer")
+    who = _public(request) or _check(request, "viewer")
+    _see(request, who)
+    return who
 
 
 async def require_signed_in(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
@@ -429,12 +448,37 @@ async def require_visible_image(
 ) -> None:
     """Per-picture routes: a viewer gets 404 for a picture outside the folders shared with them
     (as for an id that does not exist: it does not tell that the picture is there)."""
-    seen = visibility_of(request, who)
+    await check_visible_ids(request, [id])
+
+
+async def check_visible_ids(request: Request, ids: list[int]) -> None:
+    """404 for the first of ``ids`` (pictures a query names: a similar search's picture, a
+    search term's) outside the folders this request's caller may see."""
+    seen = SEEN.get()
     accounts = accounts_of(request)
     if seen.everything or accounts is None:
         return
-    if not await run_in_threadpool(image_visible, accounts.engine, id, seen):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no image with id {id}")
+    for image_id in ids:
+        if not await run_in_threadpool(image_visible, accounts.engine, image_id, seen):
+            # the catalog's own words for a missing picture (indexer.catalog.get_image)
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                detail=f"image {image_id} is not in the catalog (it may have been deleted)",
+            )
+
+
+async def require_whole_library(request: Request, who: ViewerDep) -> None:
+    """Routes that span the whole library (tags and albums with their counts, duplicates, the
+    removed pictures): refused to a viewer who sees only some folders (403 naming why) until
+    their queries are narrowed to those folders."""
+    if not SEEN.get().everything:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            detail="this view spans the whole library (tags, albums, duplicates, removed "
+            "pictures), and you see only the folders shared with you: search and browse those "
+            "instead, or ask an admin to share more",
+        )
 
 
 VisibleImage = Depends(require_visible_image)
+WholeLibrary = Depends(require_whole_library)

@@ -14,6 +14,7 @@ from fastapi import Depends, HTTPException, Query
 
 from clipsearch.indexer.types import SearchFilters
 
+from .auth import visible_folders
 from .schemas import LANG_HELP, SearchFiltersIn
 
 MODE_HELP = (
@@ -98,8 +99,9 @@ def _read_folder(folder: str) -> str:
 def to_filters(f: SearchFiltersIn | None) -> SearchFilters | None:
     """The library's filters of the request's (None when they select everything); 4xx for
     filters no image can pass (a NUL in the folder, a reversed date range)."""
+    within = visible_folders()  # a viewer's shared folders (service.auth; None: all)
     if f is None:
-        return None
+        return None if within is None else SearchFilters(within=within)
     if f.folder and "\x00" in f.folder:
         # checked here, not only where the catalog is asked: an empty index answers no ids and
         # would otherwise let the bad value pass as a 200
@@ -109,11 +111,11 @@ def to_filters(f: SearchFiltersIn | None) -> SearchFilters | None:
     date_to = _day_bound(f.date_to, end=True)
     if date_from and date_to and date_from > date_to:
         raise HTTPException(422, detail="filters.date_from is after filters.date_to")
-    if not (f.folder or formats or date_from or date_to or f.tag):
+    if not (f.folder or formats or date_from or date_to or f.tag or within is not None):
         return None
     return SearchFilters(
         folder=_read_folder(f.folder) if f.folder else None, date_from=date_from, date_to=date_to, formats=formats,
-        tag=f.tag or None,
+        tag=f.tag or None, within=within,
     )  # fmt: skip
 
 
@@ -139,7 +141,8 @@ async def filter_params(
     if format is not None and any(len(x) > 16 for x in format):
         raise HTTPException(422, detail="a format name is at most 16 characters (e.g. JPEG)")
     if not (folder or date_from or date_to or format or tag):
-        return None
+        # a viewer of some folders has filters even unasked: their folders (to_filters)
+        return None if visible_folders() is None else SearchFiltersIn()
     from pydantic import ValidationError
 
     try:

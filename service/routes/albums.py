@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from clipsearch.indexer import albums as domain
 
-from ..auth import ReadAccess, require_token
+from ..auth import ReadAccess, WholeLibrary, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
@@ -132,7 +132,7 @@ def _saved(body: QueryIn) -> domain.SavedQuery:
 
 @router.get(
     "/api/albums", operation_id="list_albums", response_model=list[AlbumOut],
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, WholeLibrary],
 )  # fmt: skip
 def list_albums(library: LibraryDep) -> list[AlbumOut]:
     """Every album by name, with how many pictures each shows."""
@@ -161,7 +161,7 @@ def refresh_albums(library: LibraryDep) -> JobOut:
 
 @router.get(
     "/api/albums/{album}", operation_id="get_album", response_model=AlbumOut,
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, WholeLibrary],
 )  # fmt: skip
 def get_album(library: LibraryDep, album: AlbumKey) -> AlbumOut:
     with _sessions(library)() as session:
@@ -191,7 +191,7 @@ def delete_album(library: LibraryDep, album: AlbumKey) -> AlbumOut:
 
 @router.get(
     "/api/albums/{album}/images", operation_id="list_album_images", response_model=AlbumPage,
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, WholeLibrary],
 )  # fmt: skip
 def list_album_images(
     request: Request,
@@ -230,7 +230,7 @@ def change_album_images(library: LibraryDep, album: AlbumKey, body: MembersIn) -
 
 @router.get(
     "/api/albums/{album}/export.zip", operation_id="export_album_zip",
-    response_class=StreamingResponse, dependencies=[ReadAccess],
+    response_class=StreamingResponse, dependencies=[ReadAccess, WholeLibrary],
     responses={200: {"content": {"application/zip": {}}, "description": "The album's files."}},
 )  # fmt: skip
 def export_album_zip(library: LibraryDep, album: AlbumKey) -> StreamingResponse:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from ..auth import ReadAccess, require_token
+from ..auth import ReadAccess, WholeLibrary, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
@@ -86,7 +86,7 @@ def _page_out(request: Request, page: Any) -> DuplicatesPageOut:
     "",
     operation_id="list_duplicates",
     response_model=DuplicatesPageOut,
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, WholeLibrary],
 )
 def list_duplicates(
     request: Request,
@@ -127,6 +127,6 @@ class ScanIn(BaseModel):
 )
 def scan_duplicates(library: LibraryDep, body: ScanIn | None = None) -> JobOut:
     """Queue a duplicates job (or return the one already queued or running)."""
-    from clipsearch.indexer import duplicates
+    from clipsearch.indexer import duplicate_jobs
 
-    return job_out(duplicates.submit(library, full=bool(body and body.full)))
+    return job_out(duplicate_jobs.submit(library, full=bool(body and body.full)))

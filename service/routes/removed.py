@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from ..auth import ReadAccess, require_token
+from ..auth import ReadAccess, WholeLibrary, require_token
 from ..deps import LibraryDep
 from ..files import CACHE_THUMB, serve_file
 from ..schemas import RemovedOut, RemovedPage, RestoreOut
@@ -20,7 +20,12 @@ router = APIRouter(prefix="/api/removed", tags=["removed"], responses=ERRORS)
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Id of the removal.")]
 
 
-@router.get("", operation_id="list_removed", response_model=RemovedPage, dependencies=[ReadAccess])
+@router.get(
+    "",
+    operation_id="list_removed",
+    response_model=RemovedPage,
+    dependencies=[ReadAccess, WholeLibrary],
+)
 def list_removed(
     request: Request,
     library: LibraryDep,
@@ -40,7 +45,10 @@ def list_removed(
 
 
 @router.get(
-    "/{id}", operation_id="get_removed", response_model=RemovedOut, dependencies=[ReadAccess]
+    "/{id}",
+    operation_id="get_removed",
+    response_model=RemovedOut,
+    dependencies=[ReadAccess, WholeLibrary],
 )
 def get_removed(request: Request, library: LibraryDep, id: IdPath) -> RemovedOut:
     """One removal."""
@@ -52,7 +60,7 @@ def get_removed(request: Request, library: LibraryDep, id: IdPath) -> RemovedOut
     operation_id="removed_thumbnail",
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "The thumbnail bytes."}},
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, WholeLibrary],
 )
 def removed_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Response:
     """The thumbnail the image had (kept while it is removed)."""

@@ -21,7 +21,7 @@ from clipsearch.indexer.search_service import SearchPage, SearchQuery, SearchSer
 from clipsearch.indexer.search_terms import InvalidQuery, QueryPlan, Term, plan_query
 from clipsearch.indexer.timing import timed
 
-from ..auth import ReadAccess, VisibleImage
+from ..auth import ReadAccess, VisibleImage, check_visible_ids
 from ..deps import ServiceState, StateDep, limit_compute_threads
 from ..query import LanguageError, ResolvedLanguage, check_language_code, query_languages
 from ..query import resolve_language as resolve_lang
@@ -120,6 +120,7 @@ async def _search(
     if lang:
         check_language_code(lang)
     lib_filters = to_filters(filters)
+    await check_visible_ids(request, [i for i, _ in plan.images])  # a viewer's: shared only
     text = plan.text if plan.text_only else ""
     known = service.known_mode(text, mode)
     mode = known or await state.run_search(service.mode_of, text, mode)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from clipsearch.indexer import tags as domain
 from clipsearch.indexer.tag_vocabulary import TEMPLATE_SETS
 
-from ..auth import ReadAccess, VisibleImage, require_token
+from ..auth import ReadAccess, VisibleImage, WholeLibrary, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
@@ -117,7 +117,10 @@ def tag_out(info: Any) -> TagOut:
 
 
 @router.get(
-    "/api/tags", operation_id="list_tags", response_model=list[TagOut], dependencies=[ReadAccess]
+    "/api/tags",
+    operation_id="list_tags",
+    response_model=list[TagOut],
+    dependencies=[ReadAccess, WholeLibrary],
 )
 def list_tags(library: LibraryDep) -> list[TagOut]:
     """Every tag (a starter vocabulary is seeded once; edit or delete any of it)."""
@@ -160,7 +163,10 @@ def run_tags(library: LibraryDep, body: RunIn | None = None) -> JobOut:
 
 
 @router.get(
-    "/api/tags/{tag}", operation_id="get_tag", response_model=TagOut, dependencies=[ReadAccess]
+    "/api/tags/{tag}",
+    operation_id="get_tag",
+    response_model=TagOut,
+    dependencies=[ReadAccess, WholeLibrary],
 )
 def get_tag(library: LibraryDep, tag: TagKey) -> TagOut:
     with _sessions(library)() as session:
@@ -208,7 +214,7 @@ def delete_tag(library: LibraryDep, tag: TagKey) -> TagOut:
     "/api/tags/{tag}/images",
     operation_id="list_tag_images",
     response_model=TagImagesPage,
-    dependencies=[ReadAccess],
+    dependencies=[ReadAccess, WholeLibrary],
 )
 def list_tag_images(
     request: Request,

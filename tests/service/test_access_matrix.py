@@ -21,7 +21,10 @@ from accounts_testlib import Served, add_user, served_library, sign_in
 
 from clipsearch.indexer.accounts import user_sessions
 
-# who may call each route: "public", "viewer", "editor", "admin"
+# who may call each route: "public", "viewer", "editor", "admin"; "whole": a viewer who sees the
+# whole library (views spanning it: tags, albums, duplicates, removed), refused with 403 to a
+# viewer of some folders, as the viewer here is (a folder shared with everyone), and to editors
+# and admins open
 ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/search"): "viewer",
     ("POST", "/api/search"): "viewer",
@@ -36,33 +39,34 @@ ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/images/{id}/preview"): "viewer",
     ("DELETE", "/api/images/{id}"): "editor",
     ("POST", "/api/images/{id}/restore"): "editor",
-    ("GET", "/api/removed"): "viewer",
-    ("GET", "/api/removed/{id}"): "viewer",
-    ("GET", "/api/removed/{id}/thumbnail"): "viewer",
+    ("GET", "/api/removed"): "whole",
+    ("GET", "/api/removed/{id}"): "whole",
+    ("GET", "/api/removed/{id}/thumbnail"): "whole",
     ("POST", "/api/removed/{id}/restore"): "editor",
-    ("GET", "/api/duplicates"): "viewer",
+    ("GET", "/api/duplicates"): "whole",
     ("POST", "/api/duplicates/scan"): "editor",
-    ("GET", "/api/tags"): "viewer",
+    ("GET", "/api/tags"): "whole",
     ("POST", "/api/tags"): "editor",
     ("POST", "/api/tags/run"): "editor",
-    ("GET", "/api/tags/{tag}"): "viewer",
+    ("GET", "/api/tags/{tag}"): "whole",
     ("PATCH", "/api/tags/{tag}"): "editor",
     ("DELETE", "/api/tags/{tag}"): "editor",
-    ("GET", "/api/tags/{tag}/images"): "viewer",
+    ("GET", "/api/tags/{tag}/images"): "whole",
     ("PUT", "/api/tags/{tag}/images/{id}"): "editor",
     ("GET", "/api/images/{id}/tags"): "viewer",
-    ("GET", "/api/albums"): "viewer",
+    ("GET", "/api/albums"): "whole",
     ("POST", "/api/albums"): "editor",
     ("POST", "/api/albums/refresh"): "editor",
-    ("GET", "/api/albums/{album}"): "viewer",
+    ("GET", "/api/albums/{album}"): "whole",
     ("PATCH", "/api/albums/{album}"): "editor",
     ("DELETE", "/api/albums/{album}"): "editor",
-    ("GET", "/api/albums/{album}/images"): "viewer",
+    ("GET", "/api/albums/{album}/images"): "whole",
     ("POST", "/api/albums/{album}/images"): "editor",
-    ("GET", "/api/albums/{album}/export.zip"): "viewer",
+    ("GET", "/api/albums/{album}/export.zip"): "whole",
     ("POST", "/api/albums/{album}/export"): "editor",
     ("GET", "/api/folders"): "editor",
     ("GET", "/api/folders/allowed"): "editor",
+    ("GET", "/api/folders/browse"): "editor",
     ("POST", "/api/folders"): "editor",
     ("DELETE", "/api/folders/{id}"): "editor",
     ("POST", "/api/folders/{id}/scan"): "editor",
@@ -97,7 +101,7 @@ ROLE: dict[tuple[str, str], str] = {
     ("GET", "/docs/oauth2-redirect"): "public",
     ("GET", "/openapi.json"): "public",
 }
-RANK = {"viewer": 0, "editor": 1, "admin": 2}
+RANK = {"viewer": 0, "whole": 1, "editor": 1, "admin": 2}
 # made-up path values: the allowed callers get the route's own 404, never a change
 PARAMS = {"id": "987654321", "tag": "no-such-tag", "album": "987654321", "name": "nobody"}
 PARAMS |= {"key_id": "987654", "session_id": "0" * 64}
@@ -132,6 +136,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
 def _callers(served: Served) -> dict[str, httpx.Client]:
     for name, role in (("vera", "viewer"), ("eddie", "editor"), ("ada", "admin")):
         add_user(served, name, role)
+    with served.admin() as admin:  # the viewer sees every folder: roles alone are under test here
+        assert admin.post("/api/shares", json={"folder": str(served.photos)}).status_code == 201
     callers = {
         "none": served.client(),
         "viewer": sign_in(served, "vera"),
