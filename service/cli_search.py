@@ -80,6 +80,8 @@ def ask_server(url: str, args: argparse.Namespace, timeout: float = 30.0) -> Pag
         value = getattr(args, name, None)
         if value is not None:
             body[name] = value
+    if getattr(args, "tag", None):
+        body["filters"] = {"tag": args.tag}  # the API's filter: the domain's tag condition
     headers = {"Content-Type": "application/json"}
     token = os.environ.get("CLIPSEARCH_API_TOKEN")
     if token:
@@ -128,6 +130,7 @@ def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
     """The page, searched in this process with the domain's search and the server's defaults."""
     from clipsearch.indexer.search_service import SearchQuery, SearchService
     from clipsearch.indexer.search_terms import Term, plan_query
+    from clipsearch.indexer.types import SearchFilters
 
     from .query import query_embedder
 
@@ -160,6 +163,7 @@ def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
             vector=plan.vector(vectors, images),
             text=keyword_text,
             mode=args.mode,
+            filters=SearchFilters(tag=args.tag) if getattr(args, "tag", None) else None,
             exclude=plan.exclude,
             image_share=plan.image_share(),
             k=args.k,
@@ -248,6 +252,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="R",
         help="drop results whose relevance (the key they are ordered by) is below R, 0..1 "
         "(default: the server's cut, 0.5, as in the API and the gallery; 0 shows all)",
+    )
+    p.add_argument(
+        "--tag",
+        metavar="NAME",
+        help="only pictures with this tag (its name or id; `clipsearch tags list` shows them)",
     )
     p.add_argument("--offset", type=int, default=0, help="skip this many results (paging)")
     p.add_argument(

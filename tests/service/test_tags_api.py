@@ -150,6 +150,16 @@ def test_tags_cli_list_add_run_show_remove(tmp_path: Path, tiny_model_dir: Path)
     assert 1 in got and 2 not in got  # confirmed kept, rejected never shown
     assert page["items"][0]["state"] == "confirmed"
 
+    # `clipsearch search --tag`: the API's tag filter, from the command line
+    tagged = {i["image"]["id"] for i in page["items"]}
+    found = run(["search", "a shape", "--tag", "squares", "--min-relevance", "0", "-k", "50",
+                 "--no-server", "--json"], env)  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    got_ids = {h["id"] for h in json.loads(found.stdout)}
+    assert got_ids == tagged and 2 not in got_ids  # every tagged picture, the rejected never
+    nothing = run(["search", "a shape", "--tag", "no such tag", "--no-server", "--json"], env)
+    assert nothing.returncode == 0 and json.loads(nothing.stdout) == []
+
     missing = run(["tags", "show", "no such tag"], env)
     assert missing.returncode == 2 and "no tag" in missing.stderr
     removed = run(["tags", "remove", "squares"], env)
