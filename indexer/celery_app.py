@@ -21,6 +21,7 @@ from pathlib import Path
 from celery import Celery
 from kombu import Queue
 
+from .configs import BATCH_TIME_LIMIT_S
 from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
 from .logs import install_task_request_ids
 
@@ -58,6 +59,34 @@ TASK_OPTIONS: dict[str, object] = {
     "retry_jitter": True,
     "max_retries": RETRIES,
 }
+
+#: Per-task time limits, (soft, hard) seconds, by task name; a task not named has
+#: :data:`DEFAULT_TIME_LIMITS`. Past the soft limit the task gets SoftTimeLimitExceeded (its job
+#: fails with a message saying so); past the hard limit its worker process ends, and the job is
+#: resumed from the catalog by the next worker. Celery's threads and solo pools, which
+#: ``clipsearch worker`` runs (indexer.worker), ignore Celery's own limits: indexer.time_limits
+#: enforces these there. They are also Celery's task annotations, for a prefork pool.
+#: ``CLIPSEARCH_BATCH_TIME_LIMIT_S`` sets the embedding batch's soft limit (hard: twice it,
+#: at most 5 minutes more).
+HOUR = 3600.0
+
+
+def batch_time_limits(soft_s: float) -> tuple[float, float]:
+    """The embedding batch's (soft, hard) limits for ``CLIPSEARCH_BATCH_TIME_LIMIT_S``."""
+    return soft_s, soft_s + min(soft_s, 300.0)
+
+
+TIME_LIMITS: dict[str, tuple[float, float]] = {
+    TASK_EMBED: batch_time_limits(BATCH_TIME_LIMIT_S),  # one batch decoded, embedded, committed
+    TASK_INGEST: (3 * HOUR, 3 * HOUR + 300),  # a folder scanned and planned (a million files)
+    TASK_RESUME: (HOUR, HOUR + 300),
+    TASK_OCR: (24 * HOUR, 24 * HOUR + 600),  # the whole library's text, one image at a time
+    TASK_REINDEX: (24 * HOUR, 24 * HOUR + 600),  # every image embedded again, index built
+    TASK_DUPLICATES: (6 * HOUR, 6 * HOUR + 300),
+    TASK_TAGS: (6 * HOUR, 6 * HOUR + 300),
+}
+DEFAULT_TIME_LIMITS = (6 * HOUR, 6 * HOUR + 300)
+
 
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]{0,64}$")
 
@@ -144,6 +173,12 @@ def make_celery(
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_enable_remote_control=not is_embedded_broker(broker_url),
+        # honoured by a prefork pool; clipsearch's threads/solo workers enforce the same
+        # limits themselves (indexer.time_limits)
+        task_annotations={
+            name: {"soft_time_limit": soft, "time_limit": hard}
+            for name, (soft, hard) in TIME_LIMITS.items()
+        },
         enable_utc=True,
         timezone="UTC",
     )

@@ -100,6 +100,11 @@ class OcrConfig:
         return self.mode != "off"
 
 
+#: An embedding batch's soft time limit by default (CLIPSEARCH_BATCH_TIME_LIMIT_S;
+#: indexer.celery_app.TIME_LIMITS, indexer.time_limits)
+BATCH_TIME_LIMIT_S = 600.0
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """Everything a worker needs, built from the settings tree in one place
@@ -130,6 +135,7 @@ class WorkerConfig:
     allow_jit: bool | None = None
     metrics_port: int = 0  # its Prometheus metrics on this port; 0: none
     auto_migrate: bool = True  # upgrade the catalog's schema at start; False: check it only
+    batch_time_limit_s: float = BATCH_TIME_LIMIT_S  # an embedding batch's soft time limit
     log_level: str | None = None  # None: INFO (indexer.logs)
     log_format: str = "text"  # text or json (indexer.logs)
     extra_env: Mapping[str, str] = field(default_factory=dict)  # more variables for its process

@@ -39,7 +39,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .configs import DEFAULT_MODEL, LibraryConfig, OcrConfig, StoreConfig, WorkerConfig
+from .configs import (
+    BATCH_TIME_LIMIT_S,
+    DEFAULT_MODEL,
+    LibraryConfig,
+    OcrConfig,
+    StoreConfig,
+    WorkerConfig,
+)
 from .errors import IndexerError
 
 __all__ = [
@@ -304,6 +311,13 @@ class WorkerSettings(SettingsGroup):
         json_schema_extra=env("WORKER_METRICS_PORT"),
         description="Port the worker serves its Prometheus metrics on (/metrics, all "
         "interfaces); 0: none.",
+    )
+    batch_time_limit_s: float = Field(
+        default=BATCH_TIME_LIMIT_S,
+        gt=0,
+        json_schema_extra=env("BATCH_TIME_LIMIT_S"),
+        description="An embedding batch's soft time limit in seconds (its job fails saying "
+        "so); its hard limit, which ends the worker process, is twice it (at most 5 min more).",
     )
     test_embed_delay_s: float = Field(
         default=0.0, ge=0, description="Test-only: sleep before each batch (kill -9 tests)."
@@ -591,6 +605,7 @@ WORKER_FIELDS: dict[str, tuple[str, str]] = {
     "broker_url": ("catalog", "broker_url"),
     "queue_prefix": ("catalog", "queue_prefix"),
     "auto_migrate": ("catalog", "auto_migrate"),
+    "batch_time_limit_s": ("worker", "batch_time_limit_s"),
     "model_spec": ("models", "spec"),
     "device": ("models", "device"),
     "concurrency": ("worker", "concurrency"),

@@ -30,11 +30,20 @@ from typing import Any
 
 from celery import Celery
 
-from .celery_app import TASK_RESUME, is_embedded_broker, make_celery
+from .celery_app import (
+    DEFAULT_TIME_LIMITS,
+    TASK_EMBED,
+    TASK_RESUME,
+    TIME_LIMITS,
+    batch_time_limits,
+    is_embedded_broker,
+    make_celery,
+)
 from .configs import WorkerConfig
 from .context import WorkerContext
 from .errors import IndexerError
 from .settings import LibrarySettings
+from .time_limits import TaskWatchdog
 from .worker_metrics import start_worker_metrics
 
 log = logging.getLogger(__name__)
@@ -303,6 +312,10 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
         "--without-gossip",
         "--without-mingle",
     ]
+    # Celery's time limits need its prefork pool: the threads/solo pools get them here
+    limits = {**TIME_LIMITS, TASK_EMBED: batch_time_limits(config.batch_time_limit_s)}
+    watchdog = TaskWatchdog(app, limits, DEFAULT_TIME_LIMITS)
+    watchdog.start()
     sweeper.start()
     from .broker_watch import BrokerRestartWatch
 
@@ -312,6 +325,7 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
         app.worker_main(argv)
     finally:
         broker_watch.stop()
+        watchdog.stop()
         sweeper.stop()
         signals.worker_ready.disconnect(on_ready)
         app.clipsearch.dispose()  # type: ignore[attr-defined]
