@@ -205,8 +205,8 @@ def check_scopes(scopes: list[str] | tuple[str, ...], role: str) -> tuple[str, .
     too_wide = sorted(s for s in wanted if not role_at_least(role, SCOPE_ROLE[s]))
     if too_wide:
         raise AccountError(
-            f"a {role} cannot hold a key with the scope {', '.join(too_wide)}: a key is never "
-            "wider than its owner's role"
+            f"an account with the {role} role cannot hold a key with the scope "
+            f"{', '.join(too_wide)}: a key is never wider than its owner's role"
         )
     return tuple(s for s in SCOPES if s in wanted)
 

@@ -186,12 +186,12 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     """List duplicate groups; --scan brings them up to date first (a duplicates job)."""
     from dataclasses import asdict
 
-    from clipsearch.indexer import duplicates
+    from clipsearch.indexer import duplicate_jobs, duplicates
 
     settings = _settings(args)
     lib = _library(settings)
     if args.scan or args.full:
-        job = duplicates.submit(lib, full=args.full)
+        job = duplicate_jobs.submit(lib, full=args.full)
         if not args.wait:
             print(f"{_job_line(job)}; list the groups when it is done")
             return 0
@@ -411,6 +411,10 @@ OPTIONAL_COMMANDS: dict[str, tuple[str, str]] = {
     "tags": ("clipsearch.service.cli_tags", "zero-shot tags: list, add, remove, run, show"),
     "albums": ("clipsearch.service.cli_albums", "albums: hand-picked, or smart (a saved search)"),
     "migrate": ("clipsearch.service.cli_migrate", "upgrade the catalog's schema (one step)"),
+    "users": ("clipsearch.service.cli_accounts", "accounts: add, list, passwd, disable, role"),
+    "keys": ("clipsearch.service.cli_accounts", "API keys: create, list, revoke"),
+    "share": ("clipsearch.service.cli_accounts", "share a folder with a viewer or everyone"),
+    "audit": ("clipsearch.service.cli_accounts", "the audit trail: who did what and when"),
 }
 
 
