@@ -10,6 +10,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,9 +52,13 @@ def process_context() -> ForkServerContext | SpawnContext:
 
     ctx = multiprocessing.get_context("forkserver")
     os.environ[pool_guard.OWNER_ENV] = str(os.getpid())
-    ctx.set_forkserver_preload(
-        ["__main__", "clipsearch.indexer.pool_guard", "clipsearch.indexer.decode_isolated"]
-    )
+    preload = ["__main__", "clipsearch.indexer.pool_guard", "clipsearch.indexer.decode_isolated"]
+    # run as ``python -m NAME``, each child runs NAME's module again: its imports preloaded,
+    # that costs nothing (the forkserver only preloads a main module given by its path)
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main_spec is not None and main_spec.name and not main_spec.name.endswith("__main__"):
+        preload.append(main_spec.name)
+    ctx.set_forkserver_preload(preload)
     return ctx
 
 
