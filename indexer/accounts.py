@@ -26,7 +26,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -196,7 +196,7 @@ def check_role(role: str) -> str:
     return role
 
 
-def check_scopes(scopes: list[str] | tuple[str, ...], role: str) -> tuple[str, ...]:
+def check_scopes(scopes: Sequence[str], role: str) -> tuple[str, ...]:
     """Scopes known and no wider than ``role`` (in the order of :data:`SCOPES`)."""
     wanted = set(scopes)
     unknown = wanted - set(SCOPES)
@@ -481,7 +481,7 @@ class Accounts:
         self,
         owner: str,
         name: str,
-        scopes: list[str] | tuple[str, ...],
+        scopes: Sequence[str],
         expires_at: dt.datetime | None = None,
     ) -> tuple[str, KeyInfo]:
         """A new key for ``owner``: (the key, shown once; what is kept of it)."""
