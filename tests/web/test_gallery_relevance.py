@@ -117,7 +117,12 @@ def test_browsing_takes_the_filters_and_the_sort(page: Any, live_server: Any) ->
     # the API pages the same way, with a date cursor
     api = live_server.api("/api/images", format="WEBP", sort="date_desc", limit=1).json()
     assert len(api["items"]) == 1 and api["next_after_key"]
-    # back to the order images were added, with the format filter still on
-    page.locator("#sort").select_option("relevance")
-    expect(page).not_to_have_url(re.compile("sort="))
+    # the timeline has no "best match": its Sort menu offers the date orders only; oldest first
+    # keeps the format filter on
+    expect(page.locator('#sort option[value="relevance"]')).to_be_disabled()
+    page.locator("#sort").select_option("date_asc")
+    expect(page).to_have_url(re.compile("sort=date_asc"))
     expect(tiles(page)).to_have_count(len(webp))
+    # a search offers the best match again
+    page.locator("#q").fill("a harbour")
+    expect(page.locator('#sort option[value="relevance"]')).to_be_enabled()

@@ -6,7 +6,10 @@
 // This entry point wires the views (js/*.js) together and starts the page: the state lives in
 // js/store.js and changes only through its actions; the address bar in js/url.js.
 
+import { initAccount } from './js/account.js';
 import { api, loadSession } from './js/api.js';
+
+/** @typedef {import('./js/util.js').Item} Item */
 import { els } from './js/dom.js';
 import { detailHooks, initDetail, openDetail, stepDetail } from './js/detail.js';
 import { initDuplicatesView } from './js/duplicates.js';
@@ -15,8 +18,11 @@ import { focusTile, gridColumns, hooks, initGrid, moveFocus, renderEmpty, rerend
 import { absorbJobs, initJobs, jobHooks, jobsRunning, openPanel, pollJobs, refreshHealth } from './js/jobs.js';
 import { initRemovedView } from './js/removed.js';
 import { afterPage, applyLang, initSearch, likeQuery, loadLanguages, restoreImageQuery, typed } from './js/search.js';
-import { removeItems, setCut, setCutDefault, setFilters, setQuery, setSort, state } from './js/store.js';
+import { clearSelection, removeItems, setCut, setCutDefault, setFilters, setQuery, setSort, state, subscribe } from './js/store.js';
+import { initFolderPicker } from './js/folderpicker.js';
+import { loadScrubber, timelineHooks } from './js/timeline.js';
 import { filterCount, readUrl } from './js/url.js';
+import { baseName, idPath, thumbUrl } from './js/util.js';
 
 /**
  * Read the view from the address bar (first load, back/forward).
@@ -79,6 +85,11 @@ function onKey(event) {
     return;
   }
   if (document.querySelector('dialog[open]')) return;
+  if (event.key === 'Escape' && els.actions.classList.contains('open')) {
+    setMenu(false);
+    els.menuToggle.focus();
+    return;
+  }
 
   if (event.key === '/' && !typing) {
     event.preventDefault();
@@ -113,8 +124,76 @@ function onKey(event) {
   }
 }
 
+/** The selection bar: how many tiles are selected, and what can be done with them. */
+function renderSelection() {
+  const n = state.selected.size;
+  els.selectionBar.hidden = n === 0;
+  els.selectionCount.textContent = `${n} selected`;
+}
+
+async function removeSelected() {
+  const chosen = state.items.filter((item) => state.selected.has(String(item.id)));
+  if (!chosen.length) return;
+  const what = chosen.length === 1 ? `“${baseName(chosen[0].path)}”` : `these ${chosen.length} pictures`;
+  if (!window.confirm(`Remove ${what} from the library? The files stay on disk; Removed brings them back.`)) return;
+  /** @type {Item[]} */
+  const gone = [];
+  for (const item of chosen) {
+    try {
+      await api(`/api/images/${idPath(item.id)}`, { method: 'DELETE' });
+      gone.push(item);
+    } catch (err) {
+      els.status.textContent = `Could not remove ${baseName(item.path)}: ${err instanceof Error ? err.message : String(err)}`;
+      break;
+    }
+  }
+  if (gone.length) dropFromGrid(gone.map((x) => x.id), gone.map((x) => baseName(x.path)));
+  renderSelection();
+}
+
+/** The phone's Menu: the top bar's actions, labelled, in a list under it. */
+function setMenu(/** @type {boolean} */ open) {
+  els.actions.classList.toggle('open', open);
+  els.menuToggle.setAttribute('aria-expanded', open ? 'true' : 'false');
+}
+
 // the views ask each other through hooks, so that no module imports in a ring
-Object.assign(hooks, { jobsRunning, openPanel, resetFilters, afterPage });
+Object.assign(hooks, {
+  jobsRunning,
+  openPanel,
+  resetFilters,
+  afterPage,
+  like: (/** @type {Item} */ item) => {
+    els.q.value = '';
+    likeQuery(String(item.id), baseName(item.path), thumbUrl(item));
+    run({ push: true });
+  },
+  selectionChanged: renderSelection,
+});
+timelineHooks.jump = () => run({ push: false });
+subscribe((change) => {
+  if (change === 'query' || change === 'filters' || change === 'sort') loadScrubber();
+  if (change === 'results' && els.selectionBar.hidden !== (state.selected.size === 0)) renderSelection();
+});
+els.selectionClear.addEventListener('click', () => {
+  clearSelection();
+  for (const tile of els.results.querySelectorAll('.tile.selected')) tile.classList.remove('selected');
+  for (const b of els.results.querySelectorAll('.tile-select[aria-pressed="true"]')) b.setAttribute('aria-pressed', 'false');
+  renderSelection();
+});
+els.selectionRemove.addEventListener('click', () => removeSelected());
+els.menuToggle.addEventListener('click', () => setMenu(!els.actions.classList.contains('open')));
+els.actions.addEventListener('click', (event) => {
+  if (event.target instanceof Element && event.target.closest('button')) setMenu(false);
+});
+document.addEventListener('click', (event) => {
+  if (event.target instanceof Node && !els.actions.contains(event.target) && !els.menuToggle.contains(event.target)) setMenu(false);
+});
+// the jobs badge shows on the Menu too (on a phone the button that carries it is in the menu)
+new MutationObserver(() => {
+  els.menuBadge.hidden = els.jobsBadge.hidden;
+  els.menuBadge.textContent = els.jobsBadge.textContent;
+}).observe(els.jobsBadge, { attributes: true, childList: true, characterData: true, subtree: true });
 detailHooks.refreshHealth = refreshHealth;
 jobHooks.modelMayHaveChanged = () => {
   loadLanguages().then(() => applyLang(state.lang));
@@ -124,7 +203,17 @@ initGrid(openDetail);
 initDetail();
 initFilters();
 initSearch();
+// the timeline has no "best match": its Sort menu offers the two date orders (newest first unless
+// the user chose otherwise); registered after the search's own listener, so it has the last word
+const bestMatch = els.sort.querySelector('option[value="relevance"]');
+subscribe((change) => {
+  if (change !== 'query' && change !== 'sort') return;
+  const browse = state.query.mode === 'browse';
+  if (bestMatch instanceof HTMLOptionElement) bestMatch.hidden = bestMatch.disabled = browse;
+  els.sort.value = browse && state.sort === 'relevance' ? 'date_desc' : state.sort;
+});
 initJobs();
+initFolderPicker(els.ingestPath);
 // The Removed view: restoring queues an ingest job, followed like any other.
 initRemovedView((names, queued) => {
   els.status.textContent = `Restored ${names.join(', ')}: it comes back once its folder is scanned.`;
@@ -148,6 +237,7 @@ window.addEventListener('popstate', (event) => {
 await Promise.all([loadDefaults(), loadLanguages()]);
 loadFromUrl(window.history.state);
 await loadSession(); // the CSRF value for changes, when signed in
+initAccount(); // the signed-in account in the top bar (js/account.js)
 run({ push: false });
 refreshHealth();
 pollJobs(); // shows the badge when jobs are running; polls every 10 s otherwise (watched folders)

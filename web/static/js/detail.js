@@ -7,8 +7,8 @@ import { api, messageOf } from './api.js';
 import { h, els } from './dom.js';
 import { focusTile, loadPage, renderEmpty, rerenderGrid, run } from './grid.js';
 import { leaveDetail, removeItems, setDetailIndex, setQuery, showInDetail, state } from './store.js';
-import { showDetailText } from './text.js';
-import { baseName, fileUrl, formatBytes, formatDate, formatScore, idPath, previewUrl, queryString, relevanceOf, thumbUrl, wantsPreview } from './util.js';
+import { reasonsInWords, showDetailText } from './text.js';
+import { baseName, fileUrl, formatBytes, formatDate, formatScore, idPath, previewUrl, queryString, thumbUrl, wantsPreview } from './util.js';
 
 /** @typedef {import('./util.js').Item} Item */
 
@@ -111,8 +111,6 @@ function renderMeta(hit, info) {
     rows.push(h('div', { class: cls || null }, h('dt', { text: term }), h('dd', { text: String(value) })));
   };
   add('Path', src.path, 'wide');
-  if (typeof hit.score === 'number') add('Relevance', formatScore(relevanceOf(hit)));
-  if (typeof hit.relevance === 'number' && typeof hit.score === 'number') add('Score (cosine)', formatScore(hit.score));
   add('Size', info ? formatBytes(info.size) || '—' : '…');
   if (src.width && src.height) add('Dimensions', `${src.width} × ${src.height}`);
   add('Format', src.format ? String(src.format).toUpperCase() : null);
@@ -120,6 +118,34 @@ function renderMeta(hit, info) {
   if (info && info.state && info.state !== 'ready') add('State', info.state);
   if (info && info.error) add('Problem', info.error, 'wide');
   els.detailMeta.replaceChildren(...rows);
+  renderWhy(hit);
+}
+
+/**
+ * Why a search result is here, in words ("the words “invoice” read in the picture, and it looks
+ * like what you described: strong"), with the numbers one click away; nothing when browsing.
+ * @param {Item} hit
+ */
+function renderWhy(hit) {
+  const mode = state.query.mode;
+  if (mode === 'browse' || typeof hit.score !== 'number') {
+    els.detailWhy.hidden = true;
+    els.detailWhy.replaceChildren();
+    return;
+  }
+  const reasons = reasonsInWords(hit, mode);
+  if (!reasons.length) reasons.push('it is among the closest pictures');
+  const numbers = h(
+    'dl',
+    { class: 'meta why-numbers' },
+    typeof hit.relevance === 'number' ? h('div', {}, h('dt', { text: 'Relevance' }), h('dd', { text: formatScore(hit.relevance) })) : null,
+    h('div', {}, h('dt', { text: 'Score (cosine)' }), h('dd', { text: formatScore(hit.score) })),
+  );
+  els.detailWhy.replaceChildren(
+    h('div', { class: 'why-text' }, h('strong', { text: 'Why it is here' }), h('ul', {}, reasons.map((r) => h('li', { text: r })))),
+    h('details', { class: 'why-details' }, h('summary', { text: 'The numbers' }), numbers),
+  );
+  els.detailWhy.hidden = false;
 }
 
 /**
@@ -144,9 +170,8 @@ async function loadSimilarStrip(item, gen) {
         img.src = thumbUrl(r);
         const button = h(
           'button',
-          { type: 'button', class: 'strip-btn', 'aria-label': `${name}, similarity ${formatScore(r.score) ?? ''}`, title: name },
+          { type: 'button', class: 'strip-btn', 'aria-label': name, title: name },
           img,
-          h('span', { class: 'score', 'aria-hidden': 'true', text: formatScore(r.score) }),
         );
         button.dataset.id = String(r.id);
         button.addEventListener('click', () => {

@@ -6,11 +6,12 @@
 import { messageOf } from './api.js';
 import { h, els } from './dom.js';
 import { langParam } from './lang.js';
-import { fetchPage } from './pages.js';
-import { addPage, cutShown, setCut, setFailed, setLoading, startRun, state } from './store.js';
-import { matchBadge, matchSummary } from './text.js';
+import { fetchPage, grouped } from './pages.js';
+import { addPage, cutShown, setCut, setFailed, setLoading, setSelected, startRun, state } from './store.js';
+import { matchSummary } from './text.js';
+import { dayKey, dayLabel, monthLabel } from './timeline.js';
 import { describeFilters, filterCount, syncUrl } from './url.js';
-import { baseName, clamp, formatScore, relevanceOf, thumbUrl } from './util.js';
+import { baseName, clamp, thumbUrl } from './util.js';
 
 /** @typedef {import('./util.js').Item} Item */
 
@@ -25,7 +26,14 @@ export const hooks = {
   resetFilters: () => {},
   /** After each page that loaded. */
   afterPage: () => {},
+  /** @type {(item: Item) => void} "more like this" from a tile */
+  like: () => {},
+  /** After the selection changed. */
+  selectionChanged: () => {},
 };
+
+/** The day and month the last tile drawn belongs to (the next tile's heading follows them). */
+let lastGroup = { month: '', day: '' };
 
 /**
  * Start over for the current view: clear the grid and load the first page.
@@ -33,6 +41,7 @@ export const hooks = {
  */
 export function run({ push = false } = {}) {
   startRun();
+  lastGroup = { month: '', day: '' };
   els.results.replaceChildren();
   hideError();
   els.empty.hidden = true;
@@ -53,7 +62,7 @@ export async function loadPage() {
     const page = await fetchPage(state.controller.signal);
     if (gen !== state.gen) return;
     const { fresh, start } = addPage(page);
-    els.results.append(...fresh.map((item, i) => tile(item, start + i)));
+    els.results.append(...fresh.flatMap((item, i) => [...headings(item), tile(item, start + i)]));
     hideError();
     hooks.afterPage();
   } catch (err) {
@@ -95,46 +104,88 @@ function renderHidden() {
 }
 
 /**
- * One tile: the thumbnail, its name, its relevance and why it matched (as text, never markup).
+ * The headings that come before `item` in a date-grouped grid: its month when it starts one, and
+ * its day when it starts one ("Undated" once, after the dated pictures).
+ * @param {Item} item
+ * @returns {HTMLElement[]}
+ */
+function headings(item) {
+  if (!grouped()) return [];
+  const day = dayKey(item.taken_at);
+  const month = day === 'undated' ? 'undated' : day.slice(0, 7);
+  /** @type {HTMLElement[]} */
+  const out = [];
+  if (month !== lastGroup.month) {
+    const text = month === 'undated' ? 'Undated' : monthLabel(month);
+    out.push(h('li', { class: 'group-head month-head', 'data-month': month }, h('h2', { text })));
+  }
+  if (day !== lastGroup.day && day !== 'undated') {
+    out.push(h('li', { class: 'group-head day-head', 'data-day': day }, h('h3', { text: dayLabel(day) })));
+  }
+  lastGroup = { month, day };
+  return out;
+}
+
+const LONG_PRESS_MS = 500;
+
+/**
+ * One tile: the picture only. Selecting it and "more like this" are two buttons that show on
+ * hover, on keyboard focus and after a long press (touch); its name and why it matched are in
+ * its accessible name and description, never drawn over the picture.
  * @param {Item} item
  * @param {number} index its place in the grid
  */
 function tile(item, index) {
   const name = baseName(item.path);
-  const relevance = relevanceOf(item);
-  const score = formatScore(relevance);
-  const label = score ? `${name}, relevance ${score}` : name;
-  const why = matchSummary(item); // found by its words (text.js): said by title and description
+  const why = matchSummary(item); // found by its words (text.js): said to screen readers
   const img = h('img', { alt: '', loading: 'lazy', decoding: 'async', width: 240, height: 240 });
-  const li = h('li', { class: 'tile' });
+  const selected = state.selected.has(String(item.id));
+  const li = h('li', { class: selected ? 'tile selected' : 'tile' });
   img.addEventListener('error', () => li.classList.add('broken'), { once: true });
   img.src = thumbUrl(item);
   const button = h(
     'button',
-    {
-      type: 'button',
-      class: 'tile-btn',
-      'aria-label': label,
-      'aria-description': why || null,
-      title: String(item.path ?? name) + (why ? `\n${why}` : ''),
-    },
+    { type: 'button', class: 'tile-btn', 'aria-label': name, 'aria-description': why || null, title: String(item.path ?? name) },
     img,
     h('span', { class: 'tile-fallback', 'aria-hidden': 'true', text: name }),
-    score ? h('span', { class: 'score', 'aria-hidden': 'true', text: score }) : null,
-    item.state && item.state !== 'ready' ? h('span', { class: `state-badge ${item.state}`, text: item.state }) : null,
-    matchBadge(item),
-    h('span', { class: 'name', 'aria-hidden': 'true', text: name }),
   );
   button.dataset.index = String(index);
   button.dataset.id = String(item.id);
-  if (score && typeof relevance === 'number') button.style.setProperty('--score', String(clamp(relevance, 0, 1)));
-  li.append(button);
+  const select = h('button', {
+    type: 'button',
+    class: 'tile-action tile-select',
+    'aria-pressed': selected ? 'true' : 'false',
+    'aria-label': `Select ${name}`,
+    title: 'Select',
+  });
+  select.addEventListener('click', () => {
+    const on = !state.selected.has(String(item.id));
+    setSelected(item.id, on);
+    select.setAttribute('aria-pressed', on ? 'true' : 'false');
+    li.classList.toggle('selected', on);
+    hooks.selectionChanged();
+  });
+  const like = h('button', { type: 'button', class: 'tile-action tile-like', 'aria-label': `More like ${name}`, title: 'More like this' }, '≈');
+  like.addEventListener('click', () => hooks.like(item));
+  // a long press (touch) shows the tile's actions instead of opening it
+  /** @type {number | undefined} */
+  let pressTimer;
+  button.addEventListener('pointerdown', (event) => {
+    if (event.pointerType !== 'touch') return;
+    pressTimer = window.setTimeout(() => {
+      li.classList.add('pressed');
+      button.dataset.longPress = 'true';
+    }, LONG_PRESS_MS);
+  });
+  for (const type of ['pointerup', 'pointercancel', 'pointerleave']) button.addEventListener(type, () => window.clearTimeout(pressTimer));
+  li.append(button, h('div', { class: 'tile-actions' }, select, like));
   return li;
 }
 
 /** Draw every tile again (after some were removed). */
 export function rerenderGrid() {
-  els.results.replaceChildren(...state.items.map((item, i) => tile(item, i)));
+  lastGroup = { month: '', day: '' };
+  els.results.replaceChildren(...state.items.flatMap((item, i) => [...headings(item), tile(item, i)]));
 }
 
 function renderLoading() {
@@ -142,7 +193,7 @@ function renderLoading() {
   els.results.setAttribute('aria-busy', state.loading ? 'true' : 'false');
   els.results.classList.toggle('loading', first);
   if (first && !els.results.children.length) {
-    els.results.append(...Array.from({ length: 12 }, () => h('li', { class: 'tile skeleton', 'aria-hidden': 'true' })));
+    els.results.append(...Array.from({ length: 12 }, () => h('li', { class: 'skeleton', 'aria-hidden': 'true' })));
   } else if (!first) {
     for (const skeleton of els.results.querySelectorAll('.skeleton')) skeleton.remove();
   }
@@ -179,6 +230,7 @@ export function renderStatus() {
     const total = state.total ?? n;
     text = `${total.toLocaleString()} image${total === 1 ? '' : 's'} in the library${filtered}`;
     if (state.sort !== 'relevance') text += state.sort === 'date_desc' ? ' · newest first' : ' · oldest first';
+    if (state.jumpedTo) text += ` · from ${state.jumpedTo}`;
   } else {
     text = `${n.toLocaleString()}${more} result${n === 1 && !more ? '' : 's'} ${describeQuery()}${filtered}`;
     const cut = cutShown(); // the cut the server applied (or the one asked for)
@@ -259,7 +311,7 @@ export function hideError() {
 
 /** @param {number} index */
 export function focusTile(index) {
-  const button = els.results.children[index]?.querySelector('.tile-btn');
+  const button = els.results.querySelector(`.tile-btn[data-index="${Number(index)}"]`);
   if (button instanceof HTMLElement) {
     button.focus();
     button.scrollIntoView({ block: 'nearest' });
@@ -268,7 +320,7 @@ export function focusTile(index) {
 
 /** How many tiles a row holds (the first row's). */
 export function gridColumns() {
-  const tiles = els.results.children;
+  const tiles = els.results.querySelectorAll('.tile');
   if (!tiles.length) return 1;
   const top = Math.round(tiles[0].getBoundingClientRect().top);
   let n = 0;
@@ -298,7 +350,12 @@ export async function moveFocus(from, delta) {
 export function initGrid(onOpen) {
   els.results.addEventListener('click', (event) => {
     const button = event.target instanceof Element ? event.target.closest('.tile-btn') : null;
-    if (button instanceof HTMLElement) onOpen(Number(button.dataset.index));
+    if (!(button instanceof HTMLElement)) return;
+    if (button.dataset.longPress) {
+      delete button.dataset.longPress; // the long press showed the actions: no opening
+      return;
+    }
+    onOpen(Number(button.dataset.index));
   });
   els.loadMore.addEventListener('click', () => loadPage());
   els.errorRetry.addEventListener('click', () => {

@@ -94,9 +94,10 @@ export function jobCounts(job) {
   if (total > 0) counts = `${done.toLocaleString()} of ${total.toLocaleString()}`;
   else if (isActive(job)) counts = 'Looking for images…';
   else {
-    // nothing to embed: either the folder had no images or they were all indexed already
+    // nothing to embed: either the folder had no images or they were all seen already (files
+    // the scan found, not pictures in the library: some may be ones that could not be read)
     const found = Number(job.params?.scan?.found) || 0;
-    counts = found > 0 ? `Up to date: ${found.toLocaleString()} images, nothing new` : 'No images found';
+    counts = found > 0 ? `Up to date: nothing new among ${found.toLocaleString()} file${found === 1 ? '' : 's'}` : 'No images found';
   }
   if (failed) counts += ` · ${failed.toLocaleString()} failed`;
   return counts;
@@ -114,15 +115,21 @@ function renderJob(job, li) {
   else if (job.state === 'done') progress.value = 1; // nothing to do, and done
   // else: no value attribute = indeterminate (still scanning)
   const errors = Array.isArray(job.errors) ? job.errors : [];
-  const wasOpen = li.querySelector('details')?.open;
-  li.dataset.state = String(job.state);
+  const details = li.querySelector('details');
+  // a job that finished with some files it could not read is not "done": it is amber, and its
+  // problems are listed open, each file with why
+  const partial = job.state === 'done' && (Number(job.failed) || 0) > 0;
+  const shown = partial ? 'done with problems' : String(job.state);
+  const wasOpen = details ? details.open : partial;
+  li.dataset.state = partial ? 'partial' : String(job.state);
+  progress.classList.toggle('partial', partial);
   const parts = [
     h(
       'div',
       { class: 'job-head' },
       h('span', { class: 'job-kind', text: kind }),
       h('span', { class: 'job-target', title: target, text: target ? `\u200e${target}\u200e` : '' }),
-      h('span', { class: `job-state ${job.state}`, text: String(job.state) }),
+      h('span', { class: `job-state ${partial ? 'partial' : job.state}`, text: shown }),
     ),
     progress,
     h('div', { class: 'job-counts', text: jobCounts(job) }),
@@ -131,7 +138,7 @@ function renderJob(job, li) {
       ? h(
           'details',
           { open: wasOpen || null },
-          h('summary', { text: `${errors.length} problem${errors.length === 1 ? '' : 's'}` }),
+          h('summary', { text: `${errors.length} file${errors.length === 1 ? '' : 's'} could not be added` }),
           h(
             'ul',
             { class: 'job-errors' },

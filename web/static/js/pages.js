@@ -42,6 +42,18 @@ function searchPage(data, keep = () => true) {
 }
 
 /**
+ * The order the timeline walks: newest first, unless "Oldest first" was chosen.
+ * @returns {'date_desc' | 'date_asc'}
+ */
+export const browseSort = () => (state.sort === 'date_asc' ? 'date_asc' : 'date_desc');
+
+/**
+ * Whether the grid shows day and month headings: the timeline always, a search when it is in
+ * date order.
+ */
+export const grouped = () => state.query.mode === 'browse' || state.sort !== 'relevance';
+
+/**
  * The next page of the current view.
  * @param {AbortSignal} signal
  * @returns {Promise<Page>}
@@ -51,21 +63,18 @@ export async function fetchPage(signal) {
   const min = state.cutOverride; // null: the server's default cut
   const sort = state.sort !== 'relevance' ? state.sort : null;
   if (query.mode === 'browse') {
-    // keyset paging: each page starts after the last id (or capture date) seen: a range read
-    const byDate = sort !== null;
-    const keyset = byDate ? { after_key: state.browseKey } : { after: state.browseAfter };
-    const params = filtersParams(filters, queryString({ ...keyset, limit: PAGE, sort }));
+    // the timeline: the library by capture date, newest first unless asked otherwise, paged by
+    // keyset cursors (each page a range read, at any depth)
+    const params = filtersParams(filters, queryString({ after_key: state.browseKey, limit: PAGE, sort: browseSort() }));
     const data = await api(`/api/images?${params}`, { signal });
     /** @type {Item[]} */
     const items = Array.isArray(data?.items) ? data.items : [];
-    const after = data?.next_after ?? null;
     const afterKey = data?.next_after_key ?? null;
     return {
       items,
       consumed: items.length,
-      done: items.length === 0 || (byDate ? afterKey === null : after === null),
+      done: items.length === 0 || afterKey === null,
       total: typeof data?.total === 'number' ? data.total : null,
-      after,
       afterKey,
     };
   }

@@ -85,6 +85,12 @@ const mutable = {
   offset: 0,
   browseAfter: /** @type {unknown} */ (null), // browse mode: the `next_after` cursor
   browseKey: /** @type {unknown} */ (null), // browse by date: the `next_after_key` cursor
+  /** The timeline's jump: the next run starts at this month's cursor (null: at the start). */
+  jump: /** @type {{ key: string | null, label: string } | null} */ (null),
+  /** Where the run now shown started (a month the scrubber jumped to), for its heading. */
+  jumpedTo: /** @type {string | null} */ (null),
+  /** Selected tiles (ids), for acting on several at once. */
+  selected: /** @type {Set<string>} */ (new Set()),
   cursor: /** @type {string | null} */ (null), // a search: the `next_cursor` of the last page
   done: false,
   loading: false,
@@ -105,9 +111,10 @@ const mutable = {
 
 /**
  * The state as the views see it: nothing in it can be assigned or pushed to from outside.
- * @typedef {Readonly<Omit<State, 'items' | 'seen' | 'query' | 'filters'>> & {
+ * @typedef {Readonly<Omit<State, 'items' | 'seen' | 'query' | 'filters' | 'selected'>> & {
  *   readonly items: readonly Item[],
  *   readonly seen: ReadonlySet<string>,
+ *   readonly selected: ReadonlySet<string>,
  *   readonly query: Readonly<Query>,
  *   readonly filters: Readonly<Filters>,
  * }} ReadState
@@ -227,6 +234,7 @@ export const emptyFilters = () => ({ ...NO_FILTERS, formats: [] });
  */
 export function startRun() {
   mutable.controller.abort();
+  const jump = mutable.jump;
   Object.assign(mutable, {
     controller: new AbortController(),
     gen: mutable.gen + 1,
@@ -234,7 +242,10 @@ export function startRun() {
     seen: new Set(),
     offset: 0,
     browseAfter: null,
-    browseKey: null,
+    browseKey: jump ? jump.key : null,
+    jump: null,
+    jumpedTo: jump ? jump.label : null,
+    selected: new Set(),
     cursor: null,
     hidden: null,
     hiddenMore: false,
@@ -297,7 +308,35 @@ export function addPage(page) {
 export function removeItems(ids) {
   const gone = new Set(Array.from(ids, String));
   mutable.items = mutable.items.filter((x) => !gone.has(String(x.id)));
-  for (const id of gone) mutable.seen.delete(id);
+  for (const id of gone) {
+    mutable.seen.delete(id);
+    mutable.selected.delete(id);
+  }
+  emit('results');
+}
+
+/**
+ * The next run starts at a month of the timeline (`key`: its `after_key`; null: the newest).
+ * @param {string | null} key
+ * @param {string} label the month, as the scrubber names it
+ */
+export function setJump(key, label) {
+  mutable.jump = { key, label };
+}
+
+/**
+ * Select a tile or take it out of the selection.
+ * @param {string | number} id
+ * @param {boolean} on
+ */
+export function setSelected(id, on) {
+  if (on) mutable.selected.add(String(id));
+  else mutable.selected.delete(String(id));
+  emit('results');
+}
+
+export function clearSelection() {
+  mutable.selected.clear();
   emit('results');
 }
 

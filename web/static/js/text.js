@@ -35,6 +35,35 @@ export function matchSummary(item) {
   return reasons.join(' + ') + (words.length ? `: "${words.join('", "')}"` : '');
 }
 
+/** @param {unknown[]} words */
+const quoted = (words) => words.slice(0, 5).map((w) => `“${String(w)}”`).join(', ');
+
+/**
+ * Why a result is here, in words, one phrase per reason: "the words “invoice” read in the
+ * picture", "the file name", "looks like what you described: strong". `band` is the server's
+ * (strong, fair or weak: decided once, from the relevance, in indexer/relevance.py); `like`
+ * names what the picture was compared with.
+ * @param {Item} item
+ * @param {'text' | 'similar' | 'image' | 'browse'} mode
+ * @returns {string[]}
+ */
+export function reasonsInWords(item, mode) {
+  const match = Array.isArray(item.match) ? item.match : ['semantic'];
+  const words = Array.isArray(item.words) ? item.words : [];
+  /** @type {string[]} */
+  const out = [];
+  if (match.includes('text')) out.push(words.length ? `the words ${quoted(words)} read in the picture` : 'words read in the picture');
+  if (match.includes('filename')) out.push(words.length && !match.includes('text') ? `the file name (${quoted(words)})` : 'the file name');
+  if (match.includes('caption')) out.push('its caption');
+  if (match.includes('folder')) out.push('the name of its folder');
+  if (match.includes('semantic')) {
+    const band = typeof item.band === 'string' ? item.band : null;
+    const what = mode === 'similar' ? 'looks like the picture you chose' : mode === 'image' ? 'looks like your picture' : 'looks like what you described';
+    out.push(band ? `${what}: ${band}` : what);
+  }
+  return out;
+}
+
 /**
  * The badge a tile carries when a keyword matched (null otherwise).
  * @param {Item} item
@@ -72,6 +101,20 @@ const STATE_NOTES = {
 };
 
 /**
+ * Why a picture has no text, said once: the server's reason when it gives one (it already says
+ * what happened: "too small to hold readable text (96x96)"), else the state's own note.
+ * @param {string} ocrState
+ * @param {string | undefined} reason
+ */
+export function stateNote(ocrState, reason) {
+  const note = STATE_NOTES[ocrState];
+  const why = (reason || '').trim();
+  if (!why) return note;
+  if (why.toLowerCase().startsWith(note.toLowerCase())) return why.charAt(0).toUpperCase() + why.slice(1);
+  return `${note}: ${why}`;
+}
+
+/**
  * Fill `box` with what was read in and beside a picture: the recognised text (with the query's
  * matched words marked), the caption, and why there is none. `current()` says whether the
  * detail view still shows this item (answers arriving late are dropped).
@@ -92,8 +135,6 @@ export async function showDetailText(api, item, box, current) {
   }
   if (!current()) return;
   const parts = [];
-  const reasons = matchSummary(item);
-  if (reasons) parts.push(el('p', 'detail-text-why', `Found by its words: ${reasons}`));
   if (info.text) {
     parts.push(el('h3', 'detail-text-title', 'Text in the picture'));
     const pre = el('p', 'detail-text-body');
@@ -105,8 +146,7 @@ export async function showDetailText(api, item, box, current) {
     }
     parts.push(pre);
   } else if (info.ocr_state && STATE_NOTES[info.ocr_state]) {
-    const note = STATE_NOTES[info.ocr_state] + (info.ocr_error ? ` (${info.ocr_error})` : '');
-    parts.push(el('p', 'detail-text-note', note));
+    parts.push(el('p', 'detail-text-note', stateNote(info.ocr_state, info.ocr_error)));
   } else if (info.ocr_state === null || info.ocr_state === undefined) {
     parts.push(el('p', 'detail-text-note', 'Text not read yet (run clipsearch ocr)'));
   }

@@ -22,6 +22,7 @@
  * @property {string} [preview_url]
  * @property {string[]} [match] why a hit matched: "semantic", "text", "filename", ...
  * @property {string[]} [words] the query's words found in its text
+ * @property {string | null} [band] how well its picture matches: strong, fair or weak
  */
 
 // The detail view shows a preview (GET /api/images/{id}/preview, a JPEG of at most 2048 px) for
