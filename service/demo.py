@@ -156,6 +156,40 @@ def _default_demo_dir() -> Path:
     return Path(default_data_dir()) / "demo"
 
 
+def offline_hint(images: list[Path] | None = None) -> str:
+    """What to do when a model cannot be downloaded: the demo's model (trained here, offline)
+    searches a folder of one's own right now; said with the exact ``--model`` to pass."""
+    model_dir = _default_demo_dir() / "model"
+    folders = " ".join(shlex.quote(str(f)) for f in images or []) or "DIR"
+    ready = (model_dir / "model.safetensors").is_file()
+    return (
+        "To search your own folder now without a download, use the demo's model (it knows "
+        "shapes and colours, not the world: rough results): "
+        + ("" if ready else "run `clipsearch demo --no-serve` once, then ")
+        + f"`clipsearch serve --images {folders} --model {shlex.quote(str(model_dir))}`; "
+        "switch later with `clipsearch reindex --model ViT-B-32`."
+    )
+
+
+def _wait_plainly(lib: Any, job_id: int, timeout: float | None) -> Any:
+    """Wait for the demo's ingest, saying how far it got in plain lines (one per tenth): what a
+    log file or a pipe can show, where a progress bar shows nothing."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    shown = -1
+    while True:
+        job = lib.get_job(job_id)
+        total = job.total or 0
+        tenth = (job.done + job.failed) * 10 // total if total else -1
+        if tenth > shown:
+            shown = tenth
+            print(f"clipsearch demo: ingesting, {job.done} of {total} pictures", flush=True)
+        if job.state in ("done", "failed", "cancelled"):
+            return job
+        if deadline is not None and time.monotonic() > deadline:
+            return job
+        time.sleep(0.5)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .cli_common import (
         CLIError,
@@ -174,6 +208,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     args.data_dir = str(data_dir)
     tic = time.perf_counter()
+    plain = not args.quiet and not sys.stdout.isatty()
+    if plain:  # a log file or a pipe: say what is happening, in lines
+        print(
+            f"clipsearch demo: making {args.demo_images} pictures and training a small CLIP on "
+            f"them in {data_dir} (a few minutes the first time, cached after)",
+            flush=True,
+        )
     try:
         assets = prepare_demo(
             data_dir,
@@ -208,7 +249,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         job = lib.submit_ingest(str(assets.images.resolve()), recursive=True)
         worker = maybe_worker(settings, not settings.catalog.broker_url)
         try:
-            job = wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
+            if plain:
+                job = _wait_plainly(lib, job.id, args.timeout)
+            else:
+                job = wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
         finally:
             if worker is not None:
                 worker.stop()

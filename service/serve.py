@@ -64,7 +64,14 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
     lib = library if library is not None else build_library(settings)
     handle = ServeHandle(library=lib)
     if settings.serve.preload_model:
-        lib.model  # noqa: B018 - raises ModelError with the "how to get the weights" message
+        from clipsearch.model.errors import DownloadError
+
+        from .demo import offline_hint
+
+        try:
+            lib.model  # noqa: B018 - raises ModelError with the "how to get the weights" message
+        except DownloadError as exc:  # offline: the demo's model works now (service.demo)
+            raise ServeError(f"{exc}\n\n{offline_hint(list(settings.folders.images))}") from exc
     if settings.serve.embedded_worker:
         handle.worker = start_embedded_worker(settings)
     try:

@@ -362,9 +362,18 @@ class Trainer:
 
 
 class _ProgressBar:
-    """A rich progress bar on stderr: step, loss, lr."""
+    """A rich progress bar on stderr: step, loss, lr. When stderr is not a terminal (a log file,
+    a pipe) a bar would print nothing until the end: plain lines instead, one per tenth."""
 
     def __init__(self, total: int, done: int) -> None:
+        import sys
+
+        self._plain = not sys.stderr.isatty()
+        self._total = max(1, total)
+        self._next = done + max(1, self._total // 10)
+        if self._plain:
+            print(f"fine-tuning: step {done} of {total}", file=sys.stderr, flush=True)
+            return
         self._progress = Progress(
             TextColumn("[bold]fine-tuning"),
             BarColumn(),
@@ -377,10 +386,19 @@ class _ProgressBar:
         self._task = self._progress.add_task("train", total=total, completed=done, info="")
 
     def update(self, step: int, loss: float, lr: float) -> None:
+        if self._plain:
+            if step >= self._next or step == self._total:
+                import sys
+
+                self._next = step + max(1, self._total // 10)
+                line = f"fine-tuning: step {step} of {self._total}, loss {loss:.4f}"
+                print(line, file=sys.stderr, flush=True)
+            return
         self._progress.update(self._task, completed=step, info=f"loss {loss:.4f} lr {lr:.2e}")
 
     def close(self) -> None:
-        self._progress.stop()
+        if not self._plain:
+            self._progress.stop()
 
 
 def train(
