@@ -1,11 +1,21 @@
 // @ts-check
-// The sign-in page: exchanges the API token for the server's session cookie (HttpOnly,
-// SameSite=Strict), then opens the gallery. No inline script: the pages' CSP forbids it. It
-// stands alone: the gallery's modules are served only after signing in.
+// The sign-in page: an account's name and password (or the server's API token) for the server's
+// session cookie (HttpOnly, SameSite=Strict), then the gallery. The server says whether it keeps
+// accounts (GET api/session); the token form stays one click away. No inline script: the pages'
+// CSP forbids it. It stands alone: the gallery's modules are served only after signing in.
 
-const form = /** @type {HTMLFormElement} */ (document.getElementById('signin-form'));
-const input = /** @type {HTMLInputElement} */ (document.getElementById('signin-token'));
-const error = /** @type {HTMLElement} */ (document.getElementById('signin-error'));
+/** @param {string} id */
+const byId = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const form = /** @type {HTMLFormElement} */ (byId('signin-form'));
+const account = byId('signin-account');
+const withToken = byId('signin-with-token');
+const nameInput = /** @type {HTMLInputElement} */ (byId('signin-name'));
+const passwordInput = /** @type {HTMLInputElement} */ (byId('signin-password'));
+const tokenInput = /** @type {HTMLInputElement} */ (byId('signin-token'));
+const switcher = /** @type {HTMLButtonElement} */ (byId('signin-switch'));
+const error = byId('signin-error');
+
+let useAccount = false;
 
 /** @param {string} message */
 function showError(message) {
@@ -13,17 +23,51 @@ function showError(message) {
   error.hidden = false;
 }
 
+/** @param {boolean} accounts */
+function showForm(accounts) {
+  useAccount = accounts;
+  account.hidden = !accounts;
+  withToken.hidden = accounts;
+  switcher.textContent = accounts ? 'Use the API token' : 'Use an account';
+  (accounts ? nameInput : tokenInput).focus();
+}
+
+async function start() {
+  let accounts = false;
+  try {
+    const res = await fetch('api/session', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    if (res.ok) accounts = Boolean((await res.json()).accounts);
+  } catch {
+    /* the server is unreachable: the submit says so */
+  }
+  switcher.hidden = !accounts;
+  showForm(accounts);
+}
+
+switcher.addEventListener('click', () => {
+  error.hidden = true;
+  showForm(!useAccount);
+});
+
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
   error.hidden = true;
-  const token = input.value.trim();
-  if (!token) return;
+  /** @type {Record<string, string>} */
+  let body;
+  if (useAccount) {
+    if (!nameInput.value.trim() || !passwordInput.value) return;
+    body = { name: nameInput.value.trim(), password: passwordInput.value };
+  } else {
+    const token = tokenInput.value.trim();
+    if (!token) return;
+    body = { token };
+  }
   let res;
   try {
     res = await fetch('api/session', {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-      body: JSON.stringify({ token }),
+      body: JSON.stringify(body),
       credentials: 'same-origin',
     });
   } catch {
@@ -36,15 +80,16 @@ form.addEventListener('submit', async (event) => {
   }
   let detail = `The server answered ${res.status}.`;
   try {
-    const body = await res.json();
-    if (body && typeof body.detail === 'string') detail = body.detail;
+    const answer = await res.json();
+    if (answer && typeof answer.detail === 'string') detail = answer.detail;
   } catch {
     /* not JSON: keep the status line */
   }
   showError(detail);
-  input.select();
+  passwordInput.value = '';
+  (useAccount ? passwordInput : tokenInput).select();
 });
 
-input.focus();
+start();
 
 export {}; // a module (the page loads it with type="module")
