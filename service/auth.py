@@ -38,6 +38,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Annotated, Any
@@ -482,3 +483,43 @@ async def require_whole_library(request: Request, who: ViewerDep) -> None:
 
 VisibleImage = Depends(require_visible_image)
 WholeLibrary = Depends(require_whole_library)
+
+
+def audited(action: str) -> Any:
+    """A route dependency that writes ``action`` to the audit trail (indexer.audit) once the
+    route has answered: who (the caller), on what (the path's id, the body's ``path`` or
+    ``model``), from where, and whether it worked. Declared beside the route's role."""
+
+    async def record_it(request: Request) -> AsyncIterator[None]:
+        body: Any = None
+        if request.headers.get("content-type", "").startswith("application/json"):
+            try:
+                body = await request.json()  # read once: the route reads the same copy
+            except ValueError:
+                body = None  # the route answers the malformed body
+        outcome = "ok"
+        try:
+            yield
+        except Exception:
+            outcome = "failed"
+            raise
+        finally:
+            await run_in_threadpool(_record, request, action, outcome, body)
+
+    record_it.__name__ = f"audit_{action.replace('-', '_')}"
+    return Depends(record_it)
+
+
+def _record(request: Request, action: str, outcome: str, body: Any) -> None:
+    accounts = accounts_of(request)
+    who = principal(request)
+    if accounts is None or who is None:
+        return
+    parts = [f"{k} {v}" for k, v in request.path_params.items()]
+    if isinstance(body, dict):
+        parts += [str(body[k])[:500] for k in ("path", "model") if body.get(k)]
+    from clipsearch.indexer import audit
+
+    audit.record(
+        accounts.engine, who.name, action, " ".join(parts) or None, client_address(request), outcome
+    )

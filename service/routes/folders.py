@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 
 from clipsearch.indexer.folders import browse_folders
 
-from ..auth import PrivateReadAccess, require_token
+from ..auth import PrivateReadAccess, audited, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..schemas import (
     AllowedFoldersOut,
@@ -108,7 +108,7 @@ def browse(
     operation_id="add_folder",
     status_code=202,
     response_model=FolderOut,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token), audited("folder-added")],
 )
 def add_folder(body: FolderIn, library: LibraryDep, settings: SettingsDep) -> FolderOut:
     """Watch a folder under an allowed root: it is ingested now, and new, changed, moved or
@@ -122,7 +122,7 @@ def add_folder(body: FolderIn, library: LibraryDep, settings: SettingsDep) -> Fo
     operation_id="remove_folder",
     status_code=204,
     response_class=Response,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token), audited("folder-removed")],
 )
 def remove_folder(library: LibraryDep, id: IdPath) -> Response:
     """Stop watching a folder. Its images stay in the library."""
@@ -135,7 +135,7 @@ def remove_folder(library: LibraryDep, id: IdPath) -> Response:
     operation_id="scan_folder",
     status_code=202,
     response_model=JobOut | None,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token), audited("ingest")],
 )
 def scan_folder(library: LibraryDep, id: IdPath) -> JobOut | None:
     """Re-scan a watched folder now; null when an ingest of it is already waiting in the queue."""

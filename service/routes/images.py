@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 
 from clipsearch.indexer import safe_files
 
-from ..auth import ReadAccess, VisibleImage, require_token
+from ..auth import ReadAccess, VisibleImage, audited, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..files import CACHE_FILE, CACHE_THUMB, FILE_HEADERS, serve_file
 from ..schemas import ImageOut, ImagePage, MonthOut, RestoreOut, TimelineOut
@@ -269,7 +269,7 @@ def image_preview(
     operation_id="delete_image",
     status_code=204,
     response_class=Response,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token), audited("image-removed")],
 )
 def delete_image(
     library: LibraryDep,
@@ -296,7 +296,7 @@ def delete_image(
     operation_id="restore_image",
     status_code=202,
     response_model=RestoreOut,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token), audited("image-restored")],
 )
 def restore_image(request: Request, library: LibraryDep, id: IdPath) -> RestoreOut:
     """Restore a removed image by the id it had: see POST /api/removed/{id}/restore."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 
-from ..auth import AdminAccess, PrivateReadAccess, require_token
+from ..auth import AdminAccess, PrivateReadAccess, audited, require_token
 from ..deps import LibraryDep, SettingsDep
 from ..schemas import IngestIn, JobOut, ReindexIn
 from .common import ERRORS, MAX_ID, job_out
@@ -66,7 +66,7 @@ def check_ingest_path(raw: str, roots: list[FsPath]) -> FsPath:
     operation_id="ingest",
     status_code=202,
     response_model=JobOut,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token), audited("ingest")],
 )
 def ingest(body: IngestIn, library: LibraryDep, settings: SettingsDep) -> JobOut:
     """Queue ingestion of a folder under an allowed root; returns the job to watch. A job that
@@ -87,7 +87,7 @@ def ingest(body: IngestIn, library: LibraryDep, settings: SettingsDep) -> JobOut
     operation_id="reindex",
     status_code=202,
     response_model=JobOut,
-    dependencies=[AdminAccess],
+    dependencies=[AdminAccess, audited("reindex")],
 )
 def reindex(library: LibraryDep, settings: SettingsDep, body: ReindexIn | None = None) -> JobOut:
     """Re-embed what the model has not embedded and rebuild the index (optionally a new model).

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from ..auth import ReadAccess, WholeLibrary, require_token
+from ..auth import ReadAccess, WholeLibrary, audited, require_token
 from ..deps import LibraryDep
 from ..files import CACHE_THUMB, serve_file
 from ..schemas import RemovedOut, RemovedPage, RestoreOut
@@ -73,7 +73,7 @@ def removed_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Resp
     operation_id="restore_removed",
     status_code=202,
     response_model=RestoreOut,
-    dependencies=[Depends(require_token)],
+    dependencies=[Depends(require_token), audited("image-restored")],
 )
 def restore_removed(request: Request, library: LibraryDep, id: IdPath) -> RestoreOut:
     """Bring the image back (and any other removed copy of the same content): files moved to

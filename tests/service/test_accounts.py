@@ -220,3 +220,19 @@ def test_a_single_token_library_opens_with_the_same_token_after_the_upgrade(
                 assert browser.get("/api/images").status_code == 200
     finally:
         lib.close()
+
+
+def test_changes_to_the_library_are_audited_with_who_and_what(served: Served) -> None:
+    add_user(served, "edna", "editor")
+    edna = sign_in(served, "edna")
+    with served.admin() as admin:
+        victim = admin.get("/api/images", params={"limit": 1}).json()["items"][0]["id"]
+        assert edna.delete(f"/api/images/{victim}").status_code == 204
+        assert edna.delete("/api/images/987654321").status_code == 404
+        assert edna.post("/api/reindex", json={}).status_code == 403  # not hers to do
+        trail = admin.get("/api/audit", params={"actor": "edna"}).json()
+    done = [(e["action"], e["target"], e["outcome"]) for e in trail]
+    assert ("image-removed", f"id {victim}", "ok") in done
+    assert ("image-removed", "id 987654321", "failed") in done
+    assert not any(a == "reindex" for a, _, _ in done)
+    assert all(e["address"] == "127.0.0.1" for e in trail)
