@@ -50,10 +50,12 @@ from .routes import (
     session_router,
 )
 from .routes.accounts import router as accounts_router
+from .routes.oidc import router as oidc_router
 from .routes.albums import router as albums_router
 from .routes.probes import router as probes_router
 from .routes.tags import router as tags_router
 from .settings import Settings, load_settings
+from .versioning import include_versioned
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +206,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return json_error(422, _validation_message(exc))
+        # each field with its location (query, path, body...), never the value sent
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()[:20]
+        ]
+        return JSONResponse({"detail": _validation_message(exc), "errors": errors}, 422)
 
     async def _mapped(request: Request, exc: Exception) -> JSONResponse:
         mapped = _error_status(exc)
@@ -432,8 +439,9 @@ def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI
         probes_router,
         session_router,
         accounts_router,
+        oidc_router,
     ):
-        app.include_router(router)
+        include_versioned(app, router)  # /api/v1/..., and /api/... deprecated (service.versioning)
 
     from .docs import install_offline_docs
 

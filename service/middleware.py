@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger(__name__)
 
 
-UPLOAD_PATHS = ("/api/search/image",)
+UPLOAD_PATHS = ("/api/v1/search/image", "/api/search/image")
 MULTIPART_OVERHEAD = 64 * 1024
 
 

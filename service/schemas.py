@@ -12,6 +12,23 @@ class ErrorOut(BaseModel):
     detail: str = Field(description="What went wrong and what to do about it.")
 
 
+class FieldErrorOut(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where the value is: its part of the request (query, path, body, header) "
+        'then the field, e.g. ["query", "k"] or ["body", "filters", "folder"].'
+    )
+    msg: str = Field(description="What is wrong with it.")
+    type: str = Field(description="Pydantic's error type, e.g. int_parsing, less_than_equal.")
+
+
+class ValidationErrorOut(ErrorOut):
+    """A 422: ``detail`` as one line, and each field's error with its location."""
+
+    errors: list[FieldErrorOut] = Field(
+        default_factory=list, description="Each invalid field (at most 20), where it is and why."
+    )
+
+
 # --- search -----------------------------------------------------------------------------------
 
 LANG_HELP = (

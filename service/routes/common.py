@@ -7,12 +7,21 @@ from typing import Any
 
 from fastapi import Request
 
-from ..schemas import ErrorOut, ImageOut, JobError, JobOut, RemovedOut, RestoreOut, SearchHit
+from ..schemas import (
+    ErrorOut,
+    ImageOut,
+    JobError,
+    JobOut,
+    RemovedOut,
+    RestoreOut,
+    SearchHit,
+    ValidationErrorOut,
+)
 
 MAX_ID = 2**63 - 1
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut, "description": desc}
+    code: {"model": ValidationErrorOut if code == 422 else ErrorOut, "description": desc}
     for code, desc in {
         400: "Bad request (the message says what to change)",
         401: "Missing or wrong API token",
