@@ -466,8 +466,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     level = (args.loglevel or config.log_level or "INFO").upper()
-    fmt = "json" if config.log_format == "json" else "text"
-    configure_logging(level, fmt, stream=sys.stdout, file=args.log_file)
+    json_lines = config.log_format == "json"
+    configure_logging(
+        level, "json" if json_lines else "text", stream=sys.stdout, file=args.log_file
+    )
     try:
         run_worker(config, loglevel=level)
     except IndexerError as exc:  # a schema this release cannot run on, said once
