@@ -39,6 +39,7 @@ import numpy as np
 from . import catalog
 from .errors import IndexerError
 from .keywords import KeywordHit, keyword_search, query_words, score_ids
+from .timing import timed
 from .types import Hit, SearchFilters, check_page
 
 if TYPE_CHECKING:
@@ -102,7 +103,7 @@ def keyword_hits(
     """The keyword side of a query on its own (it needs no vector: the API reads it while the
     query's text is encoded, and hands it to :func:`search_text` as ``keywords``)."""
     where = src.conditions(filters) if filters is not None else []
-    with src.session() as session:
+    with timed("keyword_search"), src.session() as session:
         return keyword_search(session, query, limit=limit, where=where)
 
 
