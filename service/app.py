@@ -50,8 +50,8 @@ from .routes import (
     session_router,
 )
 from .routes.accounts import router as accounts_router
-from .routes.oidc import router as oidc_router
 from .routes.albums import router as albums_router
+from .routes.oidc import router as oidc_router
 from .routes.probes import router as probes_router
 from .routes.tags import router as tags_router
 from .settings import Settings, load_settings

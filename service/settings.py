@@ -116,6 +116,31 @@ class ServerSettings(SettingsGroup):
         default="20/minute",
         description="Failed sign-ins allowed per client address (a `limits` rate); beyond it 429.",
     )
+    # single sign-on (service.routes.oidc): OpenID Connect, on when an issuer is set
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (its /.well-known/openid-configuration is read); "
+        "set it to offer single sign-on.",
+    )
+    oidc_client_id: str | None = Field(
+        default=None, description="This server's client id at the OpenID Connect provider."
+    )
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="This server's client secret at the OpenID Connect provider."
+    )
+    oidc_role_claim: str = Field(
+        default="clipsearch_role",
+        description="The ID token claim holding the role (viewer, editor or admin).",
+    )
+    oidc_default_role: Literal["viewer", "editor", "admin", "none"] = Field(
+        default="viewer",
+        description="The role of a single sign-on without the role claim; none: refuse it.",
+    )
+    oidc_create_accounts: bool = Field(
+        default=True,
+        description="Make an account on a person's first single sign-on (else only accounts "
+        "already linked may sign in).",
+    )
     insecure: bool = Field(
         default=False, description="Allow a non-loopback host without an API token."
     )
@@ -415,6 +440,20 @@ class SearchSettings(SettingsGroup):
     )
     inference_threads: int = Field(
         default=2, gt=0, le=64, description="Threads for image decoding/encoding of queries."
+    )
+    search_slots: int = Field(
+        default=8,
+        gt=0,
+        le=1024,
+        description="Searches in progress at once in an API process (their texts are encoded "
+        "together, their searches take the search threads in turn); more wait in the queue.",
+    )
+    search_queue: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="Searches that may wait for a slot; beyond, or after 10 s of waiting, a "
+        "fast 503 with Retry-After instead of a growing wait.",
     )
 
 

@@ -53,6 +53,9 @@ class SessionOut(BaseModel):
         default=False, description="The server has accounts: sign in with a name and password."
     )
     public_read: bool = Field(description="Reads are open without signing in.")
+    sso: bool = Field(
+        default=False, description="Single sign-on is offered (GET /api/session/oidc)."
+    )
     signed_in: bool = Field(description="This request carries valid credentials.")
     user: str | None = Field(default=None, description="Who is signed in (`token`: the token).")
     role: str | None = Field(default=None, description="viewer, editor or admin.")
@@ -85,6 +88,7 @@ def _state(request: Request, settings: Any) -> SessionOut:
         token_required=settings.token is not None or has_accounts,
         accounts=has_accounts,
         public_read=settings.server.public_read,
+        sso=bool(settings.server.oidc_issuer),
         signed_in=signed_in,
         user=who.name if who is not None else None,
         role=who.role if who is not None else None,

@@ -36,7 +36,11 @@ async function start() {
   let accounts = false;
   try {
     const res = await fetch('api/session', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
-    if (res.ok) accounts = Boolean((await res.json()).accounts);
+    if (res.ok) {
+      const info = await res.json();
+      accounts = Boolean(info.accounts || info.sso);
+      byId('signin-sso').hidden = !info.sso;
+    }
   } catch {
     /* the server is unreachable: the submit says so */
   }
