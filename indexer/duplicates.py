@@ -23,7 +23,6 @@ A finished ingest queues the job (:func:`maybe_queue`); the API, CLI and gallery
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable
@@ -37,8 +36,9 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from . import catalog
 from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
-from .celery_app import TASK_DUPLICATES, TASK_OPTIONS
+from .duplicate_thresholds import DuplicateThresholds, default_thresholds
 from .errors import IndexerError
+from .picture_hash import dhash, hash_distance
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ KINDS = ("exact", "near", "similar")
 _MARK_SEQ = "dups_seq"
 _MARK_MODEL = "dups_model"
 _MARK_JOB = "dups_job"
+_MARK_LIMITS = "dups_limits_job"  # the job whose params hold the thresholds the groups use
 _CHUNK = 500
 
 
@@ -136,7 +137,7 @@ class DuplicatesPage:
     next_after: int | None
     stale: bool  # the library changed since the groups were computed
     job: Any  # the newest duplicates job (JobInfo) or None
-    thresholds: dict[str, float]
+    thresholds: dict[str, Any]  # thresholds(): what made "the same picture", and how measured
 
 
 @dataclass
@@ -147,33 +148,25 @@ class FindResult:
     groups: dict[str, int]
 
 
-def thresholds() -> dict[str, float]:
+def thresholds(limits: DuplicateThresholds | None = None) -> dict[str, Any]:
+    """The thresholds the groups were made with, and how they were chosen (for every door)."""
+    limits = limits or default_thresholds(NEAR_SIMILARITY, NEAR_HASH_BITS)
     return {
-        "near_similarity": NEAR_SIMILARITY,
-        "near_hash_bits": float(NEAR_HASH_BITS),
+        **limits.to_dict(),
+        "near_hash_bits": float(limits.near_hash_bits),
         "similar_similarity": SIMILAR_SIMILARITY,
     }
 
 
+def applied_thresholds(session: Session) -> DuplicateThresholds | None:
+    """The measured thresholds the stored groups were made with (None: the fixed defaults)."""
+    job_id = catalog.get_mark(session, _MARK_LIMITS)
+    job = None if job_id is None else session.get(Job, job_id)
+    return None if job is None else DuplicateThresholds.from_dict((job.params or {}).get("limits"))
+
+
 # --------------------------------------------------------------------------------------------
 # Perceptual hash
-
-
-def dhash(image: Any) -> int:
-    """64-bit difference hash of a PIL image: 9x8 grey, one bit per horizontal gradient sign."""
-    from PIL import Image as PILImage
-
-    grey = image.convert("L").resize((9, 8), PILImage.Resampling.BILINEAR)
-    px = np.asarray(grey, dtype=np.int16)
-    bits = (px[:, 1:] > px[:, :-1]).flatten()
-    value = 0
-    for b in bits:
-        value = (value << 1) | int(b)
-    return value
-
-
-def hash_distance(a: int, b: int) -> int:
-    return bin((a ^ b) & 0xFFFFFFFFFFFFFFFF).count("1")
 
 
 def _signed(v: int) -> int:
@@ -276,9 +269,13 @@ def find_duplicates(
     thumb_dir: Path,
     full: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    limits: DuplicateThresholds | None = None,
 ) -> FindResult:
     """Bring the stored pairs and groups up to date with the catalog (see the module doc).
-    Safe to run twice; reads what changed since the last run unless ``full``."""
+    Safe to run twice; reads what changed since the last run unless ``full``. ``limits``: the
+    library's measured near-duplicate thresholds (indexer.duplicate_thresholds; default: the
+    fixed ones)."""
+    limits = limits or default_thresholds(NEAR_SIMILARITY, NEAR_HASH_BITS)
     with Session_() as session:
         model_id = library_model_id(session)
         if model_id is None:  # nothing embedded yet
@@ -317,7 +314,7 @@ def find_duplicates(
         found = _neighbours(base_ids, base, base_ids[query_rows], base[query_rows])
         if on_progress:
             on_progress(len(query_rows), len(query_rows))
-        kinds = _classify(session, thumb_dir, found)
+        kinds = _classify(session, thumb_dir, found, limits)
 
         _lock(session)
         touched = sorted(changed | gone)
@@ -347,7 +344,10 @@ def find_duplicates(
 
 
 def _classify(
-    session: Session, thumb_dir: Path, found: dict[tuple[int, int], float]
+    session: Session,
+    thumb_dir: Path,
+    found: dict[tuple[int, int], float],
+    limits: DuplicateThresholds,
 ) -> dict[tuple[int, int], tuple[str, float, int | None]]:
     """(a, b) -> (kind, similarity, hash distance or None)."""
     ids = sorted({i for pair in found for i in pair})
@@ -362,7 +362,7 @@ def _classify(
     need: dict[str, str | None] = {}
     for (a, b), sim in found.items():
         sa_, sb = meta.get(a, (None, None)), meta.get(b, (None, None))
-        if sim >= NEAR_SIMILARITY and sa_[0] != sb[0]:
+        if limits.near_allowed and sim >= limits.near_similarity and sa_[0] != sb[0]:
             for sha, thumb in (sa_, sb):
                 if sha:
                     need[sha] = thumb
@@ -378,7 +378,11 @@ def _classify(
         bits = None
         if sha_a in hashes and sha_b in hashes:
             bits = hash_distance(hashes[sha_a], hashes[sha_b])
-        near = sim >= NEAR_SIMILARITY and (bits is None or bits <= NEAR_HASH_BITS)
+        near = (
+            limits.near_allowed
+            and sim >= limits.near_similarity
+            and (bits is None or bits <= limits.near_hash_bits)
+        )
         out[(a, b)] = ("near" if near else "similar", sim, bits)
     return out
 
@@ -602,75 +606,8 @@ def page(
             next_after=next_after,
             stale=is_stale(session),
             job=None if job is None else catalog.job_info(job),
-            thresholds=thresholds(),
+            thresholds=thresholds(applied_thresholds(session)),
         )
-
-
-def submit(lib: Any, full: bool = False) -> Any:
-    """Queue a duplicates job (or return the one queued or running). Returns its JobInfo."""
-    with lib.Session() as session:
-        job, created = record_job(session, full=full)
-        info = catalog.job_info(job)
-    if created:
-        lib._send(TASK_DUPLICATES, info.id)
-    return info
-
-
-# --------------------------------------------------------------------------------------------
-# The job and its task
-
-
-def run_duplicates(ctx: Any, job_id: int) -> FindResult | None:
-    """The ``duplicates`` job: :func:`find_duplicates` with the job's progress recorded."""
-    from .jobs import FINAL_STATES, thumb_dir
-    from .jobs import finish as _finish
-    from .jobs import load_job as _load_job
-    from .jobs import mark_running as _mark_running
-
-    with ctx.session() as session:
-        job = _load_job(session, job_id)
-        if job is None:
-            return None
-        _mark_running(session, job)
-        full = bool((job.params or {}).get("full"))
-
-    def progress(done: int, total: int) -> None:
-        with ctx.session() as session:
-            row = session.get(Job, job_id)
-            if row is not None and row.state not in FINAL_STATES:
-                row.total, row.done = total, done
-                row.heartbeat_at = catalog.utcnow()
-                session.commit()
-
-    result = find_duplicates(ctx.Session, thumb_dir(ctx), full=full, on_progress=progress)
-    with ctx.session() as session:
-        row = session.get(Job, job_id)
-        if row is not None and row.state not in FINAL_STATES:
-            row.params = {**(row.params or {}), "result": dataclasses.asdict(result)}
-            _finish(session, row, "done")
-    return result
-
-
-def maybe_queue(ctx: Any, app: Any) -> int | None:
-    """After an ingest finished: queue a duplicates job unless one is queued or running."""
-    with ctx.session() as session:
-        job, created = record_job(session)
-        job_id = int(job.id)
-    if created:
-        app.send_task(TASK_DUPLICATES, args=[job_id])
-        return job_id
-    return None
-
-
-def register_tasks(app: Any) -> dict[str, Any]:
-    """Register the duplicates task on a worker app (see indexer.worker.create_worker_app)."""
-    from .jobs import context_of, run_guarded
-
-    @app.task(name=TASK_DUPLICATES, **TASK_OPTIONS)
-    def find_duplicates_task(self: Any, job_id: int) -> None:
-        run_guarded(app, self, job_id, lambda: run_duplicates(context_of(app), job_id))
-
-    return {"find_duplicates": find_duplicates_task}
 
 
 __all__ = [
@@ -678,14 +615,10 @@ __all__ = [
     "NEAR_HASH_BITS",
     "NEAR_SIMILARITY",
     "SIMILAR_SIMILARITY",
-    "TASK_DUPLICATES",
     "DuplicateGroupInfo",
     "DuplicateMemberInfo",
     "DuplicatesPage",
     "dhash",
     "find_duplicates",
     "list_groups",
-    "maybe_queue",
-    "register_tasks",
-    "run_duplicates",
 ]

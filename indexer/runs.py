@@ -117,9 +117,9 @@ def run_embed_batch(
     after_batch(ctx, app, model_id, result.ready_ids, result.job_finished)
     if result.job_finished and app is not None:
         maybe_auto_reindex(ctx, app)
-        from . import duplicates
+        from . import duplicate_jobs
 
-        duplicates.maybe_queue(ctx, app)  # new images: update the duplicate groups
+        duplicate_jobs.maybe_queue(ctx, app)  # new images: update the duplicate groups
     return result
 
 
@@ -184,7 +184,7 @@ def run_resume(ctx: WorkerContext, app: Celery | None, job_id: int) -> None:
 
         run_ocr(ctx, job_id)
     elif kind == "duplicates":
-        from .duplicates import run_duplicates
+        from .duplicate_jobs import run_duplicates
 
         run_duplicates(ctx, job_id)
     elif kind == "tags":

@@ -19,7 +19,6 @@ from clipsearch.indexer.logs import configure_from_env
 from .cli_common import (
     EXIT_USAGE,
     CLIError,
-    catalog_path,
     folder_line,
 )
 from .cli_common import (
@@ -180,50 +179,6 @@ def cmd_restore(args: argparse.Namespace) -> int:
     for job in result.jobs:
         rc = max(rc, _follow_job(args, settings, lib, job))
     return rc
-
-
-def cmd_duplicates(args: argparse.Namespace) -> int:
-    """List duplicate groups; --scan brings them up to date first (a duplicates job)."""
-    from dataclasses import asdict
-
-    from clipsearch.indexer import duplicate_jobs, duplicates
-
-    settings = _settings(args)
-    lib = _library(settings)
-    if args.scan or args.full:
-        job = duplicate_jobs.submit(lib, full=args.full)
-        if not args.wait:
-            print(f"{_job_line(job)}; list the groups when it is done")
-            return 0
-        rc = _follow_job(args, settings, lib, job)
-        if rc:
-            return rc
-    page = duplicates.page(lib, args.kind, args.after, args.limit)
-    if args.json:
-        _print_json(
-            {
-                "items": [asdict(g) for g in page.items],
-                "next_after": page.next_after,
-                "stale": page.stale,
-                "thresholds": page.thresholds,
-            }
-        )
-        return 0
-    if page.job is None:
-        print("duplicates were never looked for: run `clipsearch duplicates --scan --wait`")
-        return 0
-    if not page.items:
-        print(f"no {args.kind} groups" + (" after that group" if args.after else ""))
-    for g in page.items:
-        print(f"group {g.id} ({g.kind}, {g.size} images):")
-        for m in g.members:
-            print(f"  {m.image.id:7d}  {catalog_path(m.image.path)}  ({m.reason})")
-    if page.next_after is not None:
-        print(f"more: clipsearch duplicates --kind {args.kind} --after {page.next_after}")
-    if page.stale:
-        print("images changed since these groups were computed: `clipsearch duplicates --scan`")
-    print("keep one: remove the others with `clipsearch remove ID` (undo: `clipsearch restore`)")
-    return 0
 
 
 def cmd_folders(args: argparse.Namespace) -> int:
@@ -584,29 +539,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(func=cmd_restore)
 
-    p = sub.add_parser(
-        "duplicates",
-        help="list groups of duplicate images (exact copies, near duplicates, similar shots)",
-        description="Groups of the same picture in several places: exact copies (same bytes) "
-        "and near duplicates (re-encoded, resized, lightly cropped or re-coloured: vectors at "
-        "least 0.95 alike and picture hashes at most 8 of 64 bits apart); --kind similar "
-        "lists similar shots (bursts) apart. Groups are computed by a job after each ingest; "
-        "--scan runs it now. Keep one and remove the others with `clipsearch remove`.",
-    )
-    p.add_argument(
-        "--kind",
-        choices=("duplicates", "exact", "near", "similar"),
-        default="duplicates",
-        help="which groups (default: exact and near duplicates)",
-    )
-    p.add_argument("--limit", type=int, default=20, help="groups per page (default 20)")
-    p.add_argument("--after", type=int, help="the group id printed after 'more:'")
-    p.add_argument("--scan", action="store_true", help="look for duplicates first (a job)")
-    p.add_argument("--full", action="store_true", help="with --scan: compare every image again")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    _wait_flags(p)
-    _common(p)
-    p.set_defaults(func=cmd_duplicates)
+    from .cli_duplicates import register as _duplicates_command
+
+    _duplicates_command(sub)
 
     p = sub.add_parser("folders", help="list the watched folders and their state")
     p.add_argument("--json", action="store_true", help="machine-readable output")

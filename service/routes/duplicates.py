@@ -44,6 +44,19 @@ class DuplicateThresholds(BaseModel):
     similar_similarity: float = Field(
         description="Cosine at or above which shots are listed as similar."
     )
+    mode: Literal["measured", "exact-only", "default"] = Field(
+        description="measured: chosen on this library's own pictures and copies of them; "
+        "exact-only: the model cannot tell copies from different pictures here, so only "
+        "identical files are grouped; default: the fixed values (too few pictures to measure)."
+    )
+    precision: float | None = Field(
+        None, description="Share of the pairs called the same picture that were copies, measured."
+    )
+    recall: float | None = Field(None, description="Share of the measured copies found.")
+    sample: int = Field(0, description="Pictures of the library the measurement used.")
+    copies: int = Field(0, description="Copies measured (4 kinds of each sampled picture).")
+    different: int = Field(0, description="Pairs of different pictures measured.")
+    reason: str = Field("", description="The measurement in words.")
 
 
 class DuplicatesPageOut(BaseModel):

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from PIL import Image, ImageEnhance
 from workerutil import Env
 
-from clipsearch.indexer import catalog, duplicates
+from clipsearch.indexer import catalog, duplicate_jobs, duplicates
 from clipsearch.indexer.errors import IndexerError
 
 
@@ -47,8 +47,8 @@ def _library(folder: Path) -> dict[str, Image.Image]:
 
 
 def _run(env: Env) -> duplicates.FindResult:
-    job = duplicates.submit(env.lib)
-    result = duplicates.run_duplicates(env.ctx, job.id)
+    job = duplicate_jobs.submit(env.lib)
+    result = duplicate_jobs.run_duplicates(env.ctx, job.id)
     assert env.lib.get_job(job.id).state == "done"
     assert result is not None
     return result

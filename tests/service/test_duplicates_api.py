@@ -36,12 +36,12 @@ class Env:
         self.client, self.lib, self.root = client, lib, root
 
     def run_jobs(self, job_id: int) -> None:
-        from clipsearch.indexer import duplicates
+        from clipsearch.indexer import duplicate_jobs
         from clipsearch.indexer.worker import WorkerContext
 
         ctx = WorkerContext(self.lib.config.worker_config())
         try:
-            duplicates.run_duplicates(ctx, job_id)
+            duplicate_jobs.run_duplicates(ctx, job_id)
         finally:
             ctx.dispose()
 
@@ -144,7 +144,8 @@ def test_a_failed_job_says_why_in_the_jobs_api(env: Env) -> None:
 
 
 def test_a_finished_ingest_queues_a_duplicates_job(env: Env) -> None:
-    from clipsearch.indexer import duplicates, runs
+    from clipsearch.indexer import runs
+    from clipsearch.indexer.celery_app import TASK_DUPLICATES
     from clipsearch.indexer.worker import WorkerContext
 
     class App:
@@ -163,6 +164,6 @@ def test_a_finished_ingest_queues_a_duplicates_job(env: Env) -> None:
             runs.run_embed_batch(ctx, job.id, batch, app)
     finally:
         ctx.dispose()
-    dup_jobs = [a[0] for name, a in app.sent if name == duplicates.TASK_DUPLICATES]
+    dup_jobs = [a[0] for name, a in app.sent if name == TASK_DUPLICATES]
     assert len(dup_jobs) == 1
     assert env.client.get(f"/api/jobs/{dup_jobs[0]}").json()["kind"] == "duplicates"
