@@ -83,6 +83,8 @@ ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/session"): "public",
     ("POST", "/api/session"): "public",
     ("DELETE", "/api/session"): "public",
+    ("GET", "/api/session/oidc"): "public",  # 404 here: no single sign-on set up
+    ("GET", "/api/session/oidc/callback"): "public",
     ("GET", "/api/users"): "admin",
     ("POST", "/api/users"): "admin",
     ("PATCH", "/api/users/{name}"): "admin",
