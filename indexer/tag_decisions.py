@@ -19,6 +19,15 @@ tag's threshold is chosen from this library's score distribution for a target pr
 3. **Groups.** Tags of one group exclude each other ("indoor" / "outdoor"): a picture takes only
    the group's best tag by raw cosine (the paper's zero-shot classification), and only when it
    beats the runner-up by :data:`MARGIN_SCALES` of the tag's spread.
+4. **A group's classifier, where the library shows it can be trusted.** The thresholds of step 2
+   are strict: what a meaningless tag scores is a pessimistic picture of what a real tag's
+   non-matches score, so many pictures that clearly show a tag stay below them. Within a group,
+   the paper's classifier (a softmax over the group's tags at the model's logit scale) also
+   decides: a picture gets the group's best tag when its probability is at least the target
+   precision. It is trusted only where the library vouches for it (:func:`trusted_groups`): the
+   pictures the strict thresholds already decided (at least :data:`MIN_SEEDS`) must get the same
+   tag from the classifier at least the target share of the time. A model that cannot tell the
+   group's tags apart decides (almost) nothing strictly, so its classifier is never trusted.
 """
 
 from __future__ import annotations
@@ -40,6 +49,10 @@ MIN_SCALE = 1e-4
 CALIBRATION_SAMPLE = 50_000
 #: Meaningless tags the background is made of (each through the tag's template ensemble).
 BACKGROUND_TAGS = 16
+#: Pictures the strict thresholds must have decided in a group before its classifier is trusted.
+MIN_SEEDS = 20
+#: The softmax scale of a model without a logit scale (CLIP's largest).
+DEFAULT_LOGIT_SCALE = 100.0
 _MAD_TO_SD = 1.4826
 TAIL_QUANTILE = 0.5  # which meaningless tag's tail is "typical": the median one
 
@@ -130,23 +143,71 @@ def calibrate(
     return [calibrate_tag(scores[:, k], nulls[k], target_precision) for k in range(scores.shape[1])]
 
 
+def _groups(groups: Sequence[str | None]) -> dict[str, list[int]]:
+    by_group: dict[str, list[int]] = {}
+    for k, g in enumerate(groups):
+        if g:
+            by_group.setdefault(g, []).append(k)
+    return {g: cols for g, cols in by_group.items() if len(cols) >= 2}
+
+
+def _classify(sub: np.ndarray, logit_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The group classifier over scores ``[n, k]``: each picture's best column and its softmax
+    probability at ``logit_scale``."""
+    z = logit_scale * sub.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    return p.argmax(axis=1), p.max(axis=1)
+
+
+def trusted_groups(
+    scores: np.ndarray,
+    thresholds: Sequence[float],
+    margins: Sequence[float],
+    groups: Sequence[str | None],
+    logit_scale: float,
+    target_precision: float = TARGET_PRECISION,
+) -> list[float | None]:
+    """Per tag: the softmax scale its group's classifier decides with, or None where the group's
+    classifier is not trusted (module docstring, step 4)."""
+    out: list[float | None] = [None] * len(groups)
+    strict = decide(scores, thresholds, margins, groups)
+    for cols in _groups(groups).values():
+        sub = np.asarray(scores, dtype=np.float32)[:, cols]
+        seeded = strict[:, cols]
+        rows = np.flatnonzero(seeded.sum(axis=1) == 1)
+        if rows.size < MIN_SEEDS:
+            continue
+        best, prob = _classify(sub[rows], logit_scale)
+        agree = (seeded[rows, best] & (prob >= target_precision)).mean()
+        if agree >= target_precision:
+            for k in cols:
+                out[k] = float(logit_scale)
+    return out
+
+
 def decide(
     scores: np.ndarray,
     thresholds: Sequence[float],
     margins: Sequence[float],
     groups: Sequence[str | None],
+    softmax: Sequence[float | None] | None = None,
+    target_precision: float = TARGET_PRECISION,
 ) -> np.ndarray:
     """Which tags each picture gets: bool ``[n, K]`` from raw scores ``[n, K]``. A tag needs its
-    threshold; within a group only the best tag may be kept, by at least its margin."""
+    threshold; within a group only the best tag may be kept, by at least its margin; where
+    ``softmax`` gives a trusted group's scale (:func:`trusted_groups`), the group's best tag is
+    also kept when the classifier's probability reaches ``target_precision``."""
     s = np.asarray(scores, dtype=np.float32)
     keep = s >= np.asarray(thresholds, dtype=np.float32)[None, :]
-    by_group: dict[str, list[int]] = {}
-    for k, g in enumerate(groups):
-        if g:
-            by_group.setdefault(g, []).append(k)
+    by_group = _groups(groups)
     for cols in by_group.values():
-        if len(cols) < 2:
-            continue
+        scale = None if softmax is None else softmax[cols[0]]
+        if scale is not None:
+            best, prob = _classify(s[:, cols], scale)
+            sure = np.flatnonzero(prob >= target_precision)
+            keep[sure, np.asarray(cols)[best[sure]]] = True
         sub = s[:, cols]
         order = np.argsort(-sub, axis=1)
         best, second = order[:, 0], order[:, 1]

@@ -37,12 +37,14 @@ from .relevance import REFRESH_GROWTH, background_texts
 from .tag_decisions import (
     BACKGROUND_TAGS,
     CALIBRATION_SAMPLE,
+    DEFAULT_LOGIT_SCALE,
     MARGIN_SCALES,
     TARGET_PRECISION,
     Null,
     TagThreshold,
     calibrate_tag,
     decide,
+    trusted_groups,
 )
 from .tag_vocabulary import TEMPLATE_SETS, embed_tags
 from .tags import Tag, TagAssignment, TagVector, ensure_vocabulary, record_job, recount
@@ -69,6 +71,16 @@ def _lock(session: Session) -> None:
     """One writer of the assignments at a time (SQLite's write lock does it there)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(sa.text("SELECT pg_advisory_xact_lock(7342190553)"))
+
+
+def logit_scale(model: Any) -> float:
+    """The softmax scale of the model's zero-shot classifier (its learnt temperature)."""
+    raw = getattr(model, "logit_scale", None)
+    try:
+        value = float(raw.detach().float().exp()) if raw is not None else DEFAULT_LOGIT_SCALE
+    except (AttributeError, TypeError, ValueError):
+        return DEFAULT_LOGIT_SCALE
+    return value if np.isfinite(value) and value > 0 else DEFAULT_LOGIT_SCALE
 
 
 def background_nulls(
@@ -139,12 +151,10 @@ def tag_library(
         calibrate_tag(S[pick, k], nulls[t.templates], t.target_precision or TARGET_PRECISION)
         for k, t in enumerate(tags)
     ]
-    keep = decide(
-        S,
-        [th.threshold for th in thresholds],
-        [th.margin() for th in thresholds],
-        [t.group_name for t in tags],
-    )
+    groups = [t.group_name for t in tags]
+    cuts, margins = [th.threshold for th in thresholds], [th.margin() for th in thresholds]
+    softmax = trusted_groups(S, cuts, margins, groups, logit_scale(model))
+    keep = decide(S, cuts, margins, groups, softmax)
     tag_ids = [int(t.id) for t in tags]
     now = catalog.utcnow()
     with Session_() as session:
@@ -161,6 +171,7 @@ def tag_library(
                     location=th.location,
                     scale=th.scale,
                     precision=th.precision,
+                    softmax_scale=softmax[k],
                     library_size=len(ids),
                     calibrated_at=now,
                 )
@@ -245,6 +256,7 @@ def tag_images(Session_: sessionmaker[Session], model_id: int, image_ids: Sequen
             [np.inf if v.threshold is None else v.threshold for v, _ in rows],
             [MARGIN_SCALES * (v.scale or 0.0) for v, _ in rows],
             [g for _, g in rows],
+            [v.softmax_scale for v, _ in rows],
         )
         scores = vectors @ T.T
         tag_ids = [int(v.tag_id) for v, _ in rows]

@@ -92,6 +92,7 @@ class TagVector(Base):
     location: Mapped[float | None] = mapped_column(sa.Float)
     scale: Mapped[float | None] = mapped_column(sa.Float)
     precision: Mapped[float | None] = mapped_column(sa.Float)
+    softmax_scale: Mapped[float | None] = mapped_column(sa.Float)  # a trusted group's (0009)
     library_size: Mapped[int] = mapped_column(sa.Integer, default=0)
     calibrated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

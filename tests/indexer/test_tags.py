@@ -350,3 +350,33 @@ def test_a_model_switch_re_tags(tmp_path: Path, tiny_model_dir: Path) -> None:
         assert all(v.library_size == 12 for v in vectors)
     finally:
         env.close()
+
+
+def test_a_group_classifier_adds_recall_only_where_the_strict_decisions_vouch_for_it() -> None:
+    from clipsearch.indexer import tag_decisions as td
+
+    rng = np.random.default_rng(3)
+    n = 600
+    truth = rng.integers(0, 3, n)  # each picture shows one of three colours
+    scores = 0.20 + 0.02 * rng.normal(size=(n, 3))
+    scores[np.arange(n), truth] += rng.uniform(0.03, 0.15, n)  # its own colour scores higher
+    groups = ["colour"] * 3
+    # strict thresholds that only the clearest pictures pass (as the background makes them)
+    cuts, margins = [0.33, 0.33, 0.33], [0.0, 0.0, 0.0]
+    strict = td.decide(scores, cuts, margins, groups)
+    trusted = td.trusted_groups(scores, cuts, margins, groups, logit_scale=100.0)
+    assert trusted == [100.0, 100.0, 100.0]
+    more = td.decide(scores, cuts, margins, groups, trusted)
+    right = more[np.arange(n), truth]
+    assert more.sum() > 2 * strict.sum()  # the classifier adds pictures the thresholds missed
+    assert right.sum() / more.sum() >= 0.9  # at the target precision, measured on the truth
+    # a model that cannot tell the group's tags apart: the clear pictures score two tags alike,
+    # so the classifier is unsure where the thresholds decided, and it is not trusted
+    alike = 0.20 + 0.005 * rng.normal(size=(n, 3))
+    alike[:100, 0] += 0.15
+    alike[:100, 1] += 0.14
+    assert td.trusted_groups(alike, [0.33, 0.36, 0.33], margins, groups, 100.0) == [None] * 3
+    # no picture passes a strict threshold (a random model): nothing to vouch for it
+    noise = 0.20 + 0.02 * rng.normal(size=(n, 3))
+    assert td.trusted_groups(noise, cuts, margins, groups, logit_scale=100.0) == [None] * 3
+    assert not td.decide(noise, cuts, margins, groups, [None] * 3).any()

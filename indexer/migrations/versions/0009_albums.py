@@ -11,6 +11,8 @@
   never shown, even when it matches), with the score of the match. Keyed by
   ``(album_id, image_id)``, so a page of an album is a range read; ``image_id`` indexed for
   deleting a picture (foreign keys cascade).
+* ``tag_vectors.softmax_scale``: where the library vouches for a tag's group classifier
+  (indexer.tag_decisions, step 4), the softmax scale it decides with; null: it does not decide.
 
 Revision ID: 0009
 Revises: 0008
@@ -68,9 +70,12 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_album_members_image", "album_members", ["image_id"])
+    op.add_column("tag_vectors", sa.Column("softmax_scale", sa.Float, nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("tag_vectors") as batch:
+        batch.drop_column("softmax_scale")
     op.drop_index("ix_album_members_image", table_name="album_members")
     op.drop_table("album_members")
     op.drop_table("albums")
