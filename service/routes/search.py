@@ -23,7 +23,13 @@ from clipsearch.indexer.timing import timed
 
 from ..auth import ReadAccess, VisibleImage, check_visible_ids
 from ..deps import ServiceState, StateDep, limit_compute_threads
-from ..query import LanguageError, ResolvedLanguage, check_language_code, query_languages
+from ..query import (
+    LanguageError,
+    ResolvedLanguage,
+    check_language_code,
+    query_languages,
+    search_gate,
+)
 from ..query import resolve_language as resolve_lang
 from ..schemas import LanguagesOut, SearchFiltersIn, SearchHit, SearchIn, SearchResponse
 from ..search_params import (
@@ -94,7 +100,14 @@ def _run(state: ServiceState, service: SearchService, query: SearchQuery) -> Sea
     return service.search(query)
 
 
-async def _search(
+async def _search(request: Request, state: ServiceState, plan: QueryPlan, **kw: Any) -> Response:
+    """:func:`_search_now` once the server's search gate admits it (a bounded queue: 503 with
+    Retry-After beyond, service.query.SearchGate)."""
+    async with search_gate(state).slot():
+        return await _search_now(request, state, plan, **kw)
+
+
+async def _search_now(
     request: Request,
     state: ServiceState,
     plan: QueryPlan,
