@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .first_run import demo_dir
+
 log = logging.getLogger(__name__)
 
 DEMO_VERSION = 2  # 2: background pairs (model.finetune.background) mixed into training
@@ -151,24 +153,7 @@ def prepare_demo(
 
 
 def _default_demo_dir() -> Path:
-    from clipsearch.indexer.settings import default_data_dir
-
-    return Path(default_data_dir()) / "demo"
-
-
-def offline_hint(images: list[Path] | None = None) -> str:
-    """What to do when a model cannot be downloaded: the demo's model (trained here, offline)
-    searches a folder of one's own right now; said with the exact ``--model`` to pass."""
-    model_dir = _default_demo_dir() / "model"
-    folders = " ".join(shlex.quote(str(f)) for f in images or []) or "DIR"
-    ready = (model_dir / "model.safetensors").is_file()
-    return (
-        "To search your own folder now without a download, use the demo's model (it knows "
-        "shapes and colours, not the world: rough results): "
-        + ("" if ready else "run `clipsearch demo --no-serve` once, then ")
-        + f"`clipsearch serve --images {folders} --model {shlex.quote(str(model_dir))}`; "
-        "switch later with `clipsearch reindex --model ViT-B-32`."
-    )
+    return demo_dir()
 
 
 def _wait_plainly(lib: Any, job_id: int, timeout: float | None) -> Any:

@@ -66,7 +66,7 @@ def prepare(settings: Settings, library: Any = None) -> ServeHandle:
     if settings.serve.preload_model:
         from clipsearch.model.errors import DownloadError
 
-        from .demo import offline_hint
+        from .first_run import offline_hint
 
         try:
             lib.model  # noqa: B018 - raises ModelError with the "how to get the weights" message
