@@ -790,6 +790,8 @@ def test_public_reads_show_no_absolute_server_path(tmp_path: Path, model_dir: Pa
             srv, "/api/search", q="red", min_relevance="0", folder="photos/album"
         )
         assert status == 200 and json.loads(text)["results"], text[:300]
+        status, text = _get_json(srv, "/api/images", folder="photos/album")  # a sync route
+        assert status == 200 and json.loads(text)["items"], text[:300]
         # the same rule for a folder given in a JSON body: read back by its shown name, and a
         # server path (never shown to this caller) refused, as in the query
         album = {"text": "red", "min_relevance": 0, "filters": {"folder": "photos/album"}}
