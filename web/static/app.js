@@ -13,6 +13,8 @@ import { api, loadSession } from './js/api.js';
 import { els } from './js/dom.js';
 import { detailHooks, initDetail, openDetail, stepDetail } from './js/detail.js';
 import { initDuplicatesView } from './js/duplicates.js';
+import { initAlbumsView } from './js/albums.js';
+import { initTagsView } from './js/tags.js';
 import { folderTyped, initFilters, openFilters, resetFilters } from './js/filters.js';
 import { focusTile, gridColumns, hooks, initGrid, moveFocus, renderEmpty, rerenderGrid, run } from './js/grid.js';
 import { absorbJobs, initJobs, jobHooks, jobsRunning, openPanel, pollJobs, refreshHealth } from './js/jobs.js';
@@ -223,6 +225,8 @@ initRemovedView((names, queued) => {
 });
 // The Duplicates view: removing members goes through the remove API.
 initDuplicatesView(dropFromGrid);
+initTagsView(); // Tags, and the detail view's tags with Confirm / Reject (js/tags.js)
+initAlbumsView(); // Albums: hand-picked and smart (js/albums.js)
 
 document.addEventListener('keydown', onKey);
 window.addEventListener('popstate', (event) => {
