@@ -2,8 +2,11 @@
 
 Uses the demo's offline assets (the synthetic coloured-shapes set and the small CLIP trained on
 it, see ``service/demo.py``; trained once and cached under the data folder), so that the pictures
-show a model that actually ranks: "two red circles" finds red circles. Then it drives Debian's
-Chromium with Playwright: search results, the detail view, the ingest panel, and phone width.
+show a model that actually ranks: "two red circles" finds red circles, plus a copy of a few of
+them as JPEGs with capture dates over two years (the demo's pictures have none), so that the
+timeline has days and months. Then it drives Debian's Chromium with Playwright: the timeline,
+search results, the detail view (why a picture is here), the ingest panel with its folder
+browser, and phone width.
 
     .venv/bin/python -m bench.gallery_screenshots [--data-dir DIR] [--out docs/screenshots]
 
@@ -104,6 +107,25 @@ def save(page: Any, path: Path) -> None:
         img.save(path, optimize=True)
 
 
+def write_dated(images_dir: Path, folder: Path, n: int = 240) -> Path:
+    """JPEG copies of ``n`` demo pictures with EXIF capture dates: four on a day, a day every
+    three, over half a year (what a phone's camera roll looks like)."""
+    import datetime as dt
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    newest = dt.datetime(2025, 6, 21, 17, 30)
+    for i, src in enumerate(sorted(images_dir.glob("*.png"))[:n]):
+        target = folder / f"IMG_{i:04d}.jpg"
+        exif = Image.Exif()
+        when = newest - dt.timedelta(days=3 * (i // 4), hours=2 * (i % 4))
+        exif.get_ifd(0x8769)[0x9003] = when.strftime("%Y:%m:%d %H:%M:%S")
+        with Image.open(src) as img:
+            img.convert("RGB").resize((192, 192)).save(target, "JPEG", quality=85, exif=exif)
+    return folder
+
+
 def shoot(url: str, out: Path, images_dir: Path, chromium: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -111,6 +133,12 @@ def shoot(url: str, out: Path, images_dir: Path, chromium: str) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1100, "height": 700})
+        page.goto(url + "/")
+        expect(page.locator("#results .month-head").first).to_be_visible()
+        expect(page.locator("#scrubber")).to_be_visible()
+        page.evaluate(VISIBLE_IMAGES_LOADED)
+        save(page, out / "timeline.png")
+
         page.goto(url + "/?q=" + QUERY.replace(" ", "+"))
         expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
         expect(page.locator("#results .tile-btn").first).to_be_visible()
@@ -120,6 +148,7 @@ def shoot(url: str, out: Path, images_dir: Path, chromium: str) -> None:
         page.locator("#results .tile-btn").first.click()
         expect(page.locator("#similar .strip-btn").first).to_be_visible()
         expect(page.locator("#detail-img")).to_have_attribute("src", re.compile(r"/file$"))
+        expect(page.locator("#detail-why")).to_be_visible()
         save(page, out / "detail-view.png")
         page.keyboard.press("Escape")
 
@@ -127,15 +156,20 @@ def shoot(url: str, out: Path, images_dir: Path, chromium: str) -> None:
         expect(page.locator("#results .tile-btn").first).to_be_visible()
         page.locator("#ingest-toggle").click()
         expect(page.locator("#jobs .job").first).to_have_attribute("data-state", "done")
-        page.locator("#ingest-path").fill(str(images_dir.parent / "more-photos"))
+        page.locator("#folder-browse").click()
+        expect(page.locator("#folder-browser .folder-entry").first).to_be_visible()
+        page.locator("#folder-browser .folder-entry").first.click()
+        expect(page.locator("#folder-browser-up")).to_be_visible()
         save(page, out / "ingest-panel.png")
 
         phone = browser.new_page(
             viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
         )
-        phone.goto(url + "/?q=a+blue+square")
+        phone.goto(url + "/")
         expect(phone.locator("#results .tile-btn").first).to_be_visible()
         phone.evaluate(VISIBLE_IMAGES_LOADED)
+        phone.locator("#menu-toggle").click()
+        expect(phone.locator("#ingest-toggle")).to_be_visible()
         save(phone, out / "phone.png")
         browser.close()
 
@@ -168,9 +202,10 @@ def main() -> int:
     serve_data = data_dir / "serve"
     if serve_data.exists():  # a fresh catalog each run: the jobs panel shows one ingestion
         shutil.rmtree(serve_data)
+    dated = write_dated(assets.images, data_dir / "dated")
     cmd = [
         sys.executable, "-m", "clipsearch.service.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-        "--images", str(assets.images), "--model", str(assets.model), "--data-dir", str(serve_data),
+        "--images", str(assets.images), str(dated), "--model", str(assets.model), "--data-dir", str(serve_data),
     ]  # fmt: skip
     log_path = data_dir / "serve.log"
     with log_path.open("wb") as log_file:

@@ -65,9 +65,11 @@ REFRESH_AFTER_S = 3600.0  # ... or when the calibration is older than this
 
 _NORMAL = NormalDist()
 
-# How well a result matches, in words (the gallery's "looks like what you described: strong"):
-# strong from two background deviations above the luckiest meaningless query, fair from one.
-BANDS = (("strong", 0.977), ("fair", 0.84), ("weak", 0.0))
+# How well a result matches, in words (the gallery's "looks like what you described: strong"),
+# in background deviations above the luckiest meaningless query (relevance 0.5): strong from
+# 1.28 (0.9: where an exact copy of a query picture lands even with a weak model), fair from
+# 0.52 (0.7), weak below (down to the default cut, 0.5).
+BANDS = (("strong", 0.9), ("fair", 0.7), ("weak", 0.0))
 
 
 def relevance_band(relevance: float | None) -> str | None:

@@ -10,12 +10,14 @@ from clipsearch.service.schemas import SearchHit
 
 
 def test_bands_follow_the_background_deviations() -> None:
-    # 0.5 is the luckiest meaningless query; one background deviation above it is 0.84, two 0.977
+    # 0.5 is the luckiest meaningless query; 0.7 and 0.9 are 0.52 and 1.28 background deviations
+    # above it
     assert relevance_band(0.5) == "weak"
-    assert relevance_band(0.83) == "weak"
-    assert relevance_band(0.84) == "fair"
-    assert relevance_band(0.97) == "fair"
-    assert relevance_band(0.977) == "strong"
+    assert relevance_band(0.69) == "weak"
+    assert relevance_band(0.7) == "fair"
+    assert relevance_band(0.89) == "fair"
+    assert relevance_band(0.9) == "strong"
+    assert relevance_band(0.97) == "strong"
     assert relevance_band(1.0) == "strong"
     assert relevance_band(0.0) == "weak"
     assert relevance_band(None) is None and relevance_band(math.nan) is None

@@ -89,7 +89,9 @@ def test_keep_one_of_a_copy_and_see_why_a_file_failed(page: Any, live_server: An
         page.locator("#ingest-toggle").click()
         row = page.locator("#jobs li.job").filter(has_text=str(folder)).first
         expect(row).to_contain_text("1 failed")
-        row.locator("summary").click()
+        # finished with a file it could not read: amber, its problems listed open
+        expect(row).to_have_attribute("data-state", "partial")
+        expect(row.locator("details")).to_have_attribute("open", "")
         failure = row.locator(".job-errors li")
         expect(failure).to_contain_text("broken.jpg")
         assert len(failure.inner_text().strip()) > len(str(folder / "broken.jpg")) + 3  # a reason

@@ -115,6 +115,7 @@ def test_a_phone_with_a_long_model_path_does_not_scroll_sideways(
     box = footer.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
 
+    phone.locator("#menu-toggle").click()  # on a phone the actions are in the labelled Menu
     phone.locator("#ingest-toggle").click()
     expect(phone.locator("#ingest-panel")).to_be_visible()
     close = phone.locator("#ingest-close")

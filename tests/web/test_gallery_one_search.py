@@ -56,10 +56,16 @@ def test_the_gallery_shows_what_the_api_answers_page_after_page(
     expect(tiles(page)).to_have_count(len(want))
     expect(page.locator("#load-more")).to_be_hidden()
     assert [int(t.get_attribute("data-id") or 0) for t in tiles(page).all()] == want
-    # each tile shows the relevance it is ordered by, as the API gives it
+    # the relevance each is ordered by, as the API gives it, is one click away (tiles show the
+    # picture only): the first's detail view, under "The numbers"
     first = pages[0]["results"][0]
-    label = tiles(page).first.get_attribute("aria-label") or ""
-    assert label.endswith(f", relevance {first['relevance']:.2f}")
+    tiles(page).first.click()
+    page.locator("#detail-why summary").click()
+    expect(page.locator("#detail-why .why-numbers dd").first).to_have_text(
+        f"{first['relevance']:.2f}"
+    )
+    page.keyboard.press("Escape")
+    expect(page.locator("#detail")).to_be_hidden()
     expected = "any" if cut == 0 else f"{cut:.2f}"
     expect(page.locator("#min-score-value")).to_have_text(expected)
     expect(page.locator("#status")).to_have_text(re.compile(rf"^{len(want)} results for “{QUERY}”"))

@@ -53,9 +53,14 @@ def test_a_relevance_cut_hides_weaker_results_and_says_how_many(
     expect(page.locator("#hidden-text")).to_have_text(
         f"{hidden}{more} weaker results hidden (relevance below {cut:.2f})"
     )
-    # each tile shows its relevance, as the API gives it
-    first = tiles(page).first.get_attribute("aria-label") or ""
-    assert first.endswith(f", relevance {cut_page['results'][0]['relevance']:.2f}")
+    # its relevance, as the API gives it, is one click away: the detail view's numbers
+    tiles(page).first.click()
+    page.locator("#detail-why summary").click()
+    expect(page.locator("#detail-why .why-numbers dd").first).to_have_text(
+        f"{cut_page['results'][0]['relevance']:.2f}"
+    )
+    page.keyboard.press("Escape")
+    expect(page.locator("#detail")).to_be_hidden()
 
     page.locator("#hidden-show").click()
     expect(note).to_be_hidden()

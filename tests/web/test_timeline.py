@@ -159,8 +159,11 @@ def test_the_timeline_is_newest_first_under_month_and_day_headings(
     page, _ = tab
     _, taken = timeline_server
     page.goto("/")
-    expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
     expect(page.locator("#results .month-head").first).to_have_attribute("data-month", "2024-12")
+    page.wait_for_function(  # the first page has landed (and nothing is loading)
+        "document.querySelectorAll('#results .tile-btn').length >= 40"
+        " && document.getElementById('results').getAttribute('aria-busy') === 'false'"
+    )
     names = _check_grouping(_grid_sequence(page), taken)
     newest = sorted((n for n, t in taken.items() if t), key=lambda n: taken[n], reverse=True)
     assert names == newest[: len(names)] and len(names) >= 40

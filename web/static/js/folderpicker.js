@@ -57,7 +57,11 @@ export function initFolderPicker(input) {
     shown = listing;
     list.setAttribute('aria-busy', 'false');
     const folders = Array.isArray(listing.folders) ? listing.folders : [];
-    where.textContent = listing.path ? `${listing.path} · ${pictures(listing.images)}` : 'Folders the server may read';
+    where.replaceChildren(
+      ...(listing.path
+        ? [h('span', { class: 'folder-browser-where', title: listing.path, text: `\u200e${listing.path}\u200e` }), h('span', { class: 'folder-count', text: pictures(listing.images) })]
+        : ['Folders the server may read']),
+    );
     up.hidden = !listing.path; // at the roots: nothing above
     up.disabled = !listing.path;
     choose.disabled = !listing.path;
