@@ -21,9 +21,10 @@ from .browse import Timeline
 from .catalog import Image, Job
 from .context import MAX_LIST, MAX_ROW_ID, CatalogContext, as_id
 from .errors import IndexerError, NotFound
-from .filtering import filter_conditions, within_condition
+from .filtering import filter_conditions
 from .serving import IndexService
 from .types import IMAGE_STATES, ImageInfo, SearchFilters, check_page
+from .vector_store import count_under
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class ImageService:
             counts = catalog.state_counts(session)
             total = counts.get(state, 0) if state is not None else sum(counts.values())
             if filters is not None and filters.within is not None:
-                total = _count_within(session, filters.within, state)  # a viewer's count
+                total = count_under(session, filters.within, state)  # a viewer's count
             rows, next_after, next_key = browse(
                 session,
                 limit=limit,
@@ -258,12 +259,3 @@ if TYPE_CHECKING:  # the service's view of it (indexer.facade) is this class's
     from .facade import ImagesApi
 
     _images_is_an_images_api: type[ImagesApi] = ImageService
-
-
-def _count_within(session: Any, folders: tuple[str, ...], state: str | None) -> int:
-    """The pictures under a viewer's shared folders (indexer.sharing), in ``state`` or all: a
-    range count on the folder index of each, never the library's."""
-    stmt = sa.select(sa.func.count()).select_from(Image).where(within_condition(folders))
-    if state is not None:
-        stmt = stmt.where(Image.state == state)
-    return int(session.scalar(stmt) or 0)

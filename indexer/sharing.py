@@ -133,8 +133,14 @@ def visibility(engine: Engine, principal: Principal) -> Visibility:
         sa.or_(folder_shares.c.user_id.is_(None), folder_shares.c.user_id == principal.user_id)
     )
     with engine.connect() as conn:
-        folders = sorted({str(f) for f in conn.scalars(stmt)})
-    return Visibility(False, tuple(folders))
+        folders = sorted({str(f).rstrip("/") or "/" for f in conn.scalars(stmt)})
+    # a folder inside another shared one adds nothing (and would be counted twice)
+    outer = [
+        f
+        for f in folders
+        if not any(f != o and Visibility(False, (o,)).allows_folder(f) for o in folders)
+    ]
+    return Visibility(False, tuple(outer))
 
 
 def folder_condition(seen: Visibility, column: Any = Image.folder) -> Any:

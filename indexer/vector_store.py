@@ -302,6 +302,29 @@ def selective_ids(session: Any, filters: StoreFilters, limit: int = SELECTIVE_LI
     return np.sort(np.fromiter(found, np.int64, len(found)))
 
 
+def count_under(session: Any, folders: tuple[str, ...], state: str | None = None) -> int:
+    """The pictures under ``folders`` (none inside another: indexer.sharing keeps them so), in
+    ``state`` or all: a range count on the folder index per folder where text sorts byte-wise,
+    else the folder conditions (a scan, as the folder filter)."""
+    import sqlalchemy as sa
+
+    from . import catalog
+
+    column = catalog.Image.folder
+    total = 0
+    for folder in folders:
+        folder = folder.rstrip("/") or "/"
+        stmt = sa.select(sa.func.count()).select_from(catalog.Image)
+        stmt = stmt.where(catalog.under_folder(column, folder))
+        if _bytewise_text(session):
+            prefix = folder if folder.endswith("/") else folder + "/"
+            stmt = stmt.where(column >= folder, column < prefix[:-1] + chr(ord("/") + 1))
+        if state is not None:
+            stmt = stmt.where(catalog.Image.state == state)
+        total += int(session.scalar(stmt) or 0)
+    return total
+
+
 def _folder_ids(session: Any, folder: str, limit: int) -> list[int] | None:
     """The ready image ids under ``folder``, or None when there are more than ``limit``."""
     import sqlalchemy as sa
