@@ -8,19 +8,27 @@ import dataclasses
 import logging
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from . import catalog
-from .catalog import Image, Job
+from .catalog import Embedding, Image, Job, bytes_to_vector
 from .celery_app import TASK_DUPLICATES, TASK_OPTIONS
 from .context import active_model_spec
-from .duplicate_thresholds import MIN_SAMPLE, DuplicateThresholds, measure, sample_thumbnails
+from .duplicate_thresholds import (
+    MIN_SAMPLE,
+    PAIR_SAMPLE,
+    DuplicateThresholds,
+    measure,
+    sample_thumbnails,
+)
 from .duplicates import (
     _MARK_LIMITS,
     NEAR_HASH_BITS,
     NEAR_SIMILARITY,
     FindResult,
     applied_thresholds,
+    content_hashes,
     default_thresholds,
     find_duplicates,
     library_model_id,
@@ -120,13 +128,41 @@ def _library_thresholds(
     pictures = sample_thumbnails(rows, thumb_dir(ctx))
     if model_id is None or len(pictures) < MIN_SAMPLE:
         return previous or default_thresholds(NEAR_SIMILARITY, NEAR_HASH_BITS)
+    others = _stored_pairs(ctx, rows, model_id)
     model = ctx.model(spec)
     limits = measure(
-        pictures, lambda ims: model.embed_images(list(ims)), dhash, model_id=model_id,
-        library_size=size,
+        pictures, lambda ims: model.embed_images(list(ims)), dhash, others=others,
+        model_id=model_id, library_size=size,
     )  # fmt: skip
     log.info("duplicates: %s", limits.reason)
     return limits
+
+
+def _stored_pairs(
+    ctx: Any, rows: list[tuple[int, str]], model_id: int
+) -> tuple[np.ndarray, list[int]] | None:
+    """Stored vectors and picture hashes of up to PAIR_SAMPLE pictures evenly spread over the
+    library (``rows``: (id, thumbnail) in id order): its pairs of different pictures."""
+    from .jobs import thumb_dir
+
+    step = max(1, len(rows) // PAIR_SAMPLE)
+    ids = [i for i, _ in rows[::step][:PAIR_SAMPLE]]
+    found: dict[str, tuple[np.ndarray, str | None]] = {}
+    with ctx.session() as session:
+        for start in range(0, len(ids), 500):
+            for sha, thumb, blob in session.execute(
+                sa.select(Image.sha256, Image.thumbnail, Embedding.vector)
+                .join(Embedding, Embedding.sha256 == Image.sha256)
+                .where(Image.id.in_(ids[start : start + 500]), Embedding.model_id == model_id)
+            ):
+                if sha and sha not in found:
+                    found[str(sha)] = (bytes_to_vector(blob), thumb)
+        hashes = content_hashes(session, thumb_dir(ctx), {k: v[1] for k, v in found.items()})
+        session.commit()  # the hashes computed are kept (ContentHash) for the job's pairs
+    shas = [sha for sha in found if sha in hashes]
+    if len(shas) < MIN_SAMPLE:
+        return None
+    return np.stack([found[sha][0] for sha in shas]), [hashes[sha] for sha in shas]
 
 
 def maybe_queue(ctx: Any, app: Any) -> int | None:

@@ -173,7 +173,7 @@ def _signed(v: int) -> int:
     return v - (1 << 64) if v >= 1 << 63 else v
 
 
-def _content_hashes(
+def content_hashes(
     session: Session, thumb_dir: Path, rows: dict[str, str | None]
 ) -> dict[str, int]:
     """sha256 -> dHash for these contents (``rows``: sha256 -> thumbnail key): stored ones read
@@ -366,7 +366,7 @@ def _classify(
             for sha, thumb in (sa_, sb):
                 if sha:
                     need[sha] = thumb
-    hashes = _content_hashes(session, thumb_dir, need)
+    hashes = content_hashes(session, thumb_dir, need)
     out: dict[tuple[int, int], tuple[str, float, int | None]] = {}
     for (a, b), sim in found.items():
         sha_a, sha_b = meta.get(a, (None, None))[0], meta.get(b, (None, None))[0]

@@ -73,8 +73,8 @@ def register(sub: Any) -> None:
         "and near duplicates (re-encoded, resized, lightly cropped or re-coloured). What counts "
         "as near is measured on this library: copies of a sample of its pictures and pairs of "
         "different ones, embedded by its model, give the vector and picture-hash thresholds "
-        "for 98% precision (printed with the groups); a model that cannot tell them apart "
-        "groups exact copies only. --kind similar "
+        "that find the most copies while keeping look-alikes apart (printed with the groups); "
+        "a model that cannot tell them apart groups exact copies only. --kind similar "
         "lists similar shots (bursts) apart. Groups are computed by a job after each ingest; "
         "--scan runs it now. Keep one and remove the others with `clipsearch remove`.",
     )
