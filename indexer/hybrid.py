@@ -35,10 +35,17 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from . import catalog
 from .errors import IndexerError
-from .keywords import KeywordHit, keyword_search, query_words, score_ids
+from .keywords import (
+    KeywordHit,
+    image_keywords,
+    keyword_search,
+    query_words,
+    score_row,
+)
 from .timing import timed
 from .types import Hit, SearchFilters, check_page
 
@@ -107,19 +114,6 @@ def keyword_hits(
         return keyword_search(session, query, limit=limit, where=where)
 
 
-def _cosines(src: Sources, vector: np.ndarray | None, ids: list[int]) -> dict[int, float]:
-    """The cosine of the query with these images' vectors (served model), read by key."""
-    if vector is None or not ids:
-        return {}
-    model_id = src.model_id()
-    q = np.asarray(vector, dtype=np.float32).reshape(-1)
-    with src.session() as session:
-        got, vecs = catalog.load_vectors(session, model_id, ids)
-    if len(got) == 0 or vecs.shape[1] != q.size:
-        return {}
-    return {int(i): float(s) for i, s in zip(got, vecs @ q, strict=True)}
-
-
 def _uncalibrated(scores: Sequence[float]) -> list[float]:
     """Without a calibration (none could be measured): the cosine itself, within 0..1."""
     return [round(min(1.0, max(0.0, float(s))), 6) for s in scores]
@@ -178,16 +172,17 @@ def search_text(
         raise IndexerError("a hybrid search needs the query's vector")
     need = offset + k
     depth = keyword_depth(k, offset)
+    read: dict[int, Any] = {}  # the hit rows the ranking read (the page's come from there)
     while True:
         if keywords is not None and keywords[0] == depth:
             kw = list(keywords[1])
         else:
             kw = keyword_hits(src, query, depth, filters)
         if mode == "text":
-            ranked, bound, done = _text_side(src, vector, kw, depth, rel_of)
+            ranked, bound, done, read = _text_side(src, vector, kw, depth, filters)
         else:
             assert vector is not None
-            ranked, bound, done = _both_sides(src, vector, query, kw, depth, filters, rel_of)
+            ranked, bound, done, read = _both_sides(src, vector, query, kw, depth, filters, rel_of)
         if min_score is not None:
             ranked = [c for c in ranked if c.keyword is not None or (c.cosine or -2.0) >= min_score]
         kept = [c for c in ranked if c.relevance >= cut]
@@ -197,9 +192,17 @@ def search_text(
             break  # no image outside both lists could rank within the page (a tie could)
         if len(kept) < need and bound < cut:
             break  # no image outside both lists passes the cut
+        if mode == "text":  # the page ends in a tie (a common word): settled by the vectors
+            tied = _tied_page(src, vector, query, ranked, bound, need, filters, read)
+            if tied is not None:
+                kept = [c for c in tied if c.relevance >= cut]
+                break
         depth = min(MAX_DEPTH, depth * 2)
     page = kept[offset:need]
-    rows = src.rows([c.id for c in page], filters) if page else {}
+    rows = {c.id: read[c.id] for c in page if c.id in read}
+    missing = [c.id for c in page if c.id not in read]
+    if missing:  # images of the page the ranking's read did not cover
+        rows.update(src.rows(missing, filters))
     out: list[Hit] = []
     for c in page:
         row = rows.get(c.id)
@@ -220,15 +223,154 @@ def _text_side(
     vector: np.ndarray | None,
     kw: list[KeywordHit],
     depth: int,
-    rel_of: Callable[[Sequence[float]], Sequence[float]],
-) -> tuple[list[_Candidate], float, bool]:
-    """The keyword list ranked by keyword relevance; the most an unread image could reach."""
-    cos = _cosines(src, vector, [h.id for h in kw])
+    filters: SearchFilters | None,
+) -> tuple[list[_Candidate], float, bool, dict[int, Any]]:
+    """The keyword list ranked by keyword relevance; the most an unread image could reach; the
+    rows of its images (read with their cosines, in one statement)."""
+    rows, cos = _read(src, vector, [h.id for h in kw], [h.id for h in kw], filters)
     ranked = [_Candidate(h.id, cos.get(h.id), round(KEYWORD_RELEVANCE * h.score, 6), h) for h in kw]
     ranked.sort(key=_Candidate.key)
     done = len(kw) < depth
     bound = 0.0 if done or not kw else KEYWORD_RELEVANCE * kw[-1].score
-    return ranked, bound, done
+    return ranked, bound, done, rows
+
+
+_KEYWORD_COLUMNS = (
+    image_keywords.c.name.label("kw_name"),
+    image_keywords.c.folder.label("kw_folder"),
+    image_keywords.c.caption.label("kw_caption"),
+    image_keywords.c.ocr.label("kw_ocr"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class _WordsRow:
+    """An image's keyword row as :func:`indexer.keywords.score_row` reads it."""
+
+    image_id: int
+    name: str | None
+    folder: str | None
+    caption: str | None
+    ocr: str | None
+
+
+def _read(
+    src: Sources,
+    vector: np.ndarray | None,
+    ids: list[int],
+    cosine_of: list[int],
+    filters: SearchFilters | None,
+) -> tuple[dict[int, Any], dict[int, float]]:
+    """One statement for the images a ranking holds (by primary key): each ready image's hit
+    row with its keyword row (``kw_*`` columns), and for those of ``cosine_of`` the cosine of
+    its stored vector (served model) to the query. Returns (rows by id, cosines by id)."""
+    if not ids:
+        return {}, {}
+    want_vectors = vector is not None and bool(cosine_of)
+    vec_col: Any = sa.null().label("vector")
+    stmt = sa.select(*catalog.HIT_COLUMNS, *_KEYWORD_COLUMNS).select_from(catalog.Image)
+    if want_vectors:
+        model_id = src.model_id()
+        emb = catalog.Embedding
+        # by key, for the images that need it only (a join let PostgreSQL hash the table)
+        vector_of = (
+            sa.select(emb.vector)
+            .where(emb.sha256 == catalog.Image.sha256, emb.model_id == model_id)
+            .scalar_subquery()
+        )
+        vec_col = sa.case(
+            (catalog.Image.id.in_(sa.bindparam("vec_ids", expanding=True)), vector_of),
+            else_=sa.null(),
+        ).label("vector")
+    stmt = (
+        stmt.add_columns(vec_col)
+        .outerjoin(image_keywords, image_keywords.c.image_id == catalog.Image.id)
+        .where(catalog.ID_IN, catalog.Image.state == "ready")
+    )
+    if filters is not None:
+        stmt = stmt.where(*src.conditions(filters))
+    params: dict[str, Any] = {"ids": [int(i) for i in dict.fromkeys(ids)]}
+    if want_vectors:
+        params["vec_ids"] = [int(i) for i in dict.fromkeys(cosine_of)]
+    with timed("catalog"), src.session() as session:
+        rows = {int(r.id): r for r in session.execute(stmt, params)}
+    cos: dict[int, float] = {}
+    if want_vectors:
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        blobs = [(i, r.vector) for i, r in rows.items() if r.vector is not None]
+        if blobs:
+            vecs = np.stack([catalog.bytes_to_vector(b) for _, b in blobs])
+            if vecs.shape[1] == q.size:
+                cos = {i: float(c) for (i, _), c in zip(blobs, vecs @ q, strict=True)}
+    return rows, cos
+
+
+def _scored(query: str, rows: Sequence[Any]) -> list[KeywordHit]:
+    """The keyword scores of these rows (of :func:`_read`) for ``query``."""
+    words = query_words(query)
+    if not words:
+        return []
+    hits = []
+    for r in rows:
+        if r.kw_name is None and r.kw_folder is None and r.kw_caption is None and r.kw_ocr is None:
+            continue
+        hit = score_row(words, _WordsRow(int(r.id), r.kw_name, r.kw_folder, r.kw_caption, r.kw_ocr))
+        if hit is not None:
+            hits.append(hit)
+    return hits
+
+
+def _tied_page(
+    src: Sources,
+    vector: np.ndarray | None,
+    query: str,
+    ranked: list[_Candidate],
+    bound: float,
+    need: int,
+    filters: SearchFilters | None,
+    read: dict[int, Any],
+) -> list[_Candidate] | None:
+    """A text-mode page whose last places are a tie of keyword relevance at the keyword list's
+    end (a common word: thousands of images match it equally well), ranked without reading the
+    whole tie: the tie is broken by the cosine (then the id), and the images of the tie with the
+    highest cosines are found by the vector search, read deeper until ``need`` are certain (an
+    image of the tie not among the vector search's first ``d`` has a cosine below the ``d``-th).
+    The candidates above the tie, then the tie's first ones (their rows added to ``read``);
+    None where the page does not end in such a tie (or the vector search cannot settle it: then
+    the list is read deeper)."""
+    if vector is None or not ranked:
+        return None
+    tie = round(bound, 6)
+    above = [c for c in ranked if c.relevance > tie]
+    if len(above) >= need or not any(c.relevance == tie for c in ranked):
+        return None
+    words = {c.id: c for c in ranked}
+    depth = max(DEPTH, keyword_depth(need - len(above), 0))
+    while True:
+        sem = src.scores(vector, k=depth, filters=filters)
+        sem_done = len(sem) < depth
+        floor = sem[-1][1] if sem and not sem_done else -2.0
+        new = [i for i, _ in sem if i not in words]
+        # the matches the keyword list had not reached: their keyword rows, rows and cosines
+        rows, cos = _read(src, vector, new, new, filters)
+        read.update(rows)
+        for h in _scored(query, list(rows.values())):
+            words[h.id] = _Candidate(h.id, cos.get(h.id), round(KEYWORD_RELEVANCE * h.score, 6), h)
+        faiss = dict(sem)
+        above = [c for c in words.values() if c.relevance > tie]
+        certain = [
+            c
+            for c in words.values()
+            if c.relevance == tie and (sem_done or faiss.get(c.id, -2.0) > floor)
+        ]
+        if len(above) + len(certain) >= need or sem_done:
+            break
+        if depth >= MAX_DEPTH:
+            return None
+        depth = min(MAX_DEPTH, depth * 2)
+    if len(above) + len(certain) < need:
+        return None  # the tie is smaller than the page: the images below it are read too
+    return sorted(above + certain, key=_Candidate.key)
 
 
 def _both_sides(
@@ -239,20 +381,23 @@ def _both_sides(
     depth: int,
     filters: SearchFilters | None,
     rel_of: Callable[[Sequence[float]], Sequence[float]],
-) -> tuple[list[_Candidate], float, bool]:
-    """Both lists merged by fused relevance; the most an image in neither could reach."""
+) -> tuple[list[_Candidate], float, bool, dict[int, Any]]:
+    """Both lists merged by fused relevance; the most an image in neither could reach; the rows
+    of their images (read in one statement with the keyword rows of the vector hits and the
+    cosines of the keyword hits)."""
     sem = src.scores(vector, k=depth, filters=filters)
     sem_done = len(sem) < depth
     kw_done = len(kw) < depth
     kw_last = kw[-1].score if kw and not kw_done else 0.0
+    cos: dict[int, float] = {i: s for i, s in sem}
+    by_id = {h.id: h for h in kw}
+    kw_only = [i for i in by_id if i not in cos]
+    rows, kw_cos = _read(src, vector, list(cos) + kw_only, kw_only, filters)
     # the vector hits the words match too, found by key whatever the words' frequency (a common
     # word's keyword list holds only its best-ranked matches)
-    by_id = {h.id: h for h in kw}
-    with src.session() as session:
-        for h in score_ids(session, query, [i for i, _ in sem if i not in by_id]):
-            by_id[h.id] = h
-    cos: dict[int, float] = {i: s for i, s in sem}
-    cos.update(_cosines(src, vector, [i for i in by_id if i not in cos]))
+    for h in _scored(query, [rows[i] for i in cos if i not in by_id and i in rows]):
+        by_id[h.id] = h
+    cos.update(kw_cos)
     ids = list(cos) + [i for i in by_id if i not in cos]
     rels = list(rel_of([cos.get(i, -1.0) for i in ids]))
     sem_rank = {i: r for r, (i, _) in enumerate(sem)}
@@ -267,7 +412,7 @@ def _both_sides(
         )
     ranked.sort(key=_Candidate.key)
     sem_last = float(rel_of([sem[-1][1]])[0]) if sem and not sem_done else 0.0
-    return ranked, _fuse(sem_last, kw_last), sem_done and kw_done
+    return ranked, _fuse(sem_last, kw_last), sem_done and kw_done, rows
 
 
 def _with(
