@@ -29,6 +29,7 @@ import logging.handlers
 import re
 import sys
 import uuid
+import weakref
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,6 +81,12 @@ ROTATE_KEEP = 5
 
 #: Loggers the servers bring, sent through the root's handler instead of their own.
 _FOREIGN = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "kombu", "amqp")
+#: The handlers configure_logging installed (replaced when it is called again).
+_installed: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
+
+#: Libraries that narrate at INFO what an operator does not need (each request httpx sends,
+#: which FAISS build loads, Alembic's plugins): WARNING unless the level asked is DEBUG.
+_CHATTY = ("httpx", "httpcore", "faiss.loader", "alembic.runtime.plugins", "PIL")
 
 
 def new_request_id() -> str:
@@ -156,11 +163,17 @@ def configure_logging(
     *,
     stream: TextIO | None = None,
     file: Path | None = None,
-) -> logging.Handler:
+    force: bool = False,
+) -> logging.Handler | None:
     """Send every record at ``level`` and above to one handler: ``file`` rotated by size when
-    given, else ``stream`` (default stderr), formatted as ``fmt``. Replaces the root logger's
-    handlers (calling it again reconfigures) and routes uvicorn's and Celery's loggers through
-    it. Returns the handler."""
+    given, else ``stream`` (default stderr), formatted as ``fmt``, and route uvicorn's and
+    Celery's loggers through it. Calling it again replaces the handler it installed. Like
+    ``logging.basicConfig``, it leaves alone a process whose logging someone else set up (a
+    program embedding clipsearch, a test runner) unless ``force``; then it returns None.
+    Returns the handler."""
+    root = logging.getLogger()
+    if not force and any(h not in _installed for h in root.handlers):
+        return None
     handler: logging.Handler
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +184,7 @@ def configure_logging(
         handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_RequestIdFilter())
-    root = logging.getLogger()
+    _installed.add(handler)
     for old in list(root.handlers):
         root.removeHandler(old)
         if isinstance(old, logging.FileHandler):
@@ -182,6 +195,9 @@ def configure_logging(
         foreign = logging.getLogger(name)
         foreign.handlers.clear()
         foreign.propagate = True
+    debug = root.level <= logging.DEBUG
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.NOTSET if debug else logging.WARNING)
     return handler
 
 

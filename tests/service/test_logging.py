@@ -54,7 +54,7 @@ def served(tmp_path: Path, tiny_model_dir: Path, redis_url: str) -> Iterator[dic
         allowed_roots=[photos],
         broker_url=redis_url,
         queue_prefix=f"log{free_port()}-",
-        token=TOKEN,
+        api_token=TOKEN,
         log_format="json",
         device="cpu",
     )
@@ -156,7 +156,7 @@ def restored_logging() -> Iterator[None]:
 
 def test_json_and_text_lines(restored_logging: None) -> None:
     stream = io.StringIO()
-    logs.configure_logging("INFO", "json", stream=stream)
+    logs.configure_logging("INFO", "json", stream=stream, force=True)
     token = logs.request_id.set("abc123")
     try:
         logging.getLogger("clipsearch.test").info("hello %s", "world")
@@ -175,7 +175,7 @@ def test_json_and_text_lines(restored_logging: None) -> None:
     assert "request_id" not in lines[1] and "ValueError: boom" in lines[1]["exc_info"]
 
     stream = io.StringIO()
-    logs.configure_logging("WARNING", "text", stream=stream)
+    logs.configure_logging("WARNING", "text", stream=stream, force=True)
     token = logs.request_id.set("r-1")
     try:
         logging.getLogger("clipsearch.test").warning("disk full")
@@ -217,7 +217,7 @@ def test_the_access_log_names_request_and_answer(
 
 def test_the_worker_log_file_is_rotated(restored_logging: None, tmp_path: Path) -> None:
     path = tmp_path / "logs" / "worker.log"
-    handler = logs.configure_logging("INFO", "json", file=path)
+    handler = logs.configure_logging("INFO", "json", file=path, force=True)
     assert isinstance(handler, logging.handlers.RotatingFileHandler)
     line = "x" * 1000
     for _ in range(logs.ROTATE_BYTES // 1000 + 50):
@@ -225,3 +225,21 @@ def test_the_worker_log_file_is_rotated(restored_logging: None, tmp_path: Path) 
     handler.flush()
     assert path.exists() and (tmp_path / "logs" / "worker.log.1").exists()
     assert path.stat().st_size <= logs.ROTATE_BYTES
+
+
+def test_a_process_whose_logging_is_set_up_already_is_left_alone(
+    restored_logging: None,
+) -> None:
+    """Like logging.basicConfig: a program embedding clipsearch (here pytest, whose capture
+    handlers are on the root logger) keeps its own setup when a CLI entry point runs in it."""
+    root = logging.getLogger()
+    theirs = logging.StreamHandler(io.StringIO())
+    root.addHandler(theirs)
+    before = list(root.handlers)
+    assert logs.configure_logging("DEBUG", "json") is None
+    assert root.handlers == before
+    # forced, it replaces them; called again, it replaces only its own handler
+    mine = logs.configure_logging("INFO", "json", stream=io.StringIO(), force=True)
+    assert root.handlers == [mine]
+    again = logs.configure_logging("INFO", "text", stream=io.StringIO())
+    assert again is not None and root.handlers == [again]
