@@ -23,8 +23,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import math
 import os
@@ -36,7 +34,9 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
+from . import milvus_filters
 from .errors import IndexerError, StoreUnavailable
+from .milvus_filters import micros
 from .vector_store import (
     StoreConfig,
     StoreFilters,
@@ -49,8 +49,6 @@ from .vector_store import (
 
 log = logging.getLogger(__name__)
 
-NO_TIME = -(2**62)  # taken_at of an image without a capture time
-_EPOCH = dt.datetime(1970, 1, 1)
 _WRITE_CHUNK = 2000  # rows per insert/upsert request (2000 x 512 floats: ~4 MB)
 MAX_FETCH = 16384  # Milvus' largest topk
 # Rows a process upserts into a collection before it flushes it. Unflushed rows sit in a growing
@@ -72,30 +70,6 @@ def collection_name(config: StoreConfig, version: int, model_id: int) -> str:
 def mark_name(version: int) -> str:
     """The catalog mark holding a collection's watermark on the change sequence."""
     return f"milvus_v{int(version)}"
-
-
-def _micros(value: dt.datetime | None) -> int:
-    if value is None:
-        return NO_TIME
-    if value.tzinfo is not None:
-        value = value.replace(tzinfo=None)
-    return (value - _EPOCH) // dt.timedelta(microseconds=1)
-
-
-def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _within(folders: tuple[str, ...]) -> str:
-    """Under any of ``folders`` (a viewer's shared folders); none of them: no vector at all."""
-    if not folders:
-        return "id < 0"
-    each = []
-    for folder in folders:
-        folder = folder.rstrip("/") or "/"
-        prefix = folder if folder.endswith("/") else folder + "/"
-        each.append(f"folder == {_quote(folder)} or folder like {_quote(prefix + '%')}")
-    return "(" + " or ".join(each) + ")"
 
 
 def _unavailable(config: StoreConfig, exc: BaseException, collection: str | None) -> IndexerError:
@@ -209,25 +183,8 @@ class MilvusStore(VectorStore):
 
     @staticmethod
     def expression(filters: StoreFilters | None, exclude: Sequence[int] | None) -> str:
-        """The Milvus boolean expression for these filters (may over-include: ``_`` and ``%``
-        in a folder name are LIKE wildcards; the catalog re-checks every hit)."""
-        parts: list[str] = []
-        if filters is not None:
-            if filters.folder:
-                folder = filters.folder.rstrip("/") or "/"
-                prefix = folder if folder.endswith("/") else folder + "/"
-                parts.append(f"(folder == {_quote(folder)} or folder like {_quote(prefix + '%')})")
-            if filters.date_from is not None:
-                parts.append(f"taken_at >= {_micros(filters.date_from)}")
-            if filters.date_to is not None:
-                parts.append(f"taken_at <= {_micros(filters.date_to)} and taken_at > {NO_TIME}")
-            if filters.formats:
-                parts.append(f"format in [{', '.join(_quote(f) for f in filters.formats)}]")
-            if filters.within is not None:  # a viewer's shared folders (indexer.sharing)
-                parts.append(_within(filters.within))
-        if exclude:
-            parts.append(f"id not in [{', '.join(str(int(i)) for i in exclude)}]")
-        return " and ".join(parts)
+        """The Milvus boolean expression for these filters (indexer.milvus_filters)."""
+        return milvus_filters.expression(filters, exclude)
 
     def search(
         self,
@@ -271,7 +228,7 @@ class MilvusStore(VectorStore):
                     "id": int(image_id),
                     "vector": np.asarray(vec, np.float32).tolist(),
                     "folder": (fields.folder[n] if fields else "") or "",
-                    "taken_at": _micros(fields.taken_at[n] if fields else None),
+                    "taken_at": micros(fields.taken_at[n] if fields else None),
                     "format": ((fields.format[n] if fields else None) or "")[:16],
                     "state": "ready",
                 }
