@@ -7,6 +7,7 @@ dashboards rely on.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from clipsearch.indexer.worker import start_worker_process
 from clipsearch.service.app import build_library, create_app
 from clipsearch.service.settings import Settings
 
+REPO = Path(__file__).resolve().parents[2]
 NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 UNITS = ("seconds", "bytes", "ratio", "info")
 #: words that name a measured quantity, which must then carry its unit as the suffix
@@ -189,6 +191,12 @@ def test_api_and_worker_pages_parse_and_follow_the_naming_rules(
     assert got['clipsearch_searches_total{kind="text"}'] == 2
     assert got["process_resident_memory_bytes"] > 0
     assert any(k.startswith("clipsearch_build_info{") for k in got)
+    # every series the Grafana dashboard queries is on one of the two pages
+    dashboard = json.loads((REPO / "deploy" / "grafana" / "clipsearch.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    queried = {m for e in exprs for m in re.findall(r"\b((?:clipsearch|process)_[a-z_]+)", e)}
+    served = {k.split("{")[0] for k in (*seen, *got)}
+    assert len(queried) >= 10 and queried <= served, queried - served
     # what the old page had twice or as a lifetime average is gone
     assert not any(
         k.startswith(("clipsearch_images_pending", "clipsearch_ingest_images_per_second"))
