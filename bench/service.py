@@ -1,4 +1,5 @@
-"""End-to-end search latency of the REST API under load, from a second process on loopback.
+"""End-to-end search latency of the REST API under load, from a second process on loopback,
+against the commit before issue 25 measured in the same run on the same machine.
 
 What it does, all in one run:
 
@@ -7,17 +8,26 @@ What it does, all in one run:
    from ``bench/synthetic_vectors.py``) directly through the catalog ORM -- no images are decoded
    or embedded -- and builds the index the way a re-index job does
    (``indexer.reindex.build_and_activate``: IVF above the flat threshold, nprobe tuned for recall).
-3. Starts ``clipsearch serve --no-worker`` (the real CLI: uvicorn, the app, the Library).
+   With ``--baseline-python``/``--baseline-src`` (a venv with the older commit installed and
+   that commit's tree), the older commit seeds its own catalog the same way with its own code
+   (the same vectors, paths and ids; the schemas differ), and serves it with its own CLI.
+3. Starts ``clipsearch serve --no-worker`` (the real CLI: uvicorn, the app, the Library), one
+   server at a time: the baseline, then this tree.
 4. From a separate load process (httpx, asyncio), for each phase: C concurrent clients in a
-   closed loop, each sending ``GET /api/search?q=...&k=20`` back to back:
-   - ``reference``: 1 client, unique queries (the single-user latency, same server, same run);
-   - ``unique``: 16 clients, every query a new text (no embedding-cache hits: the text tower runs
-     for every request, batched across concurrent requests);
-   - ``repeated``: 16 clients drawing from 64 popular queries (what the LRU cache is for).
-5. Writes bench/results/service.md: machine, versions, index, and per phase QPS, p50/p90/p99
-   latency (client-side, end to end) and errors.
+   closed loop, each sending ``GET /api/search?q=...&k=20`` back to back, for C in
+   ``--clients`` (1, 16, 32, 64) and two kinds of queries: ``unique`` (every text new: the text
+   tower runs for each) and ``popular`` (64 three-word texts: the query cache answers).
+   A 503 is counted apart (the server's deliberate refusal past its queue), every other failure
+   as an error. Per-stage times (encode, vector search, keyword search, catalog) are the
+   server's own (``clipsearch_search_stage_duration_seconds`` on /metrics, a mean per search over
+   the phase), where the server has them; the rest of ``took_ms`` is ranking, rows to JSON
+   and waiting for a CPU.
+5. The same 20 queries asked of each server alone: their ids and order compared.
+6. Writes bench/results/service.md: machine, versions, index, and per phase QPS, p50/p99
+   latency (client-side, end to end), refusals and errors.
 
-Usage: ``nice .venv/bin/python -m bench.service [--vectors 100000] [--seconds 20]``.
+Usage: ``nice .venv/bin/python -m bench.service [--vectors 100000] [--seconds 8]
+[--baseline-python /tmp/base25/venv/bin/python --baseline-src /tmp/base25/src]``.
 """
 
 from __future__ import annotations
@@ -195,12 +205,21 @@ def free_port() -> int:
 
 
 def start_server(
-    facts: dict[str, Any], port: int, log_path: Path, precision: str = "exact"
+    facts: dict[str, Any],
+    port: int,
+    log_path: Path,
+    precision: str = "exact",
+    python: str | None = None,
 ) -> subprocess.Popen[bytes]:
+    """``python``: another interpreter whose installed clipsearch serves (the baseline)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
+    env.pop("PYTHONPATH", None)
     env["CLIPSEARCH_QUERY_PRECISION"] = precision
     script = REPO / ".venv" / "bin" / "clipsearch"
-    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "clipsearch.service.cli"]
+    if python is not None:
+        cmd = [python, "-m", "clipsearch.service.cli"]
+    else:
+        cmd = [str(script)] if script.exists() else [sys.executable, "-m", "clipsearch.service.cli"]
     cmd += [
         "serve",
         "--no-worker",
@@ -213,7 +232,8 @@ def start_server(
     ]
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
     try:
-        return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        cwd = "/" if python is not None else REPO  # the baseline must not import this tree
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()
 
@@ -251,6 +271,32 @@ async def _warm_up(base: str) -> None:
             await client.get("/api/search", params={"q": f"warm up {WORDS[i]}", "k": 20})
 
 
+STAGES = ("encode", "vector_search", "keyword_search", "catalog")
+
+
+async def _stage_totals(client: Any) -> dict[str, tuple[float, float]]:
+    """(sum seconds, count) per search stage from the server's /metrics (empty without it)."""
+    try:
+        r = await client.get("/metrics")
+    except Exception:  # an older server without the metric
+        return {}
+    if r.status_code != 200:
+        return {}
+    out: dict[str, list[float]] = {}
+    for line in r.text.splitlines():
+        if not line.startswith("clipsearch_search_stage_duration_seconds_"):
+            continue
+        name, _, value = line.rpartition(" ")
+        for stage in STAGES:
+            if f'stage="{stage}"' in name:
+                got = out.setdefault(stage, [0.0, 0.0])
+                if name.startswith("clipsearch_search_stage_duration_seconds_sum"):
+                    got[0] = float(value)
+                elif name.startswith("clipsearch_search_stage_duration_seconds_count"):
+                    got[1] = float(value)
+    return {k: (v[0], v[1]) for k, v in out.items()}
+
+
 async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) -> dict[str, Any]:
     import random
 
@@ -261,10 +307,12 @@ async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) 
     latencies: list[float] = []
     server_ms: list[float] = []
     errors = 0
-    stop_at = time.perf_counter() + seconds
+    refused = 0
+    searches = 0
+    short = 0  # answered with fewer than 20 results (the relevance cut left fewer)
 
     def next_query() -> str:
-        if mode == "repeated":
+        if mode == "popular":
             return rng.choice(popular)
         # four words never asked before in this run (45^4 combinations). Until 2026-12-01 a
         # counter made them unique ("red dog tree 123"): its 3+ digit numbers matched hundreds
@@ -276,31 +324,41 @@ async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) 
                 _ASKED.add(q)
                 return q
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    limits = httpx.Limits(max_connections=clients + 1, max_keepalive_connections=clients + 1)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        before = await _stage_totals(client)
+        stop_at = time.perf_counter() + seconds
 
         async def one_client() -> None:
-            nonlocal errors
+            nonlocal errors, refused, searches, short
             while time.perf_counter() < stop_at:
                 q = next_query()
                 t0 = time.perf_counter()
+                status = 0
                 try:
                     r = await client.get("/api/search", params={"q": q, "k": 20})
+                    status = r.status_code
                     body = r.json() if r.status_code == 200 else {}
-                    ok = len(body.get("results", [])) == 20
+                    ok = r.status_code == 200 and "results" in body
                     if ok:
                         server_ms.append(float(body["took_ms"]))
+                        short += len(body["results"]) < 20
                 except httpx.HTTPError:
                     ok = False
                 dt = time.perf_counter() - t0
                 if ok:
                     latencies.append(dt)
+                    searches += 1
+                elif status == 503:
+                    refused += 1
+                    await asyncio.sleep(0.05)  # a client told to retry does not hammer
                 else:
                     errors += 1
 
         t_start = time.perf_counter()
         await asyncio.gather(*(one_client() for _ in range(clients)))
         elapsed = time.perf_counter() - t_start
+        after = await _stage_totals(client)
 
     latencies.sort()
     server_ms.sort()
@@ -310,28 +368,53 @@ async def _phase(base: str, clients: int, seconds: float, mode: str, seed: int) 
             return float("nan")
         return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
 
+    stages: dict[str, float] = {}
+    for stage, (total, _) in after.items():
+        if searches:  # ms per answered search
+            stages[stage] = (total - before.get(stage, (0.0, 0.0))[0]) / searches * 1000
     return {
         "mode": mode,
         "clients": clients,
         "seconds": elapsed,
-        "requests": len(latencies) + errors,
+        "requests": len(latencies) + errors + refused,
         "errors": errors,
+        "refused": refused,
+        "short": short,
         "qps": len(latencies) / elapsed if elapsed else 0.0,
         "p50_ms": pct(50),
         "p90_ms": pct(90),
         "p99_ms": pct(99),
         "server_p50_ms": server_ms[len(server_ms) // 2] if server_ms else float("nan"),
+        "stages_ms": stages,
     }
 
 
-def load_main(base: str, seconds: float, clients: int) -> None:
-    async def run_all() -> list[dict[str, Any]]:
+SAME = [f"{a} {b}" for a, b in zip(WORDS[:20], WORDS[20:40], strict=True)]
+
+
+async def _answers(base: str) -> list[list[int]]:
+    """The ids, in order, of the same 20 queries asked one at a time."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        out = []
+        for q in SAME:
+            r = await client.get("/api/search", params={"q": q, "k": 20})
+            out.append([int(h["id"]) for h in r.json().get("results", [])])
+        return out
+
+
+def load_main(base: str, seconds: float, clients: list[int]) -> None:
+    async def run_all() -> dict[str, Any]:
         out = []
         await _warm_up(base)
-        out.append(await _phase(base, 1, min(seconds, 15), "unique", 1))
-        out.append(await _phase(base, clients, seconds, "unique", 2))
-        out.append(await _phase(base, clients, seconds, "repeated", 3))
-        return out
+        answers = await _answers(base)
+        for i, c in enumerate(clients):
+            for j, mode in enumerate(("unique", "popular")):
+                if c == 1 and mode == "popular":
+                    continue
+                out.append(await _phase(base, c, seconds, mode, 1 + 2 * i + j))
+        return {"phases": out, "answers": answers}
 
     print(json.dumps(asyncio.run(run_all())))
 
@@ -360,136 +443,197 @@ def _versions() -> str:
 
 
 def write_report(
-    facts: dict[str, Any], health: dict[str, Any], phases: list[dict[str, Any]]
+    facts: dict[str, Any],
+    health: dict[str, Any],
+    runs: list[dict[str, Any]],
+    command: str,
 ) -> None:
-    """``phases``: each with its server's ``precision`` (CLIPSEARCH_QUERY_PRECISION)."""
+    """``runs``: one per server (``label``, ``phases``, ``answers``)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     idx = health.get("index", {})
-    names = {
-        ("unique", 1): "reference: 1 client, unique queries",
-        ("unique", 0): "16 clients, unique queries (no cache hits)",
-        ("repeated", 0): "16 clients, 64 popular queries (LRU cache)",
-    }
     lines = [
         "# Service: text search end to end under load",
         "",
-        f"`nice .venv/bin/python -m bench.service {' '.join(sys.argv[1:])}`".replace(" `", "`")
-        + f" (vectors={facts['vectors']}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
-        f"machine load average before the run: {os.getloadavg()[0]:.1f})",
+        f"`{command}` (vectors={facts['vectors']}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"machine load average before the run: {facts.get('load_before', 0.0):.1f})",
         "",
         f"- Machine: {_cpu()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
         f"- Versions: {_versions()}",
-        "- Server: `clipsearch serve --no-worker` (uvicorn, 1 process), SQLite catalog, "
-        "ViT-B/32 with random weights (OpenAI's architecture) for the text tower, CPU.",
-        f"- Index: {idx.get('size', 0) + idx.get('delta', 0)} vectors, kind {idx.get('kind')}, "
-        f"version {idx.get('version')}. The catalog and index were seeded with synthetic "
-        "CLIP-like 512-d vectors (bench/synthetic_vectors.py) written straight into the catalog, "
-        "then indexed by the re-index code path (`build_and_activate`); no images were decoded.",
+        "- Servers: `clipsearch serve --no-worker` (uvicorn, 1 process), SQLite catalog, "
+        "ViT-B/32 with random weights (OpenAI's architecture) for the text tower, CPU, int8 "
+        "query precision (the default), every other setting the default. `baseline` is the "
+        "commit before issue 25 (a3f72af) installed in its own venv and serving a catalog it "
+        "seeded itself with its own code (same vectors, paths and ids); `this tree` is the "
+        "working tree. One server at a time, the same load process, the same machine, "
+        "the same run.",
+        f"- Index: {idx.get('size', 0) + idx.get('delta', 0)} vectors, kind {idx.get('kind')}. "
+        "The catalog and index were seeded with synthetic CLIP-like 512-d vectors "
+        "(bench/synthetic_vectors.py) written straight into the catalog, then indexed by the "
+        "re-index code path (`build_and_activate`); no images were decoded.",
         "- Load: a second process on loopback (httpx + asyncio), closed loop, "
-        "`GET /api/search?q=...&k=20`; latency measured by the client, end to end; an error is "
-        "any non-200 or a result list shorter than 20. The load process shares the 2 cores.",
-        "- Setup (a `--work-dir` prepared once is reused): "
-        f"save model {facts['seconds']['save_model']:.1f} s, seed catalog "
-        f"{facts['seconds']['seed_catalog']:.1f} s, build index {facts['seconds']['build_index']:.1f} s.",
+        "`GET /api/search?q=...&k=20`; latency measured by the client, end to end, of the "
+        "answered searches; `503` counts the server's deliberate refusals past its queue (the "
+        "client waits 50 ms before its next query), `errors` everything else (any other status, "
+        "a timeout); `short`: answers with fewer than 20 results (the default relevance cut "
+        "left fewer). The load process shares the 2 cores.",
+        "- Queries: unique ones are four words of a 45-word list never asked before in the run "
+        "(the text tower runs for each); popular ones 64 three-word texts (the query cache); "
+        "text queries are hybrid (the keyword index has the file names).",
+        "- Stages: the server's own mean ms per answered search (encode: waiting for and "
+        "running the text encoder; vector_search: FAISS; keyword_search: the keyword index; "
+        "catalog: the catalog reads), from /metrics; the baseline has no such metric (-).",
         "",
-        "- Query precision: one server per `CLIPSEARCH_QUERY_PRECISION` (`exact`: float32 text "
-        "tower; `int8`: dynamic int8 Linear weights, one text per pass, model/quantize.py; "
-        "`fp16`: float16 Linear weights, batched), run one after the other on the same catalog "
-        "and index; every other setting the default (text queries hybrid, as the keyword index "
-        "has the file names; 2 search threads; 1 compute thread per search and for the encoder).",
-        "- Queries: unique ones are four words of a 45-word list never asked before in the run; "
-        "popular ones 64 three-word texts; 8 unmeasured queries first (the first waits for the "
-        "relevance calibration).",
-        "",
-        "| query precision | phase | clients | seconds | requests | QPS | p50 ms | p90 ms "
-        "| p99 ms | errors | server p50 ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | queries | clients | QPS | p50 ms | p90 ms | p99 ms | 503 | errors | short "
+        "| server p50 ms | encode | vector | keyword | catalog |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for ph in phases:
-        key = (ph["mode"], 1 if ph["clients"] == 1 else 0)
-        lines.append(
-            f"| {ph.get('precision', 'exact')} | {names.get(key, ph['mode'])} | "
-            f"{ph['clients']} | {ph['seconds']:.1f} | "
-            f"{ph['requests']} | {ph['qps']:.1f} | {ph['p50_ms']:.1f} | {ph['p90_ms']:.1f} | "
-            f"{ph['p99_ms']:.1f} | {ph['errors']} | {ph['server_p50_ms']:.1f} |"
-        )
+    for run in runs:
+        for ph in run["phases"]:
+            st = ph.get("stages_ms", {})
+
+            def cell(name: str, st: dict[str, float] = st) -> str:
+                return f"{st[name]:.1f}" if name in st else "-"
+
+            lines.append(
+                f"| {run['label']} | {ph['mode']} | {ph['clients']} | {ph['qps']:.1f} | "
+                f"{ph['p50_ms']:.1f} | {ph['p90_ms']:.1f} | {ph['p99_ms']:.1f} | "
+                f"{ph['refused']} | {ph['errors']} | {ph.get('short', 0)} | "
+                f"{ph['server_p50_ms']:.1f} | "
+                f"{cell('encode')} | {cell('vector_search')} | {cell('keyword_search')} | "
+                f"{cell('catalog')} |"
+            )
+    if len(runs) == 2:
+        a, b = runs[0]["answers"], runs[1]["answers"]
+        same = sum(1 for x, y in zip(a, b, strict=True) if x == y)
+        lines += [
+            "",
+            f"Same answers: {same} of {len(SAME)} queries asked alone gave the same ids in the "
+            "same order from both servers.",
+        ]
     lines += [
         "",
-        "`server p50` is the server's own `took_ms` (parse, encode, search, catalog rows); the "
-        "rest of the end-to-end time is HTTP, JSON and waiting for a CPU.",
-        "",
-        "Goals (issue 15, ViT-B/32, 100k images, one API process): p50 <= 30 ms with one "
-        "client; with 16 clients and unique queries p50 <= 100 ms and 0 errors.",
+        "Goals (issue 25, 2 cores, 100k images, ViT-B/32, hybrid, unique queries): 16 clients "
+        "p50 <= 100 ms and >= 160 QPS, 0 errors, >= 2.5x the baseline's QPS; 64 clients 0 errors "
+        "other than deliberate 503s and p99 <= 1 s for the answered ones; 1 client p50 <= 20 ms.",
         "",
     ]
     RESULTS.write_text("\n".join(lines))
     print("\n".join(lines))
 
 
+def prepare_baseline(python: str, src: Path, work: Path, n_vectors: int) -> dict[str, Any]:
+    """The baseline's own ``prepare`` (its catalog schema and index code), run by its venv."""
+    code = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "from bench.service import prepare; "
+        "print(json.dumps(prepare(Path(sys.argv[2]), int(sys.argv[3])), default=str))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [python, "-c", code, str(src), str(work), str(n_vectors)],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
+    facts = json.loads(out.stdout.strip().splitlines()[-1])
+    facts["model_dir"], facts["data_dir"] = Path(facts["model_dir"]), Path(facts["data_dir"])
+    return dict(facts)
+
+
+def _prepared(work: Path, n_vectors: int, make: Any) -> dict[str, Any]:
+    saved = work / "facts.json"
+    if saved.exists():  # reuse a prepared work folder
+        facts = json.loads(saved.read_text())
+        facts["model_dir"], facts["data_dir"] = Path(facts["model_dir"]), Path(facts["data_dir"])
+        if facts["vectors"] != n_vectors:
+            raise SystemExit(f"{work} holds {facts['vectors']} vectors, not {n_vectors}")
+        return dict(facts)
+    work.mkdir(parents=True, exist_ok=True)
+    facts = make(work)
+    saved.write_text(json.dumps(facts, default=str))
+    return dict(facts)
+
+
+def _serve_and_load(
+    facts: dict[str, Any], work: Path, label: str, python: str | None, args: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start_server(facts, port, work / f"server-{label}.log", "int8", python)
+    try:
+        health = wait_up(base, server)
+        load = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.service",
+                "--load",
+                base,
+                "--seconds",
+                str(args.seconds),
+                "--clients",
+                args.clients,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        )
+        got = json.loads(load.stdout.strip().splitlines()[-1])
+        return {"label": label, **got}, health
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vectors", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=20.0, help="per 16-client phase")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=8.0, help="per phase")
+    parser.add_argument("--clients", default="1,16,32,64", help="comma-separated client counts")
     parser.add_argument("--work-dir", type=Path, default=None)
-    parser.add_argument(
-        "--precision",
-        default="exact,int8",
-        help="query precisions to serve, one server each, comma-separated (exact, int8, fp16)",
-    )
+    parser.add_argument("--baseline-python", help="the interpreter of a venv with the baseline")
+    parser.add_argument("--baseline-src", type=Path, help="the baseline commit's tree")
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # internal: load process
     args = parser.parse_args(argv)
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    if not clients or any(not 1 <= c <= 256 for c in clients):
+        parser.error("--clients: comma-separated counts from 1 to 256")
     if args.load:
-        load_main(args.load, args.seconds, args.clients)
+        load_main(args.load, args.seconds, clients)
         return 0
-    if args.seconds * 2 + 15 > 60:
-        parser.error("--seconds: the load is bounded to 60 s in all (2 phases + 15 s reference)")
+    phases = sum(1 if c == 1 else 2 for c in clients)
+    if args.seconds * phases > 180:
+        parser.error("--seconds: the load is bounded to 180 s a server in all")
+    if (args.baseline_python is None) != (args.baseline_src is None):
+        parser.error("--baseline-python and --baseline-src go together")
+    load_before = os.getloadavg()[0]
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="clipsearch-bench-service-"))
-    saved = work / "facts.json"
-    if args.work_dir is not None and saved.exists():  # reuse a prepared --work-dir
-        facts = json.loads(saved.read_text())
-        facts["model_dir"], facts["data_dir"] = Path(facts["model_dir"]), Path(facts["data_dir"])
-        if facts["vectors"] != args.vectors:
-            parser.error(f"{work} holds {facts['vectors']} vectors, not {args.vectors}")
-    else:
-        facts = prepare(work, args.vectors)
-        saved.write_text(json.dumps(facts, default=str))
-    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
-    if not precisions or any(p not in ("exact", "int8", "fp16") for p in precisions):
-        parser.error("--precision: a comma-separated list of exact, int8, fp16")
-    phases: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     health: dict[str, Any] = {}
-    for precision in precisions:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = start_server(facts, port, work / f"server-{precision}.log", precision)
-        try:
-            health = wait_up(base, server)
-            load = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--load",
-                    base,
-                    "--seconds",
-                    str(args.seconds),
-                    "--clients",
-                    str(args.clients),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=True,
-            )
-            got = json.loads(load.stdout.strip().splitlines()[-1])
-            phases += [{**ph, "precision": precision} for ph in got]
-        finally:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-    write_report(facts, health, phases)
+    facts: dict[str, Any] = {}
+    if args.baseline_python:
+        base_facts = _prepared(
+            work / "baseline",
+            args.vectors,
+            lambda w: prepare_baseline(args.baseline_python, args.baseline_src, w, args.vectors),
+        )
+        run, _ = _serve_and_load(base_facts, work, "baseline", args.baseline_python, args)
+        runs.append(run)
+    facts = _prepared(work / "current", args.vectors, lambda w: prepare(w, args.vectors))
+    run, health = _serve_and_load(facts, work, "this tree", None, args)
+    runs.append(run)
+    facts["load_before"] = load_before
+    command = "nice .venv/bin/python -m bench.service " + " ".join(argv or sys.argv[1:])
+    write_report(facts, health, runs, command.strip())
     if args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0
