@@ -304,9 +304,8 @@ class Gallery:
         request = Request(scope)
         settings = request.app.state.service.settings
         path = scope.get("path", "/")
-        if (
-            settings.token is not None
-            and not settings.server.public_read
+        if (  # an open server (no token, no account) authorises everyone
+            not settings.server.public_read
             and path not in PUBLIC_ASSETS
             and not is_authorised(request)
         ):
@@ -314,7 +313,7 @@ class Gallery:
                 response: Any = RedirectResponse("/signin.html", status_code=303)
             else:
                 response = json_error(
-                    401, "sign in first: open /signin.html and paste the server's API token"
+                    401, "sign in first: open /signin.html (an account, or the server's API token)"
                 )
             await response(scope, receive, send)
             return

@@ -71,11 +71,11 @@ def served_library(base: Path, model_dir: Path, **overrides: Any) -> Iterator[Se
     photos = base / "photos"
     write_images(photos / "alpha", {"red": (220, 30, 30), "green": (30, 200, 40)})
     write_images(photos / "beta", {"blue": (30, 40, 220), "yellow": (240, 220, 20)})
+    overrides.setdefault("api_token", TOKEN)
     settings = Settings(
         data_dir=base / "data",
         model=str(model_dir),
         allowed_roots=[photos],
-        api_token=TOKEN,
         batch_window_ms=0.5,
         preload_model=False,
         **overrides,

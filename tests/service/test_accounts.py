@@ -5,6 +5,7 @@ trail, and an upgrade from the single-token setup that needs nothing."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,3 +237,26 @@ def test_changes_to_the_library_are_audited_with_who_and_what(served: Served) ->
     assert ("image-removed", "id 987654321", "failed") in done
     assert not any(a == "reindex" for a, _, _ in done)
     assert all(e["address"] == "127.0.0.1" for e in trail)
+
+
+def test_a_server_with_accounts_and_no_token_asks_who_is_calling(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """Accounts alone close the server: the gallery sends the browser to the sign-in page, the
+    API answers 401 until an account signs in (no token was ever set)."""
+    from clipsearch.indexer.accounts import Accounts
+
+    with served_library(tmp_path, tiny_model_dir, api_token=None) as served:
+        with served.client() as c:
+            assert c.get("/api/images").status_code == 200  # open: no token, no account yet
+        Accounts(served.lib.engine).add_user("root", "admin", PASSWORD)
+        with served.client() as c:
+            # an account added by another process (the CLI) is seen within seconds
+            deadline = time.monotonic() + 10
+            while c.get("/api/images").status_code != 401:
+                assert time.monotonic() < deadline, "the server still answers without a sign-in"
+                time.sleep(0.5)
+            page = c.get("/", follow_redirects=False)
+            assert page.status_code == 303 and page.headers["location"] == "/signin.html"
+            assert c.get("/api/session").json()["accounts"] is True
+        assert sign_in(served, "root").get("/api/images").status_code == 200
