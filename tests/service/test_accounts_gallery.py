@@ -92,3 +92,39 @@ def test_the_token_form_is_one_click_away(served: Served, page: Any) -> None:
     expect(page).to_have_url(served.url + "/")
     expect(page.locator("#results .tile-btn")).to_have_count(4)  # the token sees every folder
     expect(page.locator("#account-toggle")).to_have_text("Token")
+
+
+def test_an_admin_adds_a_person_and_shares_a_folder_from_the_gallery(
+    served: Served, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    add_user(served, "ada", "admin")
+    page.goto("/signin.html")
+    page.locator("#signin-name").fill("ada")
+    page.locator("#signin-password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(served.url + "/")
+    page.locator("#account-toggle").click()
+    page.locator("#admin-open").click()
+    dialog = page.locator("#admin-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#admin-users")).to_contain_text("gina · viewer")
+    page.locator("#admin-user-name").fill("vic")
+    page.locator("#admin-user-role").select_option("viewer")
+    page.locator("#admin-user-password").fill(PASSWORD)
+    page.locator("#admin-add-user").get_by_role("button", name="Add").click()
+    expect(page.locator("#admin-users")).to_contain_text("vic · viewer")
+    beta = str(served.photos / "beta")
+    page.locator("#admin-share-folder").fill(beta)
+    page.locator("#admin-share-user").select_option("vic")
+    page.locator("#admin-share").get_by_role("button", name="Share").click()
+    expect(page.locator("#admin-shares")).to_contain_text(f"{beta} → vic")
+    expect(page.locator("#admin-audit")).to_contain_text("ada · folder-shared")
+    expect(page.locator("#admin-audit")).to_contain_text("ada · user-added")
+    # what the admin did is what the server now does for vic
+    with served.client() as vic:
+        r = vic.post("/api/session", json={"name": "vic", "password": PASSWORD})
+        assert r.status_code == 200
+        items = vic.get("/api/images").json()["items"]
+    assert len(items) == 2 and all("/beta/" in i["path"] for i in items)
