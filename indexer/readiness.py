@@ -59,7 +59,7 @@ def check_broker(library: Any) -> None:
     try:
         with celery.connection_for_write() as conn:
             # AMQP: the handshake; Redis: its channel pings the server on creation
-            conn.ensure_connection(max_retries=1)
+            conn.ensure_connection(max_retries=1, interval_start=0, timeout=1.5)
             channel = conn.default_channel
             size = getattr(channel, "_size", None)  # kombu's virtual transports (Redis, SQL)
             if size is not None:
