@@ -20,7 +20,7 @@ import { setLibraryTotal, state } from './store.js';
  * @property {number} [failed]
  * @property {string} [message]
  * @property {string} [created_at]
- * @property {{ path?: unknown, model?: unknown, scan?: { found?: unknown } }} [params]
+ * @property {{ path?: unknown, model?: unknown, scan?: { found?: unknown, removed?: unknown, moved?: unknown } }} [params]
  * @property {{ path?: unknown, reason?: unknown }[]} [errors]
  */
 
@@ -169,17 +169,35 @@ function renderJobs(list) {
 }
 
 /**
+ * Whether a finished job changed the pictures the grid shows: a re-index, or an ingest that
+ * added, moved or removed some (a re-scan that found nothing new leaves the grid as it is).
+ * @param {Job} job
+ */
+function changedImages(job) {
+  if (job.kind === 'reindex') return true;
+  if (job.kind !== 'ingest') return false; // duplicates, tags, albums, text: same pictures
+  const scan = job.params?.scan;
+  return Number(job.done) > 0 || Number(scan?.removed) > 0 || Number(scan?.moved) > 0;
+}
+
+/**
  * Take in what the server says of some jobs: finished ones refresh the views.
  * @param {Job[]} list
  */
 export function absorbJobs(list) {
   let finished = false;
+  let imagesChanged = false; // only an ingest or a re-index brings pictures: the grid reloads
   let progressed = false;
   for (const job of list) {
     const id = String(job.id);
-    if (jobs.active.has(id) && !isActive(job)) finished = true;
-    // a job queued by someone else (a watched folder's change) that ran between two polls
-    if (jobs.primed && !jobs.byId.has(id) && !isActive(job) && Number(job.done) > 0) finished = true;
+    const ended =
+      (jobs.active.has(id) && !isActive(job)) ||
+      // a job queued by someone else (a watched folder's change) that ran between two polls
+      (jobs.primed && !jobs.byId.has(id) && !isActive(job) && Number(job.done) > 0);
+    if (ended) {
+      finished = true;
+      if (changedImages(job)) imagesChanged = true;
+    }
     if (isActive(job) && Number(job.done) > Number(jobs.byId.get(id)?.done ?? 0)) progressed = true;
     if (isActive(job)) jobs.active.add(id);
     else jobs.active.delete(id);
@@ -187,17 +205,18 @@ export function absorbJobs(list) {
   }
   jobs.primed = true;
   renderJobs([...jobs.byId.values()]);
-  if (finished) onJobsFinished();
+  if (finished) onJobsFinished(imagesChanged);
   else if (progressed && state.query.mode === 'browse' && state.items.length === 0 && !state.loading) run();
   else if (state.items.length === 0 && state.done) renderEmpty();
 }
 
-function onJobsFinished() {
+/** @param {boolean} imagesChanged an ingest or a re-index ended (duplicates, tags... did not) */
+function onJobsFinished(imagesChanged) {
   refreshHealth();
   jobHooks.modelMayHaveChanged();
   if (!els.panel.hidden) folders.refresh();
   // new images: refresh views that cannot lose a scroll position
-  if (!els.detail.open && (state.items.length === 0 || window.scrollY < 200)) run();
+  if (imagesChanged && !els.detail.open && (state.items.length === 0 || window.scrollY < 200)) run();
 }
 
 /** Ask for the jobs now, then again in a while (sooner while any run or the panel is open). */
