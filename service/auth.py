@@ -357,8 +357,10 @@ def visible_folders() -> tuple[str, ...] | None:
     return None if seen.everything else seen.folders
 
 
-def _see(request: Request, who: Principal) -> None:
-    SEEN.set(visibility_of(request, who))
+async def _see(request: Request, who: Principal) -> None:
+    """Set this request's visibility (a catalog read for viewers: off the event loop)."""
+    seen = EVERYTHING if role_at_least(who.role, "editor") or who.user_id is None else None
+    SEEN.set(seen or await run_in_threadpool(visibility_of, request, who))
 
 
 def _check(request: Request, wanted: str) -> Principal:
@@ -395,7 +397,7 @@ async def require_viewer(request: Request, creds: BearerDep, cookie: CookieDep) 
     """Search, browse and read: any account (a viewer sees the folders shared with them), a key
     with the read scope, the token; anyone with CLIPSEARCH_PUBLIC_READ."""
     who = _public(request) or _check(request, "viewer")
-    _see(request, who)
+    await _see(request, who)
     return who
 
 
