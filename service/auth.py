@@ -359,8 +359,10 @@ def visible_folders() -> tuple[str, ...] | None:
 
 async def _see(request: Request, who: Principal) -> None:
     """Set this request's visibility (a catalog read for viewers: off the event loop)."""
-    seen = EVERYTHING if role_at_least(who.role, "editor") or who.user_id is None else None
-    SEEN.set(seen or await run_in_threadpool(visibility_of, request, who))
+    if role_at_least(who.role, "editor") or who.user_id is None:
+        SEEN.set(EVERYTHING)
+    else:
+        SEEN.set(await run_in_threadpool(visibility_of, request, who))
 
 
 def _check(request: Request, wanted: str) -> Principal:
