@@ -632,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     run, health = _serve_and_load(facts, work, "this tree", None, args)
     runs.append(run)
     facts["load_before"] = load_before
-    command = "nice .venv/bin/python -m bench.service " + " ".join(argv or sys.argv[1:])
+    nice = " (niced)" if os.nice(0) > 0 else ""
+    command = ".venv/bin/python -m bench.service " + " ".join(argv or sys.argv[1:]) + nice
     write_report(facts, health, runs, command.strip())
     if args.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
