@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import catalog
 from .albums import TASK_ALBUMS, Album, AlbumMember, filtered, matches, saved_query
 from .catalog import Job
-from .celery_app import TASK_OPTIONS
+from .celery_app import task
 from .context import active_model_spec
 from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
 from .jobs import FINAL_STATES, context_of, finish, load_job, mark_running, run_guarded
@@ -234,7 +234,7 @@ def run_albums(ctx: Any, job_id: int) -> AlbumRun | None:
 def register_tasks(app: Any) -> dict[str, Any]:
     """Register the albums task on a worker app (see indexer.worker.create_worker_app)."""
 
-    @app.task(name=TASK_ALBUMS, **TASK_OPTIONS)
+    @task(app, TASK_ALBUMS)
     def refresh_albums_task(self: Any, job_id: int) -> None:
         run_guarded(app, self, job_id, lambda: run_albums(context_of(app), job_id))
 

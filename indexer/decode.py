@@ -433,4 +433,4 @@ def decode_file(
 def _default_preprocess(image_size: int) -> Callable[[Image.Image], Any]:
     from clipsearch.model.preprocess import Preprocess
 
-    return Preprocess(image_size)  # type: ignore[no-any-return]
+    return Preprocess(image_size)

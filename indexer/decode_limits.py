@@ -30,7 +30,7 @@ _MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N
 REDUCIBLE_MODES = ("L", "LA", "La", "PA", "RGB", "RGBA", "RGBa", "RGBX", "I", "F", "CMYK", "YCbCr")
 
 with contextlib.suppress(Exception):  # HEIC/HEIF when the optional plugin is installed
-    import pillow_heif  # type: ignore[import-not-found]
+    import pillow_heif  # type: ignore[import-not-found, unused-ignore]
 
     pillow_heif.register_heif_opener()
 

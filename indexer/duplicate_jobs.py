@@ -13,12 +13,13 @@ import sqlalchemy as sa
 
 from . import catalog
 from .catalog import Embedding, Image, Job, bytes_to_vector
-from .celery_app import TASK_DUPLICATES, TASK_OPTIONS
+from .celery_app import TASK_DUPLICATES, task
 from .context import active_model_spec
 from .duplicate_thresholds import (
     MIN_SAMPLE,
     PAIR_SAMPLE,
     DuplicateThresholds,
+    default_thresholds,
     measure,
     sample_thumbnails,
 )
@@ -29,7 +30,6 @@ from .duplicates import (
     FindResult,
     applied_thresholds,
     content_hashes,
-    default_thresholds,
     find_duplicates,
     library_model_id,
     record_job,
@@ -180,7 +180,7 @@ def register_tasks(app: Any) -> dict[str, Any]:
     """Register the duplicates task on a worker app (see indexer.worker.create_worker_app)."""
     from .jobs import context_of, run_guarded
 
-    @app.task(name=TASK_DUPLICATES, **TASK_OPTIONS)
+    @task(app, TASK_DUPLICATES)
     def find_duplicates_task(self: Any, job_id: int) -> None:
         run_guarded(app, self, job_id, lambda: run_duplicates(context_of(app), job_id))
 

@@ -28,7 +28,7 @@ from .types import (
 
 if TYPE_CHECKING:
     from .browse import Timeline
-    from .ocr import OcrConfig
+    from .configs import OcrConfig
     from .relevance import Calibration
     from .stats import LibraryStats
 

@@ -36,9 +36,7 @@ class IndexFollower:
     ) -> None:
         # A bound method is held weakly: a library nobody holds any more stops its thread.
         self._refresh: Callable[[], Callable[[], object] | None] = (
-            weakref.WeakMethod(refresh)  # type: ignore[arg-type]
-            if hasattr(refresh, "__self__")
-            else (lambda: refresh)
+            weakref.WeakMethod(refresh) if hasattr(refresh, "__self__") else (lambda: refresh)
         )
         self.interval_s = max(0.0, float(interval_s))
         self._name = name

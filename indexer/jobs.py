@@ -124,7 +124,7 @@ def finish_if_complete(session: Any, job_id: int) -> bool:
         )
         .values(state="done", finished_at=catalog.utcnow())
     )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return bool(res.rowcount)
 
 
 def finish_as_processed(session: Any, job_id: int, *where: Any) -> bool:
@@ -143,7 +143,7 @@ def finish_as_processed(session: Any, job_id: int, *where: Any) -> bool:
             updated_at=at,
         )
     )
-    return bool(res.rowcount)  # type: ignore[attr-defined]
+    return bool(res.rowcount)
 
 
 def heartbeat(session: Any, job_id: int) -> None:

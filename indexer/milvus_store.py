@@ -507,7 +507,7 @@ def recall_at(approx: np.ndarray, exact: np.ndarray, k: int, self_ids: np.ndarra
             total += len(set(truth) & set(got)) / len(truth)
         else:
             total += 1.0
-    return total / max(1, exact.shape[0])
+    return float(total / max(1, exact.shape[0]))
 
 
 def tune_nprobe(

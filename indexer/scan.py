@@ -53,7 +53,7 @@ OUTSIDE_ROOTS = (
 
 def _heif_available() -> bool:
     try:
-        import pillow_heif  # type: ignore[import-not-found]  # noqa: F401
+        import pillow_heif  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
     except Exception:
         return False
     return True
@@ -68,7 +68,7 @@ def _avif_available() -> bool:
     except Exception:
         pass
     try:
-        import pillow_avif  # type: ignore[import-not-found]  # noqa: F401
+        import pillow_avif  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
     except Exception:
         return _heif_available()
     return True

@@ -81,7 +81,7 @@ def combine(vectors: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     norm = float(np.linalg.norm(out))
     if not np.isfinite(norm) or norm < 1e-6:
         raise QueryError("the query terms cancel out: change the weights or drop a negative term")
-    return (out / norm).astype(np.float32)
+    return np.asarray(out / norm, dtype=np.float32)
 
 
 @dataclass(frozen=True)

@@ -333,7 +333,8 @@ def _newest_faiss_row(session: Any) -> IndexVersion | None:
 
 
 def _spec_of_row(session: Any, row: IndexVersion) -> str | None:
-    return session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
+    name = session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
+    return None if name is None else str(name)
 
 
 if TYPE_CHECKING:  # the service's view of it (indexer.facade) is this class's

@@ -96,7 +96,7 @@ class Null:
             return np.ones_like(zz)
         n = self.z.shape[1]
         tails = [1.0 - np.searchsorted(row, zz, side="left") / n for row in self.z]
-        return np.quantile(np.stack(tails), TAIL_QUANTILE, axis=0)
+        return np.asarray(np.quantile(np.stack(tails), TAIL_QUANTILE, axis=0))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from . import catalog
 from .album_jobs import after_batch as albums_after_batch
 from .album_jobs import refresh_albums
 from .catalog import Job, ModelRecord
-from .celery_app import TASK_OPTIONS, TASK_TAGS
+from .celery_app import TASK_TAGS, task
 from .context import active_model_spec
 from .errors import CatalogUnavailable, StoreUnavailable
 from .jobs import FINAL_STATES, context_of, finish, load_job, mark_running, run_guarded
@@ -382,7 +382,7 @@ def run_tags(ctx: Any, job_id: int) -> TagRun | None:
 def register_tasks(app: Any) -> dict[str, Any]:
     """Register the tags task on a worker app (see indexer.worker.create_worker_app)."""
 
-    @app.task(name=TASK_TAGS, **TASK_OPTIONS)
+    @task(app, TASK_TAGS)
     def tag_images_task(self: Any, job_id: int) -> None:
         run_guarded(app, self, job_id, lambda: run_tags(context_of(app), job_id))
 

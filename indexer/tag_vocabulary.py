@@ -203,7 +203,8 @@ def prompts(descriptions: Sequence[str], templates: Sequence[str]) -> list[str]:
 
 def embed_tag(model: Any, descriptions: Sequence[str], templates: Sequence[str]) -> np.ndarray:
     """The tag's text embedding: the normalised mean of its normalised prompt embeddings."""
-    return embed_tags(model, [(descriptions, templates)])[0]
+    vector: np.ndarray = embed_tags(model, [(descriptions, templates)])[0]
+    return vector
 
 
 def embed_tags(

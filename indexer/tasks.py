@@ -19,9 +19,9 @@ from .celery_app import (
     TASK_EMBED,
     TASK_INGEST,
     TASK_OCR,
-    TASK_OPTIONS,
     TASK_REINDEX,
     TASK_RESUME,
+    task,
 )
 from .jobs import context_of as _ctx
 from .jobs import run_guarded
@@ -39,26 +39,26 @@ def register_tasks(app: Celery) -> dict[str, Any]:
     def guarded(task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
         return run_guarded(app, task, job_id, fn)
 
-    @app.task(name=TASK_INGEST, **TASK_OPTIONS)  # type: ignore[call-overload]
+    @task(app, TASK_INGEST)
     def ingest_folder(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_ingest(_ctx(app), app, job_id))
 
-    @app.task(name=TASK_EMBED, **TASK_OPTIONS)  # type: ignore[call-overload]
+    @task(app, TASK_EMBED)
     def embed_batch(self: Any, job_id: int, image_ids: list[int]) -> Any:
         # the batch's outcome goes to task_postrun's receivers (indexer.worker_metrics)
         return guarded(self, job_id, lambda: run_embed_batch(_ctx(app), job_id, image_ids, app))
 
-    @app.task(name=TASK_REINDEX, **TASK_OPTIONS)  # type: ignore[call-overload]
+    @task(app, TASK_REINDEX)
     def reindex(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_reindex(_ctx(app), job_id))
 
-    @app.task(name=TASK_OCR, **TASK_OPTIONS)  # type: ignore[call-overload]
+    @task(app, TASK_OCR)
     def ocr_images(self: Any, job_id: int) -> None:
         from .ocr_job import run_ocr
 
         guarded(self, job_id, lambda: run_ocr(_ctx(app), job_id))
 
-    @app.task(name=TASK_RESUME, **TASK_OPTIONS)  # type: ignore[call-overload]
+    @task(app, TASK_RESUME)
     def resume_job(self: Any, job_id: int) -> None:
         guarded(self, job_id, lambda: run_resume(_ctx(app), app, job_id))
 

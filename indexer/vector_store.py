@@ -425,7 +425,7 @@ def hold_lease(
         .values(value=value)
     )
     session.commit()
-    return int(res.rowcount or 0) == 1  # type: ignore[attr-defined]
+    return int(res.rowcount or 0) == 1
 
 
 def release_lease(session: Any, name: str, owner: int) -> None:

@@ -268,7 +268,7 @@ class FolderWatcher:
 
     def _settle_window(self, path: str) -> float:
         level = self._growing.get(path, (0, 0.0))[0]
-        return self.debounce_s * (2**level)
+        return float(self.debounce_s * (2**level))
 
     def _unsettled(self, pending: _Pending, now: float) -> float | None:
         """None when every changed file of ``pending`` has stopped changing; else how long to

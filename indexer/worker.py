@@ -89,7 +89,7 @@ def create_worker_app(config: WorkerConfig) -> Celery:
     from .tasks import register_tasks
 
     app = make_celery(config.resolved_broker_url, queue_prefix=config.queue_prefix)
-    app.clipsearch = WorkerContext(config)  # type: ignore[attr-defined]
+    app.clipsearch = WorkerContext(config)
     register_tasks(app)
     duplicate_jobs.register_tasks(app)
     tag_jobs.register_tasks(app)
@@ -118,7 +118,7 @@ def recover_unfinished_jobs(app: Celery, now: datetime | None = None) -> list[in
     """
     from .jobs import unfinished_job_ids
 
-    ctx: WorkerContext = app.clipsearch  # type: ignore[attr-defined]
+    ctx: WorkerContext = app.clipsearch
     others = _other_workers_alive(app)
     older_than = None
     if others:
@@ -148,7 +148,7 @@ def recover_stale_jobs(app: Celery, now: datetime | None = None) -> list[int]:
     from .catalog import Job
     from .jobs import unfinished_job_ids
 
-    ctx: WorkerContext = app.clipsearch  # type: ignore[attr-defined]
+    ctx: WorkerContext = app.clipsearch
     now = now or datetime.now(timezone.utc)
     older_than = now - timedelta(seconds=ctx.config.stale_after_s)
     taken: list[int] = []
@@ -164,7 +164,7 @@ def recover_stale_jobs(app: Celery, now: datetime | None = None) -> list[int]:
                 .values(heartbeat_at=now)
             )
             session.commit()
-            if claimed.rowcount:  # type: ignore[attr-defined]
+            if claimed.rowcount:
                 taken.append(job_id)
     for job_id in taken:
         app.send_task(TASK_RESUME, args=[job_id])
@@ -186,7 +186,7 @@ class _StaleJobSweeper:
 
     def __init__(self, app: Celery) -> None:
         self.app = app
-        stale = float(app.clipsearch.config.stale_after_s)  # type: ignore[attr-defined]
+        stale = float(app.clipsearch.config.stale_after_s)
         self.interval = min(30.0, max(1.0, stale / 3))
         self._lock = threading.Lock()
         self._running = 0
@@ -279,12 +279,12 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
 
         catalog.init_db(
             config.resolved_database_url,
-            engine=app.clipsearch.engine,  # type: ignore[attr-defined]
+            engine=app.clipsearch.engine,
             migrate=config.auto_migrate,
         )
         recover_unfinished_jobs(app)
     except catalog.SchemaNotCurrent:
-        app.clipsearch.dispose()  # type: ignore[attr-defined]
+        app.clipsearch.dispose()
         raise  # this release cannot run on that schema: `clipsearch migrate` first
     except IndexerError as exc:  # the catalog is down: consume anyway, tasks retry on their own
         log.error("could not look for unfinished jobs: %s", exc)
@@ -328,7 +328,7 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
         watchdog.stop()
         sweeper.stop()
         signals.worker_ready.disconnect(on_ready)
-        app.clipsearch.dispose()  # type: ignore[attr-defined]
+        app.clipsearch.dispose()
 
 
 class WorkerProcess:

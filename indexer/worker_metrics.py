@@ -20,7 +20,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery import Celery
@@ -52,7 +52,8 @@ def add_standard_collectors(registry: CollectorRegistry) -> None:
 
     from prometheus_client import disable_created_metrics
 
-    disable_created_metrics()
+    no_created: Callable[[], None] = disable_created_metrics  # untyped in prometheus_client
+    no_created()
 
     try:
         release = version("clipsearch")

@@ -109,7 +109,7 @@ class ServiceState:
     def _executor(self, attr: str, workers: int, name: str) -> ThreadPoolExecutor:
         """The pool kept in ``attr``, made on first use; its threads limit their OpenMP teams."""
         with self._lock:
-            executor = getattr(self, attr)
+            executor: ThreadPoolExecutor | None = getattr(self, attr)
             if executor is None:
                 executor = ThreadPoolExecutor(
                     max_workers=workers,
@@ -168,7 +168,7 @@ class ServiceState:
 # The dependencies below (and service.auth's) are ``async def``: they do no I/O, and a plain
 # ``def`` would cost every request a hop to the thread pool and back for each of them.
 async def get_state(request: Request) -> ServiceState:
-    state = getattr(request.app.state, "service", None)
+    state: ServiceState | None = getattr(request.app.state, "service", None)
     if state is None:
         raise HTTPException(503, detail="the service is not initialised yet; retry in a moment")
     return state

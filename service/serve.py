@@ -176,7 +176,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int | None = None
                 )
                 self.transport.close()
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._arm()
             if not shed_for(self):

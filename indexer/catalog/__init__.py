@@ -37,6 +37,8 @@ every name below):
 
 from __future__ import annotations
 
+from clipsearch.model.fingerprint import model_fingerprint
+
 from ..configs import default_database_url
 from .changes import (
     TOMBSTONE_KEEP_DAYS,
@@ -97,7 +99,6 @@ from .rows import (
     iter_vectors,
     job_info,
     load_vectors,
-    model_fingerprint,
     state_counts,
 )
 from .schema import (

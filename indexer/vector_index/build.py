@@ -130,7 +130,7 @@ def _split_cluster(pts: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray
     """k spherical centroids of one first-level cluster's points (k <= len(pts))."""
     if k == 1:
         mean = pts.mean(axis=0, keepdims=True)
-        return mean / max(float(np.linalg.norm(mean)), 1e-12)
+        return np.asarray(mean / max(float(np.linalg.norm(mean)), 1e-12))
     km = faiss.Kmeans(
         pts.shape[1], k, niter=niter, seed=seed, spherical=True, verbose=False,
         min_points_per_centroid=1, max_points_per_centroid=256,

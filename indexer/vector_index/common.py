@@ -107,7 +107,7 @@ def isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
         return np.zeros(values.shape, dtype=bool)
     pos = np.searchsorted(sorted_set, values)
     pos = np.minimum(pos, sorted_set.size - 1)
-    return sorted_set[pos] == values
+    return np.asarray(sorted_set[pos] == values)
 
 
 def use_gpu() -> bool:

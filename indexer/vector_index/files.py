@@ -108,6 +108,8 @@ class IndexStore:
                 raise TypeError("versions is not a list")
             for entry in versions:
                 int(entry["version"])
+            if not isinstance(data, dict):
+                raise TypeError("the manifest is not an object")
         except (ValueError, KeyError, TypeError) as exc:
             raise IndexStoreError(
                 f"the index manifest {path} is damaged ({exc}); delete the folder's index files and "

@@ -291,4 +291,4 @@ def synthetic_text_queries(vectors: np.ndarray, n: int, rng: np.random.Generator
     sem = a + w * attr
     sem /= np.maximum(np.linalg.norm(sem, axis=1, keepdims=True), 1e-12)
     q = 0.8 * gap[None, :] + 0.42 * sem + 0.12 * mu_hat[None, :]
-    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    return np.asarray(q / np.linalg.norm(q, axis=1, keepdims=True), dtype=np.float32)
