@@ -5,6 +5,7 @@ its reason. The library is put back as it was at the end (restore, then the file
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from typing import Any
@@ -106,6 +107,12 @@ def test_keep_one_of_a_copy_and_see_why_a_file_failed(page: Any, live_server: An
         expect(grp.locator(".dup-kind")).to_have_text("Exact copies")
         expect(grp).to_contain_text("the same file content as image")
         expect(grp.locator(".dup-name")).to_have_count(2)
+        # how "the same picture" was decided for this library, in words (measured on its own
+        # pictures, or exact copies only where its model cannot tell them apart)
+        how = dialog.locator("#duplicates-how")
+        expect(how).to_be_visible()
+        expect(how).to_have_text(re.compile(r"measured on your own pictures|Only exact copies"))
+        assert "copies" in (how.get_attribute("title") or "")
         grp.locator("img").first.evaluate(
             "img => img.complete && img.naturalWidth > 0 ? true"
             " : new Promise((ok, fail) => { img.onload = () => ok(true); img.onerror = fail; })"

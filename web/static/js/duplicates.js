@@ -29,6 +29,7 @@ import { baseName, formatBytes, safeUrl } from './util.js';
  * @property {unknown} [next_after]
  * @property {boolean} [stale] photos changed since the last pass
  * @property {{ state?: string, message?: string } | null} [job] the last pass
+ * @property {{ mode?: string, reason?: string }} [thresholds] how "the same picture" was decided
  */
 
 const PAGE = 20;
@@ -178,6 +179,29 @@ export function initDuplicatesView(onRemoved) {
     return el;
   }
 
+  // How "Same picture" was decided for this library: measured on its own pictures, or exact
+  // copies only when its model cannot tell copies from different pictures (the job says which).
+  const how = document.createElement('p');
+  how.id = 'duplicates-how';
+  how.className = 'hint';
+  how.hidden = true;
+  status.closest('.dup-bar')?.after(how);
+
+  /** @param {GroupsPage['thresholds']} thresholds */
+  function showHow(thresholds) {
+    const mode = thresholds?.mode;
+    if (mode === 'exact-only') {
+      how.textContent = 'Only exact copies are grouped: this library\'s model cannot tell copies ' +
+        'from different pictures that look alike.';
+    } else if (mode === 'measured') {
+      how.textContent = '"Same picture" was measured on your own pictures and copies of them.';
+    } else {
+      how.textContent = '';
+    }
+    how.title = thresholds?.reason || '';
+    how.hidden = !how.textContent;
+  }
+
   /** @param {GroupsPage} page */
   function showJob(page) {
     const job = page.job;
@@ -188,6 +212,7 @@ export function initDuplicatesView(onRemoved) {
     else if (page.stale) status.textContent = 'Photos changed since the last check.';
     else status.textContent = 'Up to date.';
     rescan.disabled = Boolean(running);
+    showHow(page.thresholds);
     return running;
   }
 
