@@ -123,14 +123,15 @@ def write_report(facts: dict[str, Any], res: dict[str, Any], path: Path) -> str:
         f"{len(res['api_s'])} |",
         f"| `clipsearch search`, server running (asks it) | {via * 1000:.0f} ms | "
         f"{p50(res['cli_server_cpu_s']) * 1000:.0f} ms | {len(res['cli_server_s'])} |",
-        f"| `clipsearch search`, no server (loads the model) | {local:.1f} s | "
+        f"| `clipsearch search`, no server (loads the text tower) | {local:.1f} s | "
         f"{p50(res['cli_local_cpu_s']):.1f} s | {len(res['cli_local_s'])} |",
         "",
         f"The CLI asking the server gives the API's ids in the API's order: {res['same_ids']}. "
         "What the CLI adds to the API is its process: Python's start and the command line's "
         "imports (the data folder given by --data-dir, the run file is read without importing "
         "the settings; no torch, no FAISS). On its own it imports torch and "
-        "loads the whole model before its one search; the relevance calibration the server "
+        "reads the library model's text tower only (model.load(image_tower='on_demand'): the "
+        "image tower stays on disk) before its one search; the relevance calibration the server "
         "measured is read from the data folder (relevance.json) instead of embedding the "
         "background again (which took 63 s wall, 16.8 s CPU per search on this box before).",
         "",
