@@ -337,7 +337,8 @@ def _tied_page(
     image of the tie not among the vector search's first ``d`` has a cosine below the ``d``-th).
     The candidates above the tie, then the tie's first ones (their rows added to ``read``);
     None where the page does not end in such a tie (or the vector search cannot settle it: then
-    the list is read deeper)."""
+    the list is read deeper). With an approximate index (IVF) an image of the tie that neither
+    the vector search nor the keyword list holds can be missed (the vector search's recall)."""
     if vector is None or not ranked:
         return None
     tie = round(bound, 6)
@@ -356,12 +357,14 @@ def _tied_page(
         read.update(rows)
         for h in _scored(query, list(rows.values())):
             words[h.id] = _Candidate(h.id, cos.get(h.id), round(KEYWORD_RELEVANCE * h.score, 6), h)
-        faiss = dict(sem)
         above = [c for c in words.values() if c.relevance > tie]
+        # the tie's images whose (catalog) cosine beats the vector search's last: found by it,
+        # or held by the keyword list (an approximate index may have missed those)
         certain = [
             c
             for c in words.values()
-            if c.relevance == tie and (sem_done or faiss.get(c.id, -2.0) > floor)
+            if c.relevance == tie
+            and (sem_done or (c.cosine if c.cosine is not None else -2.0) > floor)
         ]
         if len(above) + len(certain) >= need or sem_done:
             break
