@@ -193,7 +193,23 @@ def _name_of(claims: dict[str, Any]) -> str:
     return "sso-" + secrets.token_hex(4)
 
 
-@router.get("/oidc/callback", operation_id="oidc_callback", response_class=HTMLResponse)
+# The callback's page is HTML; its refusals are the API's JSON errors (documented as such).
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {
+        "description": info["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+    }
+    for code, info in ERRORS.items()
+    if code != 422
+}
+
+
+@router.get(
+    "/oidc/callback",
+    operation_id="oidc_callback",
+    response_class=HTMLResponse,
+    responses=_JSON_ERRORS,
+)
 def oidc_callback(
     request: Request,
     settings: SettingsDep,

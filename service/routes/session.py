@@ -24,6 +24,7 @@ from ..auth import (
     token_matches,
 )
 from ..deps import SettingsDep
+from ..schemas import ErrorOut
 from .common import ERRORS
 
 router = APIRouter(prefix="/api", tags=["session"], responses=ERRORS)
@@ -116,7 +117,17 @@ def _set_cookie(request: Request, response: Response, value: str, max_age: int) 
     )
 
 
-@router.post("/session", operation_id="sign_in", response_model=SessionOut)
+@router.post(
+    "/session",
+    operation_id="sign_in",
+    response_model=SessionOut,
+    responses={
+        429: {
+            "model": ErrorOut,
+            "description": "Too many failed sign-ins: wait as Retry-After says",
+        }
+    },
+)
 def sign_in(
     request: Request, response: Response, body: SignInIn, settings: SettingsDep
 ) -> SessionOut:

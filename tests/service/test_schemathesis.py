@@ -108,6 +108,25 @@ OPERATIONS = [
     ("DELETE", "/api/images/{id}"),  # late: it removes images the others read
     ("POST", "/api/images/{id}/restore"),
     ("POST", "/api/removed/{id}/restore"),
+    ("GET", "/api/images/timeline"),
+    ("GET", "/api/folders/browse"),
+    # accounts (issue 26): without credentials each answers what its role table says
+    ("GET", "/api/users"),
+    ("POST", "/api/users"),
+    ("PATCH", "/api/users/{name}"),
+    ("PUT", "/api/users/{name}/password"),
+    ("PUT", "/api/me/password"),
+    ("GET", "/api/me/sessions"),
+    ("DELETE", "/api/me/sessions/{session_id}"),
+    ("GET", "/api/keys"),
+    ("POST", "/api/keys"),
+    ("DELETE", "/api/keys/{key_id}"),
+    ("GET", "/api/shares"),
+    ("POST", "/api/shares"),
+    ("DELETE", "/api/shares"),
+    ("GET", "/api/audit"),
+    ("GET", "/api/session/oidc"),
+    ("GET", "/api/session/oidc/callback"),
 ]
 
 
