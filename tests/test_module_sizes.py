@@ -12,8 +12,7 @@ LIMIT = 700
 # Modules still over the limit, each with the most lines it may have: this list only shrinks.
 # Lower a ceiling when a module shrinks, drop the entry once the module fits in LIMIT (the test
 # says so), and never raise one: split the module instead.
-OVER_LIMIT: dict[str, int] = {
-}
+OVER_LIMIT: dict[str, int] = {}
 
 
 def _sizes() -> dict[str, int]:

@@ -47,8 +47,18 @@ def test_a_search_on_its_own_leaves_the_image_tower_on_disk(
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
     # A first search by a separate process (the whole model) measures and saves the calibration.
     whole = subprocess.run(
-        [*CLI, "search", "a red square", "-k", "4", "--mode", "semantic", "--min-relevance", "0"]
-        + ["--json"],
+        [
+            *CLI,
+            "search",
+            "a red square",
+            "-k",
+            "4",
+            "--mode",
+            "semantic",
+            "--min-relevance",
+            "0",
+            "--json",
+        ],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import httpx
-from test_cli import CLI, REPO, _env, _free_port, _poll
+from test_cli import CLI, REPO, _env, _poll
+from testkit import free_port
 
 
 def test_a_port_in_use_is_named_before_any_model_is_loaded(tmp_path: Path) -> None:
@@ -35,7 +36,7 @@ def test_a_second_serve_on_the_same_data_folder_is_refused(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     env = _env(tmp_path / "data", tiny_model_dir)
-    port = _free_port()
+    port = free_port()
     first = subprocess.Popen(
         [*CLI, "serve", "--port", str(port)],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -48,7 +49,7 @@ def test_a_second_serve_on_the_same_data_folder_is_refused(
             return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200
 
         _poll(up, 120, "the first serve up")
-        other_port = _free_port()
+        other_port = free_port()
         second = subprocess.run(
             [*CLI, "serve", "--port", str(other_port)],
             env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
@@ -66,7 +67,7 @@ def test_a_second_serve_on_the_same_data_folder_is_refused(
             first.kill()
             first.wait(10)
     # once it stopped, the folder is free again: the lock died with the process
-    port3 = _free_port()
+    port3 = free_port()
     third = subprocess.Popen(
         [*CLI, "serve", "--port", str(port3)],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,

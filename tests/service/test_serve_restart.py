@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 from svc_testlib import write_images
-from test_cli import _env, _free_port, _poll, _start_serve, _stop, run
+from test_cli import _env, _poll, _start_serve, _stop, run
+from testkit import free_port
 
 
 def _jobs(base: str) -> list[dict]:
@@ -43,7 +44,7 @@ def test_restarting_serve_on_an_unchanged_folder_adds_no_job(
     photos = tmp_path / "photos"
     names = {p.name for p in write_images(photos)}
     env = _env(tmp_path / "data", tiny_model_dir)
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
 
     # first start: the folder is ingested

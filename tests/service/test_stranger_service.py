@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image
+from testkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "stranger-test-token-5c1f8e2a9d04b7"
@@ -55,12 +56,6 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _jpeg(path: Path, colour: tuple[int, int, int]) -> None:
     img = Image.new("RGB", (64, 48), colour)
     for x in range(0, 64, 8):
@@ -75,7 +70,7 @@ def _start(base: Path, model_dir: Path, **env_extra: str) -> Server:
     for i, colour in enumerate([(200, 30, 30), (30, 200, 40), (30, 40, 220), (240, 220, 20)]):
         _jpeg(photos / "album" / f"p{i}.jpg", colour)
     data_dir = base / "data"
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(
         CLIPSEARCH_API_TOKEN=TOKEN,
@@ -410,7 +405,7 @@ def test_an_obvious_token_is_refused_with_how_to_make_one(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(CLIPSEARCH_API_TOKEN="a" * 16, CLIPSEARCH_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.run(
-        [sys.executable, "-m", "clipsearch.service.cli", "serve", "--port", str(_free_port())],
+        [sys.executable, "-m", "clipsearch.service.cli", "serve", "--port", str(free_port())],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode != 0
@@ -426,7 +421,7 @@ def test_the_port_is_refused_until_the_service_can_answer(tmp_path: Path, model_
     """While serve starts (imports, the model, the worker), connections are refused, not
     accepted and left hanging: the first connection the kernel accepts is one the app serves,
     and by then serve has said it is serving."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(CLIPSEARCH_DEVICE="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     log_path = tmp_path / "serve.log"
@@ -488,7 +483,7 @@ def _wait_jobs_done(server: Server, deadline_s: float = 180.0) -> list[dict[str,
 def _restart(old: Server, model_dir: Path, base: Path) -> Server:
     """The same data folder served again by a new process (the old one killed -9)."""
     _stop(old)
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(
         CLIPSEARCH_API_TOKEN=TOKEN,
@@ -582,7 +577,7 @@ def test_health_names_a_stalled_ingestion_and_a_full_disk(
     photos = tmp_path / "photos"
     photos.mkdir()
     _jpeg(photos / "a.jpg", (200, 30, 30))
-    port = _free_port()
+    port = free_port()
     data_dir = small_disk / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.update(
