@@ -64,6 +64,12 @@ class AuditEntry:
     outcome: str
 
 
+def _storable(text: str) -> str:
+    """``text`` as a database can store it: what a caller sent may hold lone surrogates (a JSON
+    ``\\ud800``) or NULs, kept visible as escapes rather than failing the write."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
 def record(
     engine: Engine,
     actor: str,
@@ -80,14 +86,14 @@ def record(
             conn.execute(
                 audit.insert().values(
                     at=utcnow(),
-                    actor=actor[:64],
+                    actor=_storable(actor)[:64],
                     action=action,
-                    target=(target or "")[:1000] or None,
-                    address=(address or "")[:64] or None,
-                    outcome=outcome[:16],
+                    target=_storable(target or "")[:1000] or None,
+                    address=_storable(address or "")[:64] or None,
+                    outcome=_storable(outcome)[:16],
                 )
             )
-    except sa.exc.SQLAlchemyError as exc:
+    except (sa.exc.SQLAlchemyError, UnicodeError) as exc:
         log.warning("audit entry %s by %s not written: %s", action, actor, exc)
 
 

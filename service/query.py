@@ -210,7 +210,8 @@ class SearchGate:
         self.queue = max(0, int(queue))
         self.wait_s = float(wait_s)
         self._sem: asyncio.Semaphore | None = None
-        self.waiting = 0
+        self.waiting = 0  # admitted, not yet in a slot
+        self.admitted = 0  # in a slot or waiting for one
         self.refused = 0
 
     def _busy(self, why: str) -> Exception:
@@ -227,22 +228,28 @@ class SearchGate:
     async def slot(self) -> AsyncIterator[None]:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.slots)
-        if self._sem.locked() and self.waiting >= self.queue:
+        # Admission is counted before the first await: a crowd arriving in one moment is cut at
+        # exactly slots + queue (the semaphore alone says "locked" only once an acquirer ran)
+        if self.admitted >= self.slots + self.queue:
             raise self._busy(
-                f"{self.slots} searches in progress and {self.waiting} waiting, "
+                f"{self.slots} searches in progress and {self.queue} waiting, "
                 "CLIPSEARCH_SEARCH_QUEUE"
             )
-        self.waiting += 1
+        self.admitted += 1
         try:
-            await asyncio.wait_for(self._sem.acquire(), self.wait_s)
-        except TimeoutError:
-            raise self._busy(f"no search slot freed within {self.wait_s:g} s") from None
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(self._sem.acquire(), self.wait_s)
+            except TimeoutError:
+                raise self._busy(f"no search slot freed within {self.wait_s:g} s") from None
+            finally:
+                self.waiting -= 1
+            try:
+                yield
+            finally:
+                self._sem.release()
         finally:
-            self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._sem.release()
+            self.admitted -= 1
 
 
 def search_gate(state: Any) -> SearchGate:

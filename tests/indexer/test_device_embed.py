@@ -121,14 +121,14 @@ def test_a_jpeg_replaced_between_the_two_reads_is_reported_not_mixed_up(
     folder.mkdir()
     target = write_image(folder / "x.jpg", seed=3, size=(320, 240))
     write_image(folder / "y.jpg", seed=4, size=(320, 240))
-    real_read = device_embed._read_file
+    real_read = device_embed.read_file
 
     def swap_then_read(path: str, *a: Any) -> Any:
         if path.endswith("x.jpg"):  # another program rewrites it after the pool's pass
             write_image(target, seed=99, size=(321, 240))
         return real_read(path, *a)
 
-    monkeypatch.setattr(device_embed, "_read_file", swap_then_read)
+    monkeypatch.setattr(device_embed, "read_file", swap_then_read)
     job, vecs, images = _ingest(tmp_path, "swap", model, folder, "on")
     assert images["y.jpg"][0] == "ready"
     state, sha = images["x.jpg"][:2]

@@ -205,7 +205,7 @@ def test_reads_without_the_token_get_nothing(server: Server) -> None:
     ):
         r = server.get(path)
         assert r.status_code == 401, (path, r.status_code)
-        assert "token" in r.json()["detail"], path
+        assert r.json()["detail"].startswith("sign in first"), path  # and says how
         assert b"\xff\xd8" not in r.content  # no image bytes
     # the gallery page sends a browser to the sign-in page; the sign-in page itself is open
     r = server.get("/", follow_redirects=False)
@@ -255,13 +255,15 @@ def test_sign_in_cookie_reads_photos_and_writes_need_its_csrf_header(server: Ser
 def test_openapi_declares_the_token_so_docs_can_authorise(server: Server) -> None:
     spec = server.get("/openapi.json").json()
     schemes = spec["components"]["securitySchemes"]
-    assert schemes["token"] == {
+    # an API key (or the server's token) as a bearer, and the gallery's session cookie
+    assert schemes["key"] == {
         "type": "http",
         "scheme": "bearer",
-        "description": schemes["token"]["description"],
+        "description": schemes["key"]["description"],
     }
-    assert schemes["session"]["in"] == "cookie"
-    assert {"token": []} in spec["paths"]["/api/images/{id}/file"]["get"]["security"]
+    assert schemes["session"]["type"] == "apiKey" and schemes["session"]["in"] == "cookie"
+    security = spec["paths"]["/api/images/{id}/file"]["get"]["security"]
+    assert {"key": []} in security and {"session": []} in security
 
 
 # --- Host header, DNS rebinding ---------------------------------------------------------------

@@ -48,9 +48,13 @@ def test_searches_past_the_queue_get_a_fast_503_and_those_within_it_an_answer(
             return r.status_code == 200
 
         _poll(up, 120, "the server answering searches")
-        # within one in progress and two waiting: every search answered
+        # within one in progress and two waiting: no search is refused for a full queue (on a
+        # machine loaded enough that a search waits past the 10 s bound, that one is told so)
         for _ in range(3):
-            assert all(r.status_code == 200 for r in asyncio.run(_burst(base, 3)))
+            for r in asyncio.run(_burst(base, 3)):
+                assert r.status_code == 200 or (
+                    r.status_code == 503 and "no search slot freed" in r.json()["detail"]
+                ), (r.status_code, r.text)
         # a crowd of 40 at once: those past the queue are refused at once, the rest answered
         crowd = asyncio.run(_burst(base, 40))
         refused = [r for r in crowd if r.status_code == 503]
