@@ -136,6 +136,12 @@ class FakeLibrary:
     ):
         return [], 0, None, None
 
+    def timeline(self, state=None, filters=None, sort: str = "date_desc", limit: int = 1200):
+        from clipsearch.indexer.browse import Timeline
+
+        self.calls.append(("timeline", (state, filters, sort, limit)))
+        return Timeline(months=[], undated=False, undated_after_key=None, more=False)
+
     def image_text(self, image_id: int):
         return self.get_image(image_id)
 
@@ -208,7 +214,7 @@ def ingest_now(library: Any, folder: Path, recursive: bool = True) -> Any:
     """Submit an ingest job through the Library, then run it in this process with the indexer's
     own task functions (no broker round trip): what a worker does, deterministically."""
     from clipsearch.indexer import runs
-    from clipsearch.indexer.worker import WorkerContext
+    from clipsearch.indexer.context import WorkerContext
 
     job = library.submit_ingest(str(folder), recursive=recursive)
     ctx = WorkerContext(library.config.worker_config())
