@@ -16,6 +16,8 @@ from starlette._utils import parse_host_header
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clipsearch.indexer.errors import CatalogUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -268,7 +270,18 @@ class ConcurrencyMiddleware:
 
         client = scope.get("client")
         address = str(client[0]) if client else "?"
-        anonymous = not is_authorised(Request(scope))
+        try:
+            anonymous = not is_authorised(Request(scope))
+        except CatalogUnavailable as exc:  # who is calling is kept in the catalog: it is down
+            log.warning("%s %s -> 503: %s", scope.get("method"), scope.get("path"), exc)
+            await json_error(
+                503,
+                "the catalog database is unavailable; check that the database server is running "
+                "and reachable (the server log has the cause). The service reconnects by itself: "
+                "retry in a moment",
+                {"Retry-After": "1"},
+            )(scope, receive, send)
+            return
         if anonymous and self.anonymous.get(address, 0) >= self.per_client:
             await json_error(
                 503,
