@@ -242,7 +242,7 @@ class ServerSettings(SettingsGroup):
         raw = value.get_secret_value()
         if raw == "":
             return None
-        from .auth import TOKEN_HOWTO, weak_token_reason
+        from .token_rules import TOKEN_HOWTO, weak_token_reason
 
         reason = weak_token_reason(raw)
         if reason is not None:
