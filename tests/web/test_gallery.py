@@ -85,9 +85,16 @@ def wait_for_grid(page: Any) -> None:
 
 
 def columns(page: Any) -> int:
-    """Tiles on the first row, measured from their boxes."""
-    tops = [round(t.bounding_box()["y"]) for t in tiles(page).all()[:12]]
-    return sum(1 for y in tops if y == tops[0])
+    """Tiles on the first row, measured from their boxes in one look at the page (the grid may
+    be redrawn between two looks when a job ends: waits until it holds tiles again)."""
+    handle = page.wait_for_function(
+        """() => {
+            const tops = [...document.querySelectorAll('#results .tile-btn')]
+                .slice(0, 12).map(t => Math.round(t.getBoundingClientRect().top));
+            return tops.length ? tops.filter(y => y === tops[0]).length : null;
+        }"""
+    )
+    return int(handle.json_value())
 
 
 def no_horizontal_scroll(page: Any) -> bool:
