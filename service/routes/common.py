@@ -17,6 +17,7 @@ from ..schemas import (
     SearchHit,
     ValidationErrorOut,
 )
+from ..versioning import V1_PREFIX
 
 MAX_ID = 2**63 - 1
 
@@ -36,9 +37,15 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _url(request: Request, image_id: int, what: str) -> str:
+def _api_url(request: Request, path: str) -> str:
+    """The URL of an API ``path`` (``/images/3/thumbnail``) that a response hands out: always
+    under the versioned prefix (``/api/v1``), whichever of the two prefixes was asked."""
     root = request.scope.get("root_path", "") or ""
-    return f"{root}/api/images/{image_id}/{what}"
+    return f"{root}{V1_PREFIX}{path}"
+
+
+def _url(request: Request, image_id: int, what: str) -> str:
+    return _api_url(request, f"/images/{image_id}/{what}")
 
 
 def _get(obj: Any, name: str, default: Any = None) -> Any:
@@ -112,7 +119,6 @@ def job_out(job: Any) -> JobOut:
 
 
 def removed_out(request: Request, info: Any) -> RemovedOut:
-    root = request.scope.get("root_path", "") or ""
     return RemovedOut(
         id=info.id,
         image_id=info.image_id,
@@ -125,7 +131,9 @@ def removed_out(request: Request, info: Any) -> RemovedOut:
         sha256=info.sha256,
         in_trash=info.trash_path is not None,
         removed_at=info.removed_at,
-        thumbnail_url=f"{root}/api/removed/{info.id}/thumbnail" if info.thumbnail else None,
+        thumbnail_url=_api_url(request, f"/removed/{info.id}/thumbnail")
+        if info.thumbnail
+        else None,
     )
 
 

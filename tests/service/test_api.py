@@ -80,8 +80,8 @@ def test_text_search_get(env: Env) -> None:
     assert scores == sorted(scores, reverse=True)
     assert len({h["id"] for h in results}) == 5
     for h in results:
-        assert h["thumbnail_url"] == f"/api/images/{h['id']}/thumbnail"
-        assert h["file_url"] == f"/api/images/{h['id']}/file"
+        assert h["thumbnail_url"] == f"/api/v1/images/{h['id']}/thumbnail"
+        assert h["file_url"] == f"/api/v1/images/{h['id']}/file"
         assert Path(h["path"]).is_relative_to(env.root.resolve())
 
 

@@ -72,7 +72,7 @@ def test_previews_of_tiff_heic_and_a_large_rotated_jpeg(
 ) -> None:
     client, ids, photos = served
     listed = client.get(f"/api/images/{ids['scan.tif']}").json()
-    assert listed["preview_url"].endswith(f"/api/images/{ids['scan.tif']}/preview")
+    assert listed["preview_url"].endswith(f"/api/v1/images/{ids['scan.tif']}/preview")
 
     # TIFF and HEIC, which browsers do not show: a JPEG of the same size and picture
     for name, size, left, right in (

@@ -7,7 +7,7 @@
 // js/store.js and changes only through its actions; the address bar in js/url.js.
 
 import { initAccount } from './js/account.js';
-import { api, loadSession } from './js/api.js';
+import { api, loadSession, thumbUrl } from './js/api.js';
 
 /** @typedef {import('./js/util.js').Item} Item */
 import { els } from './js/dom.js';
@@ -24,7 +24,7 @@ import { clearSelection, removeItems, setCut, setCutDefault, setFilters, setQuer
 import { initFolderPicker } from './js/folderpicker.js';
 import { loadScrubber, timelineHooks } from './js/timeline.js';
 import { filterCount, readUrl } from './js/url.js';
-import { baseName, idPath, thumbUrl } from './js/util.js';
+import { baseName, idPath } from './js/util.js';
 
 /**
  * Read the view from the address bar (first load, back/forward).
@@ -50,10 +50,10 @@ function loadFromUrl(historyState) {
   els.q.value = state.query.mode === 'text' ? state.query.q : '';
 }
 
-/** Where the relevance slider starts: the server's default cut (GET /api/health). */
+/** Where the relevance slider starts: the server's default cut (GET /api/v1/health). */
 async function loadDefaults() {
   try {
-    const health = await api('/api/health');
+    const health = await api('/health');
     setCutDefault(health?.gallery_min_relevance ?? null);
   } catch {
     /* unknown until the first search says which cut it applied */
@@ -142,7 +142,7 @@ async function removeSelected() {
   const gone = [];
   for (const item of chosen) {
     try {
-      await api(`/api/images/${idPath(item.id)}`, { method: 'DELETE' });
+      await api(`/images/${idPath(item.id)}`, { method: 'DELETE' });
       gone.push(item);
     } catch (err) {
       els.status.textContent = `Could not remove ${baseName(item.path)}: ${err instanceof Error ? err.message : String(err)}`;

@@ -1,8 +1,11 @@
 // @ts-check
 // The sign-in page: an account's name and password (or the server's API token) for the server's
 // session cookie (HttpOnly, SameSite=Strict), then the gallery. The server says whether it keeps
-// accounts (GET api/session); the token form stays one click away. No inline script: the pages'
+// accounts (GET /api/v1/session); the token form stays one click away. No inline script: the pages'
 // CSP forbids it. It stands alone: the gallery's modules are served only after signing in.
+
+/** The API's version root, as the gallery's (js/api.js: API_ROOT); this page cannot import it. */
+const API_ROOT = '/api/v1';
 
 /** @param {string} id */
 const byId = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -35,7 +38,7 @@ function showForm(accounts) {
 async function start() {
   let accounts = false;
   try {
-    const res = await fetch('api/session', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    const res = await fetch(`${API_ROOT}/session`, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
     if (res.ok) {
       const info = await res.json();
       accounts = Boolean(info.accounts || info.sso);
@@ -68,7 +71,7 @@ form.addEventListener('submit', async (event) => {
   }
   let res;
   try {
-    res = await fetch('api/session', {
+    res = await fetch(`${API_ROOT}/session`, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
       body: JSON.stringify(body),

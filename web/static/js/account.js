@@ -3,7 +3,7 @@
 // What a role may not do is hidden (a viewer has no "Add folder", "Duplicates" or "Removed": the
 // server refuses them anyway). Only for a server that asks who is calling.
 
-import { api, describeDetail } from './api.js';
+import { api, apiUrl, describeDetail } from './api.js';
 import { h } from './dom.js';
 
 /**
@@ -20,7 +20,7 @@ const EDITOR_ONLY = ['ingest-toggle', 'duplicates-toggle', 'removed-toggle'];
 /** @returns {Promise<SessionInfo | null>} */
 async function session() {
   try {
-    const res = await fetch('api/session', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    const res = await fetch(apiUrl('/session'), { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
     return res.ok ? /** @type {SessionInfo} */ (await res.json()) : null;
   } catch {
     return null;
@@ -29,7 +29,7 @@ async function session() {
 
 async function signOut() {
   try {
-    await fetch('api/session', { method: 'DELETE', credentials: 'same-origin' });
+    await fetch(apiUrl('/session'), { method: 'DELETE', credentials: 'same-origin' });
   } finally {
     window.location.replace('signin.html');
   }
@@ -46,7 +46,7 @@ async function newKey(out, role) {
   const scopes = role === 'viewer' ? ['read'] : ['read', 'write'];
   try {
     /** @type {{ key: string, scopes: string[] }} */
-    const made = await api('api/keys', { method: 'POST', json: { name, scopes } });
+    const made = await api('/keys', { method: 'POST', json: { name, scopes } });
     out.replaceChildren(
       h('span', { text: `Your key (${made.scopes.join(', ')}), shown this once:` }),
       h('code', { class: 'account-key', text: made.key }),
@@ -115,7 +115,7 @@ async function renderAdmin() {
   const body = /** @type {HTMLElement} */ (adminDialog.querySelector('.admin-body'));
   try {
     /** @type {[any[], any[], any[]]} */
-    const [users, shares, trail] = await Promise.all([api('api/users'), api('api/shares'), api('api/audit?limit=15')]);
+    const [users, shares, trail] = await Promise.all([api('/users'), api('/shares'), api('/audit?limit=15')]);
     const name = h('input', { id: 'admin-user-name', maxlength: '64', autocomplete: 'off', required: true });
     const pass = h('input', { id: 'admin-user-password', type: 'password', minlength: '12', maxlength: '256', autocomplete: 'new-password', required: true });
     const roleSel = h('select', { id: 'admin-user-role' }, ...['viewer', 'editor', 'admin'].map((r) => h('option', { value: r, text: r })));
@@ -137,21 +137,21 @@ async function renderAdmin() {
       h('ul', { class: 'admin-list', id: 'admin-users' }, ...users.map((u) => h('li', {},
         h('span', { text: `${u.name} · ${u.role}${u.disabled ? ' · disabled' : ''}` }),
         h('button', { class: 'button ghost small', type: 'button', text: u.disabled ? 'Enable' : 'Disable',
-          onclick: () => act(() => api(`api/users/${encodeURIComponent(u.name)}`, { method: 'PATCH', json: { disabled: !u.disabled } })) }),
+          onclick: () => act(() => api(`/users/${encodeURIComponent(u.name)}`, { method: 'PATCH', json: { disabled: !u.disabled } })) }),
       ))),
       h('form', { class: 'admin-form', id: 'admin-add-user', onsubmit: (/** @type {Event} */ e) => {
         e.preventDefault();
-        act(() => api('api/users', { method: 'POST', json: { name: name.value.trim(), role: roleSel.value, password: pass.value } }));
+        act(() => api('/users', { method: 'POST', json: { name: name.value.trim(), role: roleSel.value, password: pass.value } }));
       } }, field('Name', name), field('Role', roleSel), field('Password', pass), h('button', { class: 'button', type: 'submit', text: 'Add' })),
       h('h3', { text: 'Shared folders' }),
       h('ul', { class: 'admin-list', id: 'admin-shares' }, ...shares.map((s) => h('li', {},
         h('span', { text: `${s.folder} → ${s.user === '*' ? 'everyone' : s.user}` }),
         h('button', { class: 'button ghost small', type: 'button', text: 'Stop',
-          onclick: () => act(() => api('api/shares', { method: 'DELETE', json: { folder: s.folder, user: s.user === '*' ? null : s.user } })) }),
+          onclick: () => act(() => api('/shares', { method: 'DELETE', json: { folder: s.folder, user: s.user === '*' ? null : s.user } })) }),
       ))),
       h('form', { class: 'admin-form', id: 'admin-share', onsubmit: (/** @type {Event} */ e) => {
         e.preventDefault();
-        act(() => api('api/shares', { method: 'POST', json: { folder: folder.value.trim(), user: who.value || null } }));
+        act(() => api('/shares', { method: 'POST', json: { folder: folder.value.trim(), user: who.value || null } }));
       } }, field('Folder', folder), field('With', who), h('button', { class: 'button', type: 'submit', text: 'Share' })),
       h('h3', { text: 'Audit trail' }),
       h('ol', { class: 'admin-list', id: 'admin-audit' }, ...trail.map((e) => h('li', {

@@ -1,15 +1,15 @@
 // @ts-check
-// The "Albums" view: the library's albums (GET /api/albums), a new one (POST /api/albums: with
+// The "Albums" view: the library's albums (GET /api/v1/albums), a new one (POST /api/v1/albums: with
 // words, a smart album that fills itself from that search; without, a hand-picked one), and an
-// opened album's pictures page by page (GET /api/albums/{album}/images, cursor `next_after`),
+// opened album's pictures page by page (GET /api/v1/albums/{album}/images, cursor `next_after`),
 // each with Pin (always shown) and Exclude (never shown), or Remove in a hand-picked album
-// (POST /api/albums/{album}/images), and a link to its zip (GET .../export.zip). A smart album
+// (POST /api/v1/albums/{album}/images), and a link to its zip (GET .../export.zip). A smart album
 // is computed by a job on the server: until then it shows "being computed". Everything from
 // the API is shown as text. Its dialog is built here; index.html only has its button.
 
-import { api, messageOf } from './api.js';
+import { api, apiUrl, messageOf, thumbUrl } from './api.js';
 import { byId, h } from './dom.js';
-import { baseName, idPath, thumbUrl } from './util.js';
+import { baseName, idPath } from './util.js';
 
 /**
  * @typedef {object} Album
@@ -104,7 +104,7 @@ export function initAlbumsView() {
     if (!open) return;
     showError('');
     try {
-      await api(`/api/albums/${encodeURIComponent(String(open.album.id))}/images`, {
+      await api(`/albums/${encodeURIComponent(String(open.album.id))}/images`, {
         method: 'POST',
         json: { action, ids: [Number(imageId)] },
       });
@@ -158,13 +158,13 @@ export function initAlbumsView() {
     if (next && open && open.after !== null) params.set('after', String(open.after));
     try {
       /** @type {AlbumPage} */
-      const page = await api(`/api/albums/${encodeURIComponent(String(album.id))}/images?${params}`);
+      const page = await api(`/albums/${encodeURIComponent(String(album.id))}/images?${params}`);
       open = { album: page.album, after: page.next_after ?? null };
       if (!next) pictures.replaceChildren();
       pictures.append(...page.items.map((i) => row(i.image, i.state)));
       more.hidden = open.after === null;
       title.textContent = describe(page.album);
-      zip.href = `/api/albums/${idPath(page.album.id)}/export.zip`;
+      zip.href = apiUrl(`/albums/${idPath(page.album.id)}/export.zip`);
       zip.setAttribute('download', `${page.album.name}.zip`);
       section.hidden = false;
     } catch (err) {
@@ -175,7 +175,7 @@ export function initAlbumsView() {
   async function loadAlbums() {
     try {
       /** @type {Album[]} */
-      const albums = await api('/api/albums');
+      const albums = await api('/albums');
       list.replaceChildren(
         ...albums.map((a) => {
           const b = h('button', { type: 'button', class: 'button ghost small', 'data-album': a.name, text: describe(a) });
@@ -195,7 +195,7 @@ export function initAlbumsView() {
     const text = queryInput.value.trim();
     try {
       /** @type {Album} */
-      const made = await api('/api/albums', {
+      const made = await api('/albums', {
         method: 'POST',
         json: text ? { name: nameInput.value, query: { text } } : { name: nameInput.value },
       });

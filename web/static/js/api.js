@@ -1,10 +1,33 @@
 // @ts-check
 // API access. JSON errors are {"detail": ...}; a 401 asks for the token (a modal) and signs in
-// with it. The session is an HttpOnly cookie the server sets on sign-in (POST /api/session); the
+// with it. The session is an HttpOnly cookie the server sets on sign-in (POST /api/v1/session); the
 // page never holds the token. Changes made with the cookie carry its CSRF value (GET
-// /api/session).
+// /api/v1/session).
 
 import { els } from './dom.js';
+import { idPath, safeUrl } from './util.js';
+
+/** @typedef {import('./util.js').Item} Item */
+
+/**
+ * The API version the gallery speaks: every request and every image URL it builds starts here
+ * (the unversioned /api/... paths are deprecated aliases). The sign-in page, which stands alone,
+ * names it once more (signin.js).
+ */
+export const API_ROOT = '/api/v1';
+
+/**
+ * A path of the API: `/images/3/thumbnail` -> `/api/v1/images/3/thumbnail`.
+ * @param {string} path starting with `/`
+ */
+export const apiUrl = (path) => `${API_ROOT}${path}`;
+
+/** @param {Item} item */
+export const thumbUrl = (item) => safeUrl(item.thumbnail_url) || apiUrl(`/images/${idPath(item.id)}/thumbnail`);
+/** @param {Item} item */
+export const fileUrl = (item) => safeUrl(item.file_url) || apiUrl(`/images/${idPath(item.id)}/file`);
+/** @param {Item} item */
+export const previewUrl = (item) => safeUrl(item.preview_url) || apiUrl(`/images/${idPath(item.id)}/preview`);
 
 export class ApiError extends Error {
   /**
@@ -40,7 +63,7 @@ let tokenPrompt = null;
  */
 export async function loadSession() {
   try {
-    const res = await fetch('api/session', { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    const res = await fetch(apiUrl('/session'), { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
     if (!res.ok) return null;
     const info = await res.json();
     csrf = info.csrf || null;
@@ -58,7 +81,7 @@ export async function loadSession() {
 async function signIn(token) {
   let res;
   try {
-    res = await fetch('api/session', {
+    res = await fetch(apiUrl('/session'), {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
       body: JSON.stringify({ token }),
@@ -153,7 +176,8 @@ function askToken(reason) {
 }
 
 /**
- * Call the API: the decoded JSON answer (null for 204), or an ApiError that says why.
+ * Call the API at `path` under the version's root (`/search` is GET /api/v1/search): the decoded
+ * JSON answer (null for 204), or an ApiError that says why.
  * @type {Api}
  */
 export async function api(path, { method = 'GET', json, form, signal, ask = true } = {}) {
@@ -171,7 +195,7 @@ export async function api(path, { method = 'GET', json, form, signal, ask = true
     if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
     let res;
     try {
-      res = await fetch(path, { method, headers, body, signal, credentials: 'same-origin' });
+      res = await fetch(apiUrl(path), { method, headers, body, signal, credentials: 'same-origin' });
     } catch (err) {
       if (err instanceof Error && err.name === 'AbortError') throw err;
       throw new ApiError(0, 'Could not reach the clipsearch server. Check that it is still running, then try again.');

@@ -3,12 +3,12 @@
 // show and for very large originals), its facts, the text read in it, "more like this" (a strip,
 // a search, or a search with words), stepping through the grid, and removing the image.
 
-import { api, messageOf } from './api.js';
+import { api, fileUrl, messageOf, previewUrl, thumbUrl } from './api.js';
 import { h, els } from './dom.js';
 import { focusTile, loadPage, renderEmpty, rerenderGrid, run } from './grid.js';
 import { leaveDetail, removeItems, setDetailIndex, setQuery, showInDetail, state } from './store.js';
 import { reasonsInWords, showDetailText } from './text.js';
-import { baseName, fileUrl, formatBytes, formatDate, formatScore, idPath, previewUrl, queryString, thumbUrl, wantsPreview } from './util.js';
+import { baseName, formatBytes, formatDate, formatScore, idPath, queryString, wantsPreview } from './util.js';
 
 /** @typedef {import('./util.js').Item} Item */
 
@@ -66,7 +66,7 @@ function showDetail(item, index) {
   els.detailNext.disabled = idx === null || (idx >= state.items.length - 1 && state.done);
   if (!els.detail.open) els.detail.showModal();
 
-  api(`/api/images/${idPath(item.id)}`)
+  api(`/images/${idPath(item.id)}`)
     .then((info) => {
       if (gen === state.detailGen) renderMeta(item, info);
     })
@@ -95,7 +95,7 @@ function fitDetailImage(width, height) {
 /**
  * The facts: path, relevance and cosine, size, dimensions, format, date, state, problem.
  * @param {Item} hit what the grid knows
- * @param {Item | null} info GET /api/images/{id}, once it has answered
+ * @param {Item | null} info GET /api/v1/images/{id}, once it has answered
  */
 function renderMeta(hit, info) {
   const src = info || hit;
@@ -157,7 +157,7 @@ async function loadSimilarStrip(item, gen) {
   els.similar.replaceChildren();
   els.similarStatus.textContent = 'Looking for similar images…';
   try {
-    const data = await api(`/api/images/${idPath(item.id)}/similar?${queryString({ k: SIMILAR_STRIP + 1, offset: 0 })}`);
+    const data = await api(`/images/${idPath(item.id)}/similar?${queryString({ k: SIMILAR_STRIP + 1, offset: 0 })}`);
     if (gen !== state.detailGen) return;
     /** @type {Item[]} */
     const found = Array.isArray(data?.results) ? data.results : [];
@@ -223,7 +223,7 @@ async function removeShown() {
   const name = baseName(item.path);
   if (!window.confirm(`Remove “${name}” from the library? It will no longer appear in searches.`)) return;
   try {
-    await api(`/api/images/${idPath(item.id)}`, { method: 'DELETE' });
+    await api(`/images/${idPath(item.id)}`, { method: 'DELETE' });
   } catch (err) {
     els.detailError.textContent = messageOf(err);
     els.detailError.hidden = false;

@@ -1,9 +1,9 @@
 // @ts-check
-// The "Duplicates" view: groups of the same picture in several places (GET /api/duplicates),
+// The "Duplicates" view: groups of the same picture in several places (GET /api/v1/duplicates),
 // each member with why it is there, and "Keep this one" / "Remove" through the remove API
-// (DELETE /api/images/{id}: remembered, undone from the Removed view). Similar shots (bursts)
+// (DELETE /api/v1/images/{id}: remembered, undone from the Removed view). Similar shots (bursts)
 // are a separate tab, never mixed with duplicates. Groups are computed by a job after each
-// ingest; when photos changed since, the view asks for a new pass (POST /api/duplicates/scan)
+// ingest; when photos changed since, the view asks for a new pass (POST /api/v1/duplicates/scan)
 // and reloads when it is done. Everything from the API is shown as text.
 
 import { ApiError, api, messageOf } from './api.js';
@@ -16,7 +16,7 @@ import { baseName, formatBytes, safeUrl } from './util.js';
  * @property {string} [reason] why it is in the group
  */
 /**
- * A group of the same picture (GET /api/duplicates).
+ * A group of the same picture (GET /api/v1/duplicates).
  * @typedef {object} Group
  * @property {number | string} id
  * @property {string} kind exact | near | similar
@@ -102,7 +102,7 @@ export function initDuplicatesView(onRemoved) {
     showError('');
     for (const m of members) {
       try {
-        await api(`/api/images/${encodeURIComponent(String(m.image.id))}`, { method: 'DELETE' });
+        await api(`/images/${encodeURIComponent(String(m.image.id))}`, { method: 'DELETE' });
         removed.push(m.image.id);
       } catch (err) {
         if (!(err instanceof ApiError) || err.status !== 404) {
@@ -222,7 +222,7 @@ export function initDuplicatesView(onRemoved) {
       if (!dialog.open) return;
       try {
         /** @type {GroupsPage} */
-        const page = await api(`/api/duplicates?limit=1&kind=${encodeURIComponent(kind)}`, { ask: false });
+        const page = await api(`/duplicates?limit=1&kind=${encodeURIComponent(kind)}`, { ask: false });
         if (showJob(page)) follow();
         else load(true, false);
       } catch (err) {
@@ -239,7 +239,7 @@ export function initDuplicatesView(onRemoved) {
   async function scan(full, ask) {
     showError('');
     try {
-      await api('/api/duplicates/scan', { method: 'POST', json: { full }, ask });
+      await api('/duplicates/scan', { method: 'POST', json: { full }, ask });
       status.textContent = 'Looking for duplicates…';
       rescan.disabled = true;
       follow();
@@ -261,7 +261,7 @@ export function initDuplicatesView(onRemoved) {
       const params = new URLSearchParams({ limit: String(PAGE), kind });
       if (nextAfter !== null) params.set('after', String(nextAfter));
       /** @type {GroupsPage} */
-      const page = await api(`/api/duplicates?${params}`);
+      const page = await api(`/duplicates?${params}`);
       if (ticket !== loading) return; // a newer load (another tab) won
       if (reset) list.replaceChildren();
       list.append(...page.items.map(groupRow));

@@ -1,6 +1,6 @@
 // @ts-check
 // The folder browser of the ingest panel: the folders the server may read (GET
-// /api/folders/browse: the allowed roots, then the sub-folders of one, each with its count of
+// /api/v1/folders/browse: the allowed roots, then the sub-folders of one, each with its count of
 // pictures), walked by clicking, so that nobody has to type a server path. Nothing above an
 // allowed root is listed: at a root there is no "Up".
 
@@ -45,7 +45,7 @@ export function initFolderPicker(input) {
     /** @type {Listing} */
     let listing;
     try {
-      listing = await api(path === null ? '/api/folders/browse' : `/api/folders/browse?path=${encodeURIComponent(path)}`);
+      listing = await api(path === null ? '/folders/browse' : `/folders/browse?path=${encodeURIComponent(path)}`);
     } catch (err) {
       if (mine !== asked) return;
       list.setAttribute('aria-busy', 'false');

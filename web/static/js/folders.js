@@ -1,5 +1,5 @@
 // @ts-check
-// Watched folders in the ingest panel (GET/POST/DELETE /api/folders): folders the library keeps
+// Watched folders in the ingest panel (GET/POST/DELETE /api/v1/folders): folders the library keeps
 // up to date by itself. A folder added with "Keep watching" checked is ingested now and its new,
 // changed, moved or deleted files are picked up within seconds afterwards.
 
@@ -7,7 +7,7 @@ import { ApiError, api, messageOf } from './api.js';
 import { byId, h } from './dom.js';
 
 /**
- * A watched folder (GET /api/folders).
+ * A watched folder (GET /api/v1/folders).
  * @typedef {object} Folder
  * @property {number | string} id
  * @property {string} path
@@ -36,11 +36,11 @@ export function initFolders(onJob) {
   const submit = byId('ingest-submit', HTMLButtonElement);
   let generation = 0;
 
-  // Which folders may be added, said before anyone types one (GET /api/folders/allowed)
+  // Which folders may be added, said before anyone types one (GET /api/v1/folders/allowed)
   async function explainRoots() {
     let allowed;
     try {
-      allowed = await api('/api/folders/allowed', { ask: false });
+      allowed = await api('/folders/allowed', { ask: false });
     } catch {
       return; // not signed in yet, or an older server: the static hint stays
     }
@@ -69,7 +69,7 @@ export function initFolders(onJob) {
     stop.addEventListener('click', async () => {
       stop.disabled = true;
       try {
-        await api(`/api/folders/${encodeURIComponent(String(folder.id))}`, { method: 'DELETE' });
+        await api(`/folders/${encodeURIComponent(String(folder.id))}`, { method: 'DELETE' });
         await refresh();
       } catch (err) {
         stop.disabled = false;
@@ -92,7 +92,7 @@ export function initFolders(onJob) {
     const mine = ++generation;
     try {
       /** @type {Folder[]} */
-      const folders = await api('/api/folders', { ask: false });
+      const folders = await api('/folders', { ask: false });
       if (mine !== generation) return;
       list.replaceChildren(...folders.map(row));
       empty.hidden = folders.length > 0;
@@ -113,7 +113,7 @@ export function initFolders(onJob) {
    */
   async function add(path, recursive) {
     /** @type {Folder} */
-    const folder = await api('/api/folders', { method: 'POST', json: { path, recursive } });
+    const folder = await api('/folders', { method: 'POST', json: { path, recursive } });
     if (folder && folder.last_job) onJob(folder.last_job);
     await refresh();
     return folder;

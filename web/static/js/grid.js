@@ -3,7 +3,7 @@
 // and says what it shows: the status line, the empty state, what the relevance cut left out, and
 // errors with a way to try again.
 
-import { messageOf } from './api.js';
+import { messageOf, thumbUrl } from './api.js';
 import { h, els } from './dom.js';
 import { langParam } from './lang.js';
 import { fetchPage, grouped } from './pages.js';
@@ -11,7 +11,7 @@ import { addPage, cutShown, setCut, setFailed, setLoading, setSelected, startRun
 import { matchSummary } from './text.js';
 import { dayKey, dayLabel, monthLabel } from './timeline.js';
 import { describeFilters, filterCount, syncUrl } from './url.js';
-import { baseName, clamp, thumbUrl } from './util.js';
+import { baseName, clamp } from './util.js';
 
 /** @typedef {import('./util.js').Item} Item */
 

@@ -10,7 +10,7 @@ import { renderEmpty, run } from './grid.js';
 import { setLibraryTotal, state } from './store.js';
 
 /**
- * A job as GET /api/jobs gives it (untrusted text).
+ * A job as GET /api/v1/jobs gives it (untrusted text).
  * @typedef {object} Job
  * @property {string | number} id
  * @property {string} [kind] ingest | reindex | duplicates | ...
@@ -225,7 +225,7 @@ export async function pollJobs() {
   if (jobs.polling) return;
   jobs.polling = true;
   try {
-    const data = await api('/api/jobs', { ask: false }); // background poll: never a prompt
+    const data = await api('/jobs', { ask: false }); // background poll: never a prompt
     const list = Array.isArray(data) ? data : Array.isArray(data?.items) ? data.items : [];
     absorbJobs(list);
   } catch (err) {
@@ -245,10 +245,10 @@ export async function pollJobs() {
   }
 }
 
-/** The footer: the library's counts, the model and the index (GET /api/health). */
+/** The footer: the library's counts, the model and the index (GET /api/v1/health). */
 export async function refreshHealth() {
   try {
-    const health = await api('/api/health');
+    const health = await api('/health');
     const images = health?.images || {};
     const index = health?.index || {};
     setLibraryTotal(typeof images.total === 'number' ? images.total : null);
@@ -309,7 +309,7 @@ export function initJobs() {
       if (els.ingestWatch.checked) {
         await folders.add(path, recursive); // remembered and kept up to date; its job is followed
       } else {
-        const job = await api('/api/ingest', { method: 'POST', json: { path, recursive } });
+        const job = await api('/ingest', { method: 'POST', json: { path, recursive } });
         if (job && job.id !== undefined) absorbJobs([job]);
       }
       els.ingestPath.value = '';
@@ -317,7 +317,7 @@ export function initJobs() {
   });
   els.reindex.addEventListener('click', () =>
     panelAction(els.reindex, async () => {
-      const job = await api('/api/reindex', { method: 'POST', json: {} });
+      const job = await api('/reindex', { method: 'POST', json: {} });
       if (job && job.id !== undefined) absorbJobs([job]);
     }),
   );

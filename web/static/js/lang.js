@@ -106,7 +106,7 @@ export function languageNames(codes, locale = globalThis.navigator?.language ?? 
 }
 
 /**
- * The model's languages from GET /api/search/languages' answer: false for a model that takes no
+ * The model's languages from GET /api/v1/search/languages' answer: false for a model that takes no
  * language code.
  * @param {any} info
  * @param {string} [locale] the browser's language

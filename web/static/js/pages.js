@@ -66,7 +66,7 @@ export async function fetchPage(signal) {
     // the timeline: the library by capture date, newest first unless asked otherwise, paged by
     // keyset cursors (each page a range read, at any depth)
     const params = filtersParams(filters, queryString({ after_key: state.browseKey, limit: PAGE, sort: browseSort() }));
-    const data = await api(`/api/images?${params}`, { signal });
+    const data = await api(`/images?${params}`, { signal });
     /** @type {Item[]} */
     const items = Array.isArray(data?.items) ? data.items : [];
     const afterKey = data?.next_after_key ?? null;
@@ -86,18 +86,18 @@ export async function fetchPage(signal) {
   if (query.mode === 'text') {
     const body = filtersBody(filters);
     const data = body
-      ? await api('/api/search', {
+      ? await api('/search', {
           method: 'POST',
           json: { text: query.q, k: PAGE, ...at, ...cutBody, sort: sort ?? 'relevance', filters: body, ...langBody },
           signal,
         })
-      : await api(`/api/search?${queryString({ q: query.q, k: PAGE, ...at, min_relevance: min, sort, lang })}`, { signal });
+      : await api(`/search?${queryString({ q: query.q, k: PAGE, ...at, min_relevance: min, sort, lang })}`, { signal });
     return searchPage(data);
   }
   if (query.mode === 'similar') {
     const data = query.likeText
       ? // "... but with text": the image and the words as two terms of one query
-        await api('/api/search', {
+        await api('/search', {
           method: 'POST',
           json: {
             terms: [{ image_id: Number(query.likeId) }, { text: query.likeText }],
@@ -110,7 +110,7 @@ export async function fetchPage(signal) {
           },
           signal,
         })
-      : await api(`/api/images/${idPath(query.likeId)}/similar?${filtersParams(filters, queryString({ k: PAGE, ...at, min_relevance: min, sort }))}`, {
+      : await api(`/images/${idPath(query.likeId)}/similar?${filtersParams(filters, queryString({ k: PAGE, ...at, min_relevance: min, sort }))}`, {
           signal,
         });
     // the API leaves the image itself out (an older server did not)
@@ -122,7 +122,7 @@ export async function fetchPage(signal) {
   const form = new FormData();
   form.append('file', file, file.name || 'image');
   const params = filtersParams(filters, queryString({ k: PAGE, ...at, min_relevance: min, sort }));
-  const data = await api(`/api/search/image?${params}`, { method: 'POST', form, signal });
+  const data = await api(`/search/image?${params}`, { method: 'POST', form, signal });
   const page = searchPage(data);
   return { ...page, done: page.done || offset + page.consumed >= IMAGE_OFFSET_MAX };
 }

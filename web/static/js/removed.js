@@ -1,6 +1,6 @@
 // @ts-check
-// The "Removed" view: images the user removed from the library (GET /api/removed), each with
-// the thumbnail it had and a Restore button (POST /api/removed/{id}/restore). Scans skip a
+// The "Removed" view: images the user removed from the library (GET /api/v1/removed), each with
+// the thumbnail it had and a Restore button (POST /api/v1/removed/{id}/restore). Scans skip a
 // removed file (by path, and by content wherever a copy appears) until it is restored.
 // Everything from the API is shown as text; thumbnails only from same-origin URLs.
 
@@ -9,7 +9,7 @@ import { byId, h } from './dom.js';
 import { baseName, formatDate, safeUrl } from './util.js';
 
 /**
- * A removed image (GET /api/removed).
+ * A removed image (GET /api/v1/removed).
  * @typedef {object} Removed
  * @property {number | string} id
  * @property {string} path
@@ -57,7 +57,7 @@ export function initRemovedView(onRestored) {
       showError('');
       try {
         /** @type {{ restored?: Removed[], jobs?: import('./jobs.js').Job[] }} */
-        const result = await api(`/api/removed/${encodeURIComponent(String(item.id))}/restore`, {
+        const result = await api(`/removed/${encodeURIComponent(String(item.id))}/restore`, {
           method: 'POST',
         });
         const names = (result.restored || []).map((r) => baseName(r.path));
@@ -104,7 +104,7 @@ export function initRemovedView(onRestored) {
       const params = new URLSearchParams({ limit: String(PAGE) });
       if (nextBefore !== null) params.set('before', String(nextBefore));
       /** @type {{ items: Removed[], next_before?: unknown }} */
-      const page = await api(`/api/removed?${params}`);
+      const page = await api(`/removed?${params}`);
       list.append(...page.items.map(row));
       nextBefore = page.next_before ?? null;
       showCount();

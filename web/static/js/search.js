@@ -3,13 +3,13 @@
 // image search or "more like this", a search by an image (chosen, dropped or pasted), the
 // relevance slider, the sort menu and the query language picker.
 
-import { api } from './api.js';
+import { api, apiUrl, thumbUrl } from './api.js';
 import { els, h } from './dom.js';
 import { langsOf, pickLang } from './lang.js';
 import { run, showError } from './grid.js';
 import { cutShown, describeLike, setCut, setLang, setLangs, setQuery, setSort, state, subscribe } from './store.js';
 import { syncUrl } from './url.js';
-import { baseName, debounce, idPath, safeUrl, thumbUrl } from './util.js';
+import { baseName, debounce, idPath, safeUrl } from './util.js';
 
 /** @typedef {import('./store.js').Sort} Sort */
 
@@ -35,9 +35,9 @@ let languagesAfterSignIn = false;
  */
 export function likeQuery(id, name, thumb, text = '') {
   const likeId = String(id);
-  setQuery({ mode: 'similar', likeId, likeName: name || '', likeThumb: thumb || `/api/images/${idPath(id)}/thumbnail`, likeText: text });
+  setQuery({ mode: 'similar', likeId, likeName: name || '', likeThumb: thumb || apiUrl(`/images/${idPath(id)}/thumbnail`), likeText: text });
   if (name) return;
-  api(`/api/images/${idPath(id)}`)
+  api(`/images/${idPath(id)}`)
     .then((info) => describeLike(likeId, baseName(info.path), thumbUrl(info)))
     .catch(() => {
       /* the search itself reports a missing image */
@@ -165,7 +165,7 @@ export function applyLang(code) {
 export async function loadLanguages() {
   let info;
   try {
-    info = await api('/api/search/languages', { ask: false });
+    info = await api('/search/languages', { ask: false });
   } catch (err) {
     // not signed in yet: asked again once a page has loaded (the first request asks for the
     // token); otherwise unknown (model unavailable): no picker, a link's `lang` is sent as is

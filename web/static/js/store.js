@@ -19,7 +19,7 @@ import { clamp } from './util.js';
  */
 
 /**
- * The query languages of a language-aware model (GET /api/search/languages).
+ * The query languages of a language-aware model (GET /api/v1/search/languages).
  * @typedef {object} Langs
  * @property {string} default the model's own
  * @property {Set<string>} codes FLORES-200 codes: fra_Latn, jpn_Jpan
@@ -66,7 +66,7 @@ const mutable = {
   query: { mode: 'browse', q: '', likeId: null, likeName: '', likeThumb: null, likeText: '', imageFile: null, imageKey: null, imageUrl: null },
   /** The user's relevance cut (the slider, `min` in the address); null: the server's default. */
   cutOverride: /** @type {number | null} */ (null),
-  /** The server's default cut (GET /api/health `gallery_min_relevance`); null while unknown. */
+  /** The server's default cut (GET /api/v1/health `gallery_min_relevance`); null while unknown. */
   cutDefault: /** @type {number | null} */ (null),
   /** The cut the last search answer says it applied (its `min_relevance`). */
   cutApplied: /** @type {number | null} */ (null),
@@ -188,7 +188,7 @@ export function setCut(value) {
   emit('cut');
 }
 
-/** @param {number | null} value the server's default cut (GET /api/health) */
+/** @param {number | null} value the server's default cut (GET /api/v1/health) */
 export function setCutDefault(value) {
   mutable.cutDefault = typeof value === 'number' && Number.isFinite(value) ? clamp(value, 0, 1) : null;
   if (mutable.cutOverride !== null && mutable.cutOverride === mutable.cutDefault) mutable.cutOverride = null;
@@ -340,7 +340,7 @@ export function clearSelection() {
   emit('results');
 }
 
-/** @param {number | null} total the library's size (GET /api/health) */
+/** @param {number | null} total the library's size (GET /api/v1/health) */
 export function setLibraryTotal(total) {
   mutable.libraryTotal = total;
   emit('library');

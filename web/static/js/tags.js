@@ -1,15 +1,15 @@
 // @ts-check
 // The "Tags" view and the tags of the picture in the detail view. Tags are defined in words and
-// assigned by the server (GET /api/tags: each with how many pictures have it); opening a tag
-// pages its pictures (GET /api/tags/{tag}/images, cursor `next_after`). In the detail view the
-// picture's tags (GET /api/images/{id}/tags) show with Confirm / Reject (PUT
-// /api/tags/{tag}/images/{id}): a rejection is never undone by a later tagging run. Everything
+// assigned by the server (GET /api/v1/tags: each with how many pictures have it); opening a tag
+// pages its pictures (GET /api/v1/tags/{tag}/images, cursor `next_after`). In the detail view the
+// picture's tags (GET /api/v1/images/{id}/tags) show with Confirm / Reject (PUT
+// /api/v1/tags/{tag}/images/{id}): a rejection is never undone by a later tagging run. Everything
 // from the API is shown as text. Its dialog is built here; index.html only has its button.
 
-import { api, messageOf } from './api.js';
+import { api, messageOf, thumbUrl } from './api.js';
 import { byId, h } from './dom.js';
 import { state, subscribe } from './store.js';
-import { baseName, idPath, thumbUrl } from './util.js';
+import { baseName, idPath } from './util.js';
 
 /**
  * @typedef {object} Tag
@@ -72,7 +72,7 @@ async function showImageTags(box, item, current) {
   /** @type {ImageTag[]} */
   let found;
   try {
-    found = await api(`/api/images/${idPath(item.id)}/tags`);
+    found = await api(`/images/${idPath(item.id)}/tags`);
   } catch {
     return; // no tags to show (the picture left, or tags are not reachable)
   }
@@ -82,7 +82,7 @@ async function showImageTags(box, item, current) {
     /** @param {string} wanted */
     const decide = async (wanted) => {
       try {
-        await api(`/api/tags/${encodeURIComponent(String(t.tag_id))}/images/${idPath(item.id)}`, {
+        await api(`/tags/${encodeURIComponent(String(t.tag_id))}/images/${idPath(item.id)}`, {
           method: 'PUT',
           json: { state: wanted },
         });
@@ -134,7 +134,7 @@ export function initTagsView() {
     if (!reset && open.after !== null) params.set('after', String(open.after));
     try {
       /** @type {TagPage} */
-      const page = await api(`/api/tags/${encodeURIComponent(String(open.tag.id))}/images?${params}`);
+      const page = await api(`/tags/${encodeURIComponent(String(open.tag.id))}/images?${params}`);
       if (reset) strip.replaceChildren();
       strip.append(
         ...page.items.map(({ image }) =>
@@ -154,7 +154,7 @@ export function initTagsView() {
     showError('');
     try {
       /** @type {Tag[]} */
-      const tags = await api('/api/tags');
+      const tags = await api('/tags');
       list.replaceChildren(
         ...tags.map((t) => {
           const button = h('button', { type: 'button', class: 'button ghost small', 'data-tag': t.name }, `${t.name} (${t.assigned})`);

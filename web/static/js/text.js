@@ -129,7 +129,7 @@ export async function showDetailText(api, item, box, current) {
   /** @type {{ text?: string, caption?: string, ocr_state?: string | null, ocr_error?: string }} */
   let info;
   try {
-    info = await api(`/api/images/${encodeURIComponent(String(item.id))}/text`);
+    info = await api(`/images/${encodeURIComponent(String(item.id))}/text`);
   } catch {
     return; // the rest of the detail view says what went wrong
   }

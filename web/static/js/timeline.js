@@ -1,6 +1,6 @@
 // @ts-check
 // The timeline: the library by capture date, grouped by day under month headings (grid.js draws
-// them), and the date scrubber: the months that hold pictures (GET /api/images/timeline, with the
+// them), and the date scrubber: the months that hold pictures (GET /api/v1/images/timeline, with the
 // current filters), each a button that starts the grid at that month's cursor. Pictures without a
 // date come last, under their own heading.
 
@@ -55,7 +55,7 @@ export async function loadScrubber() {
   /** @type {any} */
   let data;
   try {
-    data = await api(`/api/images/timeline?${filtersParams(state.filters, queryString({ sort: browseSort() }))}`);
+    data = await api(`/images/timeline?${filtersParams(state.filters, queryString({ sort: browseSort() }))}`);
   } catch {
     if (mine === asked) els.scrubber.hidden = true; // the grid says what went wrong
     return;

@@ -122,7 +122,7 @@ export const sameFilters = (a, b) =>
   a.folder === b.folder && a.from === b.from && a.to === b.to && a.formats.join() === b.formats.join();
 
 /**
- * The `filters` object of POST /api/search, or null when none is set.
+ * The `filters` object of POST /api/v1/search, or null when none is set.
  * @param {Filters} f
  * @returns {Record<string, string | string[]> | null}
  */

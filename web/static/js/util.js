@@ -3,7 +3,7 @@
 // runner (tests/web/node/).
 
 /**
- * What the API says about one image (a search hit, a listing row, GET /api/images/{id}). Every
+ * What the API says about one image (a search hit, a listing row, GET /api/v1/images/{id}). Every
  * field comes from the network: treated as untrusted text.
  * @typedef {object} Item
  * @property {number | string} id
@@ -25,7 +25,7 @@
  * @property {string | null} [band] how well its picture matches: strong, fair or weak
  */
 
-// The detail view shows a preview (GET /api/images/{id}/preview, a JPEG of at most 2048 px) for
+// The detail view shows a preview (GET /api/v1/images/{id}/preview, a JPEG of at most 2048 px) for
 // formats browsers cannot display, and for originals too large to load quickly.
 const PREVIEW_FORMATS = new Set(['TIFF', 'HEIF']);
 const PREVIEW_OVER_SIDE = 4096; // pixels, the longest side
@@ -51,12 +51,6 @@ export function safeUrl(value, base = globalThis.location?.href) {
 
 /** @param {unknown} id */
 export const idPath = (id) => encodeURIComponent(String(id));
-/** @param {Item} item */
-export const thumbUrl = (item) => safeUrl(item.thumbnail_url) || `/api/images/${idPath(item.id)}/thumbnail`;
-/** @param {Item} item */
-export const fileUrl = (item) => safeUrl(item.file_url) || `/api/images/${idPath(item.id)}/file`;
-/** @param {Item} item */
-export const previewUrl = (item) => safeUrl(item.preview_url) || `/api/images/${idPath(item.id)}/preview`;
 
 /**
  * Whether the detail view shows the preview rather than the original file.
