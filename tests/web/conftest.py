@@ -376,11 +376,11 @@ def _new_page(
     browser: Any, server: LiveServer, signed_in: bool = True, **context_args: Any
 ) -> tuple[Any, Any, PageErrors]:
     """A new browser context; ``signed_in``: with the session cookie the sign-in page would set
-    (got from POST /api/session, as the page does; test_sign_in_page_* goes through the page)."""
+    (got from POST /api/v1/session, as the page does; test_sign_in_page_* goes through the page)."""
     context = browser.new_context(base_url=server.url, **context_args)
     context.set_default_timeout(EXPECT_TIMEOUT_MS)
     if signed_in:
-        response = context.request.post("/api/session", data={"token": server.token})
+        response = context.request.post("/api/v1/session", data={"token": server.token})
         assert response.ok, response.text()
     page = context.new_page()
     errors = PageErrors()

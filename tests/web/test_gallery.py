@@ -247,7 +247,7 @@ def test_detail_view_shows_the_full_image_metadata_and_more_like_this(
 
     # the full file, not the thumbnail
     img = page.locator("#detail-img")
-    expect(img).to_have_attribute("src", re.compile(rf"/api/images/{image_id}/file$"))
+    expect(img).to_have_attribute("src", re.compile(rf"/api/v1/images/{image_id}/file$"))
     assert page.evaluate("document.getElementById('detail-img').naturalWidth") == width
 
     # more like this: the API's neighbours, the image itself left out

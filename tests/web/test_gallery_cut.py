@@ -20,7 +20,7 @@ from test_gallery import tiles, wait_for_grid
 pytestmark = pytest.mark.browser
 
 QUERY = "a bright picture"
-SEARCH = re.compile(r".*/api/search(\?.*)?$")
+SEARCH = re.compile(r".*/api/v1/search(\?.*)?$")
 DEFAULT = 0.3
 
 
@@ -48,8 +48,8 @@ def _a_server_with_a_default_cut(page: Any) -> list[dict[str, Any]]:
         body["min_relevance"] = float(given) if given is not None else DEFAULT
         route.fulfill(response=response, json=body)
 
-    page.route("**/api/health", health)
-    page.route(re.compile(r".*/api/search(\?.*)?$"), search)
+    page.route("**/api/v1/health", health)
+    page.route(re.compile(r".*/api/v1/search(\?.*)?$"), search)
     return asked
 
 

@@ -91,11 +91,11 @@ def test_a_tiff_is_shown_through_its_preview_and_the_original_stays_a_download(
     image_id = tile.get_attribute("data-id")
     tile.click()
     img = page.locator("#detail-img")
-    expect(img).to_have_attribute("src", re.compile(rf"/api/images/{image_id}/preview$"))
+    expect(img).to_have_attribute("src", re.compile(rf"/api/v1/images/{image_id}/preview$"))
     expect(img).not_to_have_class(re.compile(r"(^|\s)preview(\s|$)"))
     link = page.locator("#detail-open")
     expect(link).to_have_text("Download original")
-    expect(link).to_have_attribute("href", re.compile(rf"/api/images/{image_id}/file$"))
+    expect(link).to_have_attribute("href", re.compile(rf"/api/v1/images/{image_id}/file$"))
     expect(link).to_have_attribute("download", TIFF)
     # the link gives the original's bytes
     original = page.request.get(link.get_attribute("href"))

@@ -83,7 +83,7 @@ def _tab(browser: Any, url: str, **context_args: Any) -> Iterator[Any]:
 
 
 def _is_search(request: Any) -> bool:
-    return urlparse(request.url).path == "/api/search"
+    return urlparse(request.url).path == "/api/v1/search"
 
 
 def _lang_of(request: Any) -> str | None:

@@ -46,7 +46,7 @@ def test_the_gallery_shows_what_the_api_answers_page_after_page(
         "request",
         lambda r: (
             asked.append(parse_qs(urlparse(r.url).query))
-            if urlparse(r.url).path == "/api/search"
+            if urlparse(r.url).path == "/api/v1/search"
             else None
         ),
     )
