@@ -228,6 +228,25 @@ def _user(row: Any) -> UserInfo:
     )
 
 
+def _keep_an_admin(conn: sa.Connection, user: UserInfo, change: str) -> None:
+    """Conflict when ``user`` is the last active admin: ``change`` (disabling, demoting or
+    deleting them) would leave nobody to manage users and sharing. The active admins are read
+    locked (FOR UPDATE on PostgreSQL; SQLite has one writer), so two admins demoting each other
+    at once cannot both pass."""
+    stmt = (
+        sa.select(users.c.id)
+        .where(users.c.role == "admin", users.c.disabled.is_(False))
+        .with_for_update()
+    )
+    active = {int(i) for i in conn.scalars(stmt)}
+    if active == {user.id}:
+        raise Conflict(
+            f"{user.name} is the last active admin: {change} would leave nobody to manage "
+            "users, keys and sharing; make another account admin first (`clipsearch users "
+            "role NAME --to admin`, or PATCH /api/users/NAME with role admin)"
+        )
+
+
 class Accounts:
     """The accounts kept in the catalog behind ``engine``.
 
@@ -331,6 +350,8 @@ class Accounts:
         check_role(role)
         user = self.get_user(name)
         with self._tx() as conn:
+            if role != "admin":
+                _keep_an_admin(conn, user, "making them " + role)
             conn.execute(users.update().where(users.c.id == user.id).values(role=role))
         return self.get_user(name)
 
@@ -339,10 +360,24 @@ class Accounts:
         and its keys stop working (they work again if it is enabled, unless revoked)."""
         user = self.get_user(name)
         with self._tx() as conn:
+            if disabled:
+                _keep_an_admin(conn, user, "disabling them")
             conn.execute(users.update().where(users.c.id == user.id).values(disabled=disabled))
             if disabled:
                 conn.execute(user_sessions.delete().where(user_sessions.c.user_id == user.id))
         return self.get_user(name)
+
+    def delete_user(self, name: str) -> UserInfo:
+        """Delete an account: its sessions, keys and shares go with it (the audit trail keeps
+        its name). The last active admin cannot be deleted."""
+        user = self.get_user(name)
+        with self._tx() as conn:
+            _keep_an_admin(conn, user, "deleting them")
+            conn.execute(user_sessions.delete().where(user_sessions.c.user_id == user.id))
+            conn.execute(api_keys.delete().where(api_keys.c.user_id == user.id))
+            conn.execute(sa.text("DELETE FROM folder_shares WHERE user_id = :u"), {"u": user.id})
+            conn.execute(users.delete().where(users.c.id == user.id))
+        return user
 
     def verify(self, name: str, password: str) -> UserInfo | None:
         """The account if ``password`` is its password and it is enabled; None otherwise, after

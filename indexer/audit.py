@@ -24,6 +24,7 @@ ACTIONS = (
     "sign-out",
     "user-added",
     "user-changed",
+    "user-deleted",
     "password-changed",
     "key-created",
     "key-revoked",

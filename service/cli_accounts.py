@@ -89,6 +89,10 @@ def cmd_users(args: argparse.Namespace) -> int:
             user = accounts.set_disabled(args.name, args.action == "disable")
             audit.record(engine, _actor(), "user-changed", f"{user.name} disabled={user.disabled}")
             print(f"{user.name}: {'disabled' if user.disabled else 'enabled'}")
+        elif args.action == "delete":
+            user = accounts.delete_user(args.name)
+            audit.record(engine, _actor(), "user-deleted", f"{user.name} ({user.role})")
+            print(f"deleted {user.name}; their sessions, keys and shares are gone")
         elif args.action == "role":
             if args.role_value is None:
                 raise CLIError("`clipsearch users role NAME --role ROLE`")
@@ -212,12 +216,14 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "users",
-        help="accounts: add, list, passwd, disable, enable, role",
+        help="accounts: add, list, passwd, disable, enable, role, delete",
         description="Accounts with a role: viewer (search and browse the folders shared with "
         "them), editor (also add folders, ingest, remove, restore, tag), admin (also users, keys, "
         "sharing, settings, models, re-index). The password is asked on the terminal.",
     )
-    p.add_argument("action", choices=("add", "list", "passwd", "disable", "enable", "role"))
+    p.add_argument(
+        "action", choices=("add", "list", "passwd", "disable", "enable", "role", "delete")
+    )
     p.add_argument("name", nargs="?", help="the account's name")
     p.add_argument("--role", choices=ROLES, default="viewer", help="add: the role (viewer)")
     p.add_argument("--to", dest="role_value", choices=ROLES, help="role: the new role")

@@ -178,7 +178,8 @@ def add_user(request: Request, who: AdminDep, body: UserIn) -> UserOut:
 def change_user(
     request: Request, who: AdminDep, name: Annotated[str, Path(max_length=64)], body: UserChange
 ) -> UserOut:
-    """Change an account's role, or disable it (its sessions end, its keys stop working)."""
+    """Change an account's role, or disable it (its sessions end, its keys stop working); 409
+    for the last active admin (nobody would be left to manage accounts)."""
     accounts = _accounts(request)
     user = accounts.get_user(name)
     if body.role is not None:
@@ -186,6 +187,17 @@ def change_user(
     if body.disabled is not None:
         user = accounts.set_disabled(name, body.disabled)
     _note(request, who, "user-changed", f"{name} role={user.role} disabled={user.disabled}")
+    return _user_out(user)
+
+
+@router.delete("/users/{name}", operation_id="delete_user", response_model=UserOut)
+def delete_user(
+    request: Request, who: AdminDep, name: Annotated[str, Path(max_length=64)]
+) -> UserOut:
+    """Delete an account with its sessions, keys and shares; returns what it was. The last
+    active admin cannot be deleted, disabled or demoted (409)."""
+    user = _accounts(request).delete_user(name)
+    _note(request, who, "user-deleted", f"{user.name} ({user.role})")
     return _user_out(user)
 
 

@@ -88,6 +88,7 @@ ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/users"): "admin",
     ("POST", "/api/users"): "admin",
     ("PATCH", "/api/users/{name}"): "admin",
+    ("DELETE", "/api/users/{name}"): "admin",
     ("PUT", "/api/users/{name}/password"): "admin",
     ("PUT", "/api/me/password"): "viewer",
     ("GET", "/api/me/sessions"): "viewer",
