@@ -19,6 +19,7 @@ from fastapi import Depends, HTTPException, Request
 
 from clipsearch.indexer.facade import LibraryFacade
 
+from .admission import AdmissionGate, make_search_gate, make_upload_gate
 from .metrics import Metrics
 from .query import EmbeddingCache, TextEncoder, query_embedder
 from .settings import Settings
@@ -67,9 +68,16 @@ class ServiceState:
     model_error: str | None = None
     model_name: str | None = None
     model_device: str | None = None
-    upload_gate: Any = None  # routes.search.DecodeGate, made on the first upload
+    #: the bounded queues in front of searches and of upload decodes (service.admission)
+    search_gate: AdmissionGate = field(init=False)
+    upload_gate: AdmissionGate = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _encoder_model: Any = None
+
+    def __post_init__(self) -> None:
+        s, limits = self.settings.search, self.settings.limits
+        self.search_gate = make_search_gate(s.search_slots, s.search_queue)
+        self.upload_gate = make_upload_gate(limits.upload_decode_slots, limits.upload_queue)
 
     def ensure_model(self) -> Any:
         """The library's model, loaded if needed (raises ModelError); records name and device."""

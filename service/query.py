@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, cast
@@ -196,71 +195,6 @@ def query_embedder(model: Any, precision: str = "exact") -> Callable[[Sequence[s
     if text_embedder is None:
         return cast(Callable[[Sequence[str]], np.ndarray], model.embed_texts)
     return cast(Callable[[Sequence[str]], np.ndarray], text_embedder(precision))
-
-
-class SearchGate:
-    """The bounded queue in front of a server's searches (encoding and search alike): at most
-    ``slots`` in progress, at most ``queue`` waiting for one; beyond, or after waiting
-    ``wait_s``, a fast 503 with Retry-After (a JSON error) instead of a growing wait. The
-    search threads and the encoder's thread are fixed in number; this bounds what waits for
-    them (Elasticsearch's search thread pool and queue, in one process)."""
-
-    def __init__(self, slots: int, queue: int, wait_s: float = 10.0) -> None:
-        self.slots = max(1, int(slots))
-        self.queue = max(0, int(queue))
-        self.wait_s = float(wait_s)
-        self._sem: asyncio.Semaphore | None = None
-        self.waiting = 0  # admitted, not yet in a slot
-        self.admitted = 0  # in a slot or waiting for one
-        self.refused = 0
-
-    def _busy(self, why: str) -> Exception:
-        from fastapi import HTTPException
-
-        self.refused += 1
-        return HTTPException(
-            503,
-            detail=f"the server is busy ({why}): retry in a moment",
-            headers={"Retry-After": "1"},
-        )
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.slots)
-        # Admission is counted before the first await: a crowd arriving in one moment is cut at
-        # exactly slots + queue (the semaphore alone says "locked" only once an acquirer ran)
-        if self.admitted >= self.slots + self.queue:
-            raise self._busy(
-                f"{self.slots} searches in progress and {self.queue} waiting, "
-                "CLIPSEARCH_SEARCH_QUEUE"
-            )
-        self.admitted += 1
-        try:
-            self.waiting += 1
-            try:
-                await asyncio.wait_for(self._sem.acquire(), self.wait_s)
-            except TimeoutError:
-                raise self._busy(f"no search slot freed within {self.wait_s:g} s") from None
-            finally:
-                self.waiting -= 1
-            try:
-                yield
-            finally:
-                self._sem.release()
-        finally:
-            self.admitted -= 1
-
-
-def search_gate(state: Any) -> SearchGate:
-    """The server's :class:`SearchGate`, made on first use from its settings (``search``
-    group: ``search_slots``, ``search_queue``)."""
-    gate = getattr(state, "search_gate", None)
-    if gate is None:
-        s = state.settings.search
-        gate = SearchGate(s.search_slots, s.search_queue)
-        state.search_gate = gate
-    return cast(SearchGate, gate)
 
 
 _STOP = object()

@@ -5,8 +5,6 @@ smallest size that serves the model, and a gate that bounds how many decode at o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import HTTPException, UploadFile
@@ -47,55 +45,6 @@ async def decode_upload(state: ServiceState, data: bytes) -> Any:
         )
     except DecodeRefused as exc:
         raise refused_http(exc) from None
-
-
-class DecodeGate:
-    """At most ``slots`` upload decodes at once, at most ``queue`` waiting; beyond, 503 with
-    Retry-After (a burst of uploads costs bounded CPU and memory, whatever its size)."""
-
-    def __init__(self, slots: int, queue: int) -> None:
-        self.slots = slots
-        self.queue = queue
-        self._sem: asyncio.Semaphore | None = None
-        self.waiting = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.slots)
-        busy = {"Retry-After": "2"}
-        if self._sem.locked() and self.waiting >= self.queue:
-            raise HTTPException(
-                503,
-                detail="too many image searches at once: retry in a few seconds",
-                headers=busy,
-            )
-        self.waiting += 1
-        try:
-            await asyncio.wait_for(self._sem.acquire(), UPLOAD_WAIT_S)
-        except TimeoutError:
-            raise HTTPException(
-                503, detail="the server is busy decoding other images: retry shortly", headers=busy
-            ) from None
-        finally:
-            self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._sem.release()
-
-
-UPLOAD_WAIT_S = 20.0
-
-
-def upload_gate(state: ServiceState) -> DecodeGate:
-    gate = getattr(state, "upload_gate", None)
-    if gate is None:
-        gate = DecodeGate(
-            state.settings.limits.upload_decode_slots, state.settings.limits.upload_queue
-        )
-        state.upload_gate = gate
-    return gate
 
 
 async def read_upload(file: UploadFile, limit: int) -> bytes:

@@ -28,7 +28,6 @@ from ..query import (
     ResolvedLanguage,
     check_language_code,
     query_languages,
-    search_gate,
 )
 from ..query import resolve_language as resolve_lang
 from ..schemas import LanguagesOut, SearchFiltersIn, SearchHit, SearchIn, SearchResponse
@@ -45,7 +44,7 @@ from ..search_params import (
     to_filters,
 )
 from ..terms import domain_terms, parse_form_terms
-from ..uploads import decode_upload, read_upload, upload_gate
+from ..uploads import decode_upload, read_upload
 from .common import ERRORS, MAX_ID, hit_out
 
 router = APIRouter(prefix="/api", tags=["search"], responses=ERRORS, dependencies=[ReadAccess])
@@ -102,8 +101,8 @@ def _run(state: ServiceState, service: SearchService, query: SearchQuery) -> Sea
 
 async def _search(request: Request, state: ServiceState, plan: QueryPlan, **kw: Any) -> Response:
     """:func:`_search_now` once the server's search gate admits it (a bounded queue: 503 with
-    Retry-After beyond, service.query.SearchGate)."""
-    async with search_gate(state).slot():
+    Retry-After beyond, service.admission)."""
+    async with state.search_gate.slot():
         return await _search_now(request, state, plan, **kw)
 
 
@@ -407,7 +406,7 @@ async def search_image(
         service_of(state).check_page(k, offset)
         if lang:
             check_language_code(lang)
-    async with upload_gate(state).slot():
+    async with state.upload_gate.slot():
         data = await read_upload(file, s.limits.max_upload_bytes)
         img = await decode_upload(state, data)
         del data
