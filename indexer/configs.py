@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, Unpack
 
 from .errors import IndexerError
 
@@ -23,6 +23,7 @@ __all__ = [
     "OcrConfig",
     "StoreConfig",
     "WorkerConfig",
+    "WorkerOverrides",
     "default_broker_url",
     "default_database_url",
 ]
@@ -151,6 +152,36 @@ class WorkerConfig:
         return self.broker_url or default_broker_url(self.data_dir)
 
 
+class WorkerOverrides(TypedDict, total=False):
+    """:class:`WorkerConfig`'s fields, by name, as ``worker_config(**overrides)`` takes them."""
+
+    data_dir: Path
+    model_spec: str
+    database_url: str | None
+    broker_url: str | None
+    queue_prefix: str
+    device: str | None
+    concurrency: int
+    batch_size: int
+    decode_workers: int | None
+    stale_after_s: float
+    embed_delay_s: float
+    ready_file: Path | None
+    index_compression: str | None
+    device_decode: str
+    cache_dir: Path | None
+    offline: bool | None
+    allow_jit: bool | None
+    metrics_port: int
+    auto_migrate: bool
+    batch_time_limit_s: float
+    log_level: str | None
+    log_format: str
+    extra_env: Mapping[str, str]
+    store: StoreConfig
+    ocr: OcrConfig
+
+
 @dataclass(frozen=True)
 class LibraryConfig:
     """How to reach a library. Only ``data_dir`` is required; the rest default to embedded."""
@@ -187,20 +218,19 @@ class LibraryConfig:
     def resolved_broker_url(self) -> str:
         return self.broker_url or default_broker_url(self.resolved_data_dir)
 
-    def worker_config(self, **overrides: Any) -> WorkerConfig:
+    def worker_config(self, **overrides: Unpack[WorkerOverrides]) -> WorkerConfig:
         """The :class:`~indexer.worker.WorkerConfig` for a worker serving this library."""
-        values: dict[str, Any] = {
-            "data_dir": self.resolved_data_dir,
-            "model_spec": self.model_spec,
-            "database_url": self.resolved_database_url,
-            "broker_url": self.resolved_broker_url,
-            "queue_prefix": self.queue_prefix,
-            "device": self.device,
-            "concurrency": self.worker_concurrency,
-            "batch_size": self.batch_size,
-            "extra_env": dict(self.extra_worker_env),
-            "store": self.store,
-            "ocr": self.ocr,
-        }
-        values.update(overrides)
-        return WorkerConfig(**values)
+        config = WorkerConfig(
+            data_dir=self.resolved_data_dir,
+            model_spec=self.model_spec,
+            database_url=self.resolved_database_url,
+            broker_url=self.resolved_broker_url,
+            queue_prefix=self.queue_prefix,
+            device=self.device,
+            concurrency=self.worker_concurrency,
+            batch_size=self.batch_size,
+            extra_env=dict(self.extra_worker_env),
+            store=self.store,
+            ocr=self.ocr,
+        )
+        return replace(config, **overrides) if overrides else config

@@ -26,7 +26,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack
 
 from pydantic import (
     BaseModel,
@@ -37,6 +37,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .configs import (
@@ -46,6 +48,7 @@ from .configs import (
     OcrConfig,
     StoreConfig,
     WorkerConfig,
+    WorkerOverrides,
 )
 from .errors import IndexerError
 
@@ -90,11 +93,19 @@ _TABLES: dict[type, dict[str, tuple[str, str]]] = {}  # LibrarySettings.env_tabl
 S = TypeVar("S", bound="LibrarySettings")
 
 
+class LoadOptions(TypedDict):
+    """What ``clipsearch.model.load`` takes from the models group (:meth:`ModelSettings.load_options`)."""
+
+    cache_dir: Path
+    offline: bool
+    allow_jit: bool
+
+
 class SettingsError(IndexerError):
     """A setting has a value that cannot be used; the message names the variable and why."""
 
 
-def env(name: str) -> dict[str, Any]:
+def env(name: str) -> JsonDict:
     """``json_schema_extra`` naming a setting's flat variable, when it is not the field's name
     (``Field(json_schema_extra=env("OCR_LANG"))`` reads ``CLIPSEARCH_OCR_LANG``)."""
     return {"env": ENV_PREFIX + name}
@@ -189,7 +200,7 @@ class ModelSettings(SettingsGroup):
     def _device(cls, value: str | None) -> str | None:
         return value or None
 
-    def load_options(self) -> dict[str, Any]:
+    def load_options(self) -> LoadOptions:
         """What ``clipsearch.model.load`` (and ``registry.resolve``/``check_spec``) take from
         this group: ``cache_dir``, ``offline``, ``allow_jit`` (load's keyword arguments)."""
         cache = (self.cache_dir or Path("~/.cache/clipsearch")).expanduser()
@@ -272,7 +283,7 @@ class OcrSettings(SettingsGroup):
 
     @field_validator("mode", mode="before")
     @classmethod
-    def _mode(cls, value: Any) -> Any:
+    def _mode(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
     def config(self) -> OcrConfig:
@@ -330,12 +341,12 @@ class WorkerSettings(SettingsGroup):
 
     @field_validator("device_decode", mode="before")
     @classmethod
-    def _device_decode(cls, value: Any) -> Any:
+    def _device_decode(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("index_compression", mode="before")
     @classmethod
-    def _compression(cls, value: Any) -> Any:
+    def _compression(cls, value: object) -> object:
         if value is None:
             return None
         text = str(value).strip().lower()
@@ -364,17 +375,17 @@ class LogSettings(SettingsGroup):
 
     @field_validator("level", "format", mode="before")
     @classmethod
-    def _case(cls, value: Any) -> Any:
+    def _case(cls, value: object) -> object:
         return value.strip() if isinstance(value, str) else value
 
     @field_validator("level", mode="before")
     @classmethod
-    def _upper(cls, value: Any) -> Any:
+    def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
     @field_validator("format", mode="before")
     @classmethod
-    def _lower(cls, value: Any) -> Any:
+    def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
 
@@ -402,13 +413,13 @@ class _EnvSource(PydanticBaseSettingsSource):
     """``CLIPSEARCH_*`` variables (this process's environment, or the mapping given to
     :meth:`LibrarySettings.from_env`) as nested group values; empty ones count as unset."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[object, str, bool]:
         return None, field_name, False  # __call__ reads every group at once
 
-    def __call__(self) -> dict[str, Any]:
+    def __call__(self) -> dict[str, dict[str, str]]:
         environ = _environ.get()
         environ = os.environ if environ is None else environ
-        values: dict[str, dict[str, Any]] = {}
+        values: dict[str, dict[str, str]] = {}
         for name, (group, field) in self.settings_cls.env_table().items():  # type: ignore[attr-defined]
             raw = environ.get(name)
             if raw is None or not raw.strip():
@@ -474,15 +485,15 @@ class LibrarySettings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _flat_keywords(cls, data: Any) -> Any:
+    def _flat_keywords(cls, data: object) -> object:
         """``Settings(port=0, model="RN50")``: flat names into their groups (they win over the
         environment, which arrives as groups)."""
         if not isinstance(data, dict):
             return data
         flat = cls.flat_names()
         groups = dict(_groups(cls))
-        out: dict[str, Any] = {}
-        moved: list[tuple[str, str, Any]] = []
+        out: dict[str, object] = {}
+        moved: list[tuple[str, str, object]] = []
         for key, value in data.items():
             if key in groups and (isinstance(value, (Mapping, BaseModel)) or value is None):
                 out[key] = value
@@ -494,14 +505,19 @@ class LibrarySettings(BaseSettings):
             current = out.get(group)
             if isinstance(current, BaseModel):
                 current = current.model_dump(exclude_unset=True)
-            merged = dict(current or {})
+            if isinstance(current, Mapping):
+                merged = dict(current)
+            elif not current:
+                merged = {}
+            else:
+                raise ValueError(f"{group}: give the group as a mapping")
             merged[field] = value
             out[group] = merged
         return out
 
     if not TYPE_CHECKING:  # the typed surface is the groups; the packages' code reads those
 
-        def __getattr__(self, name: str) -> Any:
+        def __getattr__(self, name: str) -> object:
             """Flat reads (``settings.port``, ``settings.model``) resolved through the same
             table as the variables, for scripts and tests written before the groups."""
             if not name.startswith("_"):
@@ -526,7 +542,7 @@ class LibrarySettings(BaseSettings):
         environ: Mapping[str, str] | None = None,
         *,
         report_unknown: bool = False,
-        **overrides: Any,
+        **overrides: object,
     ) -> S:
         """The settings ``environ`` gives (default: this process's environment), with
         ``overrides`` (flat names or groups) winning. A bad value is a :class:`SettingsError`
@@ -534,8 +550,9 @@ class LibrarySettings(BaseSettings):
         if report_unknown:
             report_unknown_variables(cls, os.environ if environ is None else environ)
         token = _environ.set(environ)
+        values: dict[str, Any] = dict(overrides)  # flat names or groups, validated by pydantic
         try:
-            return cls(**overrides)
+            return cls(**values)
         except ValidationError as exc:
             raise SettingsError(describe_errors(cls, exc)) from None
         finally:
@@ -584,12 +601,12 @@ class LibrarySettings(BaseSettings):
             ocr=self.ocr.config(),
         )
 
-    def worker_config(self, **overrides: Any) -> WorkerConfig:
+    def worker_config(self, **overrides: Unpack[WorkerOverrides]) -> WorkerConfig:
         """The :class:`~indexer.worker.WorkerConfig` of these settings; ``overrides`` by its
         field names (``concurrency=4``)."""
         from dataclasses import replace
 
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {}  # read by name through WORKER_FIELDS
         for field, (group, name) in WORKER_FIELDS.items():
             values[field] = getattr(getattr(self, group), name)
         values["decode_workers"] = values["decode_workers"] or None
@@ -625,7 +642,7 @@ WORKER_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _as_env(value: Any) -> str:
+def _as_env(value: object) -> str:
     if value is None:
         return ""
     if isinstance(value, SecretStr):
