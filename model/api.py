@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -28,7 +27,7 @@ _VISUAL = "visual."
 log = logging.getLogger(__name__)
 
 
-def build(config: CLIPConfig | dict[str, Any], seed: int = 0, name: str = "random-init") -> CLIP:
+def build(config: CLIPConfig | dict[str, object], seed: int = 0, name: str = "random-init") -> CLIP:
     """A CLIP with OpenAI's random initialisation, reproducible from ``seed``, in eval mode.
 
     The tokenizer and preprocessing are attached lazily (first ``tokenize``/``preprocess`` call).

@@ -20,7 +20,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Protocol, TypedDict, cast
 
 import numpy as np
 import torch
@@ -46,6 +46,20 @@ def check_batch_size(batch_size: int) -> None:
         raise ModelError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
+class TextTokenizer(Protocol):
+    """A model's tokenizer: ``(texts, context_length=...) -> LongTensor [N, L]``
+    (:class:`~model.tokenizer.Tokenizer`, :class:`~model.hub_tokenizer.HubTokenizer`)."""
+
+    def __call__(self, texts: str | Sequence[str], context_length: int = ...) -> torch.Tensor: ...
+
+
+class TokenizerOptions(TypedDict, total=False):
+    """Keyword arguments of a family's :class:`~model.hub_tokenizer.HubTokenizer`."""
+
+    clean: str
+    language: str | None
+
+
 class EmbeddingModel(nn.Module):
     """An image tower and a text tower embedding into one space; see the module docstring."""
 
@@ -64,8 +78,8 @@ class EmbeddingModel(nn.Module):
         self.preprocess_cfg: dict[str, tuple[float, ...]] = {"mean": OPENAI_MEAN, "std": OPENAI_STD}
         self.resize_mode = "shortest"  # model.preprocess.RESIZE_MODES
         self.interpolation = "bicubic"  # model.preprocess.INTERPOLATIONS
-        self._tokenizer: Any = None
-        self._preprocessor: Any = None
+        self._tokenizer: TextTokenizer | None = None
+        self._preprocessor: Preprocess | None = None
 
     # -- what a family defines ----------------------------------------------------------------
 
@@ -87,7 +101,7 @@ class EmbeddingModel(nn.Module):
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _make_tokenizer(self) -> Any:
+    def _make_tokenizer(self) -> TextTokenizer:
         raise NotImplementedError
 
     # -- common properties --------------------------------------------------------------------
@@ -103,18 +117,18 @@ class EmbeddingModel(nn.Module):
     # -- tokenizer and preprocessing (attached lazily) ----------------------------------------
 
     @property
-    def tokenizer(self) -> Any:
+    def tokenizer(self) -> TextTokenizer:
         """A callable ``(texts, context_length=...) -> LongTensor [N, L]``."""
         if self._tokenizer is None:
             self._tokenizer = self._make_tokenizer()
         return self._tokenizer
 
     @tokenizer.setter
-    def tokenizer(self, value: Any) -> None:
+    def tokenizer(self, value: TextTokenizer) -> None:
         self._tokenizer = value
 
     @property
-    def preprocessor(self) -> Any:
+    def preprocessor(self) -> Preprocess:
         """The image transform (model.preprocess.Preprocess) for this model's size, mean/std,
         resize mode and filter. A plain picklable object: hand this, not the model, to worker
         processes."""
@@ -129,7 +143,7 @@ class EmbeddingModel(nn.Module):
         return self._preprocessor
 
     @preprocessor.setter
-    def preprocessor(self, value: Any) -> None:
+    def preprocessor(self, value: Preprocess) -> None:
         self._preprocessor = value
 
     def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
@@ -263,7 +277,7 @@ class EmbeddingModel(nn.Module):
             out.append(self.embed_pixels(torch.stack(batch), batch_size=batch_size))
         return np.concatenate(out)
 
-    def _pixels_of(self, item: Any) -> torch.Tensor:
+    def _pixels_of(self, item: Image.Image | str | Path) -> torch.Tensor:
         if isinstance(item, Image.Image):
             return self.preprocess(item)
         if isinstance(item, (str, Path)):
@@ -302,7 +316,7 @@ class TwoTowerModel(EmbeddingModel):
     visual: nn.Module
     text: nn.Module
 
-    def __init__(self, config: Any, tokenizer_dir: str | Path | None = None) -> None:
+    def __init__(self, config: object, tokenizer_dir: str | Path | None = None) -> None:
         super().__init__()
         if not isinstance(config, self.config_class):
             raise ModelError(
@@ -327,11 +341,11 @@ class TwoTowerModel(EmbeddingModel):
     def context_length(self) -> int:
         return int(self.config.context_length)
 
-    def _tokenizer_options(self) -> dict[str, Any]:
+    def _tokenizer_options(self) -> TokenizerOptions:
         """Keyword arguments of the family's HubTokenizer beyond the folder."""
         return {"clean": self.config.text_clean}
 
-    def _make_tokenizer(self) -> Any:
+    def _make_tokenizer(self) -> TextTokenizer:
         if self.tokenizer_kind == "clip-bpe":
             return default_tokenizer()
         if self.tokenizer_dir is None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -91,7 +90,7 @@ def _square_side(count: int, what: str, source: str) -> int:
     return side
 
 
-def infer_config(state_dict: Mapping[str, Any], source: str = "state dict") -> CLIPConfig:
+def infer_config(state_dict: Mapping[str, torch.Tensor], source: str = "state dict") -> CLIPConfig:
     """Every hyper-parameter of an OpenAI-layout CLIP from its tensor shapes.
 
     Head counts are not in a state dict; OpenAI's convention is used: width // 64 for the
@@ -214,7 +213,7 @@ _OC_TOP_IGNORED = {
 }
 
 
-def _open_clip_config(data: dict[str, Any], source: str) -> tuple[CLIPConfig, PreprocessCfg]:
+def _open_clip_config(data: Mapping[str, object], source: str) -> tuple[CLIPConfig, PreprocessCfg]:
     model_cfg = data.get("model_cfg", data)
     if not isinstance(model_cfg, dict):
         raise CheckpointError(f"{source}: model_cfg must be an object")

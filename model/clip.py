@@ -17,7 +17,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, cast
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
@@ -28,11 +28,18 @@ from clipsearch.model.base import (
     OPENAI_MEAN,
     OPENAI_STD,
     EmbeddingModel,
+    TextTokenizer,
     check_batch_size,
     default_tokenizer,
 )
 from clipsearch.model.errors import ModelError
+from clipsearch.model.json_types import JSONObject
 from clipsearch.model.lazy_tower import LazyTower
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_Config = TypeVar("_Config", bound="DataclassInstance")
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +54,7 @@ Activation = Callable[[], nn.Module]
 # --------------------------------------------------------------------------------------------
 
 
-def check_positive_int(owner: str, name: str, value: Any) -> None:
+def check_positive_int(owner: str, name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ModelError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
@@ -134,14 +141,14 @@ class CLIPConfig:
         if not isinstance(self.quick_gelu, bool):
             raise ModelError(f"config.quick_gelu must be true or false, got {self.quick_gelu!r}")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         out = asdict(self)
         if isinstance(self.vision.layers, tuple):
             out["vision"]["layers"] = list(self.vision.layers)
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CLIPConfig:
+    def from_dict(cls, data: object) -> CLIPConfig:
         """Build from :meth:`to_dict` output; unknown or mistyped keys raise :class:`ModelError`."""
         if not isinstance(data, dict):
             raise ModelError(f"a CLIP config must be a JSON object, got {type(data).__name__}")
@@ -154,7 +161,7 @@ class CLIPConfig:
         return cls(vision=vision, text=text, **rest)
 
 
-def dataclass_from(kind: type, data: Any, where: str) -> Any:
+def dataclass_from(kind: type[_Config], data: object, where: str) -> _Config:
     if not isinstance(data, dict):
         raise ModelError(f"config.{where} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in fields(kind)}
@@ -581,7 +588,7 @@ class CLIP(EmbeddingModel):
     def context_length(self) -> int:
         return self.config.text.context_length
 
-    def _make_tokenizer(self) -> Any:
+    def _make_tokenizer(self) -> TextTokenizer:
         """The packaged BPE tokenizer (model.tokenizer.Tokenizer), shared by every CLIP."""
         return default_tokenizer()
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +56,7 @@ class DevicePreprocess:
         self.std = tuple(float(s) for s in std)
 
     @classmethod
-    def like(cls, preprocess: Any) -> DevicePreprocess:
+    def like(cls, preprocess: Preprocess) -> DevicePreprocess:
         """The device twin of a :class:`model.preprocess.Preprocess` (a model's ``preprocessor``)."""
         return cls(
             int(preprocess.image_size),
@@ -99,7 +98,9 @@ class DevicePreprocess:
         )
         return out[0, :, top : top + size, left : left + size]
 
-    def __call__(self, images: Sequence[torch.Tensor], dtype: torch.dtype = torch.float32) -> Any:
+    def __call__(
+        self, images: Sequence[torch.Tensor], dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
         if not images:
             raise ModelError("no images to preprocess")
         device = images[0].device

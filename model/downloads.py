@@ -25,8 +25,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 from clipsearch.model.errors import DownloadError
 
@@ -98,14 +99,13 @@ def download(
     log.info("downloading %s -> %s", url, dest)
     try:
         with os.fdopen(fd, "wb") as out:
-            got, total, digest = _stream(url, out, timeout, progress)
+            got, total, actual = _stream(url, out, timeout, progress)
             out.flush()
             os.fsync(out.fileno())
         if total is not None and got != total:
             raise DownloadError(
                 f"download of {url} was cut short: got {got} of {total} bytes; try again"
             )
-        actual = digest.hexdigest()
         if blob_id is not None:
             got_id = git_blob_id(tmp)
             if got_id != blob_id:
@@ -132,7 +132,15 @@ def download(
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> None:
         return None
 
 
@@ -181,8 +189,8 @@ def git_blob_id(path: str | os.PathLike[str]) -> str:
 
 
 def _stream(
-    url: str, out: Any, timeout: float, progress: Progress | None
-) -> tuple[int, int | None, Any]:
+    url: str, out: IO[bytes], timeout: float, progress: Progress | None
+) -> tuple[int, int | None, str]:
     digest = hashlib.sha256()
     got = 0
     total: int | None = None
@@ -215,7 +223,7 @@ def _stream(
         raise DownloadError(f"download of {url} failed: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:  # writing: disk full, permissions
         raise DownloadError(f"download of {url} failed while writing: {exc}") from exc
-    return got, total, digest
+    return got, total, digest.hexdigest()
 
 
 # A stamp beside a verified file records (size, mtime) at verification, so later resolves need

@@ -30,7 +30,7 @@ from clipsearch.model import hf_text, mobileclip, mobileclip_vit, nllb, siglip
 from clipsearch.model import hub_config as hub
 from clipsearch.model.base import EmbeddingModel
 from clipsearch.model.errors import CheckpointError, ModelError
-from clipsearch.model.family_registry import Family, get, registered
+from clipsearch.model.family_registry import Family, FamilyConfig, get, registered
 from clipsearch.model.files import (
     OPEN_CLIP_CONFIG,
     OUR_CONFIG,
@@ -73,7 +73,7 @@ _siglip_config = siglip.infer_config
 # --------------------------------------------------------------------------------------------
 
 
-def _recognise(data: Mapping[str, Any], folder: Path, source: str) -> Family | None:
+def _recognise(data: Mapping[str, object], folder: Path, source: str) -> Family | None:
     _, vision_cfg, text_cfg = hub.model_cfg(data, source)
     arch = (
         hub.timm_tower(vision_cfg, folder, source)[0] if vision_cfg.get("timm_model_name") else None
@@ -93,7 +93,7 @@ def _recognise(data: Mapping[str, Any], folder: Path, source: str) -> Family | N
     return None
 
 
-def open_clip_family(data: Mapping[str, Any], folder: Path, source: str) -> str | None:
+def open_clip_family(data: Mapping[str, object], folder: Path, source: str) -> str | None:
     """The family of an ``open_clip_config.json``: one of FAMILIES, or None for standard CLIP."""
     family = _recognise(data, folder, source)
     return None if family is None else family.name
@@ -123,7 +123,7 @@ def folder_family(folder: Path) -> str | None:
 
 
 def _assemble(
-    family: Family, config: Any, state: StateDict, tokenizer_dir: Path | None, source: str
+    family: Family, config: FamilyConfig, state: StateDict, tokenizer_dir: Path | None, source: str
 ) -> EmbeddingModel:
     """Build (on the meta device where nothing but weights is needed), check keys and shapes,
     then take the tensors."""
@@ -162,7 +162,7 @@ def load_open_clip_folder(folder: Path, fold: bool = True) -> EmbeddingModel:
 
 
 def from_open_clip(
-    data: Mapping[str, Any],
+    data: Mapping[str, object],
     folder: Path,
     state: StateDict,
     source: str = "open_clip state dict",

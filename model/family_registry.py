@@ -11,16 +11,26 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import torch
 
 from clipsearch.model.errors import CheckpointError
+from clipsearch.model.json_types import JSONObject
 
 if TYPE_CHECKING:
     from clipsearch.model.base import EmbeddingModel, TwoTowerModel
 
 StateDict = dict[str, torch.Tensor]
+
+
+class FamilyConfig(Protocol):
+    """A family's config dataclass (its model's ``config_class``): JSON in, JSON out."""
+
+    def to_dict(self) -> JSONObject: ...
+
+    @classmethod
+    def from_dict(cls, data: object) -> Self: ...
 
 
 @dataclass(frozen=True)
@@ -33,12 +43,14 @@ class Family:
     model: type[TwoTowerModel]
     # (timm architecture or None, vision_cfg, text_cfg, source) -> whether an open_clip config
     # describes this family; may raise CheckpointError for a near miss it cannot load
-    recognises: Callable[[str | None, Mapping[str, Any], Mapping[str, Any], str], bool]
+    recognises: Callable[[str | None, Mapping[str, object], Mapping[str, object], str], bool]
     # open_clip's parameter names -> ours (the hub layout to the module's)
     convert_state: Callable[[StateDict], StateDict]
     # (open_clip_config.json content, folder, converted state, source) -> config, from the
     # shapes and what the config adds
-    infer_config: Callable[[Mapping[str, Any], Path, Mapping[str, Any], str], Any]
+    infer_config: Callable[
+        [Mapping[str, object], Path, Mapping[str, torch.Tensor], str], FamilyConfig
+    ]
     # The timm image towers it reads, for the message that refuses any other ("": none)
     timm_towers: str = ""
     # Reparameterisation for inference (MobileCLIP's branches folded into single
@@ -53,14 +65,14 @@ class Family:
         return self.model.family
 
     @property
-    def config_class(self) -> Any:  # from_dict(dict) -> config; config.to_dict()
+    def config_class(self) -> type[FamilyConfig]:
         return self.model.config_class
 
     @property
     def tokenizer(self) -> str:  # "hub": the folder's tokenizer.json; "clip-bpe": built in
         return self.model.tokenizer_kind
 
-    def build(self, config: Any, tokenizer_dir: Path | None) -> EmbeddingModel:
+    def build(self, config: FamilyConfig, tokenizer_dir: Path | None) -> EmbeddingModel:
         return self.model(config, tokenizer_dir if self.tokenizer == "hub" else None)
 
 

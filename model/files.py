@@ -25,7 +25,6 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -33,6 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from clipsearch.model import registry
 from clipsearch.model.errors import CheckpointError
+from clipsearch.model.json_types import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _is_torchscript(names: list[str]) -> bool:
     return any("/code/" in n or n.endswith("constants.pkl") for n in names)
 
 
-def _to_float32(state_dict: Mapping[str, Any], source: str) -> StateDict:
+def _to_float32(state_dict: Mapping[str, object], source: str) -> StateDict:
     out: StateDict = {}
     for key, value in state_dict.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
@@ -91,7 +91,7 @@ def _to_float32(state_dict: Mapping[str, Any], source: str) -> StateDict:
     return out
 
 
-def _unwrap(obj: Any, source: str) -> Mapping[str, Any]:
+def _unwrap(obj: object, source: str) -> Mapping[str, object]:
     """Accept a bare state dict, or a training checkpoint holding one under 'state_dict'/'model'."""
     if isinstance(obj, Mapping):
         for key in ("state_dict", "model"):
@@ -205,7 +205,7 @@ def open_clip_weights(folder: Path) -> Path:
     )
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> JSONObject:
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
     if path.stat().st_size > _MAX_JSON_BYTES:
@@ -220,7 +220,10 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def compare_state_dict(
-    expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, Any], source: str, what: str
+    expected: Mapping[str, torch.Tensor],
+    state_dict: Mapping[str, torch.Tensor],
+    source: str,
+    what: str,
 ) -> None:
     """Raise CheckpointError unless ``state_dict`` has exactly ``expected``'s keys and shapes."""
     missing = [k for k in expected if k not in state_dict]
@@ -239,7 +242,7 @@ def compare_state_dict(
         raise CheckpointError(f"{source}: the weights do not match {what}; " + "; ".join(problems))
 
 
-def atomic_write(dest: Path, write: Callable[[Path], Any]) -> None:
+def atomic_write(dest: Path, write: Callable[[Path], object]) -> None:
     """``write(tmp)`` a temporary file beside ``dest``, then rename it to ``dest``."""
     fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
@@ -252,7 +255,9 @@ def atomic_write(dest: Path, write: Callable[[Path], Any]) -> None:
         raise
 
 
-def save_folder(folder: Path, state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> Path:
+def save_folder(
+    folder: Path, state: Mapping[str, torch.Tensor], config: Mapping[str, object]
+) -> Path:
     """Our format: ``model.safetensors`` (a CPU copy of ``state``) + ``config.json``, each
     written atomically (weights first: a folder with the new config has the new weights)."""
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}

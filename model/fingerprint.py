@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Mapping
-from typing import Any
 
 import torch
+from torch import nn
 
 FINGERPRINT_ATTR = "_clipsearch_fingerprint"
 
 
-def state_fingerprint(state: Mapping[str, torch.Tensor], embed_dim: Any) -> str:
+def state_fingerprint(state: Mapping[str, torch.Tensor], embed_dim: object) -> str:
     """The digest of a state dict (as ``model.state_dict()`` gives it) of a model of ``embed_dim``."""
     h = hashlib.sha256()
     h.update(str(embed_dim if embed_dim is not None else "").encode())
@@ -33,12 +33,12 @@ def state_fingerprint(state: Mapping[str, torch.Tensor], embed_dim: Any) -> str:
     return h.hexdigest()
 
 
-def remember_fingerprint(model: Any, digest: str) -> None:
+def remember_fingerprint(model: object, digest: str) -> None:
     with contextlib.suppress(AttributeError, TypeError):
         object.__setattr__(model, FINGERPRINT_ATTR, digest)
 
 
-def model_fingerprint(model: Any) -> str:
+def model_fingerprint(model: nn.Module) -> str:
     """The model's digest (cached on the model object)."""
     cached = getattr(model, FINGERPRINT_ATTR, None)
     if isinstance(cached, str):

@@ -21,7 +21,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -37,6 +38,7 @@ from clipsearch.model.clip import (
 )
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.family_registry import Family, register
+from clipsearch.model.json_types import JSONObject
 
 POOLERS = ("mean_pooler", "cls_pooler")
 PROJECTIONS = ("mlp", "linear")
@@ -44,7 +46,7 @@ PROJECTIONS = ("mlp", "linear")
 _SHAPE_CONFIGS = ("xlm-roberta", "roberta")
 
 
-def _transformers() -> Any:
+def _transformers() -> ModuleType:
     try:
         import transformers  # optional (the multilingual extra), and slow to import
     except ImportError as exc:
@@ -88,12 +90,12 @@ class HFTextCLIPConfig:
     def pad_id(self) -> int:
         return int(self.hf_config.get("pad_token_id", 1))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         out = asdict(self)
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HFTextCLIPConfig:
+    def from_dict(cls, data: object) -> HFTextCLIPConfig:
         if not isinstance(data, dict):
             raise ModelError(f"an HF-text config must be a JSON object, got {type(data).__name__}")
         vision = dataclass_from(VisionConfig, data.get("vision", {}), "vision")
@@ -105,15 +107,15 @@ class HFTextCLIPConfig:
         return cls(vision=vision, **rest)
 
 
-def hf_width(hf_config: Mapping[str, Any]) -> int:
+def hf_width(hf_config: Mapping[str, object]) -> int:
     """The token width of a transformers config (``hidden_size``; ``d_model`` for M2M100/NLLB)."""
     for key in ("hidden_size", "d_model"):
         if key in hf_config:
-            return int(hf_config[key])
+            return hub.config_int(hf_config[key])
     raise ModelError("the transformers config names no hidden_size or d_model")
 
 
-def build_text_model(hf_config: Mapping[str, Any]) -> nn.Module:
+def build_text_model(hf_config: Mapping[str, object]) -> nn.Module:
     """The transformers encoder (no pooling layer) for a config dict, randomly initialised.
     For an encoder-decoder config (NLLB's M2M100) the encoder alone, as open_clip keeps it."""
     transformers = _transformers()
@@ -156,13 +158,30 @@ class HFTextCLIP(TwoTowerModel):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
+class HFTextFields(Protocol):
+    """The text fields of a config with a transformers text tower."""
+
+    @property
+    def hf_config(self) -> Mapping[str, object]: ...
+    @property
+    def pooler(self) -> str: ...
+    @property
+    def proj(self) -> str: ...
+    @property
+    def pad_id(self) -> int: ...
+    @property
+    def text_width(self) -> int: ...
+    @property
+    def embed_dim(self) -> int: ...
+
+
 class HFTextEncoder(nn.Module):
     """transformers encoder -> pooled [N, D] -> projection [N, E]. Names as open_clip's
     (``transformer.*``, ``proj.*``). ``config``: an :class:`HFTextCLIPConfig` or any config with
     its text fields (``hf_config``, ``pooler``, ``proj``, ``pad_id``, ``text_width``,
     ``embed_dim``), such as :class:`model.nllb.NLLBSigLIPConfig`."""
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: HFTextFields) -> None:
         super().__init__()
         self.pooler = config.pooler
         self.pad_id = config.pad_id
@@ -193,7 +212,7 @@ class HFTextEncoder(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _shape_config(model_type: str, state: Mapping[str, Any], source: str) -> dict[str, Any]:
+def _shape_config(model_type: str, state: Mapping[str, torch.Tensor], source: str) -> JSONObject:
     """A RoBERTa-family transformers config from the weights' shapes (XLM-R base/large)."""
     prefix = "text.transformer."
     vocab, hidden = hub.shape(state, prefix + "embeddings.word_embeddings.weight", source)
@@ -218,7 +237,7 @@ def _shape_config(model_type: str, state: Mapping[str, Any], source: str) -> dic
 
 
 def infer_config(
-    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+    data: Mapping[str, object], folder: Path, state: Mapping[str, torch.Tensor], source: str
 ) -> HFTextCLIPConfig:
     """The architecture of an open_clip CustomTextCLIP with an HF text tower: the vision tower
     from shapes, the text tower from its transformers config (or shapes), projection from keys."""
@@ -237,7 +256,7 @@ def infer_config(
     # Text tower.
     name = text_cfg.get("hf_model_name")
 
-    def from_shapes() -> dict[str, Any] | None:
+    def from_shapes() -> JSONObject | None:
         assert isinstance(name, str)
         model_type = next((t for t in _SHAPE_CONFIGS if name.lower().startswith(t)), None)
         return None if model_type is None else _shape_config(model_type, state, source)
@@ -251,14 +270,14 @@ def infer_config(
         proj = "linear"
     else:
         raise CheckpointError(f"{source}: no text projection (text.proj.*) in the weights")
-    clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
+    clean = hub.tokenizer_clean(text_cfg, source)
     try:
         vision = VisionConfig(
             image_size=grid * patch,
             width=width,
             layers=hub.count_indices(state, "visual.transformer.resblocks."),
             patch_size=patch,
-            heads=width // int(head_width),
+            heads=width // hub.config_int(head_width),
             mlp_ratio=hidden / width,
         )
         return HFTextCLIPConfig(
@@ -268,15 +287,15 @@ def infer_config(
             hf_config=hf_config,
             pooler=str(text_cfg.get("hf_pooler_type", "mean_pooler")),
             proj=str(text_cfg.get("hf_proj_type", proj)),
-            text_clean=str(clean),
-            context_length=int(text_cfg.get("context_length", 77)),
+            text_clean=clean,
+            context_length=hub.config_int(text_cfg.get("context_length", 77)),
         )
     except (ModelError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{source}: unsupported HF-text CLIP: {exc}") from exc
 
 
 def _recognises(
-    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+    arch: str | None, vision_cfg: Mapping[str, object], text_cfg: Mapping[str, object], source: str
 ) -> bool:
     return arch is None and bool(text_cfg.get("hf_model_name"))
 

@@ -8,13 +8,13 @@ Every hyper-parameter that tensor shapes carry is read from the shapes (:func:`s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from clipsearch.model.base import OPENAI_MEAN, OPENAI_STD, EmbeddingModel
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.files import read_json
+from clipsearch.model.json_types import JSON, JSONObject
 from clipsearch.model.preprocess import INTERPOLATIONS, RESIZE_MODES
 from clipsearch.model.towers import TextTowerConfig
 
@@ -26,7 +26,7 @@ PreprocessCfg = dict[str, tuple[float, ...]]
 # --------------------------------------------------------------------------------------------
 
 
-def count_indices(state_dict: Mapping[str, Any], prefix: str) -> int:
+def count_indices(state_dict: Mapping[str, object], prefix: str) -> int:
     """How many distinct ``<prefix><i>.`` indices appear among the keys."""
     found = set()
     for key in state_dict:
@@ -37,7 +37,7 @@ def count_indices(state_dict: Mapping[str, Any], prefix: str) -> int:
     return len(found)
 
 
-def shape(state_dict: Mapping[str, Any], key: str, source: str) -> tuple[int, ...]:
+def shape(state_dict: Mapping[str, object], key: str, source: str) -> tuple[int, ...]:
     """The shape of ``state_dict[key]``; CheckpointError naming the key if it is missing."""
     if key not in state_dict:
         raise CheckpointError(f"{source}: not a CLIP state dict in OpenAI's layout: no {key!r}")
@@ -48,10 +48,18 @@ def shape(state_dict: Mapping[str, Any], key: str, source: str) -> tuple[int, ..
     return tuple(int(s) for s in dims)
 
 
-def positive_int(value: Any, what: str, source: str) -> int:
+def positive_int(value: object, what: str, source: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise CheckpointError(f"{source}: {what} must be a positive integer, got {value!r}")
     return value
+
+
+def config_int(value: object) -> int:
+    """``int(value)`` of a config value: a number or a numeric string; TypeError for anything
+    else (a list, an object, null), as ``int()`` raises."""
+    if isinstance(value, (int, float, str)):
+        return int(value)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,7 +67,7 @@ def positive_int(value: Any, what: str, source: str) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def model_cfg(data: Mapping[str, Any], source: str) -> tuple[dict, dict, dict]:
+def model_cfg(data: Mapping[str, object], source: str) -> tuple[JSONObject, JSONObject, JSONObject]:
     """``(model_cfg, vision_cfg, text_cfg)`` of an ``open_clip_config.json``'s content."""
     cfg = data.get("model_cfg", data)
     if not isinstance(cfg, dict):
@@ -72,7 +80,9 @@ def model_cfg(data: Mapping[str, Any], source: str) -> tuple[dict, dict, dict]:
     return cfg, vision_cfg, text_cfg
 
 
-def timm_tower(vision_cfg: Mapping[str, Any], folder: Path, source: str) -> tuple[str, dict]:
+def timm_tower(
+    vision_cfg: Mapping[str, object], folder: Path, source: str
+) -> tuple[str, JSONObject]:
     """``(architecture, model_args)`` of the timm image tower a config names. The name may be
     ``local-dir:PATH``, timm's folder format: ``PATH/config.json`` gives the real
     ``architecture`` and the ``model_args`` overriding its defaults."""
@@ -98,7 +108,9 @@ def timm_tower(vision_cfg: Mapping[str, Any], folder: Path, source: str) -> tupl
     return name, {}
 
 
-def image_size(vision_cfg: Mapping[str, Any], args: Mapping[str, Any], source: str) -> int | None:
+def image_size(
+    vision_cfg: Mapping[str, object], args: Mapping[str, object], source: str
+) -> int | None:
     """The (square) input side a config or timm's ``model_args`` give; None if neither does."""
     size = args.get("img_size", vision_cfg.get("image_size"))
     if size is None:
@@ -110,7 +122,15 @@ def image_size(vision_cfg: Mapping[str, Any], args: Mapping[str, Any], source: s
     return positive_int(size, "image_size", source)
 
 
-def activation_name(cfg: Mapping[str, Any], quick_gelu: bool) -> str:
+def tokenizer_clean(text_cfg: Mapping[str, object], source: str) -> str:
+    """``text_cfg.tokenizer_kwargs.clean``, open_clip's text cleaning ("whitespace" by default)."""
+    kwargs = text_cfg.get("tokenizer_kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise CheckpointError(f"{source}: text_cfg.tokenizer_kwargs must be an object")
+    return str(kwargs.get("clean", "whitespace"))
+
+
+def activation_name(cfg: Mapping[str, object], quick_gelu: bool) -> str:
     act_kwargs = cfg.get("act_kwargs") or {}
     if isinstance(act_kwargs, dict) and act_kwargs.get("approximate") == "tanh":
         return "gelu_tanh"
@@ -118,7 +138,7 @@ def activation_name(cfg: Mapping[str, Any], quick_gelu: bool) -> str:
 
 
 def text_tower_config(
-    state: Mapping[str, Any], text_cfg: Mapping[str, Any], quick_gelu: bool, source: str
+    state: Mapping[str, object], text_cfg: Mapping[str, object], quick_gelu: bool, source: str
 ) -> tuple[TextTowerConfig, int]:
     """open_clip's TextTransformer (under ``text.``) from shapes + config; and embed_dim."""
     context_length, width = shape(state, "text.positional_embedding", source)
@@ -157,8 +177,12 @@ def text_tower_config(
 
 
 def hf_text_config(
-    folder: Path, name: Any, source: str, from_shapes: Any, known: str
-) -> dict[str, Any]:
+    folder: Path,
+    name: object,
+    source: str,
+    from_shapes: Callable[[], Mapping[str, JSON] | None],
+    known: str,
+) -> JSONObject:
     """The transformers ``config.json`` of the text tower ``text_cfg.hf_model_name`` names: the
     file in the folder it points to, else ``from_shapes()`` (a config rebuilt from the weights,
     or None where the name is not one of ``known``)."""
@@ -182,7 +206,7 @@ def hf_text_config(
 # --------------------------------------------------------------------------------------------
 
 
-def preprocess_cfg(data: Any, source: str) -> PreprocessCfg:
+def preprocess_cfg(data: object, source: str) -> PreprocessCfg:
     """``{"mean", "std"}`` of a config's ``preprocess_cfg`` (OpenAI's where absent), checked."""
     if data is None:
         data = {}
@@ -205,7 +229,7 @@ def preprocess_cfg(data: Any, source: str) -> PreprocessCfg:
     return out
 
 
-def apply_preprocess(model: EmbeddingModel, data: Mapping[str, Any], source: str) -> None:
+def apply_preprocess(model: EmbeddingModel, data: Mapping[str, object], source: str) -> None:
     """Set the model's mean/std, resize mode and filter from a config's ``preprocess_cfg``
     (the family's own where the config is silent)."""
     pre = data.get("preprocess_cfg") or {}

@@ -30,7 +30,6 @@ import logging
 import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import ftfy
 import regex
@@ -38,6 +37,7 @@ import torch
 from tokenizers import Tokenizer as _Tokenizer
 
 from clipsearch.model.errors import CheckpointError, ModelError
+from clipsearch.model.json_types import JSONObject
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def clean_text(text: str, mode: str) -> str:
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def _special_token(value: Any) -> str | None:
+def _special_token(value: object) -> str | None:
     if isinstance(value, str):
         return value
     if isinstance(value, dict) and isinstance(value.get("content"), str):
@@ -77,7 +77,7 @@ def _special_token(value: Any) -> str | None:
     return None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> JSONObject:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -131,7 +131,7 @@ class HubTokenizer:
             self._eos_id = self._tok.token_to_id(eos)
             if self._eos_id is None:
                 raise CheckpointError(f"{path}: the end token {eos!r} is not in the vocabulary")
-            self.set_language(language or settings.get("src_lang") or "eng_Latn")
+            self.set_language(language or str(settings.get("src_lang") or "eng_Latn"))
         elif language is not None:
             raise ModelError(
                 f"this model's tokenizer ({folder}) takes no language code; drop language="

@@ -13,8 +13,8 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -51,10 +51,10 @@ class LazyTower(nn.Module):
                 self.__dict__["_tower"] = tower
             return tower
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, *args: object, **kwargs: object) -> torch.Tensor:
         return self.materialize()(*args, **kwargs)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> torch.Tensor | nn.Module:
         try:
             return super().__getattr__(name)
         except AttributeError:

@@ -14,7 +14,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 import torch
 from torch.nn import init
@@ -37,9 +37,14 @@ _depth = 0
 _originals: dict[str, Callable[..., Any]] = {}
 
 
-def _skipping_meta(original: Callable[..., Any]) -> Callable[..., Any]:
+_P = ParamSpec("_P")
+
+
+def _skipping_meta(
+    original: Callable[Concatenate[torch.Tensor, _P], torch.Tensor],
+) -> Callable[Concatenate[torch.Tensor, _P], torch.Tensor]:
     @functools.wraps(original)
-    def initialise(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    def initialise(tensor: torch.Tensor, *args: _P.args, **kwargs: _P.kwargs) -> torch.Tensor:
         if isinstance(tensor, torch.Tensor) and tensor.is_meta:
             return tensor
         return original(tensor, *args, **kwargs)

@@ -34,7 +34,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +45,7 @@ from clipsearch.model.clip import check_positive_int, dataclass_from
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.family_registry import Family, register
 from clipsearch.model.fingerprint import FINGERPRINT_ATTR
+from clipsearch.model.json_types import JSONObject
 from clipsearch.model.reparam import (
     ConvBN,
     LargeKernelConv,
@@ -148,7 +148,7 @@ class MobileCLIPConfig:
     def context_length(self) -> int:
         return self.text.context_length
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         out = asdict(self)
         for key, value in out["vision"].items():
             if isinstance(value, tuple):
@@ -156,7 +156,7 @@ class MobileCLIPConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MobileCLIPConfig:
+    def from_dict(cls, data: object) -> MobileCLIPConfig:
         if not isinstance(data, dict):
             raise ModelError(
                 f"a MobileCLIP config must be a JSON object, got {type(data).__name__}"
@@ -369,7 +369,7 @@ def from_open_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def infer_config(
-    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+    data: Mapping[str, object], folder: Path, state: Mapping[str, torch.Tensor], source: str
 ) -> MobileCLIPConfig:
     """The architecture from the weights' shapes (stages, widths, mixers, SE, position
     encodings, norms), the config's image size and text options."""
@@ -425,7 +425,7 @@ def infer_config(
 
 
 def _recognises(
-    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+    arch: str | None, vision_cfg: Mapping[str, object], text_cfg: Mapping[str, object], source: str
 ) -> bool:
     return arch is not None and arch.startswith("fastvit_mci")
 

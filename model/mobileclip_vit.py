@@ -26,7 +26,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -38,6 +37,7 @@ from clipsearch.model.clip import LayerNorm, Transformer, check_positive_int, da
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.family_registry import Family, register
 from clipsearch.model.fingerprint import FINGERPRINT_ATTR
+from clipsearch.model.json_types import JSONObject
 from clipsearch.model.reparam import fold_bn
 from clipsearch.model.towers import TextTowerConfig, TextTransformer
 
@@ -87,11 +87,11 @@ class MobileCLIPViTConfig:
     def context_length(self) -> int:
         return self.text.context_length
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MobileCLIPViTConfig:
+    def from_dict(cls, data: object) -> MobileCLIPViTConfig:
         if not isinstance(data, dict):
             raise ModelError(
                 f"a MobileCLIP-B config must be a JSON object, got {type(data).__name__}"
@@ -225,7 +225,7 @@ def from_open_clip_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 
 def infer_config(
-    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+    data: Mapping[str, object], folder: Path, state: Mapping[str, torch.Tensor], source: str
 ) -> MobileCLIPViTConfig:
     """The architecture from the weights' shapes; the config's image size and text options."""
     model_cfg, vision_cfg, text_cfg = hub.model_cfg(data, source)
@@ -271,7 +271,7 @@ def infer_config(
 
 
 def _recognises(
-    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+    arch: str | None, vision_cfg: Mapping[str, object], text_cfg: Mapping[str, object], source: str
 ) -> bool:
     return arch is not None and arch.startswith("vit_") and "_mci_" in arch
 

@@ -25,7 +25,7 @@ As open_clip builds it:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,12 @@ import torch
 
 from clipsearch.model import hub_config as hub
 from clipsearch.model import siglip
-from clipsearch.model.base import check_batch_size
+from clipsearch.model.base import TokenizerOptions, check_batch_size
 from clipsearch.model.clip import check_positive_int, dataclass_from
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.family_registry import Family, register
 from clipsearch.model.hf_text import POOLERS, PROJECTIONS, HFTextEncoder, hf_width
+from clipsearch.model.json_types import JSONObject
 from clipsearch.model.siglip import SigLIPVisionConfig, SigLIPVisionTransformer, SigmoidScoring
 
 # Hub names of text towers whose transformers config is rebuilt from the weights' shapes.
@@ -84,11 +85,11 @@ class NLLBSigLIPConfig:
     def pad_id(self) -> int:
         return int(self.hf_config.get("pad_token_id", 1))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NLLBSigLIPConfig:
+    def from_dict(cls, data: object) -> NLLBSigLIPConfig:
         if not isinstance(data, dict):
             raise ModelError(
                 f"an NLLB-SigLIP config must be a JSON object, got {type(data).__name__}"
@@ -114,7 +115,7 @@ class NLLBSigLIP(SigmoidScoring):
         self.text = HFTextEncoder(config)
         self._init_logits()
 
-    def _tokenizer_options(self) -> dict[str, Any]:
+    def _tokenizer_options(self) -> TokenizerOptions:
         return {"clean": self.config.text_clean, "language": self.config.language}
 
     # -- the query language --------------------------------------------------------------------
@@ -137,7 +138,9 @@ class NLLBSigLIP(SigmoidScoring):
         tokenizer's default."""
         if language is None:
             return self.tokenizer(texts, context_length=self.context_length)
-        return self.tokenizer(texts, context_length=self.context_length, language=language)
+        # A language-aware tokenizer (HubTokenizer) takes ``language``; the Protocol does not say so.
+        tokenize: Callable[..., torch.Tensor] = self.tokenizer
+        return tokenize(texts, context_length=self.context_length, language=language)
 
     def embed_texts(
         self, texts: Sequence[str], batch_size: int = 256, language: str | None = None
@@ -162,7 +165,7 @@ class NLLBSigLIP(SigmoidScoring):
 # --------------------------------------------------------------------------------------------
 
 
-def nllb_shape_config(state: Mapping[str, Any], source: str) -> dict[str, Any]:
+def nllb_shape_config(state: Mapping[str, torch.Tensor], source: str) -> JSONObject:
     """NLLB-200's M2M100 transformers config from the encoder's shapes (the distilled 600M and
     1.3B models, the dense 3.3B): width, layers and FFN from the tensors, heads width // 64, and
     what NLLB-200 fixes (sinusoidal positions for 1024 tokens, scaled embeddings, ReLU)."""
@@ -198,7 +201,7 @@ def nllb_shape_config(state: Mapping[str, Any], source: str) -> dict[str, Any]:
 
 
 def infer_config(
-    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+    data: Mapping[str, object], folder: Path, state: Mapping[str, torch.Tensor], source: str
 ) -> NLLBSigLIPConfig:
     """The architecture of an open_clip NLLB-SigLIP: the SigLIP tower from shapes (timm's keys
     renamed by :func:`model.siglip.from_open_clip_state`), the text tower from its transformers
@@ -207,7 +210,7 @@ def infer_config(
     vision = siglip.vision_config(vision_cfg, folder, state, source)
     name = text_cfg.get("hf_model_name")
 
-    def from_shapes() -> dict[str, Any] | None:
+    def from_shapes() -> JSONObject | None:
         known = isinstance(name, str) and name.lower().startswith(_SHAPE_NAMES)
         return nllb_shape_config(state, source) if known else None
 
@@ -220,23 +223,23 @@ def infer_config(
         embed_dim = hub.shape(state, "text.proj.2.weight", source)[0]
     else:
         raise CheckpointError(f"{source}: no text projection (text.proj.*) in the weights")
-    clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
+    clean = hub.tokenizer_clean(text_cfg, source)
     try:
         return NLLBSigLIPConfig(
-            embed_dim=int(model_cfg.get("embed_dim", embed_dim)),
+            embed_dim=hub.config_int(model_cfg.get("embed_dim", embed_dim)),
             vision=vision,
             hf_config=hf_config,
             pooler=str(text_cfg.get("hf_pooler_type", "cls_pooler")),
             proj=str(text_cfg.get("hf_proj_type", proj)),
-            text_clean=str(clean),
-            context_length=int(text_cfg.get("context_length", 77)),
+            text_clean=clean,
+            context_length=hub.config_int(text_cfg.get("context_length", 77)),
         )
     except (ModelError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{source}: unsupported NLLB-SigLIP: {exc}") from exc
 
 
 def _recognises(
-    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+    arch: str | None, vision_cfg: Mapping[str, object], text_cfg: Mapping[str, object], source: str
 ) -> bool:
     if arch is None or "siglip" not in arch or not text_cfg.get("hf_model_name"):
         return False

@@ -25,7 +25,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from clipsearch.model.downloads import (
     SHA_RE,
@@ -87,12 +86,12 @@ class ModelSpec:
     size: int | None = None  # approximate bytes, for messages
     aliases: tuple[str, ...] = ()
     description: str = ""
-    open_clip_config: Mapping[str, Any] | None = field(default=None, compare=False)
+    open_clip_config: Mapping[str, object] | None = field(default=None, compare=False)
     # "hub" entries: more files from the weights' folder URL (tokenizer, config), each with the
     # SHA256 its hub page publishes, or "" to check it against the hash the hub sends with it
     files: tuple[tuple[str, str], ...] = ()
     # "hub" entries: small JSON files written into the folder (what the hub folder lacks)
-    write_files: Mapping[str, Any] | None = field(default=None, compare=False)
+    write_files: Mapping[str, object] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -183,7 +182,7 @@ def _hub(
     size_mb: int,
     description: str,
     files: tuple[str, ...] = _SIGLIP_FILES,
-    write_files: Mapping[str, Any] | None = None,
+    write_files: Mapping[str, object] | None = None,
     file_sha256: Mapping[str, str] | None = None,
 ) -> ModelSpec:
     """A Hugging Face hub folder: the weights (``sha256`` as the file's hub page publishes it;
@@ -507,7 +506,7 @@ def _manual_instructions(
     )
 
 
-def _write_json(spec: ModelSpec, path: Path, content: Any) -> None:
+def _write_json(spec: ModelSpec, path: Path, content: object) -> None:
     wanted = json.dumps(_plain(content), indent=2, sort_keys=True)
     try:
         if path.is_file() and path.read_text(encoding="utf-8") == wanted:
@@ -517,7 +516,7 @@ def _write_json(spec: ModelSpec, path: Path, content: Any) -> None:
         raise DownloadError(f"model {spec.name}: cannot write {path}: {exc}") from exc
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -30,7 +30,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,9 +38,16 @@ from torch import nn
 
 from clipsearch.model import hub_config as hub
 from clipsearch.model.base import TwoTowerModel
-from clipsearch.model.clip import LayerNorm, Transformer, check_positive_int, dataclass_from
+from clipsearch.model.clip import (
+    Activation,
+    LayerNorm,
+    Transformer,
+    check_positive_int,
+    dataclass_from,
+)
 from clipsearch.model.errors import CheckpointError, ModelError
 from clipsearch.model.family_registry import Family, register
+from clipsearch.model.json_types import JSONObject
 from clipsearch.model.towers import TextTowerConfig, TextTransformer, activation
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -113,11 +119,11 @@ class SigLIPConfig:
     def context_length(self) -> int:
         return self.text.context_length
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SigLIPConfig:
+    def from_dict(cls, data: object) -> SigLIPConfig:
         if not isinstance(data, dict):
             raise ModelError(f"a SigLIP config must be a JSON object, got {type(data).__name__}")
         vision = dataclass_from(SigLIPVisionConfig, data.get("vision", {}), "vision")
@@ -133,7 +139,7 @@ class MAPHead(nn.Module):
     """Multi-head attention pooling: a learnt latent query attends over the tokens, then a
     residual MLP on the pooled vector. [N, L, D] -> [N, D]."""
 
-    def __init__(self, width: int, heads: int, mlp_dim: int, act: Any, eps: float) -> None:
+    def __init__(self, width: int, heads: int, mlp_dim: int, act: Activation, eps: float) -> None:
         super().__init__()
         self.heads = heads
         self.latent = nn.Parameter(torch.zeros(1, 1, width))
@@ -288,7 +294,7 @@ def vision_heads(width: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def check_map_pool(arch: str, vision_cfg: Mapping[str, Any], source: str) -> None:
+def check_map_pool(arch: str, vision_cfg: Mapping[str, object], source: str) -> None:
     """Refuse a SigLIP tower pooled by global average: only the attention-pool head is built."""
     if "_gap_" in arch or vision_cfg.get("timm_pool", "map") not in ("map", None, ""):
         raise CheckpointError(
@@ -298,7 +304,7 @@ def check_map_pool(arch: str, vision_cfg: Mapping[str, Any], source: str) -> Non
 
 
 def _recognises(
-    arch: str | None, vision_cfg: Mapping[str, Any], text_cfg: Mapping[str, Any], source: str
+    arch: str | None, vision_cfg: Mapping[str, object], text_cfg: Mapping[str, object], source: str
 ) -> bool:
     if arch is None or "siglip" not in arch or text_cfg.get("hf_model_name"):
         return False  # beside a Hugging Face text tower: NLLB-SigLIP (model.nllb)
@@ -307,7 +313,7 @@ def _recognises(
 
 
 def vision_config(
-    vision_cfg: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+    vision_cfg: Mapping[str, object], folder: Path, state: Mapping[str, torch.Tensor], source: str
 ) -> SigLIPVisionConfig:
     """timm's SigLIP ViT (renamed to our keys) from shapes + config."""
     _, args = hub.timm_tower(vision_cfg, folder, source)
@@ -341,7 +347,7 @@ def vision_config(
 
 
 def infer_config(
-    data: Mapping[str, Any], folder: Path, state: Mapping[str, Any], source: str
+    data: Mapping[str, object], folder: Path, state: Mapping[str, torch.Tensor], source: str
 ) -> SigLIPConfig:
     """The architecture of an open_clip SigLIP (keys renamed by :func:`from_open_clip_state`):
     shapes, plus the config's head counts, image size, activation and text cleaning."""
@@ -349,7 +355,7 @@ def infer_config(
     vision = vision_config(vision_cfg, folder, state, source)
     quick_gelu = bool(model_cfg.get("quick_gelu", False))
     text, embed_dim = hub.text_tower_config(state, text_cfg, quick_gelu, source)
-    clean = (text_cfg.get("tokenizer_kwargs") or {}).get("clean", "whitespace")
+    clean = hub.tokenizer_clean(text_cfg, source)
     try:
         return SigLIPConfig(embed_dim=embed_dim, vision=vision, text=text, text_clean=clean)
     except ModelError as exc:

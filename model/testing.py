@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
@@ -41,7 +40,7 @@ def assert_features_match(got: torch.Tensor, want: torch.Tensor) -> None:
     assert rel.max().item() <= 5e-5, f"max relative error {rel.max().item():.2e}"
 
 
-def assert_same_embeddings(a: Any, b: Any) -> None:
+def assert_same_embeddings(a: npt.ArrayLike, b: npt.ArrayLike) -> None:
     """Two loads of the same weights embed alike to float rounding (2e-6): the kernels may split
     a sum differently for buffers at other addresses; a changed weight moves results far more."""
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=2e-6)
