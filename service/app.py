@@ -299,7 +299,7 @@ class Gallery:
         if scope["type"] != "http":
             await self.static(scope, receive, send)
             return
-        from .auth import is_authorised
+        from .auth import resolve_principal
 
         request = Request(scope)
         settings = request.app.state.service.settings
@@ -307,7 +307,7 @@ class Gallery:
         if (  # an open server (no token, no account) authorises everyone
             not settings.server.public_read
             and path not in PUBLIC_ASSETS
-            and not is_authorised(request)
+            and await resolve_principal(request) is None
         ):
             if path in ("/", "/index.html"):
                 response: Any = RedirectResponse("/signin.html", status_code=303)

@@ -283,6 +283,18 @@ def principal(request: Request) -> Principal | None:
     return found
 
 
+async def resolve_principal(request: Request) -> Principal | None:
+    """:func:`principal` with its catalog reads (a session's or key's row, whether any account
+    exists) in the thread pool, off the event loop; the answer is kept for the request, so the
+    route's role dependency reads it again for free. A catalog outage raises CatalogUnavailable
+    here as it would there (the connection guard answers it with 503)."""
+    state = request.scope.setdefault("state", {})
+    if "clipsearch_principal" not in state:
+        found = await run_in_threadpool(_resolve, request)
+        state.setdefault("clipsearch_principal", found)
+    return principal(request)
+
+
 def is_authorised(request: Request) -> bool:
     """The caller holds valid credentials (token, key, session), or the server is open."""
     return principal(request) is not None
@@ -365,6 +377,7 @@ def _public(request: Request) -> Principal | None:
 async def require_viewer(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
     """Search, browse and read: any account (a viewer sees the folders shared with them), a key
     with the read scope, the token; anyone with CLIPSEARCH_PUBLIC_READ."""
+    await resolve_principal(request)
     who = _public(request) or _check(request, "viewer")
     await _see(request, who)
     return who
@@ -372,17 +385,20 @@ async def require_viewer(request: Request, creds: BearerDep, cookie: CookieDep) 
 
 async def require_signed_in(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
     """Reads about oneself (account, sessions, keys): any valid credentials, never public."""
+    await resolve_principal(request)
     return _check(request, "viewer")
 
 
 async def require_editor(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
     """Changes to the library (folders, ingest, remove and restore, tags, albums) and the reads
     that show server paths (jobs, folders): editors and admins, keys with the write scope."""
+    await resolve_principal(request)
     return _check(request, "editor")
 
 
 async def require_admin(request: Request, creds: BearerDep, cookie: CookieDep) -> Principal:
     """Users, keys of others, sharing, settings, models, re-indexing, the audit trail."""
+    await resolve_principal(request)
     return _check(request, "admin")
 
 

@@ -266,12 +266,12 @@ class ConcurrencyMiddleware:
                 {"Retry-After": "1", "Connection": "close"},
             )(scope, receive, send)
             return
-        from .auth import is_authorised
+        from .auth import resolve_principal
 
         client = scope.get("client")
         address = str(client[0]) if client else "?"
-        try:
-            anonymous = not is_authorised(Request(scope))
+        try:  # who is calling: a catalog read, in the thread pool
+            anonymous = await resolve_principal(Request(scope)) is None
         except CatalogUnavailable as exc:  # who is calling is kept in the catalog: it is down
             log.warning("%s %s -> 503: %s", scope.get("method"), scope.get("path"), exc)
             await json_error(
@@ -352,11 +352,15 @@ class PublicPathsMiddleware:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        from .auth import is_authorised
+        from .auth import resolve_principal
 
         request = Request(scope)
         settings = request.app.state.service.settings
-        if settings.token is None or not _public_read(settings) or is_authorised(request):
+        if (
+            settings.token is None
+            or not _public_read(settings)
+            or await resolve_principal(request) is not None
+        ):
             await self.app(scope, receive, send)
             return
         from .search_params import FOLDER_READER

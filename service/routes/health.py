@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from clipsearch.indexer.facade import LibraryFacade
 from clipsearch.indexer.stats import IndexStats
 
-from ..auth import PrivateReadAccess, is_authorised
+from ..auth import PrivateReadAccess, resolve_principal
 from ..deps import ServiceState, StateDep
 from ..schemas import HealthOut, HealthProblem, ImageCounts, IndexOut, OcrOut
 from .common import ERRORS
@@ -151,7 +151,7 @@ async def health(request: Request, state: StateDep) -> HealthOut:
     are shown by name only unless the caller holds the token."""
     stats = await run_in_threadpool(state.library.stats)
     images, index = stats.images, stats.index
-    authorised = is_authorised(request)
+    authorised = await resolve_principal(request) is not None
     problems = await run_in_threadpool(_problems, state, index, authorised)
     status = "ok" if state.model_name is not None or state.model_error else "starting"
     if problems:
