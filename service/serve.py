@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clipsearch.indexer.worker import WorkerProcess, start_worker_process
+from clipsearch.indexer.worker_supervisor import SupervisedWorker
+
 from .runfile import remove_run_file, write_run_file
 from .settings import Settings, is_loopback
 
@@ -28,13 +31,17 @@ def worker_config(settings: Settings, **overrides: Any) -> Any:
     return settings.worker_config(**overrides)
 
 
-def start_embedded_worker(settings: Settings) -> Any:
-    """Start a worker child process (it stops when this process dies)."""
-    from clipsearch.indexer.worker import start_worker_process
+def start_embedded_worker(settings: Settings) -> SupervisedWorker:
+    """Start a worker child process (it stops when this process dies), started again when it
+    ends on its own (a task past its hard time limit, a crash: indexer.worker_supervisor)."""
+    config = worker_config(settings)
 
-    worker = start_worker_process(worker_config(settings), die_with_parent=True)
-    log.info("embedded worker started (pid %d, log %s)", worker.pid, worker.log_path)
-    return worker
+    def start() -> WorkerProcess:
+        worker = start_worker_process(config, die_with_parent=True)
+        log.info("embedded worker started (pid %d, log %s)", worker.pid, worker.log_path)
+        return worker
+
+    return SupervisedWorker(start)
 
 
 @dataclass
