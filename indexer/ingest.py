@@ -56,6 +56,7 @@ from clipsearch.indexer.catalog import (
 from clipsearch.indexer.decode import DecodeResult, retry_on_rescan
 from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.indexer.errors import IndexerError, IngestError
+from clipsearch.indexer.ingest_problems import record_scan_problems
 from clipsearch.indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
 from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
 
@@ -397,6 +398,8 @@ def plan_ingest(
     with sessions.begin() as s:
         todo = images_needing_embedding(s, model_id, root, recursive)
         plan.batches = [list(b) for b in _chunks(todo, batch_size)]
+        # each problem once: a rescan that meets an unchanged entry again does not report it
+        new_problems = record_scan_problems(s, job_id, root_db, recursive, problems, keep=shielded)
         job = get_job(s, job_id)
         job.total = (job.done or 0) + (job.failed or 0) + len(todo)
         job.heartbeat_at = utcnow()
@@ -412,12 +415,13 @@ def plan_ingest(
                 **({"removed_by_user": plan.skipped_removed} if plan.skipped_removed else {}),
                 **({"retried": len(retried)} if retried else {}),
                 "unreadable": len(problems),
+                **({"new_problems": len(new_problems)} if problems else {}),
             },
         }
-        if problems:
+        if new_problems:
             s.flush()
             jobs.record_errors(
-                s, job_id, [{"path": path_to_db(p.path), "reason": p.reason} for p in problems]
+                s, job_id, [{"path": path_to_db(p.path), "reason": p.reason} for p in new_problems]
             )
         if not todo and finish:
             jobs.finish_if_complete(s, job_id)

@@ -1,0 +1,136 @@
+"""The files of a folder an ingest could not take in, each reported once (issue 24).
+
+Two kinds, one list per folder (:func:`folder_problems`):
+
+* an entry the scan met and could not take (a symbolic link leading out of the allowed roots,
+  an entry it cannot read): a row of ``file_problems`` (migration 0011), keyed by the path, with
+  what is wrong and the entry's own size and modification time (``lstat``: a link retargeted is
+  a new entry). A rescan that meets the same entry, unchanged, with the same problem reports
+  nothing new; a changed entry or another problem is reported again; an entry that is gone or
+  fixed leaves the table (:func:`record_scan_problems`).
+* a file that could not be decoded (a corrupt image): its ``images`` row is ``failed`` with the
+  reason. It is reported by the job that tried it; an unchanged file is not tried again, a
+  changed one is (indexer.ingest).
+
+So a job's errors list what that job found wrong for the first time, and the folder's current
+problems are one call away for every door.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from clipsearch.indexer.catalog import (
+    Base,
+    Image,
+    UTCDateTime,
+    folder_of,
+    path_to_db,
+    under_folder,
+    utcnow,
+)
+from clipsearch.indexer.types import ScanProblem
+
+__all__ = ["FileProblem", "FolderProblem", "folder_problems", "record_scan_problems"]
+
+
+class FileProblem(Base):
+    """An entry a scan could not take in, as last reported (migration 0011)."""
+
+    __tablename__ = "file_problems"
+
+    path: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    folder: Mapped[str] = mapped_column(sa.Text, index=True)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(sa.BigInteger)
+    job_id: Mapped[int | None] = mapped_column(sa.BigInteger)  # the job that reported it
+    reported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+@dataclass(frozen=True)
+class FolderProblem:
+    """A file of a folder that is not in the library, and why. ``kind``: ``scan`` (the scan
+    could not take the entry) or ``decode`` (the file is not a picture that can be read)."""
+
+    path: str
+    reason: str
+    kind: str
+
+
+def _signature(path: str) -> tuple[int | None, int | None]:
+    """The entry's own size and modification time (a link's, not its target's)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
+
+
+def record_scan_problems(
+    session: Session,
+    job_id: int,
+    root_db: str,
+    recursive: bool,
+    problems: Sequence[ScanProblem],
+    *,
+    keep: Callable[[str], bool] = lambda _p: False,
+) -> list[ScanProblem]:
+    """Inside the caller's transaction: make ``file_problems`` under the scanned folder what this
+    scan found, and return the problems that are new (not recorded before with the same reason,
+    size and modification time). A recorded problem the scan did not meet again is dropped (the
+    entry is fixed or gone) unless ``keep(db_path)`` says it lies under an entry the scan could
+    not read."""
+    current: dict[str, tuple[ScanProblem, tuple[int | None, int | None]]] = {
+        path_to_db(p.path): (p, _signature(p.path)) for p in problems
+    }
+    recorded = {
+        r.path: r
+        for r in session.scalars(
+            sa.select(FileProblem).where(under_folder(FileProblem.folder, root_db, recursive))
+        )
+    }
+    new: list[ScanProblem] = []
+    for db_path, (problem, (size, mtime_ns)) in current.items():
+        row = recorded.get(db_path)
+        if row is None:
+            row = FileProblem(path=db_path, folder=folder_of(db_path))
+            session.add(row)
+        elif (row.reason, row.size, row.mtime_ns) == (problem.reason, size, mtime_ns):
+            continue
+        row.reason, row.size, row.mtime_ns = problem.reason, size, mtime_ns
+        row.job_id, row.reported_at = job_id, utcnow()
+        new.append(problem)
+    gone = [p for p in recorded if p not in current and not keep(p)]
+    if gone:
+        session.execute(sa.delete(FileProblem).where(FileProblem.path.in_(gone)))
+    return new
+
+
+def folder_problems(
+    session: Session, folder: str, recursive: bool = True, limit: int = 1000
+) -> list[FolderProblem]:
+    """The files under ``folder`` (a filesystem path) that are not in the library now, and why:
+    the entries its scans could not take and the files that could not be decoded, by path."""
+    folder_db = path_to_db(os.path.abspath(folder))
+    scanned = session.execute(
+        sa.select(FileProblem.path, FileProblem.reason)
+        .where(under_folder(FileProblem.folder, folder_db, recursive))
+        .order_by(FileProblem.path)
+        .limit(limit)
+    ).all()
+    failed = session.execute(
+        sa.select(Image.path, Image.error)
+        .where(Image.state == "failed", under_folder(Image.folder, folder_db, recursive))
+        .order_by(Image.path)
+        .limit(limit)
+    ).all()
+    out = [FolderProblem(str(p), str(r), "scan") for p, r in scanned]
+    out += [FolderProblem(str(p), str(r or "could not be read"), "decode") for p, r in failed]
+    return sorted(out, key=lambda f: f.path)[:limit]
