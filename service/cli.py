@@ -450,6 +450,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="allow a non-loopback --host without CLIPSEARCH_API_TOKEN (trusted networks only)",
     )
     p.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="API processes on the port (default 1, CLIPSEARCH_API_WORKERS; one per core is best)",
+    )
     _common(p)
     p.set_defaults(func=cmd_serve)
 

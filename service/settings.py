@@ -465,6 +465,14 @@ class ServeSettings(SettingsGroup):
         default=True, description="`serve` starts a Celery worker process beside the API."
     )
     preload_model: bool = Field(default=True, description="Load the model before taking requests.")
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes `serve` runs on its port (`--workers`); recommended: one per "
+        "core. The first owns the embedded worker and the folder watcher; every one serves reads "
+        "from the same memory-mapped index and follows the catalog's changes.",
+    )
 
 
 class Settings(LibrarySettings):
@@ -507,6 +515,7 @@ FLAG_SETTINGS: dict[str, str] = {
     "allowed_root": "allowed_roots",
     "insecure": "insecure",
     "no_worker": "embedded_worker",
+    "workers": "api_workers",
     "concurrency": "worker_concurrency",
 }
 
