@@ -35,6 +35,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from . import catalog
 from .catalog import Base, Image, Job, UTCDateTime
+from .celery_app import TASK_ALBUMS
 from .errors import Conflict, IndexerError, NotFound
 from .filtering import filter_conditions
 from .scan import check_path_allowed
@@ -44,7 +45,6 @@ from .types import SearchFilters
 
 log = logging.getLogger(__name__)
 
-TASK_ALBUMS = "clipsearch.refresh_albums"
 KINDS = ("manual", "smart")
 STATES = ("auto", "pinned", "excluded")
 MAX_PAGE = 200

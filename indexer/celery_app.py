@@ -37,11 +37,12 @@ TASK_RESUME = "clipsearch.resume_job"
 TASK_OCR = "clipsearch.ocr_images"
 TASK_DUPLICATES = "clipsearch.find_duplicates"
 TASK_TAGS = "clipsearch.tag_images"
+TASK_ALBUMS = "clipsearch.refresh_albums"
 
 #: Index builds and library-wide scans go to their own queue, so a worker consuming only the
 #: embedding queue (``clipsearch worker --queues embed``) keeps ingesting while a long build runs
 #: elsewhere. A worker started without --queues consumes both.
-BUILD_TASKS = (TASK_REINDEX, TASK_DUPLICATES, TASK_TAGS)
+BUILD_TASKS = (TASK_REINDEX, TASK_DUPLICATES, TASK_TAGS, TASK_ALBUMS)
 
 #: What every clipsearch task shares: acknowledged after it ran (work must not be lost), and
 #: retried with exponential backoff and full jitter while the catalog or the vector store is down
