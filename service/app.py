@@ -13,12 +13,12 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -57,10 +57,14 @@ from .routes.tags import router as tags_router
 from .settings import Settings, load_settings
 from .versioning import include_versioned
 
+if TYPE_CHECKING:
+    from clipsearch.indexer.accounts import Accounts, SignInGuard
+    from clipsearch.indexer.library import Library
+
 log = logging.getLogger(__name__)
 
 
-def build_library(settings: Settings, confine: bool = True, image_tower: str = "now") -> Any:
+def build_library(settings: Settings, confine: bool = True, image_tower: str = "now") -> Library:
     """The indexer's Library for these settings (imported here: the service layer's only door).
 
     ``confine``: the library itself also refuses ingestion outside the allowed roots (the API's
@@ -310,7 +314,7 @@ class Gallery:
             and await resolve_principal(request) is None
         ):
             if path in ("/", "/index.html"):
-                response: Any = RedirectResponse("/signin.html", status_code=303)
+                response: Response = RedirectResponse("/signin.html", status_code=303)
             else:
                 response = json_error(
                     401, "sign in first: open /signin.html (an account, or the server's API token)"
@@ -336,7 +340,7 @@ def _calibrate_quietly(library: LibraryFacade) -> None:
         log.info("relevance calibration at start-up skipped: %s", exc)
 
 
-def _accounts(settings: Settings, library: Any) -> tuple[Any, Any]:
+def _accounts(settings: Settings, library: LibraryFacade) -> tuple[Accounts | None, SignInGuard]:
     """The accounts of the library's catalog and the sign-in rate limits (service.auth); no
     accounts for a library without a catalog engine (a stand-in in tests)."""
     from sqlalchemy.engine import Engine
@@ -357,7 +361,7 @@ def _accounts(settings: Settings, library: Any) -> tuple[Any, Any]:
 # --- factory ----------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings | None = None, library: Any = None) -> FastAPI:
+def create_app(settings: Settings | None = None, library: LibraryFacade | None = None) -> FastAPI:
     """Build the app. ``settings`` default to this process's (read here: an edge, as under
     ``uvicorn --factory``); ``library`` to the indexer's Library for them."""
     settings = settings if settings is not None else load_settings()

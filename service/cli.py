@@ -116,7 +116,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _print_json({"stats": stats.as_dict(), "jobs": [asdict(j) for j in jobs]})
         return 0
     images, index = stats.images, stats.index
-    print(f"data folder: {settings.data_dir}")
+    print(f"data folder: {settings.catalog.data_dir}")
     print(f"model: {stats.model}")
     print(
         f"images: {images.total} total, {images.ready} ready, {images.pending} pending, "
@@ -252,7 +252,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             server = running_server(args.data_dir)
         else:
             settings = _settings(args)
-            server = running_server(settings.data_dir)
+            server = running_server(settings.catalog.data_dir)
     try:
         if server is not None:
             try:

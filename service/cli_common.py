@@ -7,7 +7,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clipsearch.indexer.facade import JobsApi
+    from clipsearch.indexer.library import Library
+    from clipsearch.indexer.types import FolderInfo, JobInfo
+    from clipsearch.indexer.worker_supervisor import SupervisedWorker
+
+    from .settings import Settings
 
 EXIT_USAGE = 2
 JOB_POLL_S = 0.5
@@ -17,7 +25,7 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
-def cli_settings(args: argparse.Namespace, **extra: Any) -> Any:
+def cli_settings(args: argparse.Namespace, **extra: object) -> Settings:
     """Settings from the environment, overridden by the flags the user gave (the mapping is
     service.settings.FLAG_SETTINGS); a bad value is one line naming the variable."""
     from clipsearch.indexer.settings import SettingsError
@@ -30,7 +38,7 @@ def cli_settings(args: argparse.Namespace, **extra: Any) -> Any:
         raise CLIError(str(exc)) from exc
 
 
-def open_library(settings: Any, image_tower: str = "now") -> Any:
+def open_library(settings: Settings, image_tower: str = "now") -> Library:
     """The library of the settings' data folder. Its catalog's model wins over the configured
     one; a different model asked for explicitly (``--model``, ``CLIPSEARCH_MODEL``) is named,
     with how to switch to it, instead of being used silently. ``image_tower="on_demand"``: a
@@ -44,14 +52,14 @@ def open_library(settings: Any, image_tower: str = "now") -> Any:
         with lib.Session() as session:
             current = library_model_spec(session)
         try:
-            wanted = normalise_spec(settings.model)
+            wanted = normalise_spec(settings.models.spec)
         except Exception:  # an empty name: the settings refuse it elsewhere
-            wanted = settings.model
+            wanted = settings.models.spec
         if current is not None and current != wanted:
             print(
                 f"clipsearch: this library uses the model {current} (searches and ingests use "
-                f"it); to switch to {settings.model}, run `clipsearch reindex --model "
-                f"{settings.model}` (searches keep the old model until the new index is complete)",
+                f"it); to switch to {settings.models.spec}, run `clipsearch reindex --model "
+                f"{settings.models.spec}` (searches keep the old model until the new index is complete)",
                 file=sys.stderr,
             )
     return lib
@@ -78,18 +86,20 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def print_json(obj: Any) -> None:
+def print_json(obj: object) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
 
 
-def job_line(job: Any) -> str:
+def job_line(job: JobInfo) -> str:
     total = "?" if job.total is None else str(job.total)
     return (
         f"job {job.id} ({job.kind}): {job.state}, {job.done} done, {job.failed} failed of {total}"
     )
 
 
-def wait_for_job(lib: Any, job_id: int, quiet: bool = False, timeout: float | None = None) -> Any:
+def wait_for_job(
+    lib: JobsApi, job_id: int, quiet: bool = False, timeout: float | None = None
+) -> JobInfo:
     """Poll the catalog until the job finishes, with a progress bar on a terminal."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -120,7 +130,7 @@ def wait_for_job(lib: Any, job_id: int, quiet: bool = False, timeout: float | No
     return job
 
 
-def report_job(job: Any) -> int:
+def report_job(job: JobInfo) -> int:
     print(job_line(job))
     if getattr(job, "message", None):
         print(f"  why: {job.message}")
@@ -129,7 +139,7 @@ def report_job(job: Any) -> int:
     return 0 if job.state == "done" else 1
 
 
-def maybe_worker(settings: Any, wanted: bool) -> Any:
+def maybe_worker(settings: Settings, wanted: bool) -> SupervisedWorker | None:
     """Start a worker for the duration of a --wait command on the embedded broker."""
     if not wanted:
         return None
@@ -138,13 +148,13 @@ def maybe_worker(settings: Any, wanted: bool) -> Any:
     return start_embedded_worker(settings)
 
 
-def follow_job(args: argparse.Namespace, settings: Any, lib: Any, job: Any) -> int:
+def follow_job(args: argparse.Namespace, settings: Settings, lib: JobsApi, job: JobInfo) -> int:
     """After a submit: print the job, or with --wait follow it to the end (starting a worker for
     the wait on the embedded broker unless --no-worker) and report how it ended."""
     if not args.wait:
         print(f"{job_line(job)}; watch it with `clipsearch status`")
         return 0
-    worker = maybe_worker(settings, args.worker and not settings.broker_url)
+    worker = maybe_worker(settings, args.worker and not settings.catalog.broker_url)
     try:
         job = wait_for_job(lib, job.id, quiet=args.quiet, timeout=args.timeout)
     finally:
@@ -189,7 +199,7 @@ def wait_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def folder_line(f: Any) -> str:
+def folder_line(f: FolderInfo) -> str:
     job = f.last_job
     last = f"; last job {job.id}: {job.state}" if job is not None else ""
     sub = "" if f.recursive else " (not sub-folders)"

@@ -11,10 +11,11 @@ non-loopback address without a token) or that make no sense (limits <= 0).
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode
@@ -56,7 +57,7 @@ def _machine_names() -> list[str]:
     return names
 
 
-def _split_list(value: Any, paths: bool = True) -> Any:
+def _split_list(value: object, paths: bool = True) -> object:
     """Environment lists: JSON (``["a","b"]``), or separated by ``os.pathsep`` (paths) or commas."""
     if value is None:
         return []
@@ -200,7 +201,7 @@ class ServerSettings(SettingsGroup):
 
     @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
-    def _origin_list(cls, value: Any) -> Any:
+    def _origin_list(cls, value: object) -> object:
         return _split_list(value, paths=False)
 
     @field_validator("allowed_hosts", mode="after")
@@ -328,7 +329,7 @@ class FoldersSettings(SettingsGroup):
 
     @field_validator("images", "allowed_roots", mode="before")
     @classmethod
-    def _path_lists(cls, value: Any) -> Any:
+    def _path_lists(cls, value: object) -> object:
         return _split_list(value, paths=True)
 
     @field_validator("images", "allowed_roots", mode="after")
@@ -520,19 +521,19 @@ FLAG_SETTINGS: dict[str, str] = {
 }
 
 
-def load_settings(*, report_unknown: bool = True, **overrides: Any) -> Settings:
+def load_settings(*, report_unknown: bool = True, **overrides: object) -> Settings:
     """The settings of this process, read once at an edge (the API's start, a CLI command):
     the ``CLIPSEARCH_*`` variables with ``overrides`` winning (flat names or groups). Unknown
     ``CLIPSEARCH_*`` variables are logged with the closest known name; a bad value raises
     :class:`~clipsearch.indexer.settings.SettingsError` naming the variable."""
-    return Settings.from_env(report_unknown=report_unknown, **overrides)
+    return Settings.from_env(None, report_unknown=report_unknown, **overrides)
 
 
-def flag_overrides(args: Any, **extra: Any) -> dict[str, Any]:
+def flag_overrides(args: argparse.Namespace, **extra: object) -> dict[str, object]:
     """The settings a command's flags override (:data:`FLAG_SETTINGS`), for the flags given
     (not None, not an unset switch, not an empty list), and ``extra`` (flat names; None: not
     given)."""
-    overrides: dict[str, Any] = {}
+    overrides: dict[str, object] = {}
     for dest, name in FLAG_SETTINGS.items():
         value = getattr(args, dest, None)
         if value is None or value is False or value == []:
@@ -544,7 +545,7 @@ def flag_overrides(args: Any, **extra: Any) -> dict[str, Any]:
     return overrides
 
 
-def settings_from_args(args: Any, **extra: Any) -> Settings:
+def settings_from_args(args: argparse.Namespace, **extra: object) -> Settings:
     """The settings of a CLI command: the environment, with the flags the user gave winning
     (:func:`flag_overrides`). The one place flags meet settings."""
-    return load_settings(**flag_overrides(args, **extra))
+    return load_settings(report_unknown=True, **flag_overrides(args, **extra))
