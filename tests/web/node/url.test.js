@@ -9,7 +9,7 @@ import { describeFilters, filterCount, filtersBody, filtersParams, readUrl, same
 
 /** @typedef {import('../../../web/static/js/store.js').State} State */
 
-const NONE = { folder: '', from: '', to: '', formats: /** @type {string[]} */ ([]) };
+const NONE = { folder: '', from: '', to: '', formats: /** @type {string[]} */ ([]), mode: /** @type {import('../../../web/static/js/store.js').SearchMode} */ ('') };
 
 /**
  * A state as urlQuery reads it.
@@ -26,7 +26,9 @@ test('a link is read: query, cut, sort, filters; what is not valid is left out',
   assert.equal(wanted.q, 'a red car');
   assert.equal(wanted.cut, 0.7);
   assert.equal(wanted.sort, 'date_desc');
-  assert.deepEqual(wanted.filters, { folder: '/photos', from: '2024-01-01', to: '', formats: ['JPEG', 'PNG', 'HEIF'] });
+  assert.deepEqual(wanted.filters, { folder: '/photos', from: '2024-01-01', to: '', formats: ['JPEG', 'PNG', 'HEIF'], mode: '' });
+  assert.equal(readUrl('?q=cat&mode=text').filters.mode, 'text');
+  assert.equal(readUrl('?q=cat&mode=fuzzy').filters.mode, ''); // not a mode: the server's default
   assert.equal(readUrl('?min=3').cut, 1);
   assert.equal(readUrl('?min=abc').cut, null); // not a number: the server's default
   assert.equal(readUrl('').cut, null);
@@ -46,10 +48,10 @@ test('what is written is read back the same', () => {
     query: { mode: 'similar', likeId: '42', likeText: 'at night' },
     cutOverride: 0.35,
     sort: 'date_asc',
-    filters: { folder: '/p q', from: '2023-02-01', to: '2023-03-01', formats: ['PNG', 'WEBP'] },
+    filters: { folder: '/p q', from: '2023-02-01', to: '2023-03-01', formats: ['PNG', 'WEBP'], mode: /** @type {const} */ ('semantic') },
   });
   const text = urlQuery(s);
-  assert.equal(text, 'like=42&with=at+night&min=0.35&sort=date_asc&folder=%2Fp+q&from=2023-02-01&to=2023-03-01&fmt=PNG%2CWEBP');
+  assert.equal(text, 'like=42&with=at+night&min=0.35&sort=date_asc&folder=%2Fp+q&from=2023-02-01&to=2023-03-01&fmt=PNG%2CWEBP&mode=semantic');
   const back = readUrl(`?${text}`);
   assert.equal(back.like, '42');
   assert.equal(back.likeText, 'at night');
@@ -59,10 +61,13 @@ test('what is written is read back the same', () => {
 });
 
 test('filters: counted, compared, and written for POST and GET', () => {
-  const f = { folder: '/photos', from: '2024-01-01', to: '', formats: ['JPEG', 'WEBP'] };
+  const f = { ...NONE, folder: '/photos', from: '2024-01-01', formats: ['JPEG', 'WEBP'] };
   assert.equal(filterCount(NONE), 0);
   assert.equal(filterCount(f), 3);
   assert.equal(filterCount({ ...NONE, to: '2024-01-01' }), 1);
+  assert.equal(filterCount({ ...f, mode: 'hybrid' }), 4);
+  assert.ok(!sameFilters(f, { ...f, mode: 'text' }));
+  assert.equal(filtersBody({ ...NONE, mode: 'text' }), null); // the mode goes beside the filters
   assert.ok(sameFilters(f, { ...f, formats: ['JPEG', 'WEBP'] }));
   assert.ok(!sameFilters(f, { ...f, formats: ['JPEG'] }));
   assert.equal(filtersBody(NONE), null);

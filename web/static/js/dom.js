@@ -69,6 +69,7 @@ export const els = {
   filterFrom: byId('filter-from', I),
   filterTo: byId('filter-to', I),
   filterFormats: /** @type {HTMLInputElement[]} */ (Array.from(document.querySelectorAll('#filters input[name="format"]'))),
+  filterMode: byId('filter-mode', HTMLSelectElement),
   filtersReset: byId('filters-reset', B),
   filtersNote: byId('filters-note', E),
   error: byId('error', E),

@@ -1,5 +1,6 @@
 // @ts-check
-// The filters panel: folder, capture dates and formats. They narrow searches and browsing; a
+// The filters panel: folder, capture dates, formats and a text search's mode (by picture, by
+// words or both; the server's default unless chosen). They narrow searches and browsing; a
 // checkbox, a date or Enter in the folder box applies at once, typing a folder applies after a
 // pause (a burst of typing is one history entry, like the query). The form shows the store's
 // filters (a link's, after back/forward) and the badge counts them.
@@ -7,7 +8,7 @@
 import { els } from './dom.js';
 import { renderStatus, run } from './grid.js';
 import { emptyFilters, setFilters, state, subscribe } from './store.js';
-import { day, filterCount, sameFilters, syncUrl } from './url.js';
+import { day, filterCount, sameFilters, searchMode, syncUrl } from './url.js';
 import { debounce } from './util.js';
 
 /** @typedef {import('./store.js').Filters} Filters */
@@ -23,6 +24,7 @@ function filtersFromForm() {
     from: day(els.filterFrom.value),
     to: day(els.filterTo.value),
     formats: els.filterFormats.filter((box) => box.checked).map((box) => box.value),
+    mode: searchMode(els.filterMode.value),
   };
 }
 
@@ -33,6 +35,7 @@ function writeForm() {
   els.filterFrom.value = f.from;
   els.filterTo.value = f.to;
   for (const box of els.filterFormats) box.checked = f.formats.includes(box.value);
+  els.filterMode.value = f.mode;
 }
 
 /** Count the filters on the toggle's badge; the date pickers refuse reversed ranges. */

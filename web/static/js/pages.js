@@ -85,13 +85,14 @@ export async function fetchPage(signal) {
   const at = cursor ? { cursor } : { offset };
   if (query.mode === 'text') {
     const body = filtersBody(filters);
+    const mode = filters.mode || null; // null: the server's default
     const data = body
       ? await api('/search', {
           method: 'POST',
-          json: { text: query.q, k: PAGE, ...at, ...cutBody, sort: sort ?? 'relevance', filters: body, ...langBody },
+          json: { text: query.q, k: PAGE, ...at, ...cutBody, sort: sort ?? 'relevance', filters: body, ...langBody, ...(mode ? { mode } : {}) },
           signal,
         })
-      : await api(`/search?${queryString({ q: query.q, k: PAGE, ...at, min_relevance: min, sort, lang })}`, { signal });
+      : await api(`/search?${queryString({ q: query.q, k: PAGE, ...at, min_relevance: min, sort, lang, mode })}`, { signal });
     return searchPage(data);
   }
   if (query.mode === 'similar') {

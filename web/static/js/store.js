@@ -10,13 +10,17 @@ import { clamp } from './util.js';
 /** @typedef {'relevance' | 'date_desc' | 'date_asc'} Sort */
 
 /**
- * What narrows searches and browsing: a folder, capture dates (YYYY-MM-DD), formats.
+ * What narrows searches and browsing: a folder, capture dates (YYYY-MM-DD), formats; and how a
+ * text search matches (its `mode`).
  * @typedef {object} Filters
  * @property {string} folder
  * @property {string} from
  * @property {string} to
  * @property {string[]} formats the catalog's (Pillow's) format names
+ * @property {SearchMode} mode a text search's mode; '' leaves it to the server (its default)
  */
+
+/** @typedef {'' | 'semantic' | 'text' | 'hybrid'} SearchMode */
 
 /**
  * The query languages of a language-aware model (GET /api/v1/search/languages).
@@ -59,7 +63,7 @@ import { clamp } from './util.js';
 
 /** @typedef {'query' | 'cut' | 'sort' | 'lang' | 'langs' | 'filters' | 'results' | 'detail' | 'library'} Change */
 
-const NO_FILTERS = Object.freeze({ folder: '', from: '', to: '', formats: /** @type {string[]} */ ([]) });
+const NO_FILTERS = Object.freeze({ folder: '', from: '', to: '', formats: /** @type {string[]} */ ([]), mode: /** @type {SearchMode} */ ('') });
 
 const mutable = {
   /** @type {Query} */

@@ -1,6 +1,6 @@
 // @ts-check
 // The address bar and the requests' parameters. What a link says (q, like, with, lang, min, sort,
-// folder, from, to, fmt) is read into the store and written back from it; the filters are
+// folder, from, to, fmt, mode) is read into the store and written back from it; the filters are
 // written as the API takes them. Pure functions, except `syncUrl` (the history).
 
 import { clamp } from './util.js';
@@ -8,6 +8,7 @@ import { langInUrl } from './lang.js';
 import { state } from './store.js';
 
 /** @typedef {import('./store.js').Filters} Filters */
+/** @typedef {import('./store.js').SearchMode} SearchMode */
 /** @typedef {import('./store.js').Sort} Sort */
 /** @typedef {import('./store.js').State} State */
 
@@ -15,6 +16,16 @@ export const FORMATS = ['JPEG', 'PNG', 'WEBP', 'GIF', 'BMP', 'TIFF', 'HEIF']; //
 const DAY = /^\d{4}-\d{2}-\d{2}$/; // a date input's value
 const FORMAT_ALIASES = /** @type {Record<string, string>} */ ({ JPG: 'JPEG', TIF: 'TIFF', HEIC: 'HEIF' });
 const FORMAT_NAMES = /** @type {Record<string, string>} */ ({ WEBP: 'WebP', HEIF: 'HEIC' });
+/** @type {SearchMode[]} the API's search modes (`mode`): what a link may ask for */
+export const SEARCH_MODES = ['semantic', 'text', 'hybrid'];
+const MODE_NAMES = { semantic: 'by picture only', text: 'by words only', hybrid: 'by picture and words' };
+
+/**
+ * A link's `mode` when it is one of the API's, else '' (the server's default).
+ * @param {string | null | undefined} value
+ * @returns {SearchMode}
+ */
+export const searchMode = (value) => SEARCH_MODES.find((m) => m === value) ?? '';
 
 /**
  * A date input's value when it is one, else ''.
@@ -55,7 +66,7 @@ export function readUrl(search) {
 }
 
 /**
- * A link's filters (`folder`, `from`, `to`, `fmt=JPEG,PNG`), what is not valid left out.
+ * A link's filters (`folder`, `from`, `to`, `fmt=JPEG,PNG`, `mode`), what is not valid left out.
  * @param {URLSearchParams} params
  * @returns {Filters}
  */
@@ -71,6 +82,7 @@ export function filtersFromParams(params) {
     from: day(params.get('from')),
     to: day(params.get('to')),
     formats: FORMATS.filter((x) => wanted.has(x)),
+    mode: searchMode(params.get('mode')),
   };
 }
 
@@ -92,6 +104,7 @@ export function urlQuery(s) {
   if (f.from) params.set('from', f.from);
   if (f.to) params.set('to', f.to);
   if (f.formats.length) params.set('fmt', f.formats.join(','));
+  if (f.mode) params.set('mode', f.mode);
   return params.toString();
 }
 
@@ -111,23 +124,27 @@ export function syncUrl(push) {
 
 // --- filters ------------------------------------------------------------------------------------
 
-/** @param {Filters} f how many of folder, dates and formats are set */
-export const filterCount = (f) => (f.folder ? 1 : 0) + (f.from || f.to ? 1 : 0) + (f.formats.length ? 1 : 0);
+/** @param {Filters} f how many of folder, dates, formats and search mode are set */
+export const filterCount = (f) => narrowing(f) + (f.mode ? 1 : 0);
+
+/** @param {Filters} f how many of folder, dates and formats (what leaves images out) are set */
+const narrowing = (f) => (f.folder ? 1 : 0) + (f.from || f.to ? 1 : 0) + (f.formats.length ? 1 : 0);
 
 /**
  * @param {Filters} a
  * @param {Filters} b
  */
 export const sameFilters = (a, b) =>
-  a.folder === b.folder && a.from === b.from && a.to === b.to && a.formats.join() === b.formats.join();
+  a.folder === b.folder && a.from === b.from && a.to === b.to && a.formats.join() === b.formats.join() && a.mode === b.mode;
 
 /**
- * The `filters` object of POST /api/v1/search, or null when none is set.
+ * The `filters` object of POST /api/v1/search, or null when none is set (the mode is not one: it
+ * goes beside them, as `mode`).
  * @param {Filters} f
  * @returns {Record<string, string | string[]> | null}
  */
 export function filtersBody(f) {
-  if (!filterCount(f)) return null;
+  if (!narrowing(f)) return null;
   /** @type {Record<string, string | string[]>} */
   const body = {};
   if (f.folder) body.folder = f.folder;
@@ -162,5 +179,6 @@ export function describeFilters(f) {
   else if (f.from) parts.push(`taken from ${f.from}`);
   else if (f.to) parts.push(`taken until ${f.to}`);
   if (f.formats.length) parts.push(f.formats.map((x) => FORMAT_NAMES[x] || x).join(', '));
+  if (f.mode) parts.push(`matched ${MODE_NAMES[f.mode]}`);
   return parts.join(' · ');
 }
