@@ -6,8 +6,10 @@ import errno
 import fcntl
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,12 +211,15 @@ def guarded_protocol(header_timeout_s: float, max_connections: int | None = None
     return GuardedH11Protocol
 
 
-def uvicorn_config(settings: Settings, app: Any) -> Any:
+def uvicorn_config(settings: Settings, app: Any, number: int = 0) -> Any:
     """The uvicorn settings that bound what clients can hold: connections (idle ones shed
     first), header and body timeouts (the body one is in the app), idle keep-alive, header
-    size. Requests in progress are limited in the app (service.middleware.ConcurrencyMiddleware)."""
+    size. Requests in progress are limited in the app (service.middleware.ConcurrencyMiddleware).
+    Every limit is per API process. With ``--workers`` above 1 each response names the API
+    process that answered (``X-Clipsearch-Worker: 0`` is the first, ``number``)."""
     import uvicorn
 
+    several = settings.serve.api_workers > 1
     return uvicorn.Config(
         app,
         host=settings.server.host,
@@ -229,6 +234,7 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         timeout_keep_alive=int(max(1, settings.server.keepalive_timeout_s)),
         h11_max_incomplete_event_size=16 * 1024,
         server_header=False,
+        headers=[(WORKER_HEADER, str(number))] if several else None,
         backlog=2048,
     )
 
@@ -268,6 +274,137 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+WORKER_HEADER = "X-Clipsearch-Worker"
+
+
+def reader_settings(settings: Settings) -> Settings:
+    """An extra API process's settings: it serves, and starts nothing else (no embedded worker,
+    no folder watcher, no folders queued: the first process owns those)."""
+    return settings.model_copy(
+        update={
+            "serve": settings.serve.model_copy(update={"embedded_worker": False}),
+            "folders": settings.folders.model_copy(update={"images": [], "watch": False}),
+        }
+    )
+
+
+def _reader_main(
+    settings: Settings, sock: socket.socket, number: int, parent: int, level: int
+) -> None:  # pragma: no cover - runs in a child process (tests/service/test_serve_workers.py)
+    """An extra API process (``serve --workers N``): the app on the first process's socket."""
+    import uvicorn
+
+    from clipsearch.indexer.logs import configure_logging
+    from clipsearch.indexer.pool_guard import die_with_parent
+
+    from .app import build_library, create_app
+
+    die_with_parent(signal.SIGTERM)  # a first process killed -9 leaves no API process behind
+    if os.getppid() != parent:  # it died before the line above
+        return
+    configure_logging(level, settings.logs.format, stream=sys.stdout)
+    library = build_library(settings)
+    app = create_app(settings, library=library)
+    log.info("API process %d (pid %d) serving", number, os.getpid())
+    try:
+        uvicorn.Server(uvicorn_config(settings, app, number)).run(sockets=[sock])
+    finally:
+        library.close()
+
+
+class ReaderProcesses:
+    """The API processes beyond the first (``serve --workers N``), on the first one's socket.
+
+    Started with ``spawn`` (a fresh interpreter, never a fork of a process with threads and a
+    loaded model), each loads the library's model, opens the saved index memory-mapped read-only
+    (indexer.vector_index.files: the pages are shared, not copied) and follows the catalog's
+    change sequence on its own (indexer.serving). One that crashes is started again (after 5 s
+    if it ran less than 30 s); one that ended by a signal it handled (Ctrl-C, SIGTERM) is not.
+    Each dies with the first process (``PR_SET_PDEATHSIG``)."""
+
+    def __init__(self, settings: Settings, sock: socket.socket) -> None:
+        self.settings = reader_settings(settings)
+        self.sock = sock
+        self.count = settings.serve.api_workers - 1
+        self._procs: dict[int, tuple[Any, float]] = {}  # number -> (process, started)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+
+    def start(self) -> None:
+        for number in range(1, self.count + 1):
+            self._spawn(number)
+        self._monitor = threading.Thread(
+            target=self._watch, name="clipsearch-api-processes", daemon=True
+        )
+        self._monitor.start()
+
+    def _spawn(self, number: int) -> None:
+        import multiprocessing
+        import time
+
+        ctx = multiprocessing.get_context("spawn")
+        level = logging.getLogger().getEffectiveLevel()
+        proc = ctx.Process(
+            target=_reader_main,
+            args=(self.settings, self.sock, number, os.getpid(), level),
+            name=f"clipsearch-api-{number}",
+        )
+        with self._lock:
+            if self._stop.is_set():
+                return
+            proc.start()
+            self._procs[number] = (proc, time.monotonic())
+        log.info("API process %d started (pid %d)", number, proc.pid)
+
+    def _watch(self) -> None:
+        import time
+
+        while not self._stop.wait(1.0):
+            with self._lock:
+                ended = [(n, p, t) for n, (p, t) in self._procs.items() if not p.is_alive()]
+            for number, proc, started in ended:
+                code = proc.exitcode
+                if code == 0:
+                    log.info("API process %d (pid %d) stopped", number, proc.pid)
+                    with self._lock:
+                        self._procs.pop(number, None)
+                    continue
+                log.warning(
+                    "API process %d (pid %d) ended with %s; starting another",
+                    number,
+                    proc.pid,
+                    f"signal {-code}" if code is not None and code < 0 else f"exit code {code}",
+                )
+                if time.monotonic() - started < 30 and self._stop.wait(5.0):
+                    return
+                self._spawn(number)
+
+    @property
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [int(p.pid) for p, _ in self._procs.values() if p.pid is not None]
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """SIGTERM every one (uvicorn's graceful shutdown), SIGKILL what is left after
+        ``timeout_s``."""
+        import time
+
+        self._stop.set()
+        with self._lock:
+            procs = [p for p, _ in self._procs.values()]
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.warning("API process (pid %d) did not stop: killed", proc.pid)
+                proc.kill()
+                proc.join(5)
+
+
 class DataFolderLock:
     """One ``serve`` per data folder whose catalog and broker are the embedded SQLite files:
     a second one would run a second embedded worker and watcher on the same files. Held (flock)
@@ -299,11 +436,14 @@ class DataFolderLock:
 
 
 def run(settings: Settings, library: Any = None) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted: this process (the first API process, with the embedded worker
+    and the folder watcher) and ``serve.api_workers - 1`` more on the same socket."""
     import uvicorn
 
     from .app import create_app
 
+    if settings.serve.api_workers > 1 and library is not None:
+        raise ServeError("several API processes each open the library: give no library object")
     sock = listen(settings.server.host, settings.server.port)
     lock: DataFolderLock | None = None
     try:
@@ -351,7 +491,10 @@ def run(settings: Settings, library: Any = None) -> None:
         run_file = write_run_file(
             settings.catalog.data_dir, settings.server.host, sock.getsockname()[1]
         )
+        readers = ReaderProcesses(settings, sock) if settings.serve.api_workers > 1 else None
         try:
+            if readers is not None:
+                readers.start()
             uvicorn.Server(uvicorn_config(settings, app)).run(sockets=[sock])
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
@@ -362,6 +505,8 @@ def run(settings: Settings, library: Any = None) -> None:
                 "(another program listens on it now): stop it, or choose another port with --port N"
             ) from None
         finally:
+            if readers is not None:
+                readers.stop()
             remove_run_file(run_file)
     finally:
         handle.stop()

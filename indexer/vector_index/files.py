@@ -72,6 +72,35 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     _fsync_dir(path.parent)
 
 
+# The index's vectors and codes (flat, IVF lists, fast-scan codes and their re-ranking vectors)
+# stay in the file, mapped read-only: every process that loads the same version shares its pages
+# (an API worker adds no copy of the index). A saved version is never written again (a new one
+# is a new file, renamed in; pruning unlinks, and a mapping outlives the name).
+_MMAP_FLAGS = faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY
+
+
+def _read_shared(path: Path) -> faiss.Index:
+    """The faiss index in ``path``, memory-mapped read-only where faiss can (it reads the
+    others into memory, logged)."""
+    try:
+        return faiss.read_index(str(path), _MMAP_FLAGS)
+    except RuntimeError as exc:
+        if not path.exists():
+            raise FileNotFoundError(path) from None
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    try:
+        main = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise IndexStoreError(f"cannot read {path}: {exc}; re-index to rebuild it") from exc
+    log.info(
+        "%s cannot be memory-mapped (%s); read into memory instead (each process keeps its own "
+        "copy)",
+        path,
+        why,
+    )
+    return main
+
+
 class IndexStore:
     """Versioned, atomically written index files in one folder.
 
@@ -279,12 +308,7 @@ class IndexStore:
             raise IndexStoreError(f"cannot read {npz_path}: {exc}; re-index to rebuild it") from exc
         if not faiss_path.exists():
             raise FileNotFoundError(faiss_path)
-        try:
-            main = faiss.read_index(str(faiss_path))
-        except RuntimeError as exc:
-            raise IndexStoreError(
-                f"cannot read {faiss_path}: {exc}; re-index to rebuild it"
-            ) from exc
+        main = _read_shared(faiss_path)
         kind = str(meta.get("kind", KIND_FLAT))
         if kind not in KINDS or main.ntotal != arrays["main_ids"].size:
             raise IndexStoreError(
