@@ -21,7 +21,7 @@ import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -36,6 +36,13 @@ from .errors import CatalogUnavailable, IndexerError, StoreUnavailable
 from .jobs import FINAL_STATES, context_of, finish, load_job, mark_running, run_guarded
 from .relevance import calibrate, embed_backgrounds
 from .search_service import SearchService
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from clipsearch.model.base import EmbeddingModel
+
+    from .context import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +59,9 @@ class AlbumRun:
     skipped: list[str] = dataclasses.field(default_factory=list)  # albums that could not run
 
 
-def _encode(session: Session, model: Any, model_id: int, row: Album) -> tuple[Any, np.ndarray]:
+def _encode(
+    session: Session, model: EmbeddingModel, model_id: int, row: Album
+) -> tuple[Any, np.ndarray]:
     """The album's search query with its vector for ``model`` (texts encoded, library pictures
     read from the store); IndexerError when a picture it names is gone."""
     saved = saved_query(row)
@@ -74,7 +83,7 @@ def _encode(session: Session, model: Any, model_id: int, row: Album) -> tuple[An
 
 def refresh_albums(
     Session_: sessionmaker[Session],
-    model: Any,
+    model: EmbeddingModel,
     model_id: int,
     album_ids: Sequence[int] | None = None,
 ) -> AlbumRun:
@@ -199,7 +208,7 @@ def add_images(session: Session, model_id: int, image_ids: Sequence[int]) -> int
     return written
 
 
-def after_batch(ctx: Any, model_id: int, image_ids: Sequence[int]) -> None:
+def after_batch(ctx: WorkerContext, model_id: int, image_ids: Sequence[int]) -> None:
     """Where a batch's pictures were embedded and tagged: put them in the albums they match.
     A failure is logged, never fails the ingest (`clipsearch albums refresh` catches up)."""
     try:
@@ -211,7 +220,7 @@ def after_batch(ctx: Any, model_id: int, image_ids: Sequence[int]) -> None:
         log.exception("putting the new pictures in their albums failed; refresh the albums")
 
 
-def run_albums(ctx: Any, job_id: int) -> AlbumRun | None:
+def run_albums(ctx: WorkerContext, job_id: int) -> AlbumRun | None:
     """The ``albums`` job: :func:`refresh_albums` with the library's model."""
     with ctx.session() as session:
         job = load_job(session, job_id)
@@ -231,7 +240,7 @@ def run_albums(ctx: Any, job_id: int) -> AlbumRun | None:
     return result
 
 
-def register_tasks(app: Any) -> dict[str, Any]:
+def register_tasks(app: Celery) -> dict[str, Any]:
     """Register the albums task on a worker app (see indexer.worker.create_worker_app)."""
 
     @task(app, TASK_ALBUMS)

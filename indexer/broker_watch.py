@@ -19,7 +19,11 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery import Celery
+
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ def broker_identity(url: str) -> tuple[str, float] | None:
     return str(run_id), float(info.get("uptime_in_seconds", 0) or 0)
 
 
-def resend_after_restart(app: Any, restarted_at: datetime) -> list[int]:
+def resend_after_restart(app: Celery, restarted_at: datetime) -> list[int]:
     """Re-send a resume for each unfinished job whose heartbeat is older than the broker's
     restart (claimed one by one: of several workers, one re-sends it). Returns the job ids."""
     import sqlalchemy as sa
@@ -88,7 +92,7 @@ class BrokerRestartWatch:
 
     def __init__(
         self,
-        app: Any,
+        app: Celery,
         every_s: float = CHECK_EVERY_S,
         identify: Callable[[str], tuple[str, float] | None] = broker_identity,
     ) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from .catalog import Image
 from .errors import IndexerError
@@ -53,7 +54,7 @@ def decode_cursor(value: str) -> tuple[dt.datetime | None, int]:
 
 
 def browse(
-    session: Any,
+    session: Session,
     *,
     limit: int,
     state: str | None,
@@ -134,7 +135,12 @@ def _next_month(year: int, month: int) -> dt.datetime:
 
 
 def months(
-    session: Any, *, state: str | None, conditions: list[Any], sort: str, limit: int = MONTHS_MAX
+    session: Session,
+    *,
+    state: str | None,
+    conditions: list[Any],
+    sort: str,
+    limit: int = MONTHS_MAX,
 ) -> Timeline:
     """The months of the library in ``sort`` order, found without reading the library: each month
     is one seek on ``ix_images_taken_at_id`` (the newest picture before the month found last), so

@@ -112,7 +112,7 @@ def normalise_spec(spec: str) -> str:
     return spec
 
 
-def library_model_spec(session: Any) -> str | None:
+def library_model_spec(session: Session) -> str | None:
     """The model this library uses, as the catalog records it: the active index's model, else
     the model that embedded the oldest vector (a library ingested but never re-indexed: every
     finished re-index activates an index, so with none active, vectors of any other model come
@@ -129,7 +129,7 @@ def library_model_spec(session: Any) -> str | None:
     return str(name) if name else None
 
 
-def active_model_spec(session: Any, default: str) -> str:
+def active_model_spec(session: Session, default: str) -> str:
     """The spec of the model searches and workers use: :func:`library_model_spec`, else
     ``default`` (the configured model, for a new library)."""
     return library_model_spec(session) or default

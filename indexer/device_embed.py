@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,12 +26,15 @@ from clipsearch.indexer.decode import DecodeResult, read_file
 from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.indexer.errors import IndexerError
 
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
+
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "on", "off")
 
 
-def wanted(model: Any, mode: str = "auto") -> bool:
+def wanted(model: EmbeddingModel, mode: str = "auto") -> bool:
     """Whether this model's batches take the device path; ``mode`` is the worker's
     ``device_decode`` setting (CLIPSEARCH_DEVICE_DECODE: auto, on or off)."""
     if mode not in MODES:
@@ -47,7 +50,7 @@ def wanted(model: Any, mode: str = "auto") -> bool:
 
 
 def embed_decoded(
-    model: Any,
+    model: EmbeddingModel,
     decoded: list[DecodeResult],
     have: set[str],
     *,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -36,10 +36,15 @@ from .duplicates import (
 )
 from .picture_hash import dhash
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from .context import WorkerContext
+
 log = logging.getLogger(__name__)
 
 
-def submit(lib: Any, full: bool = False) -> Any:
+def submit(lib: Any, full: bool = False) -> Any:  # a Library (the service: its facade)
     """Queue a duplicates job (or return the one queued or running). Returns its JobInfo."""
     with lib.Session() as session:
         job, created = record_job(session, full=full)
@@ -53,7 +58,7 @@ def submit(lib: Any, full: bool = False) -> Any:
 # The job and its task
 
 
-def run_duplicates(ctx: Any, job_id: int) -> FindResult | None:
+def run_duplicates(ctx: WorkerContext, job_id: int) -> FindResult | None:
     """The ``duplicates`` job: :func:`find_duplicates` with the job's progress recorded."""
     from .jobs import FINAL_STATES, thumb_dir
     from .jobs import finish as _finish
@@ -99,7 +104,7 @@ def run_duplicates(ctx: Any, job_id: int) -> FindResult | None:
 
 
 def _library_thresholds(
-    ctx: Any, previous: DuplicateThresholds | None, remeasure: bool
+    ctx: WorkerContext, previous: DuplicateThresholds | None, remeasure: bool
 ) -> DuplicateThresholds:
     """The thresholds to group with: ``previous`` while they still describe this library (same
     model, size within a factor of two), else measured again on its pictures (a sample of its
@@ -139,7 +144,7 @@ def _library_thresholds(
 
 
 def _stored_pairs(
-    ctx: Any, rows: list[tuple[int, str]], model_id: int
+    ctx: WorkerContext, rows: list[tuple[int, str]], model_id: int
 ) -> tuple[np.ndarray, list[int]] | None:
     """Stored vectors and picture hashes of up to PAIR_SAMPLE pictures evenly spread over the
     library (``rows``: (id, thumbnail) in id order): its pairs of different pictures."""
@@ -165,7 +170,7 @@ def _stored_pairs(
     return np.stack([found[sha][0] for sha in shas]), [hashes[sha] for sha in shas]
 
 
-def maybe_queue(ctx: Any, app: Any) -> int | None:
+def maybe_queue(ctx: WorkerContext, app: Celery) -> int | None:
     """After an ingest finished: queue a duplicates job unless one is queued or running."""
     with ctx.session() as session:
         job, created = record_job(session)
@@ -176,7 +181,7 @@ def maybe_queue(ctx: Any, app: Any) -> int | None:
     return None
 
 
-def register_tasks(app: Any) -> dict[str, Any]:
+def register_tasks(app: Celery) -> dict[str, Any]:
     """Register the duplicates task on a worker app (see indexer.worker.create_worker_app)."""
     from .jobs import context_of, run_guarded
 

@@ -36,9 +36,11 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from . import catalog
 from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
+from .duplicate_keeper import keeper_key
 from .duplicate_thresholds import DuplicateThresholds, default_thresholds
 from .errors import IndexerError
 from .picture_hash import dhash, hash_distance
+from .sharing import EVERYTHING, Visibility, folder_condition
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,8 @@ class DuplicateGroupInfo:
     kind: str  # exact | near | similar
     size: int
     min_similarity: float
-    members: list[DuplicateMemberInfo]
+    members: list[DuplicateMemberInfo]  # the suggested keeper first (indexer.duplicate_keeper)
+    keeper_id: int | None = None  # the suggested keeper's image id
 
 
 @dataclass(frozen=True)
@@ -510,10 +513,17 @@ def _family_of(kind: str) -> tuple[str, str | None]:
 
 
 def list_groups(
-    session: Session, kind: str = "duplicates", after: int | None = None, limit: int = 20
+    session: Session,
+    kind: str = "duplicates",
+    after: int | None = None,
+    limit: int = 20,
+    seen: Visibility = EVERYTHING,
 ) -> tuple[list[DuplicateGroupInfo], int | None]:
-    """A page of groups ordered by their key, after ``after``; members that are no longer in the
-    library (removed since the last run) are left out, and groups left with one member too."""
+    """A page of groups ordered by their key, after ``after``, each with its suggested keeper
+    first (indexer.duplicate_keeper); members that are no longer in the
+    library (removed since the last run) are left out, and groups left with one member too. For
+    a viewer of some folders (``seen``, indexer.sharing) only the members under them count: the
+    groups with two of them, showing those alone."""
     family, only = _family_of(kind)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise IndexerError(f"limit must be between 1 and {MAX_PAGE}, got {limit!r}")
@@ -524,6 +534,17 @@ def list_groups(
         stmt = stmt.where(DuplicateGroup.anchor_id > int(after))
     if only is not None:
         stmt = stmt.where(DuplicateGroup.kind == only)
+    cond = folder_condition(seen)
+    if cond is not None:  # the groups with two members the viewer may see, in the query
+        stmt = stmt.where(
+            DuplicateGroup.anchor_id.in_(
+                sa.select(DuplicateMember.anchor_id)
+                .join(Image, Image.id == DuplicateMember.image_id)
+                .where(DuplicateMember.family == family, Image.state == "ready", cond)
+                .group_by(DuplicateMember.anchor_id)
+                .having(sa.func.count() >= 2)
+            )
+        )
     rows = list(session.scalars(stmt.order_by(DuplicateGroup.anchor_id).limit(limit)))
     next_after = int(rows[-1].anchor_id) if len(rows) == limit else None
     if not rows:
@@ -539,9 +560,8 @@ def list_groups(
     ids = sorted({int(m.image_id) for ms in members.values() for m in ms})
     images: dict[int, Image] = {}
     for start in range(0, len(ids), _CHUNK):
-        for img in session.scalars(
-            sa.select(Image).where(Image.id.in_(ids[start : start + _CHUNK]))
-        ):
+        chunk = sa.select(Image).where(Image.id.in_(ids[start : start + _CHUNK]))
+        for img in session.scalars(chunk if cond is None else chunk.where(cond)):
             images[int(img.id)] = img
     out: list[DuplicateGroupInfo] = []
     for row in rows:
@@ -552,6 +572,7 @@ def list_groups(
         ]
         if len(live) < 2:
             continue
+        live.sort(key=lambda m: keeper_key(m.image))
         out.append(
             DuplicateGroupInfo(
                 id=int(row.anchor_id),
@@ -560,6 +581,7 @@ def list_groups(
                 size=len(live),
                 min_similarity=float(row.min_similarity),
                 members=live,
+                keeper_id=int(live[0].image.id),
             )
         )
     return out, next_after
@@ -595,11 +617,15 @@ def record_job(session: Session, full: bool = False) -> tuple[Job, bool]:
 
 
 def page(
-    lib: Any, kind: str = "duplicates", after: int | None = None, limit: int = 20
+    lib: Any,  # the service passes its LibraryFacade, which names no Session (a Library)
+    kind: str = "duplicates",
+    after: int | None = None,
+    limit: int = 20,
+    seen: Visibility = EVERYTHING,
 ) -> DuplicatesPage:
     """A page of groups, whether they are out of date, and the newest duplicates job."""
     with lib.Session() as session:
-        items, next_after = list_groups(session, kind, after, limit)
+        items, next_after = list_groups(session, kind, after, limit, seen)
         job = newest_job(session)
         return DuplicatesPage(
             items=items,

@@ -15,15 +15,19 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from . import catalog
 from .catalog import Job
 from .celery_app import RETRIES
 from .context import WorkerContext
 from .errors import CatalogUnavailable, IndexerError, NotFound, StoreUnavailable
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +59,7 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def context_of(app: Any) -> WorkerContext:
+def context_of(app: Celery) -> WorkerContext:
     """The :class:`WorkerContext` a worker's Celery app carries."""
     return app.clipsearch  # type: ignore[no-any-return]
 
@@ -64,7 +68,7 @@ def thumb_dir(ctx: WorkerContext) -> Any:
     return ctx.data_dir / "thumbnails"
 
 
-def unfinished_job_ids(session: Any, older_than: dt.datetime | None = None) -> list[int]:
+def unfinished_job_ids(session: Session, older_than: dt.datetime | None = None) -> list[int]:
     """Jobs queued or running; with ``older_than``, only those without progress since then."""
     stmt = sa.select(Job.id).where(Job.state.in_(("queued", "running"))).order_by(Job.id)
     if older_than is not None:
@@ -72,7 +76,7 @@ def unfinished_job_ids(session: Any, older_than: dt.datetime | None = None) -> l
     return [int(i) for i in session.scalars(stmt)]
 
 
-def load_job(session: Any, job_id: int) -> Job | None:
+def load_job(session: Session, job_id: int) -> Job | None:
     """The job, or None (logged) when it is gone or already finished: nothing to do then."""
     try:
         job = catalog.get_job(session, int(job_id))
@@ -85,7 +89,7 @@ def load_job(session: Any, job_id: int) -> Job | None:
     return job
 
 
-def mark_running(session: Any, job: Job) -> None:
+def mark_running(session: Session, job: Job) -> None:
     at = now()
     if job.state != "running":
         job.state = "running"
@@ -95,7 +99,7 @@ def mark_running(session: Any, job: Job) -> None:
     session.commit()
 
 
-def finish(session: Any, job: Job, state: str = "done", message: str | None = None) -> None:
+def finish(session: Session, job: Job, state: str = "done", message: str | None = None) -> None:
     """Close a job as done, failed or cancelled (a job already closed is left as it is). Commits."""
     if state not in FINAL_STATES:
         raise IndexerError(f"a job can only finish as done, failed or cancelled, not {state!r}")
@@ -110,7 +114,7 @@ def finish(session: Any, job: Job, state: str = "done", message: str | None = No
     session.commit()
 
 
-def finish_if_complete(session: Any, job_id: int) -> bool:
+def finish_if_complete(session: Session, job_id: int) -> bool:
     """Inside the caller's transaction: mark a running job done once every image it planned is
     accounted for (``done + failed >= total``). One conditional UPDATE, so of two batches ending
     together exactly one finishes it. True when this call finished it."""
@@ -124,10 +128,11 @@ def finish_if_complete(session: Any, job_id: int) -> bool:
         )
         .values(state="done", finished_at=catalog.utcnow())
     )
+    assert isinstance(res, sa.CursorResult)  # an UPDATE's result (typed as a plain Result)
     return bool(res.rowcount)
 
 
-def finish_as_processed(session: Any, job_id: int, *where: Any) -> bool:
+def finish_as_processed(session: Session, job_id: int, *where: Any) -> bool:
     """Inside the caller's transaction: mark a job done with ``total = done + failed`` (what it
     processed itself) when the SQL conditions ``where`` hold for its row. True when this call
     finished it."""
@@ -143,10 +148,11 @@ def finish_as_processed(session: Any, job_id: int, *where: Any) -> bool:
             updated_at=at,
         )
     )
+    assert isinstance(res, sa.CursorResult)  # an UPDATE's result (typed as a plain Result)
     return bool(res.rowcount)
 
 
-def heartbeat(session: Any, job_id: int) -> None:
+def heartbeat(session: Session, job_id: int) -> None:
     """Mark the job alive now (an UPDATE in the caller's transaction; the caller commits)."""
     session.execute(sa.update(Job).where(Job.id == job_id).values(heartbeat_at=now()))
 
@@ -161,7 +167,7 @@ def add_errors(job: Job, errors: Sequence[dict[str, str]]) -> None:
         job.errors = current + list(errors)[:room]
 
 
-def record_errors(session: Any, job_id: int, errors: Sequence[dict[str, str]]) -> None:
+def record_errors(session: Session, job_id: int, errors: Sequence[dict[str, str]]) -> None:
     """:func:`add_errors` for a job known by id, inside the caller's transaction: the row is read
     afresh (call it after an UPDATE has locked it, so concurrent batches never lose a sample)."""
     if not errors:
@@ -171,7 +177,7 @@ def record_errors(session: Any, job_id: int, errors: Sequence[dict[str, str]]) -
         add_errors(job, errors)
 
 
-def fail(session: Any, job_id: int, message: str, *, path: str | None = None) -> None:
+def fail(session: Session, job_id: int, message: str, *, path: str | None = None) -> None:
     """Record that a job failed as a whole with ``message``, a sentence a user can act on; with
     ``path`` (the folder an ingest could not read) the failure is also one of its errors. A job
     already finished is left as it is. Commits."""
@@ -217,7 +223,7 @@ def keep_alive(ctx: WorkerContext, job_id: int | None, every_s: float = 20.0) ->
         thread.join(5)
 
 
-def run_guarded(app: Any, task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
+def run_guarded(app: Celery, task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
     """Run a task's work for ``job_id`` the way every clipsearch task does: a catalog or vector
     store that is down is raised for Celery to retry (celery_app.TASK_OPTIONS); any other error
     fails the job with its message."""

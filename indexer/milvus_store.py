@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 from . import milvus_filters
 from .errors import IndexerError, StoreUnavailable
@@ -381,7 +382,9 @@ def _vector_indexes(config: StoreConfig, name: str) -> list[str]:
         return []
 
 
-def ensure_first_version(config: StoreConfig, sessions: Any, model_id: int, dim: int) -> int:
+def ensure_first_version(
+    config: StoreConfig, sessions: sessionmaker[Session], model_id: int, dim: int
+) -> int:
     """The active Milvus version, created (an empty collection, catalog version 1 and up) for a
     library that has no index yet. Safe when several processes race: one row wins."""
     from .catalog import IndexVersion
@@ -478,7 +481,7 @@ def activate(config: StoreConfig, name: str, keep: Sequence[str]) -> list[str]:
 
 
 def _exact_topk(
-    sessions: Any, model_id: int, queries: np.ndarray, k: int
+    sessions: sessionmaker[Session], model_id: int, queries: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k ids of each query over the catalog's vectors, streamed (one pass)."""
     from . import catalog
@@ -533,7 +536,7 @@ def tune_nprobe(
 
 def build_version(
     config: StoreConfig,
-    sessions: Any,
+    sessions: sessionmaker[Session],
     model_id: int,
     dim: int,
     version: int,
@@ -625,7 +628,7 @@ def build_version(
 
 def write_through(
     config: StoreConfig,
-    sessions: Any,
+    sessions: sessionmaker[Session],
     model_id: int,
     upsert_ids: Sequence[int] = (),
     delete_ids: Sequence[int] = (),

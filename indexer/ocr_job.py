@@ -18,6 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from . import catalog
 from .catalog import Image, Job
@@ -50,7 +51,7 @@ def _todo_stmt(params: dict[str, Any], after: int, limit: int) -> Any:
     return stmt
 
 
-def count_todo(session: Any, params: dict[str, Any]) -> int:
+def count_todo(session: Session, params: dict[str, Any]) -> int:
     stmt = _todo_stmt(params, 0, 2**31 - 1).subquery()
     return int(session.scalar(sa.select(sa.func.count()).select_from(stmt)) or 0)
 

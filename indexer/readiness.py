@@ -20,11 +20,14 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from .errors import IndexerError
+
+if TYPE_CHECKING:
+    from .library import Library
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def check_catalog(library: Any) -> None:
+def check_catalog(library: Library) -> None:
     try:
         with library.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -54,7 +57,7 @@ def check_catalog(library: Any) -> None:
         ) from exc
 
 
-def check_broker(library: Any) -> None:
+def check_broker(library: Library) -> None:
     celery = library.celery
     try:
         with celery.connection_for_write() as conn:
@@ -72,7 +75,7 @@ def check_broker(library: Any) -> None:
         ) from exc
 
 
-def check_index(library: Any) -> None:
+def check_index(library: Library) -> None:
     service = library.index
     if getattr(service, "index_damage", None):
         raise NotReady(
@@ -93,7 +96,7 @@ def check_index(library: Any) -> None:
         ) from exc
 
 
-def check_data(library: Any) -> None:
+def check_data(library: Library) -> None:
     folder = library.data_dir
     # one name per process and host: API replicas sharing the folder (each pid 7 in its own
     # container, say) never remove each other's probe, and a crash leaves one file, not many
@@ -114,7 +117,7 @@ def check_data(library: Any) -> None:
         ) from exc
 
 
-def readiness_checks(library: Any) -> dict[str, Callable[[], None]]:
+def readiness_checks(library: Library) -> dict[str, Callable[[], None]]:
     """The check of each part in :data:`PARTS` for ``library`` (each raises NotReady)."""
     checks: dict[str, Callable[[Any], None]] = {
         "catalog": check_catalog,

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from . import catalog, jobs
 from .catalog import Embedding, Image, IndexVersion, Job
@@ -21,6 +22,9 @@ from .context import WorkerContext, active_model_spec, index_dir
 from .errors import IndexerError
 from .ingest import embed_decoded, store_vectors
 from .vector_store import FaissStore, active_index_row
+
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,7 @@ def _missing_stmt(model_id: int, after_id: int, limit: int) -> Any:
 
 def embed_missing(
     ctx: WorkerContext,
-    model: Any,
+    model: EmbeddingModel,
     model_id: int,
     on_batch: Callable[[int, list[dict[str, str]]], None] | None = None,
     skip: set[int] | None = None,
@@ -131,7 +135,7 @@ def embed_missing(
 MAX_SWITCH_LOSS = 0.05  # a new model must embed at least 95% of the ready images to go live
 
 
-def _count_covered(session: Any, model_id: int) -> int:
+def _count_covered(session: Session, model_id: int) -> int:
     has = sa.exists().where(Embedding.sha256 == Image.sha256, Embedding.model_id == model_id)
     return int(
         session.scalar(
@@ -166,7 +170,7 @@ def _progress(
 
 
 def build_and_activate(
-    ctx: WorkerContext, model: Any, model_id: int, job_id: int | None = None
+    ctx: WorkerContext, model: EmbeddingModel, model_id: int, job_id: int | None = None
 ) -> int:
     """Build an index from the catalog's vectors for ``model_id``, save it, make it active.
 
@@ -240,7 +244,7 @@ def build_and_activate(
     return next_version
 
 
-def _activate_row(session: Any, row: IndexVersion) -> None:
+def _activate_row(session: Session, row: IndexVersion) -> None:
     """Add ``row`` and make the newest version the active one: one statement, so two builds
     racing cannot leave two active rows, and whichever commits last with the higher version
     wins."""
@@ -257,7 +261,7 @@ def _activate_row(session: Any, row: IndexVersion) -> None:
 
 def _build_and_activate_milvus(
     ctx: WorkerContext,
-    model: Any,
+    model: EmbeddingModel,
     model_id: int,
     job_id: int | None,
     version: int,

@@ -49,9 +49,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from clipsearch.model.base import EmbeddingModel
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,15 @@ REFRESH_GROWTH = 0.25  # recalibrate when the library's size changed by more tha
 REFRESH_AFTER_S = 3600.0  # ... or when the calibration is older than this
 
 _NORMAL = NormalDist()
+
+
+@runtime_checkable
+class _SigmoidHead(Protocol):
+    """A model that scores with a sigmoid (SigLIP): its learned scale and bias."""
+
+    logit_scale: torch.Tensor
+    logit_bias: torch.Tensor
+
 
 # How well a result matches, in words (the gallery's "looks like what you described: strong"),
 # in background deviations above the luckiest meaningless query (relevance 0.5): strong from
@@ -217,7 +231,7 @@ class Calibration:
 
 
 def calibrate(
-    model: Any,
+    model: EmbeddingModel,
     best_scores: Callable[[np.ndarray], Sequence[float]],
     library_size: int,
     backgrounds: tuple[np.ndarray, np.ndarray] | None = None,
@@ -232,13 +246,17 @@ def calibrate(
     image_fit = NullFit.of(best_scores(images))
     sigmoid = None
     if getattr(model, "score_kind", "cosine") == "sigmoid":
+        if not isinstance(model, _SigmoidHead):
+            raise TypeError(
+                f"{type(model).__name__} scores with a sigmoid but has no logit_scale/bias"
+            )
         scale = float(model.logit_scale.detach().float().exp())
         bias = float(model.logit_bias.detach().float())
         sigmoid = (scale, bias)
     return Calibration(text_fit, image_fit, sigmoid, int(library_size), time.monotonic())
 
 
-def embed_backgrounds(model: Any) -> tuple[np.ndarray, np.ndarray]:
+def embed_backgrounds(model: EmbeddingModel) -> tuple[np.ndarray, np.ndarray]:
     """The background queries embedded by ``model`` (text [64, D], image [24, D])."""
     texts = np.asarray(model.embed_texts(background_texts()), dtype=np.float32)
     images = np.asarray(model.embed_images(background_images()), dtype=np.float32)
@@ -263,7 +281,7 @@ class BackgroundCache:
     def get(
         self,
         key: int,
-        model: Any,
+        model: EmbeddingModel,
         best_scores: Callable[[np.ndarray], Sequence[float]],
         library_size: int,
         identity: str | None = None,
@@ -302,7 +320,7 @@ class BackgroundCache:
     def _measure(
         self,
         key: int,
-        model: Any,
+        model: EmbeddingModel,
         best_scores: Callable[[np.ndarray], Sequence[float]],
         library_size: int,
     ) -> Calibration:

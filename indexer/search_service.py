@@ -353,7 +353,7 @@ class _Fetch:
     """``fetch(k, offset, cut)``: hits ranked ``offset`` to ``offset + k`` of one query above
     ``cut``, each with its relevance (the order and the cut of the module docstring)."""
 
-    def __init__(self, library: Any, q: SearchQuery, mode: str, calibration: Any) -> None:
+    def __init__(self, library: SearchLibrary, q: SearchQuery, mode: str, calibration: Any) -> None:
         self.library = library
         self.q = q
         self.mode = mode
@@ -371,7 +371,7 @@ class _Fetch:
         q = self.q
         if self.mode != "semantic":
             rel = self.relevance if self.cal is not None else None
-            return self.library.search_text(  # type: ignore[no-any-return]
+            return self.library.search_text(
                 q.vector,
                 q.text,
                 self.mode,
@@ -390,9 +390,12 @@ class _Fetch:
                 return []
             if math.isfinite(threshold):
                 floor = threshold if floor is None else max(floor, threshold)
+        vector = q.vector
+        if vector is None:  # SearchService.search asked for it before any fetch
+            raise QueryError(f"a {self.mode} search needs the query's vector")
         extra: dict[str, Any] = {"exclude": list(q.exclude)} if q.exclude else {}
         hits = self.library.search(
-            q.vector, k=k, offset=offset, min_score=floor, filters=q.filters, **extra
+            vector, k=k, offset=offset, min_score=floor, filters=q.filters, **extra
         )
         if self.cal is None:
             return [dataclasses.replace(h, match=h.match or ("semantic",)) for h in hits]

@@ -19,7 +19,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -49,6 +49,13 @@ from .tag_decisions import (
 from .tag_vocabulary import TEMPLATE_SETS, embed_tags
 from .tags import Tag, TagAssignment, TagVector, ensure_vocabulary, record_job, recount
 
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from clipsearch.model.base import EmbeddingModel
+
+    from .context import WorkerContext
+
 log = logging.getLogger(__name__)
 
 _MARK_MODEL = "tags_model"
@@ -73,7 +80,7 @@ def _lock(session: Session) -> None:
         session.execute(sa.text("SELECT pg_advisory_xact_lock(7342190553)"))
 
 
-def logit_scale(model: Any) -> float:
+def logit_scale(model: EmbeddingModel) -> float:
     """The softmax scale of the model's zero-shot classifier (its learnt temperature)."""
     raw = getattr(model, "logit_scale", None)
     try:
@@ -84,7 +91,7 @@ def logit_scale(model: Any) -> float:
 
 
 def background_nulls(
-    model: Any, sample: np.ndarray, template_sets: Sequence[str]
+    model: EmbeddingModel, sample: np.ndarray, template_sets: Sequence[str]
 ) -> dict[str, Null]:
     """Per template set: the background of meaningless tags (relevance's random-letter queries
     through that ensemble) scored against ``sample`` (library vectors)."""
@@ -99,7 +106,7 @@ def background_nulls(
 
 def tag_library(
     Session_: sessionmaker[Session],
-    model: Any,
+    model: EmbeddingModel,
     model_id: int,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> TagRun:
@@ -307,7 +314,7 @@ def needs_run(session: Session, model_id: int) -> bool:
 
 
 def after_batch(
-    ctx: Any, app: Any, model_id: int, image_ids: Sequence[int], job_finished: bool
+    ctx: WorkerContext, app: Celery, model_id: int, image_ids: Sequence[int], job_finished: bool
 ) -> None:
     """Where a batch's embeddings were committed: tag its pictures, and once the ingest finished
     queue a full run when one is due (:func:`needs_run`). A failure here is logged, never fails
@@ -332,7 +339,7 @@ def after_batch(
         log.exception("tagging the new pictures failed; the next tags run assigns them")
 
 
-def retag(ctx: Any, model: Any, model_id: int) -> TagRun | None:
+def retag(ctx: WorkerContext, model: EmbeddingModel, model_id: int) -> TagRun | None:
     """After a model switch: the tags follow the new model (a full run, logged on failure)."""
     try:
         run = tag_library(ctx.Session, model, model_id)
@@ -350,7 +357,7 @@ def retag(ctx: Any, model: Any, model_id: int) -> TagRun | None:
     return run
 
 
-def run_tags(ctx: Any, job_id: int) -> TagRun | None:
+def run_tags(ctx: WorkerContext, job_id: int) -> TagRun | None:
     """The ``tags`` job: :func:`tag_library` with the library's model, progress recorded."""
     with ctx.session() as session:
         job = load_job(session, job_id)
@@ -379,7 +386,7 @@ def run_tags(ctx: Any, job_id: int) -> TagRun | None:
     return result
 
 
-def register_tasks(app: Any) -> dict[str, Any]:
+def register_tasks(app: Celery) -> dict[str, Any]:
     """Register the tags task on a worker app (see indexer.worker.create_worker_app)."""
 
     @task(app, TASK_TAGS)

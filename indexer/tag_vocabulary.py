@@ -22,9 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
 
 IMAGENET_TEMPLATES: tuple[str, ...] = (
     "a bad photo of a {}.",
@@ -201,14 +204,16 @@ def prompts(descriptions: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [t.replace("{}", d) for d in descriptions for t in templates]
 
 
-def embed_tag(model: Any, descriptions: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+def embed_tag(
+    model: EmbeddingModel, descriptions: Sequence[str], templates: Sequence[str]
+) -> np.ndarray:
     """The tag's text embedding: the normalised mean of its normalised prompt embeddings."""
     vector: np.ndarray = embed_tags(model, [(descriptions, templates)])[0]
     return vector
 
 
 def embed_tags(
-    model: Any, tags: Sequence[tuple[Sequence[str], Sequence[str]]], batch: int = 256
+    model: EmbeddingModel, tags: Sequence[tuple[Sequence[str], Sequence[str]]], batch: int = 256
 ) -> np.ndarray:
     """:func:`embed_tag` of several ``(descriptions, templates)`` at once: float32 [n, D]."""
     texts: list[str] = []

@@ -89,7 +89,7 @@ class TaskWatchdog:
             target=self._loop, name="clipsearch-time-limits", daemon=True
         )
 
-    def task_started(self, sender: Any = None, task_id: str = "", **_: Any) -> None:
+    def task_started(self, sender: object = None, task_id: str = "", **_: object) -> None:
         if getattr(sender, "app", None) is not self.app:
             return
         name = str(getattr(sender, "name", ""))
@@ -99,7 +99,7 @@ class TaskWatchdog:
                 name, threading.get_ident(), time.monotonic(), soft, hard
             )
 
-    def task_ended(self, sender: Any = None, task_id: str = "", **_: Any) -> None:
+    def task_ended(self, sender: object = None, task_id: str = "", **_: object) -> None:
         with self._lock:
             self._running.pop(task_id, None)
 

@@ -26,11 +26,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .configs import INDEX_TYPES, StoreConfig
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +85,7 @@ class VectorFields:
     format: list[str | None] = field(default_factory=list)
 
 
-def vector_fields(session: Any, image_ids: Sequence[int]) -> VectorFields:
+def vector_fields(session: Session, image_ids: Sequence[int]) -> VectorFields:
     """The filterable fields (folder, capture time, format) of these images from the catalog, in
     their order (read by primary key, in small chunks)."""
     import sqlalchemy as sa
@@ -107,7 +110,7 @@ def vector_fields(session: Any, image_ids: Sequence[int]) -> VectorFields:
     return out
 
 
-def active_index_row(session: Any) -> Any:
+def active_index_row(session: Session) -> Any:
     """The catalog's active :class:`~indexer.catalog.IndexVersion` (the newest active one), or
     None: which store version, of which model, searches read."""
     import sqlalchemy as sa
@@ -273,7 +276,7 @@ class FaissStore(VectorStore):
 SELECTIVE_LIMIT = 20_000
 
 
-def selective_ids(session: Any, filters: StoreFilters, limit: int = SELECTIVE_LIMIT) -> Any:
+def selective_ids(session: Session, filters: StoreFilters, limit: int = SELECTIVE_LIMIT) -> Any:
     """The ready images under ``filters.folder`` and under any of ``filters.within`` (a viewer's
     shared folders; sorted ids) when there are at most ``limit`` of them, else None. One range
     read on the folder index per folder, stopped after ``limit + 1`` rows (never the library);
@@ -302,7 +305,7 @@ def selective_ids(session: Any, filters: StoreFilters, limit: int = SELECTIVE_LI
     return np.sort(np.fromiter(found, np.int64, len(found)))
 
 
-def count_under(session: Any, folders: tuple[str, ...], state: str | None = None) -> int:
+def count_under(session: Session, folders: tuple[str, ...], state: str | None = None) -> int:
     """The pictures under ``folders`` (none inside another: indexer.sharing keeps them so), in
     ``state`` or all: a range count on the folder index per folder where text sorts byte-wise,
     else the folder conditions (a scan, as the folder filter)."""
@@ -325,7 +328,7 @@ def count_under(session: Any, folders: tuple[str, ...], state: str | None = None
     return total
 
 
-def _folder_ids(session: Any, folder: str, limit: int) -> list[int] | None:
+def _folder_ids(session: Session, folder: str, limit: int) -> list[int] | None:
     """The ready image ids under ``folder``, or None when there are more than ``limit``."""
     import sqlalchemy as sa
 
@@ -353,7 +356,7 @@ _BYTEWISE = {"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"}
 _bytewise_cache: dict[str, bool] = {}
 
 
-def _bytewise_text(session: Any) -> bool:
+def _bytewise_text(session: Session) -> bool:
     """Whether the catalog's text comparisons follow code points (SQLite; PostgreSQL with the C
     collation), so a folder's paths are one index range. Asked once per database."""
     import sqlalchemy as sa
@@ -392,7 +395,7 @@ def new_lease_owner() -> int:
 
 
 def hold_lease(
-    session: Any, name: str, owner: int, ttl_s: float = LEASE_TTL_S, now: float | None = None
+    session: Session, name: str, owner: int, ttl_s: float = LEASE_TTL_S, now: float | None = None
 ) -> bool:
     """Take or renew the lease ``name`` for ``owner``; False while another owner holds it.
 
@@ -425,10 +428,11 @@ def hold_lease(
         .values(value=value)
     )
     session.commit()
+    assert isinstance(res, sa.CursorResult)  # an UPDATE's result (typed as a plain Result)
     return int(res.rowcount or 0) == 1
 
 
-def release_lease(session: Any, name: str, owner: int) -> None:
+def release_lease(session: Session, name: str, owner: int) -> None:
     """Give the lease up now (if ``owner`` holds it), so another process takes it at once."""
     import sqlalchemy as sa
 
@@ -456,7 +460,7 @@ class FollowResult:
     reload: bool  # deletions after the watermark were pruned: the store must be rebuilt
 
 
-def follow_catalog(store: VectorStore, session: Any, model_id: int, after: int) -> FollowResult:
+def follow_catalog(store: VectorStore, session: Session, model_id: int, after: int) -> FollowResult:
     """Apply to ``store`` what the catalog changed for ``model_id`` after change ``after``:
     new and re-embedded images upserted, deleted or no longer ready ones deleted. Reads only the
     changed rows (range reads on the change sequence, keys for the vectors and fields)."""

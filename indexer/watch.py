@@ -36,15 +36,17 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 from . import catalog
 from .decode import retry_on_rescan
 from .errors import IndexerError
 from .scan import OUTSIDE_ROOTS, scan_folder
-from .types import ScanProblem
+from .types import JobInfo, ScanProblem
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +70,26 @@ class _Pending:
     next_check: float = 0.0
 
 
+class WatchedLibrary(Protocol):
+    """What the watcher reads of its library (indexer.folders.FolderService, the Library)."""
+
+    @property
+    def Session(self) -> sessionmaker[Session]: ...
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    def scan_watched_folder(
+        self, folder_id: int, sub_path: str | None = None, if_changed: bool = False
+    ) -> JobInfo | None: ...
+
+
 class FolderWatcher:
     """Watch the catalog's watched folders for one library (see the module docstring)."""
 
     def __init__(
         self,
-        library: Any,
+        library: WatchedLibrary,
         rescan_interval_s: float = 3600.0,
         debounce_s: float = 2.0,
         reload_s: float = 2.0,
@@ -364,7 +380,7 @@ def _changed_folder(root: str, dirs: set[str]) -> str | None:
 
 
 def folder_changes(
-    sessions: Any, root: str, recursive: bool = True, allowed_roots: Any = None
+    sessions: sessionmaker[Session], root: str, recursive: bool = True, allowed_roots: Any = None
 ) -> str | None:
     """What an ingest of ``root`` would find to do, in words, or None when the folder matches
     the catalog: no new file (other than ones the user removed from the library), none changed

@@ -196,13 +196,13 @@ class _StaleJobSweeper:
             target=self._loop, name="clipsearch-stale-jobs", daemon=True
         )
 
-    def task_started(self, sender: Any = None, **_: Any) -> None:
+    def task_started(self, sender: object = None, **_: object) -> None:
         if getattr(sender, "app", None) is self.app:
             with self._lock:
                 self._running += 1
                 self._last = time.monotonic()
 
-    def task_finished(self, sender: Any = None, **_: Any) -> None:
+    def task_finished(self, sender: object = None, **_: object) -> None:
         if getattr(sender, "app", None) is self.app:
             with self._lock:
                 self._running = max(0, self._running - 1)
@@ -255,7 +255,7 @@ def _prune_embedded_broker(app: Celery) -> None:
         log.warning("could not prune the embedded broker %s: %s", path, exc)
 
 
-def _keep_logging(**_: Any) -> None:
+def _keep_logging(**_: object) -> None:
     """A ``setup_logging`` receiver: its presence tells Celery to leave logging as it is."""
 
 
@@ -290,7 +290,7 @@ def run_worker(config: WorkerConfig, loglevel: str = "INFO") -> None:
         log.error("could not look for unfinished jobs: %s", exc)
     sweeper = _StaleJobSweeper(app)
 
-    def on_ready(sender: Any = None, **_: Any) -> None:
+    def on_ready(sender: object = None, **_: object) -> None:
         if config.ready_file is not None and getattr(sender, "app", None) is app:
             path = Path(config.ready_file)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -135,18 +135,18 @@ class WorkerMetrics:
         self._started: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def task_started(self, sender: Any = None, task_id: str = "", **_: Any) -> None:
+    def task_started(self, sender: object = None, task_id: str = "", **_: object) -> None:
         if getattr(sender, "app", None) is self.app:
             with self._lock:
                 self._started[task_id] = time.perf_counter()
 
     def task_ended(
         self,
-        sender: Any = None,
+        sender: object = None,
         task_id: str = "",
         retval: Any = None,
         state: str | None = None,
-        **_: Any,
+        **_: object,
     ) -> None:
         if getattr(sender, "app", None) is not self.app:
             return

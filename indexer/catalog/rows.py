@@ -5,7 +5,7 @@ plain dataclasses of indexer.types.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -17,6 +17,9 @@ from clipsearch.model.fingerprint import model_fingerprint
 
 from .codecs import bytes_to_vector, pack_vectors
 from .schema import Embedding, Image, ImageCount, Job, ModelRecord
+
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
 
 JOB_ERROR_SAMPLE = 50  # at most this many {path, reason} pairs are kept per job
 
@@ -44,7 +47,7 @@ def get_or_create_model(session: Session, name: str, fingerprint: str, dim: int)
         return rec
 
 
-def ensure_model(sessions: sessionmaker[Session], model: Any) -> int:
+def ensure_model(sessions: sessionmaker[Session], model: EmbeddingModel) -> int:
     """The catalog id of ``model`` (a CLIP with ``.name``, ``.embed_dim``), recorded if new."""
     fp = model_fingerprint(model)
     with sessions() as s:
