@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 import sqlalchemy as sa
@@ -41,6 +41,7 @@ from .milvus_filters import micros
 from .vector_store import (
     StoreConfig,
     StoreFilters,
+    StoreStats,
     VectorFields,
     VectorStore,
     active_index_row,
@@ -48,7 +49,12 @@ from .vector_store import (
     vector_fields,
 )
 
+if TYPE_CHECKING:
+    from pymilvus import MilvusClient  # untyped: its calls go through _call
+
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 _WRITE_CHUNK = 2000  # rows per insert/upsert request (2000 x 512 floats: ~4 MB)
 MAX_FETCH = 16384  # Milvus' largest topk
@@ -60,7 +66,7 @@ MAX_FETCH = 16384  # Milvus' largest topk
 FLUSH_ROWS = 2_000
 _unflushed: dict[str, int] = {}
 _unflushed_lock = threading.Lock()
-_clients: dict[tuple[str, str | None], Any] = {}
+_clients: dict[tuple[str, str | None], MilvusClient] = {}
 _clients_lock = threading.Lock()
 
 
@@ -88,7 +94,7 @@ def _unavailable(config: StoreConfig, exc: BaseException, collection: str | None
     )
 
 
-def client(config: StoreConfig) -> Any:
+def client(config: StoreConfig) -> MilvusClient:
     """A MilvusClient for ``config`` (one per URI and process; thread-safe)."""
     key = (str(config.milvus_uri), config.milvus_token)
     with _clients_lock:
@@ -118,8 +124,8 @@ def client(config: StoreConfig) -> Any:
 
 
 def _call(
-    config: StoreConfig, collection: str | None, fn: Callable[..., Any], *a: Any, **kw: Any
-) -> Any:
+    config: StoreConfig, collection: str | None, fn: Callable[P, T], *a: P.args, **kw: P.kwargs
+) -> T:
     try:
         return fn(*a, **kw)
     except IndexerError:
@@ -164,12 +170,12 @@ class MilvusStore(VectorStore):
     def dim(self) -> int:
         return self._dim
 
-    def _call(self, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
+    def _call(self, fn: Callable[P, T], *a: P.args, **kw: P.kwargs) -> T:
         return _call(self.config, self.collection, fn, *a, **kw)
 
     def _search_params(
         self, k: int, nprobe: int | None = None, filtered: bool = False
-    ) -> dict[str, Any]:
+    ) -> dict[str, object]:
         probe = int(nprobe or self.nprobe)
         if filtered and self.nlist:
             # A filter leaves few matches in the nprobe lists tuned for unfiltered queries (at 1%
@@ -221,8 +227,8 @@ class MilvusStore(VectorStore):
 
     def _rows(
         self, ids: np.ndarray, vectors: np.ndarray, fields: VectorFields | None
-    ) -> list[dict[str, Any]]:
-        rows = []
+    ) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
         for n, (image_id, vec) in enumerate(zip(ids.tolist(), vectors, strict=True)):
             rows.append(
                 {
@@ -278,7 +284,7 @@ class MilvusStore(VectorStore):
         res = self._call(self.client.query, self.collection, filter="", output_fields=["count(*)"])
         return int(res[0]["count(*)"]) if res else 0
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
         n = self.count()
         return {
             "store": "milvus",
@@ -329,7 +335,7 @@ def default_nlist(n: int) -> int:
     return max(1, min(round(2.0 * math.sqrt(min(n, SEGMENT_ROWS))), n // 30))
 
 
-def _index_choice(config: StoreConfig, n: int) -> tuple[str, dict[str, Any]]:
+def _index_choice(config: StoreConfig, n: int) -> tuple[str, dict[str, int]]:
     from .vector_index import DEFAULT_FLAT_THRESHOLD
 
     kind = (config.milvus_index or "AUTO").upper()
@@ -337,7 +343,7 @@ def _index_choice(config: StoreConfig, n: int) -> tuple[str, dict[str, Any]]:
         kind = "FLAT" if n < DEFAULT_FLAT_THRESHOLD else "IVF_FLAT"
     if kind.startswith("IVF"):
         nlist = config.milvus_nlist or default_nlist(n)
-        params: dict[str, Any] = {"nlist": int(max(1, nlist))}
+        params: dict[str, int] = {"nlist": int(max(1, nlist))}
         if kind == "IVF_PQ":
             params.update(m=16, nbits=8)
         return kind, params
@@ -351,13 +357,13 @@ def _index_choice(config: StoreConfig, n: int) -> tuple[str, dict[str, Any]]:
 INDEX_BUILD_TIMEOUT_S = 3600.0
 
 
-def _create_index(config: StoreConfig, name: str, kind: str, params: dict[str, Any]) -> None:
+def _create_index(config: StoreConfig, name: str, kind: str, params: dict[str, int]) -> None:
     c = client(config)
     index_params = c.prepare_index_params()
     # Each build parameter goes both flat (what Milvus 2.4+ reads) and inside a "params" JSON
     # object (what older servers and milvus-lite read: flat keys alone left milvus-lite at its
     # default nlist of 128 whatever was asked; Milvus merges the two).
-    both = {**params, "params": dict(params)} if params else {}
+    both: dict[str, object] = {**params, "params": dict(params)} if params else {}
     index_params.add_index(field_name="vector", index_type=kind, metric_type="IP", params=both)
     # Building an index over a million rows takes minutes: longer than a query's timeout.
     wait = max(float(config.milvus_timeout_s), INDEX_BUILD_TIMEOUT_S)

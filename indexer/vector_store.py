@@ -26,14 +26,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
 from .configs import INDEX_TYPES, StoreConfig
 
 if TYPE_CHECKING:
+    from numpy.typing import NDArray
     from sqlalchemy.orm import Session
+
+    from .catalog import IndexVersion
+    from .vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,7 @@ def vector_fields(session: Session, image_ids: Sequence[int]) -> VectorFields:
     return out
 
 
-def active_index_row(session: Session) -> Any:
+def active_index_row(session: Session) -> IndexVersion | None:
     """The catalog's active :class:`~indexer.catalog.IndexVersion` (the newest active one), or
     None: which store version, of which model, searches read."""
     import sqlalchemy as sa
@@ -123,6 +127,20 @@ def active_index_row(session: Session) -> Any:
         .order_by(IndexVersion.version.desc())
         .limit(1)
     )
+
+
+class StoreStats(TypedDict, total=False):
+    """What :meth:`VectorStore.stats` tells (the library's stats, the readiness check)."""
+
+    store: str  # "faiss" or "milvus"
+    kind: str  # the index kind (flat, ivf..., milvus-<index type>)
+    size: int  # vectors in the main index
+    delta: int  # vectors added since it was built (FAISS)
+    entities: int  # vectors searched
+    nprobe: int
+    recall: object  # recall@k per query kind, as measured at build (None: not measured)
+    collection: str  # Milvus: the collection, and the alias searches read
+    alias: str | None
 
 
 class VectorStore(ABC):
@@ -173,7 +191,7 @@ class VectorStore(ABC):
         """The number of live vectors (store entities)."""
 
     @abstractmethod
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
         """What health and metrics show: kind, size, delta, nprobe, recall, ..."""
 
     def close(self) -> None:  # noqa: B027 - optional
@@ -189,7 +207,7 @@ class FaissStore(VectorStore):
 
     kind = "faiss"
 
-    def __init__(self, index: Any) -> None:
+    def __init__(self, index: VectorIndex) -> None:
         self.index = index  # VectorIndex
 
     @classmethod
@@ -206,7 +224,7 @@ class FaissStore(VectorStore):
         *,
         text_queries: np.ndarray | None = None,
         compression: str | None = None,
-        meta: dict[str, Any] | None = None,
+        meta: dict[str, object] | None = None,
     ) -> FaissStore:
         """Exact flat below the threshold, IVF above with nprobe tuned on image and text queries."""
         from .vector_index import build_index
@@ -258,7 +276,7 @@ class FaissStore(VectorStore):
     def count(self) -> int:
         return len(self.index)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> StoreStats:
         meta = self.index.metadata
         return {
             "store": "faiss",
@@ -276,7 +294,9 @@ class FaissStore(VectorStore):
 SELECTIVE_LIMIT = 20_000
 
 
-def selective_ids(session: Session, filters: StoreFilters, limit: int = SELECTIVE_LIMIT) -> Any:
+def selective_ids(
+    session: Session, filters: StoreFilters, limit: int = SELECTIVE_LIMIT
+) -> NDArray[np.int64] | None:
     """The ready images under ``filters.folder`` and under any of ``filters.within`` (a viewer's
     shared folders; sorted ids) when there are at most ``limit`` of them, else None. One range
     read on the folder index per folder, stopped after ``limit + 1`` rows (never the library);
