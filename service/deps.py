@@ -13,20 +13,26 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
+import numpy as np
 from fastapi import Depends, HTTPException, Request
 
 from clipsearch.indexer.facade import LibraryFacade
+from clipsearch.indexer.types import Hit, SearchFilters
 
 from .admission import AdmissionGate, make_search_gate, make_upload_gate
 from .metrics import Metrics
 from .query import EmbeddingCache, TextEncoder, query_embedder
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 _thread_state = threading.local()
@@ -72,16 +78,16 @@ class ServiceState:
     search_gate: AdmissionGate = field(init=False)
     upload_gate: AdmissionGate = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _encoder_model: Any = None
+    _encoder_model: object = None
 
     def __post_init__(self) -> None:
         s, limits = self.settings.search, self.settings.limits
         self.search_gate = make_search_gate(s.search_slots, s.search_queue)
         self.upload_gate = make_upload_gate(limits.upload_decode_slots, limits.upload_queue)
 
-    def ensure_model(self) -> Any:
+    def ensure_model(self) -> EmbeddingModel:
         """The library's model, loaded if needed (raises ModelError); records name and device."""
-        model = self.library.model
+        model: EmbeddingModel = self.library.model  # the facade types it Any (indexer.facade)
         self.model_name = str(getattr(model, "name", "") or self.settings.models.spec)
         self.model_device = str(getattr(model, "device", "") or "") or None
         return model
@@ -138,7 +144,7 @@ class ServiceState:
             "search_executor", self.settings.search.search_threads, "clipsearch-search"
         )
 
-    async def run_search(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run_search(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a search (index, catalog, ranking) on the search pool: at most
         ``search_threads`` at once, the rest wait their turn. A search is mostly Python holding
         the GIL between short C calls (FAISS, SQLite); sixteen of them on sixteen threads hand
@@ -146,15 +152,22 @@ class ServiceState:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.search_pool(), lambda: fn(*args, **kwargs))
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking work (model, decode) on the inference pool, off the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool(), lambda: fn(*args, **kwargs))
 
-    def search(self, vector: Any, **kwargs: Any) -> Any:
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int = 20,
+        offset: int = 0,
+        min_score: float | None = None,
+        filters: SearchFilters | None = None,
+    ) -> list[Hit]:
         """``library.search`` from a worker thread, with that thread's OpenMP team limited."""
         limit_compute_threads(self.settings.search.compute_threads)
-        return self.library.search(vector, **kwargs)
+        return self.library.search(vector, k=k, offset=offset, min_score=min_score, filters=filters)
 
     def close(self) -> None:
         """Stop the encoder thread and the pool; a later request (or lifespan) starts new ones.

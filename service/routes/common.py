@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi import Request
 
+from clipsearch.indexer.types import Hit, ImageInfo, JobInfo, RemovedInfo, RestoreResult
+
 from ..schemas import (
     ErrorOut,
     ImageOut,
@@ -48,52 +50,47 @@ def _url(request: Request, image_id: int, what: str) -> str:
     return _api_url(request, f"/images/{image_id}/{what}")
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def hit_out(request: Request, hit: Any) -> SearchHit:
-    image_id = int(_get(hit, "id"))
+def hit_out(request: Request, hit: Hit) -> SearchHit:
+    image_id = int(hit.id)
     return SearchHit(
         id=image_id,
-        score=float(_get(hit, "score")),
-        path=str(_get(hit, "path", "")),
-        width=_get(hit, "width"),
-        height=_get(hit, "height"),
-        format=_get(hit, "format"),
-        taken_at=_get(hit, "taken_at"),
+        score=float(hit.score),
+        path=str(hit.path),
+        width=hit.width,
+        height=hit.height,
+        format=hit.format,
+        taken_at=hit.taken_at,
         thumbnail_url=_url(request, image_id, "thumbnail"),
         file_url=_url(request, image_id, "file"),
         preview_url=_url(request, image_id, "preview"),
-        match=list(_get(hit, "match", None) or ("semantic",)),
-        words=list(_get(hit, "words", None) or ()),
+        match=list(hit.match or ("semantic",)),
+        words=list(hit.words or ()),
     )
 
 
-def image_out(request: Request, info: Any) -> ImageOut:
-    image_id = int(_get(info, "id"))
+def image_out(request: Request, info: ImageInfo) -> ImageOut:
+    image_id = int(info.id)
     return ImageOut(
         id=image_id,
-        path=str(_get(info, "path", "")),
-        size=_get(info, "size"),
-        width=_get(info, "width"),
-        height=_get(info, "height"),
-        format=_get(info, "format"),
-        taken_at=_get(info, "taken_at"),
-        state=str(_get(info, "state", "pending")),
-        error=_get(info, "error"),
-        sha256=_get(info, "sha256"),
+        path=str(info.path),
+        size=info.size,
+        width=info.width,
+        height=info.height,
+        format=info.format,
+        taken_at=info.taken_at,
+        state=str(info.state),
+        error=info.error,
+        sha256=info.sha256,
         thumbnail_url=_url(request, image_id, "thumbnail"),
         file_url=_url(request, image_id, "file"),
         preview_url=_url(request, image_id, "preview"),
     )
 
 
-def job_out(job: Any) -> JobOut:
+def job_out(job: JobInfo) -> JobOut:
     errors = []
-    for err in _get(job, "errors", None) or []:
+    recorded: list[object] = list(job.errors or [])  # the catalog's JSON, checked item by item
+    for err in recorded:
         if is_dataclass(err) and not isinstance(err, type):
             err = asdict(err)
         if isinstance(err, dict):
@@ -103,22 +100,22 @@ def job_out(job: Any) -> JobOut:
         else:
             errors.append(JobError(path=None, reason=str(err)))
     return JobOut(
-        id=int(_get(job, "id")),
-        kind=str(_get(job, "kind", "")),
-        state=str(_get(job, "state", "")),
-        params=dict(_get(job, "params", None) or {}),
-        total=_get(job, "total"),
-        done=int(_get(job, "done", 0) or 0),
-        failed=int(_get(job, "failed", 0) or 0),
+        id=int(job.id),
+        kind=str(job.kind),
+        state=str(job.state),
+        params=dict(job.params or {}),
+        total=job.total,
+        done=int(job.done or 0),
+        failed=int(job.failed or 0),
         errors=errors,
-        message=_get(job, "message"),
-        created_at=_get(job, "created_at"),
-        updated_at=_get(job, "updated_at"),
-        finished_at=_get(job, "finished_at"),
+        message=job.message,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        finished_at=job.finished_at,
     )
 
 
-def removed_out(request: Request, info: Any) -> RemovedOut:
+def removed_out(request: Request, info: RemovedInfo) -> RemovedOut:
     return RemovedOut(
         id=info.id,
         image_id=info.image_id,
@@ -137,7 +134,7 @@ def removed_out(request: Request, info: Any) -> RemovedOut:
     )
 
 
-def restore_out(request: Request, result: Any) -> RestoreOut:
+def restore_out(request: Request, result: RestoreResult) -> RestoreOut:
     return RestoreOut(
         restored=[removed_out(request, r) for r in result.restored],
         jobs=[job_out(j) for j in result.jobs],
