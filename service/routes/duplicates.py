@@ -5,12 +5,15 @@ or by ``POST /api/duplicates/scan``) and stored; a page is a range read on the g
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from ..auth import ReadAccess, WholeLibrary, require_token
+from clipsearch.indexer.duplicate_keeper import member_date
+
+from ..auth import SEEN, ReadAccess, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
@@ -24,6 +27,11 @@ class DuplicateMemberOut(BaseModel):
     image: ImageOut
     reason: str = Field(description="Why this image is in the group, naming the image it matches.")
     similarity: float = Field(description="Cosine similarity to that image (1.0 for a copy).")
+    date: dt.datetime | None = Field(
+        None,
+        description="The date the keeper rule compares: when it was taken, else when the file "
+        "was last modified (UTC).",
+    )
 
 
 class DuplicateGroupOut(BaseModel):
@@ -31,7 +39,14 @@ class DuplicateGroupOut(BaseModel):
     kind: Literal["exact", "near", "similar"]
     size: int
     min_similarity: float
-    members: list[DuplicateMemberOut]
+    members: list[DuplicateMemberOut] = Field(
+        description="The suggested keeper first, then the others in the same rule's order."
+    )
+    keeper_id: int | None = Field(
+        None,
+        description="The copy to keep, suggested: the largest original (most pixels, then most "
+        "bytes), then the earliest date, then the smallest id.",
+    )
 
 
 class DuplicateThresholds(BaseModel):
@@ -79,9 +94,13 @@ def _page_out(request: Request, page: Any) -> DuplicatesPageOut:
                 kind=g.kind,
                 size=g.size,
                 min_similarity=g.min_similarity,
+                keeper_id=g.keeper_id,
                 members=[
                     DuplicateMemberOut(
-                        image=image_out(request, m.image), reason=m.reason, similarity=m.similarity
+                        image=image_out(request, m.image),
+                        reason=m.reason,
+                        similarity=m.similarity,
+                        date=member_date(m.image),
                     )
                     for m in g.members
                 ],
@@ -99,7 +118,7 @@ def _page_out(request: Request, page: Any) -> DuplicatesPageOut:
     "",
     operation_id="list_duplicates",
     response_model=DuplicatesPageOut,
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )
 def list_duplicates(
     request: Request,
@@ -118,10 +137,11 @@ def list_duplicates(
     limit: Annotated[int, Query(ge=1, le=200, description="Groups per page.")] = 20,
 ) -> DuplicatesPageOut:
     """Groups of duplicate images, each member with why it is there. Remove the ones you do
-    not want with `DELETE /api/images/{id}` (remembered; restore from the Removed view)."""
+    not want with `DELETE /api/images/{id}` (remembered; restore from the Removed view). A
+    viewer sees the groups with two pictures under the folders shared with them, showing those."""
     from clipsearch.indexer import duplicates
 
-    return _page_out(request, duplicates.page(library, kind, after, limit))
+    return _page_out(request, duplicates.page(library, kind, after, limit, SEEN.get()))
 
 
 class ScanIn(BaseModel):

@@ -4,16 +4,20 @@
 // (DELETE /api/v1/images/{id}: remembered, undone from the Removed view). Similar shots (bursts)
 // are a separate tab, never mixed with duplicates. Groups are computed by a job after each
 // ingest; when photos changed since, the view asks for a new pass (POST /api/v1/duplicates/scan)
-// and reloads when it is done. Everything from the API is shown as text.
+// and reloads when it is done. "Compare" opens a group side by side: each copy's resolution, file
+// size, date, format and folder, the suggested keeper first (the API's rule and order, never
+// decided here), and "Keep this one, remove the others" with one confirmation. Everything from
+// the API is shown as text.
 
 import { ApiError, api, messageOf } from './api.js';
 import { byId, h } from './dom.js';
-import { baseName, formatBytes, safeUrl } from './util.js';
+import { baseName, formatBytes, formatDate, safeUrl } from './util.js';
 
 /**
  * @typedef {object} Member
  * @property {import('./util.js').Item} image
  * @property {string} [reason] why it is in the group
+ * @property {string | null} [date] the date the keeper rule compared (taken, else modified)
  */
 /**
  * A group of the same picture (GET /api/v1/duplicates).
@@ -21,7 +25,8 @@ import { baseName, formatBytes, safeUrl } from './util.js';
  * @property {number | string} id
  * @property {string} kind exact | near | similar
  * @property {number} [min_similarity]
- * @property {Member[]} members
+ * @property {Member[]} members the suggested keeper first
+ * @property {number | string | null} [keeper_id] the suggested keeper (the API's rule)
  */
 /**
  * @typedef {object} GroupsPage
@@ -81,7 +86,9 @@ export function initDuplicatesView(onRemoved) {
    * @param {(number | string)[]} ids
    */
   function dropMembers(groupEl, ids) {
-    for (const id of ids) groupEl.querySelector(`li[data-image-id="${CSS.escape(String(id))}"]`)?.remove();
+    for (const id of ids) {
+      for (const el of groupEl.querySelectorAll(`[data-image-id="${CSS.escape(String(id))}"]`)) el.remove();
+    }
     const left = groupEl.querySelectorAll('li[data-image-id]').length;
     if (left < 2) groupEl.remove();
     else {
@@ -129,16 +136,7 @@ export function initDuplicatesView(onRemoved) {
     const name = baseName(img.path);
     const thumb = safeUrl(img.thumbnail_url);
     const file = safeUrl(img.file_url);
-    const keep = h('button', { type: 'button', class: 'button small', text: 'Keep this one' });
-    keep.setAttribute('aria-label', `Keep ${name}, remove the others of this group`);
-    keep.addEventListener('click', () => {
-      const others = group.members.filter(
-        (o) => o.image.id !== img.id && groupEl.querySelector(`li[data-image-id="${CSS.escape(String(o.image.id))}"]`),
-      );
-      const what = others.map((o) => baseName(o.image.path)).join(', ');
-      if (!window.confirm(`Keep “${name}” and remove ${others.length} other${others.length === 1 ? '' : 's'} (${what}) from the library? The files stay on disk.`)) return;
-      remove(groupEl, others);
-    });
+    const keep = keepButton(group, m, groupEl, 'Keep this one');
     const drop = h('button', { type: 'button', class: 'button ghost small', text: 'Remove' });
     drop.setAttribute('aria-label', `Remove ${name} from the library`);
     drop.addEventListener('click', () => remove(groupEl, [m]));
@@ -163,6 +161,58 @@ export function initDuplicatesView(onRemoved) {
     );
   }
 
+  /**
+   * "Keep this one": one confirmation, then the group's other members still shown are removed.
+   * @param {Group} group
+   * @param {Member} m
+   * @param {HTMLElement} groupEl
+   * @param {string} text
+   */
+  function keepButton(group, m, groupEl, text) {
+    const name = baseName(m.image.path);
+    const keep = h('button', { type: 'button', class: 'button small', text });
+    keep.setAttribute('aria-label', `Keep ${name}, remove the others of this group`);
+    keep.addEventListener('click', () => {
+      const others = group.members.filter(
+        (o) => o.image.id !== m.image.id && groupEl.querySelector(`li[data-image-id="${CSS.escape(String(o.image.id))}"]`),
+      );
+      const what = others.map((o) => baseName(o.image.path)).join(', ');
+      if (!window.confirm(`Keep “${name}” and remove ${others.length} other${others.length === 1 ? '' : 's'} (${what}) from the library? The files stay on disk.`)) return;
+      remove(groupEl, others);
+    });
+    return keep;
+  }
+
+  /**
+   * A member in the compare view: its picture and the facts that tell copies apart.
+   * @param {Group} group
+   * @param {Member} m
+   * @param {HTMLElement} groupEl
+   */
+  function compareCard(group, m, groupEl) {
+    const img = m.image;
+    const name = baseName(img.path);
+    const thumb = safeUrl(img.thumbnail_url);
+    const keeper = String(m.image.id) === String(group.keeper_id);
+    /** @type {[string, string | null | undefined][]} */
+    const facts = [
+      ['Resolution', img.width && img.height ? `${img.width} × ${img.height}` : null],
+      ['File size', formatBytes(img.size)],
+      ['Date', formatDate(m.date ?? img.taken_at)],
+      ['Format', img.format],
+      ['Folder', folderOf(img.path)],
+    ];
+    return h(
+      'article',
+      { class: `dup-card${keeper ? ' keeper' : ''}`, 'data-image-id': String(img.id), 'aria-label': name },
+      thumb ? h('img', { src: thumb, alt: name, loading: 'lazy', width: 200, height: 200 }) : null,
+      h('h3', { class: 'dup-name', text: name, title: String(img.path) }),
+      keeper ? h('span', { class: 'dup-keeper', text: 'Suggested keeper', title: 'The largest original, then the earliest date' }) : null,
+      h('dl', { class: 'dup-facts' }, ...facts.map(([label, value]) => h('div', {}, h('dt', { text: label }), h('dd', { text: value ?? '—' })))),
+      keepButton(group, m, groupEl, 'Keep this one, remove the others'),
+    );
+  }
+
   /** @param {Group} group */
   function groupRow(group) {
     const el = h('li', { class: `dup-group ${group.kind}`, 'data-group-id': String(group.id), 'data-kind': group.kind });
@@ -174,7 +224,18 @@ export function initDuplicatesView(onRemoved) {
       group.kind === 'exact' ? null : h('span', { class: 'hint', text: `similarity ≥ ${Number(group.min_similarity).toFixed(3)}` }),
     );
     const members = h('ul', { class: 'dup-members' });
-    el.append(head, members);
+    const compare = h('div', { class: 'dup-compare', role: 'region', 'aria-label': `Compare the ${group.members.length} images`, hidden: true });
+    const toggle = h('button', { type: 'button', class: 'button ghost small dup-compare-toggle', text: 'Compare', 'aria-expanded': 'false' });
+    toggle.addEventListener('click', () => {
+      const open = compare.hidden;
+      if (open) compare.replaceChildren(...group.members.filter((m) => el.querySelector(`li[data-image-id="${CSS.escape(String(m.image.id))}"]`)).map((m) => compareCard(group, m, el)));
+      compare.hidden = !open;
+      members.hidden = open; // one set of buttons at a time
+      toggle.textContent = open ? 'Back to the list' : 'Compare';
+      toggle.setAttribute('aria-expanded', String(open));
+    });
+    head.append(toggle);
+    el.append(head, members, compare);
     members.append(...group.members.map((m) => memberRow(group, m, el)));
     return el;
   }
