@@ -3,9 +3,9 @@ conditions and as vector-store filters: one reading of a folder, a date range an
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Iterable
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -19,9 +19,9 @@ from .vector_store import StoreFilters
 __all__ = ["filter_conditions", "formats", "naive", "store_filters", "within_condition"]
 
 
-def filter_conditions(filters: SearchFilters) -> list[Any]:
+def filter_conditions(filters: SearchFilters) -> list[sa.ColumnElement[bool]]:
     """SQL conditions on :class:`~indexer.catalog.Image` that keep what ``filters`` keeps."""
-    conds: list[Any] = []
+    conds: list[sa.ColumnElement[bool]] = []
     if filters.folder:
         conds.append(catalog.under_folder(Image.folder, _folder_db(filters.folder)))
     if filters.date_from is not None:
@@ -39,7 +39,9 @@ def filter_conditions(filters: SearchFilters) -> list[Any]:
     return conds
 
 
-def within_condition(folders: tuple[str, ...], column: Any = Image.folder) -> Any:
+def within_condition(
+    folders: tuple[str, ...], column: sa.SQLColumnExpression[str] = Image.folder
+) -> sa.ColumnElement[bool]:
     """Pictures under any of ``folders`` (catalog text form); none when there are none."""
     if not folders:
         return sa.false()
@@ -57,19 +59,19 @@ def store_filters(filters: SearchFilters) -> StoreFilters:
     )
 
 
-def _folder_db(folder: Any) -> str:
+def _folder_db(folder: str) -> str:
     text = str(folder)
     if "\x00" in text:
         raise IndexerError("the folder filter contains a NUL character")
     return catalog.path_to_db(os.path.abspath(os.path.expanduser(text)))
 
 
-def formats(values: Iterable[Any]) -> list[str]:
+def formats(values: Iterable[object]) -> list[str]:
     """Format names as the catalog keeps them (upper case; JPG is JPEG)."""
     names = [str(f).upper().strip() for f in values if str(f).strip()]
     return ["JPEG" if f == "JPG" else f for f in names]
 
 
-def naive(value: Any) -> Any:
+def naive(value: dt.datetime) -> dt.datetime:
     """taken_at is camera wall-clock time (naive): compare with the caller's wall-clock value."""
     return value.replace(tzinfo=None) if getattr(value, "tzinfo", None) is not None else value

@@ -5,7 +5,6 @@ name holds), and vectors as little-endian float32 bytes.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -56,7 +55,9 @@ def folder_of(db_path: str) -> str:
     return head or "/"
 
 
-def under_folder(column: Any, folder_db: str, recursive: bool = True) -> Any:
+def under_folder(
+    column: sa.SQLColumnExpression[str], folder_db: str, recursive: bool = True
+) -> sa.ColumnElement[bool]:
     """SQL condition: ``column`` (an Image.folder-like text column) is ``folder_db`` or, when
     ``recursive``, below it. Case-sensitive and free of LIKE wildcards on both databases."""
     folder_db = folder_db.rstrip("/") or "/"
