@@ -56,7 +56,7 @@ from clipsearch.indexer.catalog import (
 from clipsearch.indexer.decode import DecodeResult, retry_on_rescan
 from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.indexer.errors import IndexerError, IngestError
-from clipsearch.indexer.ingest_problems import record_scan_problems
+from clipsearch.indexer.ingest_problems import folder_counts, record_scan_problems
 from clipsearch.indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
 from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
 
@@ -400,6 +400,11 @@ def plan_ingest(
         plan.batches = [list(b) for b in _chunks(todo, batch_size)]
         # each problem once: a rescan that meets an unchanged entry again does not report it
         new_problems = record_scan_problems(s, job_id, root_db, recursive, problems, keep=shielded)
+        if not todo:  # up to date: the folder as it now is, counted as the library is
+            s.flush()
+            up_to_date = {"library": folder_counts(s, root_db, recursive).as_dict()}
+        else:
+            up_to_date = {}
         job = get_job(s, job_id)
         job.total = (job.done or 0) + (job.failed or 0) + len(todo)
         job.heartbeat_at = utcnow()
@@ -416,6 +421,7 @@ def plan_ingest(
                 **({"retried": len(retried)} if retried else {}),
                 "unreadable": len(problems),
                 **({"new_problems": len(new_problems)} if problems else {}),
+                **up_to_date,
             },
         }
         if new_problems:

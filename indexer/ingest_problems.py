@@ -37,7 +37,14 @@ from clipsearch.indexer.catalog import (
 )
 from clipsearch.indexer.types import ScanProblem
 
-__all__ = ["FileProblem", "FolderProblem", "folder_problems", "record_scan_problems"]
+__all__ = [
+    "FileProblem",
+    "FolderCounts",
+    "FolderProblem",
+    "folder_counts",
+    "folder_problems",
+    "record_scan_problems",
+]
 
 
 class FileProblem(Base):
@@ -62,6 +69,61 @@ class FolderProblem:
     path: str
     reason: str
     kind: str
+
+
+@dataclass(frozen=True)
+class FolderCounts:
+    """What a folder holds, counted the way the library's counts are (indexer.stats.ImageCounts:
+    the catalog's rows by state) plus the entries its scans could not take in. ``ready``: the
+    pictures in the library (searchable, shown); ``failed``: files that could not be decoded;
+    ``skipped``: entries the scan could not take (links out of the folder, unreadable entries);
+    ``problems``: failed + skipped, the files of the folder that are not in the library."""
+
+    ready: int = 0
+    pending: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def total(self) -> int:  # catalogued files, as ImageCounts.total
+        return self.ready + self.pending + self.failed
+
+    @property
+    def problems(self) -> int:
+        return self.failed + self.skipped
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "ready": self.ready,
+            "pending": self.pending,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "total": self.total,
+            "problems": self.problems,
+        }
+
+
+def folder_counts(session: Session, folder_db: str, recursive: bool = True) -> FolderCounts:
+    """The counts of one folder (catalog text form): the one definition every door shows for a
+    folder, as ``indexer.stats`` gives it for the library."""
+    by_state = dict(
+        session.execute(
+            sa.select(Image.state, sa.func.count())
+            .where(under_folder(Image.folder, folder_db, recursive))
+            .group_by(Image.state)
+        ).all()
+    )
+    skipped = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(FileProblem)
+        .where(under_folder(FileProblem.folder, folder_db, recursive))
+    )
+    return FolderCounts(
+        ready=int(by_state.get("ready", 0)),
+        pending=int(by_state.get("pending", 0)),
+        failed=int(by_state.get("failed", 0)),
+        skipped=int(skipped or 0),
+    )
 
 
 def _signature(path: str) -> tuple[int | None, int | None]:
