@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +38,7 @@ from .relevance import calibrate, embed_backgrounds
 from .search_service import SearchService
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Celery, Task
 
     from clipsearch.model.base import EmbeddingModel
 
@@ -240,11 +240,11 @@ def run_albums(ctx: WorkerContext, job_id: int) -> AlbumRun | None:
     return result
 
 
-def register_tasks(app: Celery) -> dict[str, Any]:
+def register_tasks(app: Celery) -> dict[str, Callable[..., object]]:
     """Register the albums task on a worker app (see indexer.worker.create_worker_app)."""
 
     @task(app, TASK_ALBUMS)
-    def refresh_albums_task(self: Any, job_id: int) -> None:
+    def refresh_albums_task(self: Task, job_id: int) -> None:
         run_guarded(app, self, job_id, lambda: run_albums(context_of(app), job_id))
 
     return {"refresh_albums": refresh_albums_task}

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
@@ -24,8 +24,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from . import catalog
 from .catalog import Embedding, ModelRecord
+from .configs import WorkerConfig
 from .errors import IndexerError, NotFound
 from .vector_store import active_index_row
+
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
+
+    from .decode_pool import DecodePool
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,7 @@ MAX_LIST = 1000  # the longest page a listing returns
 MAX_ROW_ID = 2**31 - 1  # ids are 32-bit integers in the catalog
 
 
-def as_id(value: Any, what: str = "image") -> int:
+def as_id(value: object, what: str = "image") -> int:
     """A catalog id given by a caller, checked: NotFound unless a positive integer."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise NotFound(f"{what} id {value!r} is not an integer")
@@ -135,25 +141,26 @@ def active_model_spec(session: Session, default: str) -> str:
     return library_model_spec(session) or default
 
 
-def index_dir(ctx_or_data_dir: Any) -> Path:
+def index_dir(ctx_or_data_dir: WorkerContext | Path | str) -> Path:
     """The folder of the FAISS index files of a library (a data folder, or a WorkerContext)."""
-    data_dir = getattr(ctx_or_data_dir, "data_dir", ctx_or_data_dir)
-    return Path(data_dir) / "index"
+    if isinstance(ctx_or_data_dir, WorkerContext):
+        return ctx_or_data_dir.data_dir / "index"
+    return Path(ctx_or_data_dir) / "index"
 
 
 class WorkerContext:
     """Per-process state of a worker: config, catalog sessions, and the model cache."""
 
-    def __init__(self, config: Any) -> None:  # an indexer.worker.WorkerConfig
+    def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.data_dir = Path(config.data_dir).expanduser().resolve()
         self.engine = catalog.make_engine(config.resolved_database_url)
         self.Session = catalog.session_factory(self.engine)
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, EmbeddingModel] = {}
         self._lock = threading.Lock()
-        self._pool: Any = None
+        self._pool: DecodePool | None = None
 
-    def decode_pool(self) -> Any:
+    def decode_pool(self) -> DecodePool:
         """The process's decoder pool (started on first use, sized by ``decode_workers``)."""
         with self._lock:
             if self._pool is None:
@@ -162,7 +169,7 @@ class WorkerContext:
                 self._pool = DecodePool(self.config.decode_workers)
             return self._pool
 
-    def model(self, spec: str | None = None) -> Any:
+    def model(self, spec: str | None = None) -> EmbeddingModel:
         """The CLIP model for ``spec`` (default: the configured one), loaded once per process."""
         spec = normalise_spec(spec or self.config.model_spec)
         with self._lock:
@@ -185,7 +192,7 @@ class WorkerContext:
             return cached
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[Any]:
+    def session(self) -> Iterator[Session]:
         with self.Session() as session:
             yield session
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from .duplicates import (
 from .picture_hash import dhash
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Celery, Task
 
     from .context import WorkerContext
 
@@ -181,12 +182,12 @@ def maybe_queue(ctx: WorkerContext, app: Celery) -> int | None:
     return None
 
 
-def register_tasks(app: Celery) -> dict[str, Any]:
+def register_tasks(app: Celery) -> dict[str, Callable[..., object]]:
     """Register the duplicates task on a worker app (see indexer.worker.create_worker_app)."""
     from .jobs import context_of, run_guarded
 
     @task(app, TASK_DUPLICATES)
-    def find_duplicates_task(self: Any, job_id: int) -> None:
+    def find_duplicates_task(self: Task, job_id: int) -> None:
         run_guarded(app, self, job_id, lambda: run_duplicates(context_of(app), job_id))
 
     return {"find_duplicates": find_duplicates_task}

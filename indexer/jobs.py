@@ -15,7 +15,8 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -27,7 +28,9 @@ from .context import WorkerContext
 from .errors import CatalogUnavailable, IndexerError, NotFound, StoreUnavailable
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Celery, Task
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,7 @@ def context_of(app: Celery) -> WorkerContext:
     return app.clipsearch  # type: ignore[no-any-return]
 
 
-def thumb_dir(ctx: WorkerContext) -> Any:
+def thumb_dir(ctx: WorkerContext) -> Path:
     return ctx.data_dir / "thumbnails"
 
 
@@ -132,7 +135,7 @@ def finish_if_complete(session: Session, job_id: int) -> bool:
     return bool(res.rowcount)
 
 
-def finish_as_processed(session: Session, job_id: int, *where: Any) -> bool:
+def finish_as_processed(session: Session, job_id: int, *where: sa.ColumnElement[bool]) -> bool:
     """Inside the caller's transaction: mark a job done with ``total = done + failed`` (what it
     processed itself) when the SQL conditions ``where`` hold for its row. True when this call
     finished it."""
@@ -223,7 +226,7 @@ def keep_alive(ctx: WorkerContext, job_id: int | None, every_s: float = 20.0) ->
         thread.join(5)
 
 
-def run_guarded(app: Celery, task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
+def run_guarded(app: Celery, task: Task, job_id: int, fn: Callable[[], T]) -> T | None:
     """Run a task's work for ``job_id`` the way every clipsearch task does: a catalog or vector
     store that is down is raised for Celery to retry (celery_app.TASK_OPTIONS); any other error
     fails the job with its message."""

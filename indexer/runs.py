@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from celery import Celery
@@ -22,6 +22,11 @@ from .celery_app import TASK_EMBED, TASK_REINDEX
 from .context import WorkerContext, active_model_spec
 from .reindex import run_reindex
 from .vector_store import active_index_row
+
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
+
+    from .types import BatchResult
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ __all__ = [
 ]
 
 
-def _active_model(ctx: WorkerContext) -> tuple[Any, int]:
+def _active_model(ctx: WorkerContext) -> tuple[EmbeddingModel, int]:
     """The model searches use now (the active index's, else the configured one) and its id."""
     with ctx.session() as session:
         spec = active_model_spec(session, ctx.config.model_spec)
@@ -84,7 +89,7 @@ def run_ingest(ctx: WorkerContext, app: Celery | None, job_id: int) -> list[list
 
 def run_embed_batch(
     ctx: WorkerContext, job_id: int, image_ids: Sequence[int], app: Celery | None = None
-) -> Any:
+) -> BatchResult | None:
     """Decode, thumbnail and embed one batch with the active model; one transaction."""
     from . import ingest
 

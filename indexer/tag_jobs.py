@@ -50,7 +50,7 @@ from .tag_vocabulary import TEMPLATE_SETS, embed_tags
 from .tags import Tag, TagAssignment, TagVector, ensure_vocabulary, record_job, recount
 
 if TYPE_CHECKING:
-    from celery import Celery
+    from celery import Celery, Task
 
     from clipsearch.model.base import EmbeddingModel
 
@@ -386,11 +386,11 @@ def run_tags(ctx: WorkerContext, job_id: int) -> TagRun | None:
     return result
 
 
-def register_tasks(app: Celery) -> dict[str, Any]:
+def register_tasks(app: Celery) -> dict[str, Callable[..., object]]:
     """Register the tags task on a worker app (see indexer.worker.create_worker_app)."""
 
     @task(app, TASK_TAGS)
-    def tag_images_task(self: Any, job_id: int) -> None:
+    def tag_images_task(self: Task, job_id: int) -> None:
         run_guarded(app, self, job_id, lambda: run_tags(context_of(app), job_id))
 
     return {"tag_images": tag_images_task}

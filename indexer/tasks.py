@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from celery import Celery
 
@@ -28,38 +28,44 @@ from .jobs import run_guarded
 from .reindex import run_reindex
 from .runs import run_embed_batch, run_ingest, run_resume
 
+if TYPE_CHECKING:
+    from celery import Task
+
+    from .types import BatchResult
+
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 __all__ = ["register_tasks"]
 
 
-def register_tasks(app: Celery) -> dict[str, Any]:
+def register_tasks(app: Celery) -> dict[str, Callable[..., object]]:
     """Register clipsearch's tasks on ``app`` (carrying a WorkerContext as ``app.clipsearch``)."""
 
-    def guarded(task: Any, job_id: int, fn: Callable[[], Any]) -> Any:
+    def guarded(task: Task, job_id: int, fn: Callable[[], T]) -> T | None:
         return run_guarded(app, task, job_id, fn)
 
     @task(app, TASK_INGEST)
-    def ingest_folder(self: Any, job_id: int) -> None:
+    def ingest_folder(self: Task, job_id: int) -> None:
         guarded(self, job_id, lambda: run_ingest(_ctx(app), app, job_id))
 
     @task(app, TASK_EMBED)
-    def embed_batch(self: Any, job_id: int, image_ids: list[int]) -> Any:
+    def embed_batch(self: Task, job_id: int, image_ids: list[int]) -> BatchResult | None:
         # the batch's outcome goes to task_postrun's receivers (indexer.worker_metrics)
         return guarded(self, job_id, lambda: run_embed_batch(_ctx(app), job_id, image_ids, app))
 
     @task(app, TASK_REINDEX)
-    def reindex(self: Any, job_id: int) -> None:
+    def reindex(self: Task, job_id: int) -> None:
         guarded(self, job_id, lambda: run_reindex(_ctx(app), job_id))
 
     @task(app, TASK_OCR)
-    def ocr_images(self: Any, job_id: int) -> None:
+    def ocr_images(self: Task, job_id: int) -> None:
         from .ocr_job import run_ocr
 
         guarded(self, job_id, lambda: run_ocr(_ctx(app), job_id))
 
     @task(app, TASK_RESUME)
-    def resume_job(self: Any, job_id: int) -> None:
+    def resume_job(self: Task, job_id: int) -> None:
         guarded(self, job_id, lambda: run_resume(_ctx(app), app, job_id))
 
     return {

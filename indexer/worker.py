@@ -164,6 +164,7 @@ def recover_stale_jobs(app: Celery, now: datetime | None = None) -> list[int]:
                 .values(heartbeat_at=now)
             )
             session.commit()
+            assert isinstance(claimed, sa.CursorResult)  # an UPDATE's result
             if claimed.rowcount:
                 taken.append(job_id)
     for job_id in taken:
