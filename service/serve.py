@@ -277,6 +277,35 @@ def listen(host: str, port: int) -> socket.socket:
 WORKER_HEADER = "X-Clipsearch-Worker"
 
 
+def catalog_connections(settings: Settings) -> int:
+    """PostgreSQL connections an API process keeps (indexer.catalog.engine.PG_POOL_SIZE): one
+    per thread that reads the catalog at once -- the searches in progress
+    (CLIPSEARCH_SEARCH_SLOTS), the inference threads -- and 4 for the rest (the index follower,
+    the watcher, the jobs and admin routes). A serve holds at most ``api_workers`` times it, plus
+    engine.PG_MAX_OVERFLOW each at a peak."""
+    search = settings.search
+    return search.search_slots + search.inference_threads + 4
+
+
+def size_catalog_pool(settings: Settings, announce: bool = False) -> None:
+    """This process's PostgreSQL pool, before its library is opened (SQLite keeps its own);
+    ``announce``: log what a serve holds in all (its first process)."""
+    from clipsearch.indexer.catalog.engine import PG_MAX_OVERFLOW, set_pg_pool_size
+
+    connections = catalog_connections(settings)
+    set_pg_pool_size(connections)
+    if announce and settings.catalog.database_url:
+        log.info(
+            "catalog pool: %d connections per API process (+%d at a peak), %d API processes: "
+            "at most %d in all besides the worker's (PostgreSQL's max_connections must allow "
+            "them)",
+            connections,
+            PG_MAX_OVERFLOW,
+            settings.serve.api_workers,
+            settings.serve.api_workers * (connections + PG_MAX_OVERFLOW),
+        )
+
+
 def reader_settings(settings: Settings) -> Settings:
     """An extra API process's settings: it serves, and starts nothing else (no embedded worker,
     no folder watcher, no folders queued: the first process owns those)."""
@@ -303,6 +332,7 @@ def _reader_main(
     if os.getppid() != parent:  # it died before the line above
         return
     configure_logging(level, settings.logs.format, stream=sys.stdout)
+    size_catalog_pool(settings)
     library = build_library(settings)
     app = create_app(settings, library=library)
     log.info("API process %d (pid %d) serving", number, os.getpid())
@@ -445,6 +475,7 @@ def run(settings: Settings, library: Any = None) -> None:
     if settings.serve.api_workers > 1 and library is not None:
         raise ServeError("several API processes each open the library: give no library object")
     sock = listen(settings.server.host, settings.server.port)
+    size_catalog_pool(settings, announce=True)
     lock: DataFolderLock | None = None
     try:
         if not settings.catalog.database_url:

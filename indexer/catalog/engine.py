@@ -46,6 +46,21 @@ PG_CONNECT_DEFAULTS: dict[str, Any] = {
 
 SQLITE_POOL_SIZE = 48  # kept open per process (anyio's thread pool has 40 threads)
 
+#: PostgreSQL connections a process keeps open (SQLAlchemy's ``pool_size``; SQLAlchemy's own
+#: default is 5) and may open beyond them at a peak (``max_overflow``); past both, a thread waits
+#: for a connection (``pool_timeout``, 30 s) instead of the server refusing one over its
+#: ``max_connections`` (100 by default). ``serve`` sizes it from the threads of an API process
+#: that read the catalog at once (:func:`set_pg_pool_size`, service.serve.catalog_connections),
+#: so a serve holds at most ``CLIPSEARCH_API_WORKERS x (pool + overflow)`` connections, plus its
+#: worker's (docs/operations.md, "Many users").
+PG_POOL_SIZE = [5]  # per process; a list: set once at the process's start
+PG_MAX_OVERFLOW = 4
+
+
+def set_pg_pool_size(connections: int) -> None:
+    """The PostgreSQL pool of engines made from now on in this process: ``connections`` kept."""
+    PG_POOL_SIZE[0] = max(1, int(connections))
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for the catalog. SQLite: WAL, a busy timeout, foreign keys on, the parent folder
@@ -79,6 +94,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     else:
         kwargs.setdefault("pool_pre_ping", True)
         if u.get_backend_name() == "postgresql":
+            kwargs.setdefault("pool_size", PG_POOL_SIZE[0])
+            kwargs.setdefault("max_overflow", PG_MAX_OVERFLOW)
             # Bound the wait for a database host that is gone or silent: without these a request
             # waits for the kernel's TCP timeouts (minutes). A value in the URL wins.
             connect_args = {k: v for k, v in PG_CONNECT_DEFAULTS.items() if k not in u.query}
