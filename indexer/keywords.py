@@ -24,12 +24,15 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from clipsearch.indexer.catalog import UTCDateTime
+
+if TYPE_CHECKING:
+    from .decode import DecodeResult
 
 metadata = sa.MetaData()
 
@@ -133,7 +136,7 @@ def store_text(
         )
 
 
-def store_decoded(session: Session, pairs: Iterable[tuple[int, Any]]) -> dict[str, int]:
+def store_decoded(session: Session, pairs: Iterable[tuple[int, DecodeResult]]) -> dict[str, int]:
     """:func:`store_text` for each (image id, DecodeResult with text); returns counts by OCR
     state (for the job's summary)."""
     counts: dict[str, int] = {}
@@ -212,14 +215,29 @@ _ROW = (
 )
 
 
+class KeywordRow(Protocol):
+    """A candidate's keyword fields as :func:`score_row` reads them (a row of ``_ROW``)."""
+
+    @property
+    def image_id(self) -> int: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def folder(self) -> str | None: ...
+    @property
+    def caption(self) -> str | None: ...
+    @property
+    def ocr(self) -> str | None: ...
+
+
 _ROWS_BY_ID = sa.select(*_ROW).where(
     image_keywords.c.image_id.in_(sa.bindparam("ids", expanding=True))
 )
 
 
-def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> dict[int, Any]:
+def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> dict[int, KeywordRow]:
     fts = sa.table("image_keywords_fts")
-    rows: dict[int, Any] = {}
+    rows: dict[int, KeywordRow] = {}
 
     def ask(match: str, cap: int = UNRANKED_CAP, ranked: bool = False, n: int = limit) -> None:
         # Unranked first: a word in at most ``cap`` images is read whole (no bm25 over its
@@ -254,15 +272,15 @@ def _sqlite_candidates(session: Session, words: Sequence[str], limit: int) -> di
 
 def _postgres_candidates(
     session: Session, words: Sequence[str], limit: int, trigram: bool
-) -> dict[int, Any]:
+) -> dict[int, KeywordRow]:
     """One statement per kind of match, each answered by its own GIN index (an OR of them
     makes the planner misjudge the trigram operators' cost and read the whole table)."""
     k = image_keywords
     doc: Any = sa.literal_column("image_keywords.doc")
     text: Any = sa.literal_column("image_keywords.words")
-    rows: dict[int, Any] = {}
+    rows: dict[int, KeywordRow] = {}
 
-    def ask(cond: Any, order: Any = None) -> None:
+    def ask(cond: sa.ColumnElement[bool], order: sa.ColumnElement[float] | None = None) -> None:
         # unranked first, as on SQLite: ts_rank over every match only for a common word
         stmt = sa.select(*_ROW).where(cond)
         found = session.execute(stmt.limit(UNRANKED_CAP + 1)).all()
@@ -292,7 +310,9 @@ def _postgres_candidates(
     return rows
 
 
-def _ready(session: Session, ids: Sequence[int], where: Sequence[Any]) -> set[int]:
+def _ready(
+    session: Session, ids: Sequence[int], where: Sequence[sa.ColumnElement[bool]]
+) -> set[int]:
     """Which of these images are ready and pass the search filters (by primary key)."""
     from clipsearch.indexer.catalog import Image
 
@@ -372,13 +392,13 @@ def _bigrams(word: str) -> frozenset[str]:
     return frozenset(word[i : i + 2] for i in range(len(word) - 1))
 
 
-def _in_row(word: str, row: Any) -> bool:
+def _in_row(word: str, row: KeywordRow) -> bool:
     return any(
         word in (getattr(row, c) or "").lower() for c in ("name", "folder", "caption", "ocr")
     )
 
 
-def _may_match(words: Sequence[str], row: Any) -> bool:
+def _may_match(words: Sequence[str], row: KeywordRow) -> bool:
     """False only when no query word can match the row (then :func:`score_row` would find
     nothing): every kind of match but a typo has the word inside the row's lower-cased text,
     and a typo keeps at least ``need`` of the word's letter pairs (the q-gram lemma in
@@ -396,7 +416,7 @@ def _may_match(words: Sequence[str], row: Any) -> bool:
     return False
 
 
-def score_row(words: Sequence[str], row: Any) -> KeywordHit | None:
+def score_row(words: Sequence[str], row: KeywordRow) -> KeywordHit | None:
     """Score one candidate row (the module docstring's rule); None when nothing matches."""
     if not _may_match(words, row):
         return None
@@ -435,7 +455,7 @@ def keyword_search(
     session: Session,
     query: str,
     limit: int = 100,
-    where: Sequence[Any] = (),
+    where: Sequence[sa.ColumnElement[bool]] = (),
 ) -> list[KeywordHit]:
     """The ready images whose words match ``query`` best, best first (module docstring).
     ``where``: extra conditions on ``Image`` (the search filters), applied to the candidates
