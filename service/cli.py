@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,13 +298,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _why(hit: dict[str, Any]) -> str:
+def _why(hit: Mapping[str, object]) -> str:
     """Why a hit matched, for the search listing: "text: receipt, filename" (semantic alone
     says nothing new)."""
-    match = [m for m in (hit.get("match") or ()) if m != "semantic"]
+    matched, found = hit.get("match") or (), hit.get("words") or ()
+    match = (
+        [str(m) for m in matched if m != "semantic"] if isinstance(matched, list | tuple) else []
+    )
     if not match:
         return ""
-    words = ", ".join(hit.get("words") or ())
+    words = ", ".join(str(w) for w in found) if isinstance(found, list | tuple) else ""
     return " + ".join(match) + (f": {words}" if words else "")
 
 

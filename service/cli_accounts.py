@@ -16,14 +16,15 @@ import getpass
 import os
 import sys
 from dataclasses import asdict
-from typing import Any
+
+from sqlalchemy.engine import Engine
 
 from clipsearch.indexer import audit, sharing
 from clipsearch.indexer.accounts import ROLES, SCOPES, Accounts
 from clipsearch.indexer.errors import IndexerError
 
 
-def _engine(args: argparse.Namespace) -> Any:
+def _engine(args: argparse.Namespace) -> Engine:
     from clipsearch.indexer.catalog import init_db
 
     from .cli_common import cli_settings
@@ -210,7 +211,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``users``, ``keys``, ``share`` and ``audit`` to the ``clipsearch`` sub-commands."""
     from .cli_common import common_flags
 

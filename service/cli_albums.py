@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING
 
 from clipsearch.indexer import albums as domain
 from clipsearch.indexer.errors import IndexerError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from clipsearch.indexer.library import Library
 
 ACTIONS = (
     "list", "create", "show", "add", "remove", "pin", "exclude", "export", "delete", "refresh",
@@ -47,7 +53,7 @@ def _query(args: argparse.Namespace) -> domain.SavedQuery | None:
     )
 
 
-def _line(a: Any) -> str:
+def _line(a: domain.AlbumInfo) -> str:
     kind = "smart" if a.kind == "smart" else "hand-picked"
     state = "" if a.kind == "manual" or a.computed_at else ", not computed yet"
     parts = [f"{n} {what}" for n, what in ((a.pinned, "pinned"), (a.excluded, "excluded")) if n]
@@ -122,7 +128,9 @@ def cmd_albums(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
 
 
-def _export(lib: Any, session: Any, args: argparse.Namespace, show: Any) -> int:
+def _export(
+    lib: Library, session: Session, args: argparse.Namespace, show: Callable[[str], str]
+) -> int:
     from .cli_common import CLIError
 
     if (args.zip is None) == (args.links is None):
@@ -145,7 +153,7 @@ def _export(lib: Any, session: Any, args: argparse.Namespace, show: Any) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``albums`` to the ``clipsearch`` sub-commands."""
     from .cli_common import common_flags, wait_flags
 

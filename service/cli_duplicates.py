@@ -4,7 +4,6 @@ how "the same picture" was decided for this library (indexer.duplicate_threshold
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from .cli_common import (
     catalog_path,
@@ -64,7 +63,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `clipsearch duplicates` to the command line's subcommands."""
     p = sub.add_parser(
         "duplicates",

@@ -11,7 +11,6 @@ repository's root): ``alembic -x url=postgresql+psycopg://... upgrade head``.
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from .cli_common import cli_settings, common_flags, print_json
 
@@ -47,7 +46,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 1 if args.check and due else 0
 
 
-def register(sub: Any) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "migrate",
         help="upgrade the catalog's schema to this release's (the one migration step)",

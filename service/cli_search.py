@@ -18,11 +18,25 @@ import os
 import sys
 import urllib.parse
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
+
+if TYPE_CHECKING:
+    from clipsearch.indexer.library import Library
+    from clipsearch.model.base import EmbeddingModel
+
+    from .settings import Settings
 
 LANG_HINT = "`clipsearch search --lang list` prints the codes the library's model takes"
 HIT_FIELDS: tuple[str, ...] = ("id", "score", "relevance", "path", "width", "height", "format")
 HIT_FIELDS += ("taken_at", "match", "words")
+
+
+class TermBody(TypedDict, total=False):
+    """One term as POST /api/search takes it (indexer.search_terms.Term's fields)."""
+
+    text: str
+    image_id: int
+    weight: float
 
 
 class SearchError(ValueError):
@@ -48,11 +62,11 @@ class Page:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _terms(args: argparse.Namespace) -> tuple[str | None, list[str], list[dict[str, Any]]]:
+def _terms(args: argparse.Namespace) -> tuple[str | None, list[str], list[TermBody]]:
     """(text, negative texts, terms) of the flags, as POST /api/search takes them."""
     text = (args.text or "").strip() or None
     negative = [" ".join(n.split()) for n in args.not_ or [] if n.strip()]
-    terms: list[dict[str, Any]] = [{"image_id": int(i), "weight": 1.0} for i in args.like or []]
+    terms: list[TermBody] = [{"image_id": int(i), "weight": 1.0} for i in args.like or []]
     terms += [{"image_id": int(i), "weight": -1.0} for i in args.unlike or []]
     if text is None and negative:
         from clipsearch.indexer.search_terms import DEFAULT_NEGATIVE_WEIGHT
@@ -126,7 +140,7 @@ def ask_server(url: str, args: argparse.Namespace, timeout: float = 30.0) -> Pag
 # --- on its own ------------------------------------------------------------------------------
 
 
-def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
+def search_local(lib: Library, settings: Settings, args: argparse.Namespace) -> Page:
     """The page, searched in this process with the domain's search and the server's defaults."""
     from clipsearch.indexer.search_service import SearchQuery, SearchService
     from clipsearch.indexer.search_terms import Term, plan_query
@@ -140,20 +154,20 @@ def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
         negative,
         None,
         [Term(**t) for t in raw_terms],
-        max_chars=settings.max_query_chars,
-        max_negative=settings.max_negative_terms,
+        max_chars=settings.limits.max_query_chars,
+        max_negative=settings.limits.max_negative_terms,
     )
     service = SearchService(
         lib,
-        default_min_relevance=settings.gallery_min_relevance,
-        max_k=settings.search_k_max,
-        max_offset=settings.search_offset_max,
+        default_min_relevance=settings.limits.gallery_min_relevance,
+        max_k=settings.limits.search_k_max,
+        max_offset=settings.limits.search_offset_max,
     )
     service.check_page(args.k, args.offset)
     vectors: Any = []
     if plan.texts:
         language = query_language(lib.model, getattr(args, "lang", None))
-        embed = query_embedder(lib.model, settings.query_precision)
+        embed = query_embedder(lib.model, settings.search.query_precision)
         texts = [t for t, _ in plan.texts]
         vectors = embed(texts) if language is None else embed(texts, language=language)  # type: ignore[call-arg]
     images = [lib.image_vector(i) for i, _ in plan.images]  # NotFound: "image 17 does not exist"
@@ -189,7 +203,7 @@ def search_local(lib: Any, settings: Any, args: argparse.Namespace) -> Page:
     )
 
 
-def query_language(model: Any, lang: str | None) -> str | None:
+def query_language(model: EmbeddingModel, lang: str | None) -> str | None:
     """The code to read the query texts as (None: the model's default); a ``--lang`` the model
     cannot take: a SearchError (an unknown code) or a warning (a model without language codes,
     as the API does: the search runs, read as the model reads every text)."""
@@ -209,7 +223,7 @@ def query_language(model: Any, lang: str | None) -> str | None:
     return resolved.language
 
 
-def print_languages(model: Any) -> int:
+def print_languages(model: EmbeddingModel) -> int:
     """``clipsearch search --lang list``: the model's query languages, default first."""
     from .query import query_languages
 

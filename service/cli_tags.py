@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
-from typing import Any
 
 from clipsearch.indexer import tags as domain
 from clipsearch.indexer.errors import IndexerError
 from clipsearch.indexer.tag_vocabulary import DEFAULT_TEMPLATES, TEMPLATE_SETS
 
 
-def _threshold(t: Any) -> str:
+def _threshold(t: domain.TagInfo) -> str:
     if t.threshold is None:
         return "not run yet" if t.precision is None else "assigns nothing"
     return f"cosine >= {t.threshold:.3f}, precision ~{t.precision:.2f}"
@@ -93,7 +92,7 @@ def cmd_tags(args: argparse.Namespace) -> int:
     return follow_job(args, settings, lib, job)
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``tags`` to the ``clipsearch`` sub-commands."""
     from .cli_common import common_flags, wait_flags
 
