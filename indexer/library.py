@@ -480,8 +480,10 @@ class Library:
     def trash_dir(self) -> Path:
         return self.ctx.trash_dir
 
-    def list_removed(self, limit: int = 50, before: int | None = None) -> list[RemovedInfo]:
-        return self.removals.list_removed(limit, before)
+    def list_removed(
+        self, limit: int = 50, before: int | None = None, within: tuple[str, ...] | None = None
+    ) -> list[RemovedInfo]:
+        return self.removals.list_removed(limit, before, within)
 
     def get_removed(self, removed_id: int) -> RemovedInfo:
         return self.removals.get_removed(removed_id)

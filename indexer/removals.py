@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from . import catalog, file_moves, safe_files
 from .context import MAX_LIST, MAX_ROW_ID, CatalogContext, as_id
 from .errors import Conflict, IndexerError, NotFound
+from .filtering import within_condition
 from .images import ImageService
 from .job_queue import JobService
 from .serving import IndexService
@@ -100,9 +101,12 @@ class RemovalService:
         )
         return info
 
-    def list_removed(self, limit: int = 50, before: int | None = None) -> list[RemovedInfo]:
+    def list_removed(
+        self, limit: int = 50, before: int | None = None, within: tuple[str, ...] | None = None
+    ) -> list[RemovedInfo]:
         """Removed images, the most recently removed first; page with ``before`` (the last id of
-        the previous page): a range read on the key."""
+        the previous page): a range read on the key. ``within``: only those that were under
+        these folders (a viewer's, indexer.sharing)."""
         limit, _ = check_page(limit, 0, MAX_LIST)
         if before is None:
             before = MAX_ROW_ID
@@ -114,6 +118,8 @@ class RemovalService:
             .order_by(catalog.RemovedImage.id.desc())
             .limit(limit)
         )
+        if within is not None:
+            stmt = stmt.where(within_condition(within, catalog.RemovedImage.folder))
         with self.ctx.session() as session:
             return [catalog.removed_info(r) for r in session.scalars(stmt)]
 

@@ -175,3 +175,15 @@ def image_visible(engine: Engine, image_id: int, seen: Visibility) -> bool:
                 )
             ).scalar()
     return folder is None or seen.allows_folder(str(folder))
+
+
+def removal_visible(engine: Engine, removed_id: int, seen: Visibility) -> bool:
+    """Whether the removal ``removed_id`` was of a picture under a folder ``seen`` allows.
+    Unknown ids are 'visible' (the route answers its own 404)."""
+    if seen.everything:
+        return True
+    with engine.connect() as conn:
+        folder = conn.execute(
+            sa.select(catalog.RemovedImage.folder).where(catalog.RemovedImage.id == removed_id)
+        ).scalar()
+    return folder is None or seen.allows_folder(str(folder))

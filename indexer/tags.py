@@ -17,6 +17,7 @@ stay deleted. The job that assigns tags, and the hook that tags newly embedded p
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from . import catalog
 from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
 from .celery_app import TASK_TAGS
 from .errors import Conflict, IndexerError, NotFound
+from .sharing import EVERYTHING, Visibility, folder_condition
 from .tag_vocabulary import DEFAULT_TEMPLATES, STARTER_VOCABULARY, TagSpec, check_spec
 
 log = logging.getLogger(__name__)
@@ -218,11 +220,36 @@ def _info(session: Session, row: Tag, model_id: int | None) -> TagInfo:
     )
 
 
-def list_tags(session: Session) -> list[TagInfo]:
-    """Every tag by name (the starter vocabulary seeded on first use)."""
+def list_tags(session: Session, seen: Visibility = EVERYTHING) -> list[TagInfo]:
+    """Every tag by name (the starter vocabulary seeded on first use); for a viewer of some
+    folders (indexer.sharing), ``assigned`` counts only the pictures under them."""
     ensure_vocabulary(session)
     model_id = library_model_id(session)
-    return [_info(session, r, model_id) for r in session.scalars(sa.select(Tag).order_by(Tag.name))]
+    found = [
+        _info(session, r, model_id) for r in session.scalars(sa.select(Tag).order_by(Tag.name))
+    ]
+    return _seen_counts(session, found, seen)
+
+
+def _seen_counts(session: Session, tags: list[TagInfo], seen: Visibility) -> list[TagInfo]:
+    """``tags`` with ``assigned`` counted over the ready pictures ``seen`` allows (one grouped
+    count in the catalog); unchanged for those who see everything."""
+    cond = folder_condition(seen)
+    if cond is None or not tags:
+        return tags
+    stmt = (
+        sa.select(TagAssignment.tag_id, sa.func.count())
+        .join(Image, Image.id == TagAssignment.image_id)
+        .where(
+            TagAssignment.tag_id.in_([t.id for t in tags]),
+            TagAssignment.state != "rejected",
+            Image.state == "ready",
+            cond,
+        )
+        .group_by(TagAssignment.tag_id)
+    )
+    counts = {int(t): int(n) for t, n in session.execute(stmt)}
+    return [dataclasses.replace(t, assigned=counts.get(t.id, 0)) for t in tags]
 
 
 def find_tag(session: Session, tag: int | str) -> Tag:
@@ -239,8 +266,9 @@ def find_tag(session: Session, tag: int | str) -> Tag:
     return row
 
 
-def get_tag(session: Session, tag: int | str) -> TagInfo:
-    return _info(session, find_tag(session, tag), library_model_id(session))
+def get_tag(session: Session, tag: int | str, seen: Visibility = EVERYTHING) -> TagInfo:
+    info = _info(session, find_tag(session, tag), library_model_id(session))
+    return _seen_counts(session, [info], seen)[0]
 
 
 def create_tag(
@@ -384,16 +412,24 @@ def image_tags(session: Session, image_id: int, rejected: bool = True) -> list[I
 
 
 def images_page(
-    session: Session, tag: int | str, after: int | None = None, limit: int = 50
+    session: Session,
+    tag: int | str,
+    after: int | None = None,
+    limit: int = 50,
+    seen: Visibility = EVERYTHING,
 ) -> tuple[list[TaggedImage], int | None]:
     """A page of a tag's pictures in id order after ``after`` (rejected ones left out): a range
-    read on ``(tag_id, image_id)`` joined to the pictures by key."""
+    read on ``(tag_id, image_id)`` joined to the pictures by key; only those under the folders
+    ``seen`` allows (a viewer's, indexer.sharing)."""
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise IndexerError(f"limit must be between 1 and {MAX_PAGE}, got {limit!r}")
     if after is not None and (isinstance(after, bool) or not isinstance(after, int) or after < 0):
         raise IndexerError(f"after must be an image id (next_after), got {after!r}")
     row = find_tag(session, tag)
     stmt = tag_page_statement(int(row.id), after, limit)
+    cond = folder_condition(seen)
+    if cond is not None:
+        stmt = stmt.where(cond)
     rows = list(session.execute(stmt))
     items = [TaggedImage(catalog.image_info(img), score, state) for img, score, state in rows]
     next_after = int(rows[-1][0].id) if len(rows) == limit else None

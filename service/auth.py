@@ -47,7 +47,13 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from starlette.concurrency import run_in_threadpool
 
 from clipsearch.indexer.accounts import KEY_PREFIX, Accounts, Principal, role_at_least
-from clipsearch.indexer.sharing import EVERYTHING, Visibility, image_visible, visibility
+from clipsearch.indexer.sharing import (
+    EVERYTHING,
+    Visibility,
+    image_visible,
+    removal_visible,
+    visibility,
+)
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -431,6 +437,18 @@ def visibility_of(request: Request, who: Principal) -> Visibility:
     return visibility(accounts.engine, who)
 
 
+async def caller_visibility(request: Request) -> Visibility | None:
+    """What this request's caller may see of the library, for routes open to all (health):
+    None for a caller without credentials (unless CLIPSEARCH_PUBLIC_READ opens the library to
+    them), a viewer's folders, or everything (catalog reads in the thread pool)."""
+    who = await resolve_principal(request) or _public(request)
+    if who is None:
+        return None
+    if role_at_least(who.role, "editor") or who.user_id is None:
+        return EVERYTHING
+    return await run_in_threadpool(visibility_of, request, who)
+
+
 async def require_visible_image(
     request: Request, who: ViewerDep, id: Annotated[int, Path(ge=1, le=2**63 - 1)]
 ) -> None:
@@ -455,21 +473,24 @@ async def check_visible_ids(request: Request, ids: list[int]) -> None:
             )
 
 
-async def require_whole_library(request: Request, who: ViewerDep) -> None:
-    """Routes that span the whole library (tags and albums with their counts, duplicates, the
-    removed pictures): refused to a viewer who sees only some folders (403 naming why) until
-    their queries are narrowed to those folders."""
-    if not SEEN.get().everything:
+async def require_visible_removal(
+    request: Request, who: ViewerDep, id: Annotated[int, Path(ge=1, le=2**63 - 1)]
+) -> None:
+    """A removal's routes: a viewer gets 404 for a picture removed from outside the folders
+    shared with them (the words of an unknown removal)."""
+    seen = SEEN.get()
+    accounts = accounts_of(request)
+    if seen.everything or accounts is None:
+        return
+    if not await run_in_threadpool(removal_visible, accounts.engine, id, seen):
         raise HTTPException(
-            status.HTTP_403_FORBIDDEN,
-            detail="this view spans the whole library (tags, albums, duplicates, removed "
-            "pictures), and you see only the folders shared with you: search and browse those "
-            "instead, or ask an admin to share more",
+            status.HTTP_404_NOT_FOUND,
+            detail=f"removed image {id} does not exist (it may have been restored)",
         )
 
 
 VisibleImage = Depends(require_visible_image)
-WholeLibrary = Depends(require_whole_library)
+VisibleRemoval = Depends(require_visible_removal)
 
 
 def audited(action: str) -> Any:

@@ -471,8 +471,8 @@ class ImageCounts(BaseModel):
 class IndexOut(BaseModel):
     version: int | None = None
     kind: str | None = None
-    size: int = 0
-    delta: int = 0
+    size: int | None = Field(default=0, description="vectors in the index files (null: not shown)")
+    delta: int | None = Field(default=0, description="vectors served beside them (null: not shown)")
     store: str | None = Field(default=None, description="faiss (embedded) or milvus")
     entities: int | None = Field(default=None, description="vectors the store holds")
     catalog_vectors: int | None = Field(
@@ -515,7 +515,10 @@ class HealthOut(BaseModel):
     )
     model: str | None
     device: str | None
-    images: ImageCounts
+    images: ImageCounts | None = Field(
+        description="The pictures by state: the library's, a viewer's folders' only, none "
+        "(null) without credentials. The index's counts are shown to those who see everything."
+    )
     index: IndexOut
     gallery_min_relevance: float | None = Field(
         default=None,

@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from clipsearch.indexer import album_views as views
 from clipsearch.indexer import albums as domain
 
-from ..auth import ReadAccess, WholeLibrary, require_token
+from ..auth import SEEN, ReadAccess, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
@@ -132,12 +133,13 @@ def _saved(body: QueryIn) -> domain.SavedQuery:
 
 @router.get(
     "/api/albums", operation_id="list_albums", response_model=list[AlbumOut],
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )  # fmt: skip
 def list_albums(library: LibraryDep) -> list[AlbumOut]:
-    """Every album by name, with how many pictures each shows."""
+    """Every album by name, with how many pictures each shows (a viewer: the albums showing
+    pictures under the folders shared with them, counted over those)."""
     with _sessions(library)() as session:
-        return [album_out(a) for a in domain.list_albums(session)]
+        return [album_out(a) for a in views.list_albums(session, SEEN.get())]
 
 
 @router.post(
@@ -161,11 +163,11 @@ def refresh_albums(library: LibraryDep) -> JobOut:
 
 @router.get(
     "/api/albums/{album}", operation_id="get_album", response_model=AlbumOut,
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )  # fmt: skip
 def get_album(library: LibraryDep, album: AlbumKey) -> AlbumOut:
     with _sessions(library)() as session:
-        return album_out(domain.get_album(session, album))
+        return album_out(views.get_album(session, album, SEEN.get()))
 
 
 @router.patch(
@@ -191,7 +193,7 @@ def delete_album(library: LibraryDep, album: AlbumKey) -> AlbumOut:
 
 @router.get(
     "/api/albums/{album}/images", operation_id="list_album_images", response_model=AlbumPage,
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )  # fmt: skip
 def list_album_images(
     request: Request,
@@ -204,9 +206,10 @@ def list_album_images(
     excluded: Annotated[bool, Query(description="The pictures taken out instead.")] = False,
 ) -> AlbumPage:
     """An album's pictures in id order (excluded ones never, unless asked for)."""
+    seen = SEEN.get()
     with _sessions(library)() as session:
-        info = domain.get_album(session, album)
-        items, next_after = domain.members_page(session, info.id, after, limit, excluded)
+        info = views.get_album(session, album, seen)
+        items, next_after = views.members_page(session, info.id, after, limit, excluded, seen)
     return AlbumPage(
         album=album_out(info),
         items=[
@@ -230,13 +233,13 @@ def change_album_images(library: LibraryDep, album: AlbumKey, body: MembersIn) -
 
 @router.get(
     "/api/albums/{album}/export.zip", operation_id="export_album_zip",
-    response_class=StreamingResponse, dependencies=[ReadAccess, WholeLibrary],
+    response_class=StreamingResponse, dependencies=[ReadAccess],
     responses={200: {"content": {"application/zip": {}}, "description": "The album's files."}},
 )  # fmt: skip
 def export_album_zip(library: LibraryDep, album: AlbumKey) -> StreamingResponse:
     """The album's original files as a zip, streamed (at most 10,000 pictures)."""
     with _sessions(library)() as session:
-        info, images = domain.export_rows(session, album)
+        info, images = views.export_rows(session, album, SEEN.get())
     name = "".join(c if c.isascii() and c.isalnum() else "_" for c in info.name)[:64] or "album"
     return StreamingResponse(
         domain.zip_chunks(library, images),

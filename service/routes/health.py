@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from starlette.concurrency import run_in_threadpool
 
 from clipsearch.indexer.facade import LibraryFacade
 from clipsearch.indexer.stats import IndexStats
+from clipsearch.indexer.types import SearchFilters
 
-from ..auth import PrivateReadAccess, resolve_principal
+from ..auth import AdminAccess, caller_visibility, resolve_principal
 from ..deps import ServiceState, StateDep
 from ..schemas import HealthOut, HealthProblem, ImageCounts, IndexOut, OcrOut
 from .common import ERRORS
@@ -57,8 +59,11 @@ def _as_utc(value: Any) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
 
 
-def stalled_jobs(library: LibraryFacade, stall_s: float) -> list[HealthProblem]:
-    """Queued or running jobs without progress (nor heartbeat) for ``stall_s`` seconds."""
+def stalled_jobs(
+    library: LibraryFacade, stall_s: float, detail: bool = True
+) -> list[HealthProblem]:
+    """Queued or running jobs without progress (nor heartbeat) for ``stall_s`` seconds (with
+    ``detail``, each job's own message, which may name folders)."""
     now = datetime.now(timezone.utc)
     problems = []
     for job in library.list_jobs(limit=50):
@@ -90,7 +95,7 @@ def stalled_jobs(library: LibraryFacade, stall_s: float) -> list[HealthProblem]:
                 part="ingestion" if job.kind in ("ingest", "reindex", "ocr") else "jobs",
                 message=f"{job.kind} job {job.id} stalled since {last:%Y-%m-%d %H:%M:%S} UTC: "
                 f"{waiting}"
-                + (f" ({job.message})" if job.message else "")
+                + (f" ({job.message})" if job.message and detail else "")
                 + "; a worker takes it over after CLIPSEARCH_STALE_AFTER_S without progress",
                 since=last,
             )
@@ -98,7 +103,9 @@ def stalled_jobs(library: LibraryFacade, stall_s: float) -> list[HealthProblem]:
     return problems
 
 
-def _problems(state: ServiceState, index: IndexStats, authorised: bool) -> list[HealthProblem]:
+def _problems(
+    state: ServiceState, index: IndexStats, authorised: bool, counts: bool
+) -> list[HealthProblem]:
     settings = state.settings
     problems = []
     if state.model_error:
@@ -129,8 +136,9 @@ def _problems(state: ServiceState, index: IndexStats, authorised: bool) -> list[
         problems.append(
             HealthProblem(
                 part="index",
-                message=f"{index.missing} of the catalog's vectors are missing from "
-                "the vector store: `clipsearch reindex` rebuilds it from the catalog",
+                message=(f"{index.missing} of " if counts else "some of ")
+                + "the catalog's vectors are missing from the vector store: `clipsearch "
+                "reindex` rebuilds it from the catalog",
             )
         )
     data_dir = Path(settings.catalog.data_dir).expanduser()
@@ -138,7 +146,7 @@ def _problems(state: ServiceState, index: IndexStats, authorised: bool) -> list[
     disk = disk_problem(data_dir, settings.server.disk_free_min_mb, shown)
     if disk is not None:
         problems.append(disk)
-    problems += stalled_jobs(state.library, settings.server.ingest_stall_s)
+    problems += stalled_jobs(state.library, settings.server.ingest_stall_s, counts)
     return problems
 
 
@@ -148,11 +156,22 @@ async def health(request: Request, state: StateDep) -> HealthOut:
     (``problems``, status ``degraded``); 503 when the catalog does not answer.
 
     Open to all (health checks carry no token); a model given as a path, and the data folder,
-    are shown by name only unless the caller holds the token."""
+    are shown by name only unless the caller holds the token. The library's counts are the
+    caller's: none without credentials, a viewer's folders' only (indexer.sharing), the whole
+    library's (and the index's) for editors, admins, the token and an open server."""
     stats = await run_in_threadpool(state.library.stats)
-    images, index = stats.images, stats.index
+    index = stats.index
     authorised = await resolve_principal(request) is not None
-    problems = await run_in_threadpool(_problems, state, index, authorised)
+    seen = await caller_visibility(request)
+    everything = seen is not None and seen.everything
+    images = None
+    if seen is not None:
+        images = (
+            ImageCounts(**asdict(stats.images))
+            if seen.everything
+            else await run_in_threadpool(_counts_under, state.library, seen.folders)
+        )
+    problems = await run_in_threadpool(_problems, state, index, authorised, everything)
     status = "ok" if state.model_name is not None or state.model_error else "starting"
     if problems:
         status = "degraded"
@@ -166,18 +185,16 @@ async def health(request: Request, state: StateDep) -> HealthOut:
             str(stats.model or state.model_name or state.settings.models.spec), authorised
         ),
         device=state.model_device or state.settings.models.device,
-        images=ImageCounts(
-            total=images.total, ready=images.ready, failed=images.failed, pending=images.pending
-        ),
+        images=images,
         index=IndexOut(
             version=index.version,
             kind=index.kind,
-            size=index.size,
-            delta=index.delta,
+            size=index.size if everything else None,
+            delta=index.delta if everything else None,
             store=index.store,
-            entities=index.entities,
-            catalog_vectors=index.catalog_vectors,
-            missing=index.missing,
+            entities=index.entities if everything else None,
+            catalog_vectors=index.catalog_vectors if everything else None,
+            missing=index.missing if everything else None,
             error=(
                 index.error if authorised or not index.error else "the vector store does not answer"
             ),
@@ -185,6 +202,16 @@ async def health(request: Request, state: StateDep) -> HealthOut:
         ),
         ocr=await run_in_threadpool(_ocr_status, state),
     )
+
+
+def _counts_under(library: LibraryFacade, folders: tuple[str, ...]) -> ImageCounts:
+    """The pictures under a viewer's ``folders``, by state (the browser's count of them)."""
+    within = SearchFilters(within=folders)
+    by_state = {
+        name: library.browse_images(limit=1, state=name, filters=within)[1]
+        for name in ("ready", "failed", "pending")
+    }
+    return ImageCounts(total=library.browse_images(limit=1, filters=within)[1], **by_state)
 
 
 def _ocr_status(state: ServiceState) -> OcrOut | None:
@@ -203,11 +230,10 @@ def _shown_model(model: str, authorised: bool) -> str:
     return os.path.basename(model.rstrip("/\\")) or "custom model"
 
 
-@router.get(
-    "/metrics", operation_id="metrics", include_in_schema=False, dependencies=[PrivateReadAccess]
-)
+@router.get("/metrics", operation_id="metrics", include_in_schema=False, dependencies=[AdminAccess])
 async def metrics(state: StateDep) -> Response:
-    """Prometheus metrics: they describe the server, so they need the token even when
-    CLIPSEARCH_PUBLIC_READ opens the photos (give Prometheus the token: `authorization`)."""
+    """Prometheus metrics: they describe the server and count the whole library, so they are
+    for its operators: the token or an admin's key (scope admin), even when
+    CLIPSEARCH_PUBLIC_READ opens the photos (give Prometheus the key: `authorization`)."""
     body = await run_in_threadpool(state.metrics.render)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from ..auth import ReadAccess, WholeLibrary, audited, require_token
+from ..auth import ReadAccess, VisibleRemoval, audited, require_token, visible_folders
 from ..deps import LibraryDep
 from ..files import CACHE_THUMB, serve_file
 from ..schemas import RemovedOut, RemovedPage, RestoreOut
@@ -24,7 +24,7 @@ IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Id of the removal.")]
     "",
     operation_id="list_removed",
     response_model=RemovedPage,
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )
 def list_removed(
     request: Request,
@@ -36,8 +36,9 @@ def list_removed(
     limit: Annotated[int, Query(ge=1, le=1000, description="Page size.")] = 50,
 ) -> RemovedPage:
     """Images removed from the library, the most recent first. Scans skip them (by path, and
-    by content wherever a copy appears) until they are restored."""
-    items = library.list_removed(limit=limit, before=before)
+    by content wherever a copy appears) until they are restored. A viewer sees those removed
+    from the folders shared with them."""
+    items = library.list_removed(limit=limit, before=before, within=visible_folders())
     return RemovedPage(
         items=[removed_out(request, r) for r in items],
         next_before=items[-1].id if len(items) == limit else None,
@@ -48,7 +49,7 @@ def list_removed(
     "/{id}",
     operation_id="get_removed",
     response_model=RemovedOut,
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess, VisibleRemoval],
 )
 def get_removed(request: Request, library: LibraryDep, id: IdPath) -> RemovedOut:
     """One removal."""
@@ -60,7 +61,7 @@ def get_removed(request: Request, library: LibraryDep, id: IdPath) -> RemovedOut
     operation_id="removed_thumbnail",
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}, "description": "The thumbnail bytes."}},
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess, VisibleRemoval],
 )
 def removed_thumbnail(request: Request, library: LibraryDep, id: IdPath) -> Response:
     """The thumbnail the image had (kept while it is removed)."""

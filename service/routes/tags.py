@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from clipsearch.indexer import tags as domain
 from clipsearch.indexer.tag_vocabulary import TEMPLATE_SETS
 
-from ..auth import ReadAccess, VisibleImage, WholeLibrary, require_token
+from ..auth import SEEN, ReadAccess, VisibleImage, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
@@ -120,12 +120,13 @@ def tag_out(info: Any) -> TagOut:
     "/api/tags",
     operation_id="list_tags",
     response_model=list[TagOut],
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )
 def list_tags(library: LibraryDep) -> list[TagOut]:
-    """Every tag (a starter vocabulary is seeded once; edit or delete any of it)."""
+    """Every tag (a starter vocabulary is seeded once; edit or delete any of it). A viewer's
+    counts are of the pictures under the folders shared with them."""
     with _sessions(library)() as session:
-        return [tag_out(t) for t in domain.list_tags(session)]
+        return [tag_out(t) for t in domain.list_tags(session, SEEN.get())]
 
 
 @router.post(
@@ -166,11 +167,11 @@ def run_tags(library: LibraryDep, body: RunIn | None = None) -> JobOut:
     "/api/tags/{tag}",
     operation_id="get_tag",
     response_model=TagOut,
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )
 def get_tag(library: LibraryDep, tag: TagKey) -> TagOut:
     with _sessions(library)() as session:
-        return tag_out(domain.get_tag(session, tag))
+        return tag_out(domain.get_tag(session, tag, SEEN.get()))
 
 
 @router.patch(
@@ -214,7 +215,7 @@ def delete_tag(library: LibraryDep, tag: TagKey) -> TagOut:
     "/api/tags/{tag}/images",
     operation_id="list_tag_images",
     response_model=TagImagesPage,
-    dependencies=[ReadAccess, WholeLibrary],
+    dependencies=[ReadAccess],
 )
 def list_tag_images(
     request: Request,
@@ -225,10 +226,12 @@ def list_tag_images(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=domain.MAX_PAGE)] = 50,
 ) -> TagImagesPage:
-    """The pictures with a tag, in id order (rejected ones never)."""
+    """The pictures with a tag, in id order (rejected ones never; a viewer's: those under the
+    folders shared with them)."""
+    seen = SEEN.get()
     with _sessions(library)() as session:
-        info = domain.get_tag(session, tag)
-        items, next_after = domain.images_page(session, info.id, after, limit)
+        info = domain.get_tag(session, tag, seen)
+        items, next_after = domain.images_page(session, info.id, after, limit, seen)
     return TagImagesPage(
         tag=tag_out(info),
         items=[

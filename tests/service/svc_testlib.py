@@ -145,7 +145,7 @@ class FakeLibrary:
     def image_text(self, image_id: int):
         return self.get_image(image_id)
 
-    def list_removed(self, limit: int = 50, before=None):
+    def list_removed(self, limit: int = 50, before=None, within=None):
         return []
 
     def get_removed(self, removed_id: int):

@@ -21,10 +21,9 @@ from accounts_testlib import Served, add_user, served_library, sign_in
 
 from clipsearch.indexer.accounts import user_sessions
 
-# who may call each route: "public", "viewer", "editor", "admin"; "whole": a viewer who sees the
-# whole library (views spanning it: tags, albums, duplicates, removed), refused with 403 to a
-# viewer of some folders, as the viewer here is (a folder shared with everyone), and to editors
-# and admins open
+# who may call each route: "public", "viewer", "editor", "admin" (a viewer's answers on the views
+# spanning the library, tags, albums, duplicates and removed, are narrowed to their folders:
+# tests/service/test_accounts_sharing.py)
 ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/search"): "viewer",
     ("POST", "/api/search"): "viewer",
@@ -39,30 +38,30 @@ ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/images/{id}/preview"): "viewer",
     ("DELETE", "/api/images/{id}"): "editor",
     ("POST", "/api/images/{id}/restore"): "editor",
-    ("GET", "/api/removed"): "whole",
-    ("GET", "/api/removed/{id}"): "whole",
-    ("GET", "/api/removed/{id}/thumbnail"): "whole",
+    ("GET", "/api/removed"): "viewer",
+    ("GET", "/api/removed/{id}"): "viewer",
+    ("GET", "/api/removed/{id}/thumbnail"): "viewer",
     ("POST", "/api/removed/{id}/restore"): "editor",
-    ("GET", "/api/duplicates"): "whole",
+    ("GET", "/api/duplicates"): "viewer",
     ("POST", "/api/duplicates/scan"): "editor",
-    ("GET", "/api/tags"): "whole",
+    ("GET", "/api/tags"): "viewer",
     ("POST", "/api/tags"): "editor",
     ("POST", "/api/tags/run"): "editor",
-    ("GET", "/api/tags/{tag}"): "whole",
+    ("GET", "/api/tags/{tag}"): "viewer",
     ("PATCH", "/api/tags/{tag}"): "editor",
     ("DELETE", "/api/tags/{tag}"): "editor",
-    ("GET", "/api/tags/{tag}/images"): "whole",
+    ("GET", "/api/tags/{tag}/images"): "viewer",
     ("PUT", "/api/tags/{tag}/images/{id}"): "editor",
     ("GET", "/api/images/{id}/tags"): "viewer",
-    ("GET", "/api/albums"): "whole",
+    ("GET", "/api/albums"): "viewer",
     ("POST", "/api/albums"): "editor",
     ("POST", "/api/albums/refresh"): "editor",
-    ("GET", "/api/albums/{album}"): "whole",
+    ("GET", "/api/albums/{album}"): "viewer",
     ("PATCH", "/api/albums/{album}"): "editor",
     ("DELETE", "/api/albums/{album}"): "editor",
-    ("GET", "/api/albums/{album}/images"): "whole",
+    ("GET", "/api/albums/{album}/images"): "viewer",
     ("POST", "/api/albums/{album}/images"): "editor",
-    ("GET", "/api/albums/{album}/export.zip"): "whole",
+    ("GET", "/api/albums/{album}/export.zip"): "viewer",
     ("POST", "/api/albums/{album}/export"): "editor",
     ("GET", "/api/folders"): "editor",
     ("GET", "/api/folders/allowed"): "editor",
@@ -77,7 +76,7 @@ ROLE: dict[tuple[str, str], str] = {
     ("GET", "/api/images/{id}/text"): "viewer",
     ("POST", "/api/ocr"): "editor",
     ("GET", "/api/health"): "public",
-    ("GET", "/metrics"): "editor",
+    ("GET", "/metrics"): "admin",
     ("GET", "/api/health/live"): "public",
     ("GET", "/api/health/ready"): "public",
     ("GET", "/api/session"): "public",
@@ -104,7 +103,7 @@ ROLE: dict[tuple[str, str], str] = {
     ("GET", "/docs/oauth2-redirect"): "public",
     ("GET", "/openapi.json"): "public",
 }
-RANK = {"viewer": 0, "whole": 1, "editor": 1, "admin": 2}
+RANK = {"viewer": 0, "editor": 1, "admin": 2}
 # made-up path values: the allowed callers get the route's own 404, never a change
 PARAMS = {"id": "987654321", "tag": "no-such-tag", "album": "987654321", "name": "nobody"}
 PARAMS |= {"key_id": "987654", "session_id": "0" * 64}

@@ -6,8 +6,10 @@ stay full and their counts true; what spans the whole library is refused to them
 
 from __future__ import annotations
 
+import io
 import os
 import uuid
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from accounts_testlib import Served, add_user, served_library, sign_in
+
+from clipsearch.indexer.duplicates import DuplicateGroup, DuplicateMember
 
 MISSING = "image {} is not in the catalog (it may have been deleted)"  # as for any unknown id
 WORDS = {"alpha": ("red", "green"), "beta": ("blue", "yellow")}  # accounts_testlib's names
@@ -167,13 +171,101 @@ def test_a_viewer_without_shares_sees_nothing_and_an_editor_sees_all(
     assert sorted(_searched(world["eve"], k=10)) == everything
 
 
-@pytest.mark.parametrize("path", ["/api/tags", "/api/albums", "/api/duplicates", "/api/removed"])
-def test_views_of_the_whole_library_are_refused_to_a_viewer_of_some_folders(
-    world: dict[str, Any], path: str
-) -> None:
-    r = world["ann"].get(path)
-    assert r.status_code == 403 and "shared with you" in r.json()["detail"]
-    assert world["eve"].get(path).status_code == 200
+def test_tags_count_and_list_only_the_viewers_pictures(world: dict[str, Any]) -> None:
+    ids, eve = world["ids"], world["eve"]
+    r = eve.post("/api/tags", json={"name": "mixed bag", "descriptions": ["a photo"]})
+    assert r.status_code == 201, r.text
+    for image_id in (ids["alpha"][0], *ids["beta"]):
+        r = eve.put(f"/api/tags/mixed bag/images/{image_id}", json={"state": "confirmed"})
+        assert r.status_code == 200, r.text
+    for me, mine, count in (("ann", "alpha", 1), ("bob", "beta", 2), ("eve", None, 3)):
+        client = world[me]
+        listed = {t["name"]: t for t in client.get("/api/tags").json()}
+        assert listed["mixed bag"]["assigned"] == count, me
+        assert client.get("/api/tags/mixed bag").json()["assigned"] == count, me
+        page = client.get("/api/tags/mixed bag/images", params={"limit": 1})
+        assert page.status_code == 200, page.text
+        shown = [i["image"]["id"] for i in page.json()["items"]]
+        if mine is not None:  # a full page of their own, then the next: nothing of the other's
+            assert shown == [min(set(ids[mine]) & {ids["alpha"][0], *ids["beta"]})]
+            after = page.json()["next_after"]
+            rest = client.get("/api/tags/mixed bag/images", params={"after": after or 0})
+            everything = shown + [i["image"]["id"] for i in rest.json()["items"]]
+            assert set(everything) <= set(ids[mine]) and len(set(everything)) == count
+    assert world["nell"].get("/api/tags/mixed bag").json()["assigned"] == 0
+
+
+def test_albums_show_a_viewer_only_their_pictures(world: dict[str, Any]) -> None:
+    ids, eve = world["ids"], world["eve"]
+    made = {}
+    for name, members in (
+        ("mixed", [ids["alpha"][0], *ids["beta"]]),
+        ("beta only", [ids["beta"][0]]),
+    ):
+        r = eve.post("/api/albums", json={"name": name})
+        assert r.status_code == 201, r.text
+        made[name] = r.json()["id"]
+        r = eve.post(f"/api/albums/{made[name]}/images", json={"action": "add", "ids": members})
+        assert r.status_code == 200, r.text
+    ann, bob = world["ann"], world["bob"]
+    assert {a["name"]: a["size"] for a in ann.get("/api/albums").json()} == {"mixed": 1}
+    assert {a["name"]: a["size"] for a in bob.get("/api/albums").json()} == {
+        "beta only": 1,
+        "mixed": 2,
+    }
+    assert world["nell"].get("/api/albums").json() == []
+    # an album showing them nothing is not there, by id or name, nor its pictures or files
+    for path in ("", "/images", "/export.zip"):
+        r = ann.get(f"/api/albums/{made['beta only']}{path}")
+        assert r.status_code == 404, (path, r.status_code)
+    assert ann.get("/api/albums/beta only").status_code == 404
+    page = ann.get(f"/api/albums/{made['mixed']}/images").json()
+    assert page["album"]["size"] == 1
+    assert [i["image"]["id"] for i in page["items"]] == [ids["alpha"][0]]
+    first = bob.get(f"/api/albums/{made['mixed']}/images", params={"limit": 1}).json()
+    assert [i["image"]["id"] for i in first["items"]] == [ids["beta"][0]]  # a full page
+    zipped = ann.get(f"/api/albums/{made['mixed']}/export.zip")
+    assert zipped.status_code == 200
+    assert len(zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()) == 1
+    assert eve.get(f"/api/albums/{made['mixed']}").json()["size"] == 3
+
+
+def test_duplicate_groups_show_only_the_viewers_members(world: dict[str, Any]) -> None:
+    """Groups as the duplicates job leaves them in the catalog: one of two alpha pictures and a
+    beta one, a similar-shots one of two beta pictures and an alpha one."""
+    served: Served = world["served"]
+    (a1, a2), (b1, b2) = world["ids"]["alpha"], world["ids"]["beta"]
+    groups = {("dup", a1): ("exact", (a1, a2, b1)), ("similar", b1): ("similar", (b1, b2, a1))}
+    with served.lib.Session() as session:
+        for (family, anchor), (kind, members) in groups.items():
+            session.add(
+                DuplicateGroup(
+                    family=family, anchor_id=anchor, kind=kind, size=3, min_similarity=0.99
+                )
+            )
+            for m in members:
+                session.add(
+                    DuplicateMember(
+                        family=family, image_id=m, anchor_id=anchor, reason="test", similarity=0.99
+                    )
+                )
+        session.commit()
+
+    def groups_of(me: str, kind: str) -> list[tuple[int, list[int]]]:
+        r = world[me].get("/api/duplicates", params={"kind": kind})
+        assert r.status_code == 200, r.text
+        return [
+            (g["size"], sorted(m["image"]["id"] for m in g["members"])) for g in r.json()["items"]
+        ]
+
+    assert groups_of("ann", "duplicates") == [
+        (2, [a1, a2])
+    ]  # beta's member: not shown, not counted
+    assert groups_of("bob", "duplicates") == []  # one member of theirs: no group
+    assert groups_of("bob", "similar") == [(2, [b1, b2])]
+    assert groups_of("ann", "similar") == []
+    assert groups_of("nell", "duplicates") == []
+    assert groups_of("eve", "duplicates") == [(3, sorted([a1, a2, b1]))]
 
 
 def test_a_folder_shared_with_everyone_is_seen_by_every_viewer(world: dict[str, Any]) -> None:
@@ -208,3 +300,33 @@ def test_the_vector_stores_are_asked_for_the_shared_folders_only(world: dict[str
     if ids is not None:  # None only where text does not sort byte-wise (then over-fetched)
         assert sorted(int(i) for i in ids) == world["ids"]["alpha"]
         assert none is not None and len(none) == 0
+
+
+def test_removed_pictures_are_listed_to_the_viewer_of_their_folder_only(
+    world: dict[str, Any],
+) -> None:
+    """(Last: it removes a picture of each folder.)"""
+    ids, eve = world["ids"], world["eve"]
+    removal = {}
+    for name in ("alpha", "beta"):
+        r = eve.delete(f"/api/images/{ids[name][1]}")
+        assert r.status_code == 204, r.text
+    listed = eve.get("/api/removed").json()["items"]
+    for item in listed:
+        removal["alpha" if "/alpha/" in item["path"] else "beta"] = item["id"]
+    assert len(removal) == 2
+    for me, mine, theirs in (("ann", "alpha", "beta"), ("bob", "beta", "alpha")):
+        client = world[me]
+        r = client.get("/api/removed")
+        assert r.status_code == 200, r.text
+        assert [i["id"] for i in r.json()["items"]] == [removal[mine]]
+        assert client.get(f"/api/removed/{removal[mine]}").status_code == 200
+        assert client.get(f"/api/removed/{removal[mine]}/thumbnail").status_code == 200
+        for suffix in ("", "/thumbnail"):
+            r = client.get(f"/api/removed/{removal[theirs]}{suffix}")
+            assert r.status_code == 404, (suffix, r.text)
+            unknown = client.get(f"/api/removed/987654{suffix}")
+            assert r.json()["detail"] == unknown.json()["detail"].replace(
+                "987654", str(removal[theirs])
+            )
+    assert world["nell"].get("/api/removed").json()["items"] == []
