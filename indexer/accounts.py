@@ -32,10 +32,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from limits import parse
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy.engine import Engine
 
 from .catalog import UTCDateTime
-from .errors import Conflict, IndexerError, NotFound
+from .errors import Conflict, IndexerError, NotFound, QueueUnavailable
 
 ROLES = ("viewer", "editor", "admin")
 SCOPES = ("read", "write", "admin")
@@ -617,29 +621,70 @@ class Accounts:
         return Principal(row.owner, role, "key", row.user_id)
 
 
+class SignInLimitsUnavailable(QueueUnavailable):
+    """The Redis that keeps the sign-in limits does not answer: sign-in is refused (503) rather
+    than let tries go uncounted."""
+
+
+def shared_limits_url(broker_url: str | None) -> str | None:
+    """Where the sign-in limits are kept so that every API process counts the same tries: the
+    broker's Redis when the broker is one (``redis://``, ``rediss://``); None (each process's
+    memory) otherwise."""
+    if broker_url and broker_url.split("://", 1)[0].lower() in ("redis", "rediss"):
+        return broker_url
+    return None
+
+
 class SignInGuard:
     """Failed sign-ins counted per account name and per client address (the ``limits``
-    library's moving window, in this process's memory); past either limit, sign-in is refused
-    until the window has room again, even with the right password."""
+    library's moving window); past either limit, sign-in is refused until the window has room
+    again, even with the right password. With ``redis_url`` (:func:`shared_limits_url`) the
+    counts are kept in Redis under ``<prefix>:signin``, shared by every API process
+    (``serve --workers``, replicas); without, in this process's memory."""
 
-    def __init__(self, per_account: str = "5/minute", per_address: str = "20/minute") -> None:
-        from limits import parse
-        from limits.storage import MemoryStorage
-        from limits.strategies import MovingWindowRateLimiter
-
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+    def __init__(
+        self,
+        per_account: str = "5/minute",
+        per_address: str = "20/minute",
+        redis_url: str | None = None,
+        prefix: str = "clipsearch",
+    ) -> None:
+        storage: Storage = MemoryStorage()
+        if redis_url is not None:
+            shared = storage_from_string(
+                redis_url, key_prefix=f"{prefix or 'clipsearch'}:signin", wrap_exceptions=True
+            )
+            assert isinstance(shared, Storage)  # a redis:// URL gives the blocking storage
+            storage = shared
+        self.shared = redis_url is not None
+        self._limiter = MovingWindowRateLimiter(storage)
         self._account = parse(per_account)
         self._address = parse(per_address)
+
+    @contextmanager
+    def _store(self) -> Iterator[None]:
+        try:
+            yield
+        except StorageError as exc:
+            raise SignInLimitsUnavailable(
+                "sign-in is paused: the Redis that keeps the sign-in limits (the broker) does "
+                "not answer; retry in a moment (the server log has the cause)"
+            ) from exc
 
     def retry_after(self, name: str, address: str) -> int | None:
         """Seconds to wait when either limit is spent; None when sign-in may be tried."""
         waits = []
-        for item, key in ((self._account, "n:" + name.lower()), (self._address, "a:" + address)):
-            if not self._limiter.test(item, key):
-                reset, _ = self._limiter.get_window_stats(item, key)
-                waits.append(max(1, int(reset - time.time()) + 1))
+        with self._store():
+            for item, key in (
+                (self._account, "n:" + name.lower()),
+                (self._address, "a:" + address),
+            ):
+                if not self._limiter.test(item, key):
+                    reset, _ = self._limiter.get_window_stats(item, key)
+                    waits.append(max(1, int(reset - time.time()) + 1))
         return max(waits) if waits else None
 
     def failed(self, name: str, address: str) -> None:
-        self._limiter.hit(self._account, "n:" + name.lower())
-        self._limiter.hit(self._address, "a:" + address)
+        with self._store():
+            self._limiter.hit(self._account, "n:" + name.lower())
+            self._limiter.hit(self._address, "a:" + address)

@@ -345,10 +345,15 @@ def _accounts(settings: Settings, library: LibraryFacade) -> tuple[Accounts | No
     accounts for a library without a catalog engine (a stand-in in tests)."""
     from sqlalchemy.engine import Engine
 
-    from clipsearch.indexer.accounts import Accounts, SignInGuard
+    from clipsearch.indexer.accounts import Accounts, SignInGuard, shared_limits_url
 
     server = settings.server
-    guard = SignInGuard(server.signin_limit_account, server.signin_limit_address)
+    guard = SignInGuard(
+        server.signin_limit_account,
+        server.signin_limit_address,
+        redis_url=shared_limits_url(settings.catalog.broker_url),
+        prefix=settings.catalog.queue_prefix,
+    )
     engine = getattr(library, "engine", None)
     if not isinstance(engine, Engine):
         return None, guard
