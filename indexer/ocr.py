@@ -29,9 +29,12 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from .configs import OcrConfig
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 OCR_MODES = ("auto", "on", "off")
 MIN_CONFIDENCE = 40.0  # Tesseract's per-word confidence (0..100) below which a word is dropped
@@ -47,6 +50,16 @@ class OcrError(Exception):
     """Tesseract could not be run or failed on an image (the message says why)."""
 
 
+class OcrStatusDict(TypedDict):
+    """:meth:`OcrStatus.as_dict`: the API's OCR status (service.schemas.OcrOut)."""
+
+    mode: str
+    available: bool
+    engine: str | None
+    languages: list[str]
+    error: str | None
+
+
 @dataclass(frozen=True)
 class OcrStatus:
     """What :func:`probe` found: whether OCR runs, the engine's version, or why not."""
@@ -57,7 +70,7 @@ class OcrStatus:
     languages: tuple[str, ...] = ()
     error: str | None = None  # a message a user can act on
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> OcrStatusDict:
         return {
             "mode": self.mode,
             "available": self.available,
@@ -134,7 +147,7 @@ class OcrResult:
     error: str | None = None
 
 
-def for_ocr(rgb: Any) -> Any:
+def for_ocr(rgb: PILImage) -> PILImage:
     """The image OCR reads: grey, at most MAX_SIDE px on its long side (a copy)."""
     from PIL import Image
 
@@ -148,7 +161,7 @@ def for_ocr(rgb: Any) -> Any:
     return img
 
 
-def recognise(rgb: Any, config: OcrConfig) -> OcrResult:
+def recognise(rgb: PILImage, config: OcrConfig) -> OcrResult:
     """The words Tesseract reads in a PIL image (see the module docstring)."""
     status = probe(config)
     if not status.available:
@@ -272,7 +285,7 @@ _IMAGE_DESCRIPTION = 0x010E
 _XP_TAGS = (0x9C9B, 0x9C9C, 0x9C9E, 0x9C9F)  # XPTitle, XPComment, XPKeywords, XPSubject
 
 
-def exif_caption(img: Any) -> str | None:
+def exif_caption(img: PILImage) -> str | None:
     """EXIF ImageDescription and the Windows XP title/comment/keywords/subject of an open image,
     plus an embedded XMP packet's description and keywords, when present."""
     parts: list[str] = []

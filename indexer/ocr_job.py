@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _todo_stmt(params: dict[str, Any], after: int, limit: int) -> Any:
+def _todo_stmt(
+    params: Mapping[str, object], after: int, limit: int
+) -> sa.Select[int, str, int, int, str | None]:
     k = image_keywords
     stmt = (
         sa.select(Image.id, Image.path, Image.size, Image.mtime_ns, Image.sha256)
@@ -51,7 +54,7 @@ def _todo_stmt(params: dict[str, Any], after: int, limit: int) -> Any:
     return stmt
 
 
-def count_todo(session: Session, params: dict[str, Any]) -> int:
+def count_todo(session: Session, params: Mapping[str, object]) -> int:
     stmt = _todo_stmt(params, 0, 2**31 - 1).subquery()
     return int(session.scalar(sa.select(sa.func.count()).select_from(stmt)) or 0)
 
@@ -137,9 +140,9 @@ def run_ocr(ctx: WorkerContext, job_id: int) -> int:
     return read
 
 
-def ocr_params(force: bool = False, folder: str | None = None) -> dict[str, Any]:
+def ocr_params(force: bool = False, folder: str | None = None) -> dict[str, object]:
     """The params of an OCR job (checked: a folder is an absolute path without NUL)."""
-    params: dict[str, Any] = {"force": bool(force)}
+    params: dict[str, object] = {"force": bool(force)}
     if folder:
         if not isinstance(folder, str) or "\x00" in folder or len(folder) > 4096:
             raise IndexerError("the folder must be a path without NUL characters")

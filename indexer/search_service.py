@@ -41,8 +41,8 @@ import numpy as np
 
 from .errors import Conflict
 from .hybrid import MODES
-from .keywords import query_words
-from .relevance import DEFAULT_MIN_RELEVANCE
+from .keywords import KeywordHit, query_words
+from .relevance import DEFAULT_MIN_RELEVANCE, Calibration
 from .search_terms import InvalidQuery, QueryError
 from .types import Hit, SearchFilters
 
@@ -92,7 +92,7 @@ class SearchLibrary(Protocol):
         offset: int = 0,
         min_score: float | None = None,
         filters: SearchFilters | None = None,
-        keywords: tuple[int, list[Any]] | None = None,
+        keywords: tuple[int, list[KeywordHit]] | None = None,
         relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
         min_relevance: float | None = None,
     ) -> list[Hit]: ...
@@ -125,7 +125,7 @@ class SearchQuery:
     min_score: float | None = None
     min_relevance: float | None = None
     sort: str = "relevance"
-    keywords: tuple[int, list[Any]] | None = None
+    keywords: tuple[int, list[KeywordHit]] | None = None
 
 
 @dataclass
@@ -259,22 +259,26 @@ class SearchService:
 
     def keyword_side(
         self, text: str, k: int, offset: int, filters: SearchFilters | None
-    ) -> tuple[int, list[Any]] | None:
+    ) -> tuple[int, list[KeywordHit]] | None:
         """The keyword side of a text or hybrid query's first reading, read on its own (no vector
         needed: a door reads it while the query's text is encoded); None where it failed (the
         search reads it again and reports what went wrong)."""
-        get = getattr(self.library, "keyword_hits", None)
+        # optional (SearchLibrary)
+        get: Callable[..., tuple[int, list[KeywordHit]]] | None = getattr(
+            self.library, "keyword_hits", None
+        )
         if get is None:
             return None
         try:
-            return get(text, k=k + 1, offset=offset, filters=filters)  # type: ignore[no-any-return]
+            return get(text, k=k + 1, offset=offset, filters=filters)
         except Exception:  # the search proper reads it again and reports what failed
             return None
 
-    def calibration(self) -> Any:
+    def calibration(self) -> Calibration | None:
         """The library's relevance calibration, or None where it cannot be measured (then hits
         show no calibrated relevance and the cut applies to keyword relevance only)."""
-        get = getattr(self.library, "calibration", None)
+        # optional (SearchLibrary)
+        get: Callable[[], Calibration | None] | None = getattr(self.library, "calibration", None)
         if get is None:
             return None
         try:
@@ -353,7 +357,9 @@ class _Fetch:
     """``fetch(k, offset, cut)``: hits ranked ``offset`` to ``offset + k`` of one query above
     ``cut``, each with its relevance (the order and the cut of the module docstring)."""
 
-    def __init__(self, library: SearchLibrary, q: SearchQuery, mode: str, calibration: Any) -> None:
+    def __init__(
+        self, library: SearchLibrary, q: SearchQuery, mode: str, calibration: Calibration | None
+    ) -> None:
         self.library = library
         self.q = q
         self.mode = mode
