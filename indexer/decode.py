@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -49,6 +49,11 @@ from clipsearch.indexer.decode_limits import (
 )
 from clipsearch.indexer.scan import OUTSIDE_ROOTS
 from clipsearch.indexer.scan import sniff as _sniff
+
+if TYPE_CHECKING:
+    import torch
+
+    from .configs import OcrConfig
 
 log = logging.getLogger(__name__)
 
@@ -262,12 +267,12 @@ def decode_file(
     thumb_size: int = 256,
     draft: bool = True,
     *,
-    preprocess: Callable[[Image.Image], Any] | None = None,
+    preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
     max_pixels: int | None = None,
     want_pixels: bool = True,
     roots: Sequence[str] | None = None,
     expect: tuple[int, int] | None = None,
-    text: Any = None,
+    text: OcrConfig | None = None,
     max_bytes: int | None = None,
 ) -> DecodeResult:
     """Decode one file; see the module docstring. ``preprocess`` defaults to
@@ -430,7 +435,7 @@ def decode_file(
 
 
 @functools.lru_cache(maxsize=8)
-def _default_preprocess(image_size: int) -> Callable[[Image.Image], Any]:
+def _default_preprocess(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
     from clipsearch.model.preprocess import Preprocess
 
     return Preprocess(image_size)

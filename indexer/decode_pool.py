@@ -15,11 +15,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import ForkServerContext, SpawnContext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from clipsearch.indexer.decode import DecodeResult, decode_file, fail
+
+if TYPE_CHECKING:
+    import torch
+
+    from .configs import OcrConfig
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +164,11 @@ def decode_many(
     *,
     pool: DecodePool | None = None,
     workers: int | None = None,
-    preprocess: Callable[[Image.Image], Any] | None = None,
+    preprocess: Callable[[Image.Image], torch.Tensor] | None = None,
     max_pixels: int | None = None,
     roots: Sequence[str] | None = None,
     expect: Sequence[tuple[int, int]] | None = None,
-    text: Any = None,
+    text: OcrConfig | None = None,
     want_pixels: bool = True,
 ) -> list[DecodeResult]:
     """``decode_file`` over many paths, in parallel, results in the order given. Pass a long-lived

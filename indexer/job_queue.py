@@ -80,10 +80,10 @@ class JobService:
         self.broker_url = broker_url
         self.queue_prefix = queue_prefix
         self._shown_broker = shown_broker
-        self._celery: Any = None
+        self._celery: Celery | None = None
 
     @property
-    def celery(self) -> Any:
+    def celery(self) -> Celery:
         if self._celery is None:
             self._celery = make_celery(self.broker_url, queue_prefix=self.queue_prefix)
         return self._celery
@@ -121,7 +121,7 @@ class JobService:
                 "the broker (CLIPSEARCH_BROKER_URL) and the free space of the data folder"
             ) from None
 
-    def record(self, kind: str, params: dict[str, Any]) -> JobInfo:
+    def record(self, kind: str, params: dict[str, object]) -> JobInfo:
         """Record a queued job of ``kind`` in the catalog."""
         with self.ctx.session() as session:
             job = catalog.create_job(session, kind, params)
@@ -221,9 +221,9 @@ class EmbeddedWorkers:
     """The worker child processes a library started on its own broker (``clipsearch serve``)."""
 
     def __init__(self) -> None:
-        self._workers: list[Any] = []
+        self._workers: list[WorkerProcess] = []
 
-    def start(self, worker_config: Any) -> Any:
+    def start(self, worker_config: WorkerConfig) -> WorkerProcess:
         """Start a worker for ``worker_config`` (an :class:`~indexer.worker.WorkerConfig`),
         stopped by :meth:`stop_all`, and on Linux when this process dies. Returns its
         :class:`~indexer.worker.WorkerProcess`."""
@@ -259,6 +259,10 @@ def _registry_names() -> set[str]:
 
 
 if TYPE_CHECKING:  # the service's view of it (indexer.facade) is this class's
+    from celery import Celery
+
+    from .configs import WorkerConfig
     from .facade import JobsApi
+    from .worker import WorkerProcess
 
     _jobs_is_a_jobs_api: type[JobsApi] = JobService

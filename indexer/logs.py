@@ -204,7 +204,7 @@ def configure_logging(
 # --- the request id in Celery tasks -------------------------------------------------------------
 
 
-def _on_publish(headers: dict[str, Any] | None = None, **_: object) -> None:
+def _on_publish(headers: dict[str, object] | None = None, **_: object) -> None:
     rid = request_id.get()
     if rid and headers is not None and TASK_HEADER not in headers:
         headers[TASK_HEADER] = rid
@@ -213,7 +213,7 @@ def _on_publish(headers: dict[str, Any] | None = None, **_: object) -> None:
 _tokens: dict[str, Any] = {}
 
 
-def _on_prerun(task_id: str = "", task: Any = None, **_: object) -> None:
+def _on_prerun(task_id: str = "", task: object = None, **_: object) -> None:
     rid = clean_request_id(getattr(getattr(task, "request", None), TASK_HEADER, None))
     _tokens[task_id] = request_id.set(rid or "")
     logging.getLogger("clipsearch.indexer.tasks").info(
@@ -221,7 +221,9 @@ def _on_prerun(task_id: str = "", task: Any = None, **_: object) -> None:
     )
 
 
-def _on_postrun(task_id: str = "", task: Any = None, state: str | None = None, **_: object) -> None:
+def _on_postrun(
+    task_id: str = "", task: object = None, state: str | None = None, **_: object
+) -> None:
     logging.getLogger("clipsearch.indexer.tasks").info(
         "task %s ended: %s", getattr(task, "name", "?"), state, extra={"task_id": task_id}
     )

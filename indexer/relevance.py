@@ -55,6 +55,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     import torch
+    from PIL.Image import Image as PILImage
 
     from clipsearch.model.base import EmbeddingModel
 
@@ -107,7 +108,7 @@ def background_texts(n: int = BACKGROUND_TEXTS, seed: int = BACKGROUND_SEED) -> 
 
 def background_images(
     n: int = BACKGROUND_IMAGES, size: int = 96, seed: int = BACKGROUND_SEED
-) -> list[Any]:
+) -> list[PILImage]:
     """``n`` meaningless pictures: pixel noise, coarse blocks and smooth colour fields."""
     from PIL import Image
 
@@ -210,9 +211,9 @@ class Calibration:
             now - self.made_at > REFRESH_AFTER_S
         )
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """The measured background, for health and the docs."""
-        out: dict[str, Any] = {
+        out: dict[str, object] = {
             "rule": "sigmoid" if self.sigmoid is not None else self.rule,
             "text_background": {
                 "top": round(self.text.top, 4),
@@ -311,9 +312,15 @@ class BackgroundCache:
             return current[1]
         return self._measure(key, model, best_scores, library_size)
 
-    def _remeasure(self, *args: Any) -> None:
+    def _remeasure(
+        self,
+        key: int,
+        model: EmbeddingModel,
+        best_scores: Callable[[np.ndarray], Sequence[float]],
+        library_size: int,
+    ) -> None:
         try:
-            self._measure(*args)
+            self._measure(key, model, best_scores, library_size)
         except Exception as exc:  # the old calibration keeps answering
             log.warning("relevance re-calibration failed: %s", exc)
 
