@@ -27,6 +27,7 @@ ORDER = [
     "ingest",
     "library_scale",
     "service",
+    "service-workers",
     "finetune",
     "scaling",
     "families",

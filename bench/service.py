@@ -12,7 +12,10 @@ What it does, all in one run:
    that commit's tree), the older commit seeds its own catalog the same way with its own code
    (the same vectors, paths and ids; the schemas differ), and serves it with its own CLI.
 3. Starts ``clipsearch serve --no-worker`` (the real CLI: uvicorn, the app, the Library), one
-   server at a time: the baseline, then this tree.
+   server at a time: the baseline, then this tree. With ``--workers 1,2`` this tree is served
+   once per count (``serve --workers N``, every API process answering before the load starts),
+   the PSS of its API processes is read after the load (/proc/PID/smaps_rollup), and the report
+   goes to bench/results/service-workers.md.
 4. From a separate load process (httpx, asyncio), for each phase: C concurrent clients in a
    closed loop, each sending ``GET /api/search?q=...&k=20`` back to back, for C in
    ``--clients`` (1, 16, 32, 64) and two kinds of queries: ``unique`` (every text new: the text
@@ -27,7 +30,8 @@ What it does, all in one run:
    latency (client-side, end to end), refusals and errors.
 
 Usage: ``nice .venv/bin/python -m bench.service [--vectors 100000] [--seconds 8]
-[--baseline-python /tmp/base25/venv/bin/python --baseline-src /tmp/base25/src]``.
+[--baseline-python /tmp/base25/venv/bin/python --baseline-src /tmp/base25/src]
+[--workers 1,2]``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -50,6 +55,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "service.md"
+RESULTS_WORKERS = REPO / "bench" / "results" / "service-workers.md"  # a run with --workers 1,2
 
 WORDS = [
     "red",
@@ -210,8 +216,10 @@ def start_server(
     log_path: Path,
     precision: str = "exact",
     python: str | None = None,
+    workers: int = 1,
 ) -> subprocess.Popen[bytes]:
-    """``python``: another interpreter whose installed clipsearch serves (the baseline)."""
+    """``python``: another interpreter whose installed clipsearch serves (the baseline);
+    ``workers``: its API processes (``serve --workers``, this tree only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIPSEARCH_")}
     env.pop("PYTHONPATH", None)
     env["CLIPSEARCH_QUERY_PRECISION"] = precision
@@ -230,6 +238,8 @@ def start_server(
         "--model",
         str(facts["model_dir"]),
     ]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
     log = open(log_path, "wb")  # noqa: SIM115 - handed to the child
     try:
         cwd = "/" if python is not None else REPO  # the baseline must not import this tree
@@ -253,6 +263,57 @@ def wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> d
             pass
         time.sleep(0.5)
     raise SystemExit("server did not come up in time")
+
+
+def wait_all_up(
+    base: str, proc: subprocess.Popen[bytes], workers: int, timeout: float = 400
+) -> None:
+    """Until each of the ``workers`` API processes has answered a search (its
+    ``X-Clipsearch-Worker`` header)."""
+    import httpx
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < workers:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"only API processes {sorted(seen)} of {workers} answered")
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.get(f"{base}/api/search", params={"q": "warm up"}, timeout=30)
+            seen.add(r.headers.get("x-clipsearch-worker", "0"))
+        time.sleep(0.2)
+
+
+def _pss_mb(pid: int) -> float:
+    """The proportional set size of ``pid`` (shared pages split between their users), MB."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def api_memory(server: subprocess.Popen[bytes]) -> list[float]:
+    """PSS of the server's API processes, MB: the first, then the spawned ones."""
+    pids = [server.pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmd = (entry / "cmdline").read_bytes()
+                if int(stat[1]) == server.pid and b"spawn_main" in cmd:
+                    pids.append(int(entry.name))
+    return [round(_pss_mb(pid), 1) for pid in pids]
+
+
+def text_tower_mb(model_dir: Path) -> float:
+    """The text tower's weights in the saved model (float32 as saved), MB."""
+    from safetensors import safe_open
+
+    total = 0
+    with safe_open(str(Path(model_dir) / "model.safetensors"), framework="np") as f:
+        for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+            if not key.startswith("visual"):
+                total += 4 * math.prod(f.get_slice(key).get_shape())
+    return round(total / 2**20, 1)
 
 
 # --- the load process -------------------------------------------------------------------------
@@ -449,7 +510,8 @@ def write_report(
     command: str,
 ) -> None:
     """``runs``: one per server (``label``, ``phases``, ``answers``)."""
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results = RESULTS_WORKERS if any(len(r.get("pss_mb", ())) > 1 for r in runs) else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
     idx = health.get("index", {})
     lines = [
         "# Service: text search end to end under load",
@@ -460,7 +522,8 @@ def write_report(
         "",
         f"- Machine: {_cpu()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}",
         f"- Versions: {_versions()}",
-        "- Servers: `clipsearch serve --no-worker` (uvicorn, 1 process), SQLite catalog, "
+        "- Servers: `clipsearch serve --no-worker` (uvicorn; 1 API process unless the label "
+        "says more: `--workers N`), SQLite catalog, "
         "ViT-B/32 with random weights (OpenAI's architecture) for the text tower, CPU, int8 "
         "query precision (the default), every other setting the default. `baseline` is the "
         "commit before issue 25 (a3f72af) installed in its own venv and serving a catalog it "
@@ -503,6 +566,28 @@ def write_report(
                 f"{cell('encode')} | {cell('vector_search')} | {cell('keyword_search')} | "
                 f"{cell('catalog')} |"
             )
+    mem = [r for r in runs if r.get("pss_mb")]
+    if mem:
+        lines += [
+            "",
+            "Memory after the load, PSS from /proc/PID/smaps_rollup (pages shared by several "
+            "processes split between them: the memory-mapped index file, the libraries), MB: "
+            + "; ".join(
+                f"{r['label']}: {' + '.join(f'{x:.0f}' for x in r['pss_mb'])} = "
+                f"{sum(r['pss_mb']):.0f}"
+                for r in mem
+            )
+            + f". The model's text tower is {facts.get('text_tower_mb', 0):.0f} MB of float32 "
+            "weights (each process also builds its int8 copy).",
+        ]
+        one = [r for r in mem if len(r["pss_mb"]) == 1]
+        more = [r for r in mem if len(r["pss_mb"]) > 1]
+        if one and more:
+            extra = (sum(more[0]["pss_mb"]) - sum(one[0]["pss_mb"])) / (len(more[0]["pss_mb"]) - 1)
+            lines.append(
+                f"An extra API process adds {extra:.0f} MB (goal: less than the text tower + "
+                f"100 MB = {facts.get('text_tower_mb', 0) + 100:.0f} MB)."
+            )
     if len(runs) == 2:
         a, b = runs[0]["answers"], runs[1]["answers"]
         same = sum(1 for x, y in zip(a, b, strict=True) if x == y)
@@ -518,7 +603,7 @@ def write_report(
         "other than deliberate 503s and p99 <= 1 s for the answered ones; 1 client p50 <= 20 ms.",
         "",
     ]
-    RESULTS.write_text("\n".join(lines))
+    results.write_text("\n".join(lines))
     print("\n".join(lines))
 
 
@@ -559,13 +644,21 @@ def _prepared(work: Path, n_vectors: int, make: Any) -> dict[str, Any]:
 
 
 def _serve_and_load(
-    facts: dict[str, Any], work: Path, label: str, python: str | None, args: Any
+    facts: dict[str, Any],
+    work: Path,
+    label: str,
+    python: str | None,
+    args: Any,
+    workers: int = 1,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(facts, port, work / f"server-{label}.log", "int8", python)
+    log_path = work / f"server-{label}.log".replace(" ", "-")
+    server = start_server(facts, port, log_path, "int8", python, workers)
     try:
         health = wait_up(base, server)
+        if workers > 1:
+            wait_all_up(base, server, workers)
         load = subprocess.run(
             [
                 sys.executable,
@@ -585,7 +678,7 @@ def _serve_and_load(
             check=True,
         )
         got = json.loads(load.stdout.strip().splitlines()[-1])
-        return {"label": label, **got}, health
+        return {"label": label, "pss_mb": api_memory(server), **got}, health
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -602,9 +695,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, default=None)
     parser.add_argument("--baseline-python", help="the interpreter of a venv with the baseline")
     parser.add_argument("--baseline-src", type=Path, help="the baseline commit's tree")
+    parser.add_argument(
+        "--workers", default="1", help="comma-separated API process counts for this tree (1,2)"
+    )
     parser.add_argument("--load", metavar="URL", help=argparse.SUPPRESS)  # internal: load process
     args = parser.parse_args(argv)
     clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    if not workers or any(not 1 <= w <= 64 for w in workers):
+        parser.error("--workers: comma-separated counts from 1 to 64")
     if not clients or any(not 1 <= c <= 256 for c in clients):
         parser.error("--clients: comma-separated counts from 1 to 256")
     if args.load:
@@ -629,8 +728,11 @@ def main(argv: list[str] | None = None) -> int:
         run, _ = _serve_and_load(base_facts, work, "baseline", args.baseline_python, args)
         runs.append(run)
     facts = _prepared(work / "current", args.vectors, lambda w: prepare(w, args.vectors))
-    run, health = _serve_and_load(facts, work, "this tree", None, args)
-    runs.append(run)
+    for n in workers:
+        label = "this tree" if workers == [1] else f"this tree, {n} process{'es' if n > 1 else ''}"
+        run, health = _serve_and_load(facts, work, label, None, args, n)
+        runs.append(run)
+    facts["text_tower_mb"] = text_tower_mb(facts["model_dir"])
     facts["load_before"] = load_before
     nice = " (niced)" if os.nice(0) > 0 else ""
     command = ".venv/bin/python -m bench.service " + " ".join(argv or sys.argv[1:]) + nice
