@@ -27,6 +27,8 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
+
     from .browse import Timeline
     from .configs import OcrConfig
     from .relevance import Calibration
@@ -47,7 +49,7 @@ class IndexApi(Protocol):
     """Index and freshness (indexer.serving.IndexService)."""
 
     @property
-    def model(self) -> Any: ...
+    def model(self) -> EmbeddingModel: ...
 
     @property
     def model_spec(self) -> str: ...

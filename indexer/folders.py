@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +23,9 @@ from .job_queue import JobService
 from .safe_files import is_within, resolve_roots
 from .scan import has_image_extension
 from .types import FolderInfo, JobInfo
+
+if TYPE_CHECKING:
+    from .watch import FolderWatcher
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ class FolderService:
     def __init__(self, ctx: CatalogContext, jobs: JobService) -> None:
         self.ctx = ctx
         self.jobs = jobs
-        self.watcher: Any = None  # a running indexer.watch.FolderWatcher (set by start_watcher)
+        self.watcher: FolderWatcher | None = None  # running in this process (start_watcher)
 
     # what a FolderWatcher reads of the library it follows
     @property
@@ -150,7 +153,9 @@ class FolderService:
 
     # ---- the watcher
 
-    def start_watcher(self, rescan_interval_s: float = 3600.0, debounce_s: float = 2.0) -> Any:
+    def start_watcher(
+        self, rescan_interval_s: float = 3600.0, debounce_s: float = 2.0
+    ) -> FolderWatcher:
         """Watch the catalog's watched folders in this process (stopped by :meth:`stop_watcher`)."""
         from .watch import FolderWatcher
 

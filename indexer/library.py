@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 import sqlalchemy as sa
@@ -58,6 +58,18 @@ from .types import (
     check_page,
 )
 from .vector_store import StoreFilters, selective_ids
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from clipsearch.model.base import EmbeddingModel
+
+    from .configs import WorkerOverrides
+    from .hybrid import Sources
+    from .keywords import KeywordHit
+    from .relevance import BackgroundCache, Calibration
+    from .watch import FolderWatcher
+    from .worker import WorkerProcess
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +118,7 @@ class Library:
         self.folders = FolderService(self.ctx, self.jobs)
         self.statistics = StatsService(self.ctx, self.index)
         self.workers = EmbeddedWorkers()
-        self._relevance: Any = None  # indexer.relevance.BackgroundCache, made on first use
+        self._relevance: BackgroundCache | None = None  # made on first use
         self._relevance_size: tuple[float, int] = (0.0, 0)  # (checked at, library size)
         self._keywords_seen: float | None = None  # when the keyword index last had rows
 
@@ -138,7 +150,7 @@ class Library:
     # ---- model and index (indexer.serving)
 
     @property
-    def model(self) -> Any:
+    def model(self) -> EmbeddingModel:
         """The CLIP model searches use (the active index's model), loaded on first use."""
         return self.index.model
 
@@ -291,8 +303,8 @@ class Library:
         offset: int = 0,
         min_score: float | None = None,
         filters: SearchFilters | None = None,
-        keywords: tuple[int, list[Any]] | None = None,
-        relevance: Any = None,
+        keywords: tuple[int, list[KeywordHit]] | None = None,
+        relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
         min_relevance: float | None = None,
     ) -> list[Hit]:
         """A text query through the vectors and/or the keyword index (``mode`` semantic, text,
@@ -318,7 +330,7 @@ class Library:
 
     def keyword_hits(
         self, query: str, k: int = 20, offset: int = 0, filters: SearchFilters | None = None
-    ) -> tuple[int, list[Any]]:
+    ) -> tuple[int, list[KeywordHit]]:
         """(depth, hits): the keyword side of a hybrid or text query for a page, read on its
         own (no vector needed), to hand to :meth:`search_text` as ``keywords``."""
         from .hybrid import keyword_depth, keyword_hits
@@ -326,7 +338,7 @@ class Library:
         depth = keyword_depth(k, offset)
         return depth, keyword_hits(self._sources(), query, depth, filters)
 
-    def _sources(self) -> Any:
+    def _sources(self) -> Sources:
         from .hybrid import Sources
 
         return Sources(
@@ -358,7 +370,7 @@ class Library:
         self._send(TASK_OCR, job.id)
         return job
 
-    def calibration(self) -> Any:
+    def calibration(self) -> Calibration:
         """The relevance calibration of the served index (:mod:`indexer.relevance`): measured
         with the background queries on first use, again when the library's size has changed by
         a quarter (checked at most once a minute) or after an hour, or with a new index."""
@@ -409,7 +421,7 @@ class Library:
         with self._session() as session:
             return {int(i) for i in session.scalars(stmt, {"ids": ids})}
 
-    def _filter_conditions(self, filters: SearchFilters) -> list[Any]:
+    def _filter_conditions(self, filters: SearchFilters) -> list[sa.ColumnElement[bool]]:
         return filter_conditions(filters)  # the same conditions browse_images applies
 
     # ---- images and files (indexer.images)
@@ -522,28 +534,30 @@ class Library:
         return self.folders.list_watched_folders()
 
     @property
-    def watcher(self) -> Any:
+    def watcher(self) -> FolderWatcher | None:
         """The running :class:`~indexer.watch.FolderWatcher`, if :meth:`start_watcher` ran."""
         return self.folders.watcher
 
     @watcher.setter
-    def watcher(self, watcher: Any) -> None:
+    def watcher(self, watcher: FolderWatcher | None) -> None:
         self.folders.watcher = watcher
 
-    def start_watcher(self, rescan_interval_s: float = 3600.0, debounce_s: float = 2.0) -> Any:
+    def start_watcher(
+        self, rescan_interval_s: float = 3600.0, debounce_s: float = 2.0
+    ) -> FolderWatcher:
         """Watch the catalog's watched folders in this process (stopped by :meth:`close`)."""
         return self.folders.start_watcher(rescan_interval_s, debounce_s)
 
     # ---- jobs (indexer.job_queue)
 
     @property
-    def celery(self) -> Any:
+    def celery(self) -> Celery:
         return self.jobs.celery
 
     def _send(self, task: str, job_id: int) -> None:
         self.jobs.send(task, job_id)
 
-    def _record_job(self, kind: str, params: dict[str, Any]) -> JobInfo:
+    def _record_job(self, kind: str, params: dict[str, object]) -> JobInfo:
         return self.jobs.record(kind, params)
 
     def check_ingest_path(self, path: str | os.PathLike[str]) -> Path:
@@ -574,7 +588,7 @@ class Library:
         """See :func:`indexer.job_queue.wait_for_job`."""
         return wait_for_job(self.jobs, job_id, timeout, on_progress, poll_s)
 
-    def start_embedded_worker(self, **overrides: Any) -> Any:
+    def start_embedded_worker(self, **overrides: Unpack[WorkerOverrides]) -> WorkerProcess:
         """Start a worker child process on this library's broker (stopped by :meth:`close`, and
         on Linux when this process dies). Returns its :class:`~indexer.worker.WorkerProcess`."""
         return self.workers.start(self.config.worker_config(**overrides))

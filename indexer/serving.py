@@ -40,6 +40,9 @@ from .vector_store import (
     release_lease,
 )
 
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
+
 log = logging.getLogger(__name__)
 
 __all__ = ["IndexService", "Served"]
@@ -49,7 +52,7 @@ __all__ = ["IndexService", "Served"]
 class Served:
     """What searches read: one model with one vector store. Replaced whole on a version change."""
 
-    model: Any
+    model: EmbeddingModel
     model_id: int
     spec: str
     store: VectorStore
@@ -96,7 +99,7 @@ class IndexService:
     # ---- what is served
 
     @property
-    def model(self) -> Any:
+    def model(self) -> EmbeddingModel:
         """The CLIP model searches use (the active index's model), loaded on first use."""
         return self.ensure_served().model
 
@@ -188,7 +191,10 @@ class IndexService:
         return served
 
     def _load_milvus(
-        self, model: Any, spec: str, row_info: tuple[int, int, dict[str, Any], str] | None
+        self,
+        model: EmbeddingModel,
+        spec: str,
+        row_info: tuple[int, int, dict[str, Any], str] | None,
     ) -> Served:
         """The Milvus collection of the active version (a client, no vectors in this process);
         a new library's first collection is created empty."""
