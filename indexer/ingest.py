@@ -56,7 +56,7 @@ from clipsearch.indexer.catalog import (
 from clipsearch.indexer.decode import DecodeResult, retry_on_rescan
 from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.indexer.errors import IndexerError, IngestError
-from clipsearch.indexer.ingest_problems import folder_counts, record_scan_problems
+from clipsearch.indexer.ingest_problems import scan_outcome
 from clipsearch.indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
 from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
 
@@ -398,13 +398,11 @@ def plan_ingest(
     with sessions.begin() as s:
         todo = images_needing_embedding(s, model_id, root, recursive)
         plan.batches = [list(b) for b in _chunks(todo, batch_size)]
-        # each problem once: a rescan that meets an unchanged entry again does not report it
-        new_problems = record_scan_problems(s, job_id, root_db, recursive, problems, keep=shielded)
-        if not todo:  # up to date: the folder as it now is, counted as the library is
-            s.flush()
-            up_to_date = {"library": folder_counts(s, root_db, recursive).as_dict()}
-        else:
-            up_to_date = {}
+        # each problem once (a rescan meeting an unchanged entry again does not report it), and
+        # when up to date the folder's counts as the library counts (ingest_problems)
+        new_problems, summary = scan_outcome(
+            s, job_id, root_db, recursive, problems, keep=shielded, up_to_date=not todo
+        )
         job = get_job(s, job_id)
         job.total = (job.done or 0) + (job.failed or 0) + len(todo)
         job.heartbeat_at = utcnow()
@@ -420,8 +418,7 @@ def plan_ingest(
                 **({"removed_by_user": plan.skipped_removed} if plan.skipped_removed else {}),
                 **({"retried": len(retried)} if retried else {}),
                 "unreadable": len(problems),
-                **({"new_problems": len(new_problems)} if problems else {}),
-                **up_to_date,
+                **summary,
             },
         }
         if new_problems:

@@ -44,6 +44,7 @@ __all__ = [
     "folder_counts",
     "folder_problems",
     "record_scan_problems",
+    "scan_outcome",
 ]
 
 
@@ -173,6 +174,28 @@ def record_scan_problems(
     if gone:
         session.execute(sa.delete(FileProblem).where(FileProblem.path.in_(gone)))
     return new
+
+
+def scan_outcome(
+    session: Session,
+    job_id: int,
+    root_db: str,
+    recursive: bool,
+    problems: Sequence[ScanProblem],
+    *,
+    keep: Callable[[str], bool],
+    up_to_date: bool,
+) -> tuple[list[ScanProblem], dict[str, int | dict[str, int]]]:
+    """An ingest's plan, inside its transaction: record the scan's problems
+    (:func:`record_scan_problems`) and return the new ones with the fields they add to the job's
+    scan summary: ``new_problems``, and when ``up_to_date`` (nothing to embed, so final) the
+    folder's counts as ``library`` (:class:`FolderCounts`)."""
+    new = record_scan_problems(session, job_id, root_db, recursive, problems, keep=keep)
+    summary: dict[str, int | dict[str, int]] = {"new_problems": len(new)} if problems else {}
+    if up_to_date:
+        session.flush()
+        summary["library"] = folder_counts(session, root_db, recursive).as_dict()
+    return new, summary
 
 
 def folder_problems(
