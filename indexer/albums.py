@@ -27,7 +27,7 @@ import os
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -42,6 +42,10 @@ from .scan import check_path_allowed
 from .search_service import SearchQuery
 from .search_terms import QueryPlan, Term, plan_query
 from .types import SearchFilters
+
+if TYPE_CHECKING:
+    from .facade import ImagesApi
+    from .types import ImageInfo
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +162,7 @@ class SavedQuery:
             min_relevance=self.min_relevance,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         f = self.filters
         return {
             "text": self.text,
@@ -180,7 +184,7 @@ class SavedQuery:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SavedQuery:
+    def from_json(cls, data: object) -> SavedQuery:
         """The saved query of a stored (or sent) JSON object; :class:`IndexerError` naming what
         is wrong. Checked like a search: an empty query or bad weights are refused."""
         if not isinstance(data, dict):
@@ -228,13 +232,13 @@ class SavedQuery:
         return out
 
 
-def _int(value: Any, what: str) -> int:
+def _int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
         raise IndexerError(f"{what} must be a picture's id, got {value!r}")
     return value
 
 
-def _date(value: Any, what: str) -> dt.datetime | None:
+def _date(value: object, what: str) -> dt.datetime | None:
     if value in (None, ""):
         return None
     if isinstance(value, dt.datetime):
@@ -404,7 +408,9 @@ def _check_page(after: int | None, limit: int) -> None:
         raise IndexerError(f"after must be a picture id (next_after), got {after!r}")
 
 
-def page_statement(album_id: int, after: int | None, limit: int) -> Any:
+def page_statement(
+    album_id: int, after: int | None, limit: int
+) -> sa.Select[Image, str, float | None]:
     """The SELECT of one page of an album (EXPLAIN-able: a range read on its key)."""
     stmt = (
         sa.select(Image, AlbumMember.state, AlbumMember.score)
@@ -597,7 +603,7 @@ def update(
 # Exports
 
 
-def export_rows(session: Session, album: int | str) -> tuple[AlbumInfo, list[Any]]:
+def export_rows(session: Session, album: int | str) -> tuple[AlbumInfo, list[ImageInfo]]:
     """The album and its shown pictures (at most :data:`MAX_EXPORT`, else IndexerError)."""
     row = find_album(session, album)
     info = _info(session, row)
@@ -612,7 +618,7 @@ def export_rows(session: Session, album: int | str) -> tuple[AlbumInfo, list[Any
     return info, [catalog.image_info(i) for i in images]
 
 
-def _arcname(image: Any) -> str:
+def _arcname(image: ImageInfo) -> str:
     base = os.path.basename(catalog.path_from_db(image.path)) or "picture"
     safe = "".join(c if c.isprintable() and c not in "/\\" else "_" for c in base)
     return f"{int(image.id)}-{safe}"
@@ -638,7 +644,7 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def zip_chunks(lib: Any, images: Sequence[Any]) -> Iterator[bytes]:
+def zip_chunks(lib: ImagesApi, images: Sequence[ImageInfo]) -> Iterator[bytes]:
     """A zip of these pictures (stored, not recompressed), streamed: each file is read through
     the library's confined open in chunks and its bytes handed out as they are written.
     Pictures that cannot be read now are listed in ``MISSING.txt`` instead."""
@@ -662,7 +668,7 @@ def zip_chunks(lib: Any, images: Sequence[Any]) -> Iterator[bytes]:
     yield sink.drain()
 
 
-def link_folder(lib: Any, images: Sequence[Any], destination: str) -> tuple[str, int, int]:
+def link_folder(lib: Any, images: Sequence[ImageInfo], destination: str) -> tuple[str, int, int]:
     """Symbolic links to these pictures in a new folder ``destination``, which must lie inside
     the folders the library may serve files from (its allowed folders and the folders it
     ingested: ``lib.serving_roots()``) and must not exist yet, or be an empty folder. Returns
