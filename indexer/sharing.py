@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
@@ -24,6 +24,9 @@ from . import catalog
 from .accounts import Principal, role_at_least, users
 from .catalog import Image, UTCDateTime, utcnow
 from .errors import IndexerError, NotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 meta = sa.MetaData()
 folder_shares = sa.Table(  # as migration 0010 made it
@@ -143,7 +146,9 @@ def visibility(engine: Engine, principal: Principal) -> Visibility:
     return Visibility(False, tuple(outer))
 
 
-def folder_condition(seen: Visibility, column: Any = Image.folder) -> Any:
+def folder_condition(
+    seen: Visibility, column: sa.SQLColumnExpression[str] = Image.folder
+) -> sa.ColumnElement[bool] | None:
     """A SQL condition on a folder column that keeps what ``seen`` allows (None: everything)."""
     if seen.everything:
         return None
@@ -152,7 +157,7 @@ def folder_condition(seen: Visibility, column: Any = Image.folder) -> Any:
     return sa.or_(*(catalog.under_folder(column, f) for f in seen.folders))
 
 
-def visible_ids(session: Any, seen: Visibility) -> np.ndarray | None:
+def visible_ids(session: Session, seen: Visibility) -> np.ndarray | None:
     """The ready image ids a viewer may see, sorted, for a FAISS id selector (None: all)."""
     cond = folder_condition(seen)
     if cond is None:

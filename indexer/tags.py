@@ -436,7 +436,7 @@ def images_page(
     return items, next_after
 
 
-def tag_page_statement(tag_id: int, after: int | None, limit: int) -> Any:
+def tag_page_statement(tag_id: int, after: int | None, limit: int) -> sa.Select[Image, float | None, str]:
     """The SELECT of one page of a tag's pictures (EXPLAIN-able: tests check it uses keys)."""
     stmt = (
         sa.select(Image, TagAssignment.score, TagAssignment.state)
@@ -454,7 +454,9 @@ def tag_page_statement(tag_id: int, after: int | None, limit: int) -> Any:
     return stmt
 
 
-def tagged_ids_condition(tag: int | str, column: Any) -> Any:
+def tagged_ids_condition(
+    tag: int | str, column: sa.SQLColumnExpression[int]
+) -> sa.ColumnElement[bool]:
     """A SQL condition keeping the pictures (``column``: an image id column) that have a tag,
     given by id (digits) or by name (the search and browse filter ``tag=``)."""
     text = str(tag).strip()
