@@ -5,10 +5,10 @@ stopped; pixels come from memory or are decoded on demand (by DataLoader workers
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
 import torch
 
+from clipsearch.model.base import EmbeddingModel
 from clipsearch.model.finetune.config import TrainConfig
 from clipsearch.model.finetune.data import Pair, PairDataset, encode_pairs
 
@@ -37,7 +37,7 @@ class Batches:
 class Source:
     """Pixels and tokens by pair index, from memory or decoded on demand."""
 
-    def __init__(self, pairs: Sequence[Pair], clip: Any, cfg: TrainConfig) -> None:
+    def __init__(self, pairs: Sequence[Pair], clip: EmbeddingModel, cfg: TrainConfig) -> None:
         r = clip.image_size
         cache = cfg.cache_pixels == "yes" or (
             cfg.cache_pixels == "auto" and len(pairs) * 3 * r * r * 4 < 2**30

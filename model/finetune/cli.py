@@ -15,16 +15,17 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from clipsearch.model.api import build, load
+from clipsearch.model.base import EmbeddingModel
 from clipsearch.model.checkpoints import save_pretrained
 from clipsearch.model.clip import CLIP
 from clipsearch.model.errors import ModelError
 from clipsearch.model.finetune import FinetuneError
-from clipsearch.model.finetune.data import load_pairs
+from clipsearch.model.finetune.data import Pair, load_pairs
 from clipsearch.model.finetune.evaluate import (
     DEFAULT_TEMPLATES,
     evaluate_pairs,
@@ -53,7 +54,7 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _add_finetune(sub: Any) -> None:
+def _add_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "finetune",
         help="fine-tune CLIP on your own image/caption pairs",
@@ -175,7 +176,7 @@ def _add_finetune(sub: Any) -> None:
     p.set_defaults(func=cmd_finetune)
 
 
-def _add_eval(sub: Any) -> None:
+def _add_eval(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate a model: retrieval recall and zero-shot accuracy",
@@ -207,7 +208,7 @@ def _add_eval(sub: Any) -> None:
     p.set_defaults(func=cmd_eval)
 
 
-def _add_wise(sub: Any) -> None:
+def _add_wise(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("wise", help="WiSE-FT: interpolate a starting and a fine-tuned model")
     p.add_argument("--start", required=True, help="the model fine-tuning started from")
     p.add_argument("--finetuned", required=True, help="the fine-tuned model folder")
@@ -216,7 +217,7 @@ def _add_wise(sub: Any) -> None:
     p.set_defaults(func=cmd_wise)
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``finetune``, ``eval`` and ``wise`` to an argparse sub-parsers object."""
     _add_finetune(subparsers)
     _add_eval(subparsers)
@@ -251,7 +252,7 @@ def _echo(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def _format_metrics(label: str, m: dict[str, Any]) -> str:
+def _format_metrics(label: str, m: Mapping[str, object]) -> str:
     keys = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10")
     text = f"{label:<12}" + "  ".join(f"{k} {m[k]:.3f}" for k in keys if k in m)
     if "zero_shot" in m:
@@ -260,9 +261,12 @@ def _format_metrics(label: str, m: dict[str, Any]) -> str:
 
 
 def _evaluate(
-    model: Any, val: Sequence[Any], zero_shot: str | None, templates: Sequence[str] | None = None
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    model: EmbeddingModel,
+    val: Sequence[Pair],
+    zero_shot: str | None,
+    templates: Sequence[str] | None = None,
+) -> dict[str, object]:
+    out: dict[str, object] = {}
     if val:
         out.update(evaluate_pairs(model, list(val)))
     if zero_shot:

@@ -14,11 +14,12 @@ import os
 import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import torch
 
+from clipsearch.model.base import EmbeddingModel
 from clipsearch.model.finetune import FinetuneError
 from clipsearch.model.finetune.data import (
     IMAGE_SUFFIXES,
@@ -98,7 +99,7 @@ def retrieval_metrics(
 
 @torch.no_grad()
 def embed_pixels_tokens(
-    model: Any, pixels: torch.Tensor, tokens: torch.Tensor, batch_size: int = 256
+    model: EmbeddingModel, pixels: torch.Tensor, tokens: torch.Tensor, batch_size: int = 256
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """L2-normalised image and text features (float32, CPU) of preprocessed pixels and token ids."""
     was_training = model.training
@@ -116,7 +117,7 @@ def embed_pixels_tokens(
 
 
 def evaluate_pairs(
-    model: Any,
+    model: EmbeddingModel,
     pairs: Sequence[Pair] | None = None,
     *,
     pixels: torch.Tensor | None = None,
@@ -140,7 +141,7 @@ def evaluate_pairs(
 
 
 def attribute_accuracy(
-    model: Any,
+    model: EmbeddingModel,
     pixels: torch.Tensor,
     tokens: torch.Tensor,
     attributes: Sequence[Mapping[str, object]],
@@ -196,14 +197,24 @@ def class_name(folder_name: str) -> str:
     return " ".join(folder_name.replace("_", " ").replace("-", " ").split())
 
 
+class ZeroShot(TypedDict):
+    """What :func:`zero_shot_accuracy` measured."""
+
+    accuracy: float
+    n: int
+    classes: int
+    skipped: int
+    per_class: dict[str, float]
+
+
 @torch.no_grad()
 def zero_shot_accuracy(
-    model: Any,
+    model: EmbeddingModel,
     folder: str | os.PathLike[str],
     templates: Sequence[str] = DEFAULT_TEMPLATES,
     batch_size: int = 64,
     max_per_class: int | None = None,
-) -> dict[str, Any]:
+) -> ZeroShot:
     """Top-1 accuracy of classifying each image by the nearest class prompt embedding.
 
     Each class is the mean of its normalised prompt embeddings over ``templates`` (each holding

@@ -57,7 +57,7 @@ def lr_factor(step: int, total: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     if precision == "fp16":
@@ -82,7 +82,7 @@ def contrastive_backward(
     pixels: torch.Tensor,
     tokens: torch.Tensor,
     chunks: int = 1,
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     scale: Callable[[torch.Tensor], torch.Tensor] = lambda loss: loss,
 ) -> torch.Tensor:
     """Forward and backward of the loss over this rank's batch; gradients land in ``.grad``.

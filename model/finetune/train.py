@@ -35,8 +35,8 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from torch import nn
 
+from clipsearch.model.base import EmbeddingModel
 from clipsearch.model.clip import CLIPConfig, TextConfig, VisionConfig
 from clipsearch.model.finetune import FinetuneError
 from clipsearch.model.finetune.batches import Batches, Source, epoch_order
@@ -111,7 +111,7 @@ class Trainer:
 
     def __init__(
         self,
-        clip: nn.Module,
+        clip: EmbeddingModel,
         train_pairs: Sequence[Pair],
         val_pairs: Sequence[Pair],
         cfg: TrainConfig,
@@ -402,7 +402,7 @@ class _ProgressBar:
 
 
 def train(
-    clip: nn.Module,
+    clip: EmbeddingModel,
     train_pairs: Sequence[Pair],
     val_pairs: Sequence[Pair],
     cfg: TrainConfig,

@@ -17,6 +17,7 @@ from typing import Any, cast
 import torch
 
 from clipsearch.model.api import load
+from clipsearch.model.base import EmbeddingModel
 from clipsearch.model.checkpoints import save_pretrained
 from clipsearch.model.finetune import FinetuneError
 
@@ -48,7 +49,7 @@ def interpolate_state_dicts(
     return out
 
 
-def wise_ft(start: Any, finetuned: Any, alpha: float) -> Any:
+def wise_ft(start: EmbeddingModel, finetuned: EmbeddingModel, alpha: float) -> EmbeddingModel:
     """A new model (a copy of ``finetuned``'s structure) with the interpolated weights, in eval mode."""
     state = interpolate_state_dicts(
         {k: v.detach().cpu() for k, v in start.state_dict().items()},
