@@ -31,7 +31,6 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
@@ -82,11 +81,11 @@ class DuplicateThresholds:
     def near_allowed(self) -> bool:
         return self.mode != "exact-only"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Any) -> DuplicateThresholds | None:
+    def from_dict(cls, data: object) -> DuplicateThresholds | None:
         if not isinstance(data, dict):
             return None
         try:

@@ -226,7 +226,7 @@ class BatchResult:
 MAX_OFFSET = 100_000
 
 
-def check_page(k: Any, offset: Any, maximum: int) -> tuple[int, int]:
+def check_page(k: object, offset: object, maximum: int) -> tuple[int, int]:
     """``(k, offset)`` as ints once checked: 1 <= k <= ``maximum``, 0 <= offset <= MAX_OFFSET;
     anything else raises an :class:`IndexerError` that says what is allowed."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= maximum:

@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,6 +47,12 @@ from .decode import retry_on_rescan
 from .errors import IndexerError
 from .scan import OUTSIDE_ROOTS, scan_folder
 from .types import JobInfo, ScanProblem
+
+if TYPE_CHECKING:
+    import datetime as dt
+    from collections.abc import Iterable
+
+    from watchdog.events import FileSystemEvent
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +233,9 @@ class FolderWatcher:
             if self._observer is not None and path not in self._watches and os.path.isdir(path):
                 self._schedule(path, bool(recursive))
 
-    def _heartbeat(self, folder_ids: list[int], stamp: Any = "now") -> None:
+    def _heartbeat(
+        self, folder_ids: list[int], stamp: dt.datetime | Literal["now"] | None = "now"
+    ) -> None:
         """Mark these folders watched (``stamp`` None: no longer) so every process can tell."""
         if not folder_ids:
             return
@@ -380,7 +388,10 @@ def _changed_folder(root: str, dirs: set[str]) -> str | None:
 
 
 def folder_changes(
-    sessions: sessionmaker[Session], root: str, recursive: bool = True, allowed_roots: Any = None
+    sessions: sessionmaker[Session],
+    root: str,
+    recursive: bool = True,
+    allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
 ) -> str | None:
     """What an ingest of ``root`` would find to do, in words, or None when the folder matches
     the catalog: no new file (other than ones the user removed from the library), none changed
@@ -464,7 +475,7 @@ class _Handler:
         self.watcher = watcher
         self.root = root
 
-    def dispatch(self, event: Any) -> None:
+    def dispatch(self, event: FileSystemEvent) -> None:
         if getattr(event, "event_type", "") in ("opened", "closed_no_write"):
             return
         for attr in ("src_path", "dest_path"):

@@ -144,7 +144,7 @@ class WorkerMetrics:
         self,
         sender: object = None,
         task_id: str = "",
-        retval: Any = None,
+        retval: object = None,
         state: str | None = None,
         **_: object,
     ) -> None:

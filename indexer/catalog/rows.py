@@ -19,6 +19,8 @@ from .codecs import bytes_to_vector, pack_vectors
 from .schema import Embedding, Image, ImageCount, Job, ModelRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from clipsearch.model.base import EmbeddingModel
 
 JOB_ERROR_SAMPLE = 50  # at most this many {path, reason} pairs are kept per job
@@ -133,7 +135,7 @@ def get_job(session: Session, job_id: int) -> Job:
     return row
 
 
-def create_job(session: Session, kind: str, params: dict[str, Any] | None = None) -> Job:
+def create_job(session: Session, kind: str, params: Mapping[str, object] | None = None) -> Job:
     """Record a queued job and commit it."""
     if kind not in ("ingest", "reindex", "ocr"):
         raise IndexerError(f"unknown job kind {kind!r}: use ingest, reindex or ocr")
