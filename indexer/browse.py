@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -58,7 +57,7 @@ def browse(
     *,
     limit: int,
     state: str | None,
-    conditions: list[Any],
+    conditions: list[sa.ColumnElement[bool]],
     sort: str,
     after: int | None = None,
     after_key: str | None = None,
@@ -138,7 +137,7 @@ def months(
     session: Session,
     *,
     state: str | None,
-    conditions: list[Any],
+    conditions: list[sa.ColumnElement[bool]],
     sort: str,
     limit: int = MONTHS_MAX,
 ) -> Timeline:
