@@ -38,11 +38,14 @@ from .relevance import calibrate, embed_backgrounds
 from .search_service import SearchService
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from celery import Celery, Task
 
     from clipsearch.model.base import EmbeddingModel
 
     from .context import WorkerContext
+    from .search_service import SearchQuery
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,7 @@ class AlbumRun:
 
 def _encode(
     session: Session, model: EmbeddingModel, model_id: int, row: Album
-) -> tuple[Any, np.ndarray]:
+) -> tuple[SearchQuery, np.ndarray]:
     """The album's search query with its vector for ``model`` (texts encoded, library pictures
     read from the store); IndexerError when a picture it names is gone."""
     saved = saved_query(row)
@@ -152,7 +155,7 @@ def refresh_albums(
     return run
 
 
-def _rewrite(session: Session, album_id: int, scores: dict[int, float], now: Any) -> int:
+def _rewrite(session: Session, album_id: int, scores: dict[int, float], now: dt.datetime) -> int:
     """Replace an album's automatic members by ``scores`` (people's rows stay). No commit."""
     session.execute(
         sa.delete(AlbumMember).where(AlbumMember.album_id == album_id, AlbumMember.state == "auto")

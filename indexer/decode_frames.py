@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -39,7 +38,7 @@ def exif_info(img: Image.Image) -> tuple[int, dt.datetime | None]:
     return orientation, taken
 
 
-def _parse_exif_time(value: Any) -> dt.datetime | None:
+def _parse_exif_time(value: object) -> dt.datetime | None:
     if isinstance(value, bytes):
         value = value.decode("ascii", "replace")
     if not isinstance(value, str):

@@ -11,7 +11,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
@@ -25,6 +25,9 @@ from clipsearch.indexer.decode_limits import (
     too_many_pixels,
 )
 from clipsearch.indexer.errors import IndexerError
+
+if TYPE_CHECKING:
+    from typing import IO
 
 PREVIEW_SIDE = 2048  # the longest side of a preview, in pixels
 PREVIEW_QUALITY = 85
@@ -41,7 +44,7 @@ def preview_key(sha256: str, side: int = PREVIEW_SIDE) -> str:
 
 
 def render_preview(
-    fh: Any,
+    fh: IO[bytes],
     max_side: int = PREVIEW_SIDE,
     max_pixels: int | None = None,
     quality: int = PREVIEW_QUALITY,

@@ -151,7 +151,7 @@ class FindResult:
     groups: dict[str, int]
 
 
-def thresholds(limits: DuplicateThresholds | None = None) -> dict[str, Any]:
+def thresholds(limits: DuplicateThresholds | None = None) -> dict[str, object]:
     """The thresholds the groups were made with, and how they were chosen (for every door)."""
     limits = limits or default_thresholds(NEAR_SIMILARITY, NEAR_HASH_BITS)
     return {

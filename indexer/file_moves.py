@@ -35,9 +35,12 @@ import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import Conflict
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
@@ -176,7 +179,7 @@ def _open_side(path: str, roots: list[str], what: str, *, create_below: str | No
 
 
 @functools.lru_cache(maxsize=1)
-def _renameat2() -> Any:
+def _renameat2() -> Callable[..., int] | None:
     """libc's ``renameat2`` (glibc 2.28+), or None."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

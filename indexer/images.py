@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
@@ -250,7 +250,7 @@ class ImageService:
         log.warning("image %s no longer matches the catalog on disk: marked for re-scan", image_id)
 
 
-def _check_state(state: Any) -> None:
+def _check_state(state: object) -> None:
     if state is not None and state not in IMAGE_STATES:
         raise IndexerError(f"unknown image state {state!r}: use one of {', '.join(IMAGE_STATES)}")
 

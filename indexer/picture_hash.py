@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import PIL.Image
 
-def dhash(image: Any) -> int:
+
+def dhash(image: PIL.Image.Image) -> int:
     """64-bit difference hash of a PIL image: 9x8 grey, one bit per horizontal gradient sign."""
     from PIL import Image as PILImage
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
@@ -53,7 +53,7 @@ TUNING_PROMPTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def _missing_stmt(model_id: int, after_id: int, limit: int) -> Any:
+def _missing_stmt(model_id: int, after_id: int, limit: int) -> sa.Select[int, str, str | None]:
     has = sa.exists().where(Embedding.sha256 == Image.sha256, Embedding.model_id == model_id)
     return (
         sa.select(Image.id, Image.path, Image.sha256)
@@ -93,6 +93,8 @@ def embed_missing(
         batch_errors: list[dict[str, str]] = []
         todo: list[tuple[int, str, str]] = []
         for image_id, db_path, sha in rows:
+            if sha is None:  # never: the statement reads hashed pictures only
+                continue
             if image_id in skip or any(sha == t[2] for t in todo):
                 continue
             todo.append((int(image_id), db_path, sha))

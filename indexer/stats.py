@@ -67,7 +67,7 @@ class LibraryStats:
     model: str | None = None
     jobs: JobCounts = field(default_factory=JobCounts)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """Plain values (JSON output); index fields that do not apply are left out."""
         out = asdict(self)
         out["index"] = {

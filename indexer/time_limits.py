@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
@@ -75,7 +74,7 @@ class TaskWatchdog:
         limits: Mapping[str, tuple[float, float]],
         default: tuple[float, float],
         interval_s: float = 0.5,
-        exit_process: Callable[[int], Any] = os._exit,
+        exit_process: Callable[[int], object] = os._exit,
     ) -> None:
         self.app = app
         self.limits = dict(limits)
