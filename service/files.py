@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
+
+from clipsearch.indexer.safe_files import OpenedFile
 
 CACHE_THUMB = "private, max-age=86400"
 CACHE_FILE = "private, max-age=3600"
@@ -49,7 +50,7 @@ def _disposition(kind: str, name: str) -> str:
 
 def serve_file(
     request: Request,
-    opened: Any,
+    opened: OpenedFile,
     kind: str,
     image_id: int,
     media_type: str | None,

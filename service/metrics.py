@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,6 +37,9 @@ from clipsearch.indexer.facade import LibraryFacade
 from clipsearch.indexer.timing import STAGES, add_observer
 from clipsearch.indexer.worker_metrics import add_standard_collectors
 
+if TYPE_CHECKING:
+    from .query import TextEncoder
+
 log = logging.getLogger(__name__)
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -47,7 +50,9 @@ class LibraryCollector(Collector):
     """Reads the catalog when Prometheus scrapes; a catalog outage shows as catalog_up 0."""
 
     def __init__(
-        self, get_library: Callable[[], LibraryFacade | None], get_encoder: Callable[[], Any]
+        self,
+        get_library: Callable[[], LibraryFacade | None],
+        get_encoder: Callable[[], TextEncoder | None],
     ) -> None:
         self._get_library = get_library
         self._get_encoder = get_encoder
@@ -138,8 +143,8 @@ class Metrics:
 
     def __init__(
         self,
-        get_library: Callable[[], Any] = lambda: None,
-        get_encoder: Callable[[], Any] = lambda: None,
+        get_library: Callable[[], LibraryFacade | None] = lambda: None,
+        get_encoder: Callable[[], TextEncoder | None] = lambda: None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.request_latency = Histogram(

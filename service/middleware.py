@@ -8,7 +8,7 @@ import json
 import logging
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -17,6 +17,9 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipsearch.indexer.errors import CatalogUnavailable
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +308,7 @@ class ConcurrencyMiddleware:
                     self.anonymous.pop(address, None)
 
 
-def _public_read(settings: Any) -> bool:
+def _public_read(settings: Settings) -> bool:
     return bool(settings.server.public_read)
 
 
@@ -329,7 +332,7 @@ class PublicPathsMiddleware:
                 return (Path(r).name or "root") + text[len(r) :]
         return text
 
-    def _rewrite(self, value: Any, key: str | None = None) -> Any:
+    def _rewrite(self, value: object, key: str | None = None) -> object:
         if isinstance(value, str):
             out = self.shown(value)
             if out == value and key in self.KEYS and value.startswith("/"):

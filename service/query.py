@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from clipsearch.indexer.search_terms import (
     combine,
     parse_query,
 )
+
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +81,7 @@ class QueryLanguages:
         return bool(self.languages)
 
 
-def query_languages(model: Any) -> QueryLanguages:
+def query_languages(model: object) -> QueryLanguages:
     """What ``lang`` can be for ``model``: its ``languages`` and ``default_language``
     (model.nllb.NLLBSigLIP); nothing for a model without them."""
     languages = getattr(model, "languages", None)
@@ -112,7 +115,7 @@ class ResolvedLanguage:
     shown: str | None = None
     ignored: str | None = None
 
-    def describe(self, query: dict[str, Any]) -> dict[str, Any]:
+    def describe(self, query: dict[str, object]) -> dict[str, object]:
         """``query`` (a search response's) with ``lang`` or ``lang_ignored`` added."""
         if self.shown is not None:
             query["lang"] = self.shown
@@ -122,7 +125,7 @@ class ResolvedLanguage:
 
 
 def resolve_language(
-    model: Any, lang: str | None, where: str = "lang", hint: str = LANGUAGES_HINT
+    model: object, lang: str | None, where: str = "lang", hint: str = LANGUAGES_HINT
 ) -> ResolvedLanguage:
     """A request's query language for ``model``.
 
@@ -186,7 +189,9 @@ class EmbeddingCache:
             return len(self._data)
 
 
-def query_embedder(model: Any, precision: str = "exact") -> Callable[[Sequence[str]], np.ndarray]:
+def query_embedder(
+    model: EmbeddingModel, precision: str = "exact"
+) -> Callable[[Sequence[str]], np.ndarray]:
     """The function that embeds query texts with ``model`` at ``precision``
     (``Settings.query_precision``: exact, int8 or fp16; see model.quantize): the model's
     ``text_embedder``, or its plain ``embed_texts`` for a model without one. For a

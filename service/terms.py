@@ -14,13 +14,11 @@ gives the words weight 1 and the image 1 by default, and the gallery lets the wo
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import HTTPException
 
 from clipsearch.indexer.search_terms import Term
 
-from .schemas import SearchIn, TermIn
+from .schemas import SearchFiltersIn, SearchIn, TermIn
 
 
 def domain_terms(terms: list[TermIn] | None) -> list[Term]:
@@ -38,7 +36,7 @@ def parse_form_terms(
     min_score: float | None,
     min_relevance: float | None,
     sort: str,
-    filters: Any,
+    filters: SearchFiltersIn | None,
 ) -> SearchIn:
     """The ``terms`` form field of POST /api/search/image as a SearchIn whose terms include the
     upload (``{"upload": 0}``, weight 1 unless the field names it)."""

@@ -5,9 +5,9 @@ smallest size that serves the model, and a gate that bounds how many decode at o
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import HTTPException, UploadFile
+from PIL import Image
 
 from clipsearch.indexer.decode_isolated import DecodeRefused, IsolationLimits, decode_query_image
 
@@ -32,7 +32,7 @@ def refused_http(exc: DecodeRefused) -> HTTPException:
     return HTTPException(_STATUS.get(exc.problem, 422), detail=str(exc))
 
 
-async def decode_upload(state: ServiceState, data: bytes) -> Any:
+async def decode_upload(state: ServiceState, data: bytes) -> Image.Image:
     """Decode a search upload in a decoder process of its own (indexer.decode_isolated), killed
     past ``limits.upload_decode_seconds``, its memory bounded by ``limits.decode_memory_mb``;
     the wait runs on a thread of its own, so searches keep their pools meanwhile. An RGB

@@ -3,11 +3,12 @@ periodic re-scan queue the usual ingest jobs). Kept in the catalog, so they surv
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from clipsearch.indexer.folders import browse_folders
+from clipsearch.indexer.types import FolderInfo
 
 from ..auth import PrivateReadAccess, audited, require_token
 from ..deps import LibraryDep, SettingsDep
@@ -27,7 +28,7 @@ router = APIRouter(prefix="/api/folders", tags=["folders"], responses=ERRORS)
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Id of the watched folder.")]
 
 
-def folder_out(info: Any) -> FolderOut:
+def folder_out(info: FolderInfo) -> FolderOut:
     return FolderOut(
         id=info.id,
         path=info.path,

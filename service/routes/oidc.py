@@ -16,8 +16,9 @@ import html
 import secrets
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -28,6 +29,22 @@ from clipsearch.indexer.accounts import NAME_RULE, ROLES
 from ..auth import SESSION_COOKIE, accounts_of, client_address
 from ..deps import SettingsDep
 from .common import ERRORS
+
+if TYPE_CHECKING:
+    from joserfc.jwk import KeySetSerialization
+
+    from ..settings import Settings
+
+
+class ProviderMetadata(TypedDict, total=False):
+    """The provider's discovery document (OpenID Connect Discovery 1.0) and its key set."""
+
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    jwks_uri: str
+    jwks: KeySetSerialization
+
 
 router = APIRouter(prefix="/api/session", tags=["session"], responses=ERRORS)
 
@@ -50,7 +67,7 @@ class _Flow:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.pending: dict[str, _Pending] = {}
-        self.meta: tuple[float, dict[str, Any]] | None = None
+        self.meta: tuple[float, ProviderMetadata] | None = None
 
     def add(self, state: str, pending: _Pending) -> None:
         now = time.monotonic()
@@ -76,7 +93,7 @@ def _flow(request: Request) -> _Flow:
     return found
 
 
-def _config(settings: Any) -> tuple[str, str, str]:
+def _config(settings: Settings) -> tuple[str, str, str]:
     server = settings.server
     if not server.oidc_issuer:
         raise HTTPException(404, detail="single sign-on is not set up on this server")
@@ -93,7 +110,7 @@ def _config(settings: Any) -> tuple[str, str, str]:
     )
 
 
-def _metadata(flow: _Flow, issuer: str) -> dict[str, Any]:
+def _metadata(flow: _Flow, issuer: str) -> ProviderMetadata:
     import httpx
 
     cached = flow.meta
@@ -102,7 +119,7 @@ def _metadata(flow: _Flow, issuer: str) -> dict[str, Any]:
     try:
         with httpx.Client(timeout=10) as client:
             meta = client.get(issuer + "/.well-known/openid-configuration").raise_for_status()
-            found: dict[str, Any] = meta.json()
+            found: ProviderMetadata = meta.json()
             found["jwks"] = client.get(found["jwks_uri"]).raise_for_status().json()
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise HTTPException(
@@ -161,7 +178,9 @@ def oidc_sign_in(request: Request, settings: SettingsDep) -> Response:
     return response
 
 
-def _claims(meta: dict[str, Any], id_token: str, issuer: str, client_id: str, nonce: str) -> Any:
+def _claims(
+    meta: ProviderMetadata, id_token: str, issuer: str, client_id: str, nonce: str
+) -> dict[str, object]:
     from joserfc import jwt
     from joserfc.errors import JoseError
     from joserfc.jwk import KeySet
@@ -183,7 +202,7 @@ def _claims(meta: dict[str, Any], id_token: str, issuer: str, client_id: str, no
     return token.claims
 
 
-def _name_of(claims: dict[str, Any]) -> str:
+def _name_of(claims: Mapping[str, object]) -> str:
     for key in ("preferred_username", "email", "sub"):
         value = str(claims.get(key) or "")
         if key == "email":

@@ -144,7 +144,7 @@ async def live() -> LiveOut:
     response_model=ReadyOut,
     responses={503: {"model": ReadyOut, "description": "A part is not ready (named in `failing`)"}},
 )
-async def ready(request: Request, state: StateDep) -> Any:
+async def ready(request: Request, state: StateDep) -> ReadyOut | JSONResponse:
     """Whether this server can serve now: the model loaded, the catalog, the job queue's broker,
     the served index and a writable data folder answer (each waited for at most 2 s). 503 names
     each failing part. For readiness probes: send no traffic while this fails."""

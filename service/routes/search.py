@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Iterator, Sequence
+from typing import Annotated, NotRequired, TypedDict, Unpack
 
 import numpy as np
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, Response, UploadFile
@@ -26,6 +26,7 @@ from ..deps import ServiceState, StateDep, limit_compute_threads
 from ..query import (
     LanguageError,
     ResolvedLanguage,
+    TextEncoder,
     check_language_code,
     query_languages,
 )
@@ -79,7 +80,9 @@ def service_of(state: ServiceState) -> SearchService:
     )
 
 
-async def encoder_for(state: ServiceState, lang: str | None) -> tuple[Any, ResolvedLanguage]:
+async def encoder_for(
+    state: ServiceState, lang: str | None
+) -> tuple[TextEncoder, ResolvedLanguage]:
     """The batching text encoder (service.query.TextEncoder) and ``lang`` resolved for the model
     that encoder runs. The library may switch models at any time (a re-index finishing): the
     model is read before and after the encoder is had, and the pair is kept only when both are
@@ -99,7 +102,27 @@ def _run(state: ServiceState, service: SearchService, query: SearchQuery) -> Sea
     return service.search(query)
 
 
-async def _search(request: Request, state: ServiceState, plan: QueryPlan, **kw: Any) -> Response:
+class SearchOptions(TypedDict):
+    """The keyword arguments of :func:`_search_now` past the plan."""
+
+    kind: str
+    echo: dict[str, object]
+    k: int
+    offset: int
+    cursor: str | None
+    min_score: float | None
+    min_relevance: float | None
+    sort: str
+    filters: SearchFiltersIn | None
+    mode: NotRequired[str | None]
+    lang: NotRequired[str | None]
+    uploads: NotRequired[list[np.ndarray] | None]
+    exclude: NotRequired[tuple[int, ...]]
+
+
+async def _search(
+    request: Request, state: ServiceState, plan: QueryPlan, **kw: Unpack[SearchOptions]
+) -> Response:
     """:func:`_search_now` once the server's search gate admits it (a bounded queue: 503 with
     Retry-After beyond, service.admission)."""
     async with state.search_gate.slot():
@@ -112,7 +135,7 @@ async def _search_now(
     plan: QueryPlan,
     *,
     kind: str,
-    echo: dict[str, Any],
+    echo: dict[str, object],
     k: int,
     offset: int,
     cursor: str | None,
@@ -145,7 +168,7 @@ async def _search_now(
     try:
         for attempt in (1, 2):
             language = ResolvedLanguage()
-            text_vectors: Any = []
+            text_vectors: Sequence[np.ndarray] | np.ndarray = []
             if plan.texts:
                 encoder, language = await encoder_for(state, lang)
                 with timed("encode"):
@@ -192,7 +215,7 @@ async def _search_now(
 
 
 def present(
-    request: Request, page: SearchPage, query: dict[str, Any], start: float
+    request: Request, page: SearchPage, query: dict[str, object], start: float
 ) -> SearchResponse:
     """The response of a page: each hit with its relevance and cosine, and the paging."""
     results: list[SearchHit] = []
@@ -214,10 +237,23 @@ def present(
     )
 
 
-def _plan(state: ServiceState, **kwargs: Any) -> QueryPlan:
+def _plan(
+    state: ServiceState,
+    text: str | None = None,
+    negative: Sequence[str] = (),
+    weights: Sequence[float] | None = None,
+    terms: Sequence[Term] = (),
+    n_uploads: int = 0,
+) -> QueryPlan:
     s = state.settings
     return plan_query(
-        **kwargs, max_chars=s.limits.max_query_chars, max_negative=s.limits.max_negative_terms
+        text,
+        negative,
+        weights,
+        terms,
+        n_uploads,
+        max_chars=s.limits.max_query_chars,
+        max_negative=s.limits.max_negative_terms,
     )
 
 
@@ -284,7 +320,7 @@ async def _text_search(
         if lang:
             check_language_code(lang)
         plan = _plan(state, text=body.text, negative=body.negative, weights=body.weights)
-        echo: dict[str, Any] = {
+        echo: dict[str, object] = {
             "text": plan.text,
             "negative": plan.negative,
             "weights": plan.magnitudes,
@@ -351,7 +387,7 @@ async def _terms_search(
             terms=domain_terms(body.terms),
             n_uploads=len(uploads),
         )
-        echo: dict[str, Any] = {"terms": plan.describe()}
+        echo: dict[str, object] = {"terms": plan.describe()}
         if upload_names:
             echo["uploads"] = upload_names
         return await _search(

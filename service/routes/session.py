@@ -4,7 +4,6 @@ cookie, and what this browser is signed in as."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, Field, model_validator
@@ -25,6 +24,7 @@ from ..auth import (
 )
 from ..deps import SettingsDep
 from ..schemas import ErrorOut
+from ..settings import Settings
 from .common import ERRORS
 
 router = APIRouter(prefix="/api", tags=["session"], responses=ERRORS)
@@ -73,7 +73,7 @@ def _secure(request: Request) -> bool:
     )
 
 
-def _state(request: Request, settings: Any) -> SessionOut:
+def _state(request: Request, settings: Settings) -> SessionOut:
     accounts = accounts_of(request)
     has_accounts = accounts is not None and accounts.has_users()
     who = principal(request)
