@@ -41,7 +41,11 @@ from .vector_store import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from clipsearch.model.base import EmbeddingModel
+
+    from .vector_index import VectorIndex
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +66,9 @@ class Served:
     mark: str | None = None  # Milvus: the catalog mark that keeps the collection's watermark
 
     @property
-    def index(self) -> Any:
+    def index(self) -> VectorIndex | None:
         """The in-process VectorIndex (FAISS store only; None with Milvus)."""
-        return getattr(self.store, "index", None)
+        return self.store.index if isinstance(self.store, FaissStore) else None
 
 
 class IndexService:
@@ -138,7 +142,7 @@ class IndexService:
 
     # ---- loading
 
-    def _load_model(self, spec: str) -> Any:
+    def _load_model(self, spec: str) -> EmbeddingModel:
         from clipsearch import model as clip_model
 
         return clip_model.load(spec, device=self.device, image_tower=self.image_tower)
@@ -324,21 +328,21 @@ def _lease_name(mark: str) -> str:
     return f"lease_{mark}"
 
 
-def _is_milvus(params: Any) -> bool:
+def _is_milvus(params: object) -> bool:
     return isinstance(params, dict) and params.get("store") == "milvus"
 
 
-def _newest_faiss_row(session: Any) -> IndexVersion | None:
+def _newest_faiss_row(session: Session) -> IndexVersion | None:
     """The newest FAISS version (what an embedded library serves while Milvus is active)."""
     for row in session.scalars(
         sa.select(IndexVersion).order_by(IndexVersion.version.desc()).limit(20)
     ):
         if not _is_milvus(row.params):
-            return row  # type: ignore[no-any-return]
+            return row
     return None
 
 
-def _spec_of_row(session: Any, row: IndexVersion) -> str | None:
+def _spec_of_row(session: Session, row: IndexVersion) -> str | None:
     name = session.scalar(sa.select(ModelRecord.name).where(ModelRecord.id == row.model_id))
     return None if name is None else str(name)
 
