@@ -10,7 +10,7 @@ import fcntl
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -18,6 +18,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipsearch.indexer.errors import CatalogUnavailable, IndexerError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from sqlalchemy.engine import ExceptionContext
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = sa.create_engine(u, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -106,7 +112,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     safe_url = u.render_as_string(hide_password=True)
 
     @event.listens_for(engine, "handle_error")
-    def _unavailable(ctx: Any) -> None:
+    def _unavailable(ctx: ExceptionContext) -> None:
         if getattr(ctx, "is_pre_ping", False):
             # A pooled connection the server dropped (a restart, a failover, an idle timeout):
             # let the pool replace it. Raising here would fail a request the database can serve;
@@ -141,7 +147,7 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def alembic_config(url: str) -> Any:
+def alembic_config(url: str) -> Config:
     """An Alembic Config pointing at the migrations shipped in this package (no .ini needed)."""
     from alembic.config import Config
 
