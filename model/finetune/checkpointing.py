@@ -8,7 +8,7 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeGuard
 
 import torch
 
@@ -18,21 +18,51 @@ CHECKPOINT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"^step-(\d{8})\.pt$")
 
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+class RngState(TypedDict, total=False):
+    """The random generators' states: torch's, Python's (its tuples come back from a checkpoint
+    as lists) and, with CUDA, each device's."""
+
+    torch: torch.Tensor
+    python: tuple[object, ...] | list[object]
+    cuda: list[torch.Tensor]
+
+
+class TrainingCheckpoint(TypedDict):
+    """What a training checkpoint holds (``Trainer.state_dict``); the optimizer's, scheduler's
+    and scaler's states are PyTorch's own dicts."""
+
+    format: str
+    step: int
+    model: dict[str, torch.Tensor]
+    clip_config: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    rng: RngState
+    train_config: dict[str, Any]
+    world_size: int
+    metrics: dict[str, float]
+    extra: dict[str, object] | None
+
+
+def rng_state() -> RngState:
+    state: RngState = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: RngState) -> None:
     torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
+    python = _as_tuple(state["python"])
+    if not isinstance(python, tuple):
+        raise FinetuneError("the checkpoint's Python random state is damaged")
+    random.setstate(python)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _as_tuple(value: Any) -> Any:
+def _as_tuple(value: object) -> object:
     if isinstance(value, list):
         return tuple(_as_tuple(v) for v in value)
     return value
@@ -51,7 +81,7 @@ def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
     return [p for _, p in found]
 
 
-def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_training_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint:
     """Read a training checkpoint (tensors and plain data only: no code is unpickled)."""
     p = Path(path)
     try:
@@ -62,12 +92,17 @@ def load_training_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FinetuneError(
             f"checkpoint {p} cannot be read ({exc}); delete it to resume from the previous one"
         ) from exc
-    if not isinstance(state, dict) or state.get("format") != "clipsearch-finetune-1":
+    if not _is_checkpoint(state):
         raise FinetuneError(f"{p} is not a clipsearch fine-tuning checkpoint")
     return state
 
 
-def write_checkpoint(out_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
+def _is_checkpoint(state: object) -> TypeGuard[TrainingCheckpoint]:
+    """Whether what ``torch.load`` read is one of our training checkpoints (its format mark)."""
+    return isinstance(state, dict) and state.get("format") == "clipsearch-finetune-1"
+
+
+def write_checkpoint(out_dir: Path, step: int, state: TrainingCheckpoint, keep: int) -> Path:
     """``state`` as ``checkpoints/step-NNNNNNNN.pt`` under ``out_dir`` (atomically); only the
     ``keep`` newest checkpoints are kept."""
     folder = out_dir / CHECKPOINT_DIR

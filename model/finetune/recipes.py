@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from clipsearch.model.api import build
+from clipsearch.model.base import EmbeddingModel
+from clipsearch.model.clip import CLIP
 from clipsearch.model.finetune.data import Pair, encode_pairs, load_pairs
 from clipsearch.model.finetune.evaluate import attribute_accuracy, evaluate_pairs
 from clipsearch.model.finetune.synthetic import SyntheticConfig, read_manifest, write_folder
@@ -54,7 +56,7 @@ def synthetic_pairs(cfg: SyntheticConfig, n: int, folder: str | os.PathLike[str]
     return load_pairs(folder, verify=False).pairs
 
 
-def encode(model: Any, pairs: list[Pair], folder: str | os.PathLike[str]) -> Encoded:
+def encode(model: EmbeddingModel, pairs: list[Pair], folder: str | os.PathLike[str]) -> Encoded:
     manifest = read_manifest(folder)
     pixels, tokens = encode_pairs(pairs, model.preprocess, model.tokenize)
     return Encoded(
@@ -62,7 +64,7 @@ def encode(model: Any, pairs: list[Pair], folder: str | os.PathLike[str]) -> Enc
     )
 
 
-def scratch_train_config(steps: int, **overrides: Any) -> TrainConfig:
+def scratch_train_config(steps: int, **overrides: object) -> TrainConfig:
     values: dict[str, Any] = {
         "max_steps": steps,
         "batch_size": 64,
@@ -88,7 +90,7 @@ def train_from_scratch(
     n_val: int = 96,
     steps: int = 250,
     width: int = 64,
-) -> tuple[Any, dict[str, float], dict[str, float], TrainResult]:
+) -> tuple[CLIP, dict[str, float], dict[str, float], TrainResult]:
     """Train a small CLIP on colour x shape; returns (model, val recall before, after, result)."""
     work = Path(workdir)
     train_pairs = synthetic_pairs(BASE_SET, n_train, work / "base-train")
@@ -102,7 +104,7 @@ def train_from_scratch(
 
 
 def skill_transfer(
-    base: Any,
+    base: EmbeddingModel,
     workdir: str | os.PathLike[str],
     *,
     n_train: int = 960,
@@ -130,7 +132,7 @@ def skill_transfer(
     train(finetuned, ft_pairs, [], scratch_train_config(steps, lr=lr), work / "count-run")
     wise = wise_ft(base, finetuned, alpha)
 
-    def score(model: Any) -> dict[str, float]:
+    def score(model: EmbeddingModel) -> dict[str, float]:
         acc = attribute_accuracy(
             model,
             count_val.pixels,

@@ -22,7 +22,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from clipsearch.model.finetune import FinetuneError
 from clipsearch.model.finetune.batches import Batches, Source, epoch_order
 from clipsearch.model.finetune.checkpointing import (
     CHECKPOINT_DIR,
+    TrainingCheckpoint,
     list_checkpoints,
     load_training_checkpoint,
     rng_state,
@@ -118,7 +119,7 @@ class Trainer:
         out_dir: str | os.PathLike[str],
         *,
         progress: bool = False,
-        extra_state: dict[str, Any] | None = None,
+        extra_state: dict[str, object] | None = None,
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
@@ -165,7 +166,7 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> TrainingCheckpoint:
         return {
             "format": "clipsearch-finetune-1",
             "step": self.step,
@@ -181,7 +182,7 @@ class Trainer:
             "extra": self.extra_state,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: TrainingCheckpoint) -> None:
         self.clip.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -229,7 +230,7 @@ class Trainer:
 
     # -- logging and evaluation ---------------------------------------------------------------
 
-    def log(self, record: dict[str, Any]) -> None:
+    def log(self, record: Mapping[str, object]) -> None:
         if self.rank != 0:
             return
         self.out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +411,7 @@ def train(
     *,
     resume: bool | str | os.PathLike[str] = False,
     progress: bool = False,
-    extra_state: dict[str, Any] | None = None,
+    extra_state: dict[str, object] | None = None,
 ) -> TrainResult:
     """Train ``clip`` in place (see :class:`Trainer`); ``resume=True`` continues from the newest checkpoint."""
     trainer = Trainer(
