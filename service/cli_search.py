@@ -106,7 +106,7 @@ def ask_server(url: str, args: argparse.Namespace, timeout: float = 30.0) -> Pag
             parsed.hostname or "127.0.0.1", parsed.port, timeout=timeout
         )
         try:
-            conn.request("POST", "/api/search", body=json.dumps(body), headers=headers)
+            conn.request("POST", "/api/v1/search", body=json.dumps(body), headers=headers)
             response = conn.getresponse()
             status, raw = response.status, response.read()
         finally:
