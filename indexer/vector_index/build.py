@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -30,6 +30,9 @@ from .common import (
 )
 from .index import DEFAULT_K_FACTOR, VectorIndex
 from .tuning import augment_queries, synthetic_text_queries, tune_nprobe
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "COMPRESSIONS",
@@ -199,8 +202,8 @@ def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def build_index(
-    ids: Any,
-    vectors: Any,
+    ids: ArrayLike,
+    vectors: ArrayLike,
     *,
     flat_threshold: int = DEFAULT_FLAT_THRESHOLD,
     fastscan_threshold: int = DEFAULT_FASTSCAN_THRESHOLD,

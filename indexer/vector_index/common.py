@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 
 from clipsearch.indexer.errors import IndexerError
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = [
     "FORMAT_VERSION",
@@ -46,7 +49,7 @@ class VectorIndexError(IndexerError):
     """The vector index cannot do what was asked (bad input, unusable parameters)."""
 
 
-def as_vectors(x: Any, what: str, dim: int | None = None) -> np.ndarray:
+def as_vectors(x: ArrayLike, what: str, dim: int | None = None) -> np.ndarray:
     """float32 C-contiguous [n, D], finite, unit norm (normalised here if it is not)."""
     try:
         arr = np.asarray(x, dtype=np.float32)
@@ -80,7 +83,7 @@ def as_vectors(x: Any, what: str, dim: int | None = None) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
-def as_ids(ids: Any, n: int, what: str = "ids") -> np.ndarray:
+def as_ids(ids: ArrayLike, n: int, what: str = "ids") -> np.ndarray:
     try:
         arr = np.asarray(ids)
     except (TypeError, ValueError) as exc:

@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
@@ -29,6 +29,9 @@ from .common import (
     isin_sorted,
     use_gpu,
 )
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["DEFAULT_K_FACTOR", "VectorIndex", "quantizer_ef", "rerank_factor"]
 
@@ -493,7 +496,7 @@ class VectorIndex:
         sel.referenced_objects = [inner]  # keep the inner selector alive with the outer one
         return sel
 
-    def add(self, ids: Any, vectors: Any) -> None:
+    def add(self, ids: ArrayLike, vectors: ArrayLike) -> None:
         """Make vectors searchable now (exact delta). An id already present gets the new vector."""
         v = as_vectors(vectors, "vectors", self._dim)
         i = as_ids(ids, v.shape[0])
@@ -534,7 +537,7 @@ class VectorIndex:
                 delta_n=n_new,
             )
 
-    def remove(self, ids: Any) -> int:
+    def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Tombstone ids (main index and delta): they are never returned again. Returns how many were present."""
         arr = np.unique(
             np.asarray(
@@ -577,7 +580,7 @@ class VectorIndex:
         in the lists are faiss's: see `catalog_ids`)."""
         return None if self._kind == KIND_FLAT else faiss.extract_index_ivf(self._main)
 
-    def set_nprobe(self, nprobe: int, **measured: Any) -> None:
+    def set_nprobe(self, nprobe: int, **measured: object) -> None:
         """Adopt a tuned nprobe and record in the metadata how it was measured."""
         if int(nprobe) < 1:
             raise VectorIndexError(f"nprobe must be at least 1, got {nprobe!r}")
