@@ -27,7 +27,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -60,6 +60,13 @@ from clipsearch.indexer.ingest_problems import scan_outcome
 from clipsearch.indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
 from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
 
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from clipsearch.model.base import EmbeddingModel
+
+    from .configs import OcrConfig
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
@@ -72,7 +79,7 @@ def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
 
 
 def _insert_ignore(
-    session: Session, table: Any, rows: list[dict[str, Any]], keys: list[str]
+    session: Session, table: Any, rows: list[dict[str, object]], keys: list[str]
 ) -> None:
     """INSERT ... ON CONFLICT (keys) DO NOTHING on SQLite and PostgreSQL."""
     if not rows:
@@ -441,7 +448,7 @@ def plan_ingest(
 
 
 def embed_decoded(
-    model: Any,
+    model: EmbeddingModel,
     decoded: list[DecodeResult],
     have: set[str],
     *,
@@ -491,7 +498,7 @@ def embed_decoded(
 
 
 def store_vectors(
-    session: Session, model_id: int, vectors: dict[str, np.ndarray], now: Any = None
+    session: Session, model_id: int, vectors: dict[str, np.ndarray], now: dt.datetime | None = None
 ) -> None:
     """Add one embedding per content (sha256) for ``model_id``, inside the caller's transaction;
     content another worker embedded meanwhile keeps its row (insert or ignore)."""
@@ -509,7 +516,7 @@ def store_vectors(
 
 def process_batch(
     sessions: sessionmaker[Session],
-    model: Any,
+    model: EmbeddingModel,
     job_id: int | None,
     image_ids: Sequence[int],
     thumb_dir: str | os.PathLike[str] | None,
@@ -519,7 +526,7 @@ def process_batch(
     draft: bool = True,
     thumb_size: int = 256,
     embed_batch_size: int = 64,
-    text: Any = None,
+    text: OcrConfig | None = None,
     finish: bool = True,
     device_decode: str = "auto",
 ) -> BatchResult:
