@@ -27,7 +27,7 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -53,19 +53,13 @@ from clipsearch.indexer.catalog import (
     utcnow,
     vector_to_bytes,
 )
+from clipsearch.indexer.configs import OcrConfig
 from clipsearch.indexer.decode import DecodeResult, retry_on_rescan
 from clipsearch.indexer.decode_pool import DecodePool, decode_many
 from clipsearch.indexer.errors import IndexerError, IngestError
 from clipsearch.indexer.ingest_problems import scan_outcome
 from clipsearch.indexer.scan import OUTSIDE_ROOTS, check_path_allowed, scan_folder
 from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo, ScanProblem
-
-if TYPE_CHECKING:
-    import datetime as dt
-
-    from clipsearch.model.base import EmbeddingModel
-
-    from .configs import OcrConfig
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +442,7 @@ def plan_ingest(
 
 
 def embed_decoded(
-    model: EmbeddingModel,
+    model: Any,
     decoded: list[DecodeResult],
     have: set[str],
     *,
@@ -498,7 +492,7 @@ def embed_decoded(
 
 
 def store_vectors(
-    session: Session, model_id: int, vectors: dict[str, np.ndarray], now: dt.datetime | None = None
+    session: Session, model_id: int, vectors: dict[str, np.ndarray], now: object = None
 ) -> None:
     """Add one embedding per content (sha256) for ``model_id``, inside the caller's transaction;
     content another worker embedded meanwhile keeps its row (insert or ignore)."""
@@ -516,7 +510,7 @@ def store_vectors(
 
 def process_batch(
     sessions: sessionmaker[Session],
-    model: EmbeddingModel,
+    model: Any,
     job_id: int | None,
     image_ids: Sequence[int],
     thumb_dir: str | os.PathLike[str] | None,
