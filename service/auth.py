@@ -42,7 +42,7 @@ from contextvars import ContextVar
 from pathlib import Path as FsPath
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Path, Request, params, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -493,13 +493,13 @@ VisibleImage = Depends(require_visible_image)
 VisibleRemoval = Depends(require_visible_removal)
 
 
-def audited(action: str) -> Any:
+def audited(action: str) -> params.Depends:
     """A route dependency that writes ``action`` to the audit trail (indexer.audit) once the
     route has answered: who (the caller), on what (the path's id, the body's ``path`` or
     ``model``), from where, and whether it worked. Declared beside the route's role."""
 
     async def record_it(request: Request) -> AsyncIterator[None]:
-        body: Any = None
+        body: object = None
         if request.headers.get("content-type", "").startswith("application/json"):
             try:
                 body = await request.json()  # read once: the route reads the same copy
@@ -515,10 +515,10 @@ def audited(action: str) -> Any:
             await run_in_threadpool(_record, request, action, outcome, body)
 
     record_it.__name__ = f"audit_{action.replace('-', '_')}"
-    return Depends(record_it)
+    return params.Depends(record_it)
 
 
-def _record(request: Request, action: str, outcome: str, body: Any) -> None:
+def _record(request: Request, action: str, outcome: str, body: object) -> None:
     accounts = accounts_of(request)
     who = principal(request)
     if accounts is None or who is None:

@@ -21,9 +21,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .first_run import demo_dir
+
+if TYPE_CHECKING:  # the model layer imports torch (seconds): imported where used
+    from clipsearch.indexer.facade import JobsApi
+    from clipsearch.indexer.types import JobInfo
+    from clipsearch.model.finetune.synthetic import SyntheticConfig
+    from clipsearch.model.finetune.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ class DemoAssets:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _synthetic_config() -> Any:
+def _synthetic_config() -> SyntheticConfig:
     from clipsearch.model.finetune.synthetic import SyntheticConfig
 
     return SyntheticConfig(
@@ -64,7 +70,7 @@ def _synthetic_config() -> Any:
     )
 
 
-def _train_config(steps: int) -> Any:
+def _train_config(steps: int) -> TrainConfig:
     from clipsearch.model.finetune.train import TrainConfig
 
     return TrainConfig(
@@ -156,7 +162,7 @@ def _default_demo_dir() -> Path:
     return demo_dir()
 
 
-def _wait_plainly(lib: Any, job_id: int, timeout: float | None) -> Any:
+def _wait_plainly(lib: JobsApi, job_id: int, timeout: float | None) -> JobInfo:
     """Wait for the demo's ingest, saying how far it got in plain lines (one per tenth): what a
     log file or a pipe can show, where a progress bar shows nothing."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -257,7 +263,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``demo`` to the ``clipsearch`` sub-commands."""
     p = subparsers.add_parser(
         "demo",

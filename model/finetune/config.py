@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clipsearch.model.finetune import FinetuneError
+from clipsearch.model.json_types import JSONObject
 
 
 @dataclass
@@ -87,15 +89,18 @@ class TrainConfig:
             if not ok:
                 raise FinetuneError(message)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSONObject:
         out = dataclasses.asdict(self)
         out["betas"] = list(self.betas)
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, object]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known: dict[str, Any] = {
+            k: v for k, v in data.items() if k in names
+        }  # __post_init__ checks
+        return cls(**known)
 
 
 @dataclass

@@ -14,7 +14,6 @@ import shutil
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -53,7 +52,7 @@ def disk_problem(data_dir: Path, min_free_mb: int, shown: str) -> HealthProblem 
     )
 
 
-def _as_utc(value: Any) -> datetime | None:
+def _as_utc(value: object) -> datetime | None:
     if not isinstance(value, datetime):
         return None
     return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
