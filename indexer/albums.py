@@ -45,7 +45,7 @@ from .types import SearchFilters
 
 if TYPE_CHECKING:
     from .facade import ImagesApi
-    from .types import ImageInfo
+    from .types import ImageInfo, JobInfo
 
 log = logging.getLogger(__name__)
 
@@ -568,7 +568,7 @@ def record_job(session: Session, album_id: int | None = None) -> tuple[Job, bool
     return job, True
 
 
-def submit(lib: Any) -> Any:
+def submit(lib: Any) -> JobInfo:
     """Queue the albums job (or return the one queued): its JobInfo."""
     with lib.Session() as session:
         job, created = record_job(session)

@@ -41,11 +41,12 @@ if TYPE_CHECKING:
     from celery import Celery, Task
 
     from .context import WorkerContext
+    from .types import JobInfo
 
 log = logging.getLogger(__name__)
 
 
-def submit(lib: Any, full: bool = False) -> Any:  # a Library (the service: its facade)
+def submit(lib: Any, full: bool = False) -> JobInfo:  # a Library (the service: its facade)
     """Queue a duplicates job (or return the one queued or running). Returns its JobInfo."""
     with lib.Session() as session:
         job, created = record_job(session, full=full)

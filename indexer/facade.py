@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from .browse import Timeline
     from .configs import OcrConfig
+    from .keywords import KeywordHit
     from .relevance import Calibration
     from .stats import LibraryStats
 
@@ -174,12 +175,12 @@ class LibraryFacade(ImagesApi, RemovalsApi, FoldersApi, JobsApi, StatsApi, Proto
         offset: int = 0,
         min_score: float | None = None,
         filters: SearchFilters | None = None,
-        keywords: tuple[int, list[Any]] | None = None,
+        keywords: tuple[int, list[KeywordHit]] | None = None,
     ) -> list[Hit]: ...
 
     def keyword_hits(
         self, query: str, k: int = 20, offset: int = 0, filters: SearchFilters | None = None
-    ) -> tuple[int, list[Any]]: ...
+    ) -> tuple[int, list[KeywordHit]]: ...
 
     def has_keywords(self) -> bool: ...
 

@@ -45,11 +45,11 @@ import random
 import string
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -149,7 +149,7 @@ class NullFit:
         )
 
 
-def _fit(data: dict[str, Any]) -> NullFit:
+def _fit(data: Mapping[str, float]) -> NullFit:
     """A NullFit as BackgroundCache keeps it in its store."""
     return NullFit(
         top=float(data["top"]),

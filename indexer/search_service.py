@@ -33,7 +33,7 @@ import datetime as dt
 import json
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -185,7 +185,7 @@ def _date_key(desc: bool) -> Callable[[Hit], tuple[int, float, int]]:
     return key
 
 
-def encode_cursor(state: dict[str, Any]) -> str:
+def encode_cursor(state: Mapping[str, object]) -> str:
     raw = json.dumps(state, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 

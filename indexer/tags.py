@@ -21,7 +21,7 @@ import dataclasses
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -32,6 +32,9 @@ from .celery_app import TASK_TAGS
 from .errors import Conflict, IndexerError, NotFound
 from .sharing import EVERYTHING, Visibility, folder_condition
 from .tag_vocabulary import DEFAULT_TEMPLATES, STARTER_VOCABULARY, TagSpec, check_spec
+
+if TYPE_CHECKING:
+    from .types import JobInfo
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +439,9 @@ def images_page(
     return items, next_after
 
 
-def tag_page_statement(tag_id: int, after: int | None, limit: int) -> sa.Select[Image, float | None, str]:
+def tag_page_statement(
+    tag_id: int, after: int | None, limit: int
+) -> sa.Select[Image, float | None, str]:
     """The SELECT of one page of a tag's pictures (EXPLAIN-able: tests check it uses keys)."""
     stmt = (
         sa.select(Image, TagAssignment.score, TagAssignment.state)
@@ -494,7 +499,7 @@ def record_job(session: Session, full: bool = False) -> tuple[Job, bool]:
     return job, True
 
 
-def submit(lib: Any, full: bool = True) -> Any:
+def submit(lib: Any, full: bool = True) -> JobInfo:
     """Queue a tags job (or return the one queued or running): its JobInfo."""
     with lib.Session() as session:
         job, created = record_job(session, full=full)
