@@ -224,7 +224,7 @@ class IndexStore:
         log.info("saved index version %d to %s", version, self.folder)
         return version
 
-    def _write_manifest(self, manifest: Mapping[str, Any]) -> None:
+    def _write_manifest(self, manifest: Mapping[str, object]) -> None:
         body = json.dumps(manifest, indent=1).encode("utf-8")
 
         def write(tmp: Path) -> None:
