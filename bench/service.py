@@ -514,7 +514,9 @@ def write_report(
     results.parent.mkdir(parents=True, exist_ok=True)
     idx = health.get("index", {})
     lines = [
-        "# Service: text search end to end under load",
+        "# Service: API processes (`serve --workers`), load and memory"
+        if results is RESULTS_WORKERS
+        else "# Service: text search end to end under load",
         "",
         f"`{command}` (vectors={facts['vectors']}, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
@@ -553,7 +555,9 @@ def write_report(
     ]
     for run in runs:
         for ph in run["phases"]:
-            st = ph.get("stages_ms", {})
+            # several API processes: each /metrics scrape answers from one of them, so the
+            # difference of two scrapes mixes processes (no stage times then)
+            st = ph.get("stages_ms", {}) if len(run.get("pss_mb", ())) <= 1 else {}
 
             def cell(name: str, st: dict[str, float] = st) -> str:
                 return f"{st[name]:.1f}" if name in st else "-"
