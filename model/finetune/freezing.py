@@ -8,7 +8,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, ParamSpec
 
 import torch
 from torch import nn
@@ -112,9 +112,16 @@ def set_train_mode(clip: nn.Module, cfg: TrainConfig) -> None:
                 module.eval()
 
 
-def _checkpointed(forward: Callable[..., torch.Tensor], *args: Any, **kwargs: Any) -> torch.Tensor:
+_P = ParamSpec("_P")
+
+
+def _checkpointed(
+    forward: Callable[_P, torch.Tensor], *args: _P.args, **kwargs: _P.kwargs
+) -> torch.Tensor:
     if torch.is_grad_enabled():
-        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        # the keywords bound first: non-reentrant checkpointing calls forward(*args, **kwargs)
+        # either way, and torch's own keywords (use_reentrant, ...) stay apart from the block's
+        return checkpoint(functools.partial(forward, **kwargs), *args, use_reentrant=False)
     return forward(*args, **kwargs)
 
 
