@@ -545,8 +545,10 @@ def bench_cluster(n_images: int, work: Path, redis_port: int) -> dict[str, Any]:
                     api = cluster.start_api("api")
                     cluster.wait_api_ready(api)
                     wait_for(
-                        lambda api=api: (
-                            httpx.get(f"{api.url}/api/health", timeout=10).json()["index"]["delta"]
+                        lambda api=api, auth=cluster.auth: (
+                            httpx.get(f"{api.url}/api/health", headers=auth, timeout=10).json()[
+                                "index"
+                            ]["delta"]
                             == n_images
                         ),
                         60,

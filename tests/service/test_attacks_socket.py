@@ -148,7 +148,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             assert time.monotonic() < deadline, f"ingest did not finish:\n{srv.log()[-3000:]}"
             with contextlib.suppress(httpx.HTTPError):
                 jobs = srv.get("/api/jobs", headers=AUTH).json()
-                health = srv.get("/api/health").json()
+                health = srv.get("/api/health", headers=AUTH).json()
                 done = bool(jobs) and all(j["state"] in ("done", "failed") for j in jobs)
                 if done and health["images"]["pending"] == 0 and health["images"]["ready"] >= 6:
                     break
@@ -921,7 +921,7 @@ def test_hostile_search_parameters_get_a_clear_4xx_and_the_server_keeps_serving(
     send): each gets a 4xx that says what is wrong, or a normal answer; never a 5xx, a hang or
     a traceback; the search still answers afterwards."""
     deadline = time.monotonic() + 120  # the ingested photos in the served index first
-    while server.get("/api/health").json()["index"]["missing"]:
+    while server.get("/api/health", headers=AUTH).json()["index"]["missing"]:
         assert time.monotonic() < deadline, "the index never caught up with the catalog"
         time.sleep(0.3)
     cases: dict[str, tuple[bytes, set[int]]] = {

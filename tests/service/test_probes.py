@@ -255,7 +255,7 @@ def test_ready_on_a_healthy_embedded_library(tmp_path: Path, model_dir: Path) ->
                 if jobs and all(j["state"] in ("done", "failed") for j in jobs):
                     break
             time.sleep(0.3)
-        assert srv.get("/api/health").json()["images"]["ready"] == 3
+        assert srv.get("/api/health", headers=AUTH).json()["images"]["ready"] == 3
         r = _wait_ready(srv, 200)
         assert r.json() == {
             "status": "ready",

@@ -97,7 +97,7 @@ def _start(base: Path, model_dir: Path, **env_extra: str) -> Server:
             assert time.monotonic() < deadline, f"ingest did not finish:\n{srv.log()[-3000:]}"
             with contextlib.suppress(httpx.HTTPError):
                 jobs = srv.get("/api/jobs", headers=AUTH).json()
-                health = srv.get("/api/health").json()
+                health = srv.get("/api/health", headers=AUTH).json()
                 done = bool(jobs) and all(j["state"] in ("done", "failed") for j in jobs)
                 if done and health["images"]["pending"] == 0 and health["images"]["ready"] >= 4:
                     # and the served index has followed the catalog (within its refresh)
