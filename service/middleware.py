@@ -179,11 +179,14 @@ class HeadAsGetMiddleware:
 
 
 class BodyTimeoutMiddleware:
-    """A request's body must arrive in time: all of it within ``timeout_s`` of its headers, and
-    once ``grace_s`` has passed, at ``min_rate`` bytes per second on average at least (the rate
-    floor: a body sent a byte at a time, or one that never comes, is dropped after ``grace_s``,
-    not ``timeout_s``). Too slow: 408 and the connection closed, instead of a slot held. (Slow
-    headers are dropped by the server protocol: service.serve.)"""
+    """A request's body must arrive in time: all of it within ``timeout_s`` of waiting for it,
+    and once ``grace_s`` of waiting has passed, at ``min_rate`` bytes per second on average at
+    least (the rate floor: a body sent a byte at a time, or one that never comes, is dropped after
+    ``grace_s``, not ``timeout_s``). Too slow: 408 and the connection closed, instead of a slot
+    held. Only the time spent waiting for the client counts: a handler that works (or waits for
+    a thread) before it reads a body the server already holds is not the client's delay (on a
+    loaded server, sign-ins were answered 408 so). (Slow headers are dropped by the server
+    protocol: service.serve.)"""
 
     def __init__(
         self, app: ASGIApp, timeout_s: float, min_rate: float = 0.0, grace_s: float = 5.0
@@ -200,8 +203,7 @@ class BodyTimeoutMiddleware:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + self.timeout_s
+        waited = 0.0  # seconds spent waiting for the client's body so far
         received = 0
         # A request that declares no body (no Content-Length or 0, not chunked) has it all: the
         # next read is a response waiting for a disconnect, maybe long after the deadline (a
@@ -216,18 +218,20 @@ class BodyTimeoutMiddleware:
             "links)"
         )
 
-        def due() -> float:
-            """When the body is too late: the overall deadline, or when what arrived so far
-            falls under the rate floor."""
-            if self.min_rate <= 0:
-                return deadline
-            return min(deadline, start + self.grace_s + received / self.min_rate)
+        def allowed() -> float:
+            """How long the client may still be waited for: the overall limit, or while what
+            arrived so far keeps above the rate floor."""
+            limit = self.timeout_s
+            if self.min_rate > 0:
+                limit = min(limit, self.grace_s + received / self.min_rate)
+            return limit - waited
 
         async def timed() -> Message:
-            nonlocal body_done, received
+            nonlocal body_done, received, waited
             if body_done:
                 return await receive()  # after the body: only the disconnect is left to wait for
-            remaining = due() - loop.time()
+            remaining = allowed()
+            began = loop.time()
             try:
                 if remaining <= 0:
                     raise TimeoutError
@@ -235,6 +239,8 @@ class BodyTimeoutMiddleware:
             except TimeoutError:
                 log.info("request body too slow on %s: dropped", scope.get("path"))
                 raise HTTPException(408, detail=detail, headers={"Connection": "close"}) from None
+            finally:
+                waited += loop.time() - began
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
             if message["type"] != "http.request" or not message.get("more_body", False):

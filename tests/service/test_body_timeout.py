@@ -1,6 +1,6 @@
 """The body deadline (service.middleware.BodyTimeoutMiddleware) drops a request whose body trickles,
 never a bodiless request whose handler is merely slow (its response listens for the client
-going away after the deadline)."""
+going away after the deadline), nor one whose handler reads a body that arrived while it worked."""
 
 from __future__ import annotations
 
@@ -53,3 +53,12 @@ def test_a_body_that_does_not_arrive_in_time_is_refused() -> None:
     # one that arrives in time passes
     part = {"type": "http.request", "body": b"{}", "more_body": False}
     assert _run([(b"content-length", b"2")], [part], work_s=0.0) == [part]
+
+
+def test_a_handler_that_reads_the_body_late_is_not_the_clients_delay() -> None:
+    """The body is there; the handler first waits longer than the deadline (a busy thread pool
+    on a loaded server): the body is read, not refused. Only waiting for the client counts."""
+    part = {"type": "http.request", "body": b"{}", "more_body": False}
+    assert _run([(b"content-length", b"2")], [part], work_s=0.3) == [part]
+    # and a body that then does not come is still refused after the deadline of waiting
+    assert _run([(b"content-length", b"1000")], [], work_s=0.3) == [408]
