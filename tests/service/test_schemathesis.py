@@ -115,6 +115,7 @@ OPERATIONS = [
     ("POST", "/api/users"),
     ("PATCH", "/api/users/{name}"),
     ("PUT", "/api/users/{name}/password"),
+    ("DELETE", "/api/users/{name}"),
     ("PUT", "/api/me/password"),
     ("GET", "/api/me/sessions"),
     ("DELETE", "/api/me/sessions/{session_id}"),
