@@ -12,13 +12,24 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from clipsearch.indexer.worker import WorkerProcess, start_worker_process
 from clipsearch.indexer.worker_supervisor import SupervisedWorker
 
 from .runfile import remove_run_file, write_run_file
 from .settings import Settings, is_loopback
+
+if TYPE_CHECKING:
+    import asyncio
+
+    import uvicorn
+    from fastapi import FastAPI
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from clipsearch.indexer.configs import WorkerConfig, WorkerOverrides
+    from clipsearch.indexer.library import Library
+    from clipsearch.indexer.types import JobInfo
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +38,7 @@ class ServeError(Exception):
     """serve cannot start; the message says what to do."""
 
 
-def worker_config(settings: Settings, **overrides: Any) -> Any:
+def worker_config(settings: Settings, **overrides: Unpack[WorkerOverrides]) -> WorkerConfig:
     """The indexer's WorkerConfig for these settings (the tree's catalog, models, store, ocr
     and worker groups; ``overrides`` by WorkerConfig's field names)."""
     return settings.worker_config(**overrides)
@@ -50,9 +61,9 @@ def start_embedded_worker(settings: Settings) -> SupervisedWorker:
 class ServeHandle:
     """What ``prepare`` started: the library, the worker, the jobs submitted for --images."""
 
-    library: Any
-    worker: Any = None
-    jobs: list[Any] = field(default_factory=list)
+    library: Library
+    worker: SupervisedWorker | None = None
+    jobs: list[JobInfo] = field(default_factory=list)
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -63,7 +74,7 @@ class ServeHandle:
             self.worker = None
 
 
-def prepare(settings: Settings, library: Any = None) -> ServeHandle:
+def prepare(settings: Settings, library: Library | None = None) -> ServeHandle:
     """Load the model (fail early, clearly), start the worker, queue the --images folders."""
     from .app import build_library
 
@@ -138,7 +149,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int | None = None
     idle: dict[Any, None] = {}  # idle connections of this server, the longest idle first
     last_warning = [0.0]
 
-    def shed_for(newcomer: Any) -> bool:
+    def shed_for(newcomer: H11Protocol) -> bool:
         """Make room for ``newcomer`` beyond the limit; False when nothing could be shed."""
         if max_connections is None:
             return True
@@ -185,7 +196,9 @@ def guarded_protocol(header_timeout_s: float, max_connections: int | None = None
                 )
                 self.transport.close()
 
-        def connection_made(self, transport: Any) -> None:
+        # H11Protocol narrows asyncio's BaseTransport to Transport the same way (and says so
+        # with the same ignore): a stream connection's transport is always a Transport
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
             if not shed_for(self):
@@ -211,7 +224,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int | None = None
     return GuardedH11Protocol
 
 
-def uvicorn_config(settings: Settings, app: Any, number: int = 0) -> Any:
+def uvicorn_config(settings: Settings, app: FastAPI, number: int = 0) -> uvicorn.Config:
     """The uvicorn settings that bound what clients can hold: connections (idle ones shed
     first), header and body timeouts (the body one is in the app), idle keep-alive, header
     size. Requests in progress are limited in the app (service.middleware.ConcurrencyMiddleware).
@@ -465,7 +478,7 @@ class DataFolderLock:
             self._fh.close()
 
 
-def run(settings: Settings, library: Any = None) -> None:
+def run(settings: Settings, library: Library | None = None) -> None:
     """Serve until interrupted: this process (the first API process, with the embedded worker
     and the folder watcher) and ``serve.api_workers - 1`` more on the same socket."""
     import uvicorn
