@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from .ingest_problems import PROBLEMS_PAGE_DEFAULT, FolderProblemPage
 from .safe_files import OpenedFile
 from .types import (
     FolderInfo,
@@ -122,6 +123,10 @@ class FoldersApi(Protocol):
     def scan_watched_folder(
         self, folder_id: int, sub_path: str | None = None
     ) -> JobInfo | None: ...
+
+    def watched_folder_problems(
+        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT
+    ) -> FolderProblemPage: ...
 
 
 class JobsApi(Protocol):

@@ -18,7 +18,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from . import catalog
 from .catalog import Job
 from .context import MAX_LIST, CatalogContext, as_id
-from .errors import NotFound, PathNotAllowed
+from .errors import IndexerError, NotFound, PathNotAllowed
+from .ingest_problems import (
+    PROBLEMS_PAGE_DEFAULT,
+    PROBLEMS_PAGE_MAX,
+    FolderProblemPage,
+    folder_counts,
+    folder_problems,
+)
 from .job_queue import JobService
 from .safe_files import is_within, resolve_roots
 from .scan import has_image_extension
@@ -142,6 +149,24 @@ class FolderService:
             if row is None:
                 raise NotFound(f"folder {folder_id} is not watched")
             return _folder_info(session, row)
+
+    def watched_folder_problems(
+        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT
+    ) -> FolderProblemPage:
+        """A watched folder's current problems (issue 24): the files under it that are not in
+        the library and why (indexer.ingest_problems), the first ``limit`` by path, and how many."""
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise IndexerError(f"limit must be a whole number, got {limit!r}")
+        if not 1 <= limit <= PROBLEMS_PAGE_MAX:
+            raise IndexerError(f"limit must be between 1 and {PROBLEMS_PAGE_MAX}, got {limit}")
+        with self.ctx.session() as session:
+            row = session.get(catalog.WatchedFolder, as_id(folder_id, "folder"))
+            if row is None:
+                raise NotFound(f"folder {folder_id} is not watched")
+            path = catalog.path_from_db(row.path)
+            items = folder_problems(session, path, row.recursive, limit=limit)
+            total = folder_counts(session, row.path, row.recursive).problems
+            return FolderProblemPage(row.id, row.path, items, max(total, len(items)))
 
     def list_watched_folders(self) -> list[FolderInfo]:
         """The watched folders, in the order they were added, with their state."""

@@ -38,9 +38,12 @@ from clipsearch.indexer.catalog import (
 from clipsearch.indexer.types import ScanProblem
 
 __all__ = [
+    "PROBLEMS_PAGE_DEFAULT",
+    "PROBLEMS_PAGE_MAX",
     "FileProblem",
     "FolderCounts",
     "FolderProblem",
+    "FolderProblemPage",
     "folder_counts",
     "folder_problems",
     "record_scan_problems",
@@ -70,6 +73,22 @@ class FolderProblem:
     path: str
     reason: str
     kind: str
+    since: dt.datetime | None = None  # when it was reported (scan) or last tried (decode)
+
+
+PROBLEMS_PAGE_DEFAULT = 100  # a folder's problems listed per request (API, CLI, gallery)
+PROBLEMS_PAGE_MAX = 1000
+
+
+@dataclass(frozen=True)
+class FolderProblemPage:
+    """The first ``limit`` current problems of a watched folder, by path, and how many it has
+    (``total``: :attr:`FolderCounts.problems`, which may be more than listed)."""
+
+    folder_id: int
+    folder: str
+    items: list[FolderProblem]
+    total: int
 
 
 @dataclass(frozen=True)
@@ -205,17 +224,17 @@ def folder_problems(
     the entries its scans could not take and the files that could not be decoded, by path."""
     folder_db = path_to_db(os.path.abspath(folder))
     scanned = session.execute(
-        sa.select(FileProblem.path, FileProblem.reason)
+        sa.select(FileProblem.path, FileProblem.reason, FileProblem.reported_at)
         .where(under_folder(FileProblem.folder, folder_db, recursive))
         .order_by(FileProblem.path)
         .limit(limit)
     ).all()
     failed = session.execute(
-        sa.select(Image.path, Image.error)
+        sa.select(Image.path, Image.error, Image.updated_at)
         .where(Image.state == "failed", under_folder(Image.folder, folder_db, recursive))
         .order_by(Image.path)
         .limit(limit)
     ).all()
-    out = [FolderProblem(str(p), str(r), "scan") for p, r in scanned]
-    out += [FolderProblem(str(p), str(r or "could not be read"), "decode") for p, r in failed]
+    out = [FolderProblem(str(p), str(r), "scan", t) for p, r, t in scanned]
+    out += [FolderProblem(str(p), str(r or "could not be read"), "decode", t) for p, r, t in failed]
     return sorted(out, key=lambda f: f.path)[:limit]

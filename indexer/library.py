@@ -42,6 +42,7 @@ from .filtering import filter_conditions, store_filters
 from .folders import FolderService
 from .freshness import IndexFollower
 from .images import ImageService
+from .ingest_problems import PROBLEMS_PAGE_DEFAULT, FolderProblemPage
 from .job_queue import EmbeddedWorkers, JobService, wait_for_job
 from .removals import RemovalService
 from .serving import IndexService, Served
@@ -532,6 +533,12 @@ class Library:
 
     def list_watched_folders(self) -> list[FolderInfo]:
         return self.folders.list_watched_folders()
+
+    def watched_folder_problems(
+        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT
+    ) -> FolderProblemPage:
+        """See :meth:`indexer.folders.FolderService.watched_folder_problems`."""
+        return self.folders.watched_folder_problems(folder_id, limit)
 
     @property
     def watcher(self) -> FolderWatcher | None:

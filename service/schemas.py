@@ -424,6 +424,27 @@ class FolderOut(BaseModel):
     last_job: JobOut | None = None
 
 
+class FolderProblemOut(BaseModel):
+    path: str = Field(
+        description="The file (shown as other paths are: by the folder's name "
+        "and what follows on a public-read server)."
+    )
+    problem: str = Field(description="Why it is not in the library, in words.")
+    kind: Literal["scan", "decode"] | str = Field(
+        description="scan: the scan could not take the entry (a link out of the folder, an "
+        "entry it cannot read); decode: the file is not a picture that can be read."
+    )
+    since: datetime | None = Field(
+        None, description="When it was reported (scan) or last tried (decode)."
+    )
+
+
+class FolderProblemsOut(BaseModel):
+    folder_id: int
+    items: list[FolderProblemOut]
+    total: int = Field(description="How many files of the folder are not in the library now.")
+
+
 # --- removed images ---------------------------------------------------------------------------
 
 

@@ -7,10 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+from clipsearch.indexer.errors import NotFound
 from clipsearch.indexer.folders import browse_folders
+from clipsearch.indexer.ingest_problems import PROBLEMS_PAGE_DEFAULT, PROBLEMS_PAGE_MAX
+from clipsearch.indexer.sharing import Visibility
 from clipsearch.indexer.types import FolderInfo
 
-from ..auth import PrivateReadAccess, audited, require_token
+from ..auth import PrivateReadAccess, ReadAccess, audited, require_token, visible_folders
 from ..deps import LibraryDep, SettingsDep
 from ..schemas import (
     AllowedFoldersOut,
@@ -18,6 +21,8 @@ from ..schemas import (
     FolderEntryOut,
     FolderIn,
     FolderOut,
+    FolderProblemOut,
+    FolderProblemsOut,
     JobOut,
 )
 from .common import ERRORS, MAX_ID, job_out
@@ -142,3 +147,35 @@ def scan_folder(library: LibraryDep, id: IdPath) -> JobOut | None:
     """Re-scan a watched folder now; null when an ingest of it is already waiting in the queue."""
     job = library.scan_watched_folder(id)
     return job_out(job) if job is not None else None
+
+
+@router.get(
+    "/{id}/problems",
+    operation_id="folder_problems",
+    response_model=FolderProblemsOut,
+    dependencies=[ReadAccess],
+)
+def folder_problems(
+    library: LibraryDep,
+    id: IdPath,
+    limit: Annotated[
+        int,
+        Query(ge=1, le=PROBLEMS_PAGE_MAX, description="How many to list (the first by path)."),
+    ] = PROBLEMS_PAGE_DEFAULT,
+) -> FolderProblemsOut:
+    """The files of a watched folder that are not in the library now, and why: links out of the
+    folder, entries that cannot be read, files that are not pictures that can be read. Each
+    once, however many rescans met it; empty once they are fixed. A viewer sees the folders
+    shared with them (another folder: 404, as for one not watched)."""
+    page = library.watched_folder_problems(id, limit)
+    seen = visible_folders()
+    if seen is not None and not Visibility(False, seen).allows_folder(page.folder):
+        raise NotFound(f"folder {id} is not watched")  # the words for an unknown folder
+    return FolderProblemsOut(
+        folder_id=page.folder_id,
+        items=[
+            FolderProblemOut(path=p.path, problem=p.reason, kind=p.kind, since=p.since)
+            for p in page.items
+        ],
+        total=page.total,
+    )

@@ -69,6 +69,7 @@ ROLE: dict[tuple[str, str], str] = {
     ("POST", "/api/folders"): "editor",
     ("DELETE", "/api/folders/{id}"): "editor",
     ("POST", "/api/folders/{id}/scan"): "editor",
+    ("GET", "/api/folders/{id}/problems"): "viewer",
     ("POST", "/api/ingest"): "editor",
     ("POST", "/api/reindex"): "admin",
     ("GET", "/api/jobs"): "editor",

@@ -78,6 +78,7 @@ OPERATIONS = [
     ("GET", "/api/folders/allowed"),
     ("POST", "/api/folders"),
     ("POST", "/api/folders/{id}/scan"),
+    ("GET", "/api/folders/{id}/problems"),
     ("DELETE", "/api/folders/{id}"),
     ("GET", "/api/duplicates"),
     ("POST", "/api/duplicates/scan"),
