@@ -172,6 +172,9 @@ class FakeLibrary:
     def scan_watched_folder(self, folder_id: int, sub_path=None):
         return self.remove_watched_folder(folder_id)
 
+    def watched_folder_problems(self, folder_id: int, limit: int = 100):
+        return self.remove_watched_folder(folder_id)
+
     def submit_ocr(self, force: bool = False, folder=None):
         self.calls.append(("submit_ocr", (force, folder)))
         return _job(3, "ocr", {"force": force, "folder": folder})
