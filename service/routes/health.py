@@ -154,15 +154,18 @@ async def health(request: Request, state: StateDep) -> HealthOut:
     """Model, device, image counts and the served index, and each part that is not well
     (``problems``, status ``degraded``); 503 when the catalog does not answer.
 
-    Open to all (health checks carry no token); a model given as a path, and the data folder,
-    are shown by name only unless the caller holds the token. The library's counts are the
-    caller's: none without credentials, a viewer's folders' only (indexer.sharing), the whole
-    library's (and the index's) for editors, admins, the token and an open server."""
+    Open to all (health checks carry no token). The library's counts are the caller's: none
+    without credentials, a viewer's folders' only (indexer.sharing), the whole library's (and
+    the index's) for editors, admins, the token and an open server. Server details (a model
+    given as a path, the data folder, the vector store's error) are shown to those who see the
+    whole library; others, a viewer of some folders included, get names and settings only."""
     stats = await run_in_threadpool(state.library.stats)
     index = stats.index
-    authorised = await resolve_principal(request) is not None
     seen = await caller_visibility(request)
     everything = seen is not None and seen.everything
+    # server details: for callers with credentials who see the whole library (not the
+    # strangers CLIPSEARCH_PUBLIC_READ lets read the photos, nor a viewer of some folders)
+    authorised = everything and await resolve_principal(request) is not None
     images = None
     if seen is not None:
         images = (

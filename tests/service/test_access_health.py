@@ -53,6 +53,8 @@ def test_health_counts_are_the_callers(served: Served) -> None:
         assert body["images"] == {"total": 2, "ready": 2, "failed": 0, "pending": 0}, body
         assert all(body["index"][k] is None for k in COUNTS), body["index"]
     assert _health(sign_in(served, "nell"))["images"]["total"] == 0  # nothing shared with her
+    # a viewer of some folders learns no server path (the model is a folder of weights here)
+    assert "/" not in _health(ann)["model"] and "/" in _health(served.admin())["model"]
     for client in (sign_in(served, "eve"), sign_in(served, "ada"), served.admin()):
         body = _health(client)
         assert body["images"] == {"total": 4, "ready": 4, "failed": 0, "pending": 0}
