@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clipsearch.indexer.ingest_problems import PROBLEMS_PAGE_DEFAULT, PROBLEMS_PAGE_MAX
 from clipsearch.indexer.logs import configure_from_env
 
 from .cli_common import (
@@ -184,6 +185,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
 def cmd_folders(args: argparse.Namespace) -> int:
     lib = _library(_settings(args))
     folders = lib.list_watched_folders()
+    if args.problems:  # each folder's current problems (indexer.ingest_problems, issue 24)
+        pages = [lib.watched_folder_problems(f.id, args.limit) for f in folders]
+        if args.json:
+            _print_json([{**vars(p), "items": [vars(i) for i in p.items]} for p in pages])
+            return 0
+        for page in pages:
+            told = f"{page.total} files could not be added" if page.total else "no problems"
+            print(f"{page.folder} (folder {page.folder_id}): {told}")
+            for item in page.items:
+                print(f"  {item.path}: {item.reason}")
+            if page.total > len(page.items):
+                print(f"  ... and {page.total - len(page.items)} more (--limit)")
+        return 0
     if args.json:
         from dataclasses import asdict
 
@@ -554,6 +568,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("folders", help="list the watched folders and their state")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--problems",
+        action="store_true",
+        help="list each folder's files that could not be added, and why (each once)",
+    )
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=PROBLEMS_PAGE_DEFAULT,
+        help=f"with --problems: how many per folder (at most {PROBLEMS_PAGE_MAX})",
+    )
     _common(p)
     p.set_defaults(func=cmd_folders)
 
