@@ -126,3 +126,56 @@ def test_a_job_with_files_it_could_not_read_is_amber_with_each_file_and_why(
         row = rows.filter(has_text=name)
         expect(row).to_have_count(1)
         assert len(row.inner_text().replace(str(folder / name), "").strip()) > 5  # a reason
+
+
+def test_a_watched_folders_problems_stay_listed_after_a_rescan_that_found_nothing_new(
+    page: Any, live_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Issue 24: a rescan reports only new problems, so the folder's row lists its current ones
+    (GET /api/v1/folders/{id}/problems), and the up-to-date line counts as the library does."""
+    from PIL import Image
+
+    folder = live_server.library.root / "watched-with-problems"
+    folder.mkdir()
+    Image.new("RGB", (90, 70), (200, 140, 30)).save(folder / "fine.png")
+    (folder / "cut-short.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 40)
+    outside = tmp_path_factory.mktemp("outside-the-root") / "elsewhere.png"
+    Image.new("RGB", (90, 70), (20, 40, 200)).save(outside)
+    os.symlink(outside, folder / "link-out.png")  # leads out of the allowed root
+
+    page.goto("/")
+    page.locator("#ingest-toggle").click()
+    page.locator("#ingest-path").fill(str(folder))
+    page.locator("#ingest-watch").check()
+    page.locator("#ingest-submit").click()
+    expect(page.locator("#ingest-error")).to_be_hidden()
+    jobs = page.locator("#jobs .job").filter(has_text=str(folder))
+    expect(jobs.first).to_have_attribute("data-state", "partial", timeout=180_000)
+
+    # a second rescan: nothing new to report, so its job lists no problems...
+    row = page.locator("#folders .folder").filter(has_text=str(folder))
+    expect(row).to_have_count(1)
+    folder_id = row.get_attribute("data-id")
+    r = httpx.post(
+        f"{live_server.url}/api/v1/folders/{folder_id}/scan",
+        headers={"Authorization": f"Bearer {live_server.token}"},
+        timeout=30,
+    )
+    assert r.status_code == 202, r.text
+    expect(jobs).to_have_count(2, timeout=60_000)
+    rescan = jobs.first  # the newest first
+    expect(rescan).to_have_attribute("data-state", "done", timeout=180_000)
+    expect(rescan.locator("details")).to_have_count(0)
+    expect(rescan.locator(".job-counts")).to_have_text(
+        "Up to date: 1 picture · 1 could not be read · 1 skipped"
+    )
+    # ...and the folder still says which files are not in the library, and why, each once
+    problems = row.locator("details.folder-problems")
+    expect(problems.locator("summary")).to_have_text("2 files could not be added")
+    problems.locator("summary").click()
+    items = problems.locator("li")
+    expect(items).to_have_count(2)
+    for name in ("cut-short.jpg", "link-out.png"):
+        item = items.filter(has_text=name)
+        expect(item).to_have_count(1)
+        assert len(item.inner_text().split(name, 1)[1].strip()) > 5  # a reason

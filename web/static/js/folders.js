@@ -15,6 +15,16 @@ import { byId, h } from './dom.js';
  * @property {import('./jobs.js').Job | null} [last_job]
  */
 
+/**
+ * A watched folder's current problems (GET /api/v1/folders/{id}/problems): its files that are
+ * not in the library and why, each once however many rescans met it.
+ * @typedef {object} FolderProblems
+ * @property {{ path?: unknown, problem?: unknown }[]} [items]
+ * @property {number} [total]
+ */
+
+const PROBLEMS_SHOWN = 50; // listed per folder (the total is said)
+
 /** @type {Record<string, string>} */
 const STATE_TEXT = {
   watching: 'watching',
@@ -35,6 +45,8 @@ export function initFolders(onJob) {
   const hint = byId('ingest-hint', HTMLElement);
   const submit = byId('ingest-submit', HTMLButtonElement);
   let generation = 0;
+  /** @type {Set<string>} folders whose list of problems is open (kept across refreshes) */
+  const openProblems = new Set();
 
   // Which folders may be added, said before anyone types one (GET /api/v1/folders/allowed)
   async function explainRoots() {
@@ -78,13 +90,52 @@ export function initFolders(onJob) {
       }
     });
     const state = String(folder.state || 'idle');
-    return h(
+    const li = h(
       'li',
       { class: 'folder', 'data-id': String(folder.id), 'data-state': state },
       h('span', { class: 'folder-path', text: folder.path, title: folder.path }),
       h('span', { class: 'folder-state', text: STATE_TEXT[state] || state }),
       stop,
     );
+    showProblems(folder, li);
+    return li;
+  }
+
+  /**
+   * Under a folder, its files that could not be added (shown whatever its latest rescan said:
+   * a rescan reports only what is new), each with why; nothing when there are none.
+   * @param {Folder} folder
+   * @param {HTMLElement} li
+   */
+  async function showProblems(folder, li) {
+    /** @type {FolderProblems} */
+    let found;
+    try {
+      found = await api(`/folders/${encodeURIComponent(String(folder.id))}/problems?limit=${PROBLEMS_SHOWN}`, { ask: false });
+    } catch {
+      return; // an older server, or the folder just went: the row says what it can
+    }
+    const items = Array.isArray(found?.items) ? found.items : [];
+    const total = Number(found?.total) || items.length;
+    if (!total || !li.isConnected) return;
+    const more = total - items.length;
+    const id = String(folder.id);
+    const details = h(
+      'details',
+      { class: 'folder-problems', open: openProblems.has(id) || null },
+      h('summary', { text: `${total.toLocaleString()} file${total === 1 ? '' : 's'} could not be added` }),
+      h(
+        'ul',
+        { class: 'job-errors' },
+        items.map((p) => h('li', {}, h('code', { text: String(p?.path ?? '') }), ` ${String(p?.problem ?? '')}`)),
+        more > 0 ? h('li', { text: `… and ${more.toLocaleString()} more (clipsearch folders --problems)` }) : null,
+      ),
+    );
+    details.addEventListener('toggle', () => {
+      if (/** @type {HTMLDetailsElement} */ (details).open) openProblems.add(id);
+      else openProblems.delete(id);
+    });
+    li.append(details);
   }
 
   async function refresh() {

@@ -20,7 +20,7 @@ import { setLibraryTotal, state } from './store.js';
  * @property {number} [failed]
  * @property {string} [message]
  * @property {string} [created_at]
- * @property {{ path?: unknown, model?: unknown, scan?: { found?: unknown, removed?: unknown, moved?: unknown } }} [params]
+ * @property {{ path?: unknown, model?: unknown, scan?: { found?: unknown, removed?: unknown, moved?: unknown, library?: { ready?: unknown, failed?: unknown, skipped?: unknown } } }} [params]
  * @property {{ path?: unknown, reason?: unknown }[]} [errors]
  */
 
@@ -94,13 +94,30 @@ export function jobCounts(job) {
   if (total > 0) counts = `${done.toLocaleString()} of ${total.toLocaleString()}`;
   else if (isActive(job)) counts = 'Looking for images…';
   else {
-    // nothing to embed: either the folder had no images or they were all seen already (files
-    // the scan found, not pictures in the library: some may be ones that could not be read)
+    // nothing to embed: either the folder had no images or they were all seen already; the
+    // folder's counts (scan.library: as the library counts its pictures) when the server says
     const found = Number(job.params?.scan?.found) || 0;
-    counts = found > 0 ? `Up to date: nothing new among ${found.toLocaleString()} file${found === 1 ? '' : 's'}` : 'No images found';
+    const library = job.params?.scan?.library;
+    if (library && typeof library === 'object') counts = upToDate(library);
+    else counts = found > 0 ? `Up to date: nothing new among ${found.toLocaleString()} file${found === 1 ? '' : 's'}` : 'No images found';
   }
   if (failed) counts += ` · ${failed.toLocaleString()} failed`;
   return counts;
+}
+
+/**
+ * "Up to date: 12 pictures · 1 could not be read · 1 skipped": the folder's pictures in the
+ * library and its files that are not (the job summary's scan.library, the library's own counts).
+ * @param {{ ready?: unknown, failed?: unknown, skipped?: unknown }} library
+ */
+function upToDate(library) {
+  const ready = Number(library.ready) || 0;
+  const failed = Number(library.failed) || 0;
+  const skipped = Number(library.skipped) || 0;
+  let text = `Up to date: ${ready.toLocaleString()} picture${ready === 1 ? '' : 's'}`;
+  if (failed) text += ` · ${failed.toLocaleString()} could not be read`;
+  if (skipped) text += ` · ${skipped.toLocaleString()} skipped`;
+  return text;
 }
 
 /**
