@@ -1,7 +1,7 @@
 """A watched folder's current problems over the API (issue 24), on a real socket: a corrupt
 picture and a link leading out of the folder are listed once each however many rescans met
-them, go away once fixed, show paths as every route does, and stay hidden (404) from a viewer
-the folder is not shared with."""
+them, go away once fixed, show paths as every route does (no server path to a public-read
+caller), and stay hidden (404) from a viewer the folder is not shared with."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from svc_testlib import ingest_now, write_images
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Served]:
-    with served_library(tmp_path_factory.mktemp("problems"), tiny_model_dir) as s:
+    base = tmp_path_factory.mktemp("problems")
+    with served_library(base, tiny_model_dir, public_read=True) as s:
         add_user(s, "ann", "viewer")  # alpha is shared with her
         add_user(s, "nell", "viewer")  # nothing is
         with s.admin() as admin:
@@ -65,6 +66,11 @@ def test_a_folders_problems_are_listed_once_until_fixed_and_only_to_who_may_see_
         too_long = admin.get(f"/api/v1/folders/{folder_id}/problems", params={"limit": 10**6})
         assert too_long.status_code == 422
         assert admin.get("/api/v1/folders/999999/problems").status_code == 404
+
+    # a public-read caller (no credentials) is shown no server path: the folder's name and on
+    with served.client() as anonymous:
+        shown = sorted(i["path"] for i in _problems(anonymous, folder_id)["items"])
+    assert shown == ["photos/alpha/corrupt.jpg", "photos/alpha/link.jpg"]
 
     # a viewer with the folder sees its problems; one without it is told there is no such folder
     ann, nell = sign_in(served, "ann"), sign_in(served, "nell")
