@@ -77,7 +77,9 @@ class _Snapshot:
     """Everything a search reads; replaced (never edited in place) by add/remove."""
 
     main_banned: np.ndarray  # sorted unique ids in the main index that must not be returned
-    selector: Any  # faiss IDSelector excluding main_banned, built when it is large
+    selector: (
+        faiss.IDSelector | None
+    )  # faiss IDSelector excluding main_banned, built when it is large
     delta_vecs: np.ndarray  # buffer; rows [:delta_n] are valid
     delta_ids: np.ndarray  # buffer; [:delta_n]
     delta_alive: np.ndarray  # bool [delta_n]
@@ -299,7 +301,9 @@ class VectorIndex:
         ids[~np.isfinite(scores)] = -1
         return (scores[0], ids[0]) if single else (scores, ids)
 
-    def _params(self, probe: int, sel: Any, kf: float) -> Any:
+    def _params(
+        self, probe: int, sel: faiss.IDSelector | None, kf: float
+    ) -> faiss.SearchParameters:
         if sel is None:  # read-only during a search, so one object per nprobe can be shared
             cached = self._params_cache.get((probe, kf))
             if cached is None:
@@ -309,26 +313,28 @@ class VectorIndex:
             return cached
         return self._new_params(probe, sel, kf)
 
-    def _new_params(self, probe: int, sel: Any, kf: float | None = None) -> Any:
-        p: Any
+    def _new_params(
+        self, probe: int, sel: faiss.IDSelector | None, kf: float | None = None
+    ) -> faiss.SearchParameters:
         if self._kind == KIND_FASTSCAN:
             # the selector (on positions) and nprobe go to the IVF under the re-ranking step;
             # swig does not keep nested parameter objects alive, so the outer one holds them
             ivf = faiss.SearchParametersIVF()
             ivf.nprobe = probe
-            hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+            hnsw = faiss.SearchParametersHNSW()
             hnsw.efSearch = quantizer_ef(probe)
             ivf.quantizer_params = hnsw
             if sel is not None:
                 ivf.sel = sel
-            p = faiss.IndexRefineSearchParameters()
-            p.k_factor = self._k_factor if kf is None else kf
-            p.base_index_params = ivf
-            p.referenced_objects = [ivf, hnsw, sel]
-            return p
+            refine = faiss.IndexRefineSearchParameters()
+            refine.k_factor = self._k_factor if kf is None else kf
+            refine.base_index_params = ivf
+            refine.referenced_objects = [ivf, hnsw, sel]
+            return refine
+        p: faiss.SearchParameters
         if self._kind == KIND_IVF:
-            p = faiss.SearchParametersIVF()
-            p.nprobe = probe
+            p = ivf_params = faiss.SearchParametersIVF()
+            ivf_params.nprobe = probe
         else:
             p = faiss.SearchParameters()
         if sel is not None:
@@ -339,13 +345,13 @@ class VectorIndex:
         """ivf-fastscan: the faiss positions of `ids` (sorted, all in the main index)."""
         return self._pos_order[np.searchsorted(self._main_ids, ids)]
 
-    def _position_bitmap(self, positions: np.ndarray, member: bool) -> Any:
+    def _position_bitmap(self, positions: np.ndarray, member: bool) -> faiss.IDSelector:
         """An IDSelectorBitmap over positions: `positions` are in (member) or out (not member)."""
         n = int(self._main_ids.size)
         mask = np.zeros(n, dtype=bool) if member else np.ones(n, dtype=bool)
         mask[positions] = member
         bits = np.packbits(mask, bitorder="little")  # faiss reads bit (i & 7) of byte i >> 3
-        sel: Any = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
+        sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bits))
         sel.referenced_objects = [bits]
         return sel
 
@@ -432,7 +438,7 @@ class VectorIndex:
                 sims = np.empty((n, ids.size), dtype=np.float32)
                 xb = self._exact.get_xb()
                 for r in range(n):
-                    faiss.fvec_inner_products_by_idx(  # type: ignore[attr-defined]
+                    faiss.fvec_inner_products_by_idx(
                         faiss.swig_ptr(sims[r]), faiss.swig_ptr(q[r]), xb,
                         faiss.swig_ptr(pos), self._dim, 1, int(ids.size),
                     )  # fmt: skip
@@ -483,7 +489,7 @@ class VectorIndex:
 
     # ---- mutation
 
-    def _make_selector(self, banned: np.ndarray) -> Any:
+    def _make_selector(self, banned: np.ndarray) -> faiss.IDSelector | None:
         if self._kind == KIND_FASTSCAN:  # a bitmap of the live positions, however few are gone
             return (
                 None if banned.size == 0 else self._position_bitmap(self._positions(banned), False)
@@ -492,7 +498,7 @@ class VectorIndex:
             return None
         arr = np.ascontiguousarray(banned, dtype=np.int64)
         inner = faiss.IDSelectorBatch(arr.size, faiss.swig_ptr(arr))
-        sel: Any = faiss.IDSelectorNot(inner)
+        sel = faiss.IDSelectorNot(inner)
         sel.referenced_objects = [inner]  # keep the inner selector alive with the outer one
         return sel
 
@@ -574,7 +580,7 @@ class VectorIndex:
     # ---- tuning and persistence (used by the build and by IndexStore)
 
     @property
-    def ivf(self) -> Any:
+    def ivf(self) -> faiss.IndexIVF | None:
         """The main index's inverted-file part (coarse quantizer and lists) when it is IVF, else
         None. Read it, never change it: nprobe tuning looks up which list holds each vector (ids
         in the lists are faiss's: see `catalog_ids`)."""

@@ -202,6 +202,8 @@ def _predict_nprobe(
 ) -> int:
     """Smallest nprobe at which exact IVF-Flat scanning would meet the target for every kind."""
     ivf = index.ivf
+    if ivf is None:
+        raise VectorIndexError("nprobe is tuned on an IVF index, and this one is flat")
     nlist = int(ivf.nlist)
     invl: Any = ivf.invlists
     id_parts, list_parts = [], []
