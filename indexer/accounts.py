@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import sqlalchemy as sa
 from limits import parse
@@ -220,7 +220,17 @@ def key_role(scopes: tuple[str, ...], owner_role: str) -> str:
     return narrower_role(widest, owner_role)
 
 
-def _user(row: Any) -> UserInfo:
+class _UserRow(Protocol):  # the columns of a users row that UserInfo is read from
+    id: int
+    name: str
+    role: str
+    disabled: bool
+    created_at: dt.datetime
+    password_changed_at: dt.datetime | None
+    oidc_subject: str | None
+
+
+def _user(row: _UserRow) -> UserInfo:
     return UserInfo(
         id=row.id,
         name=row.name,
@@ -546,7 +556,7 @@ class Accounts:
         assert new_id is not None
         return key, self.get_key(int(new_id[0]))
 
-    def _keys(self, where: Any) -> list[KeyInfo]:
+    def _keys(self, where: sa.ColumnElement[bool]) -> list[KeyInfo]:
         stmt = (
             sa.select(api_keys, users.c.name.label("owner"))
             .join(users, users.c.id == api_keys.c.user_id)

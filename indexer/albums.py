@@ -44,7 +44,9 @@ from .search_terms import QueryPlan, Term, plan_query
 from .types import SearchFilters
 
 if TYPE_CHECKING:
-    from .facade import ImagesApi
+    from typing_extensions import Buffer
+
+    from .facade import ImagesApi, LibraryFacade
     from .types import ImageInfo, JobInfo
 
 log = logging.getLogger(__name__)
@@ -568,17 +570,17 @@ def record_job(session: Session, album_id: int | None = None) -> tuple[Job, bool
     return job, True
 
 
-def submit(lib: Any) -> JobInfo:
+def submit(lib: LibraryFacade) -> JobInfo:
     """Queue the albums job (or return the one queued): its JobInfo."""
     with lib.Session() as session:
         job, created = record_job(session)
         info = catalog.job_info(job)
     if created:
-        lib._send(TASK_ALBUMS, info.id)
+        lib.send_job(TASK_ALBUMS, info.id)
     return info
 
 
-def create(lib: Any, name: str, query: SavedQuery | None = None) -> AlbumInfo:
+def create(lib: LibraryFacade, name: str, query: SavedQuery | None = None) -> AlbumInfo:
     """What every door does to create an album: :func:`create_album`, then for a smart album
     the albums job queued to compute it."""
     with lib.Session() as session:
@@ -589,7 +591,7 @@ def create(lib: Any, name: str, query: SavedQuery | None = None) -> AlbumInfo:
 
 
 def update(
-    lib: Any, album: int | str, name: str | None = None, query: SavedQuery | None = None
+    lib: LibraryFacade, album: int | str, name: str | None = None, query: SavedQuery | None = None
 ) -> AlbumInfo:
     """:func:`update_album`, then for a new query the albums job queued."""
     with lib.Session() as session:
@@ -635,7 +637,7 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data: Any) -> int:
+    def write(self, data: Buffer) -> int:
         self.parts.append(bytes(data))
         return len(self.parts[-1])
 
@@ -668,7 +670,9 @@ def zip_chunks(lib: ImagesApi, images: Sequence[ImageInfo]) -> Iterator[bytes]:
     yield sink.drain()
 
 
-def link_folder(lib: Any, images: Sequence[ImageInfo], destination: str) -> tuple[str, int, int]:
+def link_folder(
+    lib: ImagesApi, images: Sequence[ImageInfo], destination: str
+) -> tuple[str, int, int]:
     """Symbolic links to these pictures in a new folder ``destination``, which must lie inside
     the folders the library may serve files from (its allowed folders and the folders it
     ingested: ``lib.serving_roots()``) and must not exist yet, or be an empty folder. Returns

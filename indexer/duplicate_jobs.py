@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import sqlalchemy as sa
@@ -41,18 +41,19 @@ if TYPE_CHECKING:
     from celery import Celery, Task
 
     from .context import WorkerContext
+    from .facade import LibraryFacade
     from .types import JobInfo
 
 log = logging.getLogger(__name__)
 
 
-def submit(lib: Any, full: bool = False) -> JobInfo:  # a Library (the service: its facade)
+def submit(lib: LibraryFacade, full: bool = False) -> JobInfo:
     """Queue a duplicates job (or return the one queued or running). Returns its JobInfo."""
     with lib.Session() as session:
         job, created = record_job(session, full=full)
         info = catalog.job_info(job)
     if created:
-        lib._send(TASK_DUPLICATES, info.id)
+        lib.send_job(TASK_DUPLICATES, info.id)
     return info
 
 

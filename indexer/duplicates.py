@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -41,6 +41,9 @@ from .duplicate_thresholds import DuplicateThresholds, default_thresholds
 from .errors import IndexerError
 from .picture_hash import dhash, hash_distance
 from .sharing import EVERYTHING, Visibility, folder_condition
+
+if TYPE_CHECKING:
+    from .facade import LibraryFacade
 
 log = logging.getLogger(__name__)
 
@@ -617,7 +620,7 @@ def record_job(session: Session, full: bool = False) -> tuple[Job, bool]:
 
 
 def page(
-    lib: Any,  # the service passes its LibraryFacade, which names no Session (a Library)
+    lib: LibraryFacade,
     kind: str = "duplicates",
     after: int | None = None,
     limit: int = 20,

@@ -28,6 +28,8 @@ from .types import (
 )
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
     from clipsearch.model.base import EmbeddingModel
 
     from .browse import Timeline
@@ -92,6 +94,8 @@ class ImagesApi(Protocol):
 
     def open_file(self, image_id: int) -> tuple[OpenedFile, str | None]: ...
 
+    def serving_roots(self, refresh: bool = False) -> list[str]: ...
+
 
 class RemovalsApi(Protocol):
     """Removing and restoring (indexer.removals.RemovalService)."""
@@ -151,10 +155,19 @@ class LibraryFacade(ImagesApi, RemovalsApi, FoldersApi, JobsApi, StatsApi, Proto
     """The library as the service sees it (see indexer.library.Library for each member)."""
 
     @property
-    def model(self) -> Any: ...
+    def model(self) -> EmbeddingModel: ...
 
     @property
     def data_dir(self) -> Path: ...
+
+    @property
+    def Session(self) -> sessionmaker[Session]:
+        """The catalog's sessions (the domain modules' functions take them: albums, tags, ...)."""
+        ...
+
+    def send_job(self, task: str, job_id: int) -> None:
+        """Queue a recorded job's task (the domain modules' ``submit`` record, then send)."""
+        ...
 
     @property
     def ocr_config(self) -> OcrConfig | None:

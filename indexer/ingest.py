@@ -27,13 +27,14 @@ import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from clipsearch.indexer import jobs
+from clipsearch.indexer.batching import chunks as _chunks
 from clipsearch.indexer.catalog import (
     Embedding,
     Image,
@@ -63,13 +64,10 @@ from clipsearch.indexer.types import BatchResult, FileInfo, IngestPlan, JobInfo,
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    from clipsearch.model.base import EmbeddingModel
+
 DEFAULT_BATCH_SIZE = 64
-_CHUNK = 500  # rows per IN (...) / bulk insert
-
-
-def _chunks(seq: Sequence[Any], n: int = _CHUNK) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
 
 
 def _insert_ignore(
@@ -390,8 +388,8 @@ def plan_ingest(
         plan.changed_ids = changed
         plan.removed_ids = sorted(r.id for r in missing if r.id not in moved_rows)
         orphans: list[str] = []
-        for part in _chunks(plan.removed_ids):
-            orphans += delete_images(s, part)
+        for id_part in _chunks(plan.removed_ids):
+            orphans += delete_images(s, id_part)
 
     if thumb_dir is not None and orphans:
         remove_thumbnails(thumb_dir, orphans)
@@ -442,7 +440,7 @@ def plan_ingest(
 
 
 def embed_decoded(
-    model: Any,
+    model: EmbeddingModel,
     decoded: list[DecodeResult],
     have: set[str],
     *,
@@ -510,7 +508,7 @@ def store_vectors(
 
 def process_batch(
     sessions: sessionmaker[Session],
-    model: Any,
+    model: EmbeddingModel,
     job_id: int | None,
     image_ids: Sequence[int],
     thumb_dir: str | os.PathLike[str] | None,
@@ -604,11 +602,11 @@ def process_batch(
     ok_shas = sorted({d.sha256 for d in decoded if d.ok and d.sha256})
     with sessions() as s:
         have: set[str] = set()
-        for part in _chunks(ok_shas):
+        for sha_part in _chunks(ok_shas):
             have |= set(
                 s.scalars(
                     sa.select(Embedding.sha256).where(
-                        Embedding.model_id == model_id, Embedding.sha256.in_(list(part))
+                        Embedding.model_id == model_id, Embedding.sha256.in_(list(sha_part))
                     )
                 )
             )

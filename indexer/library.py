@@ -561,8 +561,11 @@ class Library:
     def celery(self) -> Celery:
         return self.jobs.celery
 
-    def _send(self, task: str, job_id: int) -> None:
+    def send_job(self, task: str, job_id: int) -> None:
+        """Queue the task of a job recorded by a domain module (albums, tags, duplicates)."""
         self.jobs.send(task, job_id)
+
+    _send = send_job  # the older name
 
     def _record_job(self, kind: str, params: dict[str, object]) -> JobInfo:
         return self.jobs.record(kind, params)

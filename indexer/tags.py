@@ -34,6 +34,7 @@ from .sharing import EVERYTHING, Visibility, folder_condition
 from .tag_vocabulary import DEFAULT_TEMPLATES, STARTER_VOCABULARY, TagSpec, check_spec
 
 if TYPE_CHECKING:
+    from .facade import LibraryFacade
     from .types import JobInfo
 
 log = logging.getLogger(__name__)
@@ -499,11 +500,11 @@ def record_job(session: Session, full: bool = False) -> tuple[Job, bool]:
     return job, True
 
 
-def submit(lib: Any, full: bool = True) -> JobInfo:
+def submit(lib: LibraryFacade, full: bool = True) -> JobInfo:
     """Queue a tags job (or return the one queued or running): its JobInfo."""
     with lib.Session() as session:
         job, created = record_job(session, full=full)
         info = catalog.job_info(job)
     if created:
-        lib._send(TASK_TAGS, info.id)
+        lib.send_job(TASK_TAGS, info.id)
     return info

@@ -65,6 +65,16 @@ class FakeLibrary:
         self.data_dir = Path(tempfile.gettempdir()) / "clipsearch-fake-library"  # never written
         self.calls: list[tuple[str, Any]] = []
 
+    @property
+    def Session(self) -> sessionmaker[Session]:
+        raise AssertionError("the stand-in library has no catalog: use a real Library for that")
+
+    def send_job(self, task: str, job_id: int) -> None:
+        self.calls.append(("send_job", (task, job_id)))
+
+    def serving_roots(self, refresh: bool = False) -> list[str]:
+        return []  # no folder may be served
+
     def has_keywords(self) -> bool:
         return False  # no keyword index: text queries run semantic, as on a real empty index
 
@@ -200,6 +210,8 @@ class FakeLibrary:
 
 
 if TYPE_CHECKING:  # the stand-in must offer what the service asks of a library
+    from sqlalchemy.orm import Session, sessionmaker
+
     from clipsearch.indexer.facade import LibraryFacade
 
     _fake_is_a_library: type[LibraryFacade] = FakeLibrary
