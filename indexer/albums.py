@@ -41,7 +41,7 @@ from .filtering import filter_conditions
 from .scan import check_path_allowed
 from .search_service import SearchQuery
 from .search_terms import QueryPlan, Term, plan_query
-from .types import SearchFilters
+from .types import AlbumKind, SearchFilters
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("manual", "smart")
+KINDS: tuple[AlbumKind, ...] = ("manual", "smart")
 STATES = ("auto", "pinned", "excluded")
 MAX_PAGE = 200
 MAX_ALBUMS = 1000
@@ -259,7 +259,7 @@ def _date(value: object, what: str) -> dt.datetime | None:
 class AlbumInfo:
     id: int
     name: str
-    kind: str
+    kind: AlbumKind
     query: dict[str, Any] | None
     size: int  # the pictures it shows (pinned and matching, excluded ones not)
     pinned: int
@@ -286,16 +286,19 @@ def _counts(session: Session, album_id: int) -> dict[str, int]:
 
 def _info(session: Session, row: Album) -> AlbumInfo:
     n = _counts(session, int(row.id))
-    return AlbumInfo(
-        id=int(row.id),
-        name=row.name,
-        kind=row.kind,
-        query=row.query,
-        size=n.get("auto", 0) + n.get("pinned", 0),
-        pinned=n.get("pinned", 0),
-        excluded=n.get("excluded", 0),
-        computed_at=row.computed_at,
-    )
+    match row.kind:
+        case "manual" | "smart":
+            return AlbumInfo(
+                id=int(row.id),
+                name=row.name,
+                kind=row.kind,
+                query=row.query,
+                size=n.get("auto", 0) + n.get("pinned", 0),
+                pinned=n.get("pinned", 0),
+                excluded=n.get("excluded", 0),
+                computed_at=row.computed_at,
+            )
+    raise IndexerError(f"album {row.id} has kind {row.kind!r}, not one of {KINDS}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -128,7 +128,8 @@ TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
     "photo": ("a photo of a {}.",),
     "verbatim": ("{}",),
 }
-DEFAULT_TEMPLATES = "imagenet80"
+Templates = Literal["imagenet80", "clip7", "photo", "verbatim"]  # the keys of TEMPLATE_SETS
+DEFAULT_TEMPLATES: Templates = "imagenet80"
 
 MAX_NAME = 64
 MAX_DESCRIPTIONS = 16

@@ -31,7 +31,7 @@ from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
 from .celery_app import TASK_TAGS
 from .errors import Conflict, IndexerError, NotFound
 from .sharing import EVERYTHING, Visibility, folder_condition
-from .tag_vocabulary import DEFAULT_TEMPLATES, STARTER_VOCABULARY, TagSpec, check_spec
+from .tag_vocabulary import DEFAULT_TEMPLATES, STARTER_VOCABULARY, TagSpec, Templates, check_spec
 
 if TYPE_CHECKING:
     from .facade import LibraryFacade
@@ -132,7 +132,7 @@ class TagInfo:
     id: int
     name: str
     descriptions: list[str]
-    templates: str
+    templates: Templates
     group: str | None
     target_precision: float | None
     assigned: int  # pictures with the tag (auto or confirmed)
@@ -209,13 +209,20 @@ def _check_precision(value: float | None) -> float | None:
     return float(value)
 
 
+def _templates(value: str) -> Templates:
+    match value:
+        case "imagenet80" | "clip7" | "photo" | "verbatim":
+            return value
+    raise IndexerError(f"a tag has the unknown template set {value!r} in the catalog")
+
+
 def _info(session: Session, row: Tag, model_id: int | None) -> TagInfo:
     vec = None if model_id is None else session.get(TagVector, (int(row.id), model_id))
     return TagInfo(
         id=int(row.id),
         name=row.name,
         descriptions=list(row.descriptions or []),
-        templates=row.templates,
+        templates=_templates(row.templates),
         group=row.group_name,
         target_precision=row.target_precision,
         assigned=int(row.assigned or 0),

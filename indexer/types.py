@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from .errors import IndexerError
 
 IMAGE_STATES = ("pending", "ready", "failed")
 JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+AlbumKind = Literal["manual", "smart"]  # hand-picked, or a saved query's (indexer.albums)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,12 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session, sessionmaker
 
 from clipsearch.indexer import album_views as views
 from clipsearch.indexer import albums as domain
+from clipsearch.indexer.facade import LibraryFacade
+from clipsearch.indexer.types import AlbumKind
 
 from ..auth import SEEN, ReadAccess, require_token
 from ..deps import LibraryDep
@@ -72,7 +75,7 @@ class AlbumPatch(BaseModel):
 class AlbumOut(BaseModel):
     id: int
     name: str
-    kind: Literal["manual", "smart"]
+    kind: AlbumKind
     query: dict[str, Any] | None = Field(description="A smart album's saved query.")
     size: int = Field(description="Pictures it shows (pinned and matching).")
     pinned: int
@@ -116,11 +119,11 @@ class LinkExportOut(BaseModel):
     missing: int = Field(description="Pictures no longer on disk (not linked).")
 
 
-def _sessions(library: Any) -> Any:
+def _sessions(library: LibraryFacade) -> sessionmaker[Session]:
     return library.Session
 
 
-def album_out(info: Any) -> AlbumOut:
+def album_out(info: domain.AlbumInfo) -> AlbumOut:
     return AlbumOut(
         id=info.id, name=info.name, kind=info.kind, query=info.query, size=info.size,
         pinned=info.pinned, excluded=info.excluded, computed_at=info.computed_at,

@@ -11,9 +11,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session, sessionmaker
 
 from clipsearch.indexer import tags as domain
-from clipsearch.indexer.tag_vocabulary import TEMPLATE_SETS
+from clipsearch.indexer.facade import LibraryFacade
+from clipsearch.indexer.tag_vocabulary import TEMPLATE_SETS, Templates
 
 from ..auth import SEEN, ReadAccess, VisibleImage, require_token
 from ..deps import LibraryDep
@@ -22,7 +24,6 @@ from .common import ERRORS, MAX_ID, image_out, job_out
 
 router = APIRouter(tags=["tags"], responses=ERRORS)
 
-Templates = Literal["imagenet80", "clip7", "photo", "verbatim"]
 State = Literal["confirmed", "rejected", "auto"]
 TagKey = Annotated[str, Path(min_length=1, max_length=64, description="A tag's id or name.")]
 assert set(TEMPLATE_SETS) == set(Templates.__args__)  # type: ignore[attr-defined]
@@ -98,11 +99,11 @@ class RunIn(BaseModel):
     full: bool = True
 
 
-def _sessions(library: Any) -> Any:
+def _sessions(library: LibraryFacade) -> sessionmaker[Session]:
     return library.Session
 
 
-def tag_out(info: Any) -> TagOut:
+def tag_out(info: domain.TagInfo) -> TagOut:
     return TagOut(
         id=info.id,
         name=info.name,
