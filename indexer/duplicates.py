@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
@@ -44,6 +44,7 @@ from .sharing import EVERYTHING, Visibility, folder_condition
 
 if TYPE_CHECKING:
     from .facade import LibraryFacade
+    from .types import JobInfo
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ SIMILAR_SIMILARITY = 0.90
 MAX_NEIGHBOURS = 32
 #: Group families and kinds.
 FAMILIES = ("dup", "similar")
-KINDS = ("exact", "near", "similar")
+GroupKind = Literal["exact", "near", "similar"]
+KINDS: tuple[GroupKind, ...] = ("exact", "near", "similar")
 
 _MARK_SEQ = "dups_seq"
 _MARK_MODEL = "dups_model"
@@ -130,7 +132,7 @@ class DuplicateMemberInfo:
 class DuplicateGroupInfo:
     id: int  # the group's key: its smallest image id
     family: str  # dup | similar
-    kind: str  # exact | near | similar
+    kind: GroupKind
     size: int
     min_similarity: float
     members: list[DuplicateMemberInfo]  # the suggested keeper first (indexer.duplicate_keeper)
@@ -142,7 +144,7 @@ class DuplicatesPage:
     items: list[DuplicateGroupInfo]
     next_after: int | None
     stale: bool  # the library changed since the groups were computed
-    job: Any  # the newest duplicates job (JobInfo) or None
+    job: JobInfo | None  # the newest duplicates job
     thresholds: dict[str, Any]  # thresholds(): what made "the same picture", and how measured
 
 
@@ -580,7 +582,7 @@ def list_groups(
             DuplicateGroupInfo(
                 id=int(row.anchor_id),
                 family=family,
-                kind=row.kind,
+                kind=_group_kind(row.kind),
                 size=len(live),
                 min_similarity=float(row.min_similarity),
                 members=live,
@@ -588,6 +590,13 @@ def list_groups(
             )
         )
     return out, next_after
+
+
+def _group_kind(value: str) -> GroupKind:
+    match value:
+        case "exact" | "near" | "similar":
+            return value
+    raise IndexerError(f"a duplicate group has the unknown kind {value!r} in the catalog")
 
 
 def is_stale(session: Session) -> bool:

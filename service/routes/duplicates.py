@@ -6,7 +6,7 @@ or by ``POST /api/duplicates/scan``) and stored; a page is a range read on the g
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
@@ -17,6 +17,9 @@ from ..auth import SEEN, ReadAccess, require_token
 from ..deps import LibraryDep
 from ..schemas import ImageOut, JobOut
 from .common import ERRORS, MAX_ID, image_out, job_out
+
+if TYPE_CHECKING:
+    from clipsearch.indexer.duplicates import DuplicatesPage
 
 router = APIRouter(prefix="/api/duplicates", tags=["duplicates"], responses=ERRORS)
 
@@ -86,7 +89,7 @@ class DuplicatesPageOut(BaseModel):
     thresholds: DuplicateThresholds
 
 
-def _page_out(request: Request, page: Any) -> DuplicatesPageOut:
+def _page_out(request: Request, page: DuplicatesPage) -> DuplicatesPageOut:
     return DuplicatesPageOut(
         items=[
             DuplicateGroupOut(
