@@ -32,12 +32,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import sqlalchemy as sa
 
 from . import catalog
+from .catalog.rows import HitRow
 from .errors import IndexerError
 from .keywords import (
     KeywordHit,
@@ -69,7 +70,7 @@ class Sources:
     session: Callable[[], AbstractContextManager[Any]]
     conditions: Callable[[SearchFilters], list[Any]]
     model_id: Callable[[], int]
-    rows: Callable[[list[int], SearchFilters | None], dict[int, Any]]
+    rows: Callable[[list[int], SearchFilters | None], dict[int, HitRow]]
     search: Callable[..., list[Hit]]
     scores: Callable[..., list[tuple[int, float]]]
     has_keywords: Callable[[], bool]
@@ -172,7 +173,7 @@ def search_text(
         raise IndexerError("a hybrid search needs the query's vector")
     need = offset + k
     depth = keyword_depth(k, offset)
-    read: dict[int, Any] = {}  # the hit rows the ranking read (the page's come from there)
+    read: dict[int, _ReadRow] = {}  # the hit rows the ranking read (the page's come from there)
     while True:
         if keywords is not None and keywords[0] == depth:
             kw = list(keywords[1])
@@ -199,7 +200,7 @@ def search_text(
                 break
         depth = min(MAX_DEPTH, depth * 2)
     page = kept[offset:need]
-    rows = {c.id: read[c.id] for c in page if c.id in read}
+    rows: dict[int, HitRow] = {c.id: read[c.id] for c in page if c.id in read}
     missing = [c.id for c in page if c.id not in read]
     if missing:  # images of the page the ranking's read did not cover
         rows.update(src.rows(missing, filters))
@@ -224,7 +225,7 @@ def _text_side(
     kw: list[KeywordHit],
     depth: int,
     filters: SearchFilters | None,
-) -> tuple[list[_Candidate], float, bool, dict[int, Any]]:
+) -> tuple[list[_Candidate], float, bool, dict[int, _ReadRow]]:
     """The keyword list ranked by keyword relevance; the most an unread image could reach; the
     rows of its images (read with their cosines, in one statement)."""
     rows, cos = _read(src, vector, [h.id for h in kw], [h.id for h in kw], filters)
@@ -254,13 +255,23 @@ class _WordsRow:
     ocr: str | None
 
 
+class _ReadRow(HitRow, Protocol):
+    """A row of :func:`_read`: the hit columns, the keyword row's, the stored vector."""
+
+    kw_name: str | None
+    kw_folder: str | None
+    kw_caption: str | None
+    kw_ocr: str | None
+    vector: bytes | None
+
+
 def _read(
     src: Sources,
     vector: np.ndarray | None,
     ids: list[int],
     cosine_of: list[int],
     filters: SearchFilters | None,
-) -> tuple[dict[int, Any], dict[int, float]]:
+) -> tuple[dict[int, _ReadRow], dict[int, float]]:
     """One statement for the images a ranking holds (by primary key): each ready image's hit
     row with its keyword row (``kw_*`` columns), and for those of ``cosine_of`` the cosine of
     its stored vector (served model) to the query. Returns (rows by id, cosines by id)."""
@@ -293,7 +304,7 @@ def _read(
     if want_vectors:
         params["vec_ids"] = [int(i) for i in dict.fromkeys(cosine_of)]
     with timed("catalog"), src.session() as session:
-        rows = {int(r.id): r for r in session.execute(stmt, params)}
+        rows: dict[int, _ReadRow] = {int(r.id): r for r in session.execute(stmt, params)}
     cos: dict[int, float] = {}
     if want_vectors:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
@@ -305,7 +316,7 @@ def _read(
     return rows, cos
 
 
-def _scored(query: str, rows: Sequence[Any]) -> list[KeywordHit]:
+def _scored(query: str, rows: Sequence[_ReadRow]) -> list[KeywordHit]:
     """The keyword scores of these rows (of :func:`_read`) for ``query``."""
     words = query_words(query)
     if not words:
@@ -328,7 +339,7 @@ def _tied_page(
     bound: float,
     need: int,
     filters: SearchFilters | None,
-    read: dict[int, Any],
+    read: dict[int, _ReadRow],
 ) -> list[_Candidate] | None:
     """A text-mode page whose last places are a tie of keyword relevance at the keyword list's
     end (a common word: thousands of images match it equally well), ranked without reading the
@@ -384,7 +395,7 @@ def _both_sides(
     depth: int,
     filters: SearchFilters | None,
     rel_of: Callable[[Sequence[float]], Sequence[float]],
-) -> tuple[list[_Candidate], float, bool, dict[int, Any]]:
+) -> tuple[list[_Candidate], float, bool, dict[int, _ReadRow]]:
     """Both lists merged by fused relevance; the most an image in neither could reach; the rows
     of their images (read in one statement with the keyword rows of the vector hits and the
     cosines of the keyword hits)."""

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
     from clipsearch.model.base import EmbeddingModel
 
+    from .catalog.rows import HitRow
     from .configs import WorkerOverrides
     from .hybrid import Sources
     from .keywords import KeywordHit
@@ -401,7 +402,7 @@ class Library:
     def _store_filters(self, filters: SearchFilters) -> StoreFilters:
         return store_filters(filters)  # indexer.filtering: the one reading of the filters
 
-    def _hit_rows(self, ids: list[int], filters: SearchFilters | None) -> dict[int, Any]:
+    def _hit_rows(self, ids: list[int], filters: SearchFilters | None) -> dict[int, HitRow]:
         """The ready rows of these ids that pass the filters, by id: only the columns a hit
         shows (plain rows, not ORM objects: a search reads up to hundreds per query)."""
         if not ids:

@@ -5,7 +5,7 @@ plain dataclasses of indexer.types.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ from .codecs import bytes_to_vector, pack_vectors
 from .schema import Embedding, Image, ImageCount, Job, ModelRecord
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Mapping
 
     from clipsearch.model.base import EmbeddingModel
@@ -69,7 +70,18 @@ ID_IN = Image.id.in_(sa.bindparam("ids", expanding=True))
 HIT_COLUMNS = (Image.id, Image.path, Image.width, Image.height, Image.format, Image.taken_at)
 
 
-def hit_from_row(row: Any, score: float) -> Hit:
+class HitRow(Protocol):
+    """What :func:`hit_from_row` reads: an ``Image``, or a row of (at least) HIT_COLUMNS."""
+
+    id: int
+    path: str
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: dt.datetime | None
+
+
+def hit_from_row(row: HitRow, score: float) -> Hit:
     """A search result for an image row at ``score`` (an ``Image`` or a row of HIT_COLUMNS)."""
     return Hit(
         id=row.id,
