@@ -11,7 +11,7 @@ other without mypy saying so.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from .browse import Timeline
     from .configs import OcrConfig
-    from .keywords import KeywordHit
+    from .keywords import ImageText, KeywordHit
     from .relevance import Calibration
     from .stats import LibraryStats
 
@@ -206,7 +206,7 @@ class LibraryFacade(ImagesApi, RemovalsApi, FoldersApi, JobsApi, StatsApi, Proto
 
     def calibration(self) -> Calibration | None: ...
 
-    def image_text(self, image_id: int) -> dict[str, Any]: ...
+    def image_text(self, image_id: int) -> ImageText: ...
 
     def submit_ocr(self, force: bool = False, folder: str | None = None) -> JobInfo: ...
 

@@ -24,7 +24,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -156,7 +156,19 @@ def store_decoded(session: Session, pairs: Iterable[tuple[int, DecodeResult]]) -
     return counts
 
 
-def image_text(session: Session, image_id: int) -> dict[str, Any] | None:
+class ImageText(TypedDict, total=False):
+    """The words kept for one image (its keyword row), as the detail view shows them."""
+
+    text: str | None  # read by OCR
+    caption: str | None
+    name: str | None
+    folder: str | None
+    ocr_state: str | None
+    ocr_error: str | None
+    ocr_at: dt.datetime | None
+
+
+def image_text(session: Session, image_id: int) -> ImageText | None:
     """The keyword row of one image (what the detail view shows), or None."""
     row = session.execute(
         sa.select(image_keywords).where(image_keywords.c.image_id == int(image_id))

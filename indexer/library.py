@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from .catalog.rows import HitRow
     from .configs import WorkerOverrides
     from .hybrid import Sources
-    from .keywords import KeywordHit
+    from .keywords import ImageText, KeywordHit
     from .relevance import BackgroundCache, Calibration
     from .watch import FolderWatcher
     from .worker import WorkerProcess
@@ -353,7 +353,7 @@ class Library:
             has_keywords=self.has_keywords,
         )
 
-    def image_text(self, image_id: int) -> dict[str, Any]:
+    def image_text(self, image_id: int) -> ImageText:
         """The words read in and beside an image (OCR text, caption, OCR state)."""
         from .keywords import image_text
 
