@@ -194,7 +194,10 @@ class FolderWatcher:
             self._next_heartbeat = time.monotonic() + self.heartbeat_s
 
     def _follow(
-        self, wanted: dict[str, tuple[int, bool, Any]], fresh: set[str], catch_up: bool
+        self,
+        wanted: dict[str, tuple[int, bool, dt.datetime | None]],
+        fresh: set[str],
+        catch_up: bool,
     ) -> list[int]:
         """Watch what ``wanted`` (the catalog's list) and ``fresh`` (added by watch_now since the
         list was read) hold and nothing else; returns the folders to re-scan for what changed
