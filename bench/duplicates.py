@@ -28,7 +28,7 @@ import platform
 import random
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# duplicates: near duplicates with thresholds measured per library (bench/duplicates.py)",
         "",
-        f"- Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, {seconds:.0f} s; Python "
+        f"- Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {seconds:.0f} s; Python "
         f"{platform.python_version()}, torch {torch.__version__}, {platform.machine()}",
         f"- Model: the demo's small CLIP ({model_dir}); thumbnails of at most 256 px (JPEG q85) "
         "as the ingest keeps; 64-bit dHash as the job computes",

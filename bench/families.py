@@ -28,7 +28,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +229,7 @@ def _write(
     lines = [
         "# families: CPU cost of each model family at its real size",
         "",
-        f"- Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, `bench/families.py` "
+        f"- Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, `bench/families.py` "
         f"(`bench/model.py --families`), {secs:.0f} s",
         f"- Machine: {_cpu_name()}, {threads} threads (torch.set_num_threads), {platform.system()} "
         f"{platform.release()}; shared with other agents' work, so absolute numbers are noisy: "

@@ -42,7 +42,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -434,7 +434,7 @@ def render(rows: list[Row], device: torch.device, quick: bool, wall_s: float) ->
     lines = [
         "# GPU benchmark (bench/gpu.py)",
         "",
-        f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {device_name(device)} ({device}); "
+        f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {device_name(device)} ({device}); "
         f"torch {torch.__version__}, Python {platform.python_version()}, {os.cpu_count()} host cores; "
         f"{wall_s:.0f} s wall.",
         "",

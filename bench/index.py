@@ -274,7 +274,7 @@ def write_report(
     lines = [
         "# Vector index benchmark",
         "",
-        f"Run {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')} by `bench/index.py` "
+        f"Run {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} by `bench/index.py` "
         f"({total_s:.0f} s in all), under `nice`, on a machine shared with other work.",
         "",
         "## Machine and versions",

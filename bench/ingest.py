@@ -141,7 +141,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ingest.md")
     args = ap.parse_args()
     started = time.perf_counter()
-    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    when = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     mach = machine()
     work = Path(tempfile.mkdtemp(prefix="clipsearch-bench-ingest-"))
     rows: list[tuple[str, str, float, str]] = []

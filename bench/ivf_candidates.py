@@ -110,7 +110,7 @@ MAX_NPROBE = 2048
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def load() -> list[float]:
@@ -501,7 +501,7 @@ def write(
     exact_t: list[float], lat_q: np.ndarray, t_start: float,
 ) -> None:  # fmt: skip
     result = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "n": args.n,
         "queries": args.queries,

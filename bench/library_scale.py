@@ -454,7 +454,7 @@ def report(results: list[dict[str, Any]], n: int, tree_counts: dict[str, int], g
     lines = [
         "# Library at scale (bench/library_scale.py)",
         "",
-        f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.processor() or platform.machine()}, "
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
         f"SQLAlchemy {sa.__version__}, SQLite {__import__('sqlite3').sqlite_version}.",
         f"Tree: {n} files ({tree_counts['images']} images, {tree_counts['duplicates']} duplicates, "

@@ -34,7 +34,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -199,7 +199,7 @@ def write_report(
     lines = [
         "# model: our CLIP vs open_clip (same weights, same process)",
         "",
-        f"- Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, `bench/model.py`, {seconds:.0f} s",
+        f"- Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, `bench/model.py`, {seconds:.0f} s",
         f"- Machine: {_cpu_name()}, {threads} threads (torch.set_num_threads), "
         f"{platform.system()} {platform.release()}; the machine is shared with other work, so absolute "
         "numbers are noisy; runs of the two implementations alternate so both see the same load",
@@ -423,7 +423,7 @@ def write_zoo(path: Path, rows: list[dict], seconds: float, threads: int, runs: 
     lines = [
         ZOO_HEADING,
         "",
-        f"- Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, `bench/model.py --zoo`, "
+        f"- Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, `bench/model.py --zoo`, "
         f"{seconds:.0f} s; {_cpu_name()}, {threads} threads; load average (1/5/15 min) "
         f"{load[0]} at the start, {load[1]} at the end: the machine was shared with other work, "
         "so absolute times are several times an idle machine's; ours and open_clip's runs "

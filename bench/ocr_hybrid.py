@@ -371,7 +371,7 @@ def main() -> int:
     from clipsearch.model.checkpoints import save_pretrained
     from clipsearch.model.testing import tiny_model
 
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ocr-"))
     (tmp / "photos").mkdir()
     print("OCR part...", file=sys.stderr)

@@ -41,7 +41,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -624,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         "recall": f"{synthetic['transported']:.3f} ({'met' if synthetic['transported'] >= 0.97 else 'NOT met'})",
     }
     report = {
-        "when": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
+        "when": f"{datetime.now(UTC):%Y-%m-%d %H:%M UTC}",
         "command": "python bench/query_int8.py" + (" --quick" if quick else ""),
         "seconds": time.perf_counter() - start,
         "load_before": load_before,

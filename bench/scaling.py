@@ -40,7 +40,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -598,7 +598,7 @@ def stamp(section: dict[str, Any]) -> str:
 
 
 def report(res: dict[str, Any], args: argparse.Namespace, elapsed: float) -> str:
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     lines = [
         "# Scaling measurements",
         "",
@@ -771,7 +771,7 @@ def main() -> int:
     def run(name: str, fn: Any, *fn_args: Any) -> None:
         if name in skip:
             return
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
         section = fn(*fn_args)

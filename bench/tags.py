@@ -27,7 +27,7 @@ import hashlib
 import platform
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +249,7 @@ def main() -> int:
     lines = [
         "# tags: zero-shot tags with the demo model (bench/tags.py)",
         "",
-        f"- Run: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}, `python -m bench.tags`, "
+        f"- Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, `python -m bench.tags`, "
         f"{time.perf_counter() - began:.0f} s; Python {platform.python_version()}, torch "
         f"{torch.__version__}, numpy {np.__version__}, SQLAlchemy {sa.__version__}; "
         f"{platform.machine()}, 1 torch thread, 2 cores shared with other work",

@@ -286,7 +286,7 @@ class Accounts:
         self._lock = threading.Lock()
 
     def _now(self) -> dt.datetime:
-        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def resend_after_restart(app: Celery, restarted_at: datetime) -> list[int]:
     from .jobs import unfinished_job_ids
 
     ctx = app.clipsearch
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     taken: list[int] = []
     with ctx.session() as session:
         for job_id in unfinished_job_ids(session):
@@ -117,7 +117,7 @@ class BrokerRestartWatch:
             return []
         # a job whose heartbeat is older than the restart (plus a second for the clocks) may
         # have lost its messages with it
-        restarted_at = datetime.now(timezone.utc) - timedelta(seconds=max(0.0, uptime - 1.0))
+        restarted_at = datetime.now(UTC) - timedelta(seconds=max(0.0, uptime - 1.0))
         return resend_after_restart(self.app, restarted_at)
 
     def _loop(self) -> None:

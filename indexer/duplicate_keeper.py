@@ -44,7 +44,7 @@ def member_date(image: KeeperFacts) -> dt.datetime | None:
     if image.taken_at is not None:
         return image.taken_at.replace(tzinfo=None)
     try:
-        return dt.datetime.fromtimestamp(float(image.mtime), dt.timezone.utc).replace(tzinfo=None)
+        return dt.datetime.fromtimestamp(float(image.mtime), dt.UTC).replace(tzinfo=None)
     except (TypeError, ValueError, OverflowError, OSError):
         return None
 

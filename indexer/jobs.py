@@ -59,7 +59,7 @@ ERROR_SAMPLE = catalog.JOB_ERROR_SAMPLE
 
 
 def now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def context_of(app: Celery) -> WorkerContext:

@@ -126,7 +126,7 @@ def store_text(
             ocr=ocr_text or None,
             ocr_state=ocr_state,
             ocr_error=ocr_error,
-            ocr_at=dt.datetime.now(dt.timezone.utc),
+            ocr_at=dt.datetime.now(dt.UTC),
         )
     if values:
         session.execute(

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def recover_unfinished_jobs(app: Celery, now: datetime | None = None) -> list[in
     others = _other_workers_alive(app)
     older_than = None
     if others:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         older_than = now - timedelta(seconds=ctx.config.stale_after_s)
     with ctx.session() as session:
         job_ids = unfinished_job_ids(session, older_than=older_than)
@@ -149,7 +149,7 @@ def recover_stale_jobs(app: Celery, now: datetime | None = None) -> list[int]:
     from .jobs import unfinished_job_ids
 
     ctx: WorkerContext = app.clipsearch
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     older_than = now - timedelta(seconds=ctx.config.stale_after_s)
     taken: list[int] = []
     with ctx.session() as session:

@@ -130,7 +130,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 raise CLIError("`clipsearch keys create --user NAME --name WHAT-FOR [--scope ...]`")
             expires = None
             if args.expires_days is not None:
-                expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=args.expires_days)
+                expires = dt.datetime.now(dt.UTC) + dt.timedelta(days=args.expires_days)
             key, info = accounts.create_key(args.user, args.name, args.scope or ["read"], expires)
             audit.record(
                 engine, _actor(), "key-created", f"key {info.id} {info.name!r} of {info.user}"

@@ -259,7 +259,7 @@ def build_index(
     base_meta: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "version": None,
-        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "built_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "n": int(n),
         "dim": int(dim),
         "metric": "inner_product",

@@ -153,7 +153,7 @@ class IndexStore:
     def _set_aside(self, path: Path, why: str) -> None:
         """Rename a damaged derived file (or whatever took the folder's place) out of the way,
         never deleting it: ``<name>.damaged-<UTC time>``."""
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%f")
         aside = path.with_name(f"{path.name}.damaged-{stamp}")
         os.rename(path, aside)
         log.warning("%s %s; set aside as %s and rebuilt", path, why, aside.name)
@@ -190,7 +190,7 @@ class IndexStore:
                 version = max([0, *known, *on_disk]) + 1
                 main, arrays, meta = index.export()
                 meta["version"] = version
-                meta["saved_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+                meta["saved_at"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
                 faiss_path = self.folder / f"v{version:06d}.faiss"
                 npz_path = self.folder / f"v{version:06d}.npz"
                 _atomic_write(faiss_path, lambda tmp: faiss.write_index(main, str(tmp)))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
@@ -55,7 +55,7 @@ def disk_problem(data_dir: Path, min_free_mb: int, shown: str) -> HealthProblem 
 def _as_utc(value: object) -> datetime | None:
     if not isinstance(value, datetime):
         return None
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def stalled_jobs(
@@ -63,7 +63,7 @@ def stalled_jobs(
 ) -> list[HealthProblem]:
     """Queued or running jobs without progress (nor heartbeat) for ``stall_s`` seconds (with
     ``detail``, each job's own message, which may name folders)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     problems = []
     for job in library.list_jobs(limit=50):
         if job.state not in ("queued", "running"):

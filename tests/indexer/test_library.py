@@ -382,7 +382,7 @@ def test_recovery_picks_unfinished_jobs_and_with_live_workers_only_stale_ones(en
     from clipsearch.indexer.catalog import Job
     from clipsearch.indexer.jobs import unfinished_job_ids
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with env.lib.Session() as s:
         made = {}
         for name, state, age in [

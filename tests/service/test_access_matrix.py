@@ -168,7 +168,7 @@ def _callers(served: Served) -> dict[str, httpx.Client]:
         conn.execute(
             user_sessions.update()
             .where(user_sessions.c.id == next(s["id"] for s in me if s["current"]))
-            .values(last_seen_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=1))
+            .values(last_seen_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=1))
         )
     callers["expired session"] = expired
     return callers
