@@ -20,14 +20,33 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
 from .errors import IndexerError
 
 if TYPE_CHECKING:
-    from .library import Library
+    from pathlib import Path
+
+    from celery import Celery
+
+    from .serving import IndexService
+
+
+class ReadinessTarget(Protocol):
+    """What the checks read of a library (indexer.library.Library is one; this module must not
+    import it: the library sits above the indexer's modules)."""
+
+    @property
+    def engine(self) -> sa.Engine: ...
+    @property
+    def celery(self) -> Celery: ...
+    @property
+    def index(self) -> IndexService: ...
+    @property
+    def data_dir(self) -> Path: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +64,7 @@ def _kind(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def check_catalog(library: Library) -> None:
+def check_catalog(library: ReadinessTarget) -> None:
     try:
         with library.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
@@ -57,7 +76,7 @@ def check_catalog(library: Library) -> None:
         ) from exc
 
 
-def check_broker(library: Library) -> None:
+def check_broker(library: ReadinessTarget) -> None:
     celery = library.celery
     try:
         with celery.connection_for_write() as conn:
@@ -75,7 +94,7 @@ def check_broker(library: Library) -> None:
         ) from exc
 
 
-def check_index(library: Library) -> None:
+def check_index(library: ReadinessTarget) -> None:
     service = library.index
     if getattr(service, "index_damage", None):
         raise NotReady(
@@ -96,7 +115,7 @@ def check_index(library: Library) -> None:
         ) from exc
 
 
-def check_data(library: Library) -> None:
+def check_data(library: ReadinessTarget) -> None:
     folder = library.data_dir
     # one name per process and host: API replicas sharing the folder (each pid 7 in its own
     # container, say) never remove each other's probe, and a crash leaves one file, not many
@@ -117,7 +136,7 @@ def check_data(library: Library) -> None:
         ) from exc
 
 
-def readiness_checks(library: Library) -> dict[str, Callable[[], None]]:
+def readiness_checks(library: ReadinessTarget) -> dict[str, Callable[[], None]]:
     """The check of each part in :data:`PARTS` for ``library`` (each raises NotReady)."""
     checks: dict[str, Callable[[Any], None]] = {
         "catalog": check_catalog,
