@@ -77,18 +77,7 @@ def members_page(
         return albums.members_page(session, album, after, limit, excluded)
     albums._check_page(after, limit)  # the same limits, in the same words
     info = get_album(session, album, seen)
-    if excluded:
-        stmt = (
-            sa.select(Image, AlbumMember.state, AlbumMember.score)
-            .join(Image, Image.id == AlbumMember.image_id)
-            .where(AlbumMember.album_id == info.id, AlbumMember.state == "excluded")
-            .order_by(AlbumMember.image_id)
-            .limit(limit)
-        )
-        if after is not None:
-            stmt = stmt.where(AlbumMember.image_id > int(after))
-    else:
-        stmt = albums.page_statement(info.id, after, limit)
+    stmt = albums.page_statement(info.id, after, limit, excluded)
     rows = list(session.execute(stmt.where(cond)))
     items = [AlbumImage(catalog.image_info(img), state, score) for img, state, score in rows]
     return items, (int(rows[-1][0].id) if len(rows) == limit else None)

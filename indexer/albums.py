@@ -414,17 +414,19 @@ def _check_page(after: int | None, limit: int) -> None:
 
 
 def page_statement(
-    album_id: int, after: int | None, limit: int
+    album_id: int, after: int | None, limit: int, excluded: bool = False
 ) -> sa.Select[Image, str, float | None]:
-    """The SELECT of one page of an album (EXPLAIN-able: a range read on its key)."""
+    """The SELECT of one page of an album (EXPLAIN-able: a range read on its key); with
+    ``excluded``, of the pictures people took out of it (whatever their state)."""
+    shown = (
+        (AlbumMember.state == "excluded",)
+        if excluded
+        else (AlbumMember.state != "excluded", Image.state == "ready")
+    )
     stmt = (
         sa.select(Image, AlbumMember.state, AlbumMember.score)
         .join(Image, Image.id == AlbumMember.image_id)
-        .where(
-            AlbumMember.album_id == album_id,
-            AlbumMember.state != "excluded",
-            Image.state == "ready",
-        )
+        .where(AlbumMember.album_id == album_id, *shown)
         .order_by(AlbumMember.image_id)
         .limit(limit)
     )
@@ -444,18 +446,7 @@ def members_page(
     end); with ``excluded``, the pictures people took out of it instead."""
     _check_page(after, limit)
     row = find_album(session, album)
-    stmt = page_statement(int(row.id), after, limit)
-    if excluded:
-        stmt = (
-            sa.select(Image, AlbumMember.state, AlbumMember.score)
-            .join(Image, Image.id == AlbumMember.image_id)
-            .where(AlbumMember.album_id == row.id, AlbumMember.state == "excluded")
-            .order_by(AlbumMember.image_id)
-            .limit(limit)
-        )
-        if after is not None:
-            stmt = stmt.where(AlbumMember.image_id > int(after))
-    rows = list(session.execute(stmt))
+    rows = list(session.execute(page_statement(int(row.id), after, limit, excluded)))
     items = [AlbumImage(catalog.image_info(img), state, score) for img, state, score in rows]
     return items, (int(rows[-1][0].id) if len(rows) == limit else None)
 
