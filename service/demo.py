@@ -13,12 +13,14 @@ The data folder defaults to ``<CLIPSEARCH_DATA_DIR>/demo`` so the demo never mix
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,7 @@ from .first_run import demo_dir
 if TYPE_CHECKING:  # the model layer imports torch (seconds): imported where used
     from clipsearch.indexer.facade import JobsApi
     from clipsearch.indexer.types import JobInfo
+    from clipsearch.model.clip import CLIPConfig
     from clipsearch.model.finetune.synthetic import SyntheticConfig
     from clipsearch.model.finetune.train import TrainConfig
 
@@ -46,6 +49,13 @@ DEMO_QUERIES = (
     "a green cross at the top",
 )
 _MARKER = "demo.json"
+# Torch threads while training. The demo's steps are small (batches of 64 pictures of 32 px, a
+# 64-wide model): two threads gain little even on idle cores, and on a busy machine a team of two
+# spends most of its CPU waiting for its partner (measured, bench/results/demo.md: 500 steps took
+# 141 CPU-s with two threads, 22 with one). One thread also trains the same model, to the last
+# bit, whatever the core count (torch's default is one thread per core, and the sums it splits
+# round differently).
+DEMO_TRAIN_THREADS = 1
 
 
 @dataclass
@@ -89,6 +99,55 @@ def _train_config(steps: int) -> TrainConfig:
     )
 
 
+def _clip_config() -> CLIPConfig:
+    from clipsearch.model.finetune.train import small_clip_config
+
+    return small_clip_config(image_size=32, width=64, layers=2)
+
+
+def _wanted(images: int, steps: int) -> dict[str, Any]:
+    """What the cached model must have been made from (images, set, training, model settings)."""
+    return {
+        "version": DEMO_VERSION,
+        "background": round(images * DEMO_BACKGROUND_SHARE),
+        "synthetic": _synthetic_config().to_dict(),
+        "images": images,
+        "train": _train_config(steps).to_dict(),
+        "clip": _clip_config().to_dict(),
+    }
+
+
+def cached_demo(
+    data_dir: Path, *, images: int = DEMO_IMAGES, steps: int = DEMO_STEPS
+) -> DemoAssets | None:
+    """The demo's assets if ``data_dir`` holds a model trained with exactly these settings, else
+    None (nothing is written)."""
+    images_dir, model_dir = data_dir / "synthetic", data_dir / "model"
+    marker = model_dir / _MARKER
+    if not (marker.is_file() and (model_dir / "model.safetensors").is_file()):
+        return None
+    try:
+        cached = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    wanted = _wanted(images, steps)
+    if not isinstance(cached, dict) or {k: cached.get(k) for k in wanted} != wanted:
+        return None
+    return DemoAssets(images_dir, model_dir, False, cached.get("metrics", {}))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def prepare_demo(
     data_dir: Path,
     *,
@@ -103,7 +162,7 @@ def prepare_demo(
     from clipsearch.model.finetune.background import write_background
     from clipsearch.model.finetune.data import load_pairs
     from clipsearch.model.finetune.synthetic import write_folder
-    from clipsearch.model.finetune.train import small_clip_config, train
+    from clipsearch.model.finetune.train import train
 
     if steps < 1:
         raise ValueError(f"--steps {steps}: give at least 1 training step")
@@ -114,30 +173,18 @@ def prepare_demo(
     images_dir, model_dir = data_dir / "synthetic", data_dir / "model"
     syn = _synthetic_config()
     write_folder(syn, images, images_dir)
-    tcfg = _train_config(steps)
-    clip_cfg = small_clip_config(image_size=32, width=64, layers=2)
-    n_background = round(images * DEMO_BACKGROUND_SHARE)
-    wanted = {
-        "version": DEMO_VERSION,
-        "background": n_background,
-        "synthetic": syn.to_dict(),
-        "images": images,
-        "train": tcfg.to_dict(),
-        "clip": clip_cfg.to_dict(),
-    }
-    marker = model_dir / _MARKER
-    if not retrain and marker.is_file() and (model_dir / "model.safetensors").is_file():
-        try:
-            cached = json.loads(marker.read_text())
-        except ValueError:
-            cached = {}
-        if {k: cached.get(k) for k in wanted} == wanted:
+    if not retrain:
+        cached = cached_demo(data_dir, images=images, steps=steps)
+        if cached is not None:
             log.info("reusing the demo model in %s", model_dir)
-            return DemoAssets(images_dir, model_dir, False, cached.get("metrics", {}))
+            return cached
+    wanted = _wanted(images, steps)
+    tcfg = _train_config(steps)
+    clip_cfg = _clip_config()
     pairs = load_pairs(images_dir)
     train_pairs, val_pairs = pairs.split(tcfg.val_fraction, tcfg.split_seed)
     # training only: validation recall stays measured on the synthetic captions alone
-    train_pairs += write_background(data_dir / "background", n_background, syn.image_size)
+    train_pairs += write_background(data_dir / "background", wanted["background"], syn.image_size)
     model = build(clip_cfg, seed=0, name="clipsearch-demo")
     run_dir = data_dir / "training"
     if run_dir.exists() and not retrain:
@@ -148,10 +195,14 @@ def prepare_demo(
             import shutil
 
             shutil.rmtree(run_dir)
-    result = train(model, train_pairs, val_pairs, tcfg, run_dir, resume=resume, progress=progress)
+    with _torch_threads(DEMO_TRAIN_THREADS):
+        result = train(
+            model, train_pairs, val_pairs, tcfg, run_dir, resume=resume, progress=progress
+        )
     model.name = str(model_dir)
     save_pretrained(model, model_dir)
     wanted["metrics"] = result.metrics
+    marker = model_dir / _MARKER
     tmp = marker.with_name(marker.name + ".tmp")
     tmp.write_text(json.dumps(wanted, indent=1))
     os.replace(tmp, marker)
@@ -201,11 +252,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     tic = time.perf_counter()
     plain = not args.quiet and not sys.stdout.isatty()
     if plain:  # a log file or a pipe: say what is happening, in lines
-        print(
-            f"clipsearch demo: making {args.demo_images} pictures and training a small CLIP on "
-            f"them in {data_dir} (a few minutes the first time, cached after)",
-            flush=True,
-        )
+        if not args.retrain and cached_demo(data_dir, images=args.demo_images, steps=args.steps):
+            said = f"reusing the small CLIP trained before in {data_dir / 'model'}"
+        else:
+            said = (
+                f"making {args.demo_images} pictures and training a small CLIP on them in "
+                f"{data_dir} (a few minutes the first time, cached after)"
+            )
+        print(f"clipsearch demo: {said}", flush=True)
     try:
         assets = prepare_demo(
             data_dir,

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from .data import Pair
+from .synthetic import PNG_LEVEL
 
 
 def random_text(rng: random.Random) -> str:
@@ -58,7 +59,7 @@ def write_background(
         path = out / f"bg{i:05d}.png"
         if not path.is_file():
             tmp = path.with_name(path.name + ".tmp")
-            noise_image(rng, size).save(tmp, format="PNG")
+            noise_image(rng, size).save(tmp, format="PNG", compress_level=PNG_LEVEL)
             os.replace(tmp, path)
         pairs.append(Pair(path=path, caption=caption, key=f"background/{path.name}"))
     return pairs

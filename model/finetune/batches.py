@@ -10,7 +10,7 @@ import torch
 
 from clipsearch.model.base import EmbeddingModel
 from clipsearch.model.finetune.config import TrainConfig
-from clipsearch.model.finetune.data import Pair, PairDataset, encode_pairs
+from clipsearch.model.finetune.data import Pair, PairDataset, dataset_pixels
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -54,7 +54,7 @@ class Source:
         self.tokens = self.dataset.tokens
         self.pixels: torch.Tensor | None = None
         if cache:
-            self.pixels, _ = encode_pairs(pairs, self.dataset.preprocess, clip.tokenize, trim=trim)
+            self.pixels = dataset_pixels(self.dataset)
         self.num_workers = cfg.num_workers
 
     def batches(

@@ -365,10 +365,15 @@ def encode_pairs(
     """All pixels [N,3,R,R] and tokens [N,L] (trailing padding trimmed when ``trim``) in memory:
     for small sets (tests, the demo)."""
     ds = PairDataset(pairs, preprocess, tokenize, trim=trim)
+    return dataset_pixels(ds), ds.tokens
+
+
+def dataset_pixels(ds: PairDataset) -> torch.Tensor:
+    """Every picture of ``ds`` decoded and preprocessed, [N,3,R,R] (its captions are already
+    tokenised: :func:`encode_pairs` without tokenising them a second time)."""
     if not len(ds):
         raise FinetuneError("no pairs to encode")
-    pixels = torch.stack([ds[i][0] for i in range(len(ds))])
-    return pixels, ds.tokens
+    return torch.stack([ds[i][0] for i in range(len(ds))])
 
 
 def write_pairs_csv(pairs: Iterable[Pair], path: str | os.PathLike[str]) -> None:

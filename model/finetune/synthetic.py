@@ -66,6 +66,10 @@ _WRAPPERS = (
     "this is {}",
 )
 _MANIFEST = "synthetic.json"
+# zlib level of the PNGs written here and by .background. PNG is lossless at every level (the
+# same pixels decode); level 1 writes the demo's 96 px pictures in less than half the time of
+# PIL's default 6, and as small (they are mostly noise and flat colour).
+PNG_LEVEL = 1
 
 
 class SyntheticError(FinetuneError):
@@ -366,7 +370,7 @@ def write_folder(cfg: SyntheticConfig, n: int, folder: str | os.PathLike[str]) -
     attributes = []
     for path, item in zip(paths, generate(cfg, n), strict=True):
         tmp = path.with_name(path.name + ".tmp")
-        item.image.save(tmp, format="PNG")
+        item.image.save(tmp, format="PNG", compress_level=PNG_LEVEL)
         os.replace(tmp, path)
         path.with_suffix(".txt").write_text(item.caption + "\n", encoding="utf-8")
         attributes.append({"file": path.name, **item.attributes})

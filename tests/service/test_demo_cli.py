@@ -1,7 +1,8 @@
 """`clipsearch demo` says how to reach the library it made from the command line, and the command
 it prints works; with its output going to a file or a pipe it says what it is doing in plain
-lines; and `serve` without a downloadable model names the demo's model as the way to search a
-folder now. Run as a user runs them (subprocesses), with a quick demo (few images, steps)."""
+lines (a second run, that it reuses the model it trained); and `serve` without a downloadable
+model names the demo's model as the way to search a folder now. Run as a user runs them
+(subprocesses), with a quick demo (few images, steps)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,17 @@ def test_the_demo_prints_a_cli_command_that_reaches_the_same_library(tmp_path: P
     shown = re.findall(re.escape(str(demo_dir / "synthetic")) + r"/(\S+\.png)", searched.stdout)
     assert len(shown) == 3, searched.stdout
     assert all((demo_dir / "synthetic" / n).is_file() for n in shown), searched.stdout
+
+    # run again: the first line says the model trained above is reused, not that it trains one
+    again = run(["demo", "--no-serve", "--data-dir", str(demo_dir), *args], env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    first_line = again.stdout.splitlines()[0]
+    assert first_line.startswith("clipsearch demo: reusing the small CLIP trained before in "), (
+        again.stdout
+    )
+    assert str(demo_dir / "model") in first_line and "training" not in first_line, first_line
+    assert "fine-tuning: step" not in again.stderr, again.stderr
+    assert "cached model" in again.stderr, again.stderr
 
 
 def test_serve_offline_names_the_demo_model_as_the_way_to_search_now(tmp_path: Path) -> None:
