@@ -27,7 +27,7 @@ __all__ = ["export_rows", "get_album", "list_albums", "members_page"]
 def _seen_info(session: Session, row: Album, seen: Visibility) -> AlbumInfo | None:
     """The album's counts over the ready pictures ``seen`` allows; None when it shows none."""
     info = albums.get_album(session, int(row.id))
-    cond = folder_condition(seen)
+    cond = folder_condition(seen, ranged=catalog.bytewise_text(session))
     if cond is None:
         return info
     stmt = (
@@ -72,7 +72,7 @@ def members_page(
     seen: Visibility,
 ) -> tuple[list[AlbumImage], int | None]:
     """indexer.albums.members_page, with only the pictures ``seen`` allows."""
-    cond = folder_condition(seen)
+    cond = folder_condition(seen, ranged=catalog.bytewise_text(session))
     if cond is None:
         return albums.members_page(session, album, after, limit, excluded)
     albums._check_page(after, limit)  # the same limits, in the same words

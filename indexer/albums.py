@@ -431,7 +431,9 @@ def page_statement(
         .limit(limit)
     )
     if after is not None:
-        stmt = stmt.where(AlbumMember.image_id > int(after))
+        # on both sides of the join: PostgreSQL's merge join then starts both at the cursor
+        # instead of reading the pictures from the first id
+        stmt = stmt.where(AlbumMember.image_id > int(after), Image.id > int(after))
     return stmt
 
 

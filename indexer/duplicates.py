@@ -539,7 +539,7 @@ def list_groups(
         stmt = stmt.where(DuplicateGroup.anchor_id > int(after))
     if only is not None:
         stmt = stmt.where(DuplicateGroup.kind == only)
-    cond = folder_condition(seen)
+    cond = folder_condition(seen, ranged=catalog.bytewise_text(session))
     if cond is not None:  # the groups with two members the viewer may see, in the query
         stmt = stmt.where(
             DuplicateGroup.anchor_id.in_(

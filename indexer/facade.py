@@ -129,7 +129,7 @@ class FoldersApi(Protocol):
     ) -> JobInfo | None: ...
 
     def watched_folder_problems(
-        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT
+        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT, after: str | None = None
     ) -> FolderProblemPage: ...
 
 

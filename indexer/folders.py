@@ -23,8 +23,8 @@ from .ingest_problems import (
     PROBLEMS_PAGE_DEFAULT,
     PROBLEMS_PAGE_MAX,
     FolderProblemPage,
-    folder_counts,
     folder_problems,
+    problem_count,
 )
 from .job_queue import JobService
 from .safe_files import is_within, resolve_roots
@@ -151,22 +151,40 @@ class FolderService:
             return _folder_info(session, row)
 
     def watched_folder_problems(
-        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT
+        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT, after: str | None = None
     ) -> FolderProblemPage:
         """A watched folder's current problems (issue 24): the files under it that are not in
-        the library and why (indexer.ingest_problems), the first ``limit`` by path, and how many."""
+        the library and why (indexer.ingest_problems), ``limit`` by path after ``after`` (the
+        previous page's ``next_after``: a file's path within the folder), and how many."""
         if isinstance(limit, bool) or not isinstance(limit, int):
             raise IndexerError(f"limit must be a whole number, got {limit!r}")
         if not 1 <= limit <= PROBLEMS_PAGE_MAX:
             raise IndexerError(f"limit must be between 1 and {PROBLEMS_PAGE_MAX}, got {limit}")
+        if after is not None and (
+            not isinstance(after, str)
+            or not after
+            or after.startswith("/")
+            or "\x00" in after
+            or len(after) > 4096
+        ):
+            raise IndexerError("after is a file's path within the folder: pass next_after")
         with self.ctx.session() as session:
             row = session.get(catalog.WatchedFolder, as_id(folder_id, "folder"))
             if row is None:
                 raise NotFound(f"folder {folder_id} is not watched")
             path = catalog.path_from_db(row.path)
-            items = folder_problems(session, path, row.recursive, limit=limit)
-            total = folder_counts(session, row.path, row.recursive).problems
-            return FolderProblemPage(row.id, row.path, items, max(total, len(items)))
+            base = row.path.rstrip("/") + "/"
+            last = None if after is None else base + after
+            items = folder_problems(session, path, row.recursive, limit=limit, after=last)
+            total = problem_count(session, row.path, row.recursive)
+            more = len(items) == limit and items[-1].path.startswith(base)
+            return FolderProblemPage(
+                row.id,
+                row.path,
+                items,
+                max(total, len(items)),
+                items[-1].path[len(base) :] if more else None,
+            )
 
     def list_watched_folders(self) -> list[FolderInfo]:
         """The watched folders, in the order they were added, with their state."""

@@ -30,7 +30,9 @@ from clipsearch.indexer.catalog import (
     Base,
     Image,
     UTCDateTime,
+    bytewise_text,
     folder_of,
+    path_range,
     path_to_db,
     under_folder,
     utcnow,
@@ -46,6 +48,7 @@ __all__ = [
     "FolderProblemPage",
     "folder_counts",
     "folder_problems",
+    "problem_count",
     "record_scan_problems",
     "scan_outcome",
 ]
@@ -82,13 +85,15 @@ PROBLEMS_PAGE_MAX = 1000
 
 @dataclass(frozen=True)
 class FolderProblemPage:
-    """The first ``limit`` current problems of a watched folder, by path, and how many it has
-    (``total``: :attr:`FolderCounts.problems`, which may be more than listed)."""
+    """A page of a watched folder's current problems, by path, and how many it has (``total``:
+    :attr:`FolderCounts.problems`, which may be more than listed). ``next_after``: the last
+    file's path within the folder, to pass as ``after`` for the next page (None on the last)."""
 
     folder_id: int
     folder: str
     items: list[FolderProblem]
     total: int
+    next_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,17 +131,18 @@ class FolderCounts:
 def folder_counts(session: Session, folder_db: str, recursive: bool = True) -> FolderCounts:
     """The counts of one folder (catalog text form): the one definition every door shows for a
     folder, as ``indexer.stats`` gives it for the library."""
+    ranged = bytewise_text(session)
     by_state = dict(
         session.execute(
             sa.select(Image.state, sa.func.count())
-            .where(under_folder(Image.folder, folder_db, recursive))
+            .where(under_folder(Image.folder, folder_db, recursive, ranged=ranged))
             .group_by(Image.state)
         ).all()
     )
     skipped = session.scalar(
         sa.select(sa.func.count())
         .select_from(FileProblem)
-        .where(under_folder(FileProblem.folder, folder_db, recursive))
+        .where(under_folder(FileProblem.folder, folder_db, recursive, ranged=ranged))
     )
     return FolderCounts(
         ready=int(by_state.get("ready", 0)),
@@ -175,7 +181,9 @@ def record_scan_problems(
     recorded = {
         r.path: r
         for r in session.scalars(
-            sa.select(FileProblem).where(under_folder(FileProblem.folder, root_db, recursive))
+            sa.select(FileProblem).where(
+                under_folder(FileProblem.folder, root_db, recursive, ranged=bytewise_text(session))
+            )
         )
     }
     new: list[ScanProblem] = []
@@ -217,24 +225,90 @@ def scan_outcome(
     return new, summary
 
 
+#: A failed image, as the partial index ``ix_images_failed_path`` (migration 0012) is declared:
+#: the condition is written out (not a bound parameter) so that both databases can match it.
+FAILED: sa.ColumnElement[str] = sa.literal_column("'failed'", sa.String)
+
+
+def _failed_under(folder_db: str, recursive: bool, ranged: bool) -> sa.ColumnElement[bool]:
+    """The failed images under a folder: where text sorts by code point, their paths' range on
+    ``ix_images_failed_path`` (exact for a recursive folder), so that a page or a count reads
+    the folder's failures only (not the folder's pictures, nor the library's failures)."""
+    return sa.and_(
+        Image.state == FAILED, _under(Image.path, Image.folder, folder_db, recursive, ranged)
+    )
+
+
+def _scanned_under(folder_db: str, recursive: bool, ranged: bool) -> sa.ColumnElement[bool]:
+    """The recorded scan problems under a folder: a range of their key where it can."""
+    return _under(FileProblem.path, FileProblem.folder, folder_db, recursive, ranged)
+
+
+def _under(
+    path: sa.SQLColumnExpression[str],
+    folder: sa.SQLColumnExpression[str],
+    folder_db: str,
+    recursive: bool,
+    ranged: bool,
+) -> sa.ColumnElement[bool]:
+    """Rows whose ``path`` lies in the folder (or below it when ``recursive``): the paths' range
+    (``catalog.path_range``: exact below the folder, read in path order on the path's index)
+    where text sorts by code point, else the folder condition."""
+    if not ranged:
+        return under_folder(folder, folder_db, recursive)
+    if recursive:
+        return path_range(path, folder_db)
+    return sa.and_(path_range(path, folder_db), folder == (folder_db.rstrip("/") or "/"))
+
+
+def problem_count(session: Session, folder_db: str, recursive: bool = True) -> int:
+    """:attr:`FolderCounts.problems` alone (failed + skipped), read through the failures' and
+    the problems' own keys, without counting the folder's pictures."""
+    ranged = bytewise_text(session)
+    failed = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Image)
+        .where(_failed_under(folder_db, recursive, ranged))
+    )
+    skipped = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(FileProblem)
+        .where(_scanned_under(folder_db, recursive, ranged))
+    )
+    return int(failed or 0) + int(skipped or 0)
+
+
 def folder_problems(
-    session: Session, folder: str, recursive: bool = True, limit: int = 1000
+    session: Session,
+    folder: str,
+    recursive: bool = True,
+    limit: int = 1000,
+    after: str | None = None,
 ) -> list[FolderProblem]:
     """The files under ``folder`` (a filesystem path) that are not in the library now, and why:
-    the entries its scans could not take and the files that could not be decoded, by path."""
+    the entries its scans could not take and the files that could not be decoded, by path
+    (code point order), the first ``limit`` after the path ``after`` (catalog text form). Each
+    source is one range read in path order, stopped at ``limit``."""
     folder_db = path_to_db(os.path.abspath(folder))
-    scanned = session.execute(
-        sa.select(FileProblem.path, FileProblem.reason, FileProblem.reported_at)
-        .where(under_folder(FileProblem.folder, folder_db, recursive))
-        .order_by(FileProblem.path)
-        .limit(limit)
-    ).all()
-    failed = session.execute(
-        sa.select(Image.path, Image.error, Image.updated_at)
-        .where(Image.state == "failed", under_folder(Image.folder, folder_db, recursive))
-        .order_by(Image.path)
-        .limit(limit)
-    ).all()
+    ranged = bytewise_text(session)
+    as_c = not ranged and session.get_bind().dialect.name == "postgresql"
+
+    def by_path(column: sa.SQLColumnExpression[str]) -> sa.SQLColumnExpression[str]:
+        # code point order on every database (the cursor's and the merge's): where text does
+        # not sort that way (PostgreSQL with a language collation), compared and sorted as C
+        return sa.collate(column, "C") if as_c else column
+
+    scanned_stmt = sa.select(FileProblem.path, FileProblem.reason, FileProblem.reported_at).where(
+        _scanned_under(folder_db, recursive, ranged)
+    )
+    failed_stmt = sa.select(Image.path, Image.error, Image.updated_at).where(
+        _failed_under(folder_db, recursive, ranged)
+    )
+    if after is not None:
+        scanned_stmt = scanned_stmt.where(by_path(FileProblem.path) > after)
+        failed_stmt = failed_stmt.where(by_path(Image.path) > after)
+    scanned = session.execute(scanned_stmt.order_by(by_path(FileProblem.path)).limit(limit)).all()
+    failed = session.execute(failed_stmt.order_by(by_path(Image.path)).limit(limit)).all()
     out = [FolderProblem(str(p), str(r), "scan", t) for p, r, t in scanned]
     out += [FolderProblem(str(p), str(r or "could not be read"), "decode", t) for p, r, t in failed]
     return sorted(out, key=lambda f: f.path)[:limit]

@@ -536,10 +536,10 @@ class Library:
         return self.folders.list_watched_folders()
 
     def watched_folder_problems(
-        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT
+        self, folder_id: int, limit: int = PROBLEMS_PAGE_DEFAULT, after: str | None = None
     ) -> FolderProblemPage:
         """See :meth:`indexer.folders.FolderService.watched_folder_problems`."""
-        return self.folders.watched_folder_problems(folder_id, limit)
+        return self.folders.watched_folder_problems(folder_id, limit, after)
 
     @property
     def watcher(self) -> FolderWatcher | None:

@@ -147,19 +147,22 @@ def visibility(engine: Engine, principal: Principal) -> Visibility:
 
 
 def folder_condition(
-    seen: Visibility, column: sa.SQLColumnExpression[str] = Image.folder
+    seen: Visibility, column: sa.SQLColumnExpression[str] = Image.folder, *, ranged: bool = False
 ) -> sa.ColumnElement[bool] | None:
-    """A SQL condition on a folder column that keeps what ``seen`` allows (None: everything)."""
+    """A SQL condition on a folder column that keeps what ``seen`` allows (None: everything).
+    ``ranged``: with each folder's index range (``catalog.under_folder``; give
+    ``catalog.bytewise_text(session)``), so that a count or list over the viewer's folders can
+    read their rows through the folder index instead of reading the library."""
     if seen.everything:
         return None
     if not seen.folders:
         return sa.false()
-    return sa.or_(*(catalog.under_folder(column, f) for f in seen.folders))
+    return sa.or_(*(catalog.under_folder(column, f, ranged=ranged) for f in seen.folders))
 
 
 def visible_ids(session: Session, seen: Visibility) -> np.ndarray | None:
     """The ready image ids a viewer may see, sorted, for a FAISS id selector (None: all)."""
-    cond = folder_condition(seen)
+    cond = folder_condition(seen, ranged=catalog.bytewise_text(session))
     if cond is None:
         return None
     ids = session.scalars(sa.select(Image.id).where(Image.state == "ready", cond)).all()

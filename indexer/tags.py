@@ -245,7 +245,7 @@ def list_tags(session: Session, seen: Visibility = EVERYTHING) -> list[TagInfo]:
 def _seen_counts(session: Session, tags: list[TagInfo], seen: Visibility) -> list[TagInfo]:
     """``tags`` with ``assigned`` counted over the ready pictures ``seen`` allows (one grouped
     count in the catalog); unchanged for those who see everything."""
-    cond = folder_condition(seen)
+    cond = folder_condition(seen, ranged=catalog.bytewise_text(session))
     if cond is None or not tags:
         return tags
     stmt = (
@@ -438,7 +438,7 @@ def images_page(
         raise IndexerError(f"after must be an image id (next_after), got {after!r}")
     row = find_tag(session, tag)
     stmt = tag_page_statement(int(row.id), after, limit)
-    cond = folder_condition(seen)
+    cond = folder_condition(seen, ranged=catalog.bytewise_text(session))
     if cond is not None:
         stmt = stmt.where(cond)
     rows = list(session.execute(stmt))
@@ -463,7 +463,9 @@ def tag_page_statement(
         .limit(limit)
     )
     if after is not None:
-        stmt = stmt.where(TagAssignment.image_id > int(after))
+        # on both sides of the join: PostgreSQL's merge join then starts both at the cursor
+        # instead of reading the pictures from the first id
+        stmt = stmt.where(TagAssignment.image_id > int(after), Image.id > int(after))
     return stmt
 
 

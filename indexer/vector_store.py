@@ -338,10 +338,7 @@ def count_under(session: Session, folders: tuple[str, ...], state: str | None = 
     for folder in folders:
         folder = folder.rstrip("/") or "/"
         stmt = sa.select(sa.func.count()).select_from(catalog.Image)
-        stmt = stmt.where(catalog.under_folder(column, folder))
-        if _bytewise_text(session):
-            prefix = folder if folder.endswith("/") else folder + "/"
-            stmt = stmt.where(column >= folder, column < prefix[:-1] + chr(ord("/") + 1))
+        stmt = stmt.where(catalog.under_folder(column, folder, ranged=_bytewise_text(session)))
         if state is not None:
             stmt = stmt.where(catalog.Image.state == state)
         total += int(session.scalar(stmt) or 0)
@@ -356,14 +353,9 @@ def _folder_ids(session: Session, folder: str, limit: int) -> list[int] | None:
 
     if limit <= 0:
         return None
-    folder = folder.rstrip("/") or "/"
-    prefix = folder if folder.endswith("/") else folder + "/"
-    upper = prefix[:-1] + chr(ord("/") + 1)  # every text starting with the prefix sorts below
-    column = catalog.Image.folder
     rows = session.scalars(
         sa.select(catalog.Image.id)
-        .where(column >= folder, column < upper)  # the index range
-        .where(catalog.under_folder(column, folder))  # exactly the folder and below it
+        .where(catalog.under_folder(catalog.Image.folder, folder, ranged=True))  # a range read
         .where(catalog.Image.state == "ready")
         .limit(int(limit) + 1)
     ).all()
@@ -372,26 +364,10 @@ def _folder_ids(session: Session, folder: str, limit: int) -> list[int] | None:
     return [int(r) for r in rows]
 
 
-_BYTEWISE = {"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"}
-_bytewise_cache: dict[str, bool] = {}
-
-
 def _bytewise_text(session: Session) -> bool:
-    """Whether the catalog's text comparisons follow code points (SQLite; PostgreSQL with the C
-    collation), so a folder's paths are one index range. Asked once per database."""
-    import sqlalchemy as sa
+    from . import catalog
 
-    bind = session.get_bind()
-    if bind.dialect.name == "sqlite":
-        return True
-    key = str(bind.engine.url)
-    found = _bytewise_cache.get(key)
-    if found is None:
-        collate = session.scalar(
-            sa.text("SELECT datcollate FROM pg_database WHERE datname = current_database()")
-        )
-        found = _bytewise_cache[key] = str(collate or "").lower() in _BYTEWISE
-    return found
+    return catalog.bytewise_text(session)
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -186,7 +187,10 @@ def cmd_folders(args: argparse.Namespace) -> int:
     lib = _library(_settings(args))
     folders = lib.list_watched_folders()
     if args.problems:  # each folder's current problems (indexer.ingest_problems, issue 24)
-        pages = [lib.watched_folder_problems(f.id, args.limit) for f in folders]
+        if args.after is not None and args.folder is None:
+            raise SystemExit("--after goes with --folder (the folder the 'more:' line names)")
+        shown = [f for f in folders if args.folder in (None, f.id)]
+        pages = [lib.watched_folder_problems(f.id, args.limit, args.after) for f in shown]
         if args.json:
             _print_json([{**vars(p), "items": [vars(i) for i in p.items]} for p in pages])
             return 0
@@ -195,8 +199,11 @@ def cmd_folders(args: argparse.Namespace) -> int:
             print(f"{page.folder} (folder {page.folder_id}): {told}")
             for item in page.items:
                 print(f"  {item.path}: {item.reason}")
-            if page.total > len(page.items):
-                print(f"  ... and {page.total - len(page.items)} more (--limit)")
+            if page.next_after is not None:
+                after = shlex.quote(page.next_after)
+                print(
+                    f"  more: clipsearch folders --problems --folder {page.folder_id} --after {after}"
+                )
         return 0
     if args.json:
         from dataclasses import asdict
@@ -579,6 +586,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         default=PROBLEMS_PAGE_DEFAULT,
         help=f"with --problems: how many per folder (at most {PROBLEMS_PAGE_MAX})",
     )
+    p.add_argument("--folder", type=int, help="with --problems: only this folder (its id)")
+    p.add_argument("--after", help="with --problems --folder: the path printed after 'more:'")
     _common(p)
     p.set_defaults(func=cmd_folders)
 

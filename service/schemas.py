@@ -443,6 +443,11 @@ class FolderProblemsOut(BaseModel):
     folder_id: int
     items: list[FolderProblemOut]
     total: int = Field(description="How many files of the folder are not in the library now.")
+    next_after: str | None = Field(
+        None,
+        description="Pass as `after` for the next page (the last file's path within the "
+        "folder); null on the last page.",
+    )
 
 
 # --- removed images ---------------------------------------------------------------------------

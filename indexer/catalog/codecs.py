@@ -56,15 +56,43 @@ def folder_of(db_path: str) -> str:
 
 
 def under_folder(
-    column: sa.SQLColumnExpression[str], folder_db: str, recursive: bool = True
+    column: sa.SQLColumnExpression[str],
+    folder_db: str,
+    recursive: bool = True,
+    *,
+    ranged: bool = False,
 ) -> sa.ColumnElement[bool]:
     """SQL condition: ``column`` (an Image.folder-like text column) is ``folder_db`` or, when
-    ``recursive``, below it. Case-sensitive and free of LIKE wildcards on both databases."""
+    ``recursive``, below it. Case-sensitive and free of LIKE wildcards on both databases.
+
+    ``ranged`` (only where text compares byte-wise: :func:`indexer.catalog.bytewise_text`) adds
+    :func:`folder_range`, so that an index on ``column`` is read over the folder's range instead
+    of the whole table; the rows kept are the same."""
     folder_db = folder_db.rstrip("/") or "/"
     if not recursive:
         return column == folder_db
     prefix = folder_db if folder_db.endswith("/") else folder_db + "/"
-    return sa.or_(column == folder_db, sa.func.substr(column, 1, len(prefix)) == prefix)
+    exact = sa.or_(column == folder_db, sa.func.substr(column, 1, len(prefix)) == prefix)
+    return sa.and_(folder_range(column, folder_db), exact) if ranged else exact
+
+
+def folder_range(column: sa.SQLColumnExpression[str], folder_db: str) -> sa.ColumnElement[bool]:
+    """``folder_db <= column < folder_db/`` with its last ``/`` raised to ``0`` (the next code
+    point): where text sorts by code point, every text that is the folder or starts with its
+    path and a ``/`` lies in this range (with a few siblings, such as ``folder-old``, that
+    :func:`under_folder` leaves out), so it is one range read on an index of ``column``."""
+    folder_db = folder_db.rstrip("/") or "/"
+    prefix = folder_db if folder_db.endswith("/") else folder_db + "/"
+    return sa.and_(column >= folder_db, column < prefix[:-1] + chr(ord("/") + 1))
+
+
+def path_range(column: sa.SQLColumnExpression[str], folder_db: str) -> sa.ColumnElement[bool]:
+    """``folder_db/ <= column < folder_db0``: where text sorts by code point, exactly the paths
+    (a path column) that start with the folder's path and a ``/``, i.e. the files anywhere
+    under it: one range read on an index of ``column``, and nothing to filter out."""
+    folder_db = folder_db.rstrip("/") or "/"
+    prefix = folder_db if folder_db.endswith("/") else folder_db + "/"
+    return sa.and_(column >= prefix, column < prefix[:-1] + chr(ord("/") + 1))
 
 
 # --------------------------------------------------------------------------------------------

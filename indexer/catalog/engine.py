@@ -236,3 +236,25 @@ def schema_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+_BYTEWISE = {"c", "posix", "c.utf-8", "c.utf8", "ucs_basic"}
+_bytewise_cache: dict[str, bool] = {}
+
+
+def bytewise_text(session: Session | sa.Connection) -> bool:
+    """Whether the catalog's text comparisons follow code points (SQLite; PostgreSQL with the C
+    collation), so a folder's paths are one index range (``under_folder(ranged=True)``). Where
+    they do not (a PostgreSQL database with a language collation) the range would not be the
+    folder's, and the folder conditions are read without it (a scan). Asked once per database."""
+    bind = session.get_bind() if isinstance(session, Session) else session
+    if bind.dialect.name == "sqlite":
+        return True
+    key = str(bind.engine.url)
+    found = _bytewise_cache.get(key)
+    if found is None:
+        collate = session.scalar(
+            sa.text("SELECT datcollate FROM pg_database WHERE datname = current_database()")
+        )
+        found = _bytewise_cache[key] = str(collate or "").lower() in _BYTEWISE
+    return found

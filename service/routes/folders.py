@@ -160,14 +160,23 @@ def folder_problems(
     id: IdPath,
     limit: Annotated[
         int,
-        Query(ge=1, le=PROBLEMS_PAGE_MAX, description="How many to list (the first by path)."),
+        Query(ge=1, le=PROBLEMS_PAGE_MAX, description="How many to list, by path."),
     ] = PROBLEMS_PAGE_DEFAULT,
+    after: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=4096,
+            description="Start after this file: pass the previous page's `next_after`.",
+        ),
+    ] = None,
 ) -> FolderProblemsOut:
     """The files of a watched folder that are not in the library now, and why: links out of the
     folder, entries that cannot be read, files that are not pictures that can be read. Each
     once, however many rescans met it; empty once they are fixed. A viewer sees the folders
-    shared with them (another folder: 404, as for one not watched)."""
-    page = library.watched_folder_problems(id, limit)
+    shared with them (another folder: 404, as for one not watched). Pages by path: each is a
+    range read on the folder's failed files and recorded problems, however many it has."""
+    page = library.watched_folder_problems(id, limit, after)
     seen = visible_folders()
     if seen is not None and not Visibility(False, seen).allows_folder(page.folder):
         raise NotFound(f"folder {id} is not watched")  # the words for an unknown folder
@@ -178,4 +187,5 @@ def folder_problems(
             for p in page.items
         ],
         total=page.total,
+        next_after=page.next_after,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +57,14 @@ def _pg_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _pg_nodes(child)
 
 
-def plan_problems(engine: Engine, statements: list[tuple[str, Any]], max_rows: int) -> list[str]:
+def plan_problems(
+    engine: Engine,
+    statements: list[tuple[str, Any]],
+    max_rows: int,
+    tables: Collection[str] = BIG,
+) -> list[str]:
     """What is wrong with the plans of ``statements``. SQLite: a full scan of a library-sized
-    table (EXPLAIN QUERY PLAN says SCAN rather than SEARCH). PostgreSQL: more than ``max_rows``
+    table (one of ``tables``) (EXPLAIN QUERY PLAN says SCAN rather than SEARCH). PostgreSQL: more than ``max_rows``
     rows read from one (EXPLAIN ANALYZE counts rows returned and filtered out by every scan, so a
     sequential scan of a 10,000-row table fails while one of an empty table does not)."""
     problems: list[str] = []
@@ -70,14 +75,14 @@ def plan_problems(engine: Engine, statements: list[tuple[str, Any]], max_rows: i
                 for row in rows:
                     detail = str(row[-1])
                     m = re.match(r"SCAN (\w+)", detail)
-                    if m and m.group(1) in BIG:
+                    if m and m.group(1) in tables:
                         problems.append(f"{detail}  <-  {sql}")
             else:
                 doc = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params).scalar()
                 doc = json.loads(doc) if isinstance(doc, str) else doc
                 for node in _pg_nodes(doc[0]["Plan"]):
                     rel = node.get("Relation Name")
-                    if rel not in BIG:
+                    if rel not in tables:
                         continue
                     loops = int(node.get("Actual Loops", 1))
                     read = (

@@ -182,7 +182,7 @@ class FakeLibrary:
     def scan_watched_folder(self, folder_id: int, sub_path=None):
         return self.remove_watched_folder(folder_id)
 
-    def watched_folder_problems(self, folder_id: int, limit: int = 100):
+    def watched_folder_problems(self, folder_id: int, limit: int = 100, after=None):
         return self.remove_watched_folder(folder_id)
 
     def submit_ocr(self, force: bool = False, folder=None):

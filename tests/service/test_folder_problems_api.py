@@ -63,6 +63,12 @@ def test_a_folders_problems_are_listed_once_until_fixed_and_only_to_who_may_see_
         # bounded: a page of one still says how many there are; a page too long is refused
         one = _problems(admin, folder_id, limit=1)
         assert (len(one["items"]), one["total"]) == (1, 2)
+        # the next page starts after the first one's last file (its path within the folder)
+        two = _problems(admin, folder_id, limit=1, after=one["next_after"])
+        assert (len(two["items"]), two["total"]) == (1, 2)
+        assert one["items"][0]["path"] < two["items"][0]["path"]
+        assert _problems(admin, folder_id, limit=1, after=two["next_after"])["items"] == []
+        assert _problems(admin, folder_id)["next_after"] is None  # all on one page
         too_long = admin.get(f"/api/v1/folders/{folder_id}/problems", params={"limit": 10**6})
         assert too_long.status_code == 422
         assert admin.get("/api/v1/folders/999999/problems").status_code == 404
@@ -89,4 +95,9 @@ def test_a_folders_problems_are_listed_once_until_fixed_and_only_to_who_may_see_
     write_images(alpha, {"corrupt": (10, 120, 90)})
     assert ingest_now(served.lib, alpha).state == "done"
     with served.admin() as admin:
-        assert _problems(admin, folder_id) == {"folder_id": folder_id, "items": [], "total": 0}
+        assert _problems(admin, folder_id) == {
+            "folder_id": folder_id,
+            "items": [],
+            "total": 0,
+            "next_after": None,
+        }
