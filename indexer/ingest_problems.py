@@ -225,17 +225,13 @@ def scan_outcome(
     return new, summary
 
 
-#: A failed image, as the partial index ``ix_images_failed_path`` (migration 0012) is declared:
-#: the condition is written out (not a bound parameter) so that both databases can match it.
-FAILED: sa.ColumnElement[str] = sa.literal_column("'failed'", sa.String)
-
-
 def _failed_under(folder_db: str, recursive: bool, ranged: bool) -> sa.ColumnElement[bool]:
-    """The failed images under a folder: where text sorts by code point, their paths' range on
-    ``ix_images_failed_path`` (exact for a recursive folder), so that a page or a count reads
-    the folder's failures only (not the folder's pictures, nor the library's failures)."""
+    """The failed images under a folder: where text sorts by code point, a range of their paths
+    (exact for a recursive folder), so that a page reads the folder's pictures in path order up
+    to the page's end or the library's failures (``ix_images_state_id``), whichever is fewer,
+    never the library."""
     return sa.and_(
-        Image.state == FAILED, _under(Image.path, Image.folder, folder_db, recursive, ranged)
+        Image.state == "failed", _under(Image.path, Image.folder, folder_db, recursive, ranged)
     )
 
 
@@ -262,8 +258,9 @@ def _under(
 
 
 def problem_count(session: Session, folder_db: str, recursive: bool = True) -> int:
-    """:attr:`FolderCounts.problems` alone (failed + skipped), read through the failures' and
-    the problems' own keys, without counting the folder's pictures."""
+    """:attr:`FolderCounts.problems` alone (failed + skipped): the failures and the recorded
+    problems under the folder, through their paths' ranges (or the failures' state index),
+    without counting the folder's pictures by state."""
     ranged = bytewise_text(session)
     failed = session.scalar(
         sa.select(sa.func.count())

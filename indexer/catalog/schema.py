@@ -71,14 +71,6 @@ class Image(Base):
         sa.Index("ix_images_state_id", "state", "id"),
         sa.Index("ix_images_taken_at_id", "taken_at", "id"),  # browse by date (migration 0007)
         sa.Index("ix_images_state_taken_at_id", "state", "taken_at", "id"),
-        # a folder's failed files by path (indexer.ingest_problems; migration 0012): only the
-        # failed rows, so it stays small
-        sa.Index(
-            "ix_images_failed_path",
-            "path",
-            sqlite_where=sa.text("state = 'failed'"),
-            postgresql_where=sa.text("state = 'failed'"),
-        ),
         {"sqlite_autoincrement": True},  # ids are never reused (PostgreSQL sequences never are)
     )
 
