@@ -257,7 +257,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         else:
             said = (
                 f"making {args.demo_images} pictures and training a small CLIP on them in "
-                f"{data_dir} (a few minutes the first time, cached after)"
+                f"{data_dir} (a minute or two the first time, cached after)"
             )
         print(f"clipsearch demo: {said}", flush=True)
     try:
@@ -323,7 +323,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "demo",
         help="offline demo: train a small CLIP on a synthetic set and serve it",
         description="Generates a synthetic captioned image set, trains a small CLIP on it from scratch "
-        "(a few minutes on a CPU; cached for the next run), ingests the images and serves the gallery. "
+        "(a minute or two on a CPU; cached for the next run), ingests the images and serves the gallery. "
         "No download needed.",
     )
     p.add_argument("--data-dir", help="demo data folder (default: <CLIPSEARCH_DATA_DIR>/demo)")
