@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from clipsearch.indexer.errors import IndexerError
 from clipsearch.indexer.ingest_problems import PROBLEMS_PAGE_DEFAULT, PROBLEMS_PAGE_MAX
 from clipsearch.indexer.logs import configure_from_env
 
@@ -188,7 +189,7 @@ def cmd_folders(args: argparse.Namespace) -> int:
     folders = lib.list_watched_folders()
     if args.problems:  # each folder's current problems (indexer.ingest_problems, issue 24)
         if args.after is not None and args.folder is None:
-            raise SystemExit("--after goes with --folder (the folder the 'more:' line names)")
+            raise IndexerError("--after goes with --folder (the folder the 'more:' line names)")
         shown = [f for f in folders if args.folder in (None, f.id)]
         pages = [lib.watched_folder_problems(f.id, args.limit, args.after) for f in shown]
         if args.json:

@@ -39,5 +39,15 @@ def test_folders_problems_lists_each_problem_once_after_rescans(
     [page] = json.loads(as_json.stdout)
     assert (page["folder_id"], page["total"], len(page["items"])) == (1, 2, 1)
     assert page["items"][0]["path"].endswith("corrupt.jpg") and page["items"][0]["reason"]
+    assert page["next_after"] == "corrupt.jpg"
+
+    # the next page: the command the 'more:' line gives
+    first = run(["folders", "--problems", "--limit", "1"], env)
+    more = first.stdout.strip().splitlines()[-1].strip()
+    assert more == "more: clipsearch folders --problems --folder 1 --after corrupt.jpg"
+    second = run(["folders", "--problems", "--limit", "1", *more.split()[3:]], env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[1].startswith(f"  {photos.resolve() / 'link.jpg'}: ")
+    assert_user_error(run(["folders", "--problems", "--after", "x.jpg"], env), "--folder")
 
     assert_user_error(run(["folders", "--problems", "--limit", "0"], env), "limit")
