@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +28,16 @@ def _texts() -> list[str]:
     texts = [f"a photo of a {s} {p}" for s in SUBJECTS for p in PLACES]
     texts += [*SUBJECTS, "", "café crème 🐶", "a very " * 60 + "long caption"]
     return texts
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as the service's encoder thread runs (deps.limit_compute_threads):
+    two OpenMP threads on a busy 2-core machine wait for each other on these tiny passes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +95,36 @@ def test_int8_vector_of_a_text_does_not_depend_on_its_batch(model) -> None:
     alone = embed(["a red bicycle against a brick wall"])
     batch = embed(["snow", "a red bicycle against a brick wall", "a very " * 30 + "long text"])
     assert np.array_equal(alone[0], batch[1])
+
+
+def _varied_queries(n: int) -> list[str]:
+    words = [w for s in SUBJECTS + PLACES for w in s.split()] + ["café", "🐶", "2024", "x"]
+    rng = random.Random(7)
+    out: list[str] = []
+    while len(out) < n:
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 12)))
+        if text not in out:
+            out.append(text)
+    return out
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_queries_get_their_own_vector_in_any_pass(model, precision) -> None:
+    """Queries waiting together are encoded in one pass (service TextEncoder): each one's
+    vector must be the one it gets alone, whatever else is in the pass (issue 25)."""
+    embed = model.text_embedder(precision)
+    texts = _varied_queries(300)  # bench/query_batch.py: 500 on ViT-B/32
+    alone = np.concatenate([embed([t]) for t in texts])
+    assert len({round(float(v), 4) for v in alone[:, 0]}) > 100  # different queries
+    for size in (16, 300):
+        order = list(range(len(texts)))
+        random.Random(size).shuffle(order)
+        together = np.empty_like(alone)
+        for i in range(0, len(order), size):
+            idx = order[i : i + size]
+            together[idx] = embed([texts[j] for j in idx])
+        cosine = (alone * together).sum(axis=1)
+        assert cosine.min() >= 0.9999, f"passes of {size}: min cosine {cosine.min():.7f}"
 
 
 def test_compact_tower_is_built_once_and_is_not_part_of_the_model(model) -> None:
