@@ -195,12 +195,20 @@ def _run(lib: Library, folders: dict[str, int]) -> tuple[dict[str, Any], dict[st
 
 
 def test_folder_problems_and_a_viewers_pages_and_counts_read_indexes(
-    library: tuple[Library, dict[str, int]],
+    library: tuple[Library, dict[str, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Both checks on one seeded library per backend (seeding is most of the test's time):
+    the plans read indexes and show what was seeded; then, as on a catalog whose text does not
+    sort by code point, the conditions without their index ranges: the answers do not change
+    and the plan check reports the scans (the check has the power to fail here)."""
     lib, folders = library
     shown, scans = _run(lib, folders)
     assert {name: found for name, found in scans.items() if found} == {}
+    _shown_is_what_was_seeded(shown)
+    _without_ranges_same_answers_and_scans_caught(lib, folders, shown, monkeypatch)
 
+
+def _shown_is_what_was_seeded(shown: dict[str, Any]) -> None:
     # what is shown is what was seeded: the shared folder's 300 links and 4 failed pictures,
     # none of its sibling's; the pages follow each other by path
     page = shown["problems of a folder"]
@@ -227,14 +235,12 @@ def test_folder_problems_and_a_viewers_pages_and_counts_read_indexes(
     )
 
 
-def test_without_the_ranges_the_answers_are_the_same_and_the_scans_are_caught(
-    library: tuple[Library, dict[str, int]], monkeypatch: pytest.MonkeyPatch
+def _without_ranges_same_answers_and_scans_caught(
+    lib: Library,
+    folders: dict[str, int],
+    ranged: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """As on a catalog whose text does not sort by code point: the conditions without their
-    index ranges. The answers do not change; the plan check reports the scans (the check has
-    the power to fail here)."""
-    lib, folders = library
-    ranged, _ = _run(lib, folders)
     monkeypatch.setattr(catalog, "bytewise_text", lambda _s: False)
     monkeypatch.setattr(ingest_problems, "bytewise_text", lambda _s: False)
     plain, scans = _run(lib, folders)
