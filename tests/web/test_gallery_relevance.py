@@ -4,6 +4,7 @@ on browsing, and "more like this … but with text", in Debian's Chromium agains
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 from urllib.parse import quote
@@ -29,15 +30,24 @@ def _post(server: Any, path: str, body: dict[str, Any]) -> Any:
     return r.json()
 
 
+def _two_decimal_cut(rel: list[float]) -> float:
+    """A cut the gallery's URL can carry (two decimals, min=0.42) that keeps the first three
+    or more results and hides the rest: the largest two-decimal value at or below a result's
+    relevance that is above the next one's."""
+    for i in range(2, len(rel) - 1):
+        cut = math.floor(rel[i] * 100) / 100
+        if rel[i + 1] < cut <= rel[i]:
+            return cut
+    pytest.fail(f"no two-decimal cut separates these relevances: {rel}")
+
+
 def test_a_relevance_cut_hides_weaker_results_and_says_how_many(
     page: Any, live_server: Any
 ) -> None:
     everything = live_server.api("/api/search", q=QUERY, k=40).json()["results"]
     rel = [x["relevance"] for x in everything]
     assert all(isinstance(v, float) for v in rel)
-    cut = round((rel[2] + rel[3]) / 2, 2)
-    if not rel[3] < cut <= rel[2]:  # the two are within 0.01: take the cut the API will use
-        cut = rel[2]
+    cut = _two_decimal_cut(rel)
     cut_page = live_server.api("/api/search", q=QUERY, k=40, min_relevance=cut).json()
     shown = [x["id"] for x in cut_page["results"]]
     hidden = cut_page["hidden"]
