@@ -79,6 +79,25 @@ def library_total(server: Any) -> int:
     return int(server.api("/api/images", limit=1).json()["total"])
 
 
+def jobs_settled(server: Any, timeout_s: float = 120.0) -> None:
+    """Until the server runs no job: a job that ends while a page is open refreshes its grid
+    (new pictures), which would start a test's scrolling over from the top."""
+    deadline = time.monotonic() + timeout_s
+    while any(j["state"] in ("queued", "running") for j in server.api("/api/jobs").json()):
+        assert time.monotonic() < deadline, "the server's jobs did not end"
+        time.sleep(0.2)
+
+
+def scroll_to_the_end(page: Any, total: int, timeout_s: float = 30.0) -> None:
+    """Scroll to the end of the grid as a person does, again while more pages come, until the
+    grid holds ``total`` tiles (never clicking "Load more")."""
+    deadline = time.monotonic() + timeout_s
+    while tiles(page).count() < total and time.monotonic() < deadline:
+        page.locator("#sentinel").scroll_into_view_if_needed()
+        page.wait_for_timeout(250)
+    expect(tiles(page)).to_have_count(total)
+
+
 def wait_for_grid(page: Any) -> None:
     expect(page.locator("#results")).to_have_attribute("aria-busy", "false")
     expect(tiles(page).first).to_be_visible()
@@ -548,6 +567,7 @@ def test_remove_an_image_from_the_detail_view(page: Any, live_server: Any) -> No
 def test_phone_width_fits_without_horizontal_scroll_and_scrolls_for_more(
     phone: Any, live_server: Any, screenshot: Any
 ) -> None:
+    jobs_settled(live_server)  # an earlier test's job ending would refresh the grid mid-scroll
     total = library_total(live_server)
     assert total > PAGE_SIZE  # the library is longer than one page
     phone.goto("/")
@@ -559,8 +579,7 @@ def test_phone_width_fits_without_horizontal_scroll_and_scrolls_for_more(
     assert search_box["x"] >= 0 and search_box["x"] + search_box["width"] <= 390
 
     # infinite scroll: reaching the end of the grid loads the next page
-    phone.locator("#sentinel").scroll_into_view_if_needed()
-    expect(tiles(phone)).to_have_count(total)
+    scroll_to_the_end(phone, total)
     expect(phone.locator("#load-more")).to_be_hidden()
     expect(phone.locator("#status")).to_have_text(f"{total} images in the library")
 
