@@ -15,6 +15,11 @@ procedure, indexer/duplicate_thresholds.py), with the demo model.
    would group (the issue's "15 different pictures grouped as the same picture" under the fixed
    0.95 / 8 bits, which is also counted).
 
+3. **What the two measures could reach at best** (thresholds chosen knowing the truth: an upper
+   bound for the measurement, which does not know it), and a third measure the job does not take
+   (the correlation of two thumbnails' 32x32 grey levels, aligned for a 5 % crop), on the
+   generated set and the demo library.
+
 Goals (issue 24): on the generated set, precision >= 0.98 at recall >= 0.9; on the demo library,
 no group of different pictures (or the stated fall-back to exact copies only).
 
@@ -151,7 +156,23 @@ def generated_set(model: Any, scenes: int) -> dict[str, Any]:
         burst_fp += called and not same and scene_of[a] == scene_of[b]
         tp_fixed += fixed and same
         fp_fixed += fixed and not same
+    truth = [
+        scene_of[a] == scene_of[b] and not is_burst[a] and not is_burst[b] for a, b, _ in pairs
+    ]
+    sims = np.array([s for _, _, s in pairs], dtype=np.float64)
+    bits_of = np.array([hash_distance(hashes[a], hashes[b]) for a, b, _ in pairs])
+    pixels = _pixel_agreement(library, pairs)
+    ceiling = _ceiling(sims, bits_of, np.array(truth), truth_total)
+    by_pixels = pixels >= PIXEL_CUT
+    tp_px = int(np.count_nonzero(by_pixels & np.array(truth)))
+    ceiling[f"pixel correlation >= {PIXEL_CUT} (the compared pairs: cosine >= 0.90)"] = (
+        tp_px / truth_total,
+        tp_px / max(1, int(np.count_nonzero(by_pixels))),
+        "the third measure",
+    )
     return {
+        "ceiling": ceiling,
+        "pixels": _quantiles_by_pair(pixels, pairs, scene_of, is_burst),
         "spread": _distributions(vectors, hashes, scene_of, is_burst, kind_of),
         "missed": _missed_by_kind(limits, pairs, hashes, scene_of, is_burst, kind_of),
         "limits": limits,
@@ -165,6 +186,105 @@ def generated_set(model: Any, scenes: int) -> dict[str, Any]:
         "fixed_precision": tp_fixed / max(1, tp_fixed + fp_fixed),
         "fixed_recall": tp_fixed / truth_total,
         "fixed_false": fp_fixed,
+    }
+
+
+MAX_CEILING_BITS = 16
+#: The third measure's cut in the ceiling table (between the copies and the bursts below).
+PIXEL_CUT = 0.98
+#: Cosine thresholds the ceiling tries (with every hash distance 0..16).
+_CEILING_COSINES = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995, 0.998)
+
+
+def _ceiling(
+    sims: np.ndarray, bits: np.ndarray, same: np.ndarray, truth_total: int
+) -> dict[str, tuple[float, float, str]]:
+    """The best any rule on cosine and hash distance could do on these pairs, chosen *knowing the
+    truth* (an upper bound for a calibration that does not): the most same-picture pairs found at
+    precision >= 0.98 by one cosine and one hash threshold, and by two such pairs of thresholds
+    (either one passes). (recall, precision, rule) per family."""
+    masks = {
+        (c, b): (sims >= c) & (bits <= b)
+        for c in _CEILING_COSINES
+        for b in range(MAX_CEILING_BITS + 1)
+    }
+
+    def score(ok: np.ndarray) -> tuple[int, int]:
+        return int(np.count_nonzero(ok & same)), int(np.count_nonzero(ok & ~same))
+
+    out: dict[str, tuple[float, float, str]] = {}
+    best: tuple[int, int, str] = (0, 0, "none")
+    for (c, b), ok in masks.items():
+        tp, fp = score(ok)
+        if tp > best[0] and tp >= 0.98 * (tp + fp):
+            best = (tp, fp, f"cosine >= {c} and <= {b} bits")
+    out["one cosine and one hash threshold"] = (
+        best[0] / truth_total,
+        best[0] / max(1, best[0] + best[1]),
+        best[2],
+    )
+    best = (0, 0, "none")
+    keys = list(masks)
+    for i, k1 in enumerate(keys):
+        for k2 in keys[i + 1 :]:
+            if not (k1[0] < k2[0] and k1[1] < k2[1]):
+                continue  # the second pair: stricter cosine, more bits
+            tp, fp = score(masks[k1] | masks[k2])
+            if tp > best[0] and tp >= 0.98 * (tp + fp):
+                best = (
+                    tp,
+                    fp,
+                    f"cosine >= {k1[0]} and <= {k1[1]} bits, or >= {k2[0]} and <= {k2[1]} bits",
+                )
+    out["two such pairs (either passes)"] = (
+        best[0] / truth_total,
+        best[0] / max(1, best[0] + best[1]),
+        best[2],
+    )
+    return out
+
+
+def _grey(im: Image.Image, crop: float = 0.0, side: int = 32) -> np.ndarray:
+    """The picture (cropped by ``crop`` on each side) as side x side grey levels, zero mean, unit
+    length: two of them multiplied give the pixels' correlation."""
+    w, h = im.size
+    if crop:
+        cx, cy = int(w * crop), int(h * crop)
+        im = im.crop((cx, cy, w - cx, h - cy))
+    a = np.asarray(im.convert("L").resize((side, side), Image.Resampling.BOX), np.float64).ravel()
+    a -= a.mean()
+    n = float(np.linalg.norm(a))
+    return a / n if n > 0 else a
+
+
+def _pixel_agreement(library: list[Image.Image], pairs: list[tuple[int, int, float]]) -> np.ndarray:
+    """A third measure, not used by the job: per pair, the correlation of the two thumbnails'
+    32x32 grey levels, the best of as they are and either one's centre without 5 % on each side."""
+    full = [_grey(im) for im in library]
+    crop = [_grey(im, 0.05) for im in library]
+    return np.array(
+        [max(float(full[a] @ full[b]), float(crop[a] @ full[b]), float(full[a] @ crop[b]))
+         for a, b, _ in pairs]
+    )  # fmt: skip
+
+
+def _quantiles_by_pair(
+    values: np.ndarray,
+    pairs: list[tuple[int, int, float]],
+    scene_of: list[int],
+    is_burst: list[bool],
+) -> dict[str, list[float]]:
+    """min, 1st, 50th, 99th percentile and max of ``values`` per kind of compared pair."""
+    groups: dict[str, list[float]] = {}
+    for (a, b, _), v in zip(pairs, values, strict=True):
+        group = (
+            "different scenes" if scene_of[a] != scene_of[b]
+            else "burst frame and its scene" if is_burst[a] or is_burst[b]
+            else "the same picture"
+        )  # fmt: skip
+        groups.setdefault(group, []).append(float(v))
+    return {
+        g: [float(q) for q in np.quantile(v, [0, 0.01, 0.5, 0.99, 1])] for g, v in groups.items()
     }
 
 
@@ -250,7 +370,9 @@ def demo_library(model: Any, folder: Path, n: int) -> dict[str, Any]:
     limits = _measure_like_the_job(model, library, vectors, hashes)
     grouped = fixed = 0
     examples: list[str] = []
-    for a, b, sim in _candidate_pairs(vectors):
+    candidates = _candidate_pairs(vectors)
+    pixels = _pixel_agreement(library, candidates)
+    for a, b, sim in candidates:
         bits = hash_distance(hashes[a], hashes[b])
         called = _called_same(limits, sim, bits)
         grouped += called
@@ -259,7 +381,9 @@ def demo_library(model: Any, folder: Path, n: int) -> dict[str, Any]:
             examples.append(f"{names[a]} / {names[b]} ({sim:.4f}, {bits} bits)")
     return {
         "limits": limits, "images": len(library), "grouped": grouped, "fixed": fixed,
-        "examples": examples,
+        "examples": examples, "pairs": len(candidates),
+        "pixel_max": float(pixels.max()) if len(pixels) else 0.0,
+        "pixel_over": int(np.count_nonzero(pixels >= PIXEL_CUT)),
     }  # fmt: skip
 
 
@@ -336,6 +460,28 @@ def main(argv: list[str] | None = None) -> int:
             for kind, row in gen["missed"].items()
         ),
         "",
+        "What any rule on these two measures could reach, its thresholds chosen knowing the "
+        "truth (an upper bound for a measurement that does not know it; cosines "
+        f"{', '.join(str(c) for c in _CEILING_COSINES)}, 0 to {MAX_CEILING_BITS} bits):",
+        "",
+        "| rule | recall at precision >= 0.98 | precision | thresholds |",
+        "|---|---:|---:|---|",
+        *(
+            f"| {family} | {r:.3f} | {p:.3f} | {rule} |"
+            for family, (r, p, rule) in gen["ceiling"].items()
+        ),
+        "",
+        "A third measure the job does not take (correlation of the two thumbnails' 32x32 grey "
+        "levels, the best of as they are and either one without 5 % on each side), over the "
+        "compared pairs; min / 1st / 50th / 99th percentile / max:",
+        "",
+        "| compared pairs | pixel correlation |",
+        "|---|---|",
+        *(
+            f"| {group} | {' / '.join(f'{v:.3f}' for v in q)} |"
+            for group, q in gen["pixels"].items()
+        ),
+        "",
         "Pairs within a scene, 5th / 50th / 95th percentile:",
         "",
         "| pairs | cosine | hash bits apart |",
@@ -354,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- Pairs of different pictures grouped with the measured thresholds: {demo['grouped']}",
         f"- ... with the fixed {NEAR_SIMILARITY} / {NEAR_HASH_BITS} bits: {demo['fixed']}",
         f"- Grouped pairs (first five): {', '.join(demo['examples']) or 'none'}",
+        f"- The third measure (not used) on the {demo['pairs']} compared pairs: at most "
+        f"{demo['pixel_max']:.3f}; {demo['pixel_over']} pairs of different pictures at "
+        f">= {PIXEL_CUT}",
         "",
         "Goal no group of different pictures (or the stated fall-back to exact copies only): "
         f"{'met' if goal_demo else 'NOT met'}.",
