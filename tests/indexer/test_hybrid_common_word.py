@@ -19,11 +19,12 @@ from clipsearch.indexer.library import Library, LibraryConfig
 
 N = 100_000
 SUNSET = 500  # every 500th image has "sunset" in its folder too
+CHUNK = 2_000  # rows per INSERT and per transaction while seeding
 
 
 def _fill(lib: Library, vectors: np.ndarray, model_id: int, n: int = N) -> None:
     """``n`` (100,000) ready images named beach_<n>.jpg (the keyword rows follow from the triggers),
-    each with its own vector, written in a few batched INSERTs."""
+    each with its own vector, written in batched INSERTs."""
     now = catalog.utcnow()
     gin: list[tuple[str, str]] = []
     if lib.engine.dialect.name == "postgresql":  # built once after the rows, not row by row
@@ -38,7 +39,7 @@ def _fill(lib: Library, vectors: np.ndarray, model_id: int, n: int = N) -> None:
             for index_name, _ in gin:
                 conn.exec_driver_sql(f'DROP INDEX "{index_name}"')
     with lib.Session() as s:
-        for start in range(0, n, 20_000):
+        for start in range(0, n, CHUNK):
             rows = [
                 {
                     "path": f"/lib/{'sunset' if i % SUNSET == 0 else 'f'}{i % 97}/beach_{i}.jpg",
@@ -54,7 +55,7 @@ def _fill(lib: Library, vectors: np.ndarray, model_id: int, n: int = N) -> None:
                     "created_at": now,
                     "updated_at": now,
                 }
-                for i in range(start, min(n, start + 20_000))
+                for i in range(start, min(n, start + CHUNK))
             ]
             s.execute(sa.insert(Image), rows)
             s.execute(
@@ -66,10 +67,12 @@ def _fill(lib: Library, vectors: np.ndarray, model_id: int, n: int = N) -> None:
                         "vector": catalog.vector_to_bytes(vectors[i]),
                         "created_at": now,
                     }
-                    for i in range(start, min(n, start + 20_000))
+                    for i in range(start, min(n, start + CHUNK))
                 ],
             )
-        s.commit()
+            # a commit per chunk: the triggers update one counts row per image, and PostgreSQL
+            # walks that row's versions from the transaction's start on every update
+            s.commit()
     with lib.engine.begin() as conn:
         for _, definition in gin:
             conn.exec_driver_sql(definition)

@@ -72,8 +72,11 @@ def _seed(lib: Library) -> dict[str, int]:
         for j in range(40)
     ]  # fmt: skip
     with lib.Session() as s:
-        for start in range(0, len(rows), 5000):
-            s.execute(sa.insert(Image), rows[start : start + 5000])
+        for start in range(0, len(rows), 2000):
+            s.execute(sa.insert(Image), rows[start : start + 2000])
+            # a commit per chunk: the triggers update one counts row per image, and PostgreSQL
+            # walks that row's versions from the transaction's start on every update
+            s.commit()
         ids = {p: i for p, i in s.execute(sa.select(Image.path, Image.id))}
         n_ids = [ids[r["path"]] for r in rows]
         tag_domain.ensure_vocabulary(s)
