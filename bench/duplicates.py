@@ -15,10 +15,13 @@ procedure, indexer/duplicate_thresholds.py), with the demo model.
    would group (the issue's "15 different pictures grouped as the same picture" under the fixed
    0.95 / 8 bits, which is also counted).
 
-3. **What the two measures could reach at best** (thresholds chosen knowing the truth: an upper
-   bound for the measurement, which does not know it), and a third measure the job does not take
-   (the correlation of two thumbnails' 32x32 grey levels, aligned for a 5 % crop), on the
-   generated set and the demo library.
+3. **What cosine and hash distance alone could reach at best** (thresholds chosen knowing the
+   truth: an upper bound for a measurement that does not know it), and the spread of the third
+   measure the job takes where the measurement finds it better (the thumbnails' pixel match:
+   64x64 grey levels aligned for a 5 % crop, indexer/duplicates_pixels.py).
+
+Every decision above is the job's own (indexer.duplicates_pixels.is_near with the measured
+thresholds), on the thumbnails as the ingest keeps them.
 
 Goals (issue 24): on the generated set, precision >= 0.98 at recall >= 0.9; on the demo library,
 no group of different pictures (or the stated fall-back to exact copies only).
@@ -56,6 +59,7 @@ from clipsearch.indexer.duplicates import (
     NEAR_SIMILARITY,
     SIMILAR_SIMILARITY,
 )
+from clipsearch.indexer.duplicates_pixels import Grey, grey_of, is_near, pixel_match
 from clipsearch.indexer.picture_hash import dhash, hash_distance
 
 REPO = Path(__file__).resolve().parent.parent
@@ -102,21 +106,28 @@ def _candidate_pairs(vectors: np.ndarray) -> list[tuple[int, int, float]]:
 
 
 def _measure_like_the_job(
-    model: Any, library: list[Image.Image], vectors: np.ndarray, hashes: list[int]
+    model: Any,
+    library: list[Image.Image],
+    vectors: np.ndarray,
+    hashes: list[int],
+    greys: list[Grey],
 ) -> DuplicateThresholds:
     """indexer.duplicate_jobs' measurement: thumbnails evenly spread over the library, and the
-    stored vectors and hashes of more of its pictures for the different-picture pairs."""
+    stored vectors, hashes and thumbnails of more of its pictures for the different-picture
+    pairs."""
     step = max(1, len(library) // SAMPLE_SIZE)
     spread = max(1, len(library) // PAIR_SAMPLE)
     return measure(
         library[::step][:SAMPLE_SIZE], lambda ims: _embed(model, ims), dhash,
-        others=(vectors[::spread][:PAIR_SAMPLE], hashes[::spread][:PAIR_SAMPLE]),
-        library_size=len(library),
+        others=(vectors[::spread][:PAIR_SAMPLE], hashes[::spread][:PAIR_SAMPLE],
+                greys[::spread][:PAIR_SAMPLE]),
+        library_size=len(library), floor=SIMILAR_SIMILARITY,
     )  # fmt: skip
 
 
-def _called_same(limits: DuplicateThresholds, sim: float, bits: int) -> bool:
-    return limits.near_allowed and sim >= limits.near_similarity and bits <= limits.near_hash_bits
+def _called_same(limits: DuplicateThresholds, sim: float, bits: int, pixels: float) -> bool:
+    """The job's decision (indexer.duplicates_pixels.is_near)."""
+    return is_near(limits, sim, bits, pixels)
 
 
 def generated_set(model: Any, scenes: int) -> dict[str, Any]:
@@ -140,16 +151,18 @@ def generated_set(model: Any, scenes: int) -> dict[str, Any]:
         kind_of.append("burst")
     vectors = _embed(model, library)  # what the ingest stores
     hashes = [dhash(im) for im in library]
+    greys = [grey_of(im) for im in library]  # what the job reads from the stored thumbnails
     t0 = time.perf_counter()
-    limits = _measure_like_the_job(model, library, vectors, hashes)
+    limits = _measure_like_the_job(model, library, vectors, hashes, greys)
     measure_s = time.perf_counter() - t0
     pairs = _candidate_pairs(vectors)
+    pixels = np.array([pixel_match(greys[a], greys[b]) for a, b, _ in pairs])
     truth_total = scenes * 10  # (original + 4 copies) choose 2, per scene
     tp = fp = burst_fp = fp_fixed = tp_fixed = 0
-    for a, b, sim in pairs:
+    for (a, b, sim), pix in zip(pairs, pixels, strict=True):
         bits = hash_distance(hashes[a], hashes[b])
         same = scene_of[a] == scene_of[b] and not is_burst[a] and not is_burst[b]
-        called = _called_same(limits, sim, bits)
+        called = _called_same(limits, sim, bits, float(pix))
         fixed = sim >= NEAR_SIMILARITY and bits <= NEAR_HASH_BITS
         tp += called and same
         fp += called and not same
@@ -161,20 +174,12 @@ def generated_set(model: Any, scenes: int) -> dict[str, Any]:
     ]
     sims = np.array([s for _, _, s in pairs], dtype=np.float64)
     bits_of = np.array([hash_distance(hashes[a], hashes[b]) for a, b, _ in pairs])
-    pixels = _pixel_agreement(library, pairs)
     ceiling = _ceiling(sims, bits_of, np.array(truth), truth_total)
-    by_pixels = pixels >= PIXEL_CUT
-    tp_px = int(np.count_nonzero(by_pixels & np.array(truth)))
-    ceiling[f"pixel correlation >= {PIXEL_CUT} (the compared pairs: cosine >= 0.90)"] = (
-        tp_px / truth_total,
-        tp_px / max(1, int(np.count_nonzero(by_pixels))),
-        "the third measure",
-    )
     return {
         "ceiling": ceiling,
         "pixels": _quantiles_by_pair(pixels, pairs, scene_of, is_burst),
         "spread": _distributions(vectors, hashes, scene_of, is_burst, kind_of),
-        "missed": _missed_by_kind(limits, pairs, hashes, scene_of, is_burst, kind_of),
+        "missed": _missed_by_kind(limits, pairs, hashes, greys, scene_of, is_burst, kind_of),
         "limits": limits,
         "measure_s": measure_s,
         "images": len(library),
@@ -190,8 +195,6 @@ def generated_set(model: Any, scenes: int) -> dict[str, Any]:
 
 
 MAX_CEILING_BITS = 16
-#: The third measure's cut in the ceiling table (between the copies and the bursts below).
-PIXEL_CUT = 0.98
 #: Cosine thresholds the ceiling tries (with every hash distance 0..16).
 _CEILING_COSINES = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995, 0.998)
 
@@ -244,30 +247,6 @@ def _ceiling(
     return out
 
 
-def _grey(im: Image.Image, crop: float = 0.0, side: int = 32) -> np.ndarray:
-    """The picture (cropped by ``crop`` on each side) as side x side grey levels, zero mean, unit
-    length: two of them multiplied give the pixels' correlation."""
-    w, h = im.size
-    if crop:
-        cx, cy = int(w * crop), int(h * crop)
-        im = im.crop((cx, cy, w - cx, h - cy))
-    a = np.asarray(im.convert("L").resize((side, side), Image.Resampling.BOX), np.float64).ravel()
-    a -= a.mean()
-    n = float(np.linalg.norm(a))
-    return a / n if n > 0 else a
-
-
-def _pixel_agreement(library: list[Image.Image], pairs: list[tuple[int, int, float]]) -> np.ndarray:
-    """A third measure, not used by the job: per pair, the correlation of the two thumbnails'
-    32x32 grey levels, the best of as they are and either one's centre without 5 % on each side."""
-    full = [_grey(im) for im in library]
-    crop = [_grey(im, 0.05) for im in library]
-    return np.array(
-        [max(float(full[a] @ full[b]), float(crop[a] @ full[b]), float(full[a] @ crop[b]))
-         for a, b, _ in pairs]
-    )  # fmt: skip
-
-
 def _quantiles_by_pair(
     values: np.ndarray,
     pairs: list[tuple[int, int, float]],
@@ -292,13 +271,14 @@ def _missed_by_kind(
     limits: DuplicateThresholds,
     pairs: list[tuple[int, int, float]],
     hashes: list[int],
+    greys: list[Grey],
     scene_of: list[int],
     is_burst: list[bool],
     kind_of: list[str],
 ) -> dict[str, dict[str, int]]:
     """Per copy kind, of the same-picture pairs it is in: how many, how many missed, and what
-    missed them (the cosine threshold, the hash threshold, or never compared: under 0.90 or not
-    among the closest 32)."""
+    missed them (the cosine pre-cut, the second measure's cut: pixels or hash, or never compared:
+    under 0.90 or not among the closest 32)."""
     sims = {(a, b): s for a, b, s in pairs}
     out: dict[str, dict[str, int]] = {}
     members = [i for i in range(len(scene_of)) if not is_burst[i]]
@@ -310,7 +290,7 @@ def _missed_by_kind(
             bits = hash_distance(hashes[a], hashes[b])
             why = (
                 "not compared" if sim is None
-                else "found" if _called_same(limits, sim, bits)
+                else "found" if _called_same(limits, sim, bits, pixel_match(greys[a], greys[b]))
                 else "cosine" if sim < limits.near_similarity
                 else "hash"
             )  # fmt: skip
@@ -367,31 +347,37 @@ def demo_library(model: Any, folder: Path, n: int) -> dict[str, Any]:
         names.append(f.stem)
     vectors = _embed(model, library)
     hashes = [dhash(im) for im in library]
-    limits = _measure_like_the_job(model, library, vectors, hashes)
+    greys = [grey_of(im) for im in library]
+    limits = _measure_like_the_job(model, library, vectors, hashes, greys)
     grouped = fixed = 0
     examples: list[str] = []
     candidates = _candidate_pairs(vectors)
-    pixels = _pixel_agreement(library, candidates)
-    for a, b, sim in candidates:
+    pixels = np.array([pixel_match(greys[a], greys[b]) for a, b, _ in candidates])
+    for (a, b, sim), pix in zip(candidates, pixels, strict=True):
         bits = hash_distance(hashes[a], hashes[b])
-        called = _called_same(limits, sim, bits)
+        called = _called_same(limits, sim, bits, float(pix))
         grouped += called
         fixed += sim >= NEAR_SIMILARITY and bits <= NEAR_HASH_BITS
         if called and len(examples) < 5:
-            examples.append(f"{names[a]} / {names[b]} ({sim:.4f}, {bits} bits)")
+            examples.append(f"{names[a]} / {names[b]} ({sim:.4f}, {bits} bits, pixels {pix:.3f})")
     return {
         "limits": limits, "images": len(library), "grouped": grouped, "fixed": fixed,
         "examples": examples, "pairs": len(candidates),
         "pixel_max": float(pixels.max()) if len(pixels) else 0.0,
-        "pixel_over": int(np.count_nonzero(pixels >= PIXEL_CUT)),
+        "pixel_over": int(np.count_nonzero(pixels >= 0.98)),
     }  # fmt: skip
 
 
 def _limits_line(limits: DuplicateThresholds) -> str:
     if limits.mode == "exact-only":
         return f"exact copies only ({limits.reason})"
+    second = (
+        f"hashes <= {limits.near_hash_bits} bits"
+        if limits.pixel_match is None
+        else f"thumbnails' pixel match >= {limits.pixel_match:.4f}"
+    )
     return (
-        f"cosine >= {limits.near_similarity:.4f} and hashes <= {limits.near_hash_bits} bits "
+        f"cosine >= {limits.near_similarity:.4f} and {second} "
         f"(measured precision {limits.precision:.3f}, recall {limits.recall:.3f} on "
         f"{limits.copies} copies and {limits.different} different-picture pairs)"
     )
@@ -429,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Run: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}, {seconds:.0f} s; Python "
         f"{platform.python_version()}, torch {torch.__version__}, {platform.machine()}",
         f"- Model: the demo's small CLIP ({model_dir}); thumbnails of at most 256 px (JPEG q85) "
-        "as the ingest keeps; 64-bit dHash as the job computes",
+        "as the ingest keeps; 64-bit dHash and the thumbnails' pixel match as the job computes",
         "",
         "## A generated set of photo-like scenes with copies and bursts",
         "",
@@ -452,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
         "two copies counts for both kinds; a cosine or hash miss: that threshold alone turned "
         "it down):",
         "",
-        "| in the pair | pairs | found | missed: cosine | missed: hash | never compared |",
+        "| in the pair | pairs | found | missed: cosine | missed: pixels or hash | never compared |",
         "|---|---:|---:|---:|---:|---:|",
         *(
             f"| {kind} | {row['pairs']} | {row.get('found', 0)} | {row.get('cosine', 0)} | "
@@ -471,9 +457,10 @@ def main(argv: list[str] | None = None) -> int:
             for family, (r, p, rule) in gen["ceiling"].items()
         ),
         "",
-        "A third measure the job does not take (correlation of the two thumbnails' 32x32 grey "
-        "levels, the best of as they are and either one without 5 % on each side), over the "
-        "compared pairs; min / 1st / 50th / 99th percentile / max:",
+        "The thumbnails' pixel match (correlation of the two thumbnails' 64x64 grey levels, the "
+        "best of as they are and either one without 5 % on each side; the job's second measure "
+        "where the measurement chose it), over the compared pairs; min / 1st / 50th / 99th "
+        "percentile / max:",
         "",
         "| compared pairs | pixel correlation |",
         "|---|---|",
@@ -500,9 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         f"- Pairs of different pictures grouped with the measured thresholds: {demo['grouped']}",
         f"- ... with the fixed {NEAR_SIMILARITY} / {NEAR_HASH_BITS} bits: {demo['fixed']}",
         f"- Grouped pairs (first five): {', '.join(demo['examples']) or 'none'}",
-        f"- The third measure (not used) on the {demo['pairs']} compared pairs: at most "
-        f"{demo['pixel_max']:.3f}; {demo['pixel_over']} pairs of different pictures at "
-        f">= {PIXEL_CUT}",
+        f"- The thumbnails' pixel match on the {demo['pairs']} compared pairs: at most "
+        f"{demo['pixel_max']:.3f}; {demo['pixel_over']} pairs of different pictures at >= 0.98",
         "",
         "Goal no group of different pictures (or the stated fall-back to exact copies only): "
         f"{'met' if goal_demo else 'NOT met'}.",

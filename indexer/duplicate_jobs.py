@@ -20,6 +20,7 @@ from .duplicate_thresholds import (
     MIN_SAMPLE,
     PAIR_SAMPLE,
     DuplicateThresholds,
+    Others,
     default_thresholds,
     measure,
     sample_thumbnails,
@@ -28,6 +29,7 @@ from .duplicates import (
     _MARK_LIMITS,
     NEAR_HASH_BITS,
     NEAR_SIMILARITY,
+    SIMILAR_SIMILARITY,
     FindResult,
     applied_thresholds,
     content_hashes,
@@ -35,6 +37,7 @@ from .duplicates import (
     library_model_id,
     record_job,
 )
+from .duplicates_pixels import open_grey
 from .picture_hash import dhash
 
 if TYPE_CHECKING:
@@ -140,17 +143,16 @@ def _library_thresholds(
     model = ctx.model(spec)
     limits = measure(
         pictures, lambda ims: model.embed_images(list(ims)), dhash, others=others,
-        model_id=model_id, library_size=size,
+        model_id=model_id, library_size=size, floor=SIMILAR_SIMILARITY,
     )  # fmt: skip
     log.info("duplicates: %s", limits.reason)
     return limits
 
 
-def _stored_pairs(
-    ctx: WorkerContext, rows: list[tuple[int, str]], model_id: int
-) -> tuple[np.ndarray, list[int]] | None:
-    """Stored vectors and picture hashes of up to PAIR_SAMPLE pictures evenly spread over the
-    library (``rows``: (id, thumbnail) in id order): its pairs of different pictures."""
+def _stored_pairs(ctx: WorkerContext, rows: list[tuple[int, str]], model_id: int) -> Others | None:
+    """Stored vectors, picture hashes and thumbnails' grey levels (indexer.duplicates_pixels) of
+    up to PAIR_SAMPLE pictures evenly spread over the library (``rows``: (id, thumbnail) in id
+    order): its pairs of different pictures."""
     from .jobs import thumb_dir
 
     step = max(1, len(rows) // PAIR_SAMPLE)
@@ -167,10 +169,15 @@ def _stored_pairs(
                     found[str(sha)] = (bytes_to_vector(blob), thumb)
         hashes = content_hashes(session, thumb_dir(ctx), {k: v[1] for k, v in found.items()})
         session.commit()  # the hashes computed are kept (ContentHash) for the job's pairs
-    shas = [sha for sha in found if sha in hashes]
+    greys = {sha: open_grey(thumb_dir(ctx), thumb) for sha, (_, thumb) in found.items()}
+    shas = [sha for sha in found if sha in hashes and greys[sha] is not None]
     if len(shas) < MIN_SAMPLE:
         return None
-    return np.stack([found[sha][0] for sha in shas]), [hashes[sha] for sha in shas]
+    return (
+        np.stack([found[sha][0] for sha in shas]),
+        [hashes[sha] for sha in shas],
+        [g for sha in shas if (g := greys[sha]) is not None],
+    )
 
 
 def maybe_queue(ctx: WorkerContext, app: Celery) -> int | None:

@@ -15,16 +15,27 @@ scores:
   burst frames, which people want listed as similar shots, not removed as duplicates; on
   pictures of plain shapes, the same shape elsewhere: a different picture that looks alike).
 
-Each is embedded by the library's model and hashed as the job does (dHash of the thumbnail). The
-thresholds (cosine at least ``near_similarity`` *and* at most ``near_hash_bits`` apart) are the
-pair that finds the most copies while keeping the precision measured on that set at or above
-:data:`TARGET_PRECISION`; the measured precision and recall are stored with the groups. Where no
-pair of thresholds reaches :data:`MIN_RECALL` of the copies at that precision (a weak or untrained
-model, pictures without detail), the job says so and groups exact copies only (the same bytes).
+Each is embedded by the library's model, hashed as the job does (dHash of the thumbnail) and
+reduced to the grey levels the job compares thumbnails by (indexer.duplicates_pixels). Two rules
+are measured, each the pair of thresholds that finds the most copies while keeping the precision
+measured on that set at or above :data:`TARGET_PRECISION`: cosine at least ``near_similarity``
+*and* the thumbnails' pixel match at least ``pixel_match`` (:func:`choose_pixel`; the cosine is
+then a permissive pre-cut), or *and* hashes at most ``near_hash_bits`` apart (:func:`choose`).
+The pixel rule is taken where it finds at least as many copies as the hash rule; the measured
+precision and recall are stored with the groups. Where neither reaches :data:`MIN_RECALL` of the
+copies at that precision (a weak or untrained model, pictures without detail), the job says so and
+groups exact copies only (the same bytes).
+
+The library may hold copies of its own pictures, which must not count among its different
+pictures: pairs closer than any next shot by hash (and as alike as a copy), or, where its copies
+match by pixels better than all its next shots, pairs matching as well as its copies do
+(:data:`OWN_COPY_SHARE`), are left out. Where copies and next shots overlap by pixels (pictures
+of plain shapes), none is left out that way: look-alikes there match as well as copies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import random
@@ -35,6 +46,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageEnhance
+
+from .duplicates_pixels import SIDE, Grey, grey_of, level_gap, match_matrix, pixel_match
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +65,16 @@ PAIR_SAMPLE = 1200
 #: Fewer ready pictures than this: too few to measure a precision of 98 % on (the fixed defaults
 #: are used until the library has them).
 MIN_SAMPLE = 24
+#: The library's own copies among its pairs of pictures are told by the pixel match only where its
+#: measured copies but this share score above all its next shots, and only above that level.
+OWN_COPY_SHARE = 0.01
 #: Hash distances tried (bits of 64).
 MAX_BITS = 16
 COPY_KINDS = ("re-encoded q60", "resized 50 %", "5 % crop", "+10 % brightness")
 THUMB_SIDE = 256  # what the ingest keeps and the job hashes
 
+#: (stored vectors, picture hashes, thumbnails' grey levels or None) of pictures of the library.
+Others = tuple[np.ndarray, Sequence[int], Sequence[Grey] | None]
 Embed = Callable[[Sequence[PILImage.Image]], np.ndarray]
 Hash = Callable[[PILImage.Image], int]
 
@@ -76,6 +94,9 @@ class DuplicateThresholds:
     model_id: int | None = None
     library_size: int = 0
     reason: str = ""
+    #: The thumbnails' pixel match (indexer.duplicates_pixels) a pair needs, with cosine at least
+    #: near_similarity; None: the picture hash decides instead (near_hash_bits).
+    pixel_match: float | None = None
 
     @property
     def near_allowed(self) -> bool:
@@ -164,6 +185,12 @@ class PairScores:
     shot_bits: np.ndarray
     pair_sim: np.ndarray
     pair_bits: np.ndarray
+    # the same with the thumbnails' pixel match (indexer.duplicates_pixels); the different
+    # pictures' pairs without those that look like the library's own copies by pixels
+    copy_pix: np.ndarray | None = None
+    shot_pix: np.ndarray | None = None
+    pix_pair_sim: np.ndarray | None = None
+    pix_pair_pix: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +201,7 @@ class Choice:
     shot_rate: float  # share of the next shots called the same picture
     wrong_per_picture: float  # different pictures of the library a picture is grouped with
     precision: float  # if each picture had one copy and one look-alike shot (see choose)
+    pixel_match: float | None = None  # the pixel cut (choose_pixel); None: the hash decides
 
 
 def choose(scores: PairScores, library_size: int, target: float = TARGET_PRECISION) -> Choice:
@@ -209,16 +237,69 @@ def choose(scores: PairScores, library_size: int, target: float = TARGET_PRECISI
     return best
 
 
+def choose_pixel(
+    scores: PairScores, library_size: int, target: float = TARGET_PRECISION, floor: float = 0.0
+) -> Choice:
+    """Like :func:`choose`, with the thumbnails' pixel match in place of the picture hash: the
+    pixel cut and cosine pre-cut that find the most copies under the same two limits (next shots,
+    wrong partners per picture). For each pixel cut, strictest first, the most permissive cosine
+    (from ``floor``, then the copies' own) that keeps the limits; the cut then goes half way down
+    to the closest different picture or shot below it (copies outside the sample have room, and
+    no more different pictures pass). Recall 0 when nothing qualifies or nothing was measured."""
+    best = Choice(1.0, 0, 0.0, 0.0, 0.0, 1.0)
+    if (
+        scores.copy_pix is None or scores.shot_pix is None or scores.pix_pair_sim is None
+        or scores.pix_pair_pix is None or len(scores.copy_pix) == 0
+    ):  # fmt: skip
+        return best
+    copy_sim, copy_pix = scores.copy_sim, scores.copy_pix
+    n_copies, n_shots = len(copy_sim), max(1, len(scores.shot_sim))
+    n_pairs, others = max(1, len(scores.pix_pair_sim)), max(1, library_size - 1)
+    cuts = np.unique(np.round(copy_pix.astype(np.float64), 4))
+    cosines = np.unique(np.round(np.append(copy_sim.astype(np.float64), floor), 4))
+    keep = (scores.pix_pair_pix >= cuts[0]) & (scores.pix_pair_sim >= cosines[0])
+    p_sim, p_pix = scores.pix_pair_sim[keep], scores.pix_pair_pix[keep]
+    for cut in cuts[::-1]:  # strictest first
+        shot_ok, pair_ok, copy_ok = scores.shot_pix >= cut, p_pix >= cut, copy_pix >= cut
+        if int(np.count_nonzero(copy_ok)) / n_copies <= best.recall + 1e-12:
+            continue
+        for t in cosines:  # most permissive first: the first that keeps the limits is the best
+            shot_rate = int(np.count_nonzero(shot_ok & (scores.shot_sim >= t))) / n_shots
+            wrong = int(np.count_nonzero(pair_ok & (p_sim >= t))) / n_pairs * others
+            if shot_rate <= 1.0 - target and wrong <= WRONG_PARTNERS:
+                recall = int(np.count_nonzero(copy_ok & (copy_sim >= t))) / n_copies
+                if recall > best.recall + 1e-12:
+                    precision = recall / (recall + shot_rate + wrong)
+                    best = Choice(float(t), 64, recall, shot_rate, wrong, precision, float(cut))
+                break
+    if best.pixel_match is None:
+        return best
+    below = np.concatenate([
+        scores.shot_pix[(scores.shot_pix < best.pixel_match)
+                        & (scores.shot_sim >= best.near_similarity)],
+        p_pix[(p_pix < best.pixel_match) & (p_sim >= best.near_similarity)],
+    ])  # fmt: skip
+    if len(below):
+        cut = round((best.pixel_match + float(below.max())) / 2, 4)
+        found = (copy_pix >= cut) & (copy_sim >= best.near_similarity)
+        recall = int(np.count_nonzero(found)) / n_copies
+        precision = recall / (recall + best.shot_rate + best.wrong_per_picture)
+        best = dataclasses.replace(best, pixel_match=cut, recall=recall, precision=precision)
+    return best
+
+
 def score_pairs(
     pictures: Sequence[PILImage.Image],
     embed: Embed,
     dhash: Hash,
     seed: int = 0,
-    others: tuple[np.ndarray, Sequence[int]] | None = None,
+    others: Others | None = None,
 ) -> PairScores:
-    """Embed and hash each picture, its copies and its next shots (see the module doc).
-    ``others``: (vectors, picture hashes) of more pictures of the library (their stored
-    vectors) for the different-picture pairs; default: the sampled pictures themselves."""
+    """Embed and hash each picture, its copies and its next shots (see the module doc), and take
+    the pixel match of each copy and shot with its picture (indexer.duplicates_pixels).
+    ``others``: (vectors, picture hashes, grey levels or None) of more pictures of the library
+    (their stored vectors and thumbnails) for the different-picture pairs; default: the sampled
+    pictures themselves."""
     rng = random.Random(seed)
     originals = [as_thumbnail(p) for p in pictures]
     copies = [copies_of(o) for o in originals]
@@ -235,7 +316,15 @@ def score_pairs(
     copy_bits = np.array([_bits(h_orig[i // k], h_copy[i]) for i in range(n * k)])
     shot_sim = np.einsum("ij,ij->i", np.repeat(v_orig, m, axis=0), v_shot)
     shot_bits = np.array([_bits(h_orig[i // m], h_shot[i]) for i in range(n * m)])
-    pair_vectors, pair_hashes = (v_orig, h_orig) if others is None else others
+    g_orig = [grey_of(o) for o in originals]
+    g_copy = [grey_of(as_thumbnail(c)) for c in flat_copies]
+    copy_pix = np.array([pixel_match(g_orig[i // k], g) for i, g in enumerate(g_copy)], np.float32)
+    copy_gap = np.array([level_gap(g_orig[i // k], g) for i, g in enumerate(g_copy)], np.float32)
+    shot_pix = np.array(
+        [pixel_match(g_orig[i // m], grey_of(as_thumbnail(s))) for i, s in enumerate(shots)],
+        np.float32,
+    )
+    pair_vectors, pair_hashes, pair_greys = (v_orig, h_orig, g_orig) if others is None else others
     pv = np.asarray(pair_vectors, dtype=np.float32)
     iu = np.triu_indices(len(pv), 1)
     pair_sim = (pv @ pv.T)[iu]
@@ -245,6 +334,24 @@ def score_pairs(
     # The library may hold copies of its own pictures: a pair closer than any look-alike shot
     # came (fewer bits apart than the nearest shot, vectors as alike as a copy) is probably one,
     # and is not counted as a pair of different pictures.
+    pix_pair_sim = pix_pair_pix = None
+    if pair_greys is not None and len(pair_greys) == len(pv):
+        match, gap = match_matrix(list(pair_greys))
+        pix = match[iu]
+        pix_pair_sim, pix_pair_pix = pair_sim, pix
+        # ... and by pixels, where this library's copies match better than all its next shots
+        # (all but OWN_COPY_SHARE of them): a pair matching that well, with vectors and a light
+        # level as close as two copies of one picture can be (twice a copy's angle, twice a
+        # copy's level gap), is one of its own copies
+        level = float(np.quantile(copy_pix, OWN_COPY_SHARE)) if len(copy_pix) else 1.0
+        if len(shot_pix) and level > float(shot_pix.max()):
+            cos_min = float(copy_sim.min())
+            probable = (
+                (pix >= level)
+                & (gap[iu] <= 2 * float(copy_gap.max()))
+                & (pair_sim >= 2 * cos_min * cos_min - 1)
+            )
+            pix_pair_sim, pix_pair_pix = pair_sim[~probable], pix[~probable]
     if len(shot_bits) and len(copy_sim):
         probable = (pair_bits < int(shot_bits.min())) & (pair_sim >= float(copy_sim.min()))
         pair_sim, pair_bits = pair_sim[~probable], pair_bits[~probable]
@@ -255,6 +362,10 @@ def score_pairs(
         shot_bits=shot_bits.astype(np.int32),
         pair_sim=pair_sim.astype(np.float32),
         pair_bits=pair_bits.astype(np.int32),
+        copy_pix=copy_pix,
+        shot_pix=shot_pix,
+        pix_pair_sim=None if pix_pair_sim is None else pix_pair_sim.astype(np.float32),
+        pix_pair_pix=pix_pair_pix,
     )
 
 
@@ -270,26 +381,37 @@ def measure(
     embed: Embed,
     dhash: Hash,
     *,
-    others: tuple[np.ndarray, Sequence[int]] | None = None,
+    others: Others | None = None,
     model_id: int | None = None,
     library_size: int = 0,
     target: float = TARGET_PRECISION,
+    floor: float = 0.0,
 ) -> DuplicateThresholds:
     """The thresholds for a library whose sample is ``pictures`` (see the module doc);
-    ``others``: stored vectors and hashes of more of its pictures (the different-picture pairs)."""
+    ``others``: stored vectors, hashes and grey levels of more of its pictures (the
+    different-picture pairs); ``floor``: the lowest cosine the job compares. The thumbnails' pixel
+    match decides with a cosine pre-cut where it finds at least as many copies as the picture
+    hash does (:func:`choose_pixel`), the hash otherwise (:func:`choose`)."""
     scores = score_pairs(pictures, embed, dhash, others=others)
     size = max(library_size, len(pictures))
-    c = choose(scores, size, target)
+    by_hash = choose(scores, size, target)
+    by_pixels = choose_pixel(scores, size, target, floor)
+    c = by_pixels if by_pixels.recall >= max(by_hash.recall, MIN_RECALL) else by_hash
+    different = len(scores.shot_sim) + len(
+        scores.pair_sim if c.pixel_match is None or scores.pix_pair_sim is None
+        else scores.pix_pair_sim
+    )  # fmt: skip
     counts = (
         f"{len(scores.copy_sim)} copies and {len(scores.shot_sim)} next shots of {len(pictures)} "
-        f"sampled pictures, {len(scores.pair_sim)} pairs of different pictures"
+        f"sampled pictures, {different - len(scores.shot_sim)} pairs of different pictures"
     )
 
     def result(sim: float, bits: int, mode: str, reason: str) -> DuplicateThresholds:
         return DuplicateThresholds(
             sim, bits, mode, round(c.precision, 4), round(c.recall, 4),
-            copies=len(scores.copy_sim), different=len(scores.shot_sim) + len(scores.pair_sim),
+            copies=len(scores.copy_sim), different=different,
             sample=len(pictures), model_id=model_id, library_size=library_size, reason=reason,
+            pixel_match=c.pixel_match if mode == "measured" else None,
         )  # fmt: skip
 
     if c.recall < MIN_RECALL:
@@ -300,12 +422,17 @@ def measure(
             "copies (the same bytes) are grouped"
         )
         return result(1.0, 0, "exact-only", reason)
+    rule = (
+        f"picture hashes at most {c.near_hash_bits} of 64 bits apart"
+        if c.pixel_match is None
+        else f"thumbnails' pixels at least {c.pixel_match:.3f} alike ({SIDE}x{SIDE} grey "
+        "levels, aligned for a 5 % crop)"
+    )
     reason = (
         f"measured on this library ({counts}): vectors at least {c.near_similarity:.3f} alike "
-        f"and picture hashes at most {c.near_hash_bits} of 64 bits apart find {c.recall:.0%} of "
-        f"the copies; {c.shot_rate:.1%} of next shots pass and a picture is grouped with "
-        f"{c.wrong_per_picture:.3f} different pictures on average (precision {c.precision:.1%} "
-        "if every picture had one copy and one look-alike)"
+        f"and {rule} find {c.recall:.0%} of the copies; {c.shot_rate:.1%} of next shots pass "
+        f"and a picture is grouped with {c.wrong_per_picture:.3f} different pictures on average "
+        f"(precision {c.precision:.1%} if every picture had one copy and one look-alike)"
     )
     return result(c.near_similarity, c.near_hash_bits, "measured", reason)
 

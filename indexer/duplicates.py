@@ -5,8 +5,10 @@ Three kinds of group, each member with why it is there:
 * **exact**: the same bytes (equal content sha256) at several paths.
 * **near**: the same picture re-encoded, resized, lightly cropped or with edited colours: cosine
   similarity of the library model's vectors at least :data:`NEAR_SIMILARITY` *and* a 64-bit
-  difference hash (dHash, from the thumbnail) at most :data:`NEAR_HASH_BITS` bits apart. The hash
-  is what keeps two frames of a burst (similar vectors, different pixels) out of this kind.
+  difference hash (dHash, from the thumbnail) at most :data:`NEAR_HASH_BITS` bits apart; or, with
+  the thresholds the job measures per library (indexer.duplicate_thresholds), the two thumbnails'
+  pixel match (indexer.duplicates_pixels) in place of the hash where that finds more copies. The
+  second measure is what keeps two frames of a burst (similar vectors, different pixels) out.
 * **similar** (a separate family, ``family="similar"``): shots of the same scene, vectors at least
   :data:`SIMILAR_SIMILARITY` alike; the Immich complaint of "false duplicates" for bursts is
   answered by listing these apart, never mixed into the duplicates.
@@ -38,6 +40,7 @@ from . import catalog
 from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
 from .duplicate_keeper import keeper_key
 from .duplicate_thresholds import DuplicateThresholds, default_thresholds
+from .duplicates_pixels import is_near, pixel_matches
 from .errors import IndexerError
 from .picture_hash import dhash, hash_distance
 from .sharing import EVERYTHING, Visibility, folder_condition
@@ -375,6 +378,7 @@ def _classify(
                 if sha:
                     need[sha] = thumb
     hashes = content_hashes(session, thumb_dir, need)
+    pixels = pixel_matches(thumb_dir, found, meta, limits)
     out: dict[tuple[int, int], tuple[str, float, int | None]] = {}
     for (a, b), sim in found.items():
         sha_a, sha_b = meta.get(a, (None, None))[0], meta.get(b, (None, None))[0]
@@ -386,11 +390,7 @@ def _classify(
         bits = None
         if sha_a in hashes and sha_b in hashes:
             bits = hash_distance(hashes[sha_a], hashes[sha_b])
-        near = (
-            limits.near_allowed
-            and sim >= limits.near_similarity
-            and (bits is None or bits <= limits.near_hash_bits)
-        )
+        near = is_near(limits, sim, bits, pixels.get((a, b)))
         out[(a, b)] = ("near" if near else "similar", sim, bits)
     return out
 

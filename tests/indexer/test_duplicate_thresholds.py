@@ -21,6 +21,7 @@ from clipsearch.indexer.duplicate_thresholds import (
     measure,
     next_shot,
 )
+from clipsearch.indexer.duplicates_pixels import grey_of, is_near, pixel_match
 from clipsearch.indexer.picture_hash import dhash, hash_distance
 
 
@@ -61,34 +62,24 @@ def test_thresholds_measured_on_a_sample_hold_on_other_pictures() -> None:
     # Pictures the measurement never saw: their copies are found, other pictures and the next
     # shot of a burst are not called the same picture.
     fresh = [as_thumbnail(_scene(seed)) for seed in range(1000, 1030)]
-    vec, hashes = _pixels(fresh), [dhash(im) for im in fresh]
 
-    def same(a_vec: np.ndarray, a_hash: int, b_vec: np.ndarray, b_hash: int) -> bool:
-        return (
-            float(a_vec @ b_vec) >= limits.near_similarity
-            and hash_distance(a_hash, b_hash) <= limits.near_hash_bits
-        )
+    def same(a: Image.Image, b: Image.Image) -> bool:  # the job's decision
+        sim = float(_pixels([a])[0] @ _pixels([b])[0])
+        bits = hash_distance(dhash(a), dhash(b))
+        return is_near(limits, sim, bits, pixel_match(grey_of(a), grey_of(b)))
 
     found = total = 0
-    for i, im in enumerate(fresh):
+    for im in fresh:
         for copy in copies_of(im).values():
-            thumb = as_thumbnail(copy)
             total += 1
-            found += same(vec[i], hashes[i], _pixels([thumb])[0], dhash(thumb))
+            found += same(im, as_thumbnail(copy))
     assert found / total >= 0.85, (found, total, limits)
-    wrong = sum(
-        same(vec[i], hashes[i], vec[j], hashes[j])
-        for i in range(len(fresh))
-        for j in range(i + 1, len(fresh))
-    )
+    wrong = sum(same(a, b) for i, a in enumerate(fresh) for b in fresh[i + 1 :])
     assert wrong == 0, limits
     import random
 
     rng = random.Random(5)
-    shots = [as_thumbnail(next_shot(im, rng)) for im in fresh]
-    burst_dups = sum(
-        same(vec[i], hashes[i], _pixels([s])[0], dhash(s)) for i, s in enumerate(shots)
-    )
+    burst_dups = sum(same(im, as_thumbnail(next_shot(im, rng))) for im in fresh)
     assert burst_dups <= 3, (burst_dups, limits)  # bursts are listed as similar shots instead
 
 
@@ -157,3 +148,34 @@ def test_each_copy_kind_is_a_copy_of_the_picture(kind: str) -> None:
     copy = as_thumbnail(copies_of(im)[kind])
     assert hash_distance(dhash(im), dhash(copy)) <= 12
     assert float(_pixels([im])[0] @ _pixels([copy])[0]) > 0.9
+
+
+def test_the_job_groups_a_cropped_copy_and_not_a_burst_frame(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """On a library of photo-like scenes, a copy cropped by 5 % on each side is listed as the same
+    picture as its original, and the next frame of a burst (the scene moved by 6 %) is not: the
+    job's measured pixel match of the two thumbnails tells them apart."""
+    import random
+
+    photos = tmp_path / "scenes"
+    photos.mkdir()
+    for seed in range(MIN_SAMPLE + 8):
+        _scene(seed).save(photos / f"s{seed:02d}.jpg", quality=92)
+    original = _scene(0)
+    copies_of(original)["5 % crop"].save(photos / "s00-crop.jpg", quality=92)
+    next_shot(_scene(1), random.Random(0)).save(photos / "s01-next.jpg", quality=92)
+    env = Env(tmp_path / "data", tiny_model_dir, None)
+    try:
+        env.ingest(photos)
+        job = duplicate_jobs.submit(env.lib)
+        duplicate_jobs.run_duplicates(env.ctx, job.id)
+        page = duplicates.page(env.lib, "duplicates", limit=50)
+        groups = [(g.kind, sorted(Path(m.image.path).name for m in g.members)) for g in page.items]
+        assert ("near", ["s00-crop.jpg", "s00.jpg"]) in groups, (groups, page.thresholds)
+        assert all("s01-next.jpg" not in names for _, names in groups), groups
+        assert len(groups) == 1, groups
+        assert page.thresholds["mode"] == "measured" and page.thresholds["pixel_match"]
+        assert "pixels" in str(page.thresholds["reason"])
+    finally:
+        env.close()
