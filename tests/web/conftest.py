@@ -351,8 +351,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 # --- the browser ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test file. Not longer: while Playwright's sync API is open it keeps an
+    event loop running on the test thread, so a later file in the same process that runs asyncio
+    (``asyncio.run``) or opens Playwright itself would fail."""
     if not Path(CHROMIUM).exists():
         pytest.fail(
             f"Chromium not found at {CHROMIUM}: apt-get install chromium (or set CLIPSEARCH_CHROMIUM)"
