@@ -20,8 +20,10 @@ install-locked:
 	$(BIN)/pip install -q --no-deps -e .
 	npm ci --no-audit --no-fund
 
+# Two test processes (pytest-xdist), each file's tests in one of them (its module fixtures
+# built once): the suite mostly waits on the servers, workers and browsers it starts.
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint:
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/mypy tests/service/svc_testlib.py
