@@ -435,8 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Goal precision >= 0.98 at recall >= 0.9: {'met' if goal_gen else 'NOT met'}.",
         "",
         "Same-picture pairs by the copy kinds in them, with the measured thresholds (a pair of "
-        "two copies counts for both kinds; a cosine or hash miss: that threshold alone turned "
-        "it down):",
+        "two copies counts for both kinds; a cosine miss: the pre-cut turned it down; a pixels or hash miss: "
+        "the second measure did):",
         "",
         "| in the pair | pairs | found | missed: cosine | missed: pixels or hash | never compared |",
         "|---|---:|---:|---:|---:|---:|",
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
         "## The demo library",
         "",
         f"{demo['images']} of the demo's synthetic pictures (no two the same picture). Measured: "
-        f"{_limits_line(demo['limits'])}.",
+        f"{_limits_line(demo['limits'])}. In words: {demo['limits'].reason}.",
         "",
         f"- Pairs of different pictures grouped with the measured thresholds: {demo['grouped']}",
         f"- ... with the fixed {NEAR_SIMILARITY} / {NEAR_HASH_BITS} bits: {demo['fixed']}",
