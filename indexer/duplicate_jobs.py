@@ -17,6 +17,7 @@ from .catalog import Embedding, Image, Job, bytes_to_vector
 from .celery_app import TASK_DUPLICATES, task
 from .context import active_model_spec
 from .duplicate_thresholds import (
+    MEASURE_VERSION,
     MIN_SAMPLE,
     PAIR_SAMPLE,
     DuplicateThresholds,
@@ -113,8 +114,8 @@ def _library_thresholds(
     ctx: WorkerContext, previous: DuplicateThresholds | None, remeasure: bool
 ) -> DuplicateThresholds:
     """The thresholds to group with: ``previous`` while they still describe this library (same
-    model, size within a factor of two), else measured again on its pictures (a sample of its
-    thumbnails, embedded by its model; indexer.duplicate_thresholds)."""
+    model, size within a factor of two, measured as today), else measured again on its pictures
+    (a sample of its thumbnails, embedded by its model; indexer.duplicate_thresholds)."""
     from .jobs import thumb_dir
 
     with ctx.session() as session:
@@ -133,6 +134,7 @@ def _library_thresholds(
         previous is not None
         and not remeasure
         and previous.model_id == model_id
+        and previous.version >= MEASURE_VERSION
         and previous.library_size / 2 <= size <= previous.library_size * 2
     ):
         return previous

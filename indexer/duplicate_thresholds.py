@@ -68,6 +68,8 @@ MIN_SAMPLE = 24
 #: The library's own copies among its pairs of pictures are told by the pixel match only where its
 #: measured copies but this share score above all its next shots, and only above that level.
 OWN_COPY_SHARE = 0.01
+#: The measurement's version: thresholds measured by an older one are measured again.
+MEASURE_VERSION = 2
 #: Hash distances tried (bits of 64).
 MAX_BITS = 16
 COPY_KINDS = ("re-encoded q60", "resized 50 %", "5 % crop", "+10 % brightness")
@@ -97,6 +99,8 @@ class DuplicateThresholds:
     #: The thumbnails' pixel match (indexer.duplicates_pixels) a pair needs, with cosine at least
     #: near_similarity; None: the picture hash decides instead (near_hash_bits).
     pixel_match: float | None = None
+    #: How it was measured (:data:`MEASURE_VERSION`; 1: before the pixel match was measured).
+    version: int = 1
 
     @property
     def near_allowed(self) -> bool:
@@ -411,7 +415,7 @@ def measure(
             sim, bits, mode, round(c.precision, 4), round(c.recall, 4),
             copies=len(scores.copy_sim), different=different,
             sample=len(pictures), model_id=model_id, library_size=library_size, reason=reason,
-            pixel_match=c.pixel_match if mode == "measured" else None,
+            pixel_match=c.pixel_match if mode == "measured" else None, version=MEASURE_VERSION,
         )  # fmt: skip
 
     if c.recall < MIN_RECALL:

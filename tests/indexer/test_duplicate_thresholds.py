@@ -12,8 +12,10 @@ import pytest
 from PIL import Image
 from workerutil import Env
 
-from clipsearch.indexer import duplicate_jobs, duplicates
+from clipsearch.indexer import catalog, duplicate_jobs, duplicates
+from clipsearch.indexer.catalog import Job
 from clipsearch.indexer.duplicate_thresholds import (
+    MEASURE_VERSION,
     MIN_SAMPLE,
     TARGET_PRECISION,
     as_thumbnail,
@@ -21,7 +23,7 @@ from clipsearch.indexer.duplicate_thresholds import (
     measure,
     next_shot,
 )
-from clipsearch.indexer.duplicates_pixels import grey_of, is_near, pixel_match
+from clipsearch.indexer.duplicates_pixels import GreyCache, grey_of, is_near, open_grey, pixel_match
 from clipsearch.indexer.picture_hash import dhash, hash_distance
 
 
@@ -177,5 +179,35 @@ def test_the_job_groups_a_cropped_copy_and_not_a_burst_frame(
         assert len(groups) == 1, groups
         assert page.thresholds["mode"] == "measured" and page.thresholds["pixel_match"]
         assert "pixels" in str(page.thresholds["reason"])
+
+        # A library measured before the pixel match was (an older measurement's version) is
+        # measured again at the next scan, though its model and size are the same.
+        with env.lib.Session() as session:
+            row = session.get(Job, catalog.get_mark(session, "dups_limits_job"))
+            assert row is not None
+            row.params = {**row.params, "limits": {**row.params["limits"], "version": 1}}
+            session.commit()
+        again = duplicate_jobs.submit(env.lib)
+        duplicate_jobs.run_duplicates(env.ctx, again.id)
+        assert "limits" in (env.lib.get_job(again.id).params or {})
+        assert duplicates.page(env.lib, "duplicates").thresholds["version"] == MEASURE_VERSION
     finally:
         env.close()
+
+
+def test_only_our_own_thumbnails_are_read_for_the_pixel_match(tmp_path: Path) -> None:
+    """The job reads thumbnails by their catalog key: a key that leaves the folder, a missing file
+    and a picture far larger than a thumbnail give no pixel match (never decoded); a thumbnail
+    matches its own 5 % crop."""
+    (tmp_path / "ab").mkdir()
+    thumb = as_thumbnail(_scene(3))
+    thumb.save(tmp_path / "ab" / "own.jpg", quality=85)
+    as_thumbnail(copies_of(thumb)["5 % crop"]).save(tmp_path / "ab" / "crop.jpg", quality=85)
+    Image.new("RGB", (2000, 2000)).save(tmp_path / "ab" / "huge.png")
+    (tmp_path / "outside.jpg").write_bytes((tmp_path / "ab" / "own.jpg").read_bytes())
+    for key in ("../outside.jpg", "ab/../outside.jpg", "ab/missing.jpg", "ab/huge.png", None):
+        assert open_grey(tmp_path, key) is None, key
+    cache = GreyCache(tmp_path, size=1)
+    [match] = cache.matches([("ab/own.jpg", "ab/crop.jpg")])
+    assert match is not None and match > 0.98
+    assert cache.matches([("ab/own.jpg", "ab/huge.png")]) == [None]
