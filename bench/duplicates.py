@@ -374,7 +374,8 @@ def _limits_line(limits: DuplicateThresholds) -> str:
     second = (
         f"hashes <= {limits.near_hash_bits} bits"
         if limits.pixel_match is None
-        else f"thumbnails' pixel match >= {limits.pixel_match:.4f}"
+        else f"thumbnails' pixel match >= {limits.pixel_match:.4f} (hashes <= "
+        f"{limits.near_hash_bits} bits)"
     )
     return (
         f"cosine >= {limits.near_similarity:.4f} and {second} "

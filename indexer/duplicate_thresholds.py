@@ -249,7 +249,10 @@ def choose_pixel(
     wrong partners per picture). For each pixel cut, strictest first, the most permissive cosine
     (from ``floor``, then the copies' own) that keeps the limits; the cut then goes half way down
     to the closest different picture or shot below it (copies outside the sample have room, and
-    no more different pictures pass). Recall 0 when nothing qualifies or nothing was measured."""
+    no more different pictures pass). Recall 0 when nothing qualifies or nothing was measured.
+    ``near_hash_bits`` is then a loose bound that spares the job reading the thumbnails of pairs
+    no two copies can be: twice the farthest copy's hash distance (two copies of a picture are at
+    most that far apart), and 4 bits more."""
     best = Choice(1.0, 0, 0.0, 0.0, 0.0, 1.0)
     if (
         scores.copy_pix is None or scores.shot_pix is None or scores.pix_pair_sim is None
@@ -274,7 +277,8 @@ def choose_pixel(
                 recall = int(np.count_nonzero(copy_ok & (copy_sim >= t))) / n_copies
                 if recall > best.recall + 1e-12:
                     precision = recall / (recall + shot_rate + wrong)
-                    best = Choice(float(t), 64, recall, shot_rate, wrong, precision, float(cut))
+                    bound = min(64, 2 * int(scores.copy_bits.max()) + 4)
+                    best = Choice(float(t), bound, recall, shot_rate, wrong, precision, float(cut))
                 break
     if best.pixel_match is None:
         return best
@@ -430,7 +434,7 @@ def measure(
         f"picture hashes at most {c.near_hash_bits} of 64 bits apart"
         if c.pixel_match is None
         else f"thumbnails' pixels at least {c.pixel_match:.3f} alike ({SIDE}x{SIDE} grey "
-        "levels, aligned for a 5 % crop)"
+        f"levels, aligned for a 5 % crop; picture hashes at most {c.near_hash_bits} bits apart)"
     )
     reason = (
         f"measured on this library ({counts}): vectors at least {c.near_similarity:.3f} alike "

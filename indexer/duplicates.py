@@ -378,7 +378,7 @@ def _classify(
                 if sha:
                     need[sha] = thumb
     hashes = content_hashes(session, thumb_dir, need)
-    pixels = pixel_matches(thumb_dir, found, meta, limits)
+    known: dict[tuple[int, int], tuple[float, int | None]] = {}
     out: dict[tuple[int, int], tuple[str, float, int | None]] = {}
     for (a, b), sim in found.items():
         sha_a, sha_b = meta.get(a, (None, None))[0], meta.get(b, (None, None))[0]
@@ -390,6 +390,12 @@ def _classify(
         bits = None
         if sha_a in hashes and sha_b in hashes:
             bits = hash_distance(hashes[sha_a], hashes[sha_b])
+        known[(a, b)] = (sim, bits)
+    # the thumbnails' pixels are read only for the pairs that pass everything else
+    pixels = {} if limits.pixel_match is None else pixel_matches(
+        thumb_dir, [p for p, (sim, bits) in known.items() if is_near(limits, sim, bits, 1.0)], meta
+    )  # fmt: skip
+    for (a, b), (sim, bits) in known.items():
         near = is_near(limits, sim, bits, pixels.get((a, b)))
         out[(a, b)] = ("near" if near else "similar", sim, bits)
     return out

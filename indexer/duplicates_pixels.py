@@ -154,30 +154,26 @@ def is_near(
     limits: DuplicateThresholds, sim: float, bits: int | None, pixels: float | None
 ) -> bool:
     """Whether two different files are the same picture: cosine at least the library's
-    ``near_similarity`` and, where its thresholds were measured with the thumbnails' pixel match,
-    that match at least their ``pixel_match`` (a thumbnail that cannot be read: not the same);
-    else the picture hashes at most ``near_hash_bits`` apart (unknown: the cosine decides)."""
+    ``near_similarity``, the picture hashes at most ``near_hash_bits`` apart (unknown: not held
+    against it) and, where its thresholds were measured with the thumbnails' pixel match, that
+    match at least their ``pixel_match`` (a thumbnail that cannot be read: not the same)."""
     if not limits.near_allowed or sim < limits.near_similarity:
+        return False
+    if bits is not None and bits > limits.near_hash_bits:
         return False
     if limits.pixel_match is not None:
         return pixels is not None and pixels >= limits.pixel_match
-    return bits is None or bits <= limits.near_hash_bits
+    return True
 
 
 def pixel_matches(
     thumb_dir: Path,
-    found: dict[tuple[int, int], float],
+    pairs: list[tuple[int, int]],
     meta: dict[int, tuple[str | None, str | None]],
-    limits: DuplicateThresholds,
 ) -> dict[tuple[int, int], float | None]:
-    """The thumbnails' pixel match of the pairs past the cosine pre-cut (different contents), when
-    the library's thresholds use it; read through a bounded cache in pair order."""
-    if limits.pixel_match is None or not limits.near_allowed:
-        return {}
-    todo = sorted(
-        (a, b) for (a, b), sim in found.items()
-        if sim >= limits.near_similarity and meta.get(a, (None,))[0] != meta.get(b, (None,))[0]
-    )  # fmt: skip
+    """The thumbnails' pixel match of these pairs of images (``meta``: id -> (sha256, thumbnail
+    key)), read through a bounded cache (:class:`GreyCache`) in pair order."""
+    todo = sorted(pairs)
     cache = GreyCache(thumb_dir)
     keys = [(meta.get(a, (None, None))[1], meta.get(b, (None, None))[1]) for a, b in todo]
     out = dict(zip(todo, cache.matches(keys), strict=True))
