@@ -18,6 +18,14 @@
   image outside both lists could rank within the page (the lists are read deeper until the
   page's last relevance is at least what an unread image could reach).
 
+The catalog is read once per step of that reading (:class:`_Reading`): the keyword side is the
+keyword index's candidates alone (read ahead by the API while the query is encoded), and one
+statement, made with the vector search's check that its hits are still ready and pass the
+filters, reads the hit rows, the vector hits' keyword rows, the keyword candidates' readiness and
+the cosines the ranking needs; the page's rows come from it. A step reads another statement only
+for the images the vector search adds when its first hits did not hold enough that pass (filters
+only the catalog applies), or the keyword candidates past the first that were not enough.
+
 Results are ordered by that relevance (then the cosine, then the id) and ``min_relevance`` cuts
 on it (indexer.search_service). Each hit's ``score`` stays the cosine of its vector to the query
 (read from the catalog for images only the keyword index found); ``min_score`` drops only hits no
@@ -29,8 +37,9 @@ keyword fields that matched (``text``: recognised in the image; ``filename``; ``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,7 +52,7 @@ from .errors import IndexerError
 from .keywords import (
     KeywordHit,
     image_keywords,
-    keyword_search,
+    keyword_candidates,
     query_words,
     score_row,
 )
@@ -63,7 +72,9 @@ class Sources:
     * ``model_id()``: the served model's id (its vectors give the cosines);
     * ``rows(ids, filters)``: the ready image rows of these ids that pass the filters, by id;
     * ``search(vector, k=, offset=, min_score=, filters=)``: the vector search's page of hits;
-    * ``scores(vector, k=, filters=)``: the same search's (id, cosine), best first, no rows;
+    * ``scores(vector, k=, filters=, read=)``: the same search's (id, cosine), best first, no
+      rows; ``read(ids)`` is its catalog check (the rows of those ids that are ready and pass
+      the filters, by id: a ranking reads what it needs of them in that statement);
     * ``has_keywords()``: whether the keyword index has rows.
     """
 
@@ -109,10 +120,13 @@ def keyword_hits(
     src: Sources, query: str, limit: int, filters: SearchFilters | None
 ) -> list[KeywordHit]:
     """The keyword side of a query on its own (it needs no vector: the API reads it while the
-    query's text is encoded, and hands it to :func:`search_text` as ``keywords``)."""
-    where = src.conditions(filters) if filters is not None else []
+    query's text is encoded, and hands it to :func:`search_text` as ``keywords``): the keyword
+    index's candidates, best first (:func:`indexer.keywords.keyword_candidates`), not yet
+    checked against the catalog: the ranking's one catalog read keeps the first ``limit`` that
+    are ready and pass ``filters``. Reads the keyword index only."""
+    del filters  # applied by the ranking's catalog read (the same candidates for any filters)
     with timed("keyword_search"), src.session() as session:
-        return keyword_search(session, query, limit=limit, where=where)
+        return keyword_candidates(session, query, limit=limit)
 
 
 def _uncalibrated(scores: Sequence[float]) -> list[float]:
@@ -173,17 +187,17 @@ def search_text(
         raise IndexerError("a hybrid search needs the query's vector")
     need = offset + k
     depth = keyword_depth(k, offset)
-    read: dict[int, _ReadRow] = {}  # the hit rows the ranking read (the page's come from there)
+    reading = _Reading(src, vector, filters)  # the rows the ranking read (the page's too)
     while True:
         if keywords is not None and keywords[0] == depth:
-            kw = list(keywords[1])
+            cands = list(keywords[1])
         else:
-            kw = keyword_hits(src, query, depth, filters)
+            cands = keyword_hits(src, query, depth, filters)
         if mode == "text":
-            ranked, bound, done, read = _text_side(src, vector, kw, depth, filters)
+            ranked, bound, done = _text_side(reading, cands, depth)
         else:
             assert vector is not None
-            ranked, bound, done, read = _both_sides(src, vector, query, kw, depth, filters, rel_of)
+            ranked, bound, done = _both_sides(reading, vector, query, cands, depth, rel_of)
         if min_score is not None:
             ranked = [c for c in ranked if c.keyword is not None or (c.cosine or -2.0) >= min_score]
         kept = [c for c in ranked if c.relevance >= cut]
@@ -194,12 +208,13 @@ def search_text(
         if len(kept) < need and bound < cut:
             break  # no image outside both lists passes the cut
         if mode == "text":  # the page ends in a tie (a common word): settled by the vectors
-            tied = _tied_page(src, vector, query, ranked, bound, need, filters, read)
+            tied = _tied_page(reading, query, ranked, bound, need)
             if tied is not None:
                 kept = [c for c in tied if c.relevance >= cut]
                 break
         depth = min(MAX_DEPTH, depth * 2)
     page = kept[offset:need]
+    read = reading.rows
     rows: dict[int, HitRow] = {c.id: read[c.id] for c in page if c.id in read}
     missing = [c.id for c in page if c.id not in read]
     if missing:  # images of the page the ranking's read did not cover
@@ -220,20 +235,18 @@ def search_text(
 
 
 def _text_side(
-    src: Sources,
-    vector: np.ndarray | None,
-    kw: list[KeywordHit],
-    depth: int,
-    filters: SearchFilters | None,
-) -> tuple[list[_Candidate], float, bool, dict[int, _ReadRow]]:
-    """The keyword list ranked by keyword relevance; the most an unread image could reach; the
-    rows of its images (read with their cosines, in one statement)."""
-    rows, cos = _read(src, vector, [h.id for h in kw], [h.id for h in kw], filters)
+    reading: _Reading, cands: list[KeywordHit], depth: int
+) -> tuple[list[_Candidate], float, bool]:
+    """The keyword list ranked by keyword relevance; the most an unread image could reach;
+    whether the list is whole. Its images' rows and cosines come with the catalog's check of
+    the candidates (one statement)."""
+    kw, whole = reading.keyword_list(cands, depth, lambda ids: ids)
+    cos = reading.cosines([h.id for h in kw])
     ranked = [_Candidate(h.id, cos.get(h.id), round(KEYWORD_RELEVANCE * h.score, 6), h) for h in kw]
     ranked.sort(key=_Candidate.key)
-    done = len(kw) < depth
+    done = whole
     bound = 0.0 if done or not kw else KEYWORD_RELEVANCE * kw[-1].score
-    return ranked, bound, done, rows
+    return ranked, bound, done
 
 
 _KEYWORD_COLUMNS = (
@@ -267,53 +280,133 @@ class _ReadRow(HitRow, Protocol):
 
 def _read(
     src: Sources,
-    vector: np.ndarray | None,
     ids: list[int],
-    cosine_of: list[int],
+    vector_of: list[int],
     filters: SearchFilters | None,
-) -> tuple[dict[int, _ReadRow], dict[int, float]]:
+) -> dict[int, _ReadRow]:
     """One statement for the images a ranking holds (by primary key): each ready image's hit
-    row with its keyword row (``kw_*`` columns), and for those of ``cosine_of`` the cosine of
-    its stored vector (served model) to the query. Returns (rows by id, cosines by id)."""
+    row that passes the filters with its keyword row (``kw_*`` columns), and for those of
+    ``vector_of`` its stored vector (served model; ``vector``). Returns the rows by id, in the
+    order the catalog gave them."""
     if not ids:
-        return {}, {}
-    want_vectors = vector is not None and bool(cosine_of)
+        return {}
     vec_col: Any = sa.null().label("vector")
     stmt = sa.select(*catalog.HIT_COLUMNS, *_KEYWORD_COLUMNS).select_from(catalog.Image)
-    if want_vectors:
+    if vector_of:
         model_id = src.model_id()
         emb = catalog.Embedding
         # by key, for the images that need it only (a join let PostgreSQL hash the table)
-        vector_of = (
+        vector = (
             sa.select(emb.vector)
             .where(emb.sha256 == catalog.Image.sha256, emb.model_id == model_id)
             .scalar_subquery()
         )
         vec_col = sa.case(
-            (catalog.Image.id.in_(sa.bindparam("vec_ids", expanding=True)), vector_of),
+            (catalog.Image.id.in_(sa.bindparam("vec_ids", expanding=True)), vector),
             else_=sa.null(),
         ).label("vector")
+    # the keyword rows by key too: with only the join's condition, PostgreSQL hashed the whole
+    # keyword table for a few hundred ids (a deep hybrid step, 100,000 images)
+    kw_in = image_keywords.c.image_id.in_(sa.bindparam("ids", expanding=True))
     stmt = (
         stmt.add_columns(vec_col)
-        .outerjoin(image_keywords, image_keywords.c.image_id == catalog.Image.id)
+        .outerjoin(image_keywords, sa.and_(image_keywords.c.image_id == catalog.Image.id, kw_in))
         .where(catalog.ID_IN, catalog.Image.state == "ready")
     )
     if filters is not None:
         stmt = stmt.where(*src.conditions(filters))
     params: dict[str, Any] = {"ids": [int(i) for i in dict.fromkeys(ids)]}
-    if want_vectors:
-        params["vec_ids"] = [int(i) for i in dict.fromkeys(cosine_of)]
-    with timed("catalog"), src.session() as session:
-        rows: dict[int, _ReadRow] = {int(r.id): r for r in session.execute(stmt, params)}
-    cos: dict[int, float] = {}
-    if want_vectors:
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        blobs = [(i, r.vector) for i, r in rows.items() if r.vector is not None]
-        if blobs:
-            vecs = np.stack([catalog.bytes_to_vector(b) for _, b in blobs])
-            if vecs.shape[1] == q.size:
-                cos = {i: float(c) for (i, _), c in zip(blobs, vecs @ q, strict=True)}
-    return rows, cos
+    if vector_of:
+        params["vec_ids"] = [int(i) for i in dict.fromkeys(vector_of)]
+    with src.session() as session:
+        return {int(r.id): r for r in session.execute(stmt, params)}
+
+
+class _Reading:
+    """What one text query's ranking has read of the catalog: the rows (:func:`_read`) of the
+    images it asked about that are ready and pass the filters, and the cosines of the stored
+    vectors it asked for. Each image is asked about once: the catalog's check that a hit is
+    still ready (and passes the filters), its keyword row and its hit row come from one
+    statement, made with the vector search's check of its hits (Sources.scores' ``read``) where
+    there is one. An image asked about again for its cosine is read again (only then)."""
+
+    def __init__(self, src: Sources, vector: np.ndarray | None, filters: SearchFilters | None):
+        self.src = src
+        self.vector = vector
+        self.filters = filters
+        self.rows: dict[int, _ReadRow] = {}
+        self.blobs: dict[int, bytes] = {}  # the stored vectors read, in the catalog's order
+        self.asked: set[int] = set()
+        self.vectors_asked: set[int] = set()
+
+    def read(self, ids: Sequence[int], cosine_of: Collection[int] = (), time: bool = True) -> None:
+        """Read those of ``ids`` not asked about yet (and those of ``cosine_of`` found without
+        their vector), in one statement; with their vectors for those of ``cosine_of``."""
+        want = set(cosine_of) if self.vector is not None else set()
+        new = [
+            i
+            for i in dict.fromkeys(ids)
+            if i not in self.asked or (i in want and i in self.rows and i not in self.vectors_asked)
+        ]
+        if not new:
+            return
+        vec = [i for i in new if i in want]
+        with timed("catalog") if time else contextlib.nullcontext():
+            rows = _read(self.src, new, vec, self.filters)
+        self.asked.update(new)
+        self.vectors_asked.update(vec)
+        self.rows.update(rows)
+        self.blobs.update((i, r.vector) for i, r in rows.items() if r.vector is not None)
+
+    def cosines(self, ids: Collection[int]) -> dict[int, float]:
+        """The cosines to the query of these images' stored vectors (those read), computed
+        together in the order the catalog gave them: one product of those vectors alone (a
+        float32 product's last bit depends on a row's place in it), so an image's cosine is
+        the one a read of just these images gives."""
+        if self.vector is None:
+            return {}
+        want = set(ids)
+        blobs = [(i, b) for i, b in self.blobs.items() if i in want]
+        if not blobs:
+            return {}
+        q = np.asarray(self.vector, dtype=np.float32).reshape(-1)
+        vecs = np.stack([catalog.bytes_to_vector(b) for _, b in blobs])
+        if vecs.shape[1] != q.size:
+            return {}
+        return {i: float(c) for (i, _), c in zip(blobs, vecs @ q, strict=True)}
+
+    def keyword_list(
+        self, cands: list[KeywordHit], depth: int, cosine_of: Callable[[list[int]], list[int]]
+    ) -> tuple[list[KeywordHit], bool]:
+        """The first ``depth`` of the keyword candidates that are ready and pass the filters
+        (what :func:`indexer.keywords.keyword_search` gives), and whether fewer than ``depth``
+        of them do. Candidates not asked about yet are read (with the vectors of those
+        ``cosine_of`` names): the first ``depth`` and a quarter, then the rest if those were
+        not enough; all at once under filters (which may keep few of them)."""
+        first = depth + depth // 4 if self.filters is None else len(cands)
+        ids = [h.id for h in cands]
+        for chunk in (ids[:first], ids[first:]):
+            kept = [h for h in cands if h.id in self.rows]
+            if len(kept) >= depth:
+                break
+            self.read(chunk, cosine_of(chunk))
+        kept = [h for h in cands if h.id in self.rows]
+        return kept[:depth], len(kept) < depth
+
+    def check(self, cosine_of: Callable[[list[int]], Collection[int]]) -> Check:
+        """The catalog check for the vector search (Sources.scores' ``read``): reads each batch
+        of ids it is given (with the vectors of those ``cosine_of(batch)`` names) and gives the
+        rows of those that are ready and pass the filters (timed by the library, as the
+        catalog)."""
+
+        def check(ids: list[int]) -> dict[int, _ReadRow]:
+            self.read(ids, cosine_of(ids), time=False)
+            return {i: self.rows[i] for i in ids if i in self.rows}
+
+        return check
+
+
+Check = Callable[[list[int]], Mapping[int, Any]]
 
 
 def _scored(query: str, rows: Sequence[_ReadRow]) -> list[KeywordHit]:
@@ -332,24 +425,18 @@ def _scored(query: str, rows: Sequence[_ReadRow]) -> list[KeywordHit]:
 
 
 def _tied_page(
-    src: Sources,
-    vector: np.ndarray | None,
-    query: str,
-    ranked: list[_Candidate],
-    bound: float,
-    need: int,
-    filters: SearchFilters | None,
-    read: dict[int, _ReadRow],
+    reading: _Reading, query: str, ranked: list[_Candidate], bound: float, need: int
 ) -> list[_Candidate] | None:
     """A text-mode page whose last places are a tie of keyword relevance at the keyword list's
     end (a common word: thousands of images match it equally well), ranked without reading the
     whole tie: the tie is broken by the cosine (then the id), and the images of the tie with the
     highest cosines are found by the vector search, read deeper until ``need`` are certain (an
     image of the tie not among the vector search's first ``d`` has a cosine below the ``d``-th).
-    The candidates above the tie, then the tie's first ones (their rows added to ``read``);
+    The candidates above the tie, then the tie's first ones (their rows read by ``reading``);
     None where the page does not end in such a tie (or the vector search cannot settle it: then
     the list is read deeper). With an approximate index (IVF) an image of the tie that neither
     the vector search nor the keyword list holds can be missed (the vector search's recall)."""
+    vector = reading.vector
     if vector is None or not ranked:
         return None
     tie = round(bound, 6)
@@ -359,14 +446,16 @@ def _tied_page(
     words = {c.id: c for c in ranked}
     depth = max(DEPTH, keyword_depth(need - len(above), 0))
     while True:
-        sem = src.scores(vector, k=depth, filters=filters)
+        # the matches the keyword list had not reached: their keyword rows, rows and cosines,
+        # read with the vector search's check of its hits
+        check = reading.check(lambda ids: [i for i in ids if i not in words])
+        sem = reading.src.scores(vector, k=depth, filters=reading.filters, read=check)
         sem_done = len(sem) < depth
         floor = sem[-1][1] if sem and not sem_done else -2.0
         new = [i for i, _ in sem if i not in words]
-        # the matches the keyword list had not reached: their keyword rows, rows and cosines
-        rows, cos = _read(src, vector, new, new, filters)
-        read.update(rows)
-        for h in _scored(query, list(rows.values())):
+        reading.read(new, new)  # read by the check already (unless the search read deeper)
+        cos = reading.cosines(new)
+        for h in _scored(query, [reading.rows[i] for i in new if i in reading.rows]):
             words[h.id] = _Candidate(h.id, cos.get(h.id), round(KEYWORD_RELEVANCE * h.score, 6), h)
         above = [c for c in words.values() if c.relevance > tie]
         # the tie's images whose (catalog) cosine beats the vector search's last: found by it,
@@ -388,30 +477,46 @@ def _tied_page(
 
 
 def _both_sides(
-    src: Sources,
+    reading: _Reading,
     vector: np.ndarray,
     query: str,
-    kw: list[KeywordHit],
+    cands: list[KeywordHit],
     depth: int,
-    filters: SearchFilters | None,
     rel_of: Callable[[Sequence[float]], Sequence[float]],
-) -> tuple[list[_Candidate], float, bool, dict[int, _ReadRow]]:
-    """Both lists merged by fused relevance; the most an image in neither could reach; the rows
-    of their images (read in one statement with the keyword rows of the vector hits and the
-    cosines of the keyword hits)."""
-    sem = src.scores(vector, k=depth, filters=filters)
+) -> tuple[list[_Candidate], float, bool]:
+    """Both lists merged by fused relevance; the most an image in neither could reach; whether
+    both are whole. One catalog statement in the common case: the vector search's check of its
+    hits reads their rows and keyword rows, and the keyword candidates' rows with the cosines of
+    those the vector list may not hold."""
+    first = {"batch": True}
+    chunk = [h.id for h in cands[: depth + depth // 4 if reading.filters is None else None]]
+
+    def check(ids: list[int]) -> dict[int, _ReadRow]:
+        # the first batch the vector search found, with the first keyword candidates: the
+        # vectors of those among them that are not among its first ``depth`` ids
+        if first.pop("batch", False):
+            top = set(ids[:depth])
+            reading.read([*ids, *chunk], [i for i in chunk if i not in top], time=False)
+        else:
+            reading.read(ids, time=False)
+        return {i: reading.rows[i] for i in ids if i in reading.rows}
+
+    sem = reading.src.scores(vector, k=depth, filters=reading.filters, read=check)
     sem_done = len(sem) < depth
-    kw_done = len(kw) < depth
-    kw_last = kw[-1].score if kw and not kw_done else 0.0
     cos: dict[int, float] = {i: s for i, s in sem}
+    if first:  # the vector search found nothing: the keyword candidates alone
+        reading.read(chunk, chunk)
+    kw, kw_done = reading.keyword_list(cands, depth, lambda ids: [i for i in ids if i not in cos])
+    kw_last = kw[-1].score if kw and not kw_done else 0.0
     by_id = {h.id: h for h in kw}
     kw_only = [i for i in by_id if i not in cos]
-    rows, kw_cos = _read(src, vector, list(cos) + kw_only, kw_only, filters)
+    reading.read(kw_only, kw_only)  # read already (unless the vector search read deeper)
+    rows = reading.rows
     # the vector hits the words match too, found by key whatever the words' frequency (a common
     # word's keyword list holds only its best-ranked matches)
     for h in _scored(query, [rows[i] for i in cos if i not in by_id and i in rows]):
         by_id[h.id] = h
-    cos.update(kw_cos)
+    cos.update(reading.cosines(kw_only))
     ids = list(cos) + [i for i in by_id if i not in cos]
     rels = list(rel_of([cos.get(i, -1.0) for i in ids]))
     sem_rank = {i: r for r, (i, _) in enumerate(sem)}
@@ -426,7 +531,7 @@ def _both_sides(
         )
     ranked.sort(key=_Candidate.key)
     sem_last = float(rel_of([sem[-1][1]])[0]) if sem and not sem_done else 0.0
-    return ranked, _fuse(sem_last, kw_last), sem_done and kw_done, rows
+    return ranked, _fuse(sem_last, kw_last), sem_done and kw_done
 
 
 def _with(

@@ -472,6 +472,18 @@ def keyword_search(
     """The ready images whose words match ``query`` best, best first (module docstring).
     ``where``: extra conditions on ``Image`` (the search filters), applied to the candidates
     the index gives (at most MAX_CANDIDATES per kind of match), by primary key."""
+    hits = keyword_candidates(session, query, limit)
+    keep = _ready(session, [h.id for h in hits], where)
+    return [h for h in hits if h.id in keep][:limit]
+
+
+def keyword_candidates(session: Session, query: str, limit: int = 100) -> list[KeywordHit]:
+    """What :func:`keyword_search` ranks before the catalog's check: every image the keyword
+    index gives for ``query`` (at most MAX_CANDIDATES, or ``limit``, per kind of match) that
+    its words match, best first (then by id), whatever its state and the search filters. The
+    first ``limit`` of them that are ready and pass the filters are keyword_search's answer;
+    a ranking that reads the catalog anyway checks them in that read (indexer.hybrid). Reads
+    the keyword index only."""
     words = query_words(query)
     if not words:
         return []
@@ -481,7 +493,5 @@ def keyword_search(
     else:
         rows = _sqlite_candidates(session, words, cap)
     hits = [h for h in (score_row(words, r) for r in rows.values()) if h is not None]
-    keep = _ready(session, [h.id for h in hits], where)
-    hits = [h for h in hits if h.id in keep]
     hits.sort(key=lambda h: (-h.score, h.id))
-    return hits[:limit]
+    return hits

@@ -20,10 +20,11 @@ The flat methods delegate to the services so that existing callers keep working.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -188,16 +189,25 @@ class Library:
         exclude: Sequence[int] | None = None,
     ) -> list[Hit]:
         """The ``k`` best ready images for ``vector`` after skipping ``offset``, best first."""
-        found = self._search(vector, k, offset, min_score, filters, exclude, rows=True)
+        read = functools.partial(self._hit_rows, filters=filters)
+        found = self._search(vector, k, offset, min_score, filters, exclude, read, rows=True)
         return found  # type: ignore[return-value]
 
     def search_scores(
-        self, vector: np.ndarray, k: int = 20, filters: SearchFilters | None = None
+        self,
+        vector: np.ndarray,
+        k: int = 20,
+        filters: SearchFilters | None = None,
+        read: Callable[[list[int]], Mapping[int, object]] | None = None,
     ) -> list[tuple[int, float]]:
         """(id, cosine) of the ``k`` best ready images for ``vector``, best first: what
         :meth:`search` finds, without reading the rows a page would show (a hybrid query ranks
-        100 or more of them and shows 20)."""
-        found = self._search(vector, k, 0, None, filters, None, rows=False)
+        100 or more of them and shows 20). ``read``: the catalog's check of the ids the vector
+        search found: given those it was not given before, it returns the rows of the ones that
+        are ready and pass the filters (by id; default: their ids alone). A ranking hands one
+        that reads everything it needs of those images in the same statement (indexer.hybrid)."""
+        check = read if read is not None else functools.partial(self._ready_ids, filters=filters)
+        found = self._search(vector, k, 0, None, filters, None, check)
         return found  # type: ignore[return-value]
 
     def _search(
@@ -208,7 +218,8 @@ class Library:
         min_score: float | None,
         filters: SearchFilters | None,
         exclude: Sequence[int] | None,
-        rows: bool,
+        read: Callable[[list[int]], Mapping[int, Any]],
+        rows: bool = False,
     ) -> list[Hit] | list[tuple[int, float]]:
         # a ranking without rows (hybrid) may read as deep as indexer.hybrid.MAX_DEPTH
         k, offset = check_page(k, offset, MAX_K if rows else MAX_RANKING)
@@ -244,6 +255,8 @@ class Library:
         # a page of rows doubles it, a ranking without rows (hybrid, 100 deep) adds a quarter
         margin = need if rows else need // 4
         fetch = min(max(need + margin, 32), max(total, 1), store.max_fetch)
+        found: dict[int, Any] = {}  # the catalog's rows of the ids read so far (ready, filtered)
+        asked: set[int] = set()
         while True:
             with timed("vector_search"):
                 scores, ids = store.search(
@@ -253,9 +266,13 @@ class Library:
             ids_l = [int(i) for i in ids[valid]]
             scores_l = [float(s) for s in scores[valid]]
             # The catalog has the last word (state and filters by primary key): an id the store
-            # still holds after a delete it missed is never shown.
-            with timed("catalog"):
-                found = self._hit_rows(ids_l, filters) if rows else self._ready_ids(ids_l, filters)
+            # still holds after a delete it missed is never shown. One read of the ids found (a
+            # deeper search reads only those it adds).
+            new = [i for i in ids_l if i not in asked]
+            if new:
+                with timed("catalog"):
+                    found.update(read(new))
+                asked.update(new)
             hits: list[Any] = []
             below = False
             for image_id, score in zip(ids_l, scores_l, strict=True):
@@ -265,7 +282,7 @@ class Library:
                 if image_id not in found:
                     continue
                 if rows:
-                    hits.append(catalog.hit_from_row(found[image_id], score))  # type: ignore[index]
+                    hits.append(catalog.hit_from_row(found[image_id], score))
                 else:
                     hits.append((image_id, score))
             exhausted = len(ids_l) < fetch or fetch >= total
@@ -413,15 +430,16 @@ class Library:
         with self._session() as session:
             return {row.id: row for row in session.execute(stmt, {"ids": ids})}
 
-    def _ready_ids(self, ids: list[int], filters: SearchFilters | None) -> set[int]:
-        """Which of these ids are ready images that pass the filters (by primary key)."""
+    def _ready_ids(self, ids: list[int], filters: SearchFilters | None) -> dict[int, int]:
+        """Which of these ids are ready images that pass the filters (by primary key), each
+        mapped to itself."""
         if not ids:
-            return set()
+            return {}
         stmt = sa.select(Image.id).where(catalog.ID_IN, Image.state == "ready")
         if filters is not None:
             stmt = stmt.where(*self._filter_conditions(filters))
         with self._session() as session:
-            return {int(i) for i in session.scalars(stmt, {"ids": ids})}
+            return {int(i): int(i) for i in session.scalars(stmt, {"ids": ids})}
 
     def _filter_conditions(self, filters: SearchFilters) -> list[sa.ColumnElement[bool]]:
         return filter_conditions(filters)  # the same conditions browse_images applies
