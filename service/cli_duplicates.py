@@ -71,8 +71,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Groups of the same picture in several places: exact copies (same bytes) "
         "and near duplicates (re-encoded, resized, lightly cropped or re-coloured). What counts "
         "as near is measured on this library: copies of a sample of its pictures and pairs of "
-        "different ones, embedded by its model, give the vector and picture-hash thresholds "
-        "that find the most copies while keeping look-alikes apart (printed with the groups); "
+        "different ones, embedded by its model, give the vector threshold and either a "
+        "thumbnail pixel-match cut or a picture-hash threshold, whichever "
+        "finds the most copies while keeping look-alikes apart (printed with the groups); "
         "a model that cannot tell them apart groups exact copies only. --kind similar "
         "lists similar shots (bursts) apart. Groups are computed by a job after each ingest; "
         "--scan runs it now. Keep one and remove the others with `clipsearch remove`.",

@@ -57,7 +57,14 @@ class DuplicateThresholds(BaseModel):
         description="Cosine at or above which a pair may be the same picture."
     )
     near_hash_bits: float = Field(
-        description="...if their 64-bit picture hashes differ in at most this many bits."
+        description="...if their 64-bit picture hashes differ in at most this many bits (where "
+        "`pixel_match` is set, a loose bound: the pixels decide)."
+    )
+    pixel_match: float | None = Field(
+        None,
+        description="...and their thumbnails' pixels (64x64 grey levels, aligned for a 5 % "
+        "crop) at least this alike, when the measurement found the pixels tell copies from "
+        "different pictures better than the hash; null: the hash decides.",
     )
     similar_similarity: float = Field(
         description="Cosine at or above which shots are listed as similar."

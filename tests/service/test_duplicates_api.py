@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageEnhance
 from svc_testlib import ingest_now
 
+from clipsearch.indexer import duplicates
 from clipsearch.service.app import build_library, create_app
 from clipsearch.service.settings import Settings
 
@@ -86,6 +87,11 @@ def test_scan_then_list_groups_then_remove_one(env: Env) -> None:
 
     page = env.client.get("/api/duplicates").json()
     assert page["stale"] is False and page["job"]["state"] == "done"
+    # four pictures are too few to measure: the fixed values, and no pixel cut, are what it shows
+    with env.lib.Session() as s:
+        assert duplicates.applied_thresholds(s) is None
+    shown = page["thresholds"]
+    assert shown["mode"] == "default" and shown["pixel_match"] is None
     groups = {g["kind"]: g for g in page["items"]}
     assert set(groups) == {"exact", "near"}, page["items"]
     assert _names(groups["exact"]) == {"p0.jpg", "p0.jpg@backup"}
