@@ -6,7 +6,8 @@ show a model that actually ranks: "two red circles" finds red circles, plus a co
 them as JPEGs with capture dates over two years (the demo's pictures have none), so that the
 timeline has days and months. Then it drives Debian's Chromium with Playwright: the timeline,
 search results, the detail view (why a picture is here), the ingest panel with its folder
-browser, and phone width.
+browser, the Duplicates view (a group compared side by side: the dated JPEG copies are resized,
+re-encoded copies of their PNG originals), the Tags and Albums views, and phone width.
 
     .venv/bin/python -m bench.gallery_screenshots [--data-dir DIR] [--out docs/screenshots]
 
@@ -161,6 +162,32 @@ def shoot(url: str, out: Path, images_dir: Path, chromium: str) -> None:
         page.locator("#folder-browser .folder-entry").first.click()
         expect(page.locator("#folder-browser-up")).to_be_visible()
         save(page, out / "ingest-panel.png")
+
+        # the Duplicates view: the dated JPEG copies and their PNG originals, one group compared
+        page.goto(url + "/")
+        expect(page.locator("#results .tile-btn").first).to_be_visible()
+        page.get_by_role("button", name="Duplicates", exact=True).click()
+        dialog = page.locator("#duplicates-view")
+        expect(dialog.locator(".dup-group").first).to_be_visible()
+        group = dialog.locator(".dup-group").first
+        group.get_by_role("button", name="Compare").click()
+        expect(group.locator(".dup-card").first).to_be_visible()
+        page.evaluate(VISIBLE_IMAGES_LOADED)
+        save(page, out / "duplicates.png")
+        page.keyboard.press("Escape")
+
+        # Tags (the starter vocabulary, defined in words) and Albums
+        page.goto(url + "/")
+        expect(page.locator("#results .tile-btn").first).to_be_visible()
+        page.locator("#tags-toggle").click()
+        expect(page.locator("#tags-view")).to_be_visible()
+        page.evaluate(VISIBLE_IMAGES_LOADED)
+        save(page, out / "tags.png")
+        page.keyboard.press("Escape")
+        page.locator("#albums-toggle").click()
+        expect(page.locator("#albums-view")).to_be_visible()
+        save(page, out / "albums.png")
+        page.keyboard.press("Escape")
 
         phone = browser.new_page(
             viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
