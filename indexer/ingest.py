@@ -73,14 +73,9 @@ DEFAULT_BATCH_SIZE = 64
 def _insert_ignore(
     session: Session, table: Any, rows: list[dict[str, object]], keys: list[str]
 ) -> None:
-    """INSERT ... ON CONFLICT (keys) DO NOTHING on SQLite and PostgreSQL.
-
-    The rows go as one executemany with RETURNING, which SQLAlchemy sends as multi-row VALUES
-    batches rendered from one compiled statement ("insertmanyvalues"): a statement per batch,
-    so PostgreSQL's statement triggers (the counts, migration 0012) run once per batch. Building
-    each chunk as its own ``values([...])`` statement compiled every row's parameters again
-    (about 1 ms a row); rows one statement each ran the statement triggers once per row
-    (bench/scan_insert.py)."""
+    """INSERT ... ON CONFLICT (keys) DO NOTHING on SQLite and PostgreSQL, as one executemany
+    with RETURNING: SQLAlchemy sends multi-row batches from one compiled statement, so the
+    statement triggers (counts, migration 0012) run once per batch (bench/scan_insert.py)."""
     if not rows:
         return
     if session.get_bind().dialect.name == "postgresql":
