@@ -20,7 +20,7 @@ procedure, indexer/duplicate_thresholds.py), with the demo model.
    measure the job takes where the measurement finds it better (the thumbnails' pixel match:
    64x64 grey levels aligned for a 5 % crop, indexer/duplicates_pixels.py).
 
-Every decision above is the job's own (indexer.duplicates_pixels.is_near with the measured
+Every decision above is the job's own (indexer.duplicate_thresholds.is_near with the measured
 thresholds), on the thumbnails as the ingest keeps them.
 
 Goals (issue 24): on the generated set, precision >= 0.98 at recall >= 0.9; on the demo library,
@@ -50,6 +50,7 @@ from clipsearch.indexer.duplicate_thresholds import (
     DuplicateThresholds,
     as_thumbnail,
     copies_of,
+    is_near,
     measure,
     next_shot,
 )
@@ -59,7 +60,7 @@ from clipsearch.indexer.duplicates import (
     NEAR_SIMILARITY,
     SIMILAR_SIMILARITY,
 )
-from clipsearch.indexer.duplicates_pixels import Grey, grey_of, is_near, pixel_match
+from clipsearch.indexer.duplicates_pixels import Grey, grey_of, pixel_match
 from clipsearch.indexer.picture_hash import dhash, hash_distance
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,7 +127,7 @@ def _measure_like_the_job(
 
 
 def _called_same(limits: DuplicateThresholds, sim: float, bits: int, pixels: float) -> bool:
-    """The job's decision (indexer.duplicates_pixels.is_near)."""
+    """The job's decision (indexer.duplicate_thresholds.is_near)."""
     return is_near(limits, sim, bits, pixels)
 
 

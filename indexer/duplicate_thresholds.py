@@ -119,6 +119,22 @@ class DuplicateThresholds:
             return None
 
 
+def is_near(
+    limits: DuplicateThresholds, sim: float, bits: int | None, pixels: float | None
+) -> bool:
+    """Whether two different files are the same picture: cosine at least the library's
+    ``near_similarity``, the picture hashes at most ``near_hash_bits`` apart (unknown: not held
+    against it) and, where its thresholds were measured with the thumbnails' pixel match, that
+    match at least their ``pixel_match`` (a thumbnail that cannot be read: not the same)."""
+    if not limits.near_allowed or sim < limits.near_similarity:
+        return False
+    if bits is not None and bits > limits.near_hash_bits:
+        return False
+    if limits.pixel_match is not None:
+        return pixels is not None and pixels >= limits.pixel_match
+    return True
+
+
 def default_thresholds(near_similarity: float, near_hash_bits: int) -> DuplicateThresholds:
     return DuplicateThresholds(
         near_similarity,

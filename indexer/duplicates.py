@@ -39,8 +39,8 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from . import catalog
 from .catalog import Base, Embedding, Image, IndexVersion, Job, UTCDateTime
 from .duplicate_keeper import keeper_key
-from .duplicate_thresholds import DuplicateThresholds, default_thresholds
-from .duplicates_pixels import is_near, pixel_matches
+from .duplicate_thresholds import DuplicateThresholds, default_thresholds, is_near
+from .duplicates_pixels import pixel_matches
 from .errors import IndexerError
 from .picture_hash import dhash, hash_distance
 from .sharing import EVERYTHING, Visibility, folder_condition

@@ -27,13 +27,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
-
-if TYPE_CHECKING:
-    from .duplicate_thresholds import DuplicateThresholds
 
 log = logging.getLogger(__name__)
 
@@ -144,26 +140,6 @@ class GreyCache:
             ga, gb = self.get(ka), self.get(kb)
             out.append(None if ga is None or gb is None else pixel_match(ga, gb))
         return out
-
-
-# ------------------------------------------------------------------------------------------
-# The duplicates job's decision
-
-
-def is_near(
-    limits: DuplicateThresholds, sim: float, bits: int | None, pixels: float | None
-) -> bool:
-    """Whether two different files are the same picture: cosine at least the library's
-    ``near_similarity``, the picture hashes at most ``near_hash_bits`` apart (unknown: not held
-    against it) and, where its thresholds were measured with the thumbnails' pixel match, that
-    match at least their ``pixel_match`` (a thumbnail that cannot be read: not the same)."""
-    if not limits.near_allowed or sim < limits.near_similarity:
-        return False
-    if bits is not None and bits > limits.near_hash_bits:
-        return False
-    if limits.pixel_match is not None:
-        return pixels is not None and pixels >= limits.pixel_match
-    return True
 
 
 def pixel_matches(

@@ -20,10 +20,11 @@ from clipsearch.indexer.duplicate_thresholds import (
     TARGET_PRECISION,
     as_thumbnail,
     copies_of,
+    is_near,
     measure,
     next_shot,
 )
-from clipsearch.indexer.duplicates_pixels import GreyCache, grey_of, is_near, open_grey, pixel_match
+from clipsearch.indexer.duplicates_pixels import GreyCache, grey_of, open_grey, pixel_match
 from clipsearch.indexer.picture_hash import dhash, hash_distance
 
 
