@@ -28,8 +28,9 @@ text's vector does not depend on what else is in its pass:
 - int8 quantizes each token row on its own grid, not one grid per call: fbgemm's dynamic kernel
   picks one scale for its whole input (from its min and max), so each row is divided by its
   largest magnitude first (a GELU's output, mostly of one sign: its own [min, max] mapped onto
-  [0, 1]), an anchor row fixes the input's range for every call, and the rows' scales are put
-  back on the output. The int8 products and their int32 sums are exact, so the per-row grid
+  [0, 1]), the int8 kernel quantizes that on one fixed grid ([-1, 1] or [0, 1]; fbgemm's
+  fixed-grid Linear, or the dynamic one with an anchor row that fixes its input range where
+  the engine lacks it), and the rows' scales are put back on the output. The int8 products and their int32 sums are exact, so the per-row grid
   makes the products independent of the other rows; per-token grids are also closer to the
   exact path than one grid per text was (no token's outlier coarsens the others' grid).
 
@@ -132,28 +133,60 @@ class _Int8Linear(nn.Module):
         # the weight's row sums as the kernel sees them: y = span * W u + lo * sum(W) for
         # u = (x - lo) / span
         self._weight_sums = qweight.dequantize().float().sum(dim=1) if one_signed else None
-        # the anchor row: the kernel's input range is the same in every call
+        self.reduce_range = not full_range
+        # the kernel's input grid, fixed: [-1, 1] (or [0, 1] one-signed) on 8 bits (7 reduced)
+        levels = 127 if self.reduce_range else 255
+        low = 0.0 if one_signed else -1.0
+        self._x_scale = (1.0 - low) / levels
+        # 0 maps to level 127.5, rounded half to even as the dynamic kernel does: 128 (64)
+        self._x_zero = 0 if one_signed else (levels + 1) // 2
+        self._fused = _has_fixed_grid_kernel(self._packed, w.shape[1])
+        # without the fixed-grid kernel: an anchor row fixes the dynamic kernel's input range
         self._anchor = torch.zeros(1, w.shape[1])
         self._anchor[0, 0] = 1.0
         if not one_signed and w.shape[1] > 1:
             self._anchor[0, 1] = -1.0
-        self.reduce_range = not full_range
+
+    def _linear(self, unit: torch.Tensor) -> torch.Tensor:
+        if self._fused:
+            return cast(
+                torch.Tensor,
+                torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+                    unit, self._x_scale, self._x_zero, self._packed
+                ),
+            )
+        y = torch.ops.quantized.linear_dynamic(
+            torch.cat((unit, self._anchor)), self._packed, reduce_range=self.reduce_range
+        )
+        return cast(torch.Tensor, y[:-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         if self.one_signed:
-            lo = rows.amin(dim=1, keepdim=True)
+            lo = rows.amin(dim=1, keepdim=True)  # (torch.aminmax: ten times slower here)
             span = (rows.amax(dim=1, keepdim=True) - lo).clamp_min_(1e-30)  # [R, 1]
-            unit = torch.cat((torch.sub(rows, lo).div_(span), self._anchor))  # within [0, 1]
+            unit = torch.sub(rows, lo).div_(span)  # within [0, 1]
         else:
             span = rows.abs().amax(dim=1, keepdim=True).clamp_min_(1e-30)  # [R, 1]
-            unit = torch.cat((torch.div(rows, span), self._anchor))  # within [-1, 1]
-        y = torch.ops.quantized.linear_dynamic(unit, self._packed, reduce_range=self.reduce_range)
-        y = torch.addcmul(self._bias, y[:-1], span)
+            unit = torch.div(rows, span)  # within [-1, 1]
+        y = torch.addcmul(self._bias, self._linear(unit), span)
         if self._weight_sums is not None:
             y.addcmul_(lo, self._weight_sums)
         return y.view(*shape[:-1], y.shape[-1])
+
+
+def _has_fixed_grid_kernel(packed: Any, in_features: int) -> bool:
+    """Whether this engine has the int8 Linear that takes its input grid from the caller
+    (fbgemm/x86: one call, no anchor row to concatenate and slice off; the same integer
+    products as the dynamic kernel on the anchored input, bit for bit)."""
+    try:
+        torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+            torch.zeros(1, in_features), 1.0 / 255, 0, packed
+        )
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
 
 
 class _Fp16Linear(nn.Module):
