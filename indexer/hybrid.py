@@ -163,12 +163,15 @@ def search_text(
     keywords: tuple[int, list[KeywordHit]] | None = None,
     relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
     min_relevance: float | None = None,
+    ordered: bool = True,
 ) -> list[Hit]:
     """A page of a text query's results in ``mode`` (module docstring), each hit with its
     ``relevance``, ordered by it, those below ``min_relevance`` left out. ``relevance``: the
     calibrated relevance of cosines (indexer.relevance; default: the cosine within 0..1).
     ``keywords``: (depth, hits) of :func:`keyword_hits` for this query and these filters, read
-    beforehand; used when the first reading needs that depth."""
+    beforehand; used when the first reading needs that depth. ``ordered=False``: only how many
+    results lie past ``offset`` (up to ``k``) is wanted, not which: the reading stops as soon as
+    it holds that many (the hits given are some of the results, in no promised order)."""
     k, offset = check_page(k, offset, MAX_DEPTH)
     mode = _resolve(src.has_keywords, query, mode)
     rel_of = relevance or _uncalibrated
@@ -195,16 +198,17 @@ def search_text(
             cands = keyword_hits(src, query, depth, filters)
         if mode == "text":
             ranked, bound, done = _text_side(reading, cands, depth)
+            floor = None
         else:
             assert vector is not None
-            ranked, bound, done = _both_sides(reading, vector, query, cands, depth, rel_of)
+            ranked, bound, done, floor = _both_sides(reading, vector, query, cands, depth, rel_of)
         if min_score is not None:
             ranked = [c for c in ranked if c.keyword is not None or (c.cosine or -2.0) >= min_score]
         kept = [c for c in ranked if c.relevance >= cut]
         if done or depth >= MAX_DEPTH:
             break
-        if len(kept) >= need and kept[need - 1].relevance > bound:
-            break  # no image outside both lists could rank within the page (a tie could)
+        if len(kept) >= need and (not ordered or _settled(kept[need - 1], bound, floor)):
+            break  # no image outside both lists could rank within the page
         if len(kept) < need and bound < cut:
             break  # no image outside both lists passes the cut
         if mode == "text":  # the page ends in a tie (a common word): settled by the vectors
@@ -232,6 +236,17 @@ def search_text(
         score = c.cosine if c.cosine is not None else (c.keyword.score if c.keyword else 0.0)
         out.append(_with(catalog.hit_from_row(row, score), match, words, relevance=c.relevance))
     return out
+
+
+def _settled(last: _Candidate, bound: float, floor: float | None) -> bool:
+    """Whether no image outside the lists read could rank before ``last``: such an image's
+    relevance is at most ``bound``, and (``floor``: the vector list's last cosine, where it is
+    not whole) its cosine at most ``floor``, so it loses a tie of relevance to a higher cosine
+    (a meaningless query's relevances are all 0 after rounding: one tie, broken by the cosine)."""
+    if last.relevance > bound:
+        return True
+    cos = last.cosine if last.cosine is not None else -2.0
+    return last.relevance == bound and floor is not None and cos > floor
 
 
 def _text_side(
@@ -483,9 +498,10 @@ def _both_sides(
     cands: list[KeywordHit],
     depth: int,
     rel_of: Callable[[Sequence[float]], Sequence[float]],
-) -> tuple[list[_Candidate], float, bool]:
+) -> tuple[list[_Candidate], float, bool, float | None]:
     """Both lists merged by fused relevance; the most an image in neither could reach; whether
-    both are whole. One catalog statement in the common case: the vector search's check of its
+    both are whole; the vector list's last cosine (the most an image it did not reach could
+    have; None where it is whole). One catalog statement in the common case: the vector search's check of its
     hits reads their rows and keyword rows, and the keyword candidates' rows with the cosines of
     those the vector list may not hold."""
     first = {"batch": True}
@@ -531,7 +547,8 @@ def _both_sides(
         )
     ranked.sort(key=_Candidate.key)
     sem_last = float(rel_of([sem[-1][1]])[0]) if sem and not sem_done else 0.0
-    return ranked, _fuse(sem_last, kw_last), sem_done and kw_done
+    floor = float(sem[-1][1]) if sem and not sem_done else None
+    return ranked, _fuse(sem_last, kw_last), sem_done and kw_done, floor
 
 
 def _with(

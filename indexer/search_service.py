@@ -95,6 +95,7 @@ class SearchLibrary(Protocol):
         keywords: tuple[int, list[KeywordHit]] | None = None,
         relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
         min_relevance: float | None = None,
+        ordered: bool = True,
     ) -> list[Hit]: ...
 
     def has_keywords(self) -> bool: ...
@@ -330,7 +331,7 @@ class SearchService:
             )
         if not has_more and cut > 0 and fetch.cuts:
             # the results above the cut end on this page: count what the cut left out
-            below = fetch(HIDDEN_CAP + 1, offset + len(page), 0.0)
+            below = fetch(HIDDEN_CAP + 1, offset + len(page), 0.0, ordered=False)
             out.hidden = min(len(below), HIDDEN_CAP)
             out.hidden_more = len(below) > HIDDEN_CAP
         return out
@@ -373,7 +374,9 @@ class _Fetch:
         values = self.cal.relevance(list(scores), self.q.image_share)
         return [round(float(v), 6) for v in np.asarray(values).reshape(-1)]
 
-    def __call__(self, k: int, offset: int, cut: float) -> list[Hit]:
+    def __call__(self, k: int, offset: int, cut: float, ordered: bool = True) -> list[Hit]:
+        """``ordered=False``: how many hits there are is wanted, not which (a text or hybrid
+        ranking stops reading as soon as it holds that many)."""
         q = self.q
         if self.mode != "semantic":
             rel = self.relevance if self.cal is not None else None
@@ -388,6 +391,7 @@ class _Fetch:
                 keywords=q.keywords,
                 relevance=rel,
                 min_relevance=cut,
+                ordered=ordered,
             )
         floor = q.min_score
         if cut > 0 and self.cal is not None:

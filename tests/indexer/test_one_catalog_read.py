@@ -426,6 +426,28 @@ def test_the_page_where_the_results_above_the_cut_end_ranks_once_more_for_what_i
     assert len(_hit_reads(reads)) == small.steps(mode), reads
 
 
+def test_a_page_deep_in_a_tie_of_relevance_and_a_count_of_what_the_cut_hid_read_one_step(
+    small: Small,
+) -> None:
+    """Far below every picture that matters, relevances round to 0: one tie, broken by the
+    cosine. A hybrid page there (cut 0, offset 300, words nothing has) is the documented
+    ranking's, settled by the first step of reading: an image the vector list did not reach
+    has a lower cosine than the page's last (before, the tie sent the reading through the whole
+    library, step after step). Under the default cut nothing passes, and the count of what it
+    hid (``hidden``: 100, more) needs no order either: one step."""
+    text = "qqzxv"  # no image's words
+    q = small.lib.model.embed_texts([text])[0]
+    want = small.expected("hybrid", text, q, None)
+    assert {r for _, r in want[300:321]} == {0.0}  # the page and the next: inside the tie
+    common: dict[str, Any] = {"vector": q, "text": text, "mode": "hybrid"}
+    page, _, _ = small.page(k=20, offset=300, min_relevance=0.0, **common)
+    assert [(h.id, h.relevance) for h in page.hits] == want[300:320]
+    assert small.steps("hybrid") == 1
+    nothing, _, _ = small.page(k=20, **common)
+    assert nothing.hits == [] and (nothing.hidden, nothing.hidden_more) == (100, True)
+    assert small.calls["search_text"] == 2 and small.steps("hybrid") == 2
+
+
 def _asks(params: Any) -> int:
     """How many values a statement sends (about the ids it asks about)."""
     return len(params) if isinstance(params, (tuple, list, dict)) else 0
