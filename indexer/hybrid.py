@@ -16,7 +16,10 @@
   image both find comes first. The number is the image's own (it does not depend on the depth
   read), so pages of one query are cut from one ranking; each side is read deep enough that no
   image outside both lists could rank within the page (the lists are read deeper until the
-  page's last relevance is at least what an unread image could reach).
+  page's last relevance is above what an unread image could reach, or equal to it with a
+  higher cosine than the vector list's last). Under a cut the first reading goes 101 results
+  deeper than its page, so the page where the results above the cut end counts what the cut
+  hid (up to 100, and whether there are more) from the same reading.
 
 The catalog is read once per step of that reading (:class:`_Reading`): the keyword side is the
 keyword index's candidates alone (read ahead by the API while the query is encoded), and one
@@ -54,10 +57,11 @@ from .keywords import (
     image_keywords,
     keyword_candidates,
     query_words,
+    same_candidates,
     score_row,
 )
 from .timing import timed
-from .types import Hit, SearchFilters, check_page
+from .types import Hit, SearchFilters, Tally, check_page
 
 if TYPE_CHECKING:
     from .facade import LibraryFacade
@@ -164,6 +168,7 @@ def search_text(
     relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
     min_relevance: float | None = None,
     ordered: bool = True,
+    tally: Tally | None = None,
 ) -> list[Hit]:
     """A page of a text query's results in ``mode`` (module docstring), each hit with its
     ``relevance``, ordered by it, those below ``min_relevance`` left out. ``relevance``: the
@@ -171,7 +176,9 @@ def search_text(
     ``keywords``: (depth, hits) of :func:`keyword_hits` for this query and these filters, read
     beforehand; used when the first reading needs that depth. ``ordered=False``: only how many
     results lie past ``offset`` (up to ``k``) is wanted, not which: the reading stops as soon as
-    it holds that many (the hits given are some of the results, in no promised order)."""
+    it holds that many (the hits given are some of the results, in no promised order).
+    ``tally``: the first step reads ``tally.want`` deeper, and the tally is filled with how
+    many of the results read fall below the cut."""
     k, offset = check_page(k, offset, MAX_DEPTH)
     mode = _resolve(src.has_keywords, query, mode)
     rel_of = relevance or _uncalibrated
@@ -189,13 +196,14 @@ def search_text(
     if mode == "hybrid" and vector is None:
         raise IndexerError("a hybrid search needs the query's vector")
     need = offset + k
-    depth = keyword_depth(k, offset)
+    depth = keyword_depth(k + (tally.want if tally is not None else 0), offset)
     reading = _Reading(src, vector, filters)  # the rows the ranking read (the page's too)
     while True:
-        if keywords is not None and keywords[0] == depth:
+        if keywords is not None and same_candidates(keywords[0], depth):
             cands = list(keywords[1])
         else:
             cands = keyword_hits(src, query, depth, filters)
+            keywords = (depth, cands)  # a deeper step may need the same list
         if mode == "text":
             ranked, bound, done = _text_side(reading, cands, depth)
             floor = None
@@ -217,6 +225,8 @@ def search_text(
                 kept = [c for c in tied if c.relevance >= cut]
                 break
         depth = min(MAX_DEPTH, depth * 2)
+    if tally is not None:
+        tally.below, tally.whole = len(ranked) - len(kept), done
     page = kept[offset:need]
     read = reading.rows
     rows: dict[int, HitRow] = {c.id: read[c.id] for c in page if c.id in read}

@@ -477,6 +477,12 @@ def keyword_search(
     return [h for h in hits if h.id in keep][:limit]
 
 
+def same_candidates(limit: int, other: int) -> bool:
+    """Whether :func:`keyword_candidates` gives the same list for these two limits (it reads
+    at least MAX_CANDIDATES per kind of match whatever the limit)."""
+    return max(limit, MAX_CANDIDATES) == max(other, MAX_CANDIDATES)
+
+
 def keyword_candidates(session: Session, query: str, limit: int = 100) -> list[KeywordHit]:
     """What :func:`keyword_search` ranks before the catalog's check: every image the keyword
     index gives for ``query`` (at most MAX_CANDIDATES, or ``limit``, per kind of match) that

@@ -57,6 +57,7 @@ from .types import (
     RemovedInfo,
     RestoreResult,
     SearchFilters,
+    Tally,
     check_page,
 )
 from .vector_store import StoreFilters, selective_ids
@@ -326,13 +327,15 @@ class Library:
         relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
         min_relevance: float | None = None,
         ordered: bool = True,
+        tally: Tally | None = None,
     ) -> list[Hit]:
         """A text query through the vectors and/or the keyword index (``mode`` semantic, text,
         hybrid; None: hybrid when the keyword index has content); see :mod:`indexer.hybrid`.
         ``keywords``: what :meth:`keyword_hits` gave for this query, filters and depth;
         ``relevance``: the calibrated relevance of cosines; ``min_relevance``: the cut on the
         relevance each hit shows (indexer.search_service); ``ordered=False``: a count of what
-        lies past ``offset`` (hybrid.search_text)."""
+        lies past ``offset``; ``tally``: filled with what it read below the cut
+        (hybrid.search_text)."""
         from .hybrid import search_text
 
         return search_text(
@@ -348,6 +351,7 @@ class Library:
             relevance=relevance,
             min_relevance=min_relevance,
             ordered=ordered,
+            tally=tally,
         )
 
     def keyword_hits(

@@ -44,7 +44,7 @@ from .hybrid import MODES
 from .keywords import KeywordHit, query_words
 from .relevance import DEFAULT_MIN_RELEVANCE, Calibration
 from .search_terms import InvalidQuery, QueryError
-from .types import Hit, SearchFilters
+from .types import Hit, SearchFilters, Tally
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class SearchLibrary(Protocol):
         relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
         min_relevance: float | None = None,
         ordered: bool = True,
+        tally: Tally | None = None,
     ) -> list[Hit]: ...
 
     def has_keywords(self) -> bool: ...
@@ -317,7 +318,10 @@ class SearchService:
         if q.sort != "relevance":
             return self._by_date(fetch, q, mode, cut, offset)
         extra = 1 + (CURSOR_SLACK if boundary is not None else 0)
-        hits = fetch(q.k + extra, offset, cut)
+        # under a cut, the ranking reads enough to count what the cut hides on the page where
+        # the results above it end (where they do not, the few more rows read cost little)
+        tally = Tally(want=HIDDEN_CAP + 1 if cut > 0 and fetch.cuts else 0)
+        hits = fetch(q.k + extra, offset, cut, tally=tally)
         if boundary is not None:
             hits = [h for h in hits if order_key(h) > boundary]
         page, has_more = hits[: q.k], len(hits) > q.k
@@ -330,10 +334,14 @@ class SearchService:
                 {"o": offset + len(page), "s": q.sort, "m": mode, "r": cut, "b": list(last)}
             )
         if not has_more and cut > 0 and fetch.cuts:
-            # the results above the cut end on this page: count what the cut left out
-            below = fetch(HIDDEN_CAP + 1, offset + len(page), 0.0, ordered=False)
-            out.hidden = min(len(below), HIDDEN_CAP)
-            out.hidden_more = len(below) > HIDDEN_CAP
+            # the results above the cut end on this page: count what the cut left out (from
+            # what the ranking read, where that holds enough or is every result)
+            if tally.whole or tally.below > HIDDEN_CAP:
+                n_below = tally.below
+            else:
+                n_below = len(fetch(HIDDEN_CAP + 1, offset + len(page), 0.0, ordered=False))
+            out.hidden = min(n_below, HIDDEN_CAP)
+            out.hidden_more = n_below > HIDDEN_CAP
         return out
 
     def _by_date(
@@ -374,9 +382,12 @@ class _Fetch:
         values = self.cal.relevance(list(scores), self.q.image_share)
         return [round(float(v), 6) for v in np.asarray(values).reshape(-1)]
 
-    def __call__(self, k: int, offset: int, cut: float, ordered: bool = True) -> list[Hit]:
+    def __call__(
+        self, k: int, offset: int, cut: float, ordered: bool = True, tally: Tally | None = None
+    ) -> list[Hit]:
         """``ordered=False``: how many hits there are is wanted, not which (a text or hybrid
-        ranking stops reading as soon as it holds that many)."""
+        ranking stops reading as soon as it holds that many); ``tally``: filled by a text or
+        hybrid ranking with what it read below the cut."""
         q = self.q
         if self.mode != "semantic":
             rel = self.relevance if self.cal is not None else None
@@ -392,6 +403,7 @@ class _Fetch:
                 relevance=rel,
                 min_relevance=cut,
                 ordered=ordered,
+                tally=tally,
             )
         floor = q.min_score
         if cut > 0 and self.cal is not None:

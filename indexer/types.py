@@ -166,6 +166,19 @@ def control_character(text: str) -> str | None:
     return None
 
 
+@dataclass
+class Tally:
+    """A text or hybrid ranking's count of its results below the relevance cut
+    (indexer.hybrid.search_text): its first step reads ``want`` results deeper than the page,
+    then it fills in how many of those it read fall below the cut (``below``) and whether it
+    read every result (``whole``). The page where the results above the cut end counts what the
+    cut hid from it so (indexer.search_service), without ranking again where it can."""
+
+    want: int = 0
+    below: int = 0
+    whole: bool = False
+
+
 @dataclass(frozen=True)
 class FileInfo:
     """A file the scanner recognised as an image. ``path`` is a filesystem ``str`` (may hold

@@ -394,8 +394,9 @@ def test_the_page_where_the_results_above_the_cut_end_ranks_once_more_for_what_i
     small: Small, mode: str
 ) -> None:
     """Under a cut, a page with more results above it reads as any page; the page where they
-    end also counts what the cut hid below it (``hidden``): the ranking below the cut, one
-    more ranking (its own reads)."""
+    end also counts what the cut hid below it (``hidden``): a text or hybrid ranking under a
+    cut reads 101 results deeper than its page (what the cut hid, up to the 100 shown, and
+    whether there are more), a semantic one ranks once more below the cut (its own reads)."""
     query = "red yellow dog"  # red_yellow_<n>.jpg: two of the three words; dog: one
     q = small.lib.model.embed_texts([query])[0]
     text = "" if mode == "semantic" else query
@@ -422,7 +423,10 @@ def test_the_page_where_the_results_above_the_cut_end_ranks_once_more_for_what_i
     )
     below = len(want) - len(above)
     assert (last.hidden, last.hidden_more) == (min(below, 100), below > 100)
-    assert small.calls["search" if mode == "semantic" else "search_text"] == 2
+    # text and hybrid: the page's own ranking read 101 results deeper than the page (or all of
+    # them), which counts them; semantic: one more ranking, below the cut
+    rankings = {"semantic": 2, "text": 1, "hybrid": 1}[mode]
+    assert small.calls["search" if mode == "semantic" else "search_text"] == rankings
     assert len(_hit_reads(reads)) == small.steps(mode), reads
 
 
@@ -433,8 +437,9 @@ def test_a_page_deep_in_a_tie_of_relevance_and_a_count_of_what_the_cut_hid_read_
     cosine. A hybrid page there (cut 0, offset 300, words nothing has) is the documented
     ranking's, settled by the first step of reading: an image the vector list did not reach
     has a lower cosine than the page's last (before, the tie sent the reading through the whole
-    library, step after step). Under the default cut nothing passes, and the count of what it
-    hid (``hidden``: 100, more) needs no order either: one step."""
+    library, step after step). Under the default cut nothing passes, and the page's ranking
+    counts what the cut hid (``hidden``: 100, more) from its own reading: one step. In a folder
+    holding few of the images, that reading holds all of them: the count is exact."""
     text = "qqzxv"  # no image's words
     q = small.lib.model.embed_texts([text])[0]
     want = small.expected("hybrid", text, q, None)
@@ -445,7 +450,13 @@ def test_a_page_deep_in_a_tie_of_relevance_and_a_count_of_what_the_cut_hid_read_
     assert small.steps("hybrid") == 1
     nothing, _, _ = small.page(k=20, **common)
     assert nothing.hits == [] and (nothing.hidden, nothing.hidden_more) == (100, True)
-    assert small.calls["search_text"] == 2 and small.steps("hybrid") == 2
+    assert small.calls["search_text"] == 1 and small.steps("hybrid") == 1
+    few = SearchFilters(folder="/lib/few")  # 2% of the images: 30 here
+    want_few = small.expected("hybrid", text, q, few)
+    assert 0 < len(want_few) < 100
+    nothing, _, _ = small.page(k=20, filters=few, **common)
+    assert nothing.hits == [] and (nothing.hidden, nothing.hidden_more) == (len(want_few), False)
+    assert small.calls["search_text"] == 1
 
 
 def _asks(params: Any) -> int:
