@@ -283,16 +283,28 @@ def wait_all_up(
         time.sleep(0.2)
 
 
+def _rollup_mb(pid: int, *fields: str) -> float:
+    """The sum of these fields of ``pid``'s /proc/PID/smaps_rollup, MB."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in fields:
+            total += int(rest.split()[0])
+    return total / 1024
+
+
 def _pss_mb(pid: int) -> float:
     """The proportional set size of ``pid`` (shared pages split between their users), MB."""
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return _rollup_mb(pid, "Pss")
 
 
-def api_memory(server: subprocess.Popen[bytes]) -> list[float]:
-    """PSS of the server's API processes, MB: the first, then the spawned ones."""
+def _uss_mb(pid: int) -> float:
+    """The memory ``pid`` alone holds (its private pages: freed if it exits), MB."""
+    return _rollup_mb(pid, "Private_Clean", "Private_Dirty")
+
+
+def api_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The server's API processes: the first, then the spawned ones."""
     pids = [server.pid]
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -301,7 +313,16 @@ def api_memory(server: subprocess.Popen[bytes]) -> list[float]:
                 cmd = (entry / "cmdline").read_bytes()
                 if int(stat[1]) == server.pid and b"spawn_main" in cmd:
                     pids.append(int(entry.name))
-    return [round(_pss_mb(pid), 1) for pid in pids]
+    return pids
+
+
+def api_memory(server: subprocess.Popen[bytes]) -> dict[str, list[float]]:
+    """PSS and USS of the server's API processes (api_pids' order), MB."""
+    pids = api_pids(server)
+    return {
+        "pss_mb": [round(_pss_mb(pid), 1) for pid in pids],
+        "uss_mb": [round(_uss_mb(pid), 1) for pid in pids],
+    }
 
 
 def text_tower_mb(model_dir: Path) -> float:
@@ -544,7 +565,8 @@ def write_report(
         "left fewer). The load process shares the 2 cores.",
         "- Queries: unique ones are four words of a 45-word list never asked before in the run "
         "(the text tower runs for each); popular ones 64 three-word texts (the query cache); "
-        "text queries are hybrid (the keyword index has the file names).",
+        "text queries are hybrid (the keyword index has the file names, img_NNNNNN: no query word "
+        "matches them, so the keyword side finds nothing and the page is the vector ranking cut).",
         "- Stages: the server's own mean ms per answered search (encode: waiting for and "
         "running the text encoder; vector_search: FAISS; keyword_search: the keyword index; "
         "catalog: the catalog reads), from /metrics; the baseline has no such metric (-).",
@@ -584,21 +606,28 @@ def write_report(
             + f". The model's text tower is {facts.get('text_tower_mb', 0):.0f} MB of float32 "
             "weights (each process also builds its int8 copy).",
         ]
-        one = [r for r in mem if len(r["pss_mb"]) == 1]
+        # this tree's runs only (the baseline's memory is another program's)
+        one = [r for r in mem if len(r["pss_mb"]) == 1 and r["label"] != "baseline"]
         more = [r for r in mem if len(r["pss_mb"]) > 1]
         if one and more:
             extra = (sum(more[0]["pss_mb"]) - sum(one[0]["pss_mb"])) / (len(more[0]["pss_mb"]) - 1)
+            own = more[0].get("uss_mb", [])[1:]
             lines.append(
-                f"An extra API process adds {extra:.0f} MB (goal: less than the text tower + "
-                f"100 MB = {facts.get('text_tower_mb', 0) + 100:.0f} MB)."
+                f"An extra API process adds {max(own, default=0):.0f} MB of its own (the spawned "
+                f"processes' private pages, USS: {', '.join(f'{x:.0f}' for x in own)} MB); the "
+                f"PSS sum grew by {extra:.0f} MB a process from '{one[0]['label']}' to "
+                f"'{more[0]['label']}' (that difference moves with the pages of the index file "
+                "and the libraries each process happened to touch). Goal: less than the text "
+                f"tower + 100 MB = {facts.get('text_tower_mb', 0) + 100:.0f} MB."
             )
-    if len(runs) == 2:
-        a, b = runs[0]["answers"], runs[1]["answers"]
+    base = [r for r in runs if r["label"] == "baseline"]
+    for other in (r for r in runs if r["label"] != "baseline") if base else ():
+        a, b = base[0]["answers"], other["answers"]
         same = sum(1 for x, y in zip(a, b, strict=True) if x == y)
         lines += [
             "",
             f"Same answers: {same} of {len(SAME)} queries asked alone gave the same ids in the "
-            "same order from both servers.",
+            f"same order from the baseline and '{other['label']}'.",
         ]
     lines += [
         "",
@@ -682,7 +711,7 @@ def _serve_and_load(
             check=True,
         )
         got = json.loads(load.stdout.strip().splitlines()[-1])
-        return {"label": label, "pss_mb": api_memory(server), **got}, health
+        return {"label": label, **api_memory(server), **got}, health
     finally:
         server.send_signal(signal.SIGINT)
         try:
