@@ -25,8 +25,9 @@ tag's threshold is chosen from this library's score distribution for a target pr
    the paper's classifier (a softmax over the group's tags at the model's logit scale) also
    decides: a picture gets the group's best tag when its probability is at least the target
    precision. It is trusted only where the library vouches for it (:func:`trusted_groups`): the
-   pictures the strict thresholds already decided (at least :data:`MIN_SEEDS`) must get the same
-   tag from the classifier at least the target share of the time. A model that cannot tell the
+   pictures the strict thresholds already decided (at least :data:`MIN_SEEDS`, of at least two
+   of the group's tags) must get the same tag from the classifier at least the target share of
+   the time. A model that cannot tell the
    group's tags apart decides (almost) nothing strictly, so its classifier is never trusted.
 """
 
@@ -177,7 +178,9 @@ def trusted_groups(
         sub = np.asarray(scores, dtype=np.float32)[:, cols]
         seeded = strict[:, cols]
         rows = np.flatnonzero(seeded.sum(axis=1) == 1)
-        if rows.size < MIN_SEEDS:
+        # seeds of one tag alone cannot show the classifier confusing the others (one that always
+        # answered that tag would agree with every seed): at least two of the group's tags
+        if rows.size < MIN_SEEDS or np.count_nonzero(seeded[rows].any(axis=0)) < 2:
             continue
         best, prob = _classify(sub[rows], logit_scale)
         agree = (seeded[rows, best] & (prob >= target_precision)).mean()

@@ -380,3 +380,22 @@ def test_a_group_classifier_adds_recall_only_where_the_strict_decisions_vouch_fo
     noise = 0.20 + 0.02 * rng.normal(size=(n, 3))
     assert td.trusted_groups(noise, cuts, margins, groups, logit_scale=100.0) == [None] * 3
     assert not td.decide(noise, cuts, margins, groups, [None] * 3).any()
+
+
+def test_a_group_classifier_is_not_trusted_on_the_seeds_of_one_tag_alone() -> None:
+    from clipsearch.indexer import tag_decisions as td
+
+    rng = np.random.default_rng(4)
+    n = 600
+    truth = rng.integers(0, 3, n)
+    scores = 0.20 + 0.02 * rng.normal(size=(n, 3))
+    scores[np.arange(n), truth] += rng.uniform(0.03, 0.15, n)
+    scores[truth == 1, 0] += 0.10  # the classifier takes the second tag's pictures for the first
+    groups = ["shape"] * 3
+    margins = [0.0, 0.0, 0.0]
+    # only the first tag's clearest pictures pass a strict threshold: they all agree with the
+    # classifier, which says nothing about its mistakes on the other tags' pictures
+    cuts = [0.33, np.inf, np.inf]
+    assert td.decide(scores, cuts, margins, groups)[:, 0].sum() >= td.MIN_SEEDS
+    assert td.trusted_groups(scores, cuts, margins, groups, logit_scale=100.0) == [None] * 3
+    assert not td.decide(scores, cuts, margins, groups, [None] * 3)[:, 1:].any()
