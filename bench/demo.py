@@ -5,10 +5,9 @@
 Runs ``clipsearch demo --data-dir <fresh temp folder> --no-serve`` as a user does (a subprocess,
 its output piped, so it prints its plain progress lines) three times, one after the other:
 
-1. **reference**: the demo as it was before issue 24's changes, in the same conditions: training
-   with torch's default thread count (one per core) and the PNGs written at PIL's default zlib
-   level 6 (service/demo.py's ``DEMO_TRAIN_THREADS`` and synthetic.py's ``PNG_LEVEL`` patched
-   back in the child; the captions' second tokenisation, under a second, is not put back);
+1. **reference**: the demo with its recipe before issue 27, in the same conditions: 500 training
+   steps of a model with 2 image blocks (service/demo.py's ``DEMO_STEPS`` and ``_clip_config``
+   patched back in the child; the recipe is now 1,200 steps with 4 image blocks);
 2. **now**: the demo as it is;
 3. **cached**: the demo again in run 2's folder (the model is reused, the library is up to date).
 
@@ -55,12 +54,11 @@ PHASES = [
 ]
 
 REFERENCE = (
-    "import sys, torch\n"
+    "import sys\n"
     "import clipsearch.service.demo as demo\n"
-    "import clipsearch.model.finetune.synthetic as synthetic\n"
-    "import clipsearch.model.finetune.background as background\n"
-    "demo.DEMO_TRAIN_THREADS = torch.get_num_threads()\n"
-    "synthetic.PNG_LEVEL = background.PNG_LEVEL = 6\n"
+    "from clipsearch.model.finetune.train import small_clip_config\n"
+    "demo.DEMO_STEPS = 500\n"
+    "demo._clip_config = lambda: small_clip_config(image_size=32, width=64, layers=2)\n"
     "from clipsearch.service.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -177,7 +175,7 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     ended = datetime.now(UTC)
     out = [
-        "# demo: `clipsearch demo` from nothing, timed (issue 24; bench/demo.py)",
+        "# demo: `clipsearch demo` from nothing, timed (issues 24 and 27; bench/demo.py)",
         "",
         f"- Run: {started:%Y-%m-%d %H:%M}-{ended:%H:%M} UTC, `.venv/bin/python -m bench.demo`; "
         f"Python {platform.python_version()}, torch {torch.__version__}, "
@@ -187,14 +185,13 @@ def main() -> int:
             f"`{' '.join(extra)}` (not the defaults)"
             if extra
             else "the defaults (1,500 synthetic "
-            "pictures + 375 background pairs, 500 training steps of batch 64 on the CPU, the small "
-            "64-d CLIP)"
+            "pictures + 375 background pairs, 1,200 training steps of batch 64 on the CPU, the "
+            "small 64-d CLIP with 4 image and 2 text blocks)"
         )
         + ", a fresh data folder each (no cached model), output piped (the demo's plain progress "
         "lines end the phases)",
-        "- Runs, one after the other: **reference** = the demo before issue 24's changes (training "
-        "with torch's default threads, one per core; PNGs at zlib level 6); **now** = as it is; "
-        "**cached** = now's folder again",
+        "- Runs, one after the other: **reference** = the demo with its recipe before issue 27 "
+        "(500 steps, 2 image blocks); **now** = as it is; **cached** = now's folder again",
         "",
     ]
     for r in runs:

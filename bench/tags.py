@@ -133,6 +133,13 @@ def zero_shot(
     return out  # {set: [colour acc, shape acc]}
 
 
+def _arch(model: Any) -> str:
+    """The demo model's shape in words: input pixels, patches, widths, blocks per tower."""
+    c = model.config
+    return (f"{c.embed_dim}-d, {c.vision.image_size} px input in {c.vision.patch_size} px patches, "
+            f"width {c.vision.width}, {c.vision.layers} image + {c.text.layers} text blocks")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-dir", type=Path, default=None)
@@ -147,8 +154,8 @@ def main() -> int:
     from clipsearch.model.api import build
     from clipsearch.model.finetune.data import load_pairs
     from clipsearch.model.finetune.synthetic import generate, read_manifest
-    from clipsearch.model.finetune.train import small_clip_config
     from clipsearch.service.demo import (
+        _clip_config,
         _default_demo_dir,
         _synthetic_config,
         _train_config,
@@ -163,7 +170,7 @@ def main() -> int:
     items = list(generate(syn, args.images))
     attrs = [it.attributes for it in items]
     vectors = np.asarray(model.embed_images([it.image for it in items]), dtype=np.float32)
-    random_model = build(small_clip_config(image_size=32, width=64, layers=2), seed=1, name="r")
+    random_model = build(_clip_config(), seed=1, name="r")
     random_vectors = np.asarray(
         random_model.embed_images([it.image for it in items]), dtype=np.float32
     )
@@ -253,8 +260,8 @@ def main() -> int:
         f"{time.perf_counter() - began:.0f} s; Python {platform.python_version()}, torch "
         f"{torch.__version__}, numpy {np.__version__}, SQLAlchemy {sa.__version__}; "
         f"{platform.machine()}, 1 torch thread, 2 cores shared with other work",
-        f"- Model: the demo's small CLIP (service/demo.py, {assets.model.name}: 64-d, trained "
-        f"from scratch on its synthetic shapes; validation t2i R@1 "
+        f"- Model: the demo's small CLIP (service/demo.py, {assets.model.name}: {_arch(model)}, "
+        f"trained from scratch on its synthetic shapes; validation t2i R@1 "
         f"{assets.metrics.get('t2i_r1', float('nan')):.2f})",
         f"- Set: {args.images} pictures of the demo's recipe under another seed (never seen in "
         "training), embedded once, tagged by the real job (indexer.tag_jobs.tag_library) with "

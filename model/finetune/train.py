@@ -425,15 +425,24 @@ def train(
 
 
 def small_clip_config(
-    image_size: int = 32, width: int = 64, layers: int = 2, embed_dim: int = 64
+    image_size: int = 32,
+    width: int = 64,
+    layers: int = 2,
+    embed_dim: int = 64,
+    vision_layers: int | None = None,
 ) -> CLIPConfig:
     """A small ViT CLIP that trains from scratch on the synthetic set in a minute or two on a CPU
-    (the demo and the tests): 8px patches, ``layers`` blocks of ``width`` per tower, real BPE vocab."""
+    (the demo and the tests): 8px patches, ``layers`` blocks of ``width`` per tower (the image
+    tower ``vision_layers`` where given), real BPE vocab."""
     heads = max(1, width // 32)
     return CLIPConfig(
         embed_dim=embed_dim,
         vision=VisionConfig(
-            image_size=image_size, width=width, layers=layers, patch_size=8, heads=heads
+            image_size=image_size,
+            width=width,
+            layers=layers if vision_layers is None else vision_layers,
+            patch_size=8,
+            heads=heads,
         ),
         text=TextConfig(
             context_length=77, vocab_size=49408, width=width, heads=heads, layers=layers

@@ -51,3 +51,24 @@ def test_demo_trains_ingests_and_searches_offline_then_reuses_the_model(
 def test_demo_refuses_too_few_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--data-dir", str(tmp_path / "d"), "--no-serve", "--images", "5"]) == 2
     assert "at least 200" in capsys.readouterr().err
+
+
+def test_a_demo_training_left_by_other_settings_is_started_over_not_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipsearch import model as clip_model
+    from clipsearch.model.finetune.train import small_clip_config
+    from clipsearch.service import demo
+
+    data = tmp_path / "demo"
+    # an earlier recipe (one image block) trained here, its checkpoints kept in <data>/training
+    monkeypatch.setattr(demo, "_clip_config", lambda: small_clip_config(vision_layers=1))
+    demo.prepare_demo(data, images=200, steps=4, progress=False)
+    monkeypatch.undo()
+    # the recipe now, and fewer steps than the earlier run's last checkpoint: trained afresh
+    assets = demo.prepare_demo(data, images=200, steps=2, progress=False)
+    assert assets.trained_now
+    loaded = clip_model.load(str(assets.model), device="cpu")
+    assert loaded.config.vision.layers == demo._clip_config().vision.layers
+    marker = json.loads((data / "model" / "demo.json").read_text())
+    assert marker["train"]["max_steps"] == 2
