@@ -30,9 +30,10 @@ text's vector does not depend on what else is in its pass:
   largest magnitude first (a GELU's output, mostly of one sign: its own [min, max] mapped onto
   [0, 1]), the int8 kernel quantizes that on one fixed grid ([-1, 1] or [0, 1]; fbgemm's
   fixed-grid Linear, or the dynamic one with an anchor row that fixes its input range where
-  the engine lacks it), and the rows' scales are put back on the output. The int8 products and their int32 sums are exact, so the per-row grid
-  makes the products independent of the other rows; per-token grids are also closer to the
-  exact path than one grid per text was (no token's outlier coarsens the others' grid).
+  the engine lacks it), and the rows' scales are put back on the output. The int8 products and
+  their int32 sums are exact, so the per-row grid makes the products independent of the other
+  rows; per-token grids are also closer to the exact path than one grid per text was (no
+  token's outlier coarsens the others' grid).
 
 bench/query_batch.py measures it: vectors alone vs in passes of 16 and 32 (cosine >= 0.9999998
 on 500 queries), the drift against the exact path, and the time per text alone and together.
@@ -140,12 +141,13 @@ class _Int8Linear(nn.Module):
         self._x_scale = (1.0 - low) / levels
         # 0 maps to level 127.5, rounded half to even as the dynamic kernel does: 128 (64)
         self._x_zero = 0 if one_signed else (levels + 1) // 2
-        self._fused = _has_fixed_grid_kernel(self._packed, w.shape[1])
+        self._fused = _has_fixed_grid_kernel(torch.backends.quantized.engine)
         # without the fixed-grid kernel: an anchor row fixes the dynamic kernel's input range
-        self._anchor = torch.zeros(1, w.shape[1])
-        self._anchor[0, 0] = 1.0
-        if not one_signed and w.shape[1] > 1:
-            self._anchor[0, 1] = -1.0
+        self._anchor = torch.zeros(0, w.shape[1]) if self._fused else torch.zeros(1, w.shape[1])
+        if not self._fused:
+            self._anchor[0, 0] = 1.0
+            if not one_signed and w.shape[1] > 1:
+                self._anchor[0, 1] = -1.0
 
     def _linear(self, unit: torch.Tensor) -> torch.Tensor:
         if self._fused:
@@ -176,13 +178,26 @@ class _Int8Linear(nn.Module):
         return y.view(*shape[:-1], y.shape[-1])
 
 
-def _has_fixed_grid_kernel(packed: Any, in_features: int) -> bool:
-    """Whether this engine has the int8 Linear that takes its input grid from the caller
-    (fbgemm/x86: one call, no anchor row to concatenate and slice off; the same integer
-    products as the dynamic kernel on the anchored input, bit for bit)."""
+@functools.cache
+def _has_fixed_grid_kernel(engine: str) -> bool:
+    """Whether the quantized ``engine`` has the int8 Linear that takes its input grid from the
+    caller (fbgemm/x86: one call, no anchor row to concatenate and slice off; the same integer
+    products as the dynamic kernel on the anchored input, bit for bit). Probed once per engine
+    on a 1x1 weight."""
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            weight = torch.quantize_per_channel(
+                torch.ones(1, 1),
+                torch.ones(1, dtype=torch.double),
+                torch.zeros(1, dtype=torch.long),
+                0,
+                torch.qint8,
+            )
+            packed = torch.ops.quantized.linear_prepack(weight, None)
         torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            torch.zeros(1, in_features), 1.0 / 255, 0, packed
+            torch.zeros(1, 1), 1.0 / 255, 0, packed
         )
     except (RuntimeError, AttributeError, NotImplementedError):
         return False
