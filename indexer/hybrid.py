@@ -167,17 +167,13 @@ def search_text(
     keywords: tuple[int, list[KeywordHit]] | None = None,
     relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
     min_relevance: float | None = None,
-    ordered: bool = True,
     tally: Tally | None = None,
 ) -> list[Hit]:
     """A page of a text query's results in ``mode`` (module docstring), each hit with its
     ``relevance``, ordered by it, those below ``min_relevance`` left out. ``relevance``: the
     calibrated relevance of cosines (indexer.relevance; default: the cosine within 0..1).
     ``keywords``: (depth, hits) of :func:`keyword_hits` for this query and these filters, read
-    beforehand; used when the first reading needs that depth. ``ordered=False``: only how many
-    results lie past ``offset`` (up to ``k``) is wanted, not which: the reading stops as soon as
-    it holds that many (the hits given are some of the results, in no promised order).
-    ``tally``: the first step reads ``tally.want`` deeper, and the tally is filled with how
+    beforehand; used when the first reading needs that depth. ``tally``: the first step reads ``tally.want`` deeper, and the tally is filled with how
     many of the results read fall below the cut."""
     k, offset = check_page(k, offset, MAX_DEPTH)
     mode = _resolve(src.has_keywords, query, mode)
@@ -215,7 +211,7 @@ def search_text(
         kept = [c for c in ranked if c.relevance >= cut]
         if done or depth >= MAX_DEPTH:
             break
-        if len(kept) >= need and (not ordered or _settled(kept[need - 1], bound, floor)):
+        if len(kept) >= need and _settled(kept[need - 1], bound, floor):
             break  # no image outside both lists could rank within the page
         if len(kept) < need and bound < cut:
             break  # no image outside both lists passes the cut
@@ -511,9 +507,9 @@ def _both_sides(
 ) -> tuple[list[_Candidate], float, bool, float | None]:
     """Both lists merged by fused relevance; the most an image in neither could reach; whether
     both are whole; the vector list's last cosine (the most an image it did not reach could
-    have; None where it is whole). One catalog statement in the common case: the vector search's check of its
-    hits reads their rows and keyword rows, and the keyword candidates' rows with the cosines of
-    those the vector list may not hold."""
+    have; None where it is whole). One catalog statement in the common case: the vector
+    search's check of its hits reads their rows and keyword rows, and the keyword candidates'
+    rows with the cosines of those the vector list may not hold."""
     first = {"batch": True}
     chunk = [h.id for h in cands[: depth + depth // 4 if reading.filters is None else None]]
 

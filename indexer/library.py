@@ -326,16 +326,14 @@ class Library:
         keywords: tuple[int, list[KeywordHit]] | None = None,
         relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
         min_relevance: float | None = None,
-        ordered: bool = True,
         tally: Tally | None = None,
     ) -> list[Hit]:
         """A text query through the vectors and/or the keyword index (``mode`` semantic, text,
         hybrid; None: hybrid when the keyword index has content); see :mod:`indexer.hybrid`.
         ``keywords``: what :meth:`keyword_hits` gave for this query, filters and depth;
         ``relevance``: the calibrated relevance of cosines; ``min_relevance``: the cut on the
-        relevance each hit shows (indexer.search_service); ``ordered=False``: a count of what
-        lies past ``offset``; ``tally``: filled with what it read below the cut
-        (hybrid.search_text)."""
+        relevance each hit shows (indexer.search_service); ``tally``: filled with what it read
+        below the cut (hybrid.search_text)."""
         from .hybrid import search_text
 
         return search_text(
@@ -350,7 +348,6 @@ class Library:
             keywords,
             relevance=relevance,
             min_relevance=min_relevance,
-            ordered=ordered,
             tally=tally,
         )
 

@@ -95,7 +95,6 @@ class SearchLibrary(Protocol):
         keywords: tuple[int, list[KeywordHit]] | None = None,
         relevance: Callable[[Sequence[float]], Sequence[float]] | None = None,
         min_relevance: float | None = None,
-        ordered: bool = True,
         tally: Tally | None = None,
     ) -> list[Hit]: ...
 
@@ -339,7 +338,7 @@ class SearchService:
             if tally.whole or tally.below > HIDDEN_CAP:
                 n_below = tally.below
             else:
-                n_below = len(fetch(HIDDEN_CAP + 1, offset + len(page), 0.0, ordered=False))
+                n_below = len(fetch(HIDDEN_CAP + 1, offset + len(page), 0.0))
             out.hidden = min(n_below, HIDDEN_CAP)
             out.hidden_more = n_below > HIDDEN_CAP
         return out
@@ -382,12 +381,8 @@ class _Fetch:
         values = self.cal.relevance(list(scores), self.q.image_share)
         return [round(float(v), 6) for v in np.asarray(values).reshape(-1)]
 
-    def __call__(
-        self, k: int, offset: int, cut: float, ordered: bool = True, tally: Tally | None = None
-    ) -> list[Hit]:
-        """``ordered=False``: how many hits there are is wanted, not which (a text or hybrid
-        ranking stops reading as soon as it holds that many); ``tally``: filled by a text or
-        hybrid ranking with what it read below the cut."""
+    def __call__(self, k: int, offset: int, cut: float, tally: Tally | None = None) -> list[Hit]:
+        """``tally``: filled by a text or hybrid ranking with what it read below the cut."""
         q = self.q
         if self.mode != "semantic":
             rel = self.relevance if self.cal is not None else None
@@ -402,7 +397,6 @@ class _Fetch:
                 keywords=q.keywords,
                 relevance=rel,
                 min_relevance=cut,
-                ordered=ordered,
                 tally=tally,
             )
         floor = q.min_score

@@ -27,8 +27,8 @@ tag's threshold is chosen from this library's score distribution for a target pr
    precision. It is trusted only where the library vouches for it (:func:`trusted_groups`): the
    pictures the strict thresholds already decided (at least :data:`MIN_SEEDS`, of at least two
    of the group's tags) must get the same tag from the classifier at least the target share of
-   the time. A model that cannot tell the
-   group's tags apart decides (almost) nothing strictly, so its classifier is never trusted.
+   the time. A model that cannot tell the group's tags apart decides (almost) nothing
+   strictly, so its classifier is never trusted.
 """
 
 from __future__ import annotations
