@@ -22,12 +22,12 @@ def test_no_roots_says_so_and_how_to_allow_one(make_client: Any, fake_library: A
 def test_the_roots_listed_are_the_ones_a_refusal_names(
     make_client: Any, fake_library: Any, tmp_path: Path
 ) -> None:
-    photos, shared = tmp_path / "photos", tmp_path / "shared"
+    photos, team = tmp_path / "photos", tmp_path / "team"
     photos.mkdir()
-    shared.mkdir()
-    client = make_client(fake_library, api_token=TOKEN, images=[photos], allowed_roots=[shared])
+    team.mkdir()
+    client = make_client(fake_library, api_token=TOKEN, images=[photos], allowed_roots=[team])
     roots = client.get("/api/folders/allowed", headers=AUTH).json()["roots"]
-    assert sorted(roots) == sorted([str(photos.resolve()), str(shared.resolve())])
+    assert sorted(roots) == sorted([str(photos.resolve()), str(team.resolve())])
     refused = client.post("/api/folders", json={"path": str(tmp_path)}, headers=AUTH)
     assert refused.status_code == 403
     for root in roots:
